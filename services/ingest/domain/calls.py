@@ -1,0 +1,104 @@
+"""Segment-spec calls as clients send them, and how they become `Event`s (pure)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from shared.contracts.events import Event, EventType
+
+
+def _id_to_str(value: Any) -> Any:
+    # SDKs in loosely typed languages send numeric ids; Segment accepts them as strings.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=255)]
+
+
+class Call(BaseModel):
+    """One call of the Segment HTTP Tracking API (camelCase, unknown fields ignored)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    type: Literal["track", "identify", "page", "screen", "group", "alias"]
+    messageId: Annotated[str, BeforeValidator(_id_to_str), Field(max_length=200)] | None = None
+    userId: Id | None = None
+    anonymousId: Id | None = None
+    event: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Annotated[str, Field(max_length=200)] | None = None
+    category: Annotated[str, Field(max_length=200)] | None = None
+    groupId: Id | None = None
+    previousId: Id | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    integrations: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = None
+
+    def problems(self) -> list[dict[str, str]]:
+        """The spec's rules beyond types: which ids and names each call needs."""
+        errors = []
+        if self.type == "alias":
+            if not self.userId:
+                errors.append({"field": "userId", "message": "alias requires userId"})
+            if not self.previousId:
+                errors.append({"field": "previousId", "message": "alias requires previousId"})
+        elif not (self.userId or self.anonymousId):
+            errors.append({"field": "userId", "message": "userId or anonymousId is required"})
+        if self.type == "track" and not self.event:
+            errors.append({"field": "event", "message": "track requires event"})
+        if self.type == "group" and not self.groupId:
+            errors.append({"field": "groupId", "message": "group requires groupId"})
+        return errors
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def corrected_timestamp(
+    timestamp: datetime | None, sent_at: datetime | None, received_at: datetime
+) -> datetime:
+    """Segment's skew correction: timestamp + (receivedAt - sentAt) when the client sent sentAt."""
+    timestamp, sent_at = _aware(timestamp), _aware(sent_at)
+    if timestamp is None:
+        return received_at
+    if sent_at is None:
+        return timestamp
+    return timestamp + (received_at - sent_at)
+
+
+def to_event(call: Call, *, workspace_id: str, received_at: datetime,
+             batch_sent_at: datetime | None = None) -> Event:
+    original = call.timestamp or call.originalTimestamp
+    sent_at = call.sentAt or batch_sent_at
+    return Event(
+        id=call.messageId or f"ingest-{uuid.uuid4()}",
+        workspace_id=workspace_id,
+        type=EventType(call.type),
+        event=call.event,
+        name=call.name,
+        category=call.category,
+        user_id=call.userId,
+        anonymous_id=call.anonymousId,
+        group_id=call.groupId,
+        previous_id=call.previousId,
+        properties=call.properties,
+        traits=call.traits,
+        context=call.context,
+        integrations=call.integrations,
+        timestamp=corrected_timestamp(original, sent_at, received_at),
+        original_timestamp=_aware(original),
+        sent_at=_aware(sent_at),
+        received_at=received_at,
+    )

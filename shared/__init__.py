@@ -1,0 +1,1 @@
+"""Touchpoint's common library: contracts, Kafka and database plumbing, settings, HTTP bits."""

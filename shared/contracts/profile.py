@@ -1,0 +1,60 @@
+"""`touchpoint.profile-events` and `touchpoint.profile-changes`, produced by profile."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts.envelope import Envelope
+from shared.contracts.events import Event
+
+
+class ProfileSnapshot(BaseModel):
+    """A compact copy of the profile, so consumers never need to call back."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    profile_id: str
+    user_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    timezone: str | None = None
+    traits: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    segments: list[str] = Field(default_factory=list)
+    consent: dict[str, bool] = Field(default_factory=dict)
+    lifecycle_stage: str | None = None
+
+
+class ProfileEvent(Envelope):
+    """An accepted event, re-published with its resolved profile. `id` equals the event's id."""
+
+    profile_id: str
+    event: Event
+    profile: ProfileSnapshot
+
+
+class ChangeKind(StrEnum):
+    created = "created"
+    merged = "merged"
+    erased = "erased"
+    traits_changed = "traits_changed"
+    lifecycle_changed = "lifecycle_changed"
+    rfm_changed = "rfm_changed"
+    segment_entered = "segment_entered"
+    segment_exited = "segment_exited"
+    consent_changed = "consent_changed"
+    address_changed = "address_changed"
+
+
+class ProfileChange(Envelope):
+    """Something about a profile changed. `merged`: `data.merged_ids` now live under `profile_id`."""
+
+    profile_id: str
+    kind: ChangeKind
+    data: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime
+    profile: ProfileSnapshot | None = None

@@ -1,0 +1,1 @@
+"""HTTP pieces every service app shares: problem+json errors, health, limits, auth."""

@@ -1,0 +1,37 @@
+"""Build a service's FastAPI app: lifespan owns the runtime; shared routes and handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from shared.http.health import router as health_router
+from shared.http.middleware import BodySizeLimit, RequestMetrics
+from shared.http.problems import install_problem_handlers
+from shared.runtime import ServiceParts, ServiceRuntime
+from shared.settings import Settings
+
+
+def build_app(parts: ServiceParts, settings: Settings, *, title: str, description: str,
+              routers: list[APIRouter]) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = ServiceRuntime(parts, settings)
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.include_router(health_router)
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, service=parts.name)
+    return app

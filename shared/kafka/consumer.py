@@ -1,0 +1,232 @@
+"""The consumer loop: commit only after the effect is durable, never block a partition.
+
+Per poll, each partition's records are parsed with the topic's contract model;
+ones that don't parse go to the DLQ. The rest go to the handler as one batch
+(so handlers can batch their database writes). If the batch fails for a reason
+other than an outage, it is replayed one record at a time to find the poison one.
+Offsets are committed (last offset + 1) only after the handler returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from pydantic import BaseModel, ValidationError
+
+from shared import metrics
+from shared.kafka.dlq import dead_letter
+from shared.kafka.errors import InvalidMessage, is_transient
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A parsed message and where it came from."""
+
+    value: Any  # the contract model instance
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    raw: ConsumerRecord = field(repr=False)
+
+
+Handler = Callable[[list[Record]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One row of a service's consumer table."""
+
+    name: str  # e.g. "profile.events"; also the consumer-group suffix and inbox name
+    topic: str  # full topic name
+    model: type[BaseModel]
+    handler: Handler
+    max_attempts: int = 3  # for non-transient handler errors, before dead-lettering
+
+
+class _Abandon(Exception):
+    """The batch can't be finished here (shutdown or partition revoked): don't commit."""
+
+
+class ConsumerLoop:
+    def __init__(self, spec: ConsumerSpec, settings: Settings, producer: AIOKafkaProducer) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.producer = producer  # for the DLQ
+        self.group = f"{settings.topic_prefix}{spec.name}"
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self.running = False
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch, commit and leave the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.spec.topic,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group,
+            client_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
+            max_poll_interval_ms=600_000,
+            session_timeout_ms=30_000,
+            heartbeat_interval_ms=3_000,
+        )
+        self._consumer = consumer
+        await self._start(consumer)
+        self.running = True
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.consumer_max_records
+                )
+                for tp, messages in batches.items():
+                    if self._stopping.is_set():
+                        break
+                    try:
+                        await self._process(consumer, tp, messages)
+                    except _Abandon:
+                        break
+        finally:
+            self.running = False
+            await consumer.stop()
+
+    async def _start(self, consumer: AIOKafkaConsumer) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await consumer.start()
+                return
+            except KafkaError as exc:
+                log.warning("consumer %s: broker unreachable (%s), retrying", self.group, exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10)
+        raise asyncio.CancelledError
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
+    ) -> None:
+        records: list[Record] = []
+        for msg in messages:
+            try:
+                records.append(self._parse(msg))
+            except InvalidMessage as exc:
+                await self._dead_letter(consumer, tp, msg, exc)
+        if records:
+            with metrics.HANDLER_SECONDS.labels(self.spec.name).time():
+                await self._handle(consumer, tp, records)
+        await self._commit(consumer, tp, messages[-1].offset + 1)
+        metrics.CONSUMED.labels(self.spec.name).inc(len(messages))
+
+    def _parse(self, msg: ConsumerRecord) -> Record:
+        try:
+            value = self.spec.model.model_validate_json(msg.value or b"")
+        except ValidationError as exc:
+            raise InvalidMessage(_short(exc)) from exc
+        return Record(value, msg.topic, msg.partition, msg.offset, msg.key, msg)
+
+    async def _handle(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]
+    ) -> None:
+        attempt = 0
+        delay = 0.2
+        while True:
+            try:
+                await self.spec.handler(records)
+                return
+            except InvalidMessage as exc:
+                if len(records) > 1:
+                    return await self._one_by_one(consumer, tp, records)
+                return await self._dead_letter(consumer, tp, records[0].raw, exc)
+            except Exception as exc:
+                if is_transient(exc):
+                    # An outage: wait it out without leaving the group, then retry.
+                    log.warning("consumer %s: dependency down (%s), pausing", self.group,
+                                type(exc).__name__)
+                    metrics.PAUSED.labels(self.spec.name).set(1)
+                    await self._pause_for(consumer, tp, delay)
+                    delay = min(delay * 2, 15)
+                    continue
+                if len(records) > 1:
+                    return await self._one_by_one(consumer, tp, records)
+                attempt += 1
+                if attempt >= self.spec.max_attempts:
+                    log.exception("consumer %s: giving up on offset %s", self.group,
+                                  records[0].offset)
+                    return await self._dead_letter(consumer, tp, records[0].raw, exc)
+                await self._sleep(delay * attempt)
+            finally:
+                metrics.PAUSED.labels(self.spec.name).set(0)
+
+    async def _one_by_one(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]
+    ) -> None:
+        for record in records:
+            await self._handle(consumer, tp, [record])
+
+    async def _pause_for(self, consumer: AIOKafkaConsumer, tp: TopicPartition, delay: float) -> None:
+        """Sleep with jitter while keeping group membership; abandon if stopping or revoked."""
+        assigned = consumer.assignment()
+        consumer.pause(*assigned)
+        try:
+            # getmany on paused partitions returns nothing but keeps the poll interval alive.
+            await consumer.getmany(timeout_ms=int(delay * (0.8 + 0.4 * random.random()) * 1000))
+        finally:
+            current = consumer.assignment()
+            consumer.resume(*[p for p in assigned if p in current])
+        if self._stopping.is_set() or tp not in consumer.assignment():
+            raise _Abandon
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await consumer.commit({tp: offset})
+                return
+            except (CommitFailedError, IllegalStateError) as exc:
+                # Rebalanced away: the new owner re-reads from the last commit (idempotent).
+                log.warning("consumer %s: commit lost to a rebalance (%s)", self.group, exc)
+                raise _Abandon from exc
+            except KafkaError as exc:
+                log.warning("consumer %s: commit failed (%s), retrying", self.group, exc)
+                if self._stopping.is_set():
+                    raise _Abandon from exc
+                await self._sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _dead_letter(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, msg: ConsumerRecord, exc: BaseException
+    ) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await dead_letter(self.producer, self.settings, self.spec.name, msg, exc)
+                metrics.DEAD_LETTERED.labels(self.spec.name).inc()
+                return
+            except KafkaError:
+                await self._pause_for(consumer, tp, delay)
+                delay = min(delay * 2, 15)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+
+def _short(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
+    return "; ".join(parts)[:1000]

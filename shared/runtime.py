@@ -1,0 +1,133 @@
+"""What a service process runs besides HTTP: engine, producer, consumers, outbox sweeper.
+
+Start-up never blocks on Postgres or Kafka: the app serves /healthz at once, connects
+in the background with backoff, and /readyz says 503 until both answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.auth import KeyRing, seed_bootstrap_keys
+from shared.db.engine import create_engine, ping
+from shared.db.outbox import OutboxRelay
+from shared.kafka.consumer import ConsumerLoop, ConsumerSpec
+from shared.kafka.producer import create_producer
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceParts:
+    """What makes one service: its tables and its consumer table."""
+
+    name: str
+    api_keys: Table
+    outbox: Table | None = None
+    seed_kinds: tuple[str, ...] = ("admin",)
+    consumers: Callable[[ServiceRuntime], list[ConsumerSpec]] = lambda _rt: []
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+class ServiceRuntime:
+    def __init__(self, parts: ServiceParts, settings: Settings) -> None:
+        self.parts = parts
+        self.settings = settings
+        self.engine: AsyncEngine = create_engine(settings.database_url)
+        self.producer: AIOKafkaProducer = create_producer(settings, client_id=parts.name)
+        self.keyring = KeyRing(self.engine, parts.api_keys)
+        self.relay = (
+            OutboxRelay(self.engine, parts.outbox, self.producer, service=parts.name)
+            if parts.outbox is not None else None
+        )
+        self.loops: list[ConsumerLoop] = []
+        self.producer_started = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._connect(), name=f"{self.parts.name}-connect"))
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await ping(self.engine)
+                await seed_bootstrap_keys(self.engine, self.parts.api_keys, self.settings,
+                                          self.parts.seed_kinds)
+                if not self.producer_started:
+                    await self.producer.start()
+                    self.producer_started = True
+                break
+            except Exception as exc:
+                log.warning("%s: waiting for dependencies (%s)", self.parts.name,
+                            type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        if self._stopping.is_set():
+            return
+        for spec in self.parts.consumers(self):
+            loop = ConsumerLoop(spec, self.settings, self.producer)
+            self.loops.append(loop)
+            self._tasks.append(asyncio.create_task(self._supervise(loop), name=spec.name))
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(self.relay.run_sweeper(), name="outbox"))
+        log.info("%s: connected, %d consumer(s) running", self.parts.name, len(self.loops))
+
+    async def _supervise(self, loop: ConsumerLoop) -> None:
+        """A crashed loop restarts from its last commit (at-least-once), with backoff."""
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                await loop.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer %s crashed; restarting from last commit", loop.spec.name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def ready(self) -> dict[str, bool]:
+        """Is each dependency reachable right now (bounded to ~1 s)?"""
+        async def db() -> bool:
+            try:
+                await asyncio.wait_for(ping(self.engine), 1.0)
+                return True
+            except Exception:
+                return False
+
+        async def kafka() -> bool:
+            if not self.producer_started:
+                return False
+            try:
+                return bool(await asyncio.wait_for(
+                    self.producer.client.force_metadata_update(), 1.0))
+            except Exception:
+                return False
+
+        postgres, broker = await asyncio.gather(db(), kafka())
+        return {"postgres": postgres, "kafka": broker}
+
+    async def stop(self, timeout: float = 8.0) -> None:
+        self._stopping.set()
+        for loop in self.loops:
+            loop.stop()
+        if self.relay is not None:
+            self.relay.stop()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.producer_started:
+            await self.producer.stop()
+        await self.engine.dispose()

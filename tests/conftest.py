@@ -45,7 +45,7 @@ def settings(kafka_bootstrap: str, database_url: str, smtp: tuple[str, Inbox]) -
         env="test", database_url=database_url, kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"test-{RUN_ID}.", topic_partitions=3, smtp_url=smtp[0],
         bootstrap_admin_key=ADMIN_KEY, bootstrap_write_key=WRITE_KEY,
-        consumer_fetch_max_wait_ms=10,
+        consumer_fetch_max_wait_ms=10, consumer_session_timeout_ms=6_000,
     )
 
 

@@ -82,8 +82,9 @@ class ConsumerLoop:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.settings.consumer_fetch_max_wait_ms,
             max_poll_interval_ms=600_000,
-            session_timeout_ms=30_000,
-            heartbeat_interval_ms=3_000,
+            session_timeout_ms=self.settings.consumer_session_timeout_ms,
+            rebalance_timeout_ms=self.settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=max(self.settings.consumer_session_timeout_ms // 10, 300),
         )
         self._consumer = consumer
         await self._start(consumer)

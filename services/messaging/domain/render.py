@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from liquid import Environment, StrictUndefined
+from liquid import Environment, StrictDefaultUndefined
 from liquid.exceptions import LiquidError
 
 
@@ -20,8 +20,8 @@ class _Sandboxed(Environment):
     context_depth_limit = 20
 
 
-_html = _Sandboxed(autoescape=True, undefined=StrictUndefined)
-_text = _Sandboxed(autoescape=False, undefined=StrictUndefined)
+_html = _Sandboxed(autoescape=True, undefined=StrictDefaultUndefined)
+_text = _Sandboxed(autoescape=False, undefined=StrictDefaultUndefined)
 
 
 class RenderError(Exception):

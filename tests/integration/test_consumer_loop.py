@@ -1,0 +1,208 @@
+"""The consumer loop's promises, against the real broker and Postgres.
+
+- a crash between the handler's effect and the offset commit redelivers, without a second effect
+- a poison message goes to the DLQ with the error, and the partition keeps flowing
+- an outage (transient error) pauses and resumes without dead-lettering anything
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.contracts.events import Event
+from shared.db import claim_new, create_engine, inbox_table
+from shared.kafka import ConsumerLoop, ConsumerSpec, InvalidMessage, Record, create_producer
+from shared.kafka.admin import ensure_topics
+from shared.kafka.codec import header
+from shared.settings import Settings
+from shared.testing.topics import read_until
+
+pytestmark = pytest.mark.integration
+
+
+class Crash(Exception):
+    """Stands for the process dying: nothing after it runs."""
+
+
+@pytest.fixture
+async def world(settings: Settings, topics: list[str],
+                unique: str) -> AsyncIterator[tuple[Settings, AsyncEngine, Table, Table, str]]:
+    """A topic of its own, and a table + inbox of its own in a schema of its own."""
+    topic = settings.topic(f"loop-{unique}")
+    await ensure_topics(settings, [topic])
+    metadata = MetaData(schema=f"t_{unique}")
+    effects = Table("effects", metadata, Column("id", String, primary_key=True),
+                    Column("n", Integer))
+    inbox = inbox_table(metadata)
+    engine = create_engine(settings.database_url)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(f'CREATE SCHEMA "t_{unique}"')
+        await conn.run_sync(metadata.create_all)
+    yield settings, engine, effects, inbox, topic
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(f'DROP SCHEMA "t_{unique}" CASCADE')
+    await engine.dispose()
+
+
+def event(i: int) -> bytes:
+    return orjson.dumps({"id": f"e{i}", "workspace_id": "w", "type": "track", "event": "X",
+                         "user_id": "u", "timestamp": "2026-11-23T10:00:00Z",
+                         "received_at": "2026-11-23T10:00:00Z"})
+
+
+async def produce(settings: Settings, topic: str, values: list[bytes]) -> None:
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        for value in values:  # one key: one partition, so order is what we produce
+            await producer.send_and_wait(topic, value, key=b"w:u")
+    finally:
+        await producer.stop()
+
+
+def recording_handler(engine: AsyncEngine, effects: Table, inbox: Table, calls: list[str]):
+    async def handle(records: list[Record]) -> None:
+        calls.extend(r.value.id for r in records)
+        async with engine.begin() as conn:
+            fresh = await claim_new(conn, inbox, "test", [r.value.id for r in records])
+            for r in records:
+                if r.value.id in fresh:
+                    await conn.execute(insert(effects).values(id=r.value.id, n=1))
+    return handle
+
+
+async def run_until(loop: ConsumerLoop, condition, timeout: float = 45.0) -> None:
+    task = asyncio.create_task(loop.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await condition():
+            if task.done():
+                task.result()
+            assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+            await asyncio.sleep(0.05)
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 15)
+
+
+async def count(engine: AsyncEngine, effects: Table) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(effects))).scalar_one()
+
+
+async def test_crash_before_commit_redelivers_without_duplicate_effect(world) -> None:
+    settings, engine, effects, inbox, topic = world
+    await produce(settings, topic, [event(i) for i in range(5)])
+    calls: list[str] = []
+    spec = ConsumerSpec("loop-test", topic, Event, recording_handler(engine, effects, inbox, calls))
+    producer = create_producer(settings)
+    await producer.start()
+
+    class CrashingLoop(ConsumerLoop):
+        async def _commit(self, consumer, tp, offset):  # dies after the effect, before commit
+            raise Crash
+
+    with pytest.raises(Crash):
+        await CrashingLoop(spec, settings, producer).run()
+    assert await count(engine, effects) == 5
+    assert len(calls) == 5
+
+    # The restarted consumer (same group) gets the same messages again ...
+    await run_until(ConsumerLoop(spec, settings, producer), lambda: _true_after(calls, 10))
+    # ... and the inbox makes the second delivery a no-op.
+    assert sorted(calls) == sorted([f"e{i}" for i in range(5)] * 2)
+    assert await count(engine, effects) == 5
+
+    # And now the offsets are committed: a third start sees nothing new.
+    await produce(settings, topic, [event(99)])
+    await run_until(ConsumerLoop(spec, settings, producer), lambda: _true_after(calls, 11))
+    assert calls[-1] == "e99" and len(calls) == 11
+    await producer.stop()
+
+
+async def _true_after(calls: list[str], n: int) -> bool:
+    return len(calls) >= n
+
+
+async def test_poison_messages_go_to_dlq_and_partition_keeps_flowing(world) -> None:
+    settings, engine, effects, inbox, topic = world
+    await produce(settings, topic, [event(1), b"{not json", event(2),
+                                    orjson.dumps({"id": "bad", "type": "track"}), event(3),
+                                    event(666), event(4)])
+    calls: list[str] = []
+    inner = recording_handler(engine, effects, inbox, calls)
+
+    async def handler(records: list[Record]) -> None:
+        if any(r.value.id == "e666" for r in records):
+            raise ValueError("this one can never work")
+        await inner(records)
+
+    producer = create_producer(settings)
+    await producer.start()
+    spec = ConsumerSpec("loop-poison", topic, Event, handler, max_attempts=2)
+    await run_until(ConsumerLoop(spec, settings, producer),
+                    lambda: _count_is(engine, effects, 4))
+    await producer.stop()
+    assert await count(engine, effects) == 4  # e1..e4 all applied despite three bad ones
+
+    dlq = await read_until(settings.kafka_bootstrap, settings.topic("dlq"), lambda rs: len(
+        [r for r in rs if header(r.headers, "dlq.topic") == topic]) >= 3)
+    mine = [r for r in dlq if header(r.headers, "dlq.topic") == topic]
+    assert [r.value for r in mine][0] == b"{not json"
+    assert header(mine[0].headers, "dlq.error-type") == "InvalidMessage"
+    assert "received_at" in (header(mine[1].headers, "dlq.error") or "")
+    assert header(mine[2].headers, "dlq.error") == "this one can never work"
+    assert header(mine[2].headers, "dlq.consumer") == "loop-poison"
+    assert {header(r.headers, "dlq.offset") for r in mine} == {"1", "3", "5"}
+
+
+async def _count_is(engine: AsyncEngine, effects: Table, n: int) -> bool:
+    return await count(engine, effects) >= n
+
+
+async def test_outage_pauses_and_resumes_without_dead_lettering(world) -> None:
+    settings, engine, effects, inbox, topic = world
+    await produce(settings, topic, [event(i) for i in range(3)])
+    calls: list[str] = []
+    inner = recording_handler(engine, effects, inbox, calls)
+    outage = {"left": 4}
+
+    async def handler(records: list[Record]) -> None:
+        if outage["left"] > 0:
+            outage["left"] -= 1
+            raise ConnectionRefusedError("database is down")
+        await inner(records)
+
+    producer = create_producer(settings)
+    await producer.start()
+    spec = ConsumerSpec("loop-outage", topic, Event, handler, max_attempts=1)
+    await run_until(ConsumerLoop(spec, settings, producer), lambda: _count_is(engine, effects, 3))
+    await producer.stop()
+    assert outage["left"] == 0 and await count(engine, effects) == 3
+
+
+async def test_invalid_message_raised_by_handler_is_dead_lettered_alone(world) -> None:
+    settings, engine, effects, inbox, topic = world
+    await produce(settings, topic, [event(1), event(2), event(3)])
+    calls: list[str] = []
+    inner = recording_handler(engine, effects, inbox, calls)
+
+    async def handler(records: list[Record]) -> None:
+        if any(r.value.id == "e2" for r in records):
+            raise InvalidMessage("e2 names an unknown workspace")
+        await inner(records)
+
+    producer = create_producer(settings)
+    await producer.start()
+    await run_until(ConsumerLoop(ConsumerSpec("loop-invalid", topic, Event, handler), settings,
+                                 producer), lambda: _count_is(engine, effects, 2))
+    await producer.stop()
+    assert sorted(calls) == ["e1", "e3"]

@@ -1,0 +1,35 @@
+import pytest
+
+from services.messaging.domain.render import RenderError, check_syntax, render
+
+
+def test_html_is_escaped_text_is_not() -> None:
+    out = render(subject="Hi {{ profile.name }}", html="<b>{{ profile.name }}</b>",
+                 text="{{ profile.name }}", data={"profile": {"name": "<Ada>"}})
+    assert out.html == "<b>&lt;Ada&gt;</b>" and out.text == "<Ada>" and out.subject == "Hi <Ada>"
+
+
+def test_missing_variable_fails_instead_of_half_rendering() -> None:
+    with pytest.raises(RenderError, match="undefined"):
+        render(subject=None, html=None, text="Hi {{ profile.first_name }}", data={"profile": {}})
+
+
+def test_defaults_are_allowed() -> None:
+    out = render(subject=None, html=None, text="Hi {{ profile.first_name | default: 'there' }}",
+                 data={"profile": {}})
+    assert out.text == "Hi there"
+
+
+@pytest.mark.parametrize("source", [
+    "{% include 'etc/passwd' %}",
+    "{{ profile.__class__ }}",
+    "{% for i in (1..100000000) %}x{% endfor %}",
+])
+def test_sandbox(source: str) -> None:
+    with pytest.raises(RenderError):
+        render(subject=None, html=None, text=source, data={"profile": {}})
+
+
+def test_syntax_check() -> None:
+    assert check_syntax("{% if %}") is not None
+    assert check_syntax("{{ a }}") is None

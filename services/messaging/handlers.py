@@ -35,11 +35,28 @@ from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 PROVIDER_ATTEMPTS = 3
+CONCURRENCY = 32  # provider calls in flight per polled batch
 
 
 async def handle_send_commands(rt: ServiceRuntime, records: list[Record]) -> None:
+    """Customers are delivered concurrently; one customer's commands stay in order."""
+    per_customer: dict[str, list[SendCommand]] = {}
     for record in records:
-        await deliver(rt, record.value)
+        per_customer.setdefault(record.value.profile_id, []).append(record.value)
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def run(commands: list[SendCommand]) -> None:
+        async with gate:
+            for cmd in commands:
+                await deliver(rt, cmd)
+
+    results = await asyncio.gather(*(run(c) for c in per_customer.values()),
+                                   return_exceptions=True)
+    # Re-raise the first failure so the loop retries or dead-letters; the delivered ones are
+    # recorded and their redelivery is a no-op.
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def deliver(rt: ServiceRuntime, cmd: SendCommand) -> None:

@@ -7,12 +7,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """One engine per process. Short connect/command timeouts so outages surface fast."""
+    """One engine per process. Short connect/command timeouts so outages surface fast.
+
+    No pre-ping (a round trip per checkout): a dead connection raises, is invalidated,
+    and the caller's transient-error path (consumer retry, HTTP 503) takes over.
+    """
     return create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=5,
         connect_args={"timeout": 3, "command_timeout": 30},
     )

@@ -2,8 +2,8 @@
 
 `add_to_outbox` runs inside the caller's transaction. After commit the caller asks
 the relay to publish those rows at once (low latency); a sweeper publishes whatever
-a crash or an outage left behind. Rows are deleted once the broker acked them, so a
-message can be published twice (crash between ack and delete), never lost:
+a crash or an outage left behind. A row's delete commits only after the broker acked
+it, so a message can be published twice (crash between ack and commit), never lost:
 consumers deduplicate on the message id.
 """
 
@@ -117,17 +117,16 @@ class OutboxRelay:
         self._stopping.set()
 
     async def _publish_where(self, condition: object) -> int:
+        """Claim rows by deleting them, publish, and commit only once the broker acked:
+        a failed publish rolls the delete back. SKIP LOCKED keeps relays from colliding."""
         t = self.table
+        claimed = (select(t.c.id).where(condition)  # type: ignore[arg-type]
+                   .order_by(t.c.id).limit(self.batch).with_for_update(skip_locked=True))
         async with self.engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    select(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
-                    .where(condition)  # type: ignore[arg-type]
-                    .order_by(t.c.id)
-                    .limit(self.batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            rows = sorted((await conn.execute(
+                delete(t).where(t.c.id.in_(claimed.scalar_subquery()))
+                .returning(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
+            )).all(), key=lambda r: r.id)
             if not rows:
                 return 0
             futures = [
@@ -137,6 +136,5 @@ class OutboxRelay:
                 for r in rows
             ]
             await asyncio.wait_for(asyncio.gather(*futures), 10)
-            await conn.execute(delete(t).where(t.c.id.in_([r.id for r in rows])))
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)

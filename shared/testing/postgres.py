@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 
 from shared.testing.net import free_port
 
+T = TypeVar("T")
+
 LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also when the caller already runs an event loop (benches)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def _reachable(dsn: str) -> bool:
@@ -28,7 +38,7 @@ async def _reachable(dsn: str) -> bool:
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yields a server DSN (postgresql://...) of a `postgres` database with trust auth."""
-    if asyncio.run(_reachable(LOCAL)):
+    if _run(_reachable(LOCAL)):
         yield LOCAL
         return
     from touchpoint.embedded import EmbeddedPostgres
@@ -54,9 +64,9 @@ def scratch_database(server_dsn: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    _run(run(f'CREATE DATABASE "{name}"'))
     try:
         yield server_dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + \
             f"/{name}"
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -1,0 +1,197 @@
+"""Event -> delivered email latency through the four services, next to the broker's own hop.
+
+Starts a Tansu broker, a scratch Postgres database, an SMTP sink and the four services as
+separate `touchpoint serve` processes; sends `track` events at a fixed rate and times each
+one from the HTTP POST to the SMTP DATA at the sink. In the same run it measures the
+ceiling: one produce->consume hop on the same broker (a pipeline has four such hops).
+
+    .venv/bin/python bench/pipeline.py [--rate 200] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.db.migrate import upgrade_all
+from shared.kafka.admin import ensure_topics
+from shared.settings import Settings
+from shared.testing.broker import tansu_broker
+from shared.testing.net import free_port
+from shared.testing.postgres import postgres_server, scratch_database
+from shared.testing.smtp import smtp_sink
+
+LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
+ADMIN, WRITE = f"tp_admin_bench_{uuid.uuid4().hex}", f"tp_write_bench_{uuid.uuid4().hex}"
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def kafka_hop(bootstrap: str, topic: str, n: int = 300) -> list[float]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"hop-{uuid.uuid4()}",
+                                auto_offset_reset="latest", fetch_max_wait_ms=10)
+    await producer.start()
+    await consumer.start()
+    await asyncio.sleep(1)
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await producer.send_and_wait(topic, b"x", key=b"k")
+        while not await consumer.getmany(timeout_ms=100):
+            pass
+        out.append((time.perf_counter() - start) * 1000)
+    await consumer.stop()
+    await producer.stop()
+    return out
+
+
+async def consumed(http: httpx.AsyncClient, base: str, consumer: str) -> float:
+    for line in (await http.get(f"{base}/metrics")).text.splitlines():
+        if line.startswith(f'touchpoint_consumed_messages_total{{consumer="{consumer}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def stage_breakdown(http: httpx.AsyncClient, url: dict[str, str]) -> list[str]:
+    """Mean handler time per consumer, from each service's /metrics."""
+    out = []
+    for name, base in url.items():
+        text = (await http.get(f"{base}/metrics")).text
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("touchpoint_handler_seconds_sum"):
+                sums[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("touchpoint_handler_seconds_count"):
+                counts[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
+        for consumer, total in sums.items():
+            n = counts.get(consumer) or 1
+            out.append(f"{consumer:28s} {total / n * 1000:8.1f} ms  x{int(n)}")
+    return out
+
+
+async def main(rate: int, seconds: int) -> None:
+    with tansu_broker() as bootstrap, postgres_server() as server, \
+            scratch_database(server) as db_url, smtp_sink() as (smtp_url, inbox):
+        settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap, topic_prefix="bench.",
+                            topic_partitions=6, smtp_url=smtp_url, bootstrap_admin_key=ADMIN,
+                            bootstrap_write_key=WRITE)
+        await asyncio.to_thread(upgrade_all, db_url)
+        await ensure_topics(settings)
+        await ensure_topics(settings, ["bench.hop"])
+        hop = await kafka_hop(bootstrap, "bench.hop")
+
+        env = {**os.environ, "TOUCHPOINT_DATABASE_URL": db_url,
+               "TOUCHPOINT_KAFKA_BOOTSTRAP": bootstrap, "TOUCHPOINT_TOPIC_PREFIX": "bench.",
+               "TOUCHPOINT_SMTP_URL": smtp_url, "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": ADMIN,
+               "TOUCHPOINT_BOOTSTRAP_WRITE_KEY": WRITE, "TOUCHPOINT_LOG_LEVEL": "WARNING"}
+        ports = {name: free_port() for name in ("ingest", "profile", "journey", "messaging")}
+        logs = {name: open(f"{LOG_DIR}/{name}.log", "w") for name in ports}  # noqa: SIM115
+        procs = [subprocess.Popen([sys.executable, "-m", "touchpoint.cli", "serve", name,
+                                   "--port", str(port)], env=env, stdout=logs[name],
+                                  stderr=subprocess.STDOUT)
+                 for name, port in ports.items()]
+        url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                for base in url.values():
+                    for _ in range(600):
+                        try:
+                            if (await http.get(f"{base}/readyz")).status_code == 200:
+                                break
+                        except httpx.HTTPError:
+                            pass
+                        await asyncio.sleep(0.1)
+                admin = {"Authorization": f"Bearer {ADMIN}"}
+                await http.put(f"{url['messaging']}/v1/templates/welcome", headers=admin, json={
+                    "channel": "email", "subject": "Welcome {{ profile.traits.name }}",
+                    "text": "Hello {{ profile.traits.name }}"})
+                await http.post(f"{url['journey']}/v1/journeys", headers=admin, json={
+                    "key": "welcome", "name": "Welcome", "stages": [
+                        {"key": "s", "enter": {"event": "Signed Up"},
+                         "steps": [{"id": "hi", "send": {"channel": "email",
+                                                         "template": "welcome"}}]}]})
+                await http.post(f"{url['journey']}/v1/journeys/welcome/publish", headers=admin)
+                total = rate * seconds
+                users = [f"b{i}-{uuid.uuid4().hex[:6]}" for i in range(total)]
+                batch = [{"type": "identify", "userId": u,
+                          "traits": {"email": f"{u}@bench.test", "name": u}} for u in users]
+                for i in range(0, total, 200):
+                    await http.post(f"{url['ingest']}/v1/batch", auth=(WRITE, ""),
+                                    json={"batch": batch[i:i + 200]})
+                # Warm-up: wait until profile applied every identify, so no backlog is timed.
+                while await consumed(http, url["profile"], "profile.events") < total:
+                    await asyncio.sleep(0.2)
+                # Warm the whole path once, then measure.
+                sent_at: dict[str, float] = {}
+                received: dict[str, float] = {}
+                original = inbox.handle_DATA
+
+                async def stamp(server, session, envelope):  # type: ignore[no-untyped-def]
+                    received[envelope.rcpt_tos[0]] = time.perf_counter()
+                    return await original(server, session, envelope)
+
+                inbox.handle_DATA = stamp  # type: ignore[method-assign]
+                started = time.perf_counter()
+
+                async def one(user: str) -> None:
+                    sent_at[f"{user}@bench.test"] = time.perf_counter()
+                    await http.post(f"{url['ingest']}/v1/track", auth=(WRITE, ""),
+                                    json={"userId": user, "event": "Signed Up"})
+
+                tasks = []
+                for i, user in enumerate(users):
+                    delay = started + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(user)))
+                await asyncio.gather(*tasks)
+                deadline = time.perf_counter() + 60
+                while len(received) < total and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.1)
+                elapsed = max(received.values()) - started if received else float("nan")
+                breakdown = await stage_breakdown(http, url)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(15)
+
+        lat = [(received[a] - sent_at[a]) * 1000 for a in received]
+        ordered = sorted(received, key=lambda a: sent_at[a])
+        slow = [(i, round((received[a] - sent_at[a]) * 1000)) for i, a in enumerate(ordered)
+                if received[a] - sent_at[a] > 0.3]
+        if os.environ.get("BENCH_VERBOSE"):
+            print("slow (index in send order, ms):", slow[:40])
+        print(f"pipeline: {len(received)}/{total} emails delivered at {rate} events/s offered, "
+              f"{len(received) / elapsed:.0f} emails/s achieved")
+        print(f"  event->email ms   p50 {pct(lat, 50):7.1f}  p95 {pct(lat, 95):7.1f}  "
+              f"p99 {pct(lat, 99):7.1f}  max {max(lat):7.1f}  mean {statistics.mean(lat):6.1f}")
+        print(f"ceiling: one Kafka hop produce->consume on the same broker (pipeline = 4 hops)")
+        print(f"  hop ms            p50 {pct(hop, 50):7.1f}  p95 {pct(hop, 95):7.1f}  "
+              f"p99 {pct(hop, 99):7.1f}")
+        print("per-consumer handler time (mean ms per polled batch, batches):")
+        for line in breakdown:
+            print(f"  {line}")
+        print(f"  ratio p99 pipeline / (4 x p99 hop) = {pct(lat, 99) / (4 * pct(hop, 99)):.1f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    asyncio.run(main(args.rate, args.seconds))

@@ -26,7 +26,8 @@ FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TOUCHPOINT_ENV=prod
+    TOUCHPOINT_ENV=prod \
+    TOUCHPOINT_HOST=0.0.0.0
 
 RUN groupadd --system --gid 10001 touchpoint \
  && useradd --system --uid 10001 --gid touchpoint --home-dir /home/touchpoint \

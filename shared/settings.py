@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOUCHPOINT_", extra="ignore")
 
     env: Literal["dev", "test", "prod"] = "dev"
+    host: str = Field(default="127.0.0.1", description="Interface `serve` listens on.")
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/touchpoint"
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = "touchpoint."

@@ -91,8 +91,12 @@ async def publish_journey(key: str, request: Request, principal: AdminDep) -> di
 
 @router.get("/{key}/stats")
 async def journey_stats(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
-    """Customers per stage and status, and entries per version."""
+    """Customers per stage and status."""
     async with request.app.state.runtime.engine.connect() as conn:
+        known = (await conn.execute(select(journeys.c.key).where(
+            journeys.c.workspace_id == principal.workspace_id, journeys.c.key == key))).first()
+        if known is None:
+            raise Problem(404, "Not found", f"no journey '{key}'")
         rows = (await conn.execute(
             select(instances.c.stage, instances.c.status, func.count().label("n"))
             .where(instances.c.workspace_id == principal.workspace_id,

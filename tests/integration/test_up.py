@@ -1,0 +1,208 @@
+"""`touchpoint up` as users run it: embedded Postgres and Tansu, four services, clean stop.
+
+Runs the real command in a temporary working directory on free ports, so it neither
+needs nor disturbs whatever else runs on 8001-8004, 9092 or 5432.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from shared.settings import SERVICES
+from shared.testing.net import free_port
+
+pytestmark = pytest.mark.integration
+
+READY_TIMEOUT = 120.0  # first start runs initdb and migrations: slow on a 2-core machine
+STOP_BUDGET = 10.0
+
+
+def free_port_block(size: int) -> int:
+    """First of `size` consecutive free loopback ports (ingest, profile, journey, messaging)."""
+    for _ in range(50):
+        first = free_port()
+        if first + size < 65535 and all(_is_free(first + i) for i in range(size)):
+            return first
+    raise RuntimeError(f"no block of {size} free ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def embedded_env() -> dict[str, str]:
+    """The caller's environment minus everything that would make `up` use external servers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHPOINT_")}
+    return env | {"PYTHONUNBUFFERED": "1"}
+
+
+class Up:
+    """A `touchpoint up` child process and what it started."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / "up.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pick_ports()
+
+    def pick_ports(self) -> None:
+        self.ports_from = free_port_block(len(SERVICES))
+        block = range(self.ports_from, self.ports_from + len(SERVICES))
+        pg_port = kafka_port = self.ports_from
+        while pg_port in block:
+            pg_port = free_port()
+        while kafka_port in block or kafka_port == pg_port:
+            kafka_port = free_port()
+        self.argv = [sys.executable, "-m", "touchpoint.cli", "up",
+                     "--ports-from", str(self.ports_from), "--pg-port", str(pg_port),
+                     "--kafka-port", str(kafka_port), "--ready-timeout", str(READY_TIMEOUT)]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.ports_from + i}" for i in range(len(SERVICES))]
+
+    def start(self) -> None:
+        for _attempt in range(3):
+            with self.log_path.open("wb") as log:
+                self.proc = subprocess.Popen(self.argv, cwd=self.workdir, env=embedded_env(),
+                                             stdout=log, stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                return  # past the port checks
+            if "ports in use" not in self.log():
+                return  # failed for another reason: wait_until_ready reports it
+            self.pick_ports()  # something else on this machine took a port meanwhile
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until_ready(self, urls: list[str] | None = None) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = {f"{url}{path}" for url in urls or self.urls for path in ("/healthz", "/readyz")}
+        with httpx.Client(timeout=3.0, trust_env=False) as http:
+            while pending and time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    pytest.fail(f"`touchpoint up` exited early ({self.proc.returncode}):\n"
+                                f"{self.log()[-4000:]}")
+                for url in sorted(pending):
+                    try:
+                        if http.get(url).status_code == 200:
+                            pending.discard(url)
+                    except httpx.HTTPError:
+                        pass
+                time.sleep(0.5)
+        assert not pending, f"not ready after {READY_TIMEOUT}s: {pending}\n{self.log()[-4000:]}"
+
+    def started_processes(self) -> list[psutil.Process]:
+        """Everything `up` runs: its process tree, and the postmaster (pg_ctl daemonizes it)."""
+        assert self.proc is not None
+        family = psutil.Process(self.proc.pid).children(recursive=True)
+        pid_file = self.workdir / ".touchpoint" / "pgdata" / "postmaster.pid"
+        postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+        return [*family, postmaster, *postmaster.children(recursive=True)]
+
+
+def still_running(processes: list[psutil.Process]) -> list[str]:
+    """Those not gone after a moment; a zombie has exited (only its parent has to reap it)."""
+    _gone, alive = psutil.wait_procs(processes, timeout=2)
+    left = []
+    for proc in alive:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{proc.pid} {' '.join(proc.cmdline())}")
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    runner = Up(tmp_path)
+    yield runner
+    # Whatever the test did, leave nothing running on this machine.
+    if runner.proc is not None and runner.proc.poll() is None:
+        os.killpg(runner.proc.pid, signal.SIGKILL)
+        runner.proc.wait()
+
+
+def test_up_runs_the_stack_and_stops_everything_on_sigterm(up: Up) -> None:
+    up.start()
+    up.wait_until_ready()
+    assert up.proc is not None
+    started = up.started_processes()
+    names = " ".join(" ".join(p.cmdline()) for p in started)
+    assert "tansu" in names and "postgres" in names
+    for service in SERVICES:
+        assert f"serve {service}" in names
+
+    # Generated keys are kept for the next start, readable by their owner only.
+    keys_file = up.workdir / ".touchpoint" / "keys.json"
+    keys = json.loads(keys_file.read_text())
+    assert keys["write_key"] and keys["admin_key"]
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert keys["admin_key"] in up.log()  # the one-time key table
+
+    # A service that dies is restarted, and `up` says so.
+    journey = next(p for p in started if "serve journey" in " ".join(p.cmdline()))
+    journey.kill()
+    journey.wait(10)
+    up.wait_until_ready([up.urls[SERVICES.index("journey")]])
+    assert "journey was killed by SIGKILL" in up.log()
+    started = up.started_processes()
+
+    second = subprocess.run(up.argv, cwd=up.workdir, env=embedded_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert second.returncode != 0
+    assert "already running" in second.stdout + second.stderr
+    assert str(up.proc.pid) in second.stdout + second.stderr
+
+    up.proc.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    up.proc.wait(timeout=STOP_BUDGET + 5)
+    took = time.monotonic() - began
+    assert took < STOP_BUDGET, f"stopping took {took:.1f}s\n{up.log()[-3000:]}"
+    assert up.proc.returncode == 0, up.log()[-3000:]
+    left = still_running(started)
+    assert not left, f"left running: {left}"
+
+
+def test_up_names_the_process_holding_a_port(up: Up) -> None:
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", up.ports_from))
+        squatter.listen()
+        result = subprocess.run(up.argv, cwd=up.workdir, env=embedded_env(),
+                                capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"port {up.ports_from} (ingest HTTP API) is taken by pid {os.getpid()}" in output
+
+
+def test_keys_survive_a_restart(tmp_path: Path) -> None:
+    from touchpoint.embedded import resolve_keys
+
+    first = resolve_keys(tmp_path, {})
+    again = resolve_keys(tmp_path, {})
+    assert {k: v.value for k, v in first.items()} == {k: v.value for k, v in again.items()}
+    assert {v.source for v in first.values()} == {"generated"}
+    assert {v.source for v in again.values()} == {"stored"}
+    from_env = resolve_keys(tmp_path, {"TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": "env-admin-key"})
+    assert from_env["admin"].value == "env-admin-key"
+    assert "env-admin-key" not in (tmp_path / "keys.json").read_text()

@@ -72,6 +72,9 @@ def up(
                                          help="Port of the embedded Postgres.")] = 55432,
     kafka_port: Annotated[int, typer.Option(envvar="TOUCHPOINT_UP_KAFKA_PORT", min=1, max=65535,
                                             help="Port of the embedded Kafka broker.")] = 9092,
+    smtp_port: Annotated[int, typer.Option(envvar="TOUCHPOINT_UP_SMTP_PORT", min=1, max=65535,
+                                           help="Port of the dev mail catcher (used when "
+                                                "TOUCHPOINT_SMTP_URL is unset).")] = 1025,
     host: Annotated[str, typer.Option(help="Interface the services listen on.")] = "127.0.0.1",
     state_dir: Annotated[Path, typer.Option(help="Where `up` keeps its state.")] = Path(
         ".touchpoint"),
@@ -83,6 +86,7 @@ def up(
     first = DEFAULT_PORTS[SERVICES[0]]
     ports = {name: ports_from + DEFAULT_PORTS[name] - first for name in SERVICES}
     options = UpOptions(ports=ports, host=host, pg_port=pg_port, kafka_port=kafka_port,
+                        smtp_port=smtp_port,
                         state_dir=state_dir, ready_timeout=ready_timeout)
     raise typer.Exit(launch(options))
 

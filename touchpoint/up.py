@@ -33,7 +33,7 @@ from touchpoint.preflight import AlreadyRunning, RunLock, port_holder
 from touchpoint.supervisor import ChildSpec, Supervisor, reap_orphans
 
 COLORS = {"ingest": "cyan", "profile": "magenta", "journey": "green", "messaging": "yellow",
-          "kafka": "blue", "migrate": "bright_black"}
+          "kafka": "blue", "migrate": "bright_black", "mail": "white"}
 # Stop budget is 10 s in all: services get 6 s (uvicorn drains 5 s), the broker 1 s, Postgres 2 s.
 SERVICE_GRACE, BROKER_GRACE, POSTGRES_GRACE = 6.0, 1.0, 2.0
 
@@ -48,6 +48,7 @@ class UpOptions:
     host: str
     pg_port: int
     kafka_port: int
+    smtp_port: int
     state_dir: Path
     ready_timeout: float
 
@@ -58,6 +59,10 @@ class UpOptions:
     @property
     def embedded_kafka(self) -> bool:
         return not os.environ.get("TOUCHPOINT_KAFKA_BOOTSTRAP")
+
+    @property
+    def mail_catcher(self) -> bool:
+        return not os.environ.get("TOUCHPOINT_SMTP_URL")
 
 
 def launch(options: UpOptions) -> int:
@@ -85,7 +90,8 @@ def launch(options: UpOptions) -> int:
             err.print("[bold red]cannot start, ports in use:[/]")
             for problem in problems:
                 err.print(f"  {problem}", soft_wrap=True, markup=False)
-            err.print("Free them, or pick others with --ports-from, --pg-port, --kafka-port.")
+            err.print("Free them, or pick others with --ports-from, --pg-port, --kafka-port, "
+                      "--smtp-port.")
             return 1
         keys = embedded.resolve_keys(options.state_dir, os.environ)
         return asyncio.run(_run(options, supervisor, keys))
@@ -99,6 +105,8 @@ def _port_problems(options: UpOptions) -> list[str]:
         wanted.append(("embedded Postgres", "127.0.0.1", options.pg_port))
     if options.embedded_kafka:
         wanted.append(("embedded Kafka broker", "127.0.0.1", options.kafka_port))
+    if options.mail_catcher:
+        wanted.append(("dev mail catcher", "127.0.0.1", options.smtp_port))
     ports = [port for _what, _host, port in wanted]
     if len(set(ports)) != len(ports):
         return [f"two components would share a port: {', '.join(map(str, sorted(ports)))}"]
@@ -175,6 +183,14 @@ async def _start(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key
     else:
         await create_topics()
     cli = [sys.executable, "-m", "touchpoint.cli"]
+    if options.mail_catcher:
+        # No SMTP server configured: catch mail locally so sends work out of the box.
+        mail_dir = options.state_dir.resolve() / "mail"
+        cleanup.push_async_callback(supervisor.stop, ["mail"], BROKER_GRACE)
+        await supervisor.start(ChildSpec("mail", [sys.executable, "-m", "touchpoint.mailcatcher",
+                                                  "--port", str(options.smtp_port),
+                                                  "--dir", str(mail_dir)], env, COLORS["mail"]))
+        env["TOUCHPOINT_SMTP_URL"] = f"smtp://127.0.0.1:{options.smtp_port}"
     if code := await supervisor.run_once(ChildSpec("migrate", [*cli, "migrate"], env,
                                                    COLORS["migrate"])):
         raise StartupError(f"migrations failed (exit {code}); see the `migrate` lines above")
@@ -255,6 +271,9 @@ def _print_summary(console: Console, options: UpOptions, settings: Settings,
              if options.embedded_kafka else "external")
     lines = [f"database:  {safe_url(settings.database_url)}  ({database})",
              f"kafka:     {settings.kafka_bootstrap}  ({kafka})"]
+    if options.mail_catcher:
+        lines.append(f"smtp:      smtp://127.0.0.1:{options.smtp_port}  (dev mail catcher: "
+                     f"emails are saved in {options.state_dir / 'mail'}/)")
     for kind, key in keys.items():
         shown = key.value if key.source != "env" else key.value[:10] + "… (from the environment)"
         note = {"generated": "  (new, saved in .touchpoint/keys.json)",

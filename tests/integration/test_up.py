@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import smtplib
 import socket
 import stat
 import subprocess
@@ -67,9 +68,13 @@ class Up:
             pg_port = free_port()
         while kafka_port in block or kafka_port == pg_port:
             kafka_port = free_port()
+        self.smtp_port = free_port()
+        while self.smtp_port in block or self.smtp_port in (pg_port, kafka_port):
+            self.smtp_port = free_port()
         self.argv = [sys.executable, "-m", "touchpoint.cli", "up",
                      "--ports-from", str(self.ports_from), "--pg-port", str(pg_port),
-                     "--kafka-port", str(kafka_port), "--ready-timeout", str(READY_TIMEOUT)]
+                     "--kafka-port", str(kafka_port), "--smtp-port", str(self.smtp_port),
+                     "--ready-timeout", str(READY_TIMEOUT)]
 
     @property
     def urls(self) -> list[str]:
@@ -151,6 +156,14 @@ def test_up_runs_the_stack_and_stops_everything_on_sigterm(up: Up) -> None:
     assert "tansu" in names and "postgres" in names
     for service in SERVICES:
         assert f"serve {service}" in names
+    assert "touchpoint.mailcatcher" in names
+
+    # No SMTP server configured: the dev mail catcher keeps what the services send.
+    with smtplib.SMTP("127.0.0.1", up.smtp_port, timeout=10) as smtp:
+        smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: hi\r\n\r\nhello\r\n")
+    saved = list((up.workdir / ".touchpoint" / "mail").glob("*.eml"))
+    assert len(saved) == 1 and b"hello" in saved[0].read_bytes()
+    assert "b@example.com" not in up.log()  # recipients are personal data: never logged
 
     # Generated keys are kept for the next start, readable by their owner only.
     keys_file = up.workdir / ".touchpoint" / "keys.json"

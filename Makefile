@@ -28,6 +28,7 @@ test-unit: install
 
 lint: install
 	$(VENV)/bin/ruff check shared services touchpoint tests bench
+	$(VENV)/bin/mypy shared services touchpoint
 
 schemas: install
 	$(PY) -m shared.contracts.export docs/schemas

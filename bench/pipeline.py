@@ -68,7 +68,7 @@ async def consumed(http: httpx.AsyncClient, base: str, consumer: str) -> float:
 async def stage_breakdown(http: httpx.AsyncClient, url: dict[str, str]) -> list[str]:
     """Mean handler time per consumer, from each service's /metrics."""
     out = []
-    for name, base in url.items():
+    for base in url.values():
         text = (await http.get(f"{base}/metrics")).text
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
@@ -99,7 +99,7 @@ async def main(rate: int, seconds: int) -> None:
                "TOUCHPOINT_SMTP_URL": smtp_url, "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": ADMIN,
                "TOUCHPOINT_BOOTSTRAP_WRITE_KEY": WRITE, "TOUCHPOINT_LOG_LEVEL": "WARNING"}
         ports = {name: free_port() for name in ("ingest", "profile", "journey", "messaging")}
-        logs = {name: open(f"{LOG_DIR}/{name}.log", "w") for name in ports}  # noqa: SIM115
+        logs = {name: open(f"{LOG_DIR}/{name}.log", "w") for name in ports}
         procs = [subprocess.Popen([sys.executable, "-m", "touchpoint.cli", "serve", name,
                                    "--port", str(port)], env=env, stdout=logs[name],
                                   stderr=subprocess.STDOUT)
@@ -180,7 +180,7 @@ async def main(rate: int, seconds: int) -> None:
               f"{len(received) / elapsed:.0f} emails/s achieved")
         print(f"  event->email ms   p50 {pct(lat, 50):7.1f}  p95 {pct(lat, 95):7.1f}  "
               f"p99 {pct(lat, 99):7.1f}  max {max(lat):7.1f}  mean {statistics.mean(lat):6.1f}")
-        print(f"ceiling: one Kafka hop produce->consume on the same broker (pipeline = 4 hops)")
+        print("ceiling: one Kafka hop produce->consume on the same broker (pipeline = 4 hops)")
         print(f"  hop ms            p50 {pct(hop, 50):7.1f}  p95 {pct(hop, 95):7.1f}  "
               f"p99 {pct(hop, 99):7.1f}")
         print("per-consumer handler time (mean ms per polled batch, batches):")

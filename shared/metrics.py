@@ -16,4 +16,6 @@ HANDLER_SECONDS = Histogram(
     "touchpoint_handler_seconds", "Time to handle one polled batch", ["consumer"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
-OUTBOX_PUBLISHED = Counter("touchpoint_outbox_published_total", "Outbox rows published", ["service"])
+OUTBOX_PUBLISHED = Counter(
+    "touchpoint_outbox_published_total", "Outbox rows published", ["service"]
+)

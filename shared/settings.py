@@ -56,7 +56,8 @@ class Settings(BaseSettings):
             for name in ("bootstrap_admin_key", "bootstrap_write_key"):
                 key = getattr(self, name)
                 if key is not None and len(key) < 24:
-                    raise ValueError(f"TOUCHPOINT_{name.upper()} is too short for prod (>= 24 chars)")
+                    raise ValueError(
+                        f"TOUCHPOINT_{name.upper()} is too short for prod (>= 24 chars)")
 
     def topic(self, name: str) -> str:
         """Full topic name for a short name such as `events` -> `touchpoint.events`."""

@@ -85,7 +85,8 @@ async def _claim(rt: ServiceRuntime, cmd: SendCommand) -> str | None:
             status="sending", recipient=cmd.to.email or cmd.to.phone,
             journey=cmd.journey.model_dump(mode="json") if cmd.journey else None,
         ).on_conflict_do_nothing().returning(messages.c.id))
-        return inserted.scalar()
+        claimed: str | None = inserted.scalar()
+        return claimed
 
 
 async def _render(rt: ServiceRuntime, cmd: SendCommand) -> dict[str, Any]:

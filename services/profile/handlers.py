@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy.dialects.postgresql import insert
+
 from services.profile import store
 from services.profile.domain.identity import identifiers, trait_updates
 from services.profile.tables import events as events_table
@@ -15,7 +17,6 @@ from shared.contracts.profile import ChangeKind, ProfileChange, ProfileEvent
 from shared.db import add_to_outbox, claim_new
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
-from sqlalchemy.dialects.postgresql import insert
 
 
 async def handle_events(rt: ServiceRuntime, records: list[Record]) -> None:

@@ -51,7 +51,10 @@ class ChangeKind(StrEnum):
 
 
 class ProfileChange(Envelope):
-    """Something about a profile changed. `merged`: `data.merged_ids` now live under `profile_id`."""
+    """Something about a profile changed.
+
+    `merged`: the profiles in `data.merged_ids` now live under `profile_id`.
+    """
 
     profile_id: str
     kind: ChangeKind

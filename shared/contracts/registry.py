@@ -35,7 +35,8 @@ TOPICS: dict[str, TopicContract] = {
     for c in (
         TopicContract("events", Event, 1, "Accepted tracking calls from ingest."),
         TopicContract("profile-events", ProfileEvent, 1, "Events with their resolved profile."),
-        TopicContract("profile-changes", ProfileChange, 1, "Merges, erasures, stage/segment moves."),
+        TopicContract("profile-changes", ProfileChange, 1,
+                      "Merges, erasures, stage/segment moves."),
         TopicContract("send-commands", SendCommand, 1, "Journey asks messaging to deliver."),
         TopicContract("delivery-events", DeliveryEvent, 1, "What happened to each message."),
         TopicContract("dlq", None, 1, "Poison messages, original bytes, error in headers."),

@@ -18,7 +18,8 @@ async def require_admin(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "Unauthorized", "send Authorization: Bearer <admin key>",
                       headers=_CHALLENGE)
-    principal = await request.app.state.runtime.keyring.lookup(token.strip(), "admin")
+    principal: Principal | None = await request.app.state.runtime.keyring.lookup(
+        token.strip(), "admin")
     if principal is None:
         raise Problem(401, "Unauthorized", "unknown or revoked admin key", headers=_CHALLENGE)
     return principal

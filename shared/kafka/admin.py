@@ -20,7 +20,8 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
         missing = [name for name in wanted if name not in existing]
         if missing:
             response = await admin.create_topics(
-                [NewTopic(n, num_partitions=settings.topic_partitions, replication_factor=settings.topic_replication)
+                [NewTopic(n, num_partitions=settings.topic_partitions,
+                          replication_factor=settings.topic_replication)
                  for n in missing]
             )
             for topic, code, *rest in response.topic_errors:

@@ -178,7 +178,9 @@ class ConsumerLoop:
         for record in records:
             await self._handle(consumer, tp, [record])
 
-    async def _pause_for(self, consumer: AIOKafkaConsumer, tp: TopicPartition, delay: float) -> None:
+    async def _pause_for(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, delay: float
+    ) -> None:
         """Sleep with jitter while keeping group membership; abandon if stopping or revoked."""
         assigned = consumer.assignment()
         consumer.pause(*assigned)
@@ -209,7 +211,11 @@ class ConsumerLoop:
                 delay = min(delay * 2, 10)
 
     async def _dead_letter(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, msg: ConsumerRecord, exc: BaseException
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        msg: ConsumerRecord,
+        exc: BaseException,
     ) -> None:
         delay = 0.2
         while True:

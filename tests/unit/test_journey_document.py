@@ -61,8 +61,9 @@ def test_leading_sends_run_and_stop_at_first_wait() -> None:
 
 
 def test_idempotency_key_is_stable() -> None:
-    assert idempotency_key("w", "j", 1, "p", "e", "s") == idempotency_key("w", "j", 1, "p", "e", "s")
-    assert idempotency_key("w", "j", 1, "p", "e", "s") != idempotency_key("w", "j", 2, "p", "e", "s")
+    key = idempotency_key("w", "j", 1, "p", "e", "s")
+    assert key == idempotency_key("w", "j", 1, "p", "e", "s")
+    assert key != idempotency_key("w", "j", 2, "p", "e", "s")
 
 
 def _error(doc: dict) -> str:

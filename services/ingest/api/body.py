@@ -39,7 +39,8 @@ def _gunzip(raw: bytes) -> bytes:
     try:
         out = decompressor.decompress(raw, MAX_BATCH_BYTES + 1)  # bounded: no gzip bombs
     except zlib.error as exc:
-        raise Problem(400, "Malformed body", "Content-Encoding is gzip but the body is not") from exc
+        raise Problem(400, "Malformed body",
+                      "Content-Encoding is gzip but the body is not") from exc
     if len(out) > MAX_BATCH_BYTES or decompressor.unconsumed_tail:
         raise Problem(413, "Payload too large",
                       f"decompressed body exceeds {MAX_BATCH_BYTES} bytes")
@@ -65,7 +66,7 @@ async def authenticate(request: Request, body: dict[str, Any]) -> Principal:
         raise Problem(401, "Unauthorized",
                       "send the write key as HTTP Basic user name or as `writeKey` in the body",
                       headers={"WWW-Authenticate": 'Basic realm="touchpoint"'})
-    principal = await request.app.state.runtime.keyring.lookup(key, "write")
+    principal: Principal | None = await request.app.state.runtime.keyring.lookup(key, "write")
     if principal is None:
         raise Problem(401, "Unauthorized", "unknown or revoked write key",
                       headers={"WWW-Authenticate": 'Basic realm="touchpoint"'})

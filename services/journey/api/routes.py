@@ -32,9 +32,9 @@ async def validate_journey(doc: JourneyDocument, principal: AdminDep) -> dict[st
 async def save_draft(doc: JourneyDocument, request: Request, principal: AdminDep) -> dict[str, Any]:
     """Create a journey or replace its draft. Published versions are never changed."""
     draft = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
-    stmt = insert(journeys).values(workspace_id=principal.workspace_id, key=doc.key,
-                                   name=doc.name, status="draft", draft=draft)
-    stmt = stmt.on_conflict_do_update(
+    upsert = insert(journeys).values(workspace_id=principal.workspace_id, key=doc.key,
+                                     name=doc.name, status="draft", draft=draft)
+    stmt = upsert.on_conflict_do_update(
         index_elements=[journeys.c.workspace_id, journeys.c.key],
         set_={"draft": draft, "name": doc.name, "updated_at": func.now()},
     ).returning(journeys)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -33,7 +33,7 @@ class Not(BaseModel):
     not_: Condition = Field(alias="not")
 
 
-Condition = Annotated[Union[Comparison, All, AnyOf, Not], Field(union_mode="left_to_right")]
+Condition = Annotated[Comparison | All | AnyOf | Not, Field(union_mode="left_to_right")]
 for _model in (All, AnyOf, Not):
     _model.model_rebuild()
 condition_adapter: TypeAdapter[Condition] = TypeAdapter(Condition)

@@ -33,3 +33,4 @@ def test_sandbox(source: str) -> None:
 def test_syntax_check() -> None:
     assert check_syntax("{% if %}") is not None
     assert check_syntax("{{ a }}") is None
+

@@ -40,12 +40,20 @@ class SmtpSender:
         self.username, self.password = url.username, url.password
 
     async def send(self, message: EmailMessage) -> None:
+        """Raises ConnectionError only when the message surely was not accepted (retry is
+        safe); a timeout or a dropped connection mid-transaction is PermanentFailure, since
+        the server may have accepted the message and a retry could deliver it twice."""
         try:
             await aiosmtplib.send(message, hostname=self.host, port=self.port, use_tls=self.tls,
                                   username=self.username, password=self.password, timeout=10)
+        except aiosmtplib.SMTPConnectError as exc:  # never got to the transaction
+            raise ConnectionError(f"SMTP connect failed: {type(exc).__name__}") from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise PermanentFailure("recipient refused") from exc
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
                 raise PermanentFailure(f"SMTP {exc.code}") from exc
-            raise ConnectionError(f"SMTP {exc.code}") from exc
+            raise ConnectionError(f"SMTP {exc.code}") from exc  # explicit refusal: not sent
+        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
+            raise PermanentFailure("outcome unknown: SMTP connection lost mid-transaction; "
+                                   "not retried to avoid a duplicate") from exc

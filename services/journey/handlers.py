@@ -32,9 +32,19 @@ async def published_documents(conn: Any, workspaces: set[str]) -> dict[str, list
     )).all()
     out: dict[str, list[tuple[int, JourneyDocument]]] = {}
     for row in rows:
-        out.setdefault(row.workspace_id, []).append(
-            (row.version, JourneyDocument.model_validate(row.document)))
+        out.setdefault(row.workspace_id, []).append((row.version, _parsed(row)))
     return out
+
+
+_PARSED: dict[tuple[str, str, int], JourneyDocument] = {}
+
+
+def _parsed(row: Any) -> JourneyDocument:
+    """Published versions never change, so each is validated once per process."""
+    key = (row.workspace_id, row.document["key"], row.version)
+    if key not in _PARSED:
+        _PARSED[key] = JourneyDocument.model_validate(row.document)
+    return _PARSED[key]
 
 
 async def handle_profile_events(rt: ServiceRuntime, records: list[Record]) -> None:

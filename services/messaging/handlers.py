@@ -110,8 +110,9 @@ async def _send(rt: ServiceRuntime, cmd: SendCommand, message_id: str,
         raise PermanentFailure(f"channel {cmd.channel} is not configured")
     if not cmd.to.email:
         raise PermanentFailure("no email address")
-    sender: SmtpSender = rt.parts.extras.setdefault(  # type: ignore[assignment]
-        "smtp", SmtpSender(rt.settings.smtp_url))
+    sender = rt.parts.extras.get("smtp")
+    if not isinstance(sender, SmtpSender):
+        sender = rt.parts.extras["smtp"] = SmtpSender(rt.settings.smtp_url)
     email = build_email(sender=rt.settings.email_from, to=cmd.to.email,
                         rendered=content["rendered"], message_id=message_id)
     for attempt in range(1, PROVIDER_ATTEMPTS + 1):

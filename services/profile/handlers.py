@@ -63,8 +63,8 @@ async def handle_delivery_events(rt: ServiceRuntime, records: list[Record]) -> N
              "properties": {"message_id": d.message_id, "channel": d.channel.value,
                             "template": d.template, "status": d.status.value},
              "timestamp": d.occurred_at, "received_at": datetime.now(UTC)}
-            for r in records
-            if (d := r.value) and isinstance(d, DeliveryEvent) and d.dedupe_id() in fresh
+            for d in (r.value for r in records)
+            if isinstance(d, DeliveryEvent) and d.dedupe_id() in fresh
         ]
         if rows:
             await conn.execute(insert(events_table).values(rows).on_conflict_do_nothing())

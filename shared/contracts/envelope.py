@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,5 +46,3 @@ def message_key(workspace_id: str, customer: str) -> bytes:
     """Kafka key `workspace_id:customer`, so one customer's messages stay ordered."""
     return f"{workspace_id}:{customer}".encode()
 
-
-JSONDict = dict[str, Any]

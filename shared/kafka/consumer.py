@@ -142,6 +142,14 @@ class ConsumerLoop:
     async def _handle(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]
     ) -> None:
+        try:
+            await self._handle_until_done(consumer, tp, records)
+        finally:
+            metrics.PAUSED.labels(self.spec.name).set(0)
+
+    async def _handle_until_done(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]
+    ) -> None:
         attempt = 0
         delay = 0.2
         while True:
@@ -169,8 +177,6 @@ class ConsumerLoop:
                                   records[0].offset)
                     return await self._dead_letter(consumer, tp, records[0].raw, exc)
                 await self._sleep(delay * attempt)
-            finally:
-                metrics.PAUSED.labels(self.spec.name).set(0)
 
     async def _one_by_one(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]

@@ -28,7 +28,7 @@ def _errors(exc: ValidationError) -> list[dict[str, str]]:
 
 def _parse(item: Any, *, workspace_id: str, received_at: datetime,
            batch_sent_at: datetime | None = None) -> Event:
-    """One call -> Event, or ValueError carrying field errors."""
+    """One call -> Event, or _Rejected carrying field errors."""
     if not isinstance(item, dict):
         raise _Rejected([{"field": "body", "message": "expected an object"}])
     if event_too_large(item):

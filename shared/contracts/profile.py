@@ -25,8 +25,17 @@ class ProfileSnapshot(BaseModel):
     traits: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     segments: list[str] = Field(default_factory=list)
-    consent: dict[str, bool] = Field(default_factory=dict)
+    push_tokens: list[str] = Field(default_factory=list)
+    consent: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Per channel (`email`, `sms`, `push`) and per topic (`topic:<key>`): "
+                    "true subscribed, false unsubscribed; absent means no decision recorded.")
+    reachable: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Per channel: the profile has an address there that is not marked "
+                    "undeliverable (hard bounce, invalid token).")
     lifecycle_stage: str | None = None
+    rfm_segment: str | None = Field(default=None, description="Champions, Loyal, At Risk, ...")
 
 
 class ProfileEvent(Envelope):
@@ -51,9 +60,17 @@ class ChangeKind(StrEnum):
 
 
 class ProfileChange(Envelope):
-    """Something about a profile changed.
+    """Something about a profile changed. What `data` holds, per kind:
 
-    `merged`: the profiles in `data.merged_ids` now live under `profile_id`.
+    - `created`: {}
+    - `merged`: `merged_ids`: the profiles that now live under `profile_id`.
+    - `erased`: {} (consumers drop everything they keep about `profile_id`).
+    - `traits_changed`: `traits`: the trait names that changed.
+    - `lifecycle_changed`, `rfm_changed`: `from`, `to` (stage or RFM segment name; `from` may
+      be null).
+    - `segment_entered`, `segment_exited`: `segment`: the segment key.
+    - `consent_changed`: `channel` (or `topic`), `subscribed` (bool), `source`.
+    - `address_changed`: `channel`, `deliverable` (bool), `reason`.
     """
 
     profile_id: str

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from services.ingest import tables
+from services.ingest.api.keys import router as keys_router
 from services.ingest.api.tracking import router as tracking_router
+from services.ingest.dedupe import Deduper
 from shared.http.app import build_app
 from shared.runtime import ServiceParts
 from shared.settings import Settings
@@ -18,10 +23,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = build_app(
         parts, settings, title="Touchpoint ingest",
         description="Segment-compatible HTTP Tracking API. Auth: HTTP Basic with the write key "
-                    "as user name and an empty password, or `writeKey` in the body.",
-        routers=[tracking_router],
+                    "as user name and an empty password, or `writeKey` in the body. Write-key "
+                    "management (`/v1/keys`) takes `Authorization: Bearer <admin key>`.",
+        routers=[tracking_router, keys_router],
     )
+    shared_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Inside the shared lifespan: the dedupe store starts after the runtime and, on
+        # shutdown (in-flight requests drained by then), flushes its acks before it stops.
+        async with shared_lifespan(app):
+            deduper = Deduper(settings.database_url)
+            await deduper.start()
+            app.state.deduper = deduper
+            try:
+                yield
+            finally:
+                await deduper.close()
+
+    app.router.lifespan_context = lifespan
     # Browsers post from storefront origins; write keys are public, so any origin may send.
+    # No credentials mode: the key travels in the Authorization header or the body.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["POST", "OPTIONS"],
                        allow_headers=["*"], max_age=86400)
     return app

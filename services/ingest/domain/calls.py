@@ -15,10 +15,19 @@ def _id_to_str(value: Any) -> Any:
     # SDKs in loosely typed languages send numeric ids; Segment accepts them as strings.
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
+    # An empty id is no id: `{"userId": "", "anonymousId": "a"}` is a valid anonymous call.
+    if isinstance(value, str) and not value.strip():
+        return None
     return value
 
 
+def _null_is_empty(value: Any) -> Any:
+    # Some SDKs send `"properties": null`; it means "none", not a type error.
+    return {} if value is None else value
+
+
 Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=255)]
+Object = Annotated[dict[str, Any], BeforeValidator(_null_is_empty)]
 
 
 class Call(BaseModel):
@@ -35,10 +44,10 @@ class Call(BaseModel):
     category: Annotated[str, Field(max_length=200)] | None = None
     groupId: Id | None = None
     previousId: Id | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
-    traits: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, Any] = Field(default_factory=dict)
-    integrations: dict[str, Any] = Field(default_factory=dict)
+    properties: Object = Field(default_factory=dict)
+    traits: Object = Field(default_factory=dict)
+    context: Object = Field(default_factory=dict)
+    integrations: Object = Field(default_factory=dict)
     timestamp: datetime | None = None
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
@@ -69,7 +78,10 @@ def _aware(value: datetime | None) -> datetime | None:
 def corrected_timestamp(
     timestamp: datetime | None, sent_at: datetime | None, received_at: datetime
 ) -> datetime:
-    """Segment's skew correction: timestamp + (receivedAt - sentAt) when the client sent sentAt."""
+    """Segment's skew correction: timestamp + (receivedAt - sentAt) when the client sent sentAt.
+
+    Raises OverflowError when the correction leaves the representable range (absurd input).
+    """
     timestamp, sent_at = _aware(timestamp), _aware(sent_at)
     if timestamp is None:
         return received_at

@@ -45,7 +45,7 @@ ON CONFLICT (workspace_id, message_id) DO UPDATE
 RETURNING message_id
 """
 _CLASSIFY = """
-SELECT m.message_id,
+SELECT m.message_id, m.claim,
        EXISTS (SELECT 1 FROM ingest.acked_claims a WHERE a.claim = m.claim) AS acked
   FROM ingest.message_ids m
  WHERE m.workspace_id = $1 AND m.message_id = ANY($2::text[])
@@ -89,6 +89,7 @@ class Deduper:
         self.flush_interval_s = flush_interval_s
         self._pool: Any = None
         self._acks: list[uuid.UUID] = []
+        self._unflushed: set[uuid.UUID] = set()  # = set(self._acks), for lookups
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -111,8 +112,11 @@ class Deduper:
             mine = {r[0] for r in rows}
             if len(mine) < len(message_ids):
                 others = [m for m in message_ids if m not in mine]
-                for message_id, acked in await conn.fetch(_CLASSIFY, workspace_id, others):
-                    (result.duplicates if acked else result.in_flight).add(message_id)
+                for message_id, token, acked in await conn.fetch(_CLASSIFY, workspace_id,
+                                                                  others):
+                    # Acked but not flushed yet by this process counts as acked.
+                    done = acked or token in self._unflushed
+                    (result.duplicates if done else result.in_flight).add(message_id)
         result.mine = [m for m in message_ids if m in mine]
         return result
 
@@ -120,6 +124,7 @@ class Deduper:
         """The broker acked every event of `claim.mine`: record it (batched, in background)."""
         if claim.mine:
             self._acks.append(claim.token)
+            self._unflushed.add(claim.token)
             if len(self._acks) >= 1000:
                 self._wake.set()
 
@@ -156,12 +161,14 @@ class Deduper:
         try:
             async with self._pool.acquire() as conn:
                 await conn.execute(_CONFIRM, tokens)
+            self._unflushed.difference_update(tokens)
             return True
         except Exception as exc:
             # Keep them for the next flush. If Postgres stays away long enough to pile up
             # too many, drop the oldest: those claims become re-claimable after the lease,
             # which can mean a duplicate downstream (deduplicated by id), never a loss.
             self._acks = (tokens + self._acks)[-MAX_PENDING_ACKS:]
+            self._unflushed = set(self._acks)
             log.warning("could not record %d acknowledged claims (%s); will retry",
                         len(tokens), type(exc).__name__)
             await asyncio.sleep(0.5)

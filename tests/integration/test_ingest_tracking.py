@@ -17,17 +17,10 @@ from segment.analytics.client import Client as SegmentClient
 
 from services.ingest.app import create_app
 from shared.settings import Settings
+from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
 
 pytestmark = pytest.mark.integration
-
-
-async def ready(http: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        if (await http.get(f"{url}/readyz")).status_code == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(url)
 
 
 def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
@@ -98,7 +91,7 @@ async def test_every_call_type_lands_on_the_topic(settings: Settings, topics: li
         "alias": {"userId": f"u-{unique}", "previousId": f"a-{unique}"},
     }
     async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
-        await ready(http, url)
+        await wait_ready(http, url)
         for call_type, call in calls.items():
             payload = {**common, **call, "messageId": f"{call_type}-{unique}"}
             before = datetime.now(UTC)
@@ -133,7 +126,7 @@ async def test_segment_python_sdk_delivers_its_batches(settings: Settings, topic
                                                        unique: str) -> None:
     errors: list[Any] = []
     async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
-        await ready(http, url)
+        await wait_ready(http, url)
         for gzip in (False, True):
             client = SegmentClient(write_key=write_auth[0], host=url, gzip=gzip, sync_mode=False,
                                    on_error=lambda exc, batch: errors.append((exc, batch)),
@@ -169,7 +162,7 @@ async def test_retried_message_ids_are_accepted_once_even_across_a_restart(
     batch = [{"type": "track", "userId": f"u-{unique}", "event": "Viewed",
               "messageId": f"b{i}-{unique}"} for i in range(3)]
     async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
-        await ready(http, url)
+        await wait_ready(http, url)
         for _ in range(3):  # an SDK retrying after timeouts
             r = await http.post(f"{url}/v1/track", auth=write_auth, json=first)
             assert r.status_code == 200 and r.json() == {"success": True}
@@ -178,7 +171,7 @@ async def test_retried_message_ids_are_accepted_once_even_across_a_restart(
         assert r.json() == {"success": True, "accepted": 4, "duplicates": 1}
     # A new process (same database): the dedupe state is durable.
     async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
-        await ready(http, url)
+        await wait_ready(http, url)
         r = await http.post(f"{url}/v1/batch", auth=write_auth,
                             json={"batch": [{**first, "type": "track"}, *batch,
                                             {**first, "type": "track",
@@ -201,10 +194,10 @@ async def test_ids_are_deduplicated_per_workspace(settings: Settings, topics: li
                                            "bootstrap_write_key": f"tp_write_{uuid.uuid4().hex}",
                                            "bootstrap_admin_key": None})
     async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
-        await ready(http, url)
+        await wait_ready(http, url)
         assert (await http.post(f"{url}/v1/track", auth=write_auth, json=event)).status_code == 200
     async with serve_app(create_app(other_ws)) as url, httpx.AsyncClient(timeout=10) as http:
-        await ready(http, url)
+        await wait_ready(http, url)
         r = await http.post(f"{url}/v1/track", json={**event, "writeKey":
                                                       other_ws.bootstrap_write_key})
         assert r.status_code == 200

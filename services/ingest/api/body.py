@@ -73,5 +73,13 @@ async def authenticate(request: Request, body: dict[str, Any]) -> Principal:
     return principal
 
 
-def event_too_large(item: Any) -> bool:
-    return len(orjson.dumps(item)) > MAX_EVENT_BYTES
+class TooDeep(ValueError):
+    """Nested deeper than the JSON encoder (and any sane event) goes."""
+
+
+def encoded_size(item: Any) -> int:
+    """Size of the call as JSON; raises TooDeep past orjson's ~250 levels of nesting."""
+    try:
+        return len(orjson.dumps(item))
+    except TypeError as exc:  # orjson's JSONEncodeError: "Recursion limit reached"
+        raise TooDeep("nested too deeply") from exc

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from services.ingest.acceptance import Accepted, accept
-from services.ingest.api.body import MAX_EVENT_BYTES, authenticate, event_too_large, read_json
+from services.ingest.api.body import (
+    MAX_EVENT_BYTES,
+    TooDeep,
+    authenticate,
+    encoded_size,
+    read_json,
+)
 from services.ingest.domain.calls import Call, to_event
 from shared.contracts.events import Event
 from shared.http.problems import Problem
@@ -35,7 +41,11 @@ def _parse(item: Any, *, workspace_id: str, received_at: datetime,
     """One call -> Event, or _Rejected carrying field errors."""
     if not isinstance(item, dict):
         raise _Rejected([{"field": "body", "message": "expected an object"}])
-    if event_too_large(item):
+    try:
+        size = encoded_size(item)
+    except TooDeep as exc:
+        raise _Rejected([{"field": "body", "message": "nested more than 250 levels deep"}]) from exc
+    if size > MAX_EVENT_BYTES:
         raise _Rejected([{"field": "body", "message": f"event exceeds {MAX_EVENT_BYTES} bytes"}],
                         status=413)
     try:

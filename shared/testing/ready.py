@@ -1,0 +1,15 @@
+"""Wait for a served app's /readyz (its Postgres and Kafka connected)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+
+async def wait_ready(http: httpx.AsyncClient, url: str, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await http.get(f"{url}/readyz")).status_code != 200:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{url} not ready after {timeout} s")
+        await asyncio.sleep(0.05)

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from services.ingest import tables
+from services.ingest.acceptance import Acceptor
 from services.ingest.api.keys import router as keys_router
 from services.ingest.api.tracking import router as tracking_router
 from services.ingest.dedupe import Deduper
@@ -36,10 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with shared_lifespan(app):
             deduper = Deduper(settings.database_url)
             await deduper.start()
-            app.state.deduper = deduper
+            acceptor = Acceptor(app.state.runtime, deduper)
+            app.state.acceptor = acceptor
             try:
                 yield
             finally:
+                await acceptor.close()
                 await deduper.close()
 
     app.router.lifespan_context = lifespan

@@ -10,8 +10,9 @@ The protocol (one Postgres round trip per request on the happy path):
    has not been acked yet). A second query tells which; it runs only when there are conflicts.
 3. After the broker acked, `confirm(token)` queues the token; a background writer inserts
    the queued tokens into `acked_claims` in one statement per flush.
-4. If publishing failed, `release` deletes this request's rows, so the client's retry can
-   claim them at once.
+4. If publishing failed, `release` deletes the rows of the events the producer did not
+   deliver, so the client's retry can claim them at once (services/ingest/acceptance.py
+   waits for the producer's verdict first).
 
 What can go wrong: a crash between 1 and 3 leaves an unacknowledged claim; after the lease
 a retry re-claims and publishes it, so nothing acknowledged is lost. A crash after the
@@ -31,7 +32,9 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-CLAIM_LEASE_S = 15.0  # longer than any request holds a claim (publish timeout is 2 s)
+# Longer than a claim's outcome can stay open: 2 s publish timeout, then up to 25 s for
+# the producer to settle a failed publish (services/ingest/acceptance.py).
+CLAIM_LEASE_S = 60.0
 WINDOW_HOURS = 48  # the issue asks for >= 24 h; purge keeps the table bounded
 MAX_PENDING_ACKS = 200_000  # beyond this (long DB outage) old tokens are dropped: see _flush
 
@@ -128,17 +131,18 @@ class Deduper:
             if len(self._acks) >= 1000:
                 self._wake.set()
 
-    async def release(self, workspace_id: str, claim: Claim) -> None:
-        """Publishing failed: give the ids back so a retry can claim them now, not after
-        the lease. Best effort: if Postgres is down too, the lease frees them."""
-        if not claim.mine:
+    async def release(self, workspace_id: str, claim: Claim, message_ids: list[str]) -> None:
+        """These ids of `claim` did not reach the broker: give them back so a retry can
+        claim them now, not after the lease. Best effort: if Postgres is down too, the
+        lease frees them."""
+        if not message_ids:
             return
         try:
             async with self._pool.acquire() as conn:
-                await conn.execute(_RELEASE, workspace_id, claim.mine, claim.token)
+                await conn.execute(_RELEASE, workspace_id, message_ids, claim.token)
         except Exception as exc:
             log.warning("could not release %d claimed ids (%s); the lease frees them",
-                        len(claim.mine), type(exc).__name__)
+                        len(message_ids), type(exc).__name__)
 
     async def _run(self) -> None:
         purge_every, since_purge = 60.0, 60.0

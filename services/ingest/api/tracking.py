@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from services.ingest.acceptance import Accepted, accept
+from services.ingest.acceptance import Accepted, Acceptor
 from services.ingest.api.body import (
     MAX_EVENT_BYTES,
     TooDeep,
@@ -63,11 +63,8 @@ def _parse(item: Any, *, workspace_id: str, received_at: datetime,
 
 
 async def _accept(request: Request, workspace_id: str, events: list[Event]) -> Accepted:
-    runtime = request.app.state.runtime
-    return await accept(deduper=request.app.state.deduper, producer=runtime.producer,
-                        producer_started=runtime.producer_started,
-                        topic=runtime.settings.topic("events"), workspace_id=workspace_id,
-                        events=events)
+    acceptor: Acceptor = request.app.state.acceptor
+    return await acceptor.accept(workspace_id, events)
 
 
 async def _single(request: Request, call_type: str) -> dict[str, Any]:

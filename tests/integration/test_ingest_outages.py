@@ -1,0 +1,135 @@
+"""Broker or Postgres away: ingest answers 503 + Retry-After within about two seconds, then
+recovers by itself; an event retried across the outage lands exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import pytest
+
+from services.ingest.app import create_app
+from shared.kafka.admin import ensure_topics
+from shared.settings import Settings
+from shared.testing.net import free_port, wait_for_port
+from shared.testing.proxy import TcpProxy
+from shared.testing.reader import read_topic
+from shared.testing.ready import wait_ready
+from shared.testing.servers import serve_app
+from touchpoint.embedded import tansu_argv
+
+pytestmark = pytest.mark.integration
+
+
+async def post_until_200(http: httpx.AsyncClient, url: str, auth: tuple[str, str],
+                         payload: dict[str, object], timeout: float = 60.0) -> int:
+    """Retry like an SDK does; returns how many 503s it saw before the 200."""
+    refused = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await http.post(url, auth=auth, json=payload)
+        if r.status_code == 200:
+            return refused
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"]
+        refused += 1
+        assert time.monotonic() < deadline, "ingest did not recover"
+        await asyncio.sleep(0.2)
+
+
+@contextmanager
+def broker_behind(proxy_port: int) -> Iterator[int]:
+    """A Tansu broker that advertises the proxy's port, so every client connection (data
+    included, not only bootstrap) goes through the proxy: cutting the proxy is a real
+    outage, and the broker keeps its state. Yields the broker's own port."""
+    port = free_port()
+    argv = tansu_argv(port)
+    argv[argv.index("--advertised-listener-url") + 1] = f"tcp://127.0.0.1:{proxy_port}"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.kill()  # no state worth a graceful stop: memory storage
+        proc.wait(5)
+
+
+async def test_broker_outage_is_503_then_recovers_and_nothing_doubles(
+        settings: Settings, write_auth: tuple[str, str], unique: str) -> None:
+    proxy_port = free_port()
+    cfg = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{proxy_port}"})
+    event = {"userId": f"u-{unique}", "event": "Paid", "messageId": f"outage-{unique}"}
+    with broker_behind(proxy_port) as broker_port:
+        proxy = TcpProxy("127.0.0.1", broker_port, proxy_port)
+        await proxy.restore()
+        try:
+            await ensure_topics(cfg)
+            async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
+                await wait_ready(http, url)
+                r = await http.post(f"{url}/v1/track", auth=write_auth,
+                                    json={**event, "messageId": f"before-{unique}"})
+                assert r.status_code == 200
+                await proxy.cut()
+
+                for _ in range(2):
+                    started = time.perf_counter()
+                    r = await http.post(f"{url}/v1/track", auth=write_auth, json=event)
+                    assert time.perf_counter() - started < 2.5
+                    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+                    assert r.headers["content-type"] == "application/problem+json"
+                ready = await http.get(f"{url}/readyz")
+                assert ready.status_code == 503 and ready.json()["checks"]["kafka"] is False
+
+                await proxy.restore()
+                await post_until_200(http, f"{url}/v1/track", write_auth, event)
+                # An SDK that never saw the 200 retries once more: a duplicate by now.
+                r = await http.post(f"{url}/v1/batch", auth=write_auth,
+                                    json={"batch": [{**event, "type": "track"}]})
+                assert r.json() == {"success": True, "accepted": 1, "duplicates": 1}
+                await wait_ready(http, url)
+            # The app has stopped: whatever its producer still held is flushed or dropped.
+            records = await read_topic(cfg.kafka_bootstrap, cfg.topic("events"),
+                                       lambda rs: len(rs) >= 2)
+            ids = [orjson.loads(x.value)["id"] for x in records]
+            assert sorted(ids) == sorted([f"before-{unique}", event["messageId"]])
+        finally:
+            await proxy.cut()
+
+
+async def test_postgres_outage_is_503_then_recovers(settings: Settings, topics: list[str],
+                                                    write_auth: tuple[str, str],
+                                                    unique: str) -> None:
+    db = urlsplit(settings.database_url)
+    proxy = TcpProxy(db.hostname or "127.0.0.1", db.port or 5432, free_port())
+    await proxy.restore()
+    cfg = settings.model_copy(update={"database_url": settings.database_url.replace(
+        f"{db.hostname}:{db.port}", f"127.0.0.1:{proxy.port}")})
+    event = {"userId": f"u-{unique}", "event": "Paid", "messageId": f"pg-{unique}"}
+    try:
+        async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
+            await wait_ready(http, url)
+            r = await http.post(f"{url}/v1/track", auth=write_auth,
+                                json={**event, "messageId": f"pg-before-{unique}"})
+            assert r.status_code == 200  # the write key is now in the key ring's cache
+            await proxy.cut()
+            for _ in range(2):  # the first finds dead pooled connections, the next a refusal
+                started = time.perf_counter()
+                r = await http.post(f"{url}/v1/track", auth=write_auth, json=event)
+                assert time.perf_counter() - started < 2.5
+                assert r.status_code == 503 and r.headers["retry-after"]
+                assert r.headers["content-type"] == "application/problem+json"
+            await proxy.restore()
+            await post_until_200(http, f"{url}/v1/track", write_auth, event, timeout=20)
+        records = await read_topic(settings.kafka_bootstrap, settings.topic("events"),
+                                   lambda rs: any(orjson.loads(x.value)["id"] == event[
+                                       "messageId"] for x in rs))
+        assert [orjson.loads(x.value)["id"] for x in records].count(event["messageId"]) == 1
+    finally:
+        await proxy.cut()

@@ -1,0 +1,275 @@
+"""Ingest throughput and accept latency, next to the raw-producer ceiling on the same broker.
+
+Starts a Tansu broker, a scratch Postgres database and `touchpoint serve ingest` as its own
+process. In the same run it measures:
+
+1. the ceiling: a bare aiokafka producer (acks=all, same linger) sending the same events,
+   already encoded, with the same keys, to the same topic;
+2. `/v1/batch` throughput (batches as analytics-python sends them, several connections);
+3. `/v1/track` requests/s (closed loop, many connections);
+4. `/v1/track` accept latency at a fixed offered rate (open loop: timed from when each
+   request was due, so a stall is not hidden).
+
+Every event has its own messageId, so every one goes through dedupe and the broker. The
+HTTP client is a minimal keep-alive HTTP/1.1 client so the load generator costs little.
+
+    .venv/bin/python bench/ingest.py [--events 100000] [--batch-size 100] [--track-seconds 8]
+                                     [--rate 1000] [--latency-seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.ingest.domain.calls import Call, to_event
+from shared.contracts.envelope import message_key
+from shared.db.migrate import upgrade_all
+from shared.kafka.admin import ensure_topics
+from shared.kafka.codec import encode, headers_for
+from shared.settings import Settings
+from shared.testing.broker import tansu_broker
+from shared.testing.net import free_port, wait_for_port
+from shared.testing.postgres import postgres_server, scratch_database
+
+LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
+WRITE = f"tp_write_bench_{uuid.uuid4().hex}"
+RUN = uuid.uuid4().hex[:8]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def calls(prefix: str) -> Iterator[dict[str, Any]]:
+    """Small realistic track calls, each with its own messageId."""
+    now = datetime.now(UTC).isoformat()
+    i = 0
+    while True:
+        yield {"type": "track", "userId": f"user-{i % 5000}", "event": "Product Viewed",
+               "messageId": f"{RUN}-{prefix}-{i}", "timestamp": now,
+               "properties": {"sku": f"SKU-{i % 977}", "price": 19.99, "currency": "EUR"},
+               "context": {"library": {"name": "bench", "version": "1"}}}
+        i += 1
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: send a pre-built request, read the answer."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await self.reader.readexactly(length)
+        return int(head[9:12])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def http_post(path: str, body: bytes) -> bytes:
+    auth = base64.b64encode(f"{WRITE}:".encode()).decode()
+    return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {auth}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+async def ceiling(bootstrap: str, topic: str, n: int, linger_ms: int) -> float:
+    """Events/s of a bare producer sending the events ingest would publish."""
+    received = datetime.now(UTC)
+    source = calls("raw")
+    messages = []
+    for _ in range(n):
+        event = to_event(Call.model_validate(next(source)), workspace_id="default",
+                         received_at=received)
+        messages.append((encode(event), message_key(event.workspace_id, event.customer),
+                         headers_for(event, "events")))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms,
+                                enable_idempotence=False, max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        for i in range(0, n, 5000):
+            futures = [await producer.send(topic, value, key=key, headers=headers)
+                       for value, key, headers in messages[i:i + 5000]]
+            await asyncio.gather(*futures)
+        return n / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def closed_loop(port: int, requests: list[bytes], connections: int,
+                      seconds: float | None = None) -> tuple[int, float, list[int]]:
+    """Send `requests` over `connections` as fast as answers come back.
+
+    Returns (requests done, elapsed s, non-200 statuses)."""
+    pending = iter(requests)
+    done, bad = 0, []
+    started = time.perf_counter()
+    stop_at = started + seconds if seconds else float("inf")
+
+    async def worker() -> None:
+        nonlocal done
+        conn = Connection(port)
+        try:
+            for raw in pending:
+                status = await conn.request(raw)
+                done += 1
+                if status != 200:
+                    bad.append(status)
+                if time.perf_counter() > stop_at:
+                    return
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return done, time.perf_counter() - started, bad
+
+
+async def open_loop(port: int, rate: int, seconds: float) -> tuple[list[float], list[int]]:
+    """Offer `rate` track requests/s; latency (ms) is measured from when each was due."""
+    source = calls("lat")
+    requests = [http_post("/v1/track", orjson.dumps(next(source)))
+                for _ in range(int(rate * seconds))]
+    free: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(64):
+        free.put_nowait(Connection(port))
+    latencies: list[float] = []
+    bad: list[int] = []
+
+    async def one(raw: bytes, due: float) -> None:
+        conn = await free.get()
+        try:
+            status = await conn.request(raw)
+        finally:
+            free.put_nowait(conn)
+        latencies.append((time.perf_counter() - due) * 1000)
+        if status != 200:
+            bad.append(status)
+
+    started = time.perf_counter()
+    tasks = []
+    for i, raw in enumerate(requests):
+        due = started + i / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(raw, due)))
+    await asyncio.gather(*tasks)
+    while not free.empty():
+        free.get_nowait().close()
+    return latencies, bad
+
+
+async def on_topic(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum((await consumer.end_offsets(parts)).values())
+    finally:
+        await consumer.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tansu_broker() as bootstrap, postgres_server() as server, \
+            scratch_database(server) as db_url:
+        settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap, topic_prefix="bench.",
+                            topic_partitions=6, bootstrap_write_key=WRITE)
+        await asyncio.to_thread(upgrade_all, db_url)
+        await ensure_topics(settings)
+        await ensure_topics(settings, ["bench.raw"])
+        raw_rate = await ceiling(bootstrap, "bench.raw", args.events, settings.producer_linger_ms)
+
+        port = free_port()
+        env = {**os.environ, "TOUCHPOINT_DATABASE_URL": db_url,
+               "TOUCHPOINT_KAFKA_BOOTSTRAP": bootstrap, "TOUCHPOINT_TOPIC_PREFIX": "bench.",
+               "TOUCHPOINT_BOOTSTRAP_WRITE_KEY": WRITE, "TOUCHPOINT_LOG_LEVEL": "WARNING"}
+        log = open(f"{LOG_DIR}/bench-ingest.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "touchpoint.cli", "serve", "ingest",
+                                 "--port", str(port)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, 30)
+            conn = Connection(port)
+            while await conn.request(b"GET /readyz HTTP/1.1\r\nHost: b\r\n\r\n") != 200:
+                await asyncio.sleep(0.1)
+            conn.close()
+            source = calls("warm")
+            warm = [http_post("/v1/batch", orjson.dumps({"batch": [next(source)
+                                                                   for _ in range(100)]}))
+                    for _ in range(50)]
+            await closed_loop(port, warm, 4)
+
+            source = calls("batch")
+            batches = [http_post("/v1/batch", orjson.dumps(
+                {"batch": [next(source) for _ in range(args.batch_size)],
+                 "sentAt": datetime.now(UTC).isoformat()}))
+                for _ in range(args.events // args.batch_size)]
+            done, elapsed, bad_batch = await closed_loop(port, batches, args.connections)
+            batch_rate = done * args.batch_size / elapsed
+
+            source = calls("track")
+            tracks = [http_post("/v1/track", orjson.dumps(next(source)))
+                      for _ in range(args.track_seconds * 6000)]
+            track_done, track_elapsed, bad_track = await closed_loop(
+                port, tracks, 32, seconds=args.track_seconds)
+            track_rate = track_done / track_elapsed
+
+            latencies, bad_lat = await open_loop(port, args.rate, args.latency_seconds)
+            landed = await on_topic(bootstrap, "bench.events")
+        finally:
+            proc.terminate()
+            proc.wait(15)
+
+    expected = 50 * 100 + done * args.batch_size + track_done + len(latencies)
+    print(f"ingest bench: {os.cpu_count()} cores, Tansu broker, events ~"
+          f"{len(orjson.dumps(next(calls('x'))))} bytes, each with its own messageId")
+    print(f"ceiling  raw aiokafka producer (acks=all)  {raw_rate:9,.0f} events/s")
+    print(f"batch    /v1/batch x{args.batch_size}, {args.connections} conns     "
+          f"{batch_rate:9,.0f} events/s   ratio {batch_rate / raw_rate:.2f} of ceiling "
+          f"(target >= 0.50)   non-200: {len(bad_batch)}")
+    print(f"track    /v1/track, 32 conns            {track_rate:9,.0f} requests/s "
+          f"(target >= 3,000)   non-200: {len(bad_track)}")
+    print(f"latency  /v1/track at {args.rate}/s offered     p50 {pct(latencies, 50):6.1f} ms  "
+          f"p99 {pct(latencies, 99):6.1f} ms  max {max(latencies):6.1f} ms "
+          f"(target p99 < 25 ms)   non-200: {len(bad_lat)}")
+    print(f"check    events on the topic {landed:,} / accepted {expected:,}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--track-seconds", type=int, default=8)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--latency-seconds", type=int, default=10)
+    asyncio.run(main(parser.parse_args()))

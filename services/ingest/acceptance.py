@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from aiokafka.errors import KafkaError
 
 from services.ingest.dedupe import Claim, Deduper
-from services.ingest.publisher import Sending, enqueue
-from shared.contracts.events import Event
+from services.ingest.publisher import Outgoing, Sending, enqueue
 from shared.http.problems import Problem
 from shared.kafka.errors import is_transient
 from shared.runtime import ServiceRuntime
@@ -44,12 +43,12 @@ class Acceptor:
         self.topic = runtime.settings.topic("events")
         self._settling: set[asyncio.Task[None]] = set()
 
-    async def accept(self, workspace_id: str, events: list[Event]) -> Accepted:
+    async def accept(self, workspace_id: str, events: list[Outgoing]) -> Accepted:
         """Publish the events not accepted before; Problem(503) when a dependency is away."""
         if not self.runtime.producer_started:
             raise Problem(503, "Service unavailable", "the event broker is not reachable yet",
                           headers=RETRY_AFTER)
-        unique: dict[str, Event] = {}
+        unique: dict[str, Outgoing] = {}
         for event in events:
             unique.setdefault(event.id, event)  # a messageId repeated in one request counts once
         try:
@@ -79,7 +78,7 @@ class Acceptor:
                           "accepted by another request; retry", headers=RETRY_AFTER)
         return Accepted(published=len(claim.mine), duplicates=len(events) - len(claim.mine))
 
-    async def _publish(self, events: list[Event], sending: Sending) -> BaseException | None:
+    async def _publish(self, events: list[Outgoing], sending: Sending) -> BaseException | None:
         """None when the broker acked every event within PUBLISH_TIMEOUT_S, else the error."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_TIMEOUT_S

@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware import Middleware
 
 from services.ingest import tables
 from services.ingest.acceptance import Acceptor
+from services.ingest.api.fastpath import TrackingFastPath
 from services.ingest.api.keys import router as keys_router
 from services.ingest.api.tracking import router as tracking_router
 from services.ingest.dedupe import Deduper
@@ -46,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await deduper.close()
 
     app.router.lifespan_context = lifespan
+    # Innermost: inside the body-size limit and request metrics added by build_app.
+    app.user_middleware.append(Middleware(TrackingFastPath))
     # Browsers post from storefront origins; write keys are public, so any origin may send.
     # No credentials mode: the key travels in the Authorization header or the body.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["POST", "OPTIONS"],

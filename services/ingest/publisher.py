@@ -6,11 +6,32 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from shared.contracts.envelope import message_key
-from shared.contracts.events import Event
-from shared.kafka.codec import encode, headers_for
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event, encoded for `touchpoint.events`."""
+
+    id: str
+    key: bytes
+    value: bytes
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> Outgoing:
+        """From `domain.calls.event_document`; keyed `workspace_id:customer` like `Event`."""
+        customer = document.get("user_id") or document.get("anonymous_id") or ""
+        return cls(document["id"], message_key(document["workspace_id"], customer),
+                   orjson.dumps(document, option=orjson.OPT_UTC_Z))
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        # The headers shared.kafka.codec.headers_for gives an Event (a unit test checks).
+        return [("content-type", b"application/json"), ("schema", b"events/v1"),
+                ("message-id", self.id.encode())]
 
 
 @dataclass
@@ -30,15 +51,13 @@ class Sending:
                 for message_id in ids}
 
 
-async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Event],
+async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing],
                   into: Sending) -> None:
-    """Append each event to the producer, keyed `workspace_id:customer`.
+    """Append each event to the producer.
 
     Futures land in `into` as they are made, so a caller that times this out still knows
     which events may reach the broker later.
     """
     for event in events:
-        future = await producer.send(topic, encode(event),
-                                     key=message_key(event.workspace_id, event.customer),
-                                     headers=headers_for(event, "events"))
+        future = await producer.send(topic, event.value, key=event.key, headers=event.headers)
         into.parts.append((future, [event.id]))

@@ -1,8 +1,13 @@
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
-from services.ingest.domain.calls import Call, corrected_timestamp, to_event
+from services.ingest.domain.calls import Call, corrected_timestamp, event_document, to_event
+from services.ingest.publisher import Outgoing
+from shared.contracts.envelope import message_key
+from shared.contracts.events import Event
+from shared.kafka.codec import encode, headers_for
 
 RECEIVED = datetime(2026, 11, 23, 10, 0, 10, tzinfo=UTC)
 
@@ -32,3 +37,26 @@ def test_numeric_ids_become_strings_and_event_is_built() -> None:
     event = to_event(call, workspace_id="w", received_at=RECEIVED)
     assert (event.user_id, event.id, event.customer) == ("42", "m1", "42")
     assert event.timestamp == RECEIVED and event.received_at == RECEIVED
+
+
+@pytest.mark.parametrize("payload", [
+    {"type": "track", "userId": "u", "event": "Paid", "messageId": "m1",
+     "properties": {"total": 9.5, "items": [1, 2]}, "context": {"ip": "203.0.113.1"},
+     "timestamp": "2026-11-23T09:00:00+02:00", "sentAt": "2026-11-23T09:00:05+02:00"},
+    {"type": "page", "anonymousId": "a", "name": "Home", "category": "Landing",
+     "originalTimestamp": "2026-11-23T08:00:00.123456Z"},
+    {"type": "alias", "userId": "u", "previousId": "a", "integrations": {"All": False}},
+    {"type": "group", "userId": 7, "groupId": 9, "traits": {"plan": "pro"}},
+    {"type": "identify", "userId": "u", "traits": None, "timestamp": "2026-11-23T10:00:00"},
+])
+def test_the_hot_path_encoding_is_the_event_contract(payload: dict) -> None:
+    """What ingest publishes (built without the model) is what `encode(Event)` gives."""
+    document = event_document(Call.model_validate(payload), workspace_id="w",
+                              received_at=RECEIVED)
+    outgoing = Outgoing.of(document)
+    event = Event.model_validate(document)
+    assert orjson.loads(outgoing.value) == orjson.loads(encode(event))
+    assert Event.model_validate_json(outgoing.value) == event
+    assert outgoing.key == message_key("w", event.customer)
+    assert outgoing.headers == headers_for(event, "events")
+    assert outgoing.id == event.id == payload.get("messageId", event.id)

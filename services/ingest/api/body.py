@@ -5,21 +5,22 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from fastapi import Request
 
-from shared.auth import Principal
+from shared.auth import KeyRing, Principal
 from shared.http.problems import Problem
 
 MAX_EVENT_BYTES = 32 * 1024  # Segment's limits
 MAX_BATCH_BYTES = 500 * 1024
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="touchpoint"'}
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if request.headers.get("content-encoding", "").lower() == "gzip":
+def parse_json(raw: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+    """The body as a JSON object (gunzipped if sent so); 400/413 problems otherwise."""
+    if headers.get("content-encoding", "").lower() == "gzip":
         raw = _gunzip(raw)
     if len(raw) > MAX_BATCH_BYTES:
         raise Problem(413, "Payload too large", f"request body exceeds {MAX_BATCH_BYTES} bytes")
@@ -47,9 +48,8 @@ def _gunzip(raw: bytes) -> bytes:
     return out
 
 
-def write_key_of(request: Request, body: dict[str, Any]) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+def write_key_of(headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+    scheme, _, value = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "basic" and value:
         try:
             user, _, _password = base64.b64decode(value, validate=True).decode().partition(":")
@@ -60,16 +60,16 @@ def write_key_of(request: Request, body: dict[str, Any]) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-async def authenticate(request: Request, body: dict[str, Any]) -> Principal:
-    key = write_key_of(request, body)
+async def authenticate(keyring: KeyRing, headers: Mapping[str, str],
+                       body: dict[str, Any]) -> Principal:
+    key = write_key_of(headers, body)
     if key is None:
         raise Problem(401, "Unauthorized",
                       "send the write key as HTTP Basic user name or as `writeKey` in the body",
-                      headers={"WWW-Authenticate": 'Basic realm="touchpoint"'})
-    principal: Principal | None = await request.app.state.runtime.keyring.lookup(key, "write")
+                      headers=_CHALLENGE)
+    principal = await keyring.lookup(key, "write")
     if principal is None:
-        raise Problem(401, "Unauthorized", "unknown or revoked write key",
-                      headers={"WWW-Authenticate": 'Basic realm="touchpoint"'})
+        raise Problem(401, "Unauthorized", "unknown or revoked write key", headers=_CHALLENGE)
     return principal
 
 

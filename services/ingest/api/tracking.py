@@ -1,27 +1,35 @@
-"""The Segment HTTP Tracking API: /v1/track, identify, page, screen, group, alias, batch."""
+"""The Segment HTTP Tracking API: /v1/track, identify, page, screen, group, alias, batch.
+
+`handle_call` and `handle_batch` do the work from headers and raw body. They are served
+by `fastpath.TrackingFastPath` (plain ASGI: the hot path skips FastAPI's routing) and are
+also registered below as FastAPI routes, which give the OpenAPI document and 405s.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from starlette.datastructures import State
 
-from services.ingest.acceptance import Accepted, Acceptor
+from services.ingest.acceptance import Acceptor
 from services.ingest.api.body import (
     MAX_EVENT_BYTES,
     TooDeep,
     authenticate,
     encoded_size,
-    read_json,
+    parse_json,
 )
-from services.ingest.domain.calls import Call, to_event
-from shared.contracts.events import Event
+from services.ingest.domain.calls import Call, event_document
+from services.ingest.publisher import Outgoing
 from shared.http.problems import Problem
 
-router = APIRouter(prefix="/v1", tags=["tracking"])
 CALL_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+SUCCESS = {"success": True}  # exactly Segment's answer: SDKs check it
+Handler = Callable[[State, Mapping[str, str], bytes], Awaitable[dict[str, Any]]]
 
 
 class _Rejected(Exception):
@@ -37,8 +45,8 @@ def _errors(exc: ValidationError) -> list[dict[str, str]]:
 
 
 def _parse(item: Any, *, workspace_id: str, received_at: datetime,
-           batch_sent_at: datetime | None = None) -> Event:
-    """One call -> Event, or _Rejected carrying field errors."""
+           batch_sent_at: datetime | None = None) -> Outgoing:
+    """One call -> the encoded event, or _Rejected carrying field errors."""
     if not isinstance(item, dict):
         raise _Rejected([{"field": "body", "message": "expected an object"}])
     try:
@@ -55,62 +63,38 @@ def _parse(item: Any, *, workspace_id: str, received_at: datetime,
     if problems := call.problems():
         raise _Rejected(problems)
     try:
-        return to_event(call, workspace_id=workspace_id, received_at=received_at,
-                        batch_sent_at=batch_sent_at)
+        return Outgoing.of(event_document(call, workspace_id=workspace_id,
+                                          received_at=received_at, batch_sent_at=batch_sent_at))
     except OverflowError as exc:
         raise _Rejected([{"field": "timestamp",
                           "message": "out of range once corrected by sentAt"}]) from exc
 
 
-async def _accept(request: Request, workspace_id: str, events: list[Event]) -> Accepted:
-    acceptor: Acceptor = request.app.state.acceptor
-    return await acceptor.accept(workspace_id, events)
+def call_handler(call_type: str) -> Handler:
+    async def handle_call(state: State, headers: Mapping[str, str],
+                          raw: bytes) -> dict[str, Any]:
+        """One call: 200 once accepted; Problem otherwise."""
+        received_at = datetime.now(UTC)
+        body = parse_json(raw, headers)
+        principal = await authenticate(state.runtime.keyring, headers, body)
+        body["type"] = call_type
+        try:
+            event = _parse(body, workspace_id=principal.workspace_id, received_at=received_at)
+        except _Rejected as rej:
+            detail = "; ".join(f"{e['field']}: {e['message']}" for e in rej.errors)
+            raise Problem(rej.status, "Invalid event", detail, errors=rej.errors) from rej
+        acceptor: Acceptor = state.acceptor
+        await acceptor.accept(principal.workspace_id, [event])
+        return SUCCESS
+
+    return handle_call
 
 
-async def _single(request: Request, call_type: str) -> dict[str, Any]:
+async def handle_batch(state: State, headers: Mapping[str, str], raw: bytes) -> dict[str, Any]:
+    """A batch: the valid calls are accepted even when others are rejected."""
     received_at = datetime.now(UTC)
-    body = await read_json(request)
-    principal = await authenticate(request, body)
-    body["type"] = call_type
-    try:
-        event = _parse(body, workspace_id=principal.workspace_id, received_at=received_at)
-    except _Rejected as rej:
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in rej.errors)
-        raise Problem(rej.status, "Invalid event", detail, errors=rej.errors) from rej
-    await _accept(request, principal.workspace_id, [event])
-    return {"success": True}  # exactly Segment's answer: SDKs check it
-
-
-def _route(call_type: str) -> None:
-    async def endpoint(request: Request) -> dict[str, Any]:
-        return await _single(request, call_type)
-
-    endpoint.__name__ = call_type
-    router.add_api_route(
-        f"/{call_type}", endpoint, methods=["POST"],
-        summary=f"Segment `{call_type}` call",
-        description=f"Accepts one Segment-spec `{call_type}` call (JSON, optionally gzip). "
-                    "200 `{\"success\": true}` once the broker acknowledged it, or once an "
-                    "earlier request with the same `messageId` was accepted (dedupe window "
-                    "48 h). 400/413 problem+json naming the field; 401 for an unknown or "
-                    "revoked write key; 503 + Retry-After when the broker or the database "
-                    "is unreachable.",
-    )
-
-
-for _type in CALL_TYPES:
-    _route(_type)
-
-
-@router.post("/batch", summary="Segment batch")
-async def batch(request: Request) -> dict[str, Any]:
-    """Up to 500 KB of calls (32 KB each). Valid calls are accepted even when others are
-    rejected: the answer counts them (`accepted`, `duplicates`) and lists each rejected
-    call's `index` and field errors. Top-level `context`, `integrations` and `sentAt`
-    apply to every call. 400 when no call is valid."""
-    received_at = datetime.now(UTC)
-    body = await read_json(request)
-    principal = await authenticate(request, body)
+    body = parse_json(raw, headers)
+    principal = await authenticate(state.runtime.keyring, headers, body)
     items = body.get("batch")
     if not isinstance(items, list) or not items:
         raise Problem(400, "Invalid request", "`batch` must be a non-empty array",
@@ -118,7 +102,7 @@ async def batch(request: Request) -> dict[str, Any]:
     batch_sent_at = _sent_at(body.get("sentAt"))
     shared = {name: body[name] for name in ("context", "integrations")
               if isinstance(body.get(name), dict) and body[name]}
-    events: list[Event] = []
+    events: list[Outgoing] = []
     rejected: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         if isinstance(item, dict) and shared:
@@ -130,16 +114,13 @@ async def batch(request: Request) -> dict[str, Any]:
             rejected.append({"index": index, "status": rej.status, "errors": rej.errors})
     if not events:
         raise Problem(400, "Invalid batch", "no call in the batch is valid", rejected=rejected)
-    done = await _accept(request, principal.workspace_id, events)
+    acceptor: Acceptor = state.acceptor
+    done = await acceptor.accept(principal.workspace_id, events)
     result: dict[str, Any] = {"success": True, "accepted": len(events),
                               "duplicates": done.duplicates}
     if rejected:
         result["rejected"] = rejected
     return result
-
-
-router.add_api_route("/import", batch, methods=["POST"], summary="Alias of /v1/batch",
-                     description="Same as `/v1/batch` (Segment's import endpoint).")
 
 
 def _with_shared(item: dict[str, Any], shared: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -163,3 +144,39 @@ def _sent_at(value: Any) -> datetime | None:
         raise Problem(400, "Invalid request", "sentAt: expected an ISO-8601 date-time",
                       errors=[{"field": "sentAt", "message": "expected an ISO-8601 date-time"}])
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# Path -> handler: what the fast path serves.
+HANDLERS: dict[str, Handler] = {
+    **{f"/v1/{call_type}": call_handler(call_type) for call_type in CALL_TYPES},
+    "/v1/batch": handle_batch,
+    "/v1/import": handle_batch,
+}
+
+router = APIRouter(prefix="/v1", tags=["tracking"])
+_CALL_DOC = ("Accepts one Segment-spec `{0}` call (JSON, optionally gzip). 200 "
+             "`{{\"success\": true}}` once the broker acknowledged it, or once an earlier request "
+             "with the same `messageId` was accepted (dedupe window 48 h). 400/413 problem+json "
+             "naming the field; 401 for an unknown or revoked write key; 503 + Retry-After when "
+             "the broker or the database is unreachable.")
+_BATCH_DOC = ("Up to 500 KB of calls (32 KB each). Valid calls are accepted even when others are "
+              "rejected: the answer counts them (`accepted`, of which `duplicates` were accepted "
+              "before) and lists each rejected call's `index`, `status` and field errors. "
+              "Top-level `context`, `integrations` and `sentAt` apply to every call. 400 when no "
+              "call is valid.")
+
+
+def _route(path: str, handler: Handler, summary: str, description: str) -> None:
+    async def endpoint(request: Request) -> dict[str, Any]:
+        return await handler(request.app.state, request.headers, await request.body())
+
+    endpoint.__name__ = path.rsplit("/", 1)[-1]
+    router.add_api_route(path.removeprefix("/v1"), endpoint, methods=["POST"], summary=summary,
+                         description=description)
+
+
+for _type in CALL_TYPES:
+    _route(f"/v1/{_type}", HANDLERS[f"/v1/{_type}"], f"Segment `{_type}` call",
+           _CALL_DOC.format(_type))
+_route("/v1/batch", handle_batch, "Segment batch", _BATCH_DOC)
+_route("/v1/import", handle_batch, "Alias of /v1/batch", "Same as `/v1/batch`. " + _BATCH_DOC)

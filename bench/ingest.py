@@ -257,6 +257,7 @@ async def main(args: argparse.Namespace) -> None:
 
             latencies, bad_lat = await open_loop(port, args.rate, args.latency_seconds)
             landed = await on_topic(bootstrap, "bench.events")
+            raw_landed = await on_topic(bootstrap, "bench.raw")
         finally:
             proc.terminate()
             proc.wait(15)
@@ -275,7 +276,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"latency  /v1/track at {args.rate}/s offered     p50 {pct(latencies, 50):6.1f} ms  "
           f"p99 {pct(latencies, 99):6.1f} ms  max {max(latencies):6.1f} ms "
           f"(target p99 < 25 ms)   non-200: {len(bad_lat)}")
-    print(f"check    events on the topic {landed:,} / accepted {expected:,}")
+    print(f"check    events on the topic {landed:,} / accepted {expected:,}; "
+          f"raw producer's topic {raw_landed:,} / acked {args.events:,}")
 
 
 if __name__ == "__main__":

@@ -6,48 +6,38 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.events import Event
 
-
-def _id_to_str(value: Any) -> Any:
-    # SDKs in loosely typed languages send numeric ids; Segment accepts them as strings.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    # An empty id is no id: `{"userId": "", "anonymousId": "a"}` is a valid anonymous call.
-    if isinstance(value, str) and not value.strip():
-        return None
-    return value
-
-
-def _null_is_empty(value: Any) -> Any:
-    # Some SDKs send `"properties": null`; it means "none", not a type error.
-    return {} if value is None else value
-
-
-Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=255)]
-Object = Annotated[dict[str, Any], BeforeValidator(_null_is_empty)]
+# No Python validators here: this model runs once per event on the hot path, so every
+# rule is one pydantic-core does natively. What it cannot say (an empty id is no id, a
+# null object is an empty one) is read that way by `problems` and `event_document`.
+Id = Annotated[str, Field(max_length=255)]
+Name = Annotated[str, Field(max_length=200, strict=True)]  # names are never numbers
+Object = dict[str, Any] | None  # some SDKs send `"properties": null`: it means none
 
 
 class Call(BaseModel):
     """One call of the Segment HTTP Tracking API (camelCase, unknown fields ignored)."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    # Numeric ids are strings to Segment: SDKs of loosely typed languages send `"userId": 42`.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True,
+                              coerce_numbers_to_str=True)
 
     type: Literal["track", "identify", "page", "screen", "group", "alias"]
-    messageId: Annotated[str, BeforeValidator(_id_to_str), Field(max_length=200)] | None = None
+    messageId: Annotated[str, Field(max_length=200)] | None = None
     userId: Id | None = None
     anonymousId: Id | None = None
-    event: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    name: Annotated[str, Field(max_length=200)] | None = None
-    category: Annotated[str, Field(max_length=200)] | None = None
+    event: Name | None = None
+    name: Name | None = None
+    category: Name | None = None
     groupId: Id | None = None
     previousId: Id | None = None
-    properties: Object = Field(default_factory=dict)
-    traits: Object = Field(default_factory=dict)
-    context: Object = Field(default_factory=dict)
-    integrations: Object = Field(default_factory=dict)
+    properties: Object = None
+    traits: Object = None
+    context: Object = None
+    integrations: Object = None
     timestamp: datetime | None = None
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
@@ -106,19 +96,20 @@ def event_document(call: Call, *, workspace_id: str, received_at: datetime,
         "workspace_id": workspace_id,
         "produced_at": received_at,
         "type": call.type,
-        "properties": call.properties,
-        "traits": call.traits,
-        "context": call.context,
-        "integrations": call.integrations,
+        "properties": call.properties or {},
+        "traits": call.traits or {},
+        "context": call.context or {},
+        "integrations": call.integrations or {},
         "timestamp": corrected_timestamp(original, sent_at, received_at),
         "received_at": received_at,
     }
+    # Empty strings count as absent (`"userId": ""` next to an anonymousId is common).
     optional = (("event", call.event), ("name", call.name), ("category", call.category),
                 ("user_id", call.userId), ("anonymous_id", call.anonymousId),
                 ("group_id", call.groupId), ("previous_id", call.previousId),
                 ("original_timestamp", _aware(original)), ("sent_at", _aware(sent_at)))
     for name, value in optional:
-        if value is not None:
+        if value:
             document[name] = value
     return document
 

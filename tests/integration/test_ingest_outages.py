@@ -1,9 +1,11 @@
 """Broker or Postgres away: ingest answers 503 + Retry-After within about two seconds, then
-recovers by itself; an event retried across the outage lands exactly once."""
+recovers by itself; an event retried across the outage lands exactly once. Shutdown lets
+in-flight requests finish."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
+import uvicorn
 
 from services.ingest.app import create_app
 from shared.kafka.admin import ensure_topics
@@ -133,3 +136,37 @@ async def test_postgres_outage_is_503_then_recovers(settings: Settings, topics: 
         assert [orjson.loads(x.value)["id"] for x in records].count(event["messageId"]) == 1
     finally:
         await proxy.cut()
+
+
+async def test_shutdown_drains_in_flight_requests(settings: Settings, topics: list[str],
+                                                  write_auth: tuple[str, str],
+                                                  unique: str) -> None:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           lifespan="on", log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    async with httpx.AsyncClient(timeout=10) as http:
+        while not server.started:
+            await asyncio.sleep(0.02)
+        await wait_ready(http, f"http://127.0.0.1:{port}")
+    body = orjson.dumps({"userId": f"u-{unique}", "event": "Late", "messageId": f"late-{unique}"})
+    auth = base64.b64encode(f"{write_auth[0]}:".encode()).decode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                 + body[:10])  # the request has begun; half its body is still to come
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    server.should_exit = True  # what SIGTERM does
+    await asyncio.sleep(0.5)
+    assert not serving.done(), "the server stopped with a request in flight"
+    writer.write(body[10:])
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    writer.close()
+    await asyncio.wait_for(serving, 20)
+    records = await read_topic(settings.kafka_bootstrap, settings.topic("events"),
+                               lambda rs: any(dict(r.headers)["message-id"] == f"late-{unique}"
+                                              .encode() for r in rs))
+    assert records

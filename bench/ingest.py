@@ -43,7 +43,7 @@ from shared.settings import Settings
 from shared.testing.broker import tansu_broker
 from shared.testing.net import free_port, wait_for_port
 from shared.testing.postgres import postgres_server, scratch_database
-from shared.testing.reader import read_topic
+from shared.testing.topics import read_topic
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 WRITE = f"tp_write_bench_{uuid.uuid4().hex}"

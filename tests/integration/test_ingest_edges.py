@@ -12,11 +12,20 @@ import orjson
 import pytest
 
 from services.ingest.app import create_app
+from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def cfg(settings: Settings, unique: str) -> Settings:
+    """The session's settings with this test's own topics: what it publishes stays its own."""
+    own = settings.model_copy(update={"topic_prefix": f"ingest-{unique}."})
+    await ensure_topics(own, [own.topic("events")])
+    return own
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -64,9 +73,9 @@ BAD: list[tuple[str, dict[str, Any], int, str | None]] = [
 ]
 
 
-async def test_every_bad_input_class_is_a_clear_4xx(settings: Settings, topics: list[str],
+async def test_every_bad_input_class_is_a_clear_4xx(cfg: Settings,
                                                     write_auth: tuple[str, str]) -> None:
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         for path, kwargs, status, field in BAD:
             r = await http.post(f"{url}/v1/{path}", auth=write_auth, **kwargs)
@@ -89,7 +98,7 @@ async def test_every_bad_input_class_is_a_clear_4xx(settings: Settings, topics: 
 
 
 async def test_a_batch_accepts_its_good_calls_and_lists_the_bad(
-        settings: Settings, topics: list[str], write_auth: tuple[str, str], unique: str) -> None:
+        cfg: Settings, write_auth: tuple[str, str], unique: str) -> None:
     calls = [
         {"type": "track", "userId": "u", "event": "A", "messageId": f"good-a-{unique}"},
         {"type": "track", "userId": "u"},
@@ -97,7 +106,7 @@ async def test_a_batch_accepts_its_good_calls_and_lists_the_bad(
         {"type": "identify", "userId": "u", "traits": {"bio": "x" * 40_000}},
         {"type": "page", "anonymousId": "a", "name": "Home", "messageId": f"good-b-{unique}"},
     ]
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         r = await http.post(f"{url}/v1/import", auth=write_auth, json={"batch": calls})
         assert r.status_code == 200, r.text
@@ -110,10 +119,10 @@ async def test_a_batch_accepts_its_good_calls_and_lists_the_bad(
         assert rejected[3]["status"] == 413
 
 
-async def test_auth_write_keys_and_their_admin_api(settings: Settings, topics: list[str],
+async def test_auth_write_keys_and_their_admin_api(cfg: Settings,
                                                    write_auth: tuple[str, str],
                                                    admin_headers: dict[str, str]) -> None:
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         for kwargs in ({}, {"auth": ("tp_write_unknown", "")},
                        {"headers": {"authorization": "Basic !!not-base64!!"}},
@@ -167,9 +176,9 @@ async def test_auth_write_keys_and_their_admin_api(settings: Settings, topics: l
         assert r.status_code == 400 and r.json()["errors"][0]["field"].endswith("key_id")
 
 
-async def test_browsers_may_post_from_any_origin(settings: Settings, topics: list[str],
+async def test_browsers_may_post_from_any_origin(cfg: Settings,
                                                  write_auth: tuple[str, str]) -> None:
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         r = await http.options(f"{url}/v1/batch", headers={
             "origin": "https://shop.example", "access-control-request-method": "POST",

@@ -22,12 +22,20 @@ from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.net import free_port, wait_for_port
 from shared.testing.proxy import TcpProxy
-from shared.testing.reader import read_topic
 from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
+from shared.testing.topics import read_topic
 from touchpoint.embedded import tansu_argv
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def cfg(settings: Settings, unique: str) -> Settings:
+    """The session's settings with this test's own topics: what it publishes stays its own."""
+    own = settings.model_copy(update={"topic_prefix": f"ingest-{unique}."})
+    await ensure_topics(own, [own.topic("events")])
+    return own
 
 
 async def post_until_200(http: httpx.AsyncClient, url: str, auth: tuple[str, str],
@@ -106,17 +114,17 @@ async def test_broker_outage_is_503_then_recovers_and_nothing_doubles(
             await proxy.cut()
 
 
-async def test_postgres_outage_is_503_then_recovers(settings: Settings, topics: list[str],
+async def test_postgres_outage_is_503_then_recovers(cfg: Settings,
                                                     write_auth: tuple[str, str],
                                                     unique: str) -> None:
-    db = urlsplit(settings.database_url)
+    db = urlsplit(cfg.database_url)
     proxy = TcpProxy(db.hostname or "127.0.0.1", db.port or 5432, free_port())
     await proxy.restore()
-    cfg = settings.model_copy(update={"database_url": settings.database_url.replace(
+    proxied = cfg.model_copy(update={"database_url": cfg.database_url.replace(
         f"{db.hostname}:{db.port}", f"127.0.0.1:{proxy.port}")})
     event = {"userId": f"u-{unique}", "event": "Paid", "messageId": f"pg-{unique}"}
     try:
-        async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
+        async with serve_app(create_app(proxied)) as url, httpx.AsyncClient(timeout=10) as http:
             await wait_ready(http, url)
             r = await http.post(f"{url}/v1/track", auth=write_auth,
                                 json={**event, "messageId": f"pg-before-{unique}"})
@@ -130,7 +138,7 @@ async def test_postgres_outage_is_503_then_recovers(settings: Settings, topics: 
                 assert r.headers["content-type"] == "application/problem+json"
             await proxy.restore()
             await post_until_200(http, f"{url}/v1/track", write_auth, event, timeout=20)
-        records = await read_topic(settings.kafka_bootstrap, settings.topic("events"),
+        records = await read_topic(cfg.kafka_bootstrap, cfg.topic("events"),
                                    lambda rs: any(orjson.loads(x.value)["id"] == event[
                                        "messageId"] for x in rs))
         assert [orjson.loads(x.value)["id"] for x in records].count(event["messageId"]) == 1
@@ -138,11 +146,11 @@ async def test_postgres_outage_is_503_then_recovers(settings: Settings, topics: 
         await proxy.cut()
 
 
-async def test_shutdown_drains_in_flight_requests(settings: Settings, topics: list[str],
+async def test_shutdown_drains_in_flight_requests(cfg: Settings,
                                                   write_auth: tuple[str, str],
                                                   unique: str) -> None:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port,
                                            lifespan="on", log_level="warning"))
     serving = asyncio.create_task(server.serve())
     async with httpx.AsyncClient(timeout=10) as http:
@@ -166,7 +174,7 @@ async def test_shutdown_drains_in_flight_requests(settings: Settings, topics: li
     assert head.startswith(b"HTTP/1.1 200"), head
     writer.close()
     await asyncio.wait_for(serving, 20)
-    records = await read_topic(settings.kafka_bootstrap, settings.topic("events"),
+    records = await read_topic(cfg.kafka_bootstrap, cfg.topic("events"),
                                lambda rs: any(dict(r.headers)["message-id"] == f"late-{unique}"
                                               .encode() for r in rs))
     assert records

@@ -16,12 +16,21 @@ from aiokafka import ConsumerRecord
 from segment.analytics.client import Client as SegmentClient
 
 from services.ingest.app import create_app
+from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.reader import read_topic
 from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
+from shared.testing.topics import read_topic
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def cfg(settings: Settings, unique: str) -> Settings:
+    """The session's settings with this test's own topics: what it publishes stays its own."""
+    own = settings.model_copy(update={"topic_prefix": f"ingest-{unique}."})
+    await ensure_topics(own, [own.topic("events")])
+    return own
 
 
 def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
@@ -43,7 +52,7 @@ async def landed(settings: Settings, ids: set[str]) -> dict[str, list[ConsumerRe
     return out
 
 
-async def test_every_call_type_lands_on_the_topic(settings: Settings, topics: list[str],
+async def test_every_call_type_lands_on_the_topic(cfg: Settings,
                                                   write_auth: tuple[str, str],
                                                   unique: str) -> None:
     sent_at = datetime.now(UTC) - timedelta(hours=1)  # the client's clock is an hour behind
@@ -61,7 +70,7 @@ async def test_every_call_type_lands_on_the_topic(settings: Settings, topics: li
         "group": {"userId": f"u-{unique}", "groupId": "acme", "traits": {"plan": "pro"}},
         "alias": {"userId": f"u-{unique}", "previousId": f"a-{unique}"},
     }
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         for call_type, call in calls.items():
             payload = {**common, **call, "messageId": f"{call_type}-{unique}"}
@@ -69,7 +78,7 @@ async def test_every_call_type_lands_on_the_topic(settings: Settings, topics: li
             r = await http.post(f"{url}/v1/{call_type}", auth=write_auth, json=payload)
             assert r.status_code == 200, r.text
             assert r.json() == {"success": True}
-    got = await landed(settings, {f"{t}-{unique}" for t in calls})
+    got = await landed(cfg, {f"{t}-{unique}" for t in calls})
     for call_type, call in calls.items():
         (record,) = got[f"{call_type}-{unique}"]
         event = orjson.loads(record.value)
@@ -92,11 +101,11 @@ async def test_every_call_type_lands_on_the_topic(settings: Settings, topics: li
         assert datetime.fromisoformat(event["original_timestamp"]) == happened
 
 
-async def test_segment_python_sdk_delivers_its_batches(settings: Settings, topics: list[str],
+async def test_segment_python_sdk_delivers_its_batches(cfg: Settings,
                                                        write_auth: tuple[str, str],
                                                        unique: str) -> None:
     errors: list[Any] = []
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         for gzip in (False, True):
             client = SegmentClient(write_key=write_auth[0], host=url, gzip=gzip, sync_mode=False,
@@ -107,7 +116,7 @@ async def test_segment_python_sdk_delivers_its_batches(settings: Settings, topic
             def drive(c: SegmentClient = client, u: str = user, a: str = anon) -> list[str]:
                 ids = [
                     c.identify(u, {"email": "sdk@example.com", "plan": "pro"})[1]["messageId"],
-                    c.track(u, "Signed Up", {"source": "sdk"})[1]["messageId"],
+                    c.track(u, "Trial Started", {"source": "sdk"})[1]["messageId"],
                     c.page(u, "Docs", "Install", {"path": "/docs"})[1]["messageId"],
                     c.screen(u, "App", "Home")[1]["messageId"],
                     c.group(u, "acme", {"name": "Acme"})[1]["messageId"],
@@ -119,20 +128,20 @@ async def test_segment_python_sdk_delivers_its_batches(settings: Settings, topic
 
             ids = await asyncio.to_thread(drive)
             assert errors == []
-            got = await landed(settings, set(ids))
+            got = await landed(cfg, set(ids))
             types = [orjson.loads(got[i][0].value)["type"] for i in ids]
             assert types == ["identify", "track", "page", "screen", "group", "alias"]
             track = orjson.loads(got[ids[1]][0].value)
-            assert track["event"] == "Signed Up" and track["user_id"] == user
+            assert track["event"] == "Trial Started" and track["user_id"] == user
             assert track["context"]["library"]["name"] == "analytics-python"
 
 
 async def test_retried_message_ids_are_accepted_once_even_across_a_restart(
-        settings: Settings, topics: list[str], write_auth: tuple[str, str], unique: str) -> None:
+        cfg: Settings, write_auth: tuple[str, str], unique: str) -> None:
     first = {"userId": f"u-{unique}", "event": "Paid", "messageId": f"once-{unique}"}
     batch = [{"type": "track", "userId": f"u-{unique}", "event": "Viewed",
               "messageId": f"b{i}-{unique}"} for i in range(3)]
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         for _ in range(3):  # an SDK retrying after timeouts
             r = await http.post(f"{url}/v1/track", auth=write_auth, json=first)
@@ -141,7 +150,7 @@ async def test_retried_message_ids_are_accepted_once_even_across_a_restart(
                             json={"batch": [*batch, batch[0]]})  # repeated inside a request too
         assert r.json() == {"success": True, "accepted": 4, "duplicates": 1}
     # A new process (same database): the dedupe state is durable.
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         r = await http.post(f"{url}/v1/batch", auth=write_auth,
                             json={"batch": [{**first, "type": "track"}, *batch,
@@ -150,21 +159,21 @@ async def test_retried_message_ids_are_accepted_once_even_across_a_restart(
         assert r.json() == {"success": True, "accepted": 5, "duplicates": 4}
         # The same messageId in another workspace is a different event.
     ids = {first["messageId"], f"new-{unique}", *(b["messageId"] for b in batch)}
-    got = await landed(settings, ids)
+    got = await landed(cfg, ids)
     await asyncio.sleep(1)  # give any duplicate time to show up, then read everything again
-    got = await landed(settings, ids)
+    got = await landed(cfg, ids)
     assert {i: len(records) for i, records in got.items()} == {i: 1 for i in ids}
 
 
-async def test_ids_are_deduplicated_per_workspace(settings: Settings, topics: list[str],
+async def test_ids_are_deduplicated_per_workspace(cfg: Settings,
                                                   admin_headers: dict[str, str],
                                                   write_auth: tuple[str, str],
                                                   unique: str) -> None:
     event = {"userId": f"u-{unique}", "event": "X", "messageId": f"ws-{unique}"}
-    other_ws = settings.model_copy(update={"default_workspace": f"ws-{unique}",
+    other_ws = cfg.model_copy(update={"default_workspace": f"ws-{unique}",
                                            "bootstrap_write_key": f"tp_write_{uuid.uuid4().hex}",
                                            "bootstrap_admin_key": None})
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as http:
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
         assert (await http.post(f"{url}/v1/track", auth=write_auth, json=event)).status_code == 200
     async with serve_app(create_app(other_ws)) as url, httpx.AsyncClient(timeout=10) as http:
@@ -172,7 +181,7 @@ async def test_ids_are_deduplicated_per_workspace(settings: Settings, topics: li
         r = await http.post(f"{url}/v1/track", json={**event, "writeKey":
                                                       other_ws.bootstrap_write_key})
         assert r.status_code == 200
-    records = await read_topic(settings.kafka_bootstrap, settings.topic("events"),
+    records = await read_topic(cfg.kafka_bootstrap, cfg.topic("events"),
                                lambda rs: sum(v["id"] == event["messageId"]
                                               for v in values(rs)) >= 2)
     workspaces = sorted(v["workspace_id"] for v in values(records) if v["id"] == event["messageId"])

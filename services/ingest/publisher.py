@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from shared.contracts.envelope import message_key
 
@@ -51,6 +53,18 @@ class Sending:
                 for message_id in ids}
 
 
+@functools.lru_cache(maxsize=65_536)
+def _key_hash(key: bytes) -> int:
+    # aiokafka's murmur2 is pure Python and was the largest single cost per event; keys
+    # repeat (one per customer), so the hash is cached.
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_for(key: bytes, partitions: list[int]) -> int:
+    """The partition Kafka's default partitioner (Java's and aiokafka's) picks for `key`."""
+    return partitions[_key_hash(key) % len(partitions)]
+
+
 async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing],
                   into: Sending) -> None:
     """Append each event to the producer.
@@ -58,6 +72,9 @@ async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing]
     Futures land in `into` as they are made, so a caller that times this out still knows
     which events may reach the broker later.
     """
+    partitions = sorted(await producer.partitions_for(topic))
     for event in events:
-        future = await producer.send(topic, event.value, key=event.key, headers=event.headers)
+        future = await producer.send(topic, event.value, key=event.key,
+                                     partition=partition_for(event.key, partitions),
+                                     headers=event.headers)
         into.parts.append((future, [event.id]))

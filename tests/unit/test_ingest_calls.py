@@ -2,9 +2,10 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.ingest.domain.calls import Call, corrected_timestamp, event_document, to_event
-from services.ingest.publisher import Outgoing
+from services.ingest.publisher import Outgoing, partition_for
 from shared.contracts.envelope import message_key
 from shared.contracts.events import Event
 from shared.kafka.codec import encode, headers_for
@@ -60,3 +61,12 @@ def test_the_hot_path_encoding_is_the_event_contract(payload: dict) -> None:
     assert outgoing.key == message_key("w", event.customer)
     assert outgoing.headers == headers_for(event, "events")
     assert outgoing.id == event.id == payload.get("messageId", event.id)
+
+
+def test_cached_partitioning_is_kafkas_default_partitioner() -> None:
+    partitioner = DefaultPartitioner()
+    for count in (1, 3, 6, 7, 64):
+        partitions = list(range(count))
+        for i in range(300):
+            key = f"workspace-{i % 5}:customer-{i}".encode()
+            assert partition_for(key, partitions) == partitioner(key, partitions, partitions)

@@ -38,15 +38,29 @@ CLAIM_LEASE_S = 60.0
 WINDOW_HOURS = 48  # the issue asks for >= 24 h; purge keeps the table bounded
 MAX_PENDING_ACKS = 200_000  # beyond this (long DB outage) old tokens are dropped: see _flush
 
-# Claims of several concurrent requests go in one statement: (workspace, id, token) rows.
+# Claims of several concurrent requests go in one statement. Each id carries the 1-based
+# ordinal of its request, which indexes the per-request workspace and token arrays. It
+# answers only the ids that were already there (usually none): the rest are claimed.
 _CLAIM = """
-INSERT INTO ingest.message_ids AS m (workspace_id, message_id, claim, claimed_at)
-SELECT w, id, c, now() FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(w, id, c)
-ON CONFLICT (workspace_id, message_id) DO UPDATE
-   SET claim = EXCLUDED.claim, claimed_at = EXCLUDED.claimed_at
- WHERE m.claimed_at < now() - make_interval(secs => $4)
+WITH u AS (
+    SELECT ($1::text[])[r] AS w, id, ($2::uuid[])[r] AS c
+      FROM unnest($3::text[], $4::int[]) AS t(id, r)),
+ins AS (
+    INSERT INTO ingest.message_ids (workspace_id, message_id, claim, claimed_at)
+    SELECT w, id, c, now() FROM u
+    ON CONFLICT (workspace_id, message_id) DO NOTHING
+    RETURNING workspace_id, message_id)
+SELECT u.c, u.w, u.id FROM u
+ WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.workspace_id = u.w AND ins.message_id = u.id)
+"""
+# Ids already there are taken over only when their claim is stale and was never acked.
+_RECLAIM = """
+UPDATE ingest.message_ids AS m SET claim = u.c, claimed_at = now()
+  FROM unnest($1::text[], $2::text[], $3::uuid[]) AS u(w, id, c)
+ WHERE m.workspace_id = u.w AND m.message_id = u.id
+   AND m.claimed_at < now() - make_interval(secs => $4)
    AND NOT EXISTS (SELECT 1 FROM ingest.acked_claims a WHERE a.claim = m.claim)
-RETURNING claim, message_id
+RETURNING u.c, m.message_id
 """
 _CLASSIFY = """
 SELECT u.c, m.message_id, m.claim,
@@ -148,36 +162,49 @@ class Deduper:
                         future.set_result(None)
 
     async def _claim_together(self, batch: list[_Waiting]) -> None:
-        rows: dict[tuple[str, str], Claim] = {}  # (workspace, id) -> the claim asking for it
+        wanted: dict[tuple[str, str], Claim] = {}  # (workspace, id) -> the claim asking first
         for workspace_id, message_ids, claim, _ in batch:
             for message_id in message_ids:
-                if (workspace_id, message_id) in rows:
+                if (workspace_id, message_id) in wanted:
                     # Two requests of this round want the same id: the first one holds it.
                     claim.in_flight.add(message_id)
                 else:
-                    rows[(workspace_id, message_id)] = claim
-        workspaces = [w for w, _ in rows]
-        ids = [m for _, m in rows]
-        tokens = [c.token for c in rows.values()]
+                    wanted[(workspace_id, message_id)] = claim
         by_token = {claim.token: claim for *_, claim, _ in batch}
+        ordinal = {token: i for i, token in enumerate(by_token, 1)}
+        workspaces = [workspace_id for workspace_id, *_ in batch]
+        not_mine: set[tuple[uuid.UUID, str]] = set()
         async with self._pool.acquire() as conn:
-            mine = {(t, m) for t, m in await conn.fetch(_CLAIM, workspaces, ids, tokens,
-                                                         self.lease_s)}
-            if len(mine) < len(rows):
-                rest = [(w, m, c.token) for (w, m), c in rows.items() if (c.token, m) not in mine]
-                seen = set()
-                for asker, message_id, holder, acked in await conn.fetch(
-                        _CLASSIFY, *map(list, zip(*rest, strict=True))):
-                    # Acked but not yet flushed by this process counts as acked.
-                    done = acked or holder in self._unflushed
-                    claim = by_token[asker]
-                    (claim.duplicates if done else claim.in_flight).add(message_id)
-                    seen.add((asker, message_id))
-                for _, message_id, token in rest:
-                    if (token, message_id) not in seen:  # released meanwhile: retry decides
-                        by_token[token].in_flight.add(message_id)
-        for _, message_ids, claim, _ in batch:
-            claim.mine = [m for m in message_ids if (claim.token, m) in mine]
+            taken = await conn.fetch(_CLAIM, workspaces, list(by_token),
+                                     [m for _, m in wanted],
+                                     [ordinal[c.token] for c in wanted.values()])
+            if taken:
+                not_mine = await self._settle_conflicts(conn, taken, by_token)
+        for (_, message_id), claim in wanted.items():
+            if (claim.token, message_id) not in not_mine:
+                claim.mine.append(message_id)
+
+    async def _settle_conflicts(self, conn: Any, taken: list[Any],
+                                by_token: dict[uuid.UUID, Claim]) -> set[tuple[uuid.UUID, str]]:
+        """Ids that existed: re-claim the stale ones, sort the others into duplicates and
+        in-flight. Returns the (token, id) pairs that are not the asker's to publish."""
+        columns = [[w for _, w, _ in taken], [m for _, _, m in taken], [t for t, _, _ in taken]]
+        retaken = {(t, m) for t, m in await conn.fetch(_RECLAIM, *columns, self.lease_s)}
+        rest = [(w, m, t) for t, w, m in taken if (t, m) not in retaken]
+        if not rest:
+            return set()
+        seen = set()
+        for asker, message_id, holder, acked in await conn.fetch(
+                _CLASSIFY, *map(list, zip(*rest, strict=True))):
+            # Acked but not yet flushed by this process counts as acked.
+            done = acked or holder in self._unflushed
+            claim = by_token[asker]
+            (claim.duplicates if done else claim.in_flight).add(message_id)
+            seen.add((asker, message_id))
+        for _, message_id, token in rest:
+            if (token, message_id) not in seen:  # released meanwhile: the retry decides
+                by_token[token].in_flight.add(message_id)
+        return {(t, m) for _, m, t in rest}
 
     def confirm(self, claim: Claim) -> None:
         """The broker acked every event of `claim.mine`: record it (batched, in background)."""

@@ -80,20 +80,17 @@ class Acceptor:
 
     async def _publish(self, events: list[Outgoing], sending: Sending) -> BaseException | None:
         """None when the broker acked every event within PUBLISH_TIMEOUT_S, else the error."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_TIMEOUT_S
         try:
             # send() itself can wait for metadata or buffer space when the broker is away.
-            await asyncio.wait_for(enqueue(self.runtime.producer, self.topic, events, sending),
-                                   PUBLISH_TIMEOUT_S)
-            futures = sending.futures
-            _done, pending = await asyncio.wait(futures, timeout=max(0.0,
-                                                                     deadline - loop.time()))
+            # On timeout the delivery futures are left alone: _settle reads their outcome.
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await enqueue(self.runtime.producer, self.topic, events, sending)
+                await asyncio.wait(sending.futures)
+        except TimeoutError:
+            return TimeoutError("broker did not acknowledge within the publish timeout")
         except Exception as exc:
             return exc
-        if pending:
-            return TimeoutError("broker did not acknowledge within the publish timeout")
-        for future in futures:
+        for future in sending.futures:
             if (error := future.exception()) is not None:
                 return error
         return None

@@ -97,6 +97,12 @@ class Claim:
 _Waiting = tuple[str, list[str], Claim, "asyncio.Future[None]"]
 
 
+async def _keep_session(_conn: Any) -> None:
+    """asyncpg's default reset runs a query (RESET ALL; ...) each time a connection goes
+    back to the pool: a second round trip per claim. These connections only run the
+    statements above and change no session state, so there is nothing to reset."""
+
+
 def asyncpg_dsn(database_url: str) -> str:
     return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
@@ -128,7 +134,8 @@ class Deduper:
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=0, max_size=8, timeout=1.5, command_timeout=5,
             server_settings={"synchronous_commit": "off",
-                             "application_name": "touchpoint-ingest-dedupe"})
+                             "application_name": "touchpoint-ingest-dedupe"},
+            reset=_keep_session)
         self._task = asyncio.create_task(self._run(), name="ingest-dedupe")
 
     async def claim(self, workspace_id: str, message_ids: list[str]) -> Claim:

@@ -26,7 +26,10 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    # FastAPI's native OpenTelemetry asks the OTel SDK for its providers on every request
+    # (~9 us, reading env vars) even when none is configured; metrics are Prometheus here.
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     install_problem_handlers(app)
     app.include_router(health_router)

@@ -113,7 +113,7 @@ class Acceptor:
         log.info("settled a failed publish: %d delivered, %d released", len(delivered),
                  len(undelivered))
 
-    async def close(self, timeout: float = 3.0) -> None:
+    async def close(self, timeout: float = 1.0) -> None:
         """Let open outcomes settle a little; what is left is freed by the claim lease."""
         if self._settling:
             _done, pending = await asyncio.wait(set(self._settling), timeout=timeout)

@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Inside the shared lifespan: the dedupe store starts after the runtime and, on
         # shutdown (in-flight requests drained by then), flushes its acks before it stops.
+        # Both wait briefly (1 s, 1.5 s) so `up`'s 10 s stop budget still holds.
         async with shared_lifespan(app):
             deduper = Deduper(settings.database_url)
             await deduper.start()

@@ -285,7 +285,7 @@ class Deduper:
         except Exception as exc:
             log.warning("dedupe purge failed (%s); will retry", type(exc).__name__)
 
-    async def close(self, timeout: float = 3.0) -> None:
+    async def close(self, timeout: float = 1.5) -> None:
         """Flush the acknowledged claims (requests have drained by now), then close."""
         self._stopping = True
         self._wake.set()

@@ -51,6 +51,7 @@ BAD: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("track", {"json": {**TRACK, "context": [1]}}, 400, "context"),
     ("track", {"json": {**TRACK, "timestamp": "yesterday"}}, 400, "timestamp"),
     ("track", {"json": {**TRACK, "messageId": "m" * 201}}, 400, "messageId"),
+    ("track", {"json": {**TRACK, "messageId": "nul\u0000id"}}, 400, "messageId"),
     ("track", {"json": {**TRACK, "userId": "u" * 256}}, 400, "userId"),
     ("track", {"json": {**TRACK, "timestamp": "9999-12-31T23:00:00Z",
                         "sentAt": "0001-01-02T00:00:00Z"}}, 400, "timestamp"),
@@ -105,6 +106,7 @@ async def test_a_batch_accepts_its_good_calls_and_lists_the_bad(
         {"type": "nope", "userId": "u"},
         {"type": "identify", "userId": "u", "traits": {"bio": "x" * 40_000}},
         {"type": "page", "anonymousId": "a", "name": "Home", "messageId": f"good-b-{unique}"},
+        {"type": "track", "userId": "u", "event": "B", "messageId": "nul\u0000"},
     ]
     async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
         await wait_ready(http, url)
@@ -113,7 +115,7 @@ async def test_a_batch_accepts_its_good_calls_and_lists_the_bad(
         body = r.json()
         assert (body["success"], body["accepted"], body["duplicates"]) == (True, 2, 0)
         rejected = {x["index"]: x for x in body["rejected"]}
-        assert sorted(rejected) == [1, 2, 3]
+        assert sorted(rejected) == [1, 2, 3, 5]
         assert rejected[1]["errors"][0]["field"] == "event"
         assert rejected[2]["errors"][0]["field"] == "type"
         assert rejected[3]["status"] == 413

@@ -26,7 +26,8 @@ class Call(BaseModel):
                               coerce_numbers_to_str=True)
 
     type: Literal["track", "identify", "page", "screen", "group", "alias"]
-    messageId: Annotated[str, Field(max_length=200)] | None = None
+    # Postgres text cannot hold NUL, and the dedupe store keeps the messageId.
+    messageId: Annotated[str, Field(max_length=200, pattern=r"^[^\x00]*$")] | None = None
     userId: Id | None = None
     anonymousId: Id | None = None
     event: Name | None = None

@@ -186,3 +186,34 @@ async def test_ids_are_deduplicated_per_workspace(cfg: Settings,
                                               for v in values(rs)) >= 2)
     workspaces = sorted(v["workspace_id"] for v in values(records) if v["id"] == event["messageId"])
     assert workspaces == sorted(["default", f"ws-{unique}"])
+
+
+async def test_analytics_js_short_paths(cfg: Settings, write_auth: tuple[str, str],
+                                        unique: str) -> None:
+    """analytics.js posts `text/plain` JSON with `writeKey` in the body to /v1/t, /v1/p, ...
+    and batches to /v1/b."""
+    base = {"writeKey": write_auth[0], "anonymousId": f"a-{unique}", "userId": None,
+            "context": {"library": {"name": "analytics.js", "version": "next-1.70.0"}},
+            "_metadata": {"bundled": ["Segment.io"], "unbundled": []},
+            "sentAt": "2026-11-25T10:00:00.000Z", "timestamp": "2026-11-25T09:59:59.000Z"}
+    calls = {"t": {"type": "track", "event": "Clicked"}, "p": {"type": "page", "name": "Home"},
+             "i": {"type": "identify", "traits": {"plan": "pro"}},
+             "s": {"type": "screen", "name": "Cart"}, "g": {"type": "group", "groupId": "g1"},
+             "a": {"type": "alias", "userId": f"u-{unique}", "previousId": f"a-{unique}"}}
+    async with serve_app(create_app(cfg)) as url, httpx.AsyncClient(timeout=10) as http:
+        await wait_ready(http, url)
+        for letter, call in calls.items():
+            body = {**base, **call, "messageId": f"ajs-{letter}-{unique}"}
+            r = await http.post(f"{url}/v1/{letter}", content=orjson.dumps(body),
+                                headers={"content-type": "text/plain"})
+            assert r.status_code == 200 and r.json() == {"success": True}, (letter, r.text)
+        r = await http.post(f"{url}/v1/b", headers={"content-type": "text/plain"},
+                            content=orjson.dumps({"writeKey": write_auth[0],
+                                                  "sentAt": base["sentAt"],
+                                                  "batch": [{**base, **calls["t"],
+                                                             "messageId": f"ajs-b-{unique}"}]}))
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    ids = {f"ajs-{letter}-{unique}" for letter in [*calls, "b"]}
+    got = await landed(cfg, ids)
+    assert {orjson.loads(got[f"ajs-{x}-{unique}"][0].value)["type"] for x in calls} == {
+        c["type"] for c in calls.values()}

@@ -146,12 +146,16 @@ def _sent_at(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-# Path -> handler: what the fast path serves.
+# Path -> handler: what the fast path serves. analytics.js (analytics-next) posts each
+# call to the type's first letter (`/v1/t`, `/v1/i`, ...) and its batches to `/v1/b`.
 HANDLERS: dict[str, Handler] = {
     **{f"/v1/{call_type}": call_handler(call_type) for call_type in CALL_TYPES},
     "/v1/batch": handle_batch,
     "/v1/import": handle_batch,
 }
+SHORT_PATHS = {f"/v1/{call_type[0]}": f"/v1/{call_type}" for call_type in CALL_TYPES}
+SHORT_PATHS["/v1/b"] = "/v1/batch"
+HANDLERS.update({short: HANDLERS[full] for short, full in SHORT_PATHS.items()})
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
 _CALL_DOC = ("Accepts one Segment-spec `{0}` call (JSON, optionally gzip). 200 "
@@ -166,13 +170,14 @@ _BATCH_DOC = ("Up to 500 KB of calls (32 KB each). Valid calls are accepted even
               "call is valid.")
 
 
-def _route(path: str, handler: Handler, summary: str, description: str) -> None:
+def _route(path: str, handler: Handler, summary: str, description: str,
+           documented: bool = True) -> None:
     async def endpoint(request: Request) -> dict[str, Any]:
         return await handler(request.app.state, request.headers, await request.body())
 
     endpoint.__name__ = path.rsplit("/", 1)[-1]
     router.add_api_route(path.removeprefix("/v1"), endpoint, methods=["POST"], summary=summary,
-                         description=description)
+                         description=description, include_in_schema=documented)
 
 
 for _type in CALL_TYPES:
@@ -180,3 +185,6 @@ for _type in CALL_TYPES:
            _CALL_DOC.format(_type))
 _route("/v1/batch", handle_batch, "Segment batch", _BATCH_DOC)
 _route("/v1/import", handle_batch, "Alias of /v1/batch", "Same as `/v1/batch`. " + _BATCH_DOC)
+for _short, _full in SHORT_PATHS.items():
+    _route(_short, HANDLERS[_full], f"analytics.js path of {_full}", f"Same as `{_full}`.",
+           documented=False)

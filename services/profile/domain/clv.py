@@ -71,8 +71,8 @@ def p_alive(m: BgNbd, x: int, tx: float, T: float) -> float:
 
 
 def expected_orders(m: BgNbd, x: int, tx: float, T: float, horizon: float) -> float:
-    """Expected orders in the next `horizon` days (eq. 10); needs a > 1."""
-    if m.a <= 1:
+    """Expected orders in the next `horizon` days (eq. 10); undefined only at a == 1."""
+    if abs(m.a - 1) < 1e-9:
         return 0.0
     z = horizon / (m.alpha + T + horizon)
     hyp = float(hyp2f1(m.r + x, m.b + x, m.a + m.b + x - 1, z))

@@ -25,7 +25,12 @@ async def handle_delivery_events(rt: ServiceRuntime, records: list[Record],
 async def _handle(rt: ServiceRuntime, consumer: str, records: list[Record], clock: Clock) -> None:
     async with rt.engine.begin() as conn:
         fresh = await claim_new(conn, inbox, consumer, [r.value.dedupe_id() for r in records])
-        items = [r.value for r in records if r.value.dedupe_id() in fresh]
+        # A message id twice in one poll is claimed once: apply its first copy only.
+        items = []
+        for record in records:
+            if (key := record.value.dedupe_id()) in fresh:
+                fresh.discard(key)
+                items.append(record.value)
         ids = await apply_batch(conn, items, rt.settings, clock.now())
     assert rt.relay is not None
     await rt.relay.publish(ids)

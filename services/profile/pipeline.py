@@ -55,6 +55,13 @@ class _Batch:
     published: list[tuple[str, ProfileEvent]] = field(default_factory=list)  # (ws, message)
     changes: list[tuple[str, str, str, Change]] = field(default_factory=list)  # ws, pid, id, c
     touched: dict[str, str] = field(default_factory=dict)  # profile id -> workspace
+    merged_into: dict[str, str] = field(default_factory=dict)  # loser -> survivor, this batch
+
+    def live(self, pid: str) -> str:
+        """Where rows queued for `pid` belong now (it may have been merged since)."""
+        while pid in self.merged_into:
+            pid = self.merged_into[pid]
+        return pid
 
 
 def _ids_of(item: Event | DeliveryEvent, conv: Conventions) -> list[Identifier]:
@@ -79,7 +86,8 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
     for item in items:
         ids = _ids_of(item, convs[item.workspace_id])
-        if any((item.workspace_id, identifier_hash(item.workspace_id, i)) in gone for i in ids):
+        every = ids + (lookup_only(item) if isinstance(item, Event) else [])
+        if any((item.workspace_id, identifier_hash(item.workspace_id, i)) in gone for i in every):
             continue  # an erased person: never re-created by late events or re-imports
         _apply_one(batch, item, ids)
     return await _write(conn, batch, settings)
@@ -107,6 +115,7 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier]) ->
     for loser in res.merged:
         merge_into(p, b.states.pop(loser))
         b.merges.append((loser, p.id))
+        b.merged_into[loser] = p.id
         b.touched.pop(loser, None)
         for ident, owner in owners.items():
             if owner == loser:
@@ -115,7 +124,7 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier]) ->
         changes.append(Change("merged", {"merged_ids": res.merged}))
     for ident in res.claimed:
         owners[ident] = p.id
-        b.new_identities.append({"workspace_id": ws, "kind": ident[0], "value": ident[1][:320],
+        b.new_identities.append({"workspace_id": ws, "kind": ident[0], "value": ident[1],
                                  "profile_id": p.id})
     before_traits = dict(p.traits)
     if isinstance(item, DeliveryEvent):
@@ -151,6 +160,9 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier]) ->
 
 
 async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[int]:
+    # Rows queued for a profile that a later message in this batch merged away follow it.
+    for row in b.new_identities + b.history:
+        row["profile_id"] = b.live(row["profile_id"])
     await repo.repoint(conn, b.merges)
     await repo.claim_identities(conn, b.new_identities)
     await repo.save_profiles(conn, (b.states[pid] for pid in b.touched))

@@ -56,7 +56,8 @@ class ProfileWorld:
                                           "timestamp": now, "received_at": now, **call})
             await self.producer.send_and_wait(
                 self.settings.topic("events"), encode(event),
-                key=f"{ws}:{event.customer}".encode(), headers=headers_for(event, "events"))
+                key=f"{ws}:{event.customer}".encode(),
+                headers=headers_for(event, "events"))
             ids.append(event.id)
         return ids
 

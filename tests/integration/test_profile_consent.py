@@ -62,7 +62,8 @@ async def test_delivery_outcomes_become_engagement_consent_and_reachability(
 
 async def test_consent_api_per_channel_and_topic(world: ProfileWorld) -> None:
     ws, h = await world.workspace()
-    await world.send(ws, {"type": "identify", "user_id": "ann", "traits": {"phone": "+16502530000"}})
+    await world.send(ws, {"type": "identify", "user_id": "ann",
+                          "traits": {"phone": "+16502530000"}})
     pid = (await _profile(world, h, lambda p: True))["id"]
     r = await world.http.put(f"/v1/profiles/{pid}/consent", headers=h,
                              json={"topic": "newsletter", "subscribed": True, "source": "form"})

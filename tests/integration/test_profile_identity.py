@@ -115,3 +115,4 @@ async def test_redelivery_and_reordering_give_the_same_result(world: ProfileWorl
     p = await _until(world, h, lambda p: p["event_count"] == 4, user_id="u9")
     assert p["metrics"]["order_count"] == 2 and p["metrics"]["revenue"] == 15
     assert (await world.lookup(h, anonymous_id="d2"))["id"] == p["id"]
+

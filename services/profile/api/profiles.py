@@ -92,10 +92,13 @@ async def lookup_profile(request: Request, principal: AdminDep, user_id: Text = 
                       "give user_id, anonymous_id, email or phone (phone in E.164, +...)",
                       errors=[{"field": "query", "message": "one identifier is required"}])
     kind, value = pairs[0]
+    # An id only ever seen as alias's previous id is stored as kind `alias`.
+    kinds = [kind, "alias"] if kind in ("user_id", "anonymous_id") else [kind]
     async with request.app.state.runtime.engine.connect() as conn:
         pid = (await conn.execute(select(identities.c.profile_id).where(
-            identities.c.workspace_id == principal.workspace_id, identities.c.kind == kind,
-            identities.c.value == value))).scalar_one_or_none()
+            identities.c.workspace_id == principal.workspace_id, identities.c.kind.in_(kinds),
+            identities.c.value == value[:320]).order_by(identities.c.kind.desc()).limit(1)
+        )).scalar_one_or_none()
         if pid is None:
             raise Problem(404, "Not found", "no profile has that identifier")
         return await _full(conn, await _load(conn, principal, pid))

@@ -11,6 +11,7 @@ import phonenumbers
 from shared.contracts.events import Event, EventType
 
 Identifier = tuple[str, str]  # (kind, value): user_id, email, phone, anonymous_id, profile_id
+MAX_VALUE = 320
 _NAMESPACE = uuid.UUID("7f1c2b52-6c1e-4a43-9e55-2b9c7f0d2a11")
 
 
@@ -56,17 +57,22 @@ def identifiers(event: Event, phone_region: str | None = None) -> list[Identifie
     if event.anonymous_id:
         out.append(("anonymous_id", event.anonymous_id))
     if event.type is EventType.alias and event.previous_id:
-        # alias's previous id is claimed as an anonymous id; lookup_only() also tries it
-        # as a user id (Segment lets either be aliased).
-        out.append(("anonymous_id", event.previous_id))
-    return list(dict.fromkeys(out))
+        # alias's previous id may have been a user id or an anonymous id, or one not seen yet:
+        # it is kept as kind `alias`, which user-id and anonymous-id lookups also try.
+        out.append(("alias", event.previous_id))
+    # Identity values are stored up to 320 characters: look up exactly what is stored.
+    return list(dict.fromkeys((kind, value[:MAX_VALUE]) for kind, value in out))
 
 
 def lookup_only(event: Event) -> list[Identifier]:
-    """Identifiers that find a profile but are never claimed: alias's previous id as a user id."""
+    """Identifiers that find a profile but are never claimed by this event."""
+    out: list[Identifier] = []
     if event.type is EventType.alias and event.previous_id:
-        return [("user_id", event.previous_id)]
-    return []
+        out += [("user_id", event.previous_id), ("anonymous_id", event.previous_id)]
+    for value in (event.user_id, event.anonymous_id):
+        if value:
+            out.append(("alias", value))
+    return list(dict.fromkeys((kind, value[:MAX_VALUE]) for kind, value in out))
 
 
 def trait_updates(event: Event) -> dict[str, object]:

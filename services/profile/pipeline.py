@@ -110,7 +110,8 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier]) ->
     if res.created:
         b.states[res.profile_id] = ProfileState(res.profile_id, ws, ts, ts, created=True)
         res.claimed.append(("profile_id", res.profile_id))
-        changes.append(Change("created", {}))
+        # No `created` change: the profile event that follows names the new profile id, and
+        # half of all new (anonymous) profiles are merged away minutes later.
     p = b.states[res.profile_id]
     for loser in res.merged:
         merge_into(p, b.states.pop(loser))
@@ -163,14 +164,15 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[i
     # Rows queued for a profile that a later message in this batch merged away follow it.
     for row in b.new_identities + b.history:
         row["profile_id"] = b.live(row["profile_id"])
-    await repo.repoint(conn, b.merges)
+    await repo.repoint(conn, {loser: b.live(loser) for loser, _ in b.merges})
     await repo.claim_identities(conn, b.new_identities)
     await repo.save_profiles(conn, (b.states[pid] for pid in b.touched))
     await repo.add_history(conn, b.history)
-    finals = await _segments(conn, b)
+    members = await _segments(conn, b)
+    finals: dict[str, ProfileSnapshot] = {}
     for _ws, message in b.published:
-        final = finals.get(message.profile_id)
-        message.profile.segments = final.segments if final else []
+        message.profile.segments = sorted(members.get(message.profile_id, ()))
+        finals[message.profile_id] = message.profile  # the last one is the profile as it ends
     changes = [(message_key(ws, pid), ProfileChange(
         id=cid, workspace_id=ws, profile_id=pid, kind=c.kind, data=c.data,
         occurred_at=b.now, profile=finals.get(pid))) for ws, pid, cid, c in b.changes]
@@ -181,12 +183,14 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[i
     return ids
 
 
-async def _segments(conn: AsyncConnection, b: _Batch) -> dict[str, ProfileSnapshot]:
-    """Re-evaluate every segment for the touched profiles; final snapshots by profile id."""
+async def _segments(conn: AsyncConnection, b: _Batch) -> dict[str, set[str]]:
+    """Re-evaluate every segment for the touched profiles; memberships by profile id."""
     current = await repo.memberships(conn, b.touched)
     rules = await segment_store.rules_for(conn, set(b.touched.values()))
-    finals: dict[str, ProfileSnapshot] = {}
+    members = dict(current)
     for ws in set(b.touched.values()):
+        if not rules[ws]:
+            continue
         conv = b.conventions[ws]
         pids = [pid for pid, w in b.touched.items() if w == ws]
         views = {pid: snapshot(b.states[pid], [], b.now, conv).model_dump() for pid in pids}
@@ -194,7 +198,5 @@ async def _segments(conn: AsyncConnection, b: _Batch) -> dict[str, ProfileSnapsh
         for pid, change in moves.changes:
             b.changes.append((ws, pid, f"seg:{iso(b.now)}:{pid}:{change.kind}:"
                                        f"{change.data['segment']}", change))
-        for pid in pids:
-            finals[pid] = snapshot(b.states[pid], sorted(moves.members[pid]), b.now, conv)
-    return finals
-
+        members.update(moves.members)
+    return members

@@ -5,18 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+import orjson
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.state import ProfileState
 from services.profile.tables import (
-    events,
-    identities,
     profiles,
     segment_members,
-    tombstones,
     workspace_settings,
 )
 from shared.kafka.errors import DependencyUnavailable
@@ -27,7 +24,6 @@ _FIELDS = ("id", "workspace_id", "user_id", "email", "phone", "timezone", "trait
            "refund_count", "refunded", "first_order_at", "last_order_at", "reactivated_at",
            "last_open_at", "last_click_at", "nps_score", "nps_at", "consent", "addresses",
            "push_tokens", "lifecycle_stage", "rfm", "predictions")
-_CHUNK = 500
 
 
 class IdentityRace(DependencyUnavailable):
@@ -59,9 +55,11 @@ async def erased(conn: AsyncConnection, hashes: list[tuple[str, str]]) -> set[tu
     """Which (workspace, identifier hash) pairs belong to erased people."""
     if not hashes:
         return set()
-    t = tombstones
-    rows = (await conn.execute(select(t.c.workspace_id, t.c.identifier_hash).where(
-        tuple_(t.c.workspace_id, t.c.identifier_hash).in_(list(set(hashes)))))).all()
+    ws, digests = _columns(set(hashes), 2)
+    rows = (await conn.execute(text(
+        "SELECT t.workspace_id, t.identifier_hash FROM profile.tombstones t "
+        "JOIN unnest(CAST(:ws AS text[]), CAST(:h AS text[])) AS k(ws, h) "
+        "ON t.workspace_id = k.ws AND t.identifier_hash = k.h"), {"ws": ws, "h": digests})).all()
     return {(r.workspace_id, r.identifier_hash) for r in rows}
 
 
@@ -70,9 +68,13 @@ async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
     """(workspace, kind, value) -> profile id, for the identifiers that are known."""
     if not keys:
         return {}
-    t = identities
-    rows = (await conn.execute(select(t.c.workspace_id, t.c.kind, t.c.value, t.c.profile_id).where(
-        tuple_(t.c.workspace_id, t.c.kind, t.c.value).in_(list(set(keys)))))).all()
+    # unnest() of three arrays: one plan whatever the batch size (a tuple IN is re-planned).
+    ws, kinds, values = _columns(set(keys), 3)
+    rows = (await conn.execute(text(
+        "SELECT i.workspace_id, i.kind, i.value, i.profile_id FROM profile.identities i "
+        "JOIN unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[])) "
+        "AS q(ws, k, v) ON i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v"),
+        {"ws": ws, "k": kinds, "v": values})).all()
     return {(r.workspace_id, r.kind, r.value): r.profile_id for r in rows}
 
 
@@ -90,37 +92,78 @@ async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, 
 
 async def claim_identities(conn: AsyncConnection, rows: list[dict[str, str]]) -> None:
     """Point new identifiers at their profiles; a concurrent claim means we must retry."""
-    for chunk in _chunks(rows):
-        got = (await conn.execute(insert(identities).values(chunk).on_conflict_do_nothing()
-                                  .returning(identities.c.value))).all()
-        if len(got) != len(chunk):
-            raise IdentityRace("an identifier was claimed by another writer")
+    if not rows:
+        return
+    got = (await conn.execute(text(
+        "INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
+        "SELECT * FROM unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[]), "
+        "CAST(:p AS text[])) ON CONFLICT DO NOTHING RETURNING value"),
+        {"ws": [r["workspace_id"] for r in rows], "k": [r["kind"] for r in rows],
+         "v": [r["value"] for r in rows], "p": [r["profile_id"] for r in rows]})).all()
+    if len(got) != len(rows):
+        raise IdentityRace("an identifier was claimed by another writer")
 
 
-async def repoint(conn: AsyncConnection, merges: list[tuple[str, str]]) -> None:
+async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
     """Move identifiers, history and memberships of merged profiles (loser -> survivor)."""
-    for loser, survivor in merges:
-        await conn.execute(update(identities).where(identities.c.profile_id == loser)
-                           .values(profile_id=survivor))
-        await conn.execute(update(events).where(events.c.profile_id == loser)
-                           .values(profile_id=survivor))
-        await conn.execute(delete(segment_members).where(segment_members.c.profile_id == loser))
-    if merges:
-        await conn.execute(delete(profiles).where(profiles.c.id.in_([m[0] for m in merges])))
+    if not merges:
+        return
+    pairs = {"l": list(merges), "s": list(merges.values())}
+    for table in ("identities", "events"):
+        await conn.execute(text(
+            f"UPDATE profile.{table} t SET profile_id = m.s FROM unnest(CAST(:l AS text[]), "
+            "CAST(:s AS text[])) AS m(l, s) WHERE t.profile_id = m.l"), pairs)
+    losers = list(merges)
+    await conn.execute(delete(segment_members).where(segment_members.c.profile_id.in_(losers)))
+    await conn.execute(delete(profiles).where(profiles.c.id.in_(losers)))
+
+
+_PROFILE_TYPES = {
+    "id": "text", "workspace_id": "text", "user_id": "text", "email": "text", "phone": "text",
+    "timezone": "text", "traits": "jsonb", "trait_seen": "jsonb", "event_count": "int8",
+    "first_seen_at": "timestamptz", "last_seen_at": "timestamptz", "order_count": "int4",
+    "gross_revenue": "float8", "refund_count": "int4", "refunded": "float8",
+    "first_order_at": "timestamptz", "last_order_at": "timestamptz",
+    "reactivated_at": "timestamptz", "last_open_at": "timestamptz",
+    "last_click_at": "timestamptz", "nps_score": "int2", "nps_at": "timestamptz",
+    "consent": "jsonb", "addresses": "jsonb", "push_tokens": "jsonb",
+    "lifecycle_stage": "text", "rfm": "jsonb", "rfm_segment": "text", "predictions": "jsonb",
+}
+_JSONB = {c for c, t in _PROFILE_TYPES.items() if t == "jsonb"}
+_UPSERT = (
+    f"INSERT INTO profile.profiles ({', '.join(_PROFILE_TYPES)}) VALUES ("
+    + ", ".join(f"${i + 1}::{t}" for i, t in enumerate(_PROFILE_TYPES.values()))
+    + ") ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE_TYPES if c != "id")
+    + ", updated_at = now()")
+_HISTORY = ("INSERT INTO profile.events (workspace_id, event_id, profile_id, type, name, "
+            "properties, timestamp, received_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) "
+            "ON CONFLICT DO NOTHING")
+
+
+async def _executemany(conn: AsyncConnection, sql: str, args: list[tuple[Any, ...]]) -> None:
+    """asyncpg's own executemany inside the current transaction: one prepared statement,
+    rows streamed; far cheaper than building a VALUES list or encoding arrays per batch."""
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.executemany(sql, args)  # type: ignore[union-attr]
 
 
 async def save_profiles(conn: AsyncConnection, states: Iterable[ProfileState]) -> None:
-    rows = [row_from_state(p) for p in states]
-    for chunk in _chunks(rows):
-        stmt = insert(profiles)
-        set_ = {c: stmt.excluded[c] for c in chunk[0] if c != "id"}
-        set_["updated_at"] = func.now()
-        await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=set_), chunk)
+    args = []
+    for p in states:
+        row = row_from_state(p)
+        args.append(tuple(orjson.dumps(row[c]).decode() if c in _JSONB else row[c]
+                          for c in _PROFILE_TYPES))
+    if args:
+        await _executemany(conn, _UPSERT, args)
 
 
 async def add_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    for chunk in _chunks(rows):
-        await conn.execute(insert(events).on_conflict_do_nothing(), chunk)
+    if rows:
+        await _executemany(conn, _HISTORY, [
+            (r["workspace_id"], r["event_id"], r["profile_id"], r["type"], r["name"],
+             orjson.dumps(r["properties"]).decode(), r["timestamp"], r["received_at"])
+            for r in rows])
 
 
 async def memberships(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, set[str]]:
@@ -135,6 +178,10 @@ async def memberships(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, se
     return out
 
 
-def _chunks(rows: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
-    for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+def _columns(rows: Iterable[tuple[str, ...]], width: int) -> list[list[str]]:
+    """Rows -> one list per column (what unnest() takes)."""
+    columns: list[list[str]] = [[] for _ in range(width)]
+    for row in rows:
+        for i, value in enumerate(row):
+            columns[i].append(value)
+    return columns

@@ -52,7 +52,8 @@ def metrics(p: ProfileState, now: datetime, conv: Conventions) -> dict[str, Any]
 
 def snapshot(p: ProfileState, segments: list[str], now: datetime,
              conv: Conventions) -> ProfileSnapshot:
-    return ProfileSnapshot(
+    # Built from trusted state: model_construct skips re-validating every nested dict.
+    return ProfileSnapshot.model_construct(
         profile_id=p.id, user_id=p.user_id, email=p.email, phone=p.phone, timezone=p.timezone,
         traits=p.traits, metrics=metrics(p, now, conv), segments=sorted(segments),
         push_tokens=[t for t, v in p.push_tokens.items() if v["deliverable"]],

@@ -76,28 +76,30 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
     if not items:
         return []
     convs = await repo.conventions_for(conn, {i.workspace_id for i in items})
-    wanted = {(i.workspace_id, k, v) for i in items for k, v in
-              _ids_of(i, convs[i.workspace_id])
-              + (lookup_only(i) if isinstance(i, Event) else [])}
-    gone = await repo.erased(conn, [(ws, identifier_hash(ws, (k, v))) for ws, k, v in wanted])
+    # Each message's identifiers, computed once: (claimable, lookup-only).
+    idents = [(_ids_of(i, convs[i.workspace_id]),
+               lookup_only(i) if isinstance(i, Event) else []) for i in items]
+    wanted = {(item.workspace_id, k, v) for item, (ids, lookup) in zip(items, idents, strict=True)
+              for k, v in ids + lookup}
+    hashes = {key: identifier_hash(key[0], (key[1], key[2])) for key in wanted}
+    gone = await repo.erased(conn, [(key[0], h) for key, h in hashes.items()])
     known = await repo.owners(conn, list(wanted))
     batch = _Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()))
     for (ws, kind, value), pid in known.items():
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
-    for item in items:
-        ids = _ids_of(item, convs[item.workspace_id])
-        every = ids + (lookup_only(item) if isinstance(item, Event) else [])
-        if any((item.workspace_id, identifier_hash(item.workspace_id, i)) in gone for i in every):
+    for item, (ids, lookup) in zip(items, idents, strict=True):
+        ws = item.workspace_id
+        if gone and any((ws, hashes[(ws, k, v)]) in gone for k, v in ids + lookup):
             continue  # an erased person: never re-created by late events or re-imports
-        _apply_one(batch, item, ids)
+        _apply_one(batch, item, ids, lookup)
     return await _write(conn, batch, settings)
 
 
-def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier]) -> None:
+def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
+               lookup: list[Identifier]) -> None:
     ws = item.workspace_id
     conv = b.conventions[ws]
     owners = b.owners.setdefault(ws, {})
-    lookup = lookup_only(item) if isinstance(item, Event) else []
     cands = {pid: Candidate(pid, b.states[pid].user_id, iso(b.states[pid].first_seen_at))
              for i in ids + lookup if (pid := owners.get(i)) is not None}
     if isinstance(item, DeliveryEvent) and not cands:

@@ -8,7 +8,7 @@ writes back in bulk: that is what keeps the consumer at thousands of events per 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -75,6 +75,9 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
     """Apply fresh (already inbox-claimed) messages; returns outbox row ids to publish."""
     if not items:
         return []
+    for item in items:  # a client-side time without a zone is read as UTC, never a crash
+        if isinstance(item, Event) and item.timestamp.tzinfo is None:
+            item.timestamp = item.timestamp.replace(tzinfo=UTC)
     convs = await repo.conventions_for(conn, {i.workspace_id for i in items})
     # Each message's identifiers, computed once: (claimable, lookup-only).
     idents = [(_ids_of(i, convs[i.workspace_id]),
@@ -100,12 +103,14 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
     ws = item.workspace_id
     conv = b.conventions[ws]
     owners = b.owners.setdefault(ws, {})
+    # Owners may name a profile merged earlier in this batch: follow it to the survivor.
+    view = {i: b.live(pid) for i in ids + lookup if (pid := owners.get(i)) is not None}
     cands = {pid: Candidate(pid, b.states[pid].user_id, iso(b.states[pid].first_seen_at))
-             for i in ids + lookup if (pid := owners.get(i)) is not None}
+             for pid in view.values()}
     if isinstance(item, DeliveryEvent) and not cands:
         return  # outcome for a profile that no longer exists (erased)
     explicit = isinstance(item, Event) and item.type is EventType.alias
-    res = resolve(ws, ids, owners, cands, lookup=lookup, explicit=explicit)
+    res = resolve(ws, ids, view, cands, lookup=lookup, explicit=explicit)
     ts = item.timestamp if isinstance(item, Event) else item.occurred_at
     event_id = item.id if isinstance(item, Event) else f"delivery:{item.id}"
     changes: list[Change] = []
@@ -120,16 +125,13 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
         b.merges.append((loser, p.id))
         b.merged_into[loser] = p.id
         b.touched.pop(loser, None)
-        for ident, owner in owners.items():
-            if owner == loser:
-                owners[ident] = p.id
     if res.merged:
         changes.append(Change("merged", {"merged_ids": res.merged}))
     for ident in res.claimed:
         owners[ident] = p.id
         b.new_identities.append({"workspace_id": ws, "kind": ident[0], "value": ident[1],
                                  "profile_id": p.id})
-    before_traits = dict(p.traits)
+    before_traits = dict(p.traits) if isinstance(item, Event) and item.traits else p.traits
     if isinstance(item, DeliveryEvent):
         event = Event(id=event_id, workspace_id=ws, type=EventType.track,
                       event=event_name(item), properties=event_properties(item),
@@ -141,7 +143,8 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
     else:
         event = item
         changes += apply_event(p, item, conv)
-        renamed = sorted(k for k in p.traits if before_traits.get(k, object()) != p.traits[k])
+        renamed = [] if before_traits is p.traits else sorted(
+            k for k in p.traits if before_traits.get(k, object()) != p.traits[k])
         if renamed and not res.created:
             changes.append(Change("traits_changed", {"traits": renamed}))
     stage = lifecycle_stage(order_count=p.order_count, first_order_at=p.first_order_at,

@@ -110,10 +110,11 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
         await asyncio.sleep(0.1)
 
 
-async def profile_world(settings: Settings) -> AsyncIterator[ProfileWorld]:
+async def profile_world(settings: Settings,
+                        recompute_interval_s: float = 3600) -> AsyncIterator[ProfileWorld]:
     own = ProfileSettings(**{**settings.model_dump(),
                              "topic_prefix": f"test-profile-{uuid.uuid4().hex[:8]}.",
-                             "profile_recompute_interval_s": 3600})
+                             "profile_recompute_interval_s": recompute_interval_s})
     await ensure_topics(own)
     producer = AIOKafkaProducer(bootstrap_servers=own.kafka_bootstrap, acks="all", linger_ms=0)
     await producer.start()

@@ -39,15 +39,19 @@ async def recompute_workspace(engine: AsyncEngine, settings: Settings, workspace
         summary, changes = await _scores(conn, workspace_id, conv, now)
         ids = await _emit(conn, settings, workspace_id, changes, now, conv)
         rules = (await segment_store.rules_for(conn, [workspace_id]))[workspace_id]
+        backfill = await segment_store.unfinished(conn, workspace_id)
     await _publish(relay, ids)
-    timed = {k: r for k, r in rules.items() if is_time_based(r)}
+    chosen = {k: r for k, r in rules.items() if is_time_based(r) or k in backfill}
     after: str | None = ""
-    while timed and after is not None:
+    while chosen and after is not None:
         async with engine.begin() as conn:
-            ids, after = await segment_admin.reevaluate(conn, settings, workspace_id, timed,
+            ids, after = await segment_admin.reevaluate(conn, settings, workspace_id, chosen,
                                                         now, after=after)
         await _publish(relay, ids)
-    return {"workspace_id": workspace_id, **summary, "time_based_segments": len(timed)}
+    if backfill:
+        async with engine.begin() as conn:
+            await segment_store.mark_computed(conn, workspace_id, backfill)
+    return {"workspace_id": workspace_id, **summary, "segments_evaluated": len(chosen)}
 
 
 async def _scores(conn: AsyncConnection, ws: str, conv: Conventions,

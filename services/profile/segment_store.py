@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, tuple_
+from sqlalchemy import and_, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +35,22 @@ async def rules_for(conn: AsyncConnection, workspace_ids: Iterable[str]
         for r in rows:
             out[r.workspace_id][r.key] = rule_adapter.validate_python(r.rule)
     return out
+
+
+async def unfinished(conn: AsyncConnection, workspace_id: str) -> dict[str, datetime]:
+    """Segments whose membership was never computed over the whole workspace: key -> version
+    (updated_at), so finishing one does not mark a rule that changed meanwhile."""
+    rows = (await conn.execute(select(segments.c.key, segments.c.updated_at).where(
+        segments.c.workspace_id == workspace_id, segments.c.computed_at.is_(None)))).all()
+    return {r.key: r.updated_at for r in rows}
+
+
+async def mark_computed(conn: AsyncConnection, workspace_id: str,
+                        versions: dict[str, datetime]) -> None:
+    for key, version in versions.items():
+        await conn.execute(update(segments).where(
+            segments.c.workspace_id == workspace_id, segments.c.key == key,
+            segments.c.updated_at == version).values(computed_at=func.now()))
 
 
 async def count_events(conn: AsyncConnection, workspace_id: str, profile_ids: list[str],

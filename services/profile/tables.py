@@ -126,6 +126,9 @@ segments = Table(
     Column("rule", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    # Set once membership was computed over the whole workspace for this version of the rule;
+    # null means the scheduled pass still has to finish it.
+    Column("computed_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("workspace_id", "key"),
 )
 

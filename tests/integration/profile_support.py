@@ -79,24 +79,20 @@ class ProfileWorld:
     async def changes(self, ws: str, done: Callable[[list[dict[str, Any]]], bool],
                       timeout: float = 30) -> list[dict[str, Any]]:
         """profile-changes of this workspace, read until `done(changes)` holds."""
-        def mine(records: list[Any]) -> list[dict[str, Any]]:
-            values = [orjson.loads(r.value) for r in records]
-            return [v for v in values if v["workspace_id"] == ws]
-        records = await read_until(self.settings.kafka_bootstrap,
-                                   self.settings.topic("profile-changes"),
-                                   lambda rs: done(mine(rs)), timeout)
-        return mine(records)
+        return await self._read("profile-changes", ws, done, timeout)
 
     async def profile_events(self, ws: str, done: Callable[[list[dict[str, Any]]], bool],
                              timeout: float = 30) -> list[dict[str, Any]]:
+        return await self._read("profile-events", ws, done, timeout)
+
+    async def _read(self, topic: str, ws: str, done: Callable[[list[dict[str, Any]]], bool],
+                    timeout: float) -> list[dict[str, Any]]:
         def mine(records: list[Any]) -> list[dict[str, Any]]:
             values = [orjson.loads(r.value) for r in records]
             return [v for v in values if v["workspace_id"] == ws]
-        records = await read_until(self.settings.kafka_bootstrap,
-                                   self.settings.topic("profile-events"),
+        records = await read_until(self.settings.kafka_bootstrap, self.settings.topic(topic),
                                    lambda rs: done(mine(rs)), timeout)
         return mine(records)
-
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30) -> T:
     """Poll `probe` until it returns something truthy."""

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from profile_support import ProfileWorld, eventually, profile_world
 
+from services.profile.api import segments as segments_api
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -133,3 +134,20 @@ async def test_segment_enter_and_exit_live(world: ProfileWorld) -> None:
     r = await world.http.put("/v1/segments/free", headers=h, json={
         "name": "Free", "rule": {"field": "profile.traits.plan", "op": "eq", "value": "free"}})
     assert r.json()["count"] == 1
+
+
+async def test_a_segment_too_large_for_the_request_is_finished_by_the_schedule(
+        world: ProfileWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws, h = await world.workspace()
+    await world.send(ws, *orders("big1", 2, 1, 10), *orders("big2", 2, 1, 10))
+    await _metrics(world, h, "big2", 1)
+    await _metrics(world, h, "big1", 1)
+    monkeypatch.setattr(segments_api, "SYNC_PAGES", 0)  # as if the workspace were huge
+    r = await world.http.put("/v1/segments/buyers", headers=h, json={
+        "name": "Buyers", "rule": {"field": "profile.metrics.order_count", "op": "gte",
+                                   "value": 1}})
+    assert r.status_code == 200 and r.json()["computed"] is False and r.json()["count"] == 0
+    r = await world.http.post("/v1/profile-settings/recompute", headers=h)
+    assert r.status_code == 200, r.text
+    got = (await world.http.get("/v1/segments/buyers", headers=h)).json()
+    assert got["computed"] is True and got["count"] == 2

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from services.profile import segment_admin
+from services.profile import segment_admin, segment_store
 from services.profile.domain.segments import Rule, rule_adapter
 from services.profile.tables import segment_members, segments
 from shared.http.auth import AdminDep
@@ -18,6 +18,7 @@ from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
+SYNC_PAGES = 20  # of 1000 profiles: what a PUT computes before answering
 Key = Path(pattern=r"^[a-z0-9][a-z0-9_\-]{0,99}$", description="Segment key.")
 
 
@@ -31,7 +32,8 @@ class SegmentBody(BaseModel):
 
 def _public(row: Any, count: int | None = None) -> dict[str, Any]:
     out = {"key": row.key, "name": row.name, "description": row.description, "rule": row.rule,
-           "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
+           "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
+           "computed": row.computed_at is not None}
     if count is not None:
         out["count"] = count
     return out
@@ -40,7 +42,8 @@ def _public(row: Any, count: int | None = None) -> dict[str, Any]:
 @router.put("/{key}")
 async def put_segment(body: SegmentBody, request: Request, principal: AdminDep,
                       key: str = Key) -> dict[str, Any]:
-    """Create or replace a segment; membership is computed at once and kept live."""
+    """Create or replace a segment; membership is computed now (`computed` false: the
+    scheduled pass finishes a large workspace) and kept live as events arrive."""
     rt = request.app.state.runtime
     ws = principal.workspace_id
     rule_json = rule_adapter.dump_python(body.rule, mode="json", by_alias=True,
@@ -51,19 +54,23 @@ async def put_segment(body: SegmentBody, request: Request, principal: AdminDep,
         row = (await conn.execute(stmt.on_conflict_do_update(
             index_elements=["workspace_id", "key"],
             set_={"name": body.name, "description": body.description, "rule": rule_json,
-                  "updated_at": func.now()}).returning(segments))).one()
-    # Membership is computed in pages, one transaction each, so a large workspace does not
-    # hold one huge transaction; the scheduled pass repairs anything a crash interrupts.
-    now, after = datetime.now(UTC), ""
-    while True:
+                  "updated_at": func.now(), "computed_at": None}).returning(segments))).one()
+    # Membership is computed in pages, one transaction each. A large workspace is finished
+    # by the scheduled pass (`computed` false until then), so the request stays short.
+    now, after, pages = datetime.now(UTC), "", 0
+    last: str | None = ""
+    while pages < SYNC_PAGES:
         async with rt.engine.begin() as conn:
             ids, last = await segment_admin.reevaluate(conn, rt.settings, ws, {key: body.rule},
                                                        now, after=after)
         await rt.relay.publish(ids)
+        pages += 1
         if last is None:
+            async with rt.engine.begin() as conn:
+                await segment_store.mark_computed(conn, ws, {key: row.updated_at})
             break
         after = last
-    return _public(row, await _count(request, ws, key))
+    return {**_public(row, await _count(request, ws, key)), "computed": last is None}
 
 
 async def _count(request: Request, ws: str, key: str) -> int:

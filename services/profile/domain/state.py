@@ -104,25 +104,28 @@ def _apply_traits(p: ProfileState, traits: dict[str, Any], ts: datetime,
                 continue  # a late, older identify: keep the newer value
             seen[1] = stamp
         p.traits[name] = value
-        if name == "email":
-            email = normalise_email(value)
-            if email != p.email:
-                p.email = email
-                if email:
-                    p.addresses["email"] = {"deliverable": True, "reason": None, "at": stamp}
-                    changes.append(Change("address_changed", {
-                        "channel": "email", "deliverable": True, "reason": "new address"}))
-        elif name == "phone":
-            phone = normalise_phone(value, conv.phone_region)
-            if phone != p.phone:
-                p.phone = phone
-                if phone:
-                    p.addresses["sms"] = {"deliverable": True, "reason": None, "at": stamp}
-                    changes.append(Change("address_changed", {
-                        "channel": "sms", "deliverable": True, "reason": "new address"}))
+        if name in ("email", "phone"):
+            changes += _new_address(p, name, value, stamp, conv)
         elif name == "timezone" and isinstance(value, str) and value:
             p.timezone = value[:64]
     return changes
+
+
+def _new_address(p: ProfileState, trait: str, value: Any, stamp: str,
+                 conv: Conventions) -> list[Change]:
+    """A new email or phone is an address that is deliverable until proven otherwise."""
+    if trait == "email":
+        address, channel = normalise_email(value), "email"
+    else:
+        address, channel = normalise_phone(value, conv.phone_region), "sms"
+    if address == getattr(p, trait):
+        return []
+    setattr(p, trait, address)
+    if not address:
+        return []
+    p.addresses[channel] = {"deliverable": True, "reason": None, "at": stamp}
+    return [Change("address_changed", {"channel": channel, "deliverable": True,
+                                       "reason": "new address"})]
 
 
 def _apply_track(p: ProfileState, name: str, props: dict[str, Any], ts: datetime,

@@ -70,6 +70,7 @@ def upgrade() -> None:
         sa.Column('rule', JSONB, nullable=False),
         sa.Column('created_at', TS, server_default=sa.text('now()'), nullable=False),
         sa.Column('updated_at', TS, server_default=sa.text('now()'), nullable=False),
+        sa.Column('computed_at', TS, nullable=True),
         sa.PrimaryKeyConstraint('workspace_id', 'key'), schema=S)
     op.create_table('segment_members',
         sa.Column('workspace_id', sa.String(length=64), nullable=False),

@@ -86,3 +86,34 @@ async def test_consent_api_per_channel_and_topic(world: ProfileWorld) -> None:
     data = [c["data"] for c in changes if c["kind"] == "consent_changed"]
     assert {"topic": "newsletter", "subscribed": True, "source": "form"} in data
     assert (await world.http.get(f"/v1/profiles/{pid}")).status_code == 401
+
+
+async def test_conventions_search_and_client_errors(world: ProfileWorld) -> None:
+    ws, h = await world.workspace()
+    bad = await world.http.put("/v1/profile-settings/conventions", headers=h,
+                               json={"at_risk_after": 5, "lapsed_after": 2})
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+    r = await world.http.put("/v1/profile-settings/conventions", headers=h,
+                             json={"order_events": ["Purchase"], "revenue_properties": ["amount"],
+                                   "phone_region": "GB"})
+    assert r.status_code == 200, r.text
+    await world.send(ws, {"type": "track", "event": "Purchase", "user_id": "ann",
+                          "properties": {"amount": "12.50"}},
+                     {"type": "identify", "user_id": "ann",
+                      "traits": {"phone": "020 7946 0958", "name": "Ann Lee"}})
+    p = await _profile(world, h, lambda p: p["event_count"] == 2)
+    assert p["metrics"]["revenue"] == 12.5 and p["phone"] == "+442079460958"
+    found = (await world.http.get("/v1/profiles", headers=h, params={"q": "lee"})).json()
+    assert [x["id"] for x in found["items"]] == [p["id"]]
+    assert (await world.http.get("/v1/profiles", headers=h,
+                                 params={"q": "lee", "offset": 1})).json()["items"] == []
+    r = await world.http.get("/v1/profiles/lookup", headers=h, params={"phone": "12"})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "query.phone"
+    r = await world.http.get("/v1/profiles/lookup", headers=h)
+    assert r.status_code == 400
+    for path in ("/v1/profiles/unknown", "/v1/profiles/unknown/events", "/v1/segments/none"):
+        r = await world.http.get(path, headers=h)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    r = await world.http.get(f"/v1/profiles/{p['id']}/events", headers=h,
+                             params={"limit": 501})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "query.limit"

@@ -83,6 +83,9 @@ async def lookup_profile(request: Request, principal: AdminDep, user_id: Text = 
                          anonymous_id: Text = None, email: Text = None,
                          phone: Text = None) -> dict[str, Any]:
     """Find a profile by any identifier: user_id, anonymous_id, email or phone (first given)."""
+    if phone and normalise_phone(phone) is None:
+        raise Problem(400, "Invalid request", "phone: not a valid number in E.164 (+...)",
+                      errors=[{"field": "query.phone", "message": "not a valid E.164 number"}])
     wanted = [("user_id", user_id), ("anonymous_id", anonymous_id),
               ("email", normalise_email(email) if email else None),
               ("phone", normalise_phone(phone) if phone else None)]

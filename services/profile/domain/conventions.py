@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Conventions(BaseModel):
@@ -30,6 +30,12 @@ class Conventions(BaseModel):
     lapsed_after: float = Field(default=3.0, gt=0, description="x the customer's rhythm")
     churned_after: float = Field(default=6.0, gt=0, description="x the customer's rhythm")
     ltv_horizon_days: int = Field(default=365, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _stages_in_order(self) -> Conventions:
+        if not self.at_risk_after < self.lapsed_after < self.churned_after:
+            raise ValueError("need at_risk_after < lapsed_after < churned_after")
+        return self
 
 
 def order_value(properties: dict[str, Any], conventions: Conventions) -> float:

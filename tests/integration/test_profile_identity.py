@@ -10,6 +10,7 @@ import pytest_asyncio
 from profile_support import ProfileWorld, eventually, profile_world
 
 from shared.settings import Settings
+from shared.testing.topics import read_until
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +119,20 @@ async def test_redelivery_and_reordering_give_the_same_result(world: ProfileWorl
     assert p["metrics"]["order_count"] == 2 and p["metrics"]["revenue"] == 15
     assert (await world.lookup(h, anonymous_id="d2"))["id"] == p["id"]
 
+
+
+async def test_a_poison_event_goes_to_the_dlq_and_its_neighbours_are_applied(
+        world: ProfileWorld) -> None:
+    ws, h = await world.workspace()
+    # Postgres refuses a NUL character inside JSONB: this event can never be stored.
+    await world.send(ws, {"type": "track", "event": "Viewed", "user_id": "p1"},
+                     {"type": "track", "event": "Viewed", "user_id": "p1", "id": "poison-1",
+                      "properties": {"note": "nul \u0000 here"}},
+                     {"type": "track", "event": "Viewed", "user_id": "p1"})
+    p = await _until(world, h, lambda p: p["event_count"] == 2, user_id="p1")
+    assert p["event_count"] == 2
+    dead = await read_until(world.settings.kafka_bootstrap, world.settings.topic("dlq"),
+                            lambda rs: any(dict(r.headers).get("dlq.consumer") == b"profile.events"
+                                           and b"poison-1" in r.value for r in rs))
+    record = next(r for r in dead if b"poison-1" in r.value)
+    assert dict(record.headers)["dlq.error"]

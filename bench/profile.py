@@ -9,7 +9,7 @@ profile a batch touched, history, outbox), written again with plain asyncpg `exe
 into copies of the tables, no reads and no logic, one transaction per batch. Both run on a
 scratch database of the Postgres the tests use.
 
-    .venv/bin/python bench/profile.py [--events 30000] [--users 5000] [--batch 500]
+    .venv/bin/python bench/profile.py [--events 20000] [--users 5000] [--batch 500] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -64,13 +64,14 @@ def workload(n: int, users: int, workspace: str, seed: int = 1) -> list[Event]:
     return out
 
 
-async def run_target(url: str, settings: Settings, events: list[Event], batch: int) -> float:
+async def run_target(url: str, settings: Settings, events: list[Event], batch: int,
+                     consumer: str) -> float:
     engine = create_engine(url)
     started = time.perf_counter()
     for offset in range(0, len(events), batch):
         chunk = events[offset:offset + batch]
         async with engine.begin() as conn:
-            fresh = await claim_new(conn, inbox, "bench", [e.dedupe_id() for e in chunk])
+            fresh = await claim_new(conn, inbox, consumer, [e.dedupe_id() for e in chunk])
             await apply_batch(conn, [e for e in chunk if e.dedupe_id() in fresh], settings,
                               datetime.now(UTC))
     elapsed = time.perf_counter() - started
@@ -81,7 +82,7 @@ async def run_target(url: str, settings: Settings, events: list[Event], batch: i
 _TABLES = ("inbox", "identities", "profiles", "events", "outbox")
 
 
-async def run_ceiling(url: str, workspace: str, n: int, batch: int) -> float:
+async def run_ceiling(url: str, workspace: str, consumer: str, n: int, batch: int) -> float:
     """The rows the target wrote (inbox, identities, profiles, history, outbox), written again
     with plain asyncpg `executemany` into copies of the tables, one transaction per batch."""
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
@@ -89,7 +90,7 @@ async def run_ceiling(url: str, workspace: str, n: int, batch: int) -> float:
     for table in _TABLES:
         await conn.execute(f"CREATE TABLE ceiling.{table} (LIKE profile.{table} INCLUDING ALL)")
     rows = {
-        "inbox": await conn.fetch("SELECT * FROM profile.inbox WHERE consumer = 'bench'"),
+        "inbox": await conn.fetch("SELECT * FROM profile.inbox WHERE consumer = $1", consumer),
         "identities": await conn.fetch("SELECT * FROM profile.identities WHERE workspace_id = $1",
                                        workspace),
         "profiles": await conn.fetch("SELECT * FROM profile.profiles WHERE workspace_id = $1",
@@ -97,7 +98,7 @@ async def run_ceiling(url: str, workspace: str, n: int, batch: int) -> float:
         "events": await conn.fetch("SELECT * FROM profile.events WHERE workspace_id = $1 "
                                    "ORDER BY timestamp", workspace),
         "outbox": await conn.fetch("SELECT topic, key, value, headers FROM profile.outbox "
-                                   "ORDER BY id"),
+                                   "WHERE key LIKE $1 ORDER BY id", f"{workspace}:%".encode()),
     }
     by_id = {r["id"]: r for r in rows["profiles"]}
     chunks = max(1, n // batch)
@@ -133,28 +134,34 @@ async def run_ceiling(url: str, workspace: str, n: int, batch: int) -> float:
     return elapsed
 
 
-async def main(n: int, users: int, batch: int) -> None:
+async def main(n: int, users: int, batch: int, rounds: int) -> None:
+    """Rounds alternate target and ceiling; the best of each is kept (the machine is shared,
+    and a neighbour's burst should not decide the ratio)."""
     with postgres_server() as server, scratch_database(server) as url:
         await asyncio.to_thread(upgrade_all, url)
         settings = Settings(env="test", database_url=url, topic_prefix="bench.")
-        workspace = f"bench-{uuid.uuid4().hex[:6]}"
-        events = workload(n, users, workspace)
-        target = await run_target(url, settings, events, batch)
-        ceiling = await run_ceiling(url, workspace, n, batch)
-        t_rate, c_rate = n / target, n / ceiling
-        print(f"profile bench: {n} events, {users} people (2 devices each), batches of {batch}")
+        targets, ceilings = [], []
+        for r in range(rounds):
+            workspace = f"bench-{r}-{uuid.uuid4().hex[:6]}"
+            events = workload(n, users, workspace)
+            targets.append(await run_target(url, settings, events, batch, workspace))
+            ceilings.append(await run_ceiling(url, workspace, workspace, n, batch))
+        t_rate, c_rate = n / min(targets), n / min(ceilings)
+        print(f"profile bench: {n} events, {users} people (2 devices each), batches of {batch}, "
+              f"best of {rounds} rounds")
         print(f"  target  (resolution + metrics + history + outbox): {t_rate:9.0f} events/s "
-              f"({target:.2f} s)")
+              f"(rounds: {', '.join(f'{n / t:.0f}' for t in targets)})")
         print(f"  ceiling (raw asyncpg writes of the same rows):     {c_rate:9.0f} events/s "
-              f"({ceiling:.2f} s)")
+              f"(rounds: {', '.join(f'{n / t:.0f}' for t in ceilings)})")
         print(f"  ratio target / ceiling = {t_rate / c_rate:.0%}  (goal: >= 5000 events/s "
               f"and >= 40%)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--users", type=int, default=5_000)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.users, args.batch))
+    asyncio.run(main(args.events, args.users, args.batch, args.rounds))

@@ -25,6 +25,8 @@ api_keys = api_keys_table(metadata)
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)
 
+# fillfactor 80 (set in profile_0002): each event rewrites its row; room on the page keeps
+# most of those updates HOT.
 profiles = Table(
     "profiles",
     metadata,

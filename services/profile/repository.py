@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select, text
+from sqlalchemy import String, any_, bindparam, delete, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.conventions import Conventions
@@ -83,7 +84,7 @@ async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, 
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = (await conn.execute(select(profiles).where(profiles.c.id.in_(wanted))
+    rows = (await conn.execute(select(profiles).where(profiles.c.id == any_(_texts(wanted)))
                                .order_by(profiles.c.id).with_for_update())).mappings().all()
     if len(rows) != len(wanted):
         raise IdentityRace("a profile was merged or erased by another writer")
@@ -114,8 +115,9 @@ async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
             f"UPDATE profile.{table} t SET profile_id = m.s FROM unnest(CAST(:l AS text[]), "
             "CAST(:s AS text[])) AS m(l, s) WHERE t.profile_id = m.l"), pairs)
     losers = list(merges)
-    await conn.execute(delete(segment_members).where(segment_members.c.profile_id.in_(losers)))
-    await conn.execute(delete(profiles).where(profiles.c.id.in_(losers)))
+    await conn.execute(delete(segment_members).where(
+        segment_members.c.profile_id == any_(_texts(losers))))
+    await conn.execute(delete(profiles).where(profiles.c.id == any_(_texts(losers))))
 
 
 _PROFILE_TYPES = {
@@ -172,10 +174,17 @@ async def memberships(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, se
     if wanted:
         rows = (await conn.execute(select(segment_members.c.profile_id,
                                           segment_members.c.segment_key)
-                                   .where(segment_members.c.profile_id.in_(wanted)))).all()
+                                   .where(segment_members.c.profile_id == any_(
+                                       _texts(wanted))))).all()
         for r in rows:
             out[r.profile_id].add(r.segment_key)
     return out
+
+
+def _texts(values: list[str]) -> Any:
+    """One array parameter: the statement text (and its prepared plan) is the same for any
+    number of ids, where an IN list is a new statement per length."""
+    return bindparam(None, values, type_=ARRAY(String()))
 
 
 def _columns(rows: Iterable[tuple[str, ...]], width: int) -> list[list[str]]:

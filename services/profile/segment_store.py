@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, and_, any_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.segments import Aggregate, Rule, aggregates, matches, rule_adapter
@@ -69,7 +69,8 @@ async def count_events(conn: AsyncConnection, workspace_id: str, profile_ids: li
         columns.append(func.count().filter(and_(*cond)).label(f"c{i}"))
     rows = (await conn.execute(
         select(events.c.profile_id, *columns)
-        .where(events.c.workspace_id == workspace_id, events.c.profile_id.in_(profile_ids),
+        .where(events.c.workspace_id == workspace_id,
+               events.c.profile_id == any_(bindparam(None, profile_ids, type_=ARRAY(String()))),
                events.c.name.in_({a.event for a in unique}))
         .group_by(events.c.profile_id))).all()
     return {r.profile_id: {a.key(): r[i + 1] for i, a in enumerate(unique)} for r in rows}

@@ -57,10 +57,13 @@ async def erased(conn: AsyncConnection, hashes: list[tuple[str, str]]) -> set[tu
     if not hashes:
         return set()
     ws, digests = _columns(set(hashes), 2)
+    # One primary-key probe per hash (see owners() for why not a join).
     rows = (await conn.execute(text(
-        "SELECT t.workspace_id, t.identifier_hash FROM profile.tombstones t "
-        "JOIN unnest(CAST(:ws AS text[]), CAST(:h AS text[])) AS k(ws, h) "
-        "ON t.workspace_id = k.ws AND t.identifier_hash = k.h"), {"ws": ws, "h": digests})).all()
+        "SELECT k.ws AS workspace_id, k.h AS identifier_hash "
+        "FROM unnest(CAST(:ws AS text[]), CAST(:h AS text[])) AS k(ws, h) "
+        "WHERE EXISTS (SELECT 1 FROM profile.tombstones t "
+        "WHERE t.workspace_id = k.ws AND t.identifier_hash = k.h)"),
+        {"ws": ws, "h": digests})).all()
     return {(r.workspace_id, r.identifier_hash) for r in rows}
 
 
@@ -69,12 +72,15 @@ async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
     """(workspace, kind, value) -> profile id, for the identifiers that are known."""
     if not keys:
         return {}
-    # unnest() of three arrays: one plan whatever the batch size (a tuple IN is re-planned).
+    # unnest() of three arrays: one statement whatever the batch size. A LATERAL probe, not a
+    # plain join: the planner would hash-join by scanning the whole table, while this is one
+    # primary-key probe per identifier, whatever the table's size.
     ws, kinds, values = _columns(set(keys), 3)
     rows = (await conn.execute(text(
-        "SELECT i.workspace_id, i.kind, i.value, i.profile_id FROM profile.identities i "
-        "JOIN unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[])) "
-        "AS q(ws, k, v) ON i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v"),
+        "SELECT i.workspace_id, i.kind, i.value, i.profile_id "
+        "FROM unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[])) "
+        "AS q(ws, k, v) CROSS JOIN LATERAL (SELECT * FROM profile.identities i "
+        "WHERE i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v LIMIT 1) AS i"),
         {"ws": ws, "k": kinds, "v": values})).all()
     return {(r.workspace_id, r.kind, r.value): r.profile_id for r in rows}
 
@@ -84,8 +90,13 @@ async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, 
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = (await conn.execute(select(profiles).where(profiles.c.id == any_(_texts(wanted)))
-                               .order_by(profiles.c.id).with_for_update())).mappings().all()
+    rows = (await conn.execute(text(
+        # LIMIT 1 keeps the planner from flattening the probe into a scan of the table; the
+        # ids come sorted, so locks are taken in id order.
+        "SELECT p.* FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS u(id, n) "
+        "CROSS JOIN LATERAL (SELECT * FROM profile.profiles WHERE id = u.id LIMIT 1 "
+        "FOR UPDATE) AS p ORDER BY u.n"),
+        {"ids": wanted})).mappings().all()
     if len(rows) != len(wanted):
         raise IdentityRace("a profile was merged or erased by another writer")
     return {r["id"]: state_from_row(r) for r in rows}
@@ -109,11 +120,12 @@ async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
     """Move identifiers, history and memberships of merged profiles (loser -> survivor)."""
     if not merges:
         return
-    pairs = {"l": list(merges), "s": list(merges.values())}
+    # `= ANY(array)` on the indexed profile_id: an index probe per loser, never a table scan.
+    params = {"l": list(merges), "m": orjson.dumps(merges).decode()}
     for table in ("identities", "events"):
         await conn.execute(text(
-            f"UPDATE profile.{table} t SET profile_id = m.s FROM unnest(CAST(:l AS text[]), "
-            "CAST(:s AS text[])) AS m(l, s) WHERE t.profile_id = m.l"), pairs)
+            f"UPDATE profile.{table} SET profile_id = CAST(:m AS jsonb) ->> profile_id "
+            "WHERE profile_id = ANY(CAST(:l AS text[]))"), params)
     losers = list(merges)
     await conn.execute(delete(segment_members).where(
         segment_members.c.profile_id == any_(_texts(losers))))

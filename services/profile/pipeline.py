@@ -158,9 +158,10 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
                       "type": event.type.value, "name": (event.event or event.name or "")[:200]
                       or None, "properties": event.properties, "timestamp": ts,
                       "received_at": event.received_at})
-    b.published.append((ws, ProfileEvent(id=event_id, workspace_id=ws, profile_id=p.id,
-                                         event=event,
-                                         profile=snapshot(p, [], b.now, conv))))
+    # Every part is already a validated model: construct without validating it all again.
+    b.published.append((ws, ProfileEvent.model_construct(
+        id=event_id, workspace_id=ws, profile_id=p.id, event=event,
+        profile=snapshot(p, [], b.now, conv))))
     for n, change in enumerate(changes):
         b.changes.append((ws, p.id, f"{event_id}:{change.kind}:{n}", change))
 

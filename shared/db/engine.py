@@ -20,6 +20,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_timeout=5,
         connect_args={"timeout": 3, "command_timeout": 30},
         json_serializer=_dumps,  # JSONB parameters: orjson is several times faster than json
+        json_deserializer=orjson.loads,
     )
 
 

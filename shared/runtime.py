@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table
@@ -23,6 +24,7 @@ from shared.kafka.producer import create_producer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -35,6 +37,8 @@ class ServiceParts:
     seed_kinds: tuple[str, ...] = ("admin",)
     consumers: Callable[[ServiceRuntime], list[ConsumerSpec]] = lambda _rt: []
     extras: dict[str, object] = field(default_factory=dict)
+    # Background loops (schedules) started once connected; each gets the runtime's stop event.
+    jobs: Callable[[ServiceRuntime], list[Job]] = lambda _rt: []
 
 
 class ServiceRuntime:
@@ -80,6 +84,9 @@ class ServiceRuntime:
             self._tasks.append(asyncio.create_task(self._supervise(loop), name=spec.name))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run_sweeper(), name="outbox"))
+        for job in self.parts.jobs(self):
+            self._tasks.append(asyncio.create_task(job(self._stopping),
+                                                   name=f"{self.parts.name}-job"))
         log.info("%s: connected, %d consumer(s) running", self.parts.name, len(self.loops))
 
     async def _supervise(self, loop: ConsumerLoop) -> None:

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
-from services.profile import tables
-from services.profile.api.routes import router
+from services.profile import recompute, tables
+from services.profile.api.profiles import router as profiles_router
+from services.profile.api.segments import router as segments_router
+from services.profile.api.workspace import router as workspace_router
 from services.profile.consumers import consumers
+from services.profile.settings import profile_settings
 from shared.http.app import build_app
-from shared.runtime import ServiceParts
+from shared.runtime import Job, ServiceParts, ServiceRuntime
 from shared.settings import Settings
+
+
+def _jobs(rt: ServiceRuntime) -> list[Job]:
+    interval = profile_settings(rt.settings).profile_recompute_interval_s
+    return [partial(recompute.run_schedule, rt.engine, rt.settings, rt.relay, interval)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     parts = ServiceParts(name="profile", api_keys=tables.api_keys, outbox=tables.outbox,
-                         consumers=consumers)
+                         consumers=consumers, jobs=_jobs)
     return build_app(parts, settings, title="Touchpoint profile",
-                     description="Unified customer profiles. Auth: `Authorization: Bearer "
-                                 "<admin key>`.", routers=[router])
+                     description="Unified customer profiles: identity resolution, traits, "
+                                 "computed metrics, RFM, lifecycle, segments, consent, erasure. "
+                                 "Auth: `Authorization: Bearer <admin key>`.",
+                     routers=[profiles_router, segments_router, workspace_router])

@@ -62,9 +62,10 @@ class ChangeKind(StrEnum):
 class ProfileChange(Envelope):
     """Something about a profile changed. What `data` holds, per kind:
 
-    - `created`: {}
+    - `created`: {} (reserved; profile does not emit it).
     - `merged`: `merged_ids`: the profiles that now live under `profile_id`.
-    - `erased`: {} (consumers drop everything they keep about `profile_id`).
+    - `erased`: `merged_ids` (may be empty): consumers drop everything they keep about
+      `profile_id` and those ids.
     - `traits_changed`: `traits`: the trait names that changed.
     - `lifecycle_changed`, `rfm_changed`: `from`, `to` (stage or RFM segment name; `from` may
       be null).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -18,7 +19,13 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_timeout=5,
         connect_args={"timeout": 3, "command_timeout": 30},
+        json_serializer=_dumps,  # JSONB parameters: orjson is several times faster than json
+        json_deserializer=orjson.loads,
     )
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 async def ping(engine: AsyncEngine) -> None:

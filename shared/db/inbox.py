@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, func
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db.bulk import insert_unnest
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -27,5 +28,6 @@ async def claim_new(
     rows = [{"consumer": consumer, "message_id": m} for m in dict.fromkeys(message_ids)]
     if not rows:
         return set()
-    stmt = insert(table).values(rows).on_conflict_do_nothing().returning(table.c.message_id)
-    return set((await conn.execute(stmt)).scalars())
+    result = await insert_unnest(conn, table, {"consumer": "text", "message_id": "text"}, rows,
+                                 "ON CONFLICT DO NOTHING RETURNING message_id")
+    return set(result.scalars())

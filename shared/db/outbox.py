@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -29,10 +30,11 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
+from shared.db.bulk import insert_unnest
 from shared.kafka.codec import encode, headers_for
 
 log = logging.getLogger(__name__)
@@ -66,12 +68,16 @@ async def add_to_outbox(
             "topic": topic,
             "key": key,
             "value": encode(msg),
-            "headers": [[k, v.decode()] for k, v in headers_for(msg, topic_short)],
+            "headers": orjson.dumps([[k, v.decode()] for k, v in headers_for(msg, topic_short)]
+                                    ).decode(),
         }
         for key, msg in messages
     ]
-    result = await conn.execute(insert(table).values(rows).returning(table.c.id))
+    result = await insert_unnest(conn, table, _OUTBOX_TYPES, rows, "RETURNING id")
     return list(result.scalars())
+
+
+_OUTBOX_TYPES = {"topic": "text", "key": "bytea", "value": "bytea", "headers": "jsonb"}
 
 
 class OutboxRelay:

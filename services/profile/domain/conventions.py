@@ -1,0 +1,53 @@
+"""Per-workspace conventions: which events count as orders, refunds, surveys (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Conventions(BaseModel):
+    """Defaults follow Segment's e-commerce spec; each workspace may override them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_events: list[str] = Field(default=["Order Completed"], min_length=1, max_length=20)
+    refund_events: list[str] = Field(default=["Order Refunded"], max_length=20)
+    revenue_properties: list[str] = Field(
+        default=["revenue", "total"], min_length=1, max_length=10,
+        description="Order value: the first of these properties that holds a number.")
+    nps_events: list[str] = Field(default=["NPS Survey Submitted", "Survey Responded"],
+                                  max_length=20)
+    nps_property: str = Field(default="score", min_length=1, max_length=100)
+    phone_region: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$",
+        description="ISO country for phone numbers written without +country code.")
+    default_purchase_interval_days: float = Field(
+        default=30, gt=0, le=3650,
+        description="Purchase rhythm assumed until a customer has two orders.")
+    at_risk_after: float = Field(default=1.5, gt=0, description="x the customer's rhythm")
+    lapsed_after: float = Field(default=3.0, gt=0, description="x the customer's rhythm")
+    churned_after: float = Field(default=6.0, gt=0, description="x the customer's rhythm")
+    ltv_horizon_days: int = Field(default=365, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _stages_in_order(self) -> Conventions:
+        if not self.at_risk_after < self.lapsed_after < self.churned_after:
+            raise ValueError("need at_risk_after < lapsed_after < churned_after")
+        return self
+
+
+def order_value(properties: dict[str, Any], conventions: Conventions) -> float:
+    """The first revenue property holding a number (strings like "12.5" count); else 0."""
+    for name in conventions.revenue_properties:
+        value = properties.get(name)
+        if isinstance(value, bool) or value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if number == number and abs(number) < 1e12:  # not NaN, not absurd
+            return number
+    return 0.0

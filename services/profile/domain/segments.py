@@ -1,0 +1,149 @@
+"""Segment rules: the journeys' JSON condition tree plus event aggregates (pure).
+
+A rule is `{"all": [...]}`, `{"any": [...]}`, `{"not": ...}`, a comparison
+`{"field": "profile.metrics.order_count", "op": "gte", "value": 2}` (same ops and semantics
+as journey conditions), or an event aggregate
+`{"performed": {"event": "Order Completed", "op": "gte", "count": 2, "within": "P90D"}}`
+(optional `properties`: equality filters on the event's properties).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "contains", "exists", "within_last"]
+CountOp = Literal["eq", "neq", "gt", "gte", "lt", "lte"]
+PROFILE_FIELD = r"^profile(\.[A-Za-z0-9_\-$ ]+)+$"
+
+
+class Comparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str = Field(pattern=PROFILE_FIELD, max_length=300,
+                       description="`profile.traits.*`, `profile.metrics.*`, `profile.*`.")
+    op: Op
+    value: Any = None
+
+
+class Aggregate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event: str = Field(min_length=1, max_length=200)
+    op: CountOp = "gte"
+    count: int = Field(default=1, ge=0, le=1_000_000)
+    within: timedelta | None = Field(default=None, description="ISO-8601 duration, e.g. P90D.")
+    properties: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=10)
+
+    def key(self) -> str:
+        """Identity of the counted quantity (op and threshold aside)."""
+        within = self.within.total_seconds() if self.within else None
+        return json.dumps([self.event, within, self.properties], sort_keys=True)
+
+
+class Performed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    performed: Aggregate
+
+
+class All(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    all: list[Rule] = Field(min_length=1, max_length=50)
+
+
+class AnyOf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    any: list[Rule] = Field(min_length=1, max_length=50)
+
+
+class Not(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    not_: Rule = Field(alias="not")
+
+
+Rule = Annotated[Comparison | Performed | All | AnyOf | Not, Field(union_mode="left_to_right")]
+for _model in (All, AnyOf, Not):
+    _model.model_rebuild()
+rule_adapter: TypeAdapter[Rule] = TypeAdapter(Rule)
+_MISSING = object()
+
+
+def aggregates(rule: Rule) -> list[Aggregate]:
+    """Every event aggregate in the rule (what the store must count)."""
+    if isinstance(rule, Performed):
+        return [rule.performed]
+    if isinstance(rule, All | AnyOf):
+        return [a for r in (rule.all if isinstance(rule, All) else rule.any)
+                for a in aggregates(r)]
+    if isinstance(rule, Not):
+        return aggregates(rule.not_)
+    return []
+
+
+def is_time_based(rule: Rule) -> bool:
+    """Can membership change with nothing but time passing? Then it's re-evaluated on schedule."""
+    if isinstance(rule, Performed):
+        return rule.performed.within is not None
+    if isinstance(rule, All | AnyOf):
+        return any(is_time_based(r) for r in (rule.all if isinstance(rule, All) else rule.any))
+    if isinstance(rule, Not):
+        return is_time_based(rule.not_)
+    return rule.op == "within_last" or ".metrics." in rule.field or rule.field in (
+        "profile.lifecycle_stage", "profile.rfm_segment")
+
+
+def matches(rule: Rule, profile: dict[str, Any], counts: dict[str, int], now: datetime) -> bool:
+    """Does the profile ({"traits", "metrics", ...}) with these aggregate counts satisfy it?"""
+    if isinstance(rule, All):
+        return all(matches(r, profile, counts, now) for r in rule.all)
+    if isinstance(rule, AnyOf):
+        return any(matches(r, profile, counts, now) for r in rule.any)
+    if isinstance(rule, Not):
+        return not matches(rule.not_, profile, counts, now)
+    if isinstance(rule, Performed):
+        return _compare(rule.performed.op, counts.get(rule.performed.key(), 0),
+                        rule.performed.count, now)
+    return _compare(rule.op, _lookup({"profile": profile}, rule.field), rule.value, now)
+
+
+def _lookup(data: dict[str, Any], path: str) -> Any:
+    current: Any = data
+    for part in path.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return _MISSING
+        current = current[part]
+    return current
+
+
+def _compare(op: str, actual: Any, expected: Any, now: datetime) -> bool:
+    if op == "exists":
+        present = actual is not _MISSING and actual is not None
+        return present if expected in (None, True) else not present
+    if actual is _MISSING or actual is None:
+        return op == "neq"
+    try:
+        if op == "eq":
+            return bool(actual == expected)
+        if op == "neq":
+            return bool(actual != expected)
+        if op in ("gt", "gte", "lt", "lte"):
+            a, b = _number(actual), _number(expected)
+            return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op]
+        if op == "in":
+            return isinstance(expected, list) and actual in expected
+        if op == "contains":
+            return expected in actual if isinstance(actual, list | str) else False
+        if op == "within_last":
+            when = TypeAdapter(datetime).validate_python(actual)
+            window = TypeAdapter(timedelta).validate_python(expected)
+            return now - window <= when <= now
+    except (TypeError, ValueError):
+        return False  # a type mismatch never matches and never crashes the consumer
+    return False
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("booleans are not numbers")
+    return float(value)

@@ -1,0 +1,208 @@
+"""Profile rows in and out of Postgres, a whole batch at a time. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import String, any_, bindparam, delete, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.profile.domain.conventions import Conventions
+from services.profile.domain.state import ProfileState
+from services.profile.tables import (
+    profiles,
+    segment_members,
+    workspace_settings,
+)
+from shared.kafka.errors import DependencyUnavailable
+
+# Columns that mirror ProfileState fields one to one.
+_FIELDS = ("id", "workspace_id", "user_id", "email", "phone", "timezone", "traits", "trait_seen",
+           "event_count", "first_seen_at", "last_seen_at", "order_count", "gross_revenue",
+           "refund_count", "refunded", "first_order_at", "last_order_at", "reactivated_at",
+           "last_open_at", "last_click_at", "nps_score", "nps_at", "consent", "addresses",
+           "push_tokens", "lifecycle_stage", "rfm", "predictions")
+
+
+class IdentityRace(DependencyUnavailable):
+    """Another writer claimed an identifier or merged a profile meanwhile: retry the batch."""
+
+
+def state_from_row(row: Any) -> ProfileState:
+    return ProfileState(**{f: row[f] for f in _FIELDS})
+
+
+def row_from_state(p: ProfileState) -> dict[str, Any]:
+    row = {f: getattr(p, f) for f in _FIELDS}
+    row["rfm_segment"] = p.rfm.get("segment") if p.rfm else None
+    row["phone"] = p.phone[:32] if p.phone else None
+    return row
+
+
+async def conventions_for(conn: AsyncConnection, workspace_ids: Iterable[str]
+                          ) -> dict[str, Conventions]:
+    wanted = set(workspace_ids)
+    rows = (await conn.execute(select(workspace_settings.c.workspace_id,
+                                      workspace_settings.c.conventions)
+                               .where(workspace_settings.c.workspace_id.in_(wanted)))).all()
+    found = {r.workspace_id: Conventions.model_validate(r.conventions) for r in rows}
+    return {ws: found.get(ws) or Conventions() for ws in wanted}
+
+
+async def erased(conn: AsyncConnection, hashes: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (workspace, identifier hash) pairs belong to erased people."""
+    if not hashes:
+        return set()
+    ws, digests = _columns(set(hashes), 2)
+    # One primary-key probe per hash (see owners() for why not a join).
+    rows = (await conn.execute(text(
+        "SELECT k.ws AS workspace_id, k.h AS identifier_hash "
+        "FROM unnest(CAST(:ws AS text[]), CAST(:h AS text[])) AS k(ws, h) "
+        "WHERE EXISTS (SELECT 1 FROM profile.tombstones t "
+        "WHERE t.workspace_id = k.ws AND t.identifier_hash = k.h)"),
+        {"ws": ws, "h": digests})).all()
+    return {(r.workspace_id, r.identifier_hash) for r in rows}
+
+
+async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
+                 ) -> dict[tuple[str, str, str], str]:
+    """(workspace, kind, value) -> profile id, for the identifiers that are known."""
+    if not keys:
+        return {}
+    # unnest() of three arrays: one statement whatever the batch size. A LATERAL probe, not a
+    # plain join: the planner would hash-join by scanning the whole table, while this is one
+    # primary-key probe per identifier, whatever the table's size.
+    ws, kinds, values = _columns(set(keys), 3)
+    rows = (await conn.execute(text(
+        "SELECT i.workspace_id, i.kind, i.value, i.profile_id "
+        "FROM unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[])) "
+        "AS q(ws, k, v) CROSS JOIN LATERAL (SELECT * FROM profile.identities i "
+        "WHERE i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v LIMIT 1) AS i"),
+        {"ws": ws, "k": kinds, "v": values})).all()
+    return {(r.workspace_id, r.kind, r.value): r.profile_id for r in rows}
+
+
+async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, ProfileState]:
+    """Load and lock (in id order, so two writers never deadlock) the profiles given."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = (await conn.execute(text(
+        # LIMIT 1 keeps the planner from flattening the probe into a scan of the table; the
+        # ids come sorted, so locks are taken in id order.
+        "SELECT p.* FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS u(id, n) "
+        "CROSS JOIN LATERAL (SELECT * FROM profile.profiles WHERE id = u.id LIMIT 1 "
+        "FOR UPDATE) AS p ORDER BY u.n"),
+        {"ids": wanted})).mappings().all()
+    if len(rows) != len(wanted):
+        raise IdentityRace("a profile was merged or erased by another writer")
+    return {r["id"]: state_from_row(r) for r in rows}
+
+
+async def claim_identities(conn: AsyncConnection, rows: list[dict[str, str]]) -> None:
+    """Point new identifiers at their profiles; a concurrent claim means we must retry."""
+    if not rows:
+        return
+    got = (await conn.execute(text(
+        "INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
+        "SELECT * FROM unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[]), "
+        "CAST(:p AS text[])) ON CONFLICT DO NOTHING RETURNING value"),
+        {"ws": [r["workspace_id"] for r in rows], "k": [r["kind"] for r in rows],
+         "v": [r["value"] for r in rows], "p": [r["profile_id"] for r in rows]})).all()
+    if len(got) != len(rows):
+        raise IdentityRace("an identifier was claimed by another writer")
+
+
+async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
+    """Move identifiers, history and memberships of merged profiles (loser -> survivor)."""
+    if not merges:
+        return
+    # `= ANY(array)` on the indexed profile_id: an index probe per loser, never a table scan.
+    params = {"l": list(merges), "m": orjson.dumps(merges).decode()}
+    for table in ("identities", "events"):
+        await conn.execute(text(
+            f"UPDATE profile.{table} SET profile_id = CAST(:m AS jsonb) ->> profile_id "
+            "WHERE profile_id = ANY(CAST(:l AS text[]))"), params)
+    losers = list(merges)
+    await conn.execute(delete(segment_members).where(
+        segment_members.c.profile_id == any_(_texts(losers))))
+    await conn.execute(delete(profiles).where(profiles.c.id == any_(_texts(losers))))
+
+
+_PROFILE_TYPES = {
+    "id": "text", "workspace_id": "text", "user_id": "text", "email": "text", "phone": "text",
+    "timezone": "text", "traits": "jsonb", "trait_seen": "jsonb", "event_count": "int8",
+    "first_seen_at": "timestamptz", "last_seen_at": "timestamptz", "order_count": "int4",
+    "gross_revenue": "float8", "refund_count": "int4", "refunded": "float8",
+    "first_order_at": "timestamptz", "last_order_at": "timestamptz",
+    "reactivated_at": "timestamptz", "last_open_at": "timestamptz",
+    "last_click_at": "timestamptz", "nps_score": "int2", "nps_at": "timestamptz",
+    "consent": "jsonb", "addresses": "jsonb", "push_tokens": "jsonb",
+    "lifecycle_stage": "text", "rfm": "jsonb", "rfm_segment": "text", "predictions": "jsonb",
+}
+_JSONB = {c for c, t in _PROFILE_TYPES.items() if t == "jsonb"}
+_UPSERT = (
+    f"INSERT INTO profile.profiles ({', '.join(_PROFILE_TYPES)}) VALUES ("
+    + ", ".join(f"${i + 1}::{t}" for i, t in enumerate(_PROFILE_TYPES.values()))
+    + ") ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE_TYPES if c != "id")
+    + ", updated_at = now()")
+_HISTORY = ("INSERT INTO profile.events (workspace_id, event_id, profile_id, type, name, "
+            "properties, timestamp, received_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) "
+            "ON CONFLICT DO NOTHING")
+
+
+async def _executemany(conn: AsyncConnection, sql: str, args: list[tuple[Any, ...]]) -> None:
+    """asyncpg's own executemany inside the current transaction: one prepared statement,
+    rows streamed; far cheaper than building a VALUES list or encoding arrays per batch."""
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.executemany(sql, args)  # type: ignore[union-attr]
+
+
+async def save_profiles(conn: AsyncConnection, states: Iterable[ProfileState]) -> None:
+    args = []
+    for p in states:
+        row = row_from_state(p)
+        args.append(tuple(orjson.dumps(row[c]).decode() if c in _JSONB else row[c]
+                          for c in _PROFILE_TYPES))
+    if args:
+        await _executemany(conn, _UPSERT, args)
+
+
+async def add_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await _executemany(conn, _HISTORY, [
+            (r["workspace_id"], r["event_id"], r["profile_id"], r["type"], r["name"],
+             orjson.dumps(r["properties"]).decode(), r["timestamp"], r["received_at"])
+            for r in rows])
+
+
+async def memberships(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, set[str]]:
+    wanted = list(set(ids))
+    out: dict[str, set[str]] = {pid: set() for pid in wanted}
+    if wanted:
+        rows = (await conn.execute(select(segment_members.c.profile_id,
+                                          segment_members.c.segment_key)
+                                   .where(segment_members.c.profile_id == any_(
+                                       _texts(wanted))))).all()
+        for r in rows:
+            out[r.profile_id].add(r.segment_key)
+    return out
+
+
+def _texts(values: list[str]) -> Any:
+    """One array parameter: the statement text (and its prepared plan) is the same for any
+    number of ids, where an IN list is a new statement per length."""
+    return bindparam(None, values, type_=ARRAY(String()))
+
+
+def _columns(rows: Iterable[tuple[str, ...]], width: int) -> list[list[str]]:
+    """Rows -> one list per column (what unnest() takes)."""
+    columns: list[list[str]] = [[] for _ in range(width)]
+    for row in rows:
+        for i, value in enumerate(row):
+            columns[i].append(value)
+    return columns

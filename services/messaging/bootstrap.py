@@ -1,0 +1,123 @@
+"""What the handlers and routes share: settings, keys, providers, rate limits, link URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.messaging.domain.pacing import TokenBucket
+from services.messaging.domain.tokens import sign_token
+from services.messaging.providers import email
+from services.messaging.providers.base import PermanentFailure, Provider
+from services.messaging.providers.registry import PROVIDERS, provider_for_address
+from services.messaging.secrets import SecretBox
+from services.messaging.settings import MessagingSettings
+from services.messaging.tables import channels
+
+CONFIG_TTL = 5.0  # seconds another replica may keep using a changed channel config
+
+
+@dataclass
+class Route:
+    """The provider chosen for one send."""
+
+    name: str
+    provider: Provider
+    limiter: TokenBucket | None
+
+
+class Messaging:
+    def __init__(self, settings: MessagingSettings) -> None:
+        self.settings = settings
+        self.box = SecretBox(settings.messaging_secret_key)
+        self._configs: dict[str, tuple[float, list[Any]]] = {}
+        self._built: dict[tuple[str, str, str], tuple[Any, Route]] = {}
+        self._default_smtp: Route | None = None
+        self._lock = asyncio.Lock()
+
+    # -- providers -------------------------------------------------------------------
+    def forget(self, workspace_id: str) -> None:
+        """Channel config changed through this process's API: reload it at once."""
+        self._configs.pop(workspace_id, None)
+
+    async def _rows(self, engine: AsyncEngine, workspace_id: str) -> list[Any]:
+        cached = self._configs.get(workspace_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        async with engine.connect() as conn:
+            rows = list((await conn.execute(select(channels).where(
+                channels.c.workspace_id == workspace_id))).mappings())
+        self._configs[workspace_id] = (time.monotonic() + CONFIG_TTL, rows)
+        return rows
+
+    async def route(self, engine: AsyncEngine, workspace_id: str, channel: str,
+                    address: str) -> Route:
+        rows = [r for r in await self._rows(engine, workspace_id) if r["channel"] == channel]
+        name = provider_for_address(channel, address, [r["provider"] for r in rows])
+        if name is None:
+            if channel == "email":
+                return self._default_email()
+            raise PermanentFailure(f"no {channel} provider configured for this address")
+        row = next(r for r in rows if r["provider"] == name)
+        key = (workspace_id, channel, name)
+        async with self._lock:
+            built = self._built.get(key)
+            if built and built[0] == row["updated_at"]:
+                return built[1]
+            kind = PROVIDERS[name]
+            status_url = f"{self.settings.messaging_public_url}/v1/providers/{name}/status/" \
+                         f"{workspace_id}"
+            provider = kind.build(kind.settings.model_validate(row["settings"]),
+                                  kind.secrets.model_validate(self.box.open(row["secrets"])),
+                                  row["allow_private_targets"], status_url)
+            rate = row["rate_per_second"]
+            fresh = Route(name, provider, TokenBucket(rate, clock=time.monotonic)
+                          if rate else None)
+            if built:
+                await built[1].provider.close()
+            self._built[key] = (row["updated_at"], fresh)
+            return fresh
+
+    def _default_email(self) -> Route:
+        if self._default_smtp is None:
+            smtp_settings, smtp_secrets = email.settings_from_url(self.settings.smtp_url,
+                                                                  self.settings.email_from)
+            self._default_smtp = Route("smtp", email.SmtpProvider(smtp_settings, smtp_secrets),
+                                       None)
+        return self._default_smtp
+
+    async def secrets_of(self, row: Any) -> dict[str, Any]:
+        return self.box.open(row["secrets"])
+
+    async def close(self) -> None:
+        routes = [r for _, r in self._built.values()]
+        if self._default_smtp:
+            routes.append(self._default_smtp)
+        self._built.clear()
+        for r in routes:
+            await r.provider.close()
+
+    # -- links ------------------------------------------------------------------------
+    def _token(self, kind: str, workspace_id: str, profile_id: str, message_id: str,
+               channel: str, **extra: str) -> str:
+        return sign_token(self.box.token_key, {"k": kind, "w": workspace_id, "p": profile_id,
+                                               "m": message_id, "c": channel, **extra})
+
+    def unsubscribe_url(self, workspace_id: str, profile_id: str, message_id: str,
+                        channel: str, topic: str | None) -> str:
+        extra = {"t": topic} if topic else {}
+        token = self._token("u", workspace_id, profile_id, message_id, channel, **extra)
+        return f"{self.settings.messaging_public_url}/u/{token}"
+
+    def open_url(self, workspace_id: str, profile_id: str, message_id: str) -> str:
+        token = self._token("o", workspace_id, profile_id, message_id, "email")
+        return f"{self.settings.messaging_public_url}/t/o/{token}.gif"
+
+    def click_url(self, workspace_id: str, profile_id: str, message_id: str, url: str) -> str:
+        token = self._token("c", workspace_id, profile_id, message_id, "email", u=url)
+        return f"{self.settings.messaging_public_url}/t/c/{token}"

@@ -10,6 +10,7 @@ import logging
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -177,7 +178,8 @@ async def _status_update(request: Request, engine: EngineDep, *, workspace_id: s
 async def twilio_status(request: Request, engine: EngineDep, m: MessagingDep,
                         workspace_id: str = Path(max_length=64)) -> None:
     """Twilio status callback, checked with X-Twilio-Signature (HMAC-SHA1, auth token)."""
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    form = dict(parse_qsl((await request.body()).decode(errors="replace"),
+                          keep_blank_values=True))
     secrets = await _channel_secrets(engine, m, workspace_id, "twilio")
     url = f"{m.settings.messaging_public_url}{request.url.path}"
     signed = url + "".join(f"{k}{form[k]}" for k in sorted(form))

@@ -3,19 +3,19 @@
 Per polled batch:
 1. claim: one transaction inserts every new command's message row (`queued`, unique on
    the idempotency key) with its `queued` delivery event. A redelivered command finds its
-   row and is skipped, unless the row is still `queued` (the crash came before any
-   provider call, so sending it now is safe).
+   row and is skipped, except: a row still `queued` (the crash came before any provider
+   call) is sent now; a row left `sending` (the crash came during the provider call) is
+   never re-sent but reported `failed`, outcome unknown.
 2. load send-time state for the whole batch: templates, messaging's consent copy, the
-   undeliverable addresses.
-3. per message (customers concurrently, one customer's messages in order): consent and
-   suppression check, render, then `queued -> sending` is committed right before the
-   provider call, then the provider call with retries, then the outcome and its delivery
-   event in one transaction.
+   undeliverable addresses; check consent and suppression and render each message.
+3. in waves of `messaging_wave_size` messages: commit `queued -> sending` for the wave,
+   call the providers (customers concurrently, one customer's messages in order), then
+   record every outcome with its delivery events in one transaction.
 4. publish the batch's outbox rows.
 
-The one window left: a crash after the provider accepted and before step 3's outcome
-commits. The row stays `sending` and is never sent again (no duplicate); see
-docs/messaging.md for how the SMTP side of that window is narrowed.
+The window left: a crash during a wave's provider calls. Its messages stay `sending`:
+those already accepted went out once, the others are not sent, and none is sent twice.
+docs/messaging.md explains how the SMTP side of that window is narrowed.
 """
 
 from __future__ import annotations
@@ -24,28 +24,30 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
-from services.messaging.delivery import deliver_prepared, event, prepare
+from services.messaging.delivery import Outcome, record, send, verdict_outcome
+from services.messaging.prepare import Prepared, event, prepare
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import SendCommand
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
+UNKNOWN = ("outcome unknown: the service stopped between the provider call and recording "
+           "its result; not sent again to avoid a duplicate")
+
 
 async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[Record]) -> None:
     unique: dict[tuple[str, str], SendCommand] = {}
-    for record in records:
-        cmd: SendCommand = record.value
+    for record_ in records:
+        cmd: SendCommand = record_.value
         unique.setdefault((cmd.workspace_id, cmd.idempotency_key), cmd)
-    claimed, queued_ids = await _claim(rt, list(unique.values()))
+    claimed, outbox_ids = await _claim(rt, list(unique.values()))
     todo = [(cmd, claimed[k]) for k, cmd in unique.items() if k in claimed]
-    outbox_ids = list(queued_ids)
-    failure: BaseException | None = None
     if todo:
         async with rt.engine.connect() as conn:
             state = await store.load_send_state(
@@ -53,32 +55,31 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
                 profiles={(c.workspace_id, c.profile_id) for c, _ in todo},
                 addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
                            for c, _ in todo for a in _addresses(c)})
-        per_customer: dict[str, list[tuple[SendCommand, str]]] = {}
-        for cmd, message_id in todo:
-            per_customer.setdefault(f"{cmd.workspace_id}:{cmd.profile_id}", []).append(
-                (cmd, message_id))
-        gate = asyncio.Semaphore(m.settings.messaging_concurrency)
-
-        async def run(items: list[tuple[SendCommand, str]]) -> list[int]:
-            ids: list[int] = []
-            async with gate:
-                for cmd, message_id in items:
-                    prepared = prepare(m, cmd, message_id, state, _addresses(cmd))
-                    ids += await deliver_prepared(rt, m, prepared)
-            return ids
-
-        results = await asyncio.gather(*(run(i) for i in per_customer.values()),
-                                       return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                failure = failure or result
-            else:
-                outbox_ids += result
+        prepared = [prepare(m, cmd, mid, state, _addresses(cmd)) for cmd, mid in todo]
+        outbox_ids += await record(rt, [verdict_outcome(p) for p in prepared if p.verdict])
+        sendable = [p for p in prepared if not p.verdict]
+        size = m.settings.messaging_wave_size
+        for start in range(0, len(sendable), size):
+            outbox_ids += await _wave(rt, m, sendable[start:start + size])
     assert rt.relay is not None
     await rt.relay.publish(outbox_ids)
-    if failure is not None:
-        # The loop retries (transient) or replays one by one; delivered ones are no-ops then.
-        raise failure
+
+
+async def _wave(rt: ServiceRuntime, m: Messaging, wave: list[Prepared]) -> list[int]:
+    async with rt.engine.begin() as conn:
+        mine = await store.mark_sending(conn, [p.message_id for p in wave])
+    per_customer: dict[str, list[Prepared]] = {}
+    for p in wave:
+        if p.message_id in mine:  # the others were taken by another worker (rebalance)
+            per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
+    gate = asyncio.Semaphore(m.settings.messaging_concurrency)
+
+    async def run(items: list[Prepared]) -> list[Outcome]:
+        async with gate:
+            return [await send(rt, m, p) for p in items]
+
+    results = await asyncio.gather(*(run(items) for items in per_customer.values()))
+    return await record(rt, [o for outcomes in results for o in outcomes])
 
 
 def _addresses(cmd: SendCommand) -> list[str]:
@@ -97,7 +98,7 @@ def _addresses(cmd: SendCommand) -> list[str]:
 
 async def _claim(rt: ServiceRuntime, cmds: list[SendCommand]) -> tuple[dict[tuple[str, str],
                                                                              str], list[int]]:
-    """Message ids to work on, by (workspace, idempotency key), and the queued events' rows."""
+    """Message ids to work on, by (workspace, idempotency key), and the outbox rows written."""
     if not cmds:
         return {}, []
     rows = [{"id": str(uuid.uuid4()), "workspace_id": c.workspace_id,
@@ -107,21 +108,28 @@ async def _claim(rt: ServiceRuntime, cmds: list[SendCommand]) -> tuple[dict[tupl
              "journey": c.journey.model_dump(mode="json") if c.journey else None,
              "journey_key": c.journey.key if c.journey else None} for c in cmds]
     by_key = {(c.workspace_id, c.idempotency_key): c for c in cmds}
+    now = datetime.now(UTC)
     async with rt.engine.begin() as conn:
         inserted = await conn.execute(insert(messages).values(rows).on_conflict_do_nothing()
                                       .returning(messages.c.id, messages.c.workspace_id,
                                                  messages.c.idempotency_key))
         fresh = {(r.workspace_id, r.idempotency_key): r.id for r in inserted}
-        leftover = [k for k in by_key if k not in fresh]
+        events = [event(by_key[k], mid, DeliveryStatus.queued, now) for k, mid in fresh.items()]
         resumed: dict[tuple[str, str], str] = {}
-        if leftover:
-            again = await conn.execute(select(messages.c.id, messages.c.workspace_id,
-                                              messages.c.idempotency_key).where(
-                tuple_(messages.c.workspace_id, messages.c.idempotency_key).in_(leftover),
-                messages.c.status == "queued"))
-            resumed = {(r.workspace_id, r.idempotency_key): r.id for r in again}
-        now = datetime.now(UTC)
-        ids = await store.emit(conn, rt.settings, [
-            event(by_key[k], mid, DeliveryStatus.queued, now) for k, mid in fresh.items()])
+        if leftover := [k for k in by_key if k not in fresh]:
+            again = (await conn.execute(select(messages.c.id, messages.c.workspace_id,
+                                               messages.c.idempotency_key, messages.c.status)
+                                        .where(tuple_(messages.c.workspace_id,
+                                                      messages.c.idempotency_key).in_(leftover),
+                                               messages.c.status.in_(("queued", "sending")))
+                                        .with_for_update())).all()
+            resumed = {(r.workspace_id, r.idempotency_key): r.id for r in again
+                       if r.status == "queued"}
+            if unknown := {r.id: (r.workspace_id, r.idempotency_key) for r in again
+                           if r.status == "sending"}:
+                await conn.execute(update(messages).where(messages.c.id.in_(list(unknown)))
+                                   .values(status="failed", error=UNKNOWN))
+                events += [event(by_key[k], mid, DeliveryStatus.failed, now, reason=UNKNOWN)
+                           for mid, k in unknown.items()]
+        ids = await store.emit(conn, rt.settings, events)
     return {**fresh, **resumed}, ids
-

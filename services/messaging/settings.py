@@ -19,6 +19,8 @@ class MessagingSettings(Settings):
     messaging_provider_attempts: int = Field(default=4, ge=1, le=10)
     messaging_retry_base_seconds: float = Field(default=0.2, ge=0, le=10)
     messaging_concurrency: int = Field(default=64, ge=1, le=1000)
+    # Messages marked `sending` together: bounds what a crash mid-send leaves unsent.
+    messaging_wave_size: int = Field(default=64, ge=1, le=1000)
     messaging_track_links: bool = True
 
     def model_post_init(self, context: object) -> None:

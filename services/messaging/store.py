@@ -65,12 +65,14 @@ async def load_send_state(conn: AsyncConnection, *, template_keys: set[tuple[str
     return state
 
 
-async def mark_sending(conn: AsyncConnection, message_id: str) -> bool:
-    """queued -> sending; False when another worker got there first."""
+async def mark_sending(conn: AsyncConnection, message_ids: list[str]) -> set[str]:
+    """queued -> sending; returns the ids this worker got (not those another one took)."""
+    if not message_ids:
+        return set()
     result = await conn.execute(update(messages).where(
-        messages.c.id == message_id, messages.c.status == "queued").values(
+        messages.c.id.in_(message_ids), messages.c.status == "queued").values(
         status="sending", updated_at=func.now()).returning(messages.c.id))
-    return result.scalar() is not None
+    return set(result.scalars())
 
 
 async def record_consent(conn: AsyncConnection, *, workspace_id: str, profile_id: str,

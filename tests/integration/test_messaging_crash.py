@@ -136,6 +136,11 @@ async def test_crash_after_provider_accepted_never_sends_twice(
             # re-read, and the first was not sent again.
             ids = [m["X-Touchpoint-Message"] for m in inbox.messages]
             assert len(ids) == 2 and len(set(ids)) == 2, ids
+            async with engine.connect() as conn:
+                first = (await conn.execute(select(messages.c.status, messages.c.error).where(
+                    messages.c.idempotency_key == "crash-" + profile + "-1"))).one()
+            # Reported, not re-sent: the redelivered command found the row still `sending`.
+            assert first.status == "failed" and first.error.startswith("outcome unknown")
         finally:
             if proc.poll() is None:
                 proc.terminate()

@@ -39,6 +39,7 @@ class Messaging:
         self._built: dict[tuple[str, str, str], tuple[Any, Route]] = {}
         self._default_smtp: Route | None = None
         self._lock = asyncio.Lock()
+        self._loading = asyncio.Lock()
 
     # -- providers -------------------------------------------------------------------
     def forget(self, workspace_id: str) -> None:
@@ -49,11 +50,15 @@ class Messaging:
         cached = self._configs.get(workspace_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        async with engine.connect() as conn:
-            rows = list((await conn.execute(select(channels).where(
-                channels.c.workspace_id == workspace_id))).mappings())
-        self._configs[workspace_id] = (time.monotonic() + CONFIG_TTL, rows)
-        return rows
+        async with self._loading:  # one query when a whole wave finds the cache stale
+            cached = self._configs.get(workspace_id)
+            if cached and cached[0] > time.monotonic():
+                return cached[1]
+            async with engine.connect() as conn:
+                rows = list((await conn.execute(select(channels).where(
+                    channels.c.workspace_id == workspace_id))).mappings())
+            self._configs[workspace_id] = (time.monotonic() + CONFIG_TTL, rows)
+            return rows
 
     async def route(self, engine: AsyncEngine, workspace_id: str, channel: str,
                     address: str) -> Route:
@@ -90,9 +95,6 @@ class Messaging:
             self._default_smtp = Route("smtp", email.SmtpProvider(smtp_settings, smtp_secrets),
                                        None)
         return self._default_smtp
-
-    async def secrets_of(self, row: Any) -> dict[str, Any]:
-        return self.box.open(row["secrets"])
 
     async def close(self) -> None:
         routes = [r for _, r in self._built.values()]

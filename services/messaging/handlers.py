@@ -96,6 +96,10 @@ def _addresses(cmd: SendCommand) -> list[str]:
     return [found] if isinstance(found, str) and found else []
 
 
+_CLAIM = insert(messages).on_conflict_do_nothing().returning(
+    messages.c.id, messages.c.workspace_id, messages.c.idempotency_key)
+
+
 async def _claim(rt: ServiceRuntime, cmds: list[SendCommand]) -> tuple[dict[tuple[str, str],
                                                                              str], list[int]]:
     """Message ids to work on, by (workspace, idempotency key), and the outbox rows written."""
@@ -110,9 +114,9 @@ async def _claim(rt: ServiceRuntime, cmds: list[SendCommand]) -> tuple[dict[tupl
     by_key = {(c.workspace_id, c.idempotency_key): c for c in cmds}
     now = datetime.now(UTC)
     async with rt.engine.begin() as conn:
-        inserted = await conn.execute(insert(messages).values(rows).on_conflict_do_nothing()
-                                      .returning(messages.c.id, messages.c.workspace_id,
-                                                 messages.c.idempotency_key))
+        # executemany form: the statement compiles once and is cached (a multi-VALUES
+        # statement would be compiled anew for every batch size).
+        inserted = await conn.execute(_CLAIM, rows)
         fresh = {(r.workspace_id, r.idempotency_key): r.id for r in inserted}
         events = [event(by_key[k], mid, DeliveryStatus.queued, now) for k, mid in fresh.items()]
         resumed: dict[tuple[str, str], str] = {}

@@ -8,10 +8,8 @@ connection during DATA may mean the server took the message, so it is not retrie
 from __future__ import annotations
 
 import asyncio
+from email.base64mime import body_encode
 from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Literal
 from urllib.parse import urlparse
@@ -28,6 +26,7 @@ from services.messaging.providers.base import (
     TransientFailure,
 )
 
+CRLF = "\r\n"
 HARD_BOUNCE_CODES = {550, 551, 553}  # mailbox unavailable / not local / name not allowed
 
 
@@ -61,33 +60,47 @@ def settings_from_url(smtp_url: str, sender: str) -> tuple[Settings, Secrets]:
             Secrets(username=url.username, password=url.password))
 
 
-def _header(value: str) -> str:
-    return value if value.isascii() else Header(value, "utf-8").encode()
+def _header(name: str, value: str) -> str:
+    # CR/LF from rendered data must never start a new header (header injection).
+    value = " ".join(value.splitlines())
+    if value.isascii() and len(name) + len(value) < 900:
+        return f"{name}: {value}\r\n"
+    return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}\r\n"
 
 
-def _address(value: str) -> str:
-    name, addr = parseaddr(value)
-    return formataddr((name, addr), charset="utf-8") if name else addr or value
+def _part(content_type: str, body: str) -> str:
+    return (f'Content-Type: {content_type}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: base64\r\n\r\n"
+            f"{body_encode(body.encode(), 76, CRLF)}")
 
 
 def build_email(*, sender: str, to: str, rendered: Rendered, message_id: str,
-                headers: dict[str, str] | None = None) -> Message:
-    """The MIME message: text and HTML alternatives, our headers. Built with the compat32
-    classes, about five times cheaper than `Message` on the hot path."""
-    parts = [MIMEText(rendered.text or "", "plain", "utf-8")]
-    if rendered.html:
-        parts.append(MIMEText(rendered.html, "html", "utf-8"))
-    msg: Message = parts[0] if len(parts) == 1 else MIMEMultipart("alternative", _subparts=parts)
-    msg["From"] = _address(sender)
-    msg["To"] = _address(to)
-    msg["Subject"] = _header(rendered.subject or "")
-    msg["Date"] = formatdate(localtime=False)
-    # A stable Message-ID lets receiving systems spot a duplicate if one ever slips through.
-    msg["Message-ID"] = f"<{message_id.replace('-', '')}@touchpoint>"
-    msg["X-Touchpoint-Message"] = message_id
-    for name, value in (headers or {}).items():
-        msg[name] = _header(value)
-    return msg
+                headers: dict[str, str] | None = None) -> bytes:
+    """The message as sent: text and HTML alternatives, base64 bodies. Assembled directly
+    (with the stdlib's encoders): `email.message` costs 0.5-2.6 ms per message in header
+    folding alone, the largest item of a send's CPU budget."""
+    name, addr = parseaddr(sender)
+    lines = [f"From: {formataddr((name, addr), charset='utf-8')}\r\n" if name
+             else _header("From", sender), _header("To", to),
+             _header("Subject", rendered.subject or ""),
+             _header("Date", formatdate(localtime=False)),
+             # A stable Message-ID lets receivers spot a duplicate should one slip through.
+             _header("Message-ID", message_id_header(message_id)),
+             _header("X-Touchpoint-Message", message_id), "MIME-Version: 1.0\r\n"]
+    lines += [_header(k, v) for k, v in (headers or {}).items()]
+    if not rendered.html:
+        body = _part("text/plain", rendered.text or "")
+    else:
+        boundary = f"tp-{message_id.replace('-', '')}"
+        lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n')
+        body = (f"\r\n--{boundary}\r\n{_part('text/plain', rendered.text or '')}"
+                f"\r\n--{boundary}\r\n{_part('text/html', rendered.html)}"
+                f"\r\n--{boundary}--\r\n")
+    return ("".join(lines) + body).encode("ascii")
+
+
+def message_id_header(message_id: str) -> str:
+    return f"<{message_id.replace('-', '')}@touchpoint>"
 
 
 class SmtpProvider:
@@ -114,7 +127,7 @@ class SmtpProvider:
                             rendered=Rendered(message.subject, message.html, message.text),
                             headers=message.headers)
         envelope = (parseaddr(self.settings.sender)[1], parseaddr(message.to)[1])
-        raw = email.as_bytes()
+        raw = email
         async with self._slots:
             client = self._idle.pop() if self._idle else await self._open()
             try:
@@ -130,7 +143,7 @@ class SmtpProvider:
                 client.close()
                 raise
             self._idle.append(client)
-        return str(email["Message-ID"])
+        return message_id_header(message.message_id)
 
     async def _envelope(self, client: aiosmtplib.SMTP, sender: str, recipient: str) -> None:
         try:

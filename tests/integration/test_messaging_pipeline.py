@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import orjson
@@ -489,3 +491,35 @@ async def test_provider_status_webhooks_are_signature_checked(stack: Stack, uniq
         == "suppressed"
     r = await s.http.delete(f"{s.url}/v1/channels/email/smtp")
     assert r.status_code == 204
+
+
+async def test_twilio_status_callback_is_signed_and_applied(
+        stack: Stack, unique: str, fake: tuple[FakeProvider, str]) -> None:
+    s, (provider, url) = stack, fake
+    token = "status-auth-token-0001"
+    await _channel(s, "sms", "twilio", {
+        "settings": {"base_url": url, "account_sid": "AC123", "sender": "+15550001"},
+        "credentials": {"auth_token": token}, "allow_private_targets": True})
+    await _template(s, f"tw-{unique}", {"channel": "sms", "text": "hello"})
+    phone = f"+1777{int(unique[:6], 16) % 10**6:06d}"
+    provider.script[phone] = [(201, {"sid": f"SM{unique}"})]
+    cmd = command(Channel.sms, f"tw-{unique}", Recipient(phone=phone))
+    await s.send(cmd)
+    row = await s.message(cmd.idempotency_key, until={"sent", "failed"})
+    assert row["status"] == "sent" and row["provider_message_id"] == f"SM{unique}"
+    sent = next(b for p, _h, b in provider.requests if phone.replace("+", "%2B").encode() in b)
+    callback = dict(parse_qsl(sent.decode()))["StatusCallback"]
+    assert callback == f"{s.url}/v1/providers/twilio/status/default"
+
+    form = {"MessageSid": f"SM{unique}", "MessageStatus": "delivered", "AccountSid": "AC123"}
+    signed = callback + "".join(f"{k}{form[k]}" for k in sorted(form))
+    good = base64.b64encode(hmac.new(token.encode(), signed.encode(), hashlib.sha1).digest())
+    post = {"content": urlencode(form), "headers": {
+        "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": ""}}
+    post["headers"]["x-twilio-signature"] = "bad"
+    assert (await s.http.post(callback, **post)).status_code == 401
+    post["headers"]["x-twilio-signature"] = good.decode()
+    assert (await s.http.post(callback, **post)).status_code == 204
+    row = await s.message(cmd.idempotency_key, until={"delivered"})
+    assert row["delivered_at"] is not None
+    await s.events(row["id"], {"delivered"})

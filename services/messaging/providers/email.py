@@ -108,6 +108,7 @@ class SmtpProvider:
         self.settings, self.secrets = settings, secrets
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(settings.pool_size)
+        self._envelope_sender = parseaddr(settings.sender)[1] or settings.sender
 
     async def _open(self) -> aiosmtplib.SMTP:
         s = self.settings
@@ -126,7 +127,8 @@ class SmtpProvider:
                             message_id=message.message_id,
                             rendered=Rendered(message.subject, message.html, message.text),
                             headers=message.headers)
-        envelope = (parseaddr(self.settings.sender)[1], parseaddr(message.to)[1])
+        to = parseaddr(message.to)[1] if "<" in message.to else message.to.strip()
+        envelope = (self._envelope_sender, to)
         raw = email
         async with self._slots:
             client = self._idle.pop() if self._idle else await self._open()

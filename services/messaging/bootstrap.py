@@ -18,6 +18,7 @@ from services.messaging.providers.registry import PROVIDERS, provider_for_addres
 from services.messaging.secrets import SecretBox
 from services.messaging.settings import MessagingSettings
 from services.messaging.tables import channels
+from shared.runtime import ServiceRuntime
 
 CONFIG_TTL = 5.0  # seconds another replica may keep using a changed channel config
 
@@ -40,6 +41,7 @@ class Messaging:
         self._default_smtp: Route | None = None
         self._lock = asyncio.Lock()
         self._loading = asyncio.Lock()
+        self._publishing: asyncio.Task[None] | None = None
 
     # -- providers -------------------------------------------------------------------
     def forget(self, workspace_id: str) -> None:
@@ -97,12 +99,31 @@ class Messaging:
         return self._default_smtp
 
     async def close(self) -> None:
+        await self.drain()
         routes = [r for _, r in self._built.values()]
         if self._default_smtp:
             routes.append(self._default_smtp)
         self._built.clear()
         for r in routes:
             await r.provider.close()
+
+    # -- publishing ------------------------------------------------------------------
+    def publish_in_background(self, rt: ServiceRuntime, ids: list[int]) -> None:
+        """Publish outbox rows after the previous batch's (delivery events stay in order)."""
+        if not ids or rt.relay is None:
+            return
+        relay, previous = rt.relay, self._publishing
+
+        async def publish() -> None:
+            if previous is not None:
+                await previous  # never raises: relay.publish logs and leaves rows to the sweeper
+            await relay.publish(ids)
+
+        self._publishing = asyncio.create_task(publish(), name="messaging-publish")
+
+    async def drain(self) -> None:
+        if self._publishing is not None:
+            await self._publishing
 
     # -- links ------------------------------------------------------------------------
     def _token(self, kind: str, workspace_id: str, profile_id: str, message_id: str,

@@ -11,7 +11,9 @@ Per polled batch:
 3. in waves of `messaging_wave_size` messages: commit `queued -> sending` for the wave,
    call the providers (customers concurrently, one customer's messages in order), then
    record every outcome with its delivery events in one transaction.
-4. publish the batch's outbox rows.
+4. publish the batch's outbox rows in the background (in order, one batch after the
+   other), so the next batch need not wait for the broker's acks; the rows are durable
+   and the sweeper publishes whatever a crash leaves behind.
 
 The window left: a crash during a wave's provider calls. Its messages stay `sending`:
 those already accepted went out once, the others are not sent, and none is sent twice.
@@ -61,8 +63,7 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
         size = m.settings.messaging_wave_size
         for start in range(0, len(sendable), size):
             outbox_ids += await _wave(rt, m, sendable[start:start + size])
-    assert rt.relay is not None
-    await rt.relay.publish(outbox_ids)
+    m.publish_in_background(rt, outbox_ids)
 
 
 async def _wave(rt: ServiceRuntime, m: Messaging, wave: list[Prepared]) -> list[int]:

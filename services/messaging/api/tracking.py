@@ -215,8 +215,8 @@ async def email_status(request: Request, engine: EngineDep, m: MessagingDep,
         body = Webhook(secret).verify(raw, dict(request.headers))
     except WebhookVerificationError as exc:
         raise Problem(401, "Unauthorized", f"signature check failed: {exc}") from exc
-    except ValueError as exc:
-        raise Problem(400, "Invalid request", "body must be JSON") from exc
+    except ValueError as exc:  # malformed signature header or a body that is not JSON
+        raise Problem(400, "Invalid request", "malformed webhook headers or body") from exc
     status = body.get("status") if isinstance(body, dict) else None
     if status not in ("delivered", "bounced", "complained") or \
             not isinstance(body.get("message_id"), str):

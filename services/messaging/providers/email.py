@@ -15,7 +15,8 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import aiosmtplib
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from standardwebhooks.webhooks import Webhook
 
 from services.messaging.domain.render import Rendered
 from services.messaging.providers.base import (
@@ -47,6 +48,16 @@ class Secrets(BaseModel):
     status_webhook_secret: str | None = Field(
         default=None, max_length=300,
         description="whsec_... secret that signs bounce/complaint webhooks (Standard Webhooks)")
+
+    @field_validator("status_webhook_secret")
+    @classmethod
+    def _decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Webhook(value)
+            except Exception as exc:
+                raise ValueError("must be whsec_ followed by base64") from exc
+        return value
 
 
 def settings_from_url(smtp_url: str, sender: str) -> tuple[Settings, Secrets]:

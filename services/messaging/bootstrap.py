@@ -48,7 +48,8 @@ class Messaging:
         """Channel config changed through this process's API: reload it at once."""
         self._configs.pop(workspace_id, None)
 
-    async def _rows(self, engine: AsyncEngine, workspace_id: str) -> list[Any]:
+    async def channel_configs(self, engine: AsyncEngine, workspace_id: str) -> list[Any]:
+        """The workspace's channel rows, cached for CONFIG_TTL seconds."""
         cached = self._configs.get(workspace_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
@@ -64,7 +65,8 @@ class Messaging:
 
     async def route(self, engine: AsyncEngine, workspace_id: str, channel: str,
                     address: str) -> Route:
-        rows = [r for r in await self._rows(engine, workspace_id) if r["channel"] == channel]
+        configs = await self.channel_configs(engine, workspace_id)
+        rows = [r for r in configs if r["channel"] == channel]
         name = provider_for_address(channel, address, [r["provider"] for r in rows])
         if name is None:
             if channel == "email":

@@ -67,6 +67,10 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
 
 
 async def _wave(rt: ServiceRuntime, m: Messaging, wave: list[Prepared]) -> list[int]:
+    # Channel configs are loaded before the wave is marked `sending`: a database outage
+    # here leaves the messages `queued`, so the retried batch still sends them.
+    for workspace_id in {p.cmd.workspace_id for p in wave}:
+        await m.channel_configs(rt.engine, workspace_id)
     async with rt.engine.begin() as conn:
         mine = await store.mark_sending(conn, [p.message_id for p in wave])
     per_customer: dict[str, list[Prepared]] = {}

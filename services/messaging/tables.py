@@ -73,6 +73,17 @@ consents = Table(
     PrimaryKeyConstraint("workspace_id", "profile_id", "scope"),
 )
 
+# Profiles merged into another (from profile-changes `merged`): a consent change that
+# arrives for the old id after the merge (another partition) still reaches the survivor.
+profile_aliases = Table(
+    "profile_aliases",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("profile_id", String(36), nullable=False),
+    Column("merged_into", String(36), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "profile_id"),
+)
+
 # Addresses that must not be sent to (hard bounce, invalid push token, provider opt-out).
 # Keyed by a SHA-256 of the address, so the list holds no personal data and survives erasure.
 undeliverable = Table(

@@ -523,3 +523,35 @@ async def test_twilio_status_callback_is_signed_and_applied(
     row = await s.message(cmd.idempotency_key, until={"delivered"})
     assert row["delivered_at"] is not None
     await s.events(row["id"], {"delivered"})
+
+
+async def test_address_changed_and_merge_reach_send_time(stack: Stack, unique: str) -> None:
+    s = stack
+    await _template(s, f"addr-{unique}", {"channel": "email", "subject": "x", "text": "y"})
+    dead_profile, old, survivor = (str(uuid.uuid4()) for _ in range(3))
+    now = datetime.now(UTC)
+    await s.change(ProfileChange(
+        id=f"a-{unique}", workspace_id="default", profile_id=dead_profile, occurred_at=now,
+        kind=ChangeKind.address_changed,
+        data={"channel": "email", "deliverable": False, "reason": "hard bounce",
+              "address": f"Dead-{unique}@Example.com"}))
+    await s.change(ProfileChange(
+        id=f"u-{unique}", workspace_id="default", profile_id=old, occurred_at=now,
+        kind=ChangeKind.consent_changed, data={"channel": "email", "subscribed": False}))
+    await s.change(ProfileChange(
+        id=f"m-{unique}", workspace_id="default", profile_id=survivor, occurred_at=now,
+        kind=ChangeKind.merged, data={"merged_ids": [old]}))
+    # The consumer applies changes in order per profile, not across profiles: poll.
+    for _ in range(100):
+        bounced = command(Channel.email, f"addr-{unique}",
+                          Recipient(email=f"dead-{unique}@example.com"), profile=dead_profile)
+        merged = command(Channel.email, f"addr-{unique}", Recipient(email=f"m-{unique}@x.io"),
+                         profile=survivor)
+        await s.send(bounced, merged)
+        rows = [await s.message(c.idempotency_key, until={"sent", "suppressed"})
+                for c in (bounced, merged)]
+        if all(r["status"] == "suppressed" for r in rows):
+            break
+        await asyncio.sleep(0.2)
+    assert [r["status"] for r in rows] == ["suppressed"] * 2, rows
+    assert "undeliverable" in rows[0]["error"] and "unsubscribed from email" in rows[1]["error"]

@@ -48,6 +48,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('consumer', 'message_id'),
     schema='messaging'
     )
+    op.create_table('profile_aliases',
+    sa.Column('workspace_id', sa.String(length=64), nullable=False),
+    sa.Column('profile_id', sa.String(length=36), nullable=False),
+    sa.Column('merged_into', sa.String(length=36), nullable=False),
+    sa.PrimaryKeyConstraint('workspace_id', 'profile_id'),
+    schema='messaging'
+    )
     op.create_table('undeliverable',
     sa.Column('workspace_id', sa.String(length=64), nullable=False),
     sa.Column('channel', sa.String(length=20), nullable=False),
@@ -101,6 +108,7 @@ def downgrade() -> None:
     op.drop_column('messages', 'journey_key', schema='messaging')
     op.drop_column('messages', 'content', schema='messaging')
     op.drop_table('undeliverable', schema='messaging')
+    op.drop_table('profile_aliases', schema='messaging')
     op.drop_table('inbox', schema='messaging')
     op.drop_table('consents', schema='messaging')
     op.drop_table('channels', schema='messaging')

@@ -1,22 +1,49 @@
-"""Messaging: templates, providers, the message log."""
+"""Messaging: templates, channels and providers, delivery, tracking, the message log."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from services.messaging import tables
-from services.messaging.api.routes import router
+from services.messaging.api import channels, messages, templates, tracking
+from services.messaging.bootstrap import Messaging
 from services.messaging.consumers import consumers
+from services.messaging.settings import MessagingSettings
 from shared.http.app import build_app
-from shared.runtime import ServiceParts
+from shared.runtime import ServiceParts, ServiceRuntime
 from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    msettings = MessagingSettings.from_base(settings) if settings else MessagingSettings()
+    messaging = Messaging(msettings)
+
+    def consumer_table(rt: ServiceRuntime) -> list:  # type: ignore[type-arg]
+        return consumers(rt, messaging)
+
     parts = ServiceParts(name="messaging", api_keys=tables.api_keys, outbox=tables.outbox,
-                         consumers=consumers)
-    return build_app(parts, settings, title="Touchpoint messaging",
-                     description="Templates (Liquid), delivery over email/SMS/push/webhooks, the "
-                                 "message log. Auth: `Authorization: Bearer <admin key>`.",
-                     routers=[router])
+                         consumers=consumer_table)
+    app = build_app(parts, msettings, title="Touchpoint messaging",
+                    description="Templates (Liquid), delivery over email/SMS/push/webhooks with "
+                                "consent checked at send time, open/click tracking, one-click "
+                                "unsubscribe, the message log. Management API auth: "
+                                "`Authorization: Bearer <admin key>`; tracking, unsubscribe "
+                                "and provider status endpoints are public and signed.",
+                    routers=[templates.router, channels.router, messages.router,
+                             tracking.router])
+    app.state.messaging = messaging
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with inner(app_):
+                yield
+        finally:
+            await messaging.close()  # after the consumers stopped: no send in flight
+
+    app.router.lifespan_context = lifespan
+    return app

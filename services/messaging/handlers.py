@@ -1,149 +1,144 @@
 """Turn send commands into delivered messages, at most once per idempotency key.
 
-Order of effects per command:
-1. claim: insert the message row (status `sending`) under the unique idempotency key,
-   and commit. A redelivered command finds the row and does nothing.
-2. render the template (a missing variable fails the send with the reason).
-3. call the provider (bounded retries on transient errors).
-4. record the outcome and its delivery event (outbox) in one transaction.
-The one window left: a crash after the provider accepted the message and before step 4
-commits. The message was sent once; the row stays `sending` and is never re-sent.
+Per polled batch:
+1. claim: one transaction inserts every new command's message row (`queued`, unique on
+   the idempotency key) with its `queued` delivery event. A redelivered command finds its
+   row and is skipped, except: a row still `queued` (the crash came before any provider
+   call) is sent now; a row left `sending` (the crash came during the provider call) is
+   never re-sent but reported `failed`, outcome unknown.
+2. load send-time state for the whole batch: templates, messaging's consent copy, the
+   undeliverable addresses; check consent and suppression and render each message.
+3. in waves of `messaging_wave_size` messages: commit `queued -> sending` for the wave,
+   call the providers (customers concurrently, one customer's messages in order), then
+   record every outcome with its delivery events in one transaction.
+4. publish the batch's outbox rows in the background (in order, one batch after the
+   other), so the next batch need not wait for the broker's acks; the rows are durable
+   and the sweeper publishes whatever a crash leaves behind.
+
+The window left: a crash during a wave's provider calls. Its messages stay `sending`:
+those already accepted went out once, the others are not sent, and none is sent twice.
+docs/messaging.md explains how the SMTP side of that window is narrowed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
-from services.messaging.domain.render import RenderError, render
-from services.messaging.providers.email import PermanentFailure, SmtpSender, build_email
-from services.messaging.tables import messages, outbox, templates
-from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
-from shared.contracts.envelope import message_key
-from shared.contracts.send import Channel, SendCommand
-from shared.db import add_to_outbox
+from services.messaging import store
+from services.messaging.bootstrap import Messaging
+from services.messaging.delivery import Outcome, record, send, verdict_outcome
+from services.messaging.prepare import Prepared, event, prepare
+from services.messaging.tables import messages
+from shared.contracts.delivery import DeliveryStatus
+from shared.contracts.send import SendCommand
 from shared.kafka import Record
-from shared.kafka.errors import is_transient
 from shared.runtime import ServiceRuntime
 
-log = logging.getLogger(__name__)
-PROVIDER_ATTEMPTS = 3
-CONCURRENCY = 32  # provider calls in flight per polled batch
+UNKNOWN = ("outcome unknown: the service stopped between the provider call and recording "
+           "its result; not sent again to avoid a duplicate")
 
 
-async def handle_send_commands(rt: ServiceRuntime, records: list[Record]) -> None:
-    """Customers are delivered concurrently; one customer's commands stay in order."""
-    per_customer: dict[str, list[SendCommand]] = {}
-    for record in records:
-        per_customer.setdefault(record.value.profile_id, []).append(record.value)
-    gate = asyncio.Semaphore(CONCURRENCY)
+async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[Record]) -> None:
+    unique: dict[tuple[str, str], SendCommand] = {}
+    for record_ in records:
+        cmd: SendCommand = record_.value
+        unique.setdefault((cmd.workspace_id, cmd.idempotency_key), cmd)
+    claimed, outbox_ids = await _claim(rt, list(unique.values()))
+    todo = [(cmd, claimed[k]) for k, cmd in unique.items() if k in claimed]
+    if todo:
+        async with rt.engine.connect() as conn:
+            state = await store.load_send_state(
+                conn, template_keys={(c.workspace_id, c.template) for c, _ in todo},
+                profiles={(c.workspace_id, c.profile_id) for c, _ in todo},
+                addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
+                           for c, _ in todo for a in _addresses(c)})
+        prepared = [prepare(m, cmd, mid, state, _addresses(cmd)) for cmd, mid in todo]
+        outbox_ids += await record(rt, [verdict_outcome(p) for p in prepared if p.verdict])
+        sendable = [p for p in prepared if not p.verdict]
+        size = m.settings.messaging_wave_size
+        for start in range(0, len(sendable), size):
+            outbox_ids += await _wave(rt, m, sendable[start:start + size])
+    m.publish_in_background(rt, outbox_ids)
 
-    async def run(commands: list[SendCommand]) -> None:
+
+async def _wave(rt: ServiceRuntime, m: Messaging, wave: list[Prepared]) -> list[int]:
+    # Channel configs are loaded before the wave is marked `sending`: a database outage
+    # here leaves the messages `queued`, so the retried batch still sends them.
+    for workspace_id in {p.cmd.workspace_id for p in wave}:
+        await m.channel_configs(rt.engine, workspace_id)
+    async with rt.engine.begin() as conn:
+        mine = await store.mark_sending(conn, [p.message_id for p in wave])
+    per_customer: dict[str, list[Prepared]] = {}
+    for p in wave:
+        if p.message_id in mine:  # the others were taken by another worker (rebalance)
+            per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
+    gate = asyncio.Semaphore(m.settings.messaging_concurrency)
+
+    async def run(items: list[Prepared]) -> list[Outcome]:
         async with gate:
-            for cmd in commands:
-                await deliver(rt, cmd)
+            return [await send(rt, m, p) for p in items]
 
-    results = await asyncio.gather(*(run(c) for c in per_customer.values()),
-                                   return_exceptions=True)
-    # Re-raise the first failure so the loop retries or dead-letters; the delivered ones are
-    # recorded and their redelivery is a no-op.
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    results = await asyncio.gather(*(run(items) for items in per_customer.values()))
+    return await record(rt, [o for outcomes in results for o in outcomes])
 
 
-async def deliver(rt: ServiceRuntime, cmd: SendCommand) -> None:
-    message_id = await _claim(rt, cmd)
-    if message_id is None:
-        return  # already handled (or in flight when a crash happened): never send twice
-    try:
-        content = await _render(rt, cmd)
-        await _send(rt, cmd, message_id, content)
-    except (RenderError, PermanentFailure) as exc:
-        return await _finish(rt, cmd, message_id, DeliveryStatus.failed, reason=str(exc))
-    except Exception as exc:
-        if not is_transient(exc):
-            raise
-        return await _finish(rt, cmd, message_id, DeliveryStatus.failed,
-                             reason=f"provider unavailable after {PROVIDER_ATTEMPTS} attempts")
-    await _finish(rt, cmd, message_id, DeliveryStatus.sent, content=content)
+def _addresses(cmd: SendCommand) -> list[str]:
+    profile = cmd.context.get("profile") or {}
+    match cmd.channel.value:
+        case "email":
+            found = cmd.to.email or profile.get("email")
+        case "sms":
+            found = cmd.to.phone or profile.get("phone")
+        case "push":
+            return list(dict.fromkeys(cmd.to.push_tokens or profile.get("push_tokens") or []))
+        case _:
+            found = cmd.to.url
+    return [found] if isinstance(found, str) and found else []
 
 
-async def _claim(rt: ServiceRuntime, cmd: SendCommand) -> str | None:
-    message_id = str(uuid.uuid4())
+_CLAIM = insert(messages).on_conflict_do_nothing().returning(
+    messages.c.id, messages.c.workspace_id, messages.c.idempotency_key)
+
+
+async def _claim(rt: ServiceRuntime, cmds: list[SendCommand]) -> tuple[dict[tuple[str, str],
+                                                                             str], list[int]]:
+    """Message ids to work on, by (workspace, idempotency key), and the outbox rows written."""
+    if not cmds:
+        return {}, []
+    rows = [{"id": str(uuid.uuid4()), "workspace_id": c.workspace_id,
+             "idempotency_key": c.idempotency_key, "profile_id": c.profile_id,
+             "channel": c.channel.value, "template": c.template, "status": "queued",
+             "recipient": ", ".join(_addresses(c))[:2000] or None,
+             "journey": c.journey.model_dump(mode="json") if c.journey else None,
+             "journey_key": c.journey.key if c.journey else None} for c in cmds]
+    by_key = {(c.workspace_id, c.idempotency_key): c for c in cmds}
+    now = datetime.now(UTC)
     async with rt.engine.begin() as conn:
-        inserted = await conn.execute(insert(messages).values(
-            id=message_id, workspace_id=cmd.workspace_id, idempotency_key=cmd.idempotency_key,
-            profile_id=cmd.profile_id, channel=cmd.channel.value, template=cmd.template,
-            status="sending", recipient=cmd.to.email or cmd.to.phone,
-            journey=cmd.journey.model_dump(mode="json") if cmd.journey else None,
-        ).on_conflict_do_nothing().returning(messages.c.id))
-        claimed: str | None = inserted.scalar()
-        return claimed
-
-
-async def _render(rt: ServiceRuntime, cmd: SendCommand) -> dict[str, Any]:
-    async with rt.engine.connect() as conn:
-        tpl = (await conn.execute(select(templates).where(
-            templates.c.workspace_id == cmd.workspace_id, templates.c.key == cmd.template)
-        )).mappings().first()
-    if tpl is None:
-        raise RenderError(f"template '{cmd.template}' does not exist")
-    if tpl["channel"] != cmd.channel.value:
-        raise RenderError(f"template '{cmd.template}' is for {tpl['channel']}, not {cmd.channel}")
-    rendered = render(subject=tpl["subject"], html=tpl["html"], text=tpl["text"],
-                      data=cmd.context)
-    return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text,
-            "rendered": rendered}
-
-
-async def _send(rt: ServiceRuntime, cmd: SendCommand, message_id: str,
-                content: dict[str, Any]) -> None:
-    if cmd.channel is not Channel.email:
-        raise PermanentFailure(f"channel {cmd.channel} is not configured")
-    if not cmd.to.email:
-        raise PermanentFailure("no email address")
-    sender = rt.parts.extras.get("smtp")
-    if not isinstance(sender, SmtpSender):
-        sender = rt.parts.extras["smtp"] = SmtpSender(rt.settings.smtp_url)
-    email = build_email(sender=rt.settings.email_from, to=cmd.to.email,
-                        rendered=content["rendered"], message_id=message_id)
-    for attempt in range(1, PROVIDER_ATTEMPTS + 1):
-        try:
-            return await sender.send(email)
-        except PermanentFailure:
-            raise
-        except Exception as exc:
-            if not is_transient(exc) or attempt == PROVIDER_ATTEMPTS:
-                raise
-            # Exponential backoff with full jitter.
-            await asyncio.sleep(random.uniform(0, 0.2 * 2**attempt))
-
-
-async def _finish(rt: ServiceRuntime, cmd: SendCommand, message_id: str, status: DeliveryStatus,
-                  *, reason: str | None = None, content: dict[str, Any] | None = None) -> None:
-    event = DeliveryEvent(
-        id=f"{message_id}:{status.value}", workspace_id=cmd.workspace_id,
-        profile_id=cmd.profile_id, message_id=message_id, idempotency_key=cmd.idempotency_key,
-        status=status, channel=cmd.channel, template=cmd.template, journey=cmd.journey,
-        reason=reason, occurred_at=datetime.now(UTC))
-    values: dict[str, Any] = {"status": status.value, "error": reason, "updated_at": func.now(),
-                              "attempts": messages.c.attempts + 1}
-    if content:
-        values.update(subject=content["subject"], body=content["text"] or content["html"])
-    async with rt.engine.begin() as conn:
-        await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
-        ids = await add_to_outbox(conn, outbox, rt.settings.topic("delivery-events"),
-                                  "delivery-events",
-                                  [(message_key(cmd.workspace_id, cmd.profile_id), event)])
-    if status is DeliveryStatus.failed:
-        log.info("message %s failed: %s", message_id, reason)
-    assert rt.relay is not None
-    await rt.relay.publish(ids)
+        # executemany form: the statement compiles once and is cached (a multi-VALUES
+        # statement would be compiled anew for every batch size).
+        inserted = await conn.execute(_CLAIM, rows)
+        fresh = {(r.workspace_id, r.idempotency_key): r.id for r in inserted}
+        events = [event(by_key[k], mid, DeliveryStatus.queued, now) for k, mid in fresh.items()]
+        resumed: dict[tuple[str, str], str] = {}
+        if leftover := [k for k in by_key if k not in fresh]:
+            again = (await conn.execute(select(messages.c.id, messages.c.workspace_id,
+                                               messages.c.idempotency_key, messages.c.status)
+                                        .where(tuple_(messages.c.workspace_id,
+                                                      messages.c.idempotency_key).in_(leftover),
+                                               messages.c.status.in_(("queued", "sending")))
+                                        .with_for_update())).all()
+            resumed = {(r.workspace_id, r.idempotency_key): r.id for r in again
+                       if r.status == "queued"}
+            if unknown := {r.id: (r.workspace_id, r.idempotency_key) for r in again
+                           if r.status == "sending"}:
+                await conn.execute(update(messages).where(messages.c.id.in_(list(unknown)))
+                                   .values(status="failed", error=UNKNOWN))
+                events += [event(by_key[k], mid, DeliveryStatus.failed, now, reason=UNKNOWN)
+                           for mid, k in unknown.items()]
+        ids = await store.emit(conn, rt.settings, events)
+    return {**fresh, **resumed}, ids

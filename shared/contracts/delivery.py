@@ -35,4 +35,8 @@ class DeliveryEvent(Envelope):
     journey: JourneyRef | None = None
     reason: str | None = Field(default=None, description="Why it failed, bounced, ...")
     url: str | None = Field(default=None, description="For clicked: the target URL.")
+    address: str | None = Field(
+        default=None,
+        description="For bounced: the address that is undeliverable (email, phone, push "
+                    "token or subscription), so profile can mark it.")
     occurred_at: datetime

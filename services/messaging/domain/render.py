@@ -1,12 +1,15 @@
-"""Liquid rendering, sandboxed: no loader (no file system), bounded loops and output.
+"""Liquid rendering, sandboxed: no loader (no file system), bounded loops, output and depth.
 
 python-liquid never calls Python methods or reads attributes of arbitrary objects:
-templates only see the plain dicts/lists/strings we pass in.
+templates only see the plain dicts/lists/strings we pass in, and `obj.__class__` is just
+an undefined key. Every limit below bounds render time as well as size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import html as html_lib
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from liquid import Environment, StrictDefaultUndefined
@@ -46,13 +49,48 @@ def check_syntax(source: str | None) -> str | None:
     return None
 
 
+@lru_cache(maxsize=512)
+def _parsed(source: str, escape: bool) -> Any:
+    # Parsing costs more than rendering; a template source is parsed once per process.
+    return (_html if escape else _text).from_string(source)
+
+
 def render(*, subject: str | None, html: str | None, text: str | None,
            data: dict[str, Any]) -> Rendered:
+    """Render every part or none: any undefined variable or limit raises RenderError."""
     try:
         return Rendered(
-            subject=_text.from_string(subject).render(**data).strip() if subject else None,
-            html=_html.from_string(html).render(**data) if html else None,
-            text=_text.from_string(text).render(**data) if text else None,
+            subject=_parsed(subject, False).render(**data).strip() if subject else None,
+            html=_parsed(html, True).render(**data) if html else None,
+            text=_parsed(text, False).render(**data) if text else None,
         )
     except LiquidError as exc:
         raise RenderError(str(exc).splitlines()[0][:500]) from exc
+
+
+def template_data(context: dict[str, Any], *, message_id: str,
+                  unsubscribe_url: str | None) -> dict[str, Any]:
+    """What a template sees: `profile`, `event`, `journey` from the command, plus ours."""
+    data = {"profile": context.get("profile") or {}, "event": context.get("event") or {},
+            "journey": context.get("journey") or {}, "message_id": message_id}
+    if unsubscribe_url:
+        data["unsubscribe_url"] = unsubscribe_url
+    return data
+
+
+def with_unsubscribe_footer(rendered: Rendered, *, url: str,
+                            sources: tuple[str | None, ...]) -> Rendered:
+    """Add the unsubscribe footer unless the template already placed `unsubscribe_url`."""
+    if any(s and "unsubscribe_url" in s for s in sources):
+        return rendered
+    link = html_lib.escape(url, quote=True)
+    html = rendered.html
+    if html is not None:
+        footer = (f'<p style="font-size:12px;color:#888">'
+                  f'<a href="{link}">Unsubscribe</a></p>')
+        closing = html.lower().rfind("</body>")
+        html = html + footer if closing == -1 else html[:closing] + footer + html[closing:]
+    text = rendered.text
+    if text is not None:
+        text = f"{text.rstrip()}\n\n--\nUnsubscribe: {url}\n"
+    return replace(rendered, html=html, text=text)

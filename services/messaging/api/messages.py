@@ -1,0 +1,52 @@
+"""The message log: per profile, journey, status; one message's content for support."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Path
+from sqlalchemy import select
+
+from services.messaging.api.deps import EngineDep
+from services.messaging.store import message_filter
+from services.messaging.tables import messages
+from shared.http.auth import AdminDep
+from shared.http.paging import Limit, Offset
+from shared.http.problems import Problem
+
+router = APIRouter(prefix="/v1", tags=["messages"])
+Status = Literal["queued", "sending", "sent", "delivered", "bounced", "failed", "suppressed"]
+SUMMARY = ("id", "profile_id", "channel", "template", "status", "error", "journey", "provider",
+           "created_at", "sent_at", "delivered_at", "opened_at", "clicked_at")
+
+
+@router.get("/messages")
+async def list_messages(engine: EngineDep, principal: AdminDep, profile_id: str | None = None,
+                        journey: str | None = None, status: Status | None = None,
+                        channel: Literal["email", "sms", "push", "webhook"] | None = None,
+                        limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+    """The message log, newest first, filtered by profile, journey key, status, channel."""
+    where = message_filter(principal.workspace_id, profile_id=profile_id, journey=journey,
+                           status=status, channel=channel)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(*(messages.c[c] for c in SUMMARY)).where(where)
+                                   .order_by(messages.c.created_at.desc(), messages.c.id)
+                                   .limit(limit).offset(offset))).mappings().all()
+    return {"items": [dict(r) for r in rows], "limit": limit, "offset": offset}
+
+
+@router.get("/messages/{message_id}")
+async def get_message(engine: EngineDep, principal: AdminDep,
+                      message_id: str = Path(min_length=1, max_length=36)) -> dict[str, Any]:
+    """One message with its rendered content, for support. After the profile's erasure the
+    recipient and content are gone (`erased_at` says when)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(messages).where(
+            messages.c.workspace_id == principal.workspace_id,
+            messages.c.id == message_id))).mappings().first()
+    if row is None:
+        raise Problem(404, "Not found", f"no message '{message_id}'")
+    return {**{c: row[c] for c in SUMMARY}, "idempotency_key": row["idempotency_key"],
+            "recipient": row["recipient"], "content": row["content"],
+            "provider_message_id": row["provider_message_id"], "erased_at": row["erased_at"],
+            "attempts": row["attempts"]}

@@ -1,0 +1,148 @@
+"""What the handlers and routes share: settings, keys, providers, rate limits, link URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.messaging.domain.pacing import TokenBucket
+from services.messaging.domain.tokens import sign_token
+from services.messaging.providers import email
+from services.messaging.providers.base import PermanentFailure, Provider
+from services.messaging.providers.registry import PROVIDERS, provider_for_address
+from services.messaging.secrets import SecretBox
+from services.messaging.settings import MessagingSettings
+from services.messaging.tables import channels
+from shared.runtime import ServiceRuntime
+
+CONFIG_TTL = 5.0  # seconds another replica may keep using a changed channel config
+
+
+@dataclass
+class Route:
+    """The provider chosen for one send."""
+
+    name: str
+    provider: Provider
+    limiter: TokenBucket | None
+
+
+class Messaging:
+    def __init__(self, settings: MessagingSettings) -> None:
+        self.settings = settings
+        self.box = SecretBox(settings.messaging_secret_key)
+        self._configs: dict[str, tuple[float, list[Any]]] = {}
+        self._built: dict[tuple[str, str, str], tuple[Any, Route]] = {}
+        self._default_smtp: Route | None = None
+        self._lock = asyncio.Lock()
+        self._loading = asyncio.Lock()
+        self._publishing: asyncio.Task[None] | None = None
+
+    # -- providers -------------------------------------------------------------------
+    def forget(self, workspace_id: str) -> None:
+        """Channel config changed through this process's API: reload it at once."""
+        self._configs.pop(workspace_id, None)
+
+    async def channel_configs(self, engine: AsyncEngine, workspace_id: str) -> list[Any]:
+        """The workspace's channel rows, cached for CONFIG_TTL seconds."""
+        cached = self._configs.get(workspace_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        async with self._loading:  # one query when a whole wave finds the cache stale
+            cached = self._configs.get(workspace_id)
+            if cached and cached[0] > time.monotonic():
+                return cached[1]
+            async with engine.connect() as conn:
+                rows = list((await conn.execute(select(channels).where(
+                    channels.c.workspace_id == workspace_id))).mappings())
+            self._configs[workspace_id] = (time.monotonic() + CONFIG_TTL, rows)
+            return rows
+
+    async def route(self, engine: AsyncEngine, workspace_id: str, channel: str,
+                    address: str) -> Route:
+        configs = await self.channel_configs(engine, workspace_id)
+        rows = [r for r in configs if r["channel"] == channel]
+        name = provider_for_address(channel, address, [r["provider"] for r in rows])
+        if name is None:
+            if channel == "email":
+                return self._default_email()
+            raise PermanentFailure(f"no {channel} provider configured for this address")
+        row = next(r for r in rows if r["provider"] == name)
+        key = (workspace_id, channel, name)
+        async with self._lock:
+            built = self._built.get(key)
+            if built and built[0] == row["updated_at"]:
+                return built[1]
+            kind = PROVIDERS[name]
+            status_url = f"{self.settings.messaging_public_url}/v1/providers/{name}/status/" \
+                         f"{workspace_id}"
+            provider = kind.build(kind.settings.model_validate(row["settings"]),
+                                  kind.secrets.model_validate(self.box.open(row["secrets"])),
+                                  row["allow_private_targets"], status_url)
+            rate = row["rate_per_second"]
+            fresh = Route(name, provider, TokenBucket(rate, clock=time.monotonic)
+                          if rate else None)
+            if built:
+                await built[1].provider.close()
+            self._built[key] = (row["updated_at"], fresh)
+            return fresh
+
+    def _default_email(self) -> Route:
+        if self._default_smtp is None:
+            smtp_settings, smtp_secrets = email.settings_from_url(self.settings.smtp_url,
+                                                                  self.settings.email_from)
+            self._default_smtp = Route("smtp", email.SmtpProvider(smtp_settings, smtp_secrets),
+                                       None)
+        return self._default_smtp
+
+    async def close(self) -> None:
+        await self.drain()
+        routes = [r for _, r in self._built.values()]
+        if self._default_smtp:
+            routes.append(self._default_smtp)
+        self._built.clear()
+        for r in routes:
+            await r.provider.close()
+
+    # -- publishing ------------------------------------------------------------------
+    def publish_in_background(self, rt: ServiceRuntime, ids: list[int]) -> None:
+        """Publish outbox rows after the previous batch's (delivery events stay in order)."""
+        if not ids or rt.relay is None:
+            return
+        relay, previous = rt.relay, self._publishing
+
+        async def publish() -> None:
+            if previous is not None:
+                await previous  # never raises: relay.publish logs and leaves rows to the sweeper
+            await relay.publish(ids)
+
+        self._publishing = asyncio.create_task(publish(), name="messaging-publish")
+
+    async def drain(self) -> None:
+        if self._publishing is not None:
+            await self._publishing
+
+    # -- links ------------------------------------------------------------------------
+    def _token(self, kind: str, workspace_id: str, profile_id: str, message_id: str,
+               channel: str, **extra: str) -> str:
+        return sign_token(self.box.token_key, {"k": kind, "w": workspace_id, "p": profile_id,
+                                               "m": message_id, "c": channel, **extra})
+
+    def unsubscribe_url(self, workspace_id: str, profile_id: str, message_id: str,
+                        channel: str, topic: str | None) -> str:
+        extra = {"t": topic} if topic else {}
+        token = self._token("u", workspace_id, profile_id, message_id, channel, **extra)
+        return f"{self.settings.messaging_public_url}/u/{token}"
+
+    def open_url(self, workspace_id: str, profile_id: str, message_id: str) -> str:
+        token = self._token("o", workspace_id, profile_id, message_id, "email")
+        return f"{self.settings.messaging_public_url}/t/o/{token}.gif"
+
+    def click_url(self, workspace_id: str, profile_id: str, message_id: str, url: str) -> str:
+        token = self._token("c", workspace_id, profile_id, message_id, "email", u=url)
+        return f"{self.settings.messaging_public_url}/t/c/{token}"

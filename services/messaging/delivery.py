@@ -1,0 +1,145 @@
+"""Provider calls with retries and rate limits, and the outcomes recorded in one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, update
+
+from services.messaging import store
+from services.messaging.bootstrap import Messaging, Route
+from services.messaging.domain.pacing import backoff_delay
+from services.messaging.prepare import Prepared, event
+from services.messaging.providers.base import (
+    InvalidAddress,
+    Outbound,
+    PermanentFailure,
+    ProviderError,
+    TransientFailure,
+)
+from services.messaging.tables import messages
+from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
+from shared.kafka.errors import is_transient
+from shared.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    prepared: Prepared
+    status: str  # sent | bounced | failed | suppressed
+    reason: str | None = None
+    provider: str | None = None
+    provider_id: str | None = None
+    dead: list[tuple[str, str]] = field(default_factory=list)  # (address, why)
+
+
+def verdict_outcome(p: Prepared) -> Outcome:
+    assert p.verdict is not None
+    return Outcome(p, p.verdict[0], p.verdict[1])
+
+
+async def send(rt: ServiceRuntime, m: Messaging, p: Prepared) -> Outcome:
+    """Every live address of the message through its provider. Never raises for a provider
+    failure: that becomes the outcome."""
+    sent: list[tuple[str, str | None]] = []
+    dead: list[tuple[str, str]] = []
+    failure: str | None = None
+    for outbound in p.outbound:
+        try:
+            route = await m.route(rt.engine, outbound.workspace_id, p.cmd.channel.value,
+                                  outbound.to)
+            sent.append((route.name, await _send_with_retries(m, route, outbound)))
+        except InvalidAddress as exc:
+            dead.append((outbound.to, str(exc)))
+        except ProviderError as exc:
+            failure = str(exc)
+        except Exception as exc:
+            if is_transient(exc):  # our own database, while looking up the channel
+                failure = "channel configuration unavailable (database unreachable)"
+                continue
+            # A provider bug must not become a crash loop: record it.
+            log.exception("provider raised unexpectedly for message %s", p.message_id)
+            failure = f"provider error: {type(exc).__name__}"
+    if sent:
+        return Outcome(p, "sent", provider=sent[0][0], provider_id=sent[0][1], dead=dead)
+    if dead and failure is None:
+        return Outcome(p, "bounced", reason=dead[0][1], dead=dead)
+    return Outcome(p, "failed", reason=failure or "not sent", dead=dead)
+
+
+async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound) -> str | None:
+    attempts = m.settings.messaging_provider_attempts
+    for attempt in range(1, attempts + 1):
+        if route.limiter is not None and (wait := route.limiter.reserve()) > 0:
+            await asyncio.sleep(wait)
+        try:
+            return await route.provider.send(outbound)
+        except TransientFailure as exc:
+            if attempt == attempts:
+                raise PermanentFailure(f"gave up after {attempts} attempts: {exc}") from exc
+            await asyncio.sleep(backoff_delay(attempt, base=m.settings.messaging_retry_base_seconds,
+                                              retry_after=exc.retry_after))
+    raise AssertionError("unreachable")
+
+
+def _events(o: Outcome, now: datetime) -> list[DeliveryEvent]:
+    p = o.prepared
+    many = len(p.outbound) > 1
+    events = [event(p.cmd, p.message_id, DeliveryStatus.bounced, now, reason=why, address=addr,
+                    suffix=f":{store.address_hash('', addr)[:12]}" if many else "")
+              for addr, why in o.dead]
+    if o.status in ("failed", "suppressed"):
+        events.append(event(p.cmd, p.message_id, DeliveryStatus.failed, now, reason=o.reason))
+    elif o.status == "sent":
+        events.append(event(p.cmd, p.message_id, DeliveryStatus.sent, now))
+    return events
+
+
+_RECORD = update(messages).where(messages.c.id == bindparam("b_id")).values(
+    status=bindparam("b_status"), error=bindparam("b_error"), updated_at=func.now(),
+    attempts=messages.c.attempts + 1, provider=bindparam("b_provider"),
+    provider_message_id=bindparam("b_provider_id"), sent_at=bindparam("b_sent_at"),
+    content=bindparam("b_content"), subject=bindparam("b_subject"), body=bindparam("b_body"))
+
+
+async def record(rt: ServiceRuntime, outcomes: list[Outcome]) -> list[int]:
+    """Outcomes, their delivery events and undeliverable addresses in one transaction.
+    A database outage here is waited out: the messages went out, so their record must not
+    be lost. Returns the outbox row ids."""
+    if not outcomes:
+        return []
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for o in outcomes:
+        content = o.prepared.content if o.status in ("sent", "bounced") else None
+        rows.append({"b_id": o.prepared.message_id, "b_status": o.status, "b_error": o.reason,
+                     "b_provider": o.provider, "b_provider_id": o.provider_id,
+                     "b_sent_at": now if o.status == "sent" else None, "b_content": content,
+                     "b_subject": content["subject"] if content else None,
+                     "b_body": (content.get("text") or content.get("body") or content["html"])
+                     if content else None})
+    events = [e for o in outcomes for e in _events(o, now)]
+    delay = 0.2
+    while True:
+        try:
+            async with rt.engine.begin() as conn:
+                await conn.execute(_RECORD, rows)
+                for o in outcomes:
+                    if o.dead:
+                        cmd = o.prepared.cmd
+                        await store.mark_undeliverable(
+                            conn, workspace_id=cmd.workspace_id, channel=cmd.channel.value,
+                            addresses=[a for a, _ in o.dead], reason=o.dead[0][1])
+                return await store.emit(conn, rt.settings, events)
+        except Exception as exc:
+            if not is_transient(exc) or delay > 30:
+                raise
+            log.warning("recording message outcomes: database unavailable, retrying")
+            await asyncio.sleep(delay)
+            delay *= 2

@@ -1,0 +1,47 @@
+"""Signed tokens for tracking links and unsubscribe URLs (HMAC-SHA256, no database lookup).
+
+A token carries what the endpoint needs (workspace, profile, message, channel and, for a
+click, the target URL), so the click redirect can only go where the message linked: a
+changed URL breaks the signature (no open redirect).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+_SIG_BYTES = 16  # 128-bit truncated HMAC: short URLs, still unforgeable
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_token(key: bytes, payload: dict[str, Any]) -> str:
+    body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+    sig = hmac.new(key, body.encode(), hashlib.sha256).digest()[:_SIG_BYTES]
+    return f"{body}.{_b64(sig)}"
+
+
+def verify_token(key: bytes, token: str, *, kind: str) -> dict[str, Any] | None:
+    """The payload when the signature holds and the token is of `kind`, else None."""
+    body, _, sig = token.partition(".")
+    if not body or not sig or len(token) > 8192:
+        return None
+    expected = hmac.new(key, body.encode(), hashlib.sha256).digest()[:_SIG_BYTES]
+    try:
+        if not hmac.compare_digest(expected, _unb64(sig)):
+            return None
+        payload = json.loads(_unb64(body))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict) or payload.get("k") != kind:
+        return None
+    return payload

@@ -1,0 +1,117 @@
+"""Send-time checks and rendering of one message: consent, suppression, template, links."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.messaging import store
+from services.messaging.bootstrap import Messaging
+from services.messaging.domain.consent import suppression_reason
+from services.messaging.domain.links import track_links
+from services.messaging.domain.render import (
+    Rendered,
+    RenderError,
+    render,
+    template_data,
+    with_unsubscribe_footer,
+)
+from services.messaging.providers.base import (
+    Outbound,
+)
+from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
+from shared.contracts.send import SendCommand
+
+log = logging.getLogger(__name__)
+
+
+def event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,
+          suffix: str = "", **fields: Any) -> DeliveryEvent:
+    """`id` is `<message_id>:<status>[suffix]`, stable across redeliveries."""
+    return DeliveryEvent(id=f"{message_id}:{status.value}{suffix}", workspace_id=cmd.workspace_id,
+                         profile_id=cmd.profile_id, message_id=message_id,
+                         idempotency_key=cmd.idempotency_key, status=status,
+                         channel=cmd.channel, template=cmd.template, journey=cmd.journey,
+                         occurred_at=at, **fields)
+
+
+@dataclass
+class Prepared:
+    cmd: SendCommand
+    message_id: str
+    verdict: tuple[str, str] | None = None  # (status, reason) when it must not be sent
+    outbound: list[Outbound] = field(default_factory=list)
+    content: dict[str, Any] | None = None
+
+
+def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendState,
+            addresses: list[str]) -> Prepared:
+    """Consent, suppression and rendering, with the state loaded for the batch."""
+    p = Prepared(cmd, message_id)
+    channel, ws = cmd.channel.value, cmd.workspace_id
+    tpl = state.templates.get((ws, cmd.template))
+    if tpl is None and channel != "webhook":
+        p.verdict = ("failed", f"template '{cmd.template}' does not exist")
+        return p
+    if tpl is not None and tpl["channel"] != channel:
+        p.verdict = ("failed", f"template '{cmd.template}' is for {tpl['channel']}, not {channel}")
+        return p
+    if not addresses:
+        p.verdict = ("failed", f"no {channel} address for this profile")
+        return p
+    live = [a for a in addresses
+            if (ws, channel, store.address_hash(channel, a)) not in state.dead]
+    profile = cmd.context.get("profile") or {}
+    topic = tpl["topic"] if tpl is not None else None
+    reason = suppression_reason(
+        channel=channel, category=tpl["category"] if tpl is not None else "transactional",
+        topic=topic, stored=state.consent.get((ws, cmd.profile_id), {}),
+        snapshot=_bools(profile.get("consent")),
+        undeliverable=not live or _bools(profile.get("reachable")).get(channel) is False)
+    if reason:
+        p.verdict = ("suppressed", reason)
+        return p
+    unsubscribe = m.unsubscribe_url(ws, cmd.profile_id, message_id, channel, topic)
+    data = template_data(cmd.context, message_id=message_id, unsubscribe_url=unsubscribe)
+    try:
+        rendered = (render(subject=tpl["subject"], html=tpl["html"], text=tpl["text"], data=data)
+                    if tpl is not None else Rendered(None, None, None))
+    except RenderError as exc:
+        p.verdict = ("failed", f"render: {exc}")
+        return p
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if channel == "email" and tpl is not None:
+        rendered = with_unsubscribe_footer(rendered, url=unsubscribe,
+                                           sources=(tpl["html"], tpl["text"]))
+        if rendered.html and m.settings.messaging_track_links:
+            rendered = Rendered(rendered.subject, track_links(
+                rendered.html, open_url=m.open_url(ws, cmd.profile_id, message_id),
+                click_url=lambda u: m.click_url(ws, cmd.profile_id, message_id, u),
+                keep=lambda u: u == unsubscribe), rendered.text)
+        # RFC 8058 one-click unsubscribe: mailbox providers POST to this URL.
+        headers = {"List-Unsubscribe": f"<{unsubscribe}>",
+                   "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    elif channel == "webhook" and tpl is None:
+        extra = {"type": "touchpoint.send", "message_id": message_id,
+                 "workspace_id": ws, "profile_id": cmd.profile_id,
+                 "journey": cmd.journey.model_dump(mode="json") if cmd.journey else None,
+                 "data": {k: cmd.context.get(k) for k in ("profile", "event", "journey")}}
+    p.content = {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+    if extra:
+        p.content["body"] = json.dumps(extra)
+    p.outbound = [Outbound(message_id=message_id, workspace_id=ws, to=a,
+                           subject=rendered.subject, html=rendered.html, text=rendered.text,
+                           headers=headers, data=extra) for a in live]
+    return p
+
+
+def _bools(value: Any) -> dict[str, bool]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, bool)}
+
+

@@ -1,0 +1,63 @@
+"""Profile changes that matter at send time: consent, undeliverable addresses, erasure."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.messaging import store
+from services.messaging.tables import inbox
+from shared.contracts.profile import ChangeKind, ProfileChange
+from shared.db import claim_new
+from shared.kafka import Record
+from shared.runtime import ServiceRuntime
+
+CONSUMER = "messaging.profile-changes"
+ADDRESS_FIELD = {"email": "email", "sms": "phone"}
+
+
+async def handle_profile_changes(rt: ServiceRuntime, records: list[Record]) -> None:
+    """One transaction per batch; the inbox makes a redelivered change a no-op."""
+    changes: list[ProfileChange] = [r.value for r in records]
+    async with rt.engine.begin() as conn:
+        fresh = await claim_new(conn, inbox, CONSUMER, [c.dedupe_id() for c in changes])
+        for change in changes:
+            if change.dedupe_id() in fresh:
+                await _apply(conn, change)
+
+
+async def _apply(conn: AsyncConnection, change: ProfileChange) -> None:
+    ws, pid, data = change.workspace_id, change.profile_id, change.data
+    match change.kind:
+        case ChangeKind.consent_changed:
+            scope = (f"topic:{data['topic']}" if data.get("topic") else data.get("channel"))
+            if isinstance(scope, str) and isinstance(data.get("subscribed"), bool):
+                await store.record_consent(conn, workspace_id=ws, profile_id=pid,
+                                           scope=scope, subscribed=data["subscribed"],
+                                           source=str(data.get("source") or "profile"),
+                                           at=change.occurred_at)
+        case ChangeKind.address_changed:
+            channel = data.get("channel")
+            address = data.get("address") or _snapshot_address(change, channel)
+            if not isinstance(channel, str) or not isinstance(address, str):
+                return
+            if data.get("deliverable") is False:
+                await store.mark_undeliverable(conn, workspace_id=ws, channel=channel,
+                                               addresses=[address],
+                                               reason=str(data.get("reason") or "profile"))
+            elif data.get("deliverable") is True:
+                await store.mark_deliverable(conn, workspace_id=ws, channel=channel,
+                                             address=address)
+        case ChangeKind.erased:
+            await store.erase_profile(conn, workspace_id=ws, profile_id=pid)
+        case ChangeKind.merged:
+            merged = [str(i) for i in data.get("merged_ids") or []]
+            await store.merge_consents(conn, workspace_id=ws, into=pid, merged=merged)
+        case _:
+            return
+
+
+def _snapshot_address(change: ProfileChange, channel: object) -> str | None:
+    if change.profile is None or not isinstance(channel, str) or channel not in ADDRESS_FIELD:
+        return None
+    value = getattr(change.profile, ADDRESS_FIELD[channel])
+    return value if isinstance(value, str) else None

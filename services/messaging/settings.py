@@ -1,0 +1,38 @@
+"""Messaging's settings: the base ones plus its secret key and public URL."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import Settings
+
+DEV_SECRET = "touchpoint-dev-only-messaging-secret-change-me"
+
+
+class MessagingSettings(Settings):
+    """`TOUCHPOINT_MESSAGING_SECRET_KEY` encrypts provider credentials and signs tracking
+    links; `TOUCHPOINT_MESSAGING_PUBLIC_URL` is where recipients reach the tracking and
+    unsubscribe endpoints."""
+
+    messaging_secret_key: str = DEV_SECRET
+    messaging_public_url: str = "http://127.0.0.1:8004"
+    messaging_provider_attempts: int = Field(default=4, ge=1, le=10)
+    messaging_retry_base_seconds: float = Field(default=0.2, ge=0, le=10)
+    messaging_concurrency: int = Field(default=64, ge=1, le=1000)
+    # Messages marked `sending` together: bounds what a crash mid-send leaves unsent.
+    messaging_wave_size: int = Field(default=64, ge=1, le=1000)
+    messaging_track_links: bool = True
+
+    def model_post_init(self, context: object) -> None:
+        super().model_post_init(context)
+        if self.env == "prod" and (self.messaging_secret_key == DEV_SECRET
+                                   or len(self.messaging_secret_key) < 32):
+            raise ValueError("TOUCHPOINT_MESSAGING_SECRET_KEY must be set (>= 32 chars) in prod")
+        self.messaging_public_url = self.messaging_public_url.rstrip("/")
+
+    @classmethod
+    def from_base(cls, settings: Settings) -> MessagingSettings:
+        if isinstance(settings, cls):
+            return settings
+        # Explicit values of the base settings win; messaging's own come from the env.
+        return cls(**settings.model_dump())

@@ -1,0 +1,149 @@
+"""Kill the messaging process between the provider call and the commit, restart it, and
+count deliveries at the SMTP sink: exactly one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select
+
+from services.messaging.tables import messages
+from shared.contracts.envelope import message_key
+from shared.contracts.send import Channel, Recipient, SendCommand
+from shared.db import create_engine
+from shared.kafka import create_producer, publish
+from shared.kafka.admin import ensure_topics
+from shared.settings import Settings
+from shared.testing.net import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class KillingSink:
+    """Keeps every email; on the first one it kills `victim` before answering 250."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.victim: int | None = None
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        if self.victim is not None:
+            os.kill(self.victim, signal.SIGKILL)  # the provider has it; the commit never comes
+            self.victim = None
+        return "250 OK"
+
+
+@contextmanager
+def sink() -> Iterator[tuple[int, KillingSink]]:
+    handler, port = KillingSink(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, handler
+    finally:
+        controller.stop()
+
+
+def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    exe = Path(sys.executable).parent / "touchpoint"
+    return subprocess.Popen([str(exe), "serve", "messaging", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+async def ready(url: str, timeout: float = 60) -> None:
+    async with httpx.AsyncClient() as http:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(url)
+
+
+async def test_crash_after_provider_accepted_never_sends_twice(
+        settings: Settings, admin_headers: dict[str, str]) -> None:
+    own = settings.model_copy(update={"topic_prefix": f"crash-{uuid.uuid4().hex[:8]}."})
+    await ensure_topics(own)
+    engine = create_engine(own.database_url)
+    producer = create_producer(own, client_id="test-crash")
+    await producer.start()
+    with sink() as (smtp_port, inbox):
+        port = free_port()
+        env = {**os.environ, "TOUCHPOINT_ENV": "test", "TOUCHPOINT_DATABASE_URL":
+               own.database_url, "TOUCHPOINT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
+               "TOUCHPOINT_TOPIC_PREFIX": own.topic_prefix,
+               "TOUCHPOINT_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+               "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": admin_headers["Authorization"][7:],
+               "TOUCHPOINT_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+               "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10"}
+        url = f"http://127.0.0.1:{port}"
+        proc = serve(env, port)
+        try:
+            await ready(url)
+            async with httpx.AsyncClient(headers=admin_headers) as http:
+                r = await http.put(f"{url}/v1/templates/crash", json={
+                    "channel": "email", "subject": "Once", "text": "only once"})
+                assert r.status_code == 200, r.text
+            profile = str(uuid.uuid4())
+
+            def cmd(n: int) -> SendCommand:
+                key = f"crash-{profile}-{n}"
+                return SendCommand(id=key, workspace_id="default", profile_id=profile,
+                                   idempotency_key=key, channel=Channel.email,
+                                   template="crash", to=Recipient(email="ada@example.com"),
+                                   requested_at=datetime.now(UTC))
+
+            inbox.victim = proc.pid
+            await publish(producer, own.topic("send-commands"),
+                          [(message_key("default", profile), cmd(1))],
+                          topic_short="send-commands")
+            assert await asyncio.to_thread(proc.wait, 60) == -signal.SIGKILL
+            assert len(inbox.messages) == 1
+            async with engine.connect() as conn:
+                status = (await conn.execute(select(messages.c.status).where(
+                    messages.c.idempotency_key == "crash-" + profile + "-1"))).scalar()
+            assert status == "sending"  # the outcome never committed: the window
+
+            proc = serve(env, port)  # same consumer group: re-reads the uncommitted command
+            await ready(url)
+            await publish(producer, own.topic("send-commands"),
+                          [(message_key("default", profile), cmd(2))],
+                          topic_short="send-commands")
+            deadline = asyncio.get_running_loop().time() + 90
+            while len(inbox.messages) < 2 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)
+            # Same customer, same partition: the second is sent only after the first was
+            # re-read, and the first was not sent again.
+            ids = [m["X-Touchpoint-Message"] for m in inbox.messages]
+            assert len(ids) == 2 and len(set(ids)) == 2, ids
+            async with engine.connect() as conn:
+                first = (await conn.execute(select(messages.c.status, messages.c.error).where(
+                    messages.c.idempotency_key == "crash-" + profile + "-1"))).one()
+            # Reported, not re-sent: the redelivered command found the row still `sending`.
+            assert first.status == "failed" and first.error.startswith("outcome unknown")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                await asyncio.to_thread(proc.wait, 20)
+            await producer.stop()
+            await engine.dispose()

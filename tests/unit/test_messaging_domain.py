@@ -1,0 +1,101 @@
+"""Messaging's pure rules: tokens, link tracking, consent, pacing, targets, footer."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.messaging.domain.consent import suppression_reason
+from services.messaging.domain.links import track_links
+from services.messaging.domain.pacing import TokenBucket, backoff_delay
+from services.messaging.domain.render import Rendered, with_unsubscribe_footer
+from services.messaging.domain.targets import is_public_address
+from services.messaging.domain.tokens import sign_token, verify_token
+from services.messaging.secrets import SecretBox, hint
+
+KEY = b"k" * 32
+
+
+def test_tokens_round_trip_and_reject_tampering() -> None:
+    token = sign_token(KEY, {"k": "c", "m": "m1", "u": "https://shop.example/a"})
+    assert verify_token(KEY, token, kind="c") == {"k": "c", "m": "m1",
+                                                  "u": "https://shop.example/a"}
+    assert verify_token(KEY, token, kind="u") is None  # a click token is no unsubscribe token
+    assert verify_token(b"x" * 32, token, kind="c") is None
+    body, sig = token.split(".")
+    forged = sign_token(KEY, {"k": "c", "m": "m1", "u": "https://evil.example"}).split(".")[0]
+    assert verify_token(KEY, f"{forged}.{sig}", kind="c") is None
+    assert verify_token(KEY, "garbage", kind="c") is None
+    assert verify_token(KEY, f"{body}.!!!", kind="c") is None
+
+
+def test_links_are_tracked_except_kept_ones_and_pixel_goes_before_body_end() -> None:
+    html = ('<body><a href="https://a.example/x?y=1&amp;z=2">a</a> <a href=\'http://b.example\'>'
+            'b</a> <a href="mailto:x@y.z">m</a> <a href="https://u.example/u">u</a></body>')
+    out = track_links(html, click_url=lambda u: f"C[{u}]", open_url="O",
+                      keep=lambda u: u.startswith("https://u.example"))
+    assert 'href="C[https://a.example/x?y=1&z=2]"' in out
+    assert "href='C[http://b.example]'" in out
+    assert 'href="mailto:x@y.z"' in out and 'href="https://u.example/u"' in out
+    assert out.endswith('<img src="O" width="1" height="1" alt="" style="display:none"></body>')
+
+
+@pytest.mark.parametrize(("stored", "snapshot", "category", "topic", "dead", "expected"), [
+    ({}, {}, "marketing", None, False, None),
+    ({"email": False}, {"email": True}, "marketing", None, False, "unsubscribed from email"),
+    ({"email": True}, {"email": False}, "marketing", None, False, "unsubscribed from email"),
+    ({}, {"topic:deals": False}, "marketing", "deals", False, "topic:deals"),
+    ({}, {"topic:deals": False}, "marketing", None, False, None),
+    ({"email": False}, {}, "transactional", None, False, None),
+    ({}, {}, "transactional", None, True, "undeliverable"),
+])
+def test_suppression(stored: dict[str, bool], snapshot: dict[str, bool], category: str,
+                     topic: str | None, dead: bool, expected: str | None) -> None:
+    reason = suppression_reason(channel="email", category=category, topic=topic, stored=stored,
+                                snapshot=snapshot, undeliverable=dead)
+    assert (reason is None) if expected is None else (expected in (reason or ""))
+
+
+def test_backoff_grows_is_jittered_capped_and_honours_retry_after() -> None:
+    top = lambda a, b: b  # noqa: E731  the upper end of the jitter range
+    assert [backoff_delay(a, base=0.1, rand=top) for a in (1, 2, 3)] == [0.2, 0.4, 0.8]
+    assert backoff_delay(20, base=0.1, cap=5, rand=top) == 5
+    assert backoff_delay(1, base=0.1, retry_after=3, rand=top) == 3
+    assert backoff_delay(1, base=0.1, retry_after=99, cap=10, rand=top) == 10
+    assert 0 <= backoff_delay(3) <= 1.6
+
+
+def test_token_bucket_paces_after_the_burst() -> None:
+    now = [0.0]
+    bucket = TokenBucket(10, burst=2, clock=lambda: now[0])
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, pytest.approx(0.1)]
+    now[0] = 1.0
+    assert bucket.reserve() == 0.0
+
+
+@pytest.mark.parametrize(("ip", "public"), [
+    ("8.8.8.8", True), ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.0.1", False),
+    ("169.254.169.254", False), ("::1", False), ("::ffff:127.0.0.1", False),
+    ("fd00::1", False), ("0.0.0.0", False), ("2606:4700:4700::1111", True), ("nonsense", False),
+])
+def test_public_addresses(ip: str, public: bool) -> None:
+    assert is_public_address(ip) is public
+
+
+def test_footer_added_unless_the_template_placed_the_link() -> None:
+    out = with_unsubscribe_footer(Rendered("s", "<body><p>x</p></body>", "x"),
+                                  url="https://t/u/1?a&b", sources=("<p>x</p>", "x"))
+    assert out.html == ('<body><p>x</p><p style="font-size:12px;color:#888">'
+                        '<a href="https://t/u/1?a&amp;b">Unsubscribe</a></p></body>')
+    assert out.text is not None and out.text.endswith("Unsubscribe: https://t/u/1?a&b\n")
+    placed = Rendered("s", None, "bye https://t/u/1")
+    assert with_unsubscribe_footer(placed, url="https://t/u/1",
+                                   sources=(None, "bye {{ unsubscribe_url }}")) == placed
+
+
+def test_credentials_are_sealed_and_hinted() -> None:
+    box = SecretBox("a secret that is long enough for the test")
+    sealed = box.seal({"auth_token": "abcdef123456"})
+    assert b"abcdef" not in sealed and box.open(sealed) == {"auth_token": "abcdef123456"}
+    with pytest.raises(ValueError, match="secret key"):
+        SecretBox("another secret").open(sealed)
+    assert hint("abcdef123456") == "****3456" and hint("short") == "****"

@@ -1,0 +1,199 @@
+"""Journey's state in Postgres: instances (with their timers), decisions, sends, snapshots.
+
+Repositories never commit: callers own the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.journey.domain.document import JourneyDocument
+from services.journey.domain.state import Decision, Instance
+from services.journey.tables import (
+    decisions,
+    instances,
+    journey_versions,
+    journeys,
+    sends,
+    snapshots,
+)
+
+Pair = tuple[str, str]  # (workspace_id, profile_id)
+_FIELDS = [c.name for c in instances.columns if c.name != "updated_at"]
+
+
+class Documents:
+    """Parsed journey versions. Published versions never change, so each is parsed once."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, str, int], JourneyDocument] = {}
+
+    def parse(self, workspace_id: str, version: int, document: dict[str, Any]
+              ) -> JourneyDocument:
+        key = (workspace_id, str(document["key"]), version)
+        if key not in self._parsed:
+            if len(self._parsed) > 5000:
+                self._parsed.clear()
+            self._parsed[key] = JourneyDocument.model_validate(document)
+        return self._parsed[key]
+
+    async def live(self, conn: AsyncConnection, workspaces: Iterable[str]
+                   ) -> dict[str, list[tuple[int, JourneyDocument]]]:
+        """The current version of every journey that takes new entries, per workspace."""
+        rows = (await conn.execute(
+            select(journey_versions.c.workspace_id, journey_versions.c.version,
+                   journey_versions.c.document)
+            .join(journeys, (journeys.c.workspace_id == journey_versions.c.workspace_id)
+                  & (journeys.c.key == journey_versions.c.key)
+                  & (journeys.c.published_version == journey_versions.c.version))
+            .where(journeys.c.status == "published",
+                   journeys.c.workspace_id.in_(list(set(workspaces))))
+            .order_by(journeys.c.key)
+        )).all()
+        out: dict[str, list[tuple[int, JourneyDocument]]] = {}
+        for row in rows:
+            out.setdefault(row.workspace_id, []).append(
+                (row.version, self.parse(row.workspace_id, row.version, row.document)))
+        return out
+
+    async def of(self, conn: AsyncConnection, wanted: Iterable[tuple[str, str, int]]
+                 ) -> None:
+        """Make sure these (workspace, key, version) are parsed (for instances' versions)."""
+        missing = [w for w in set(wanted) if w not in self._parsed]
+        if not missing:
+            return
+        rows = (await conn.execute(
+            select(journey_versions.c.workspace_id, journey_versions.c.version,
+                   journey_versions.c.document)
+            .where(tuple_(journey_versions.c.workspace_id, journey_versions.c.key,
+                          journey_versions.c.version).in_(missing)))).all()
+        for row in rows:
+            self.parse(row.workspace_id, row.version, row.document)
+
+    def get(self, workspace_id: str, key: str, version: int) -> JourneyDocument:
+        return self._parsed[(workspace_id, key, version)]
+
+
+def to_instance(row: Any) -> Instance:
+    return Instance(**{name: getattr(row, name) for name in _FIELDS})
+
+
+def _row(inst: Instance) -> dict[str, Any]:
+    return {name: getattr(inst, name) for name in _FIELDS}
+
+
+async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: datetime
+                         ) -> list[Instance]:
+    """Active instances, and finished ones whose goal window is still open; locked."""
+    if not pairs:
+        return []
+    rows = (await conn.execute(
+        select(instances).where(
+            tuple_(instances.c.workspace_id, instances.c.profile_id).in_(list(pairs)),
+            or_(instances.c.status == "active",
+                and_(instances.c.goal_at.is_(None), instances.c.goal_until > now)))
+        .order_by(instances.c.id).with_for_update())).all()
+    return [to_instance(r) for r in rows]
+
+
+async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
+                           ) -> list[Instance]:
+    """The newest instance per (workspace, journey, profile, instance key): entry policy."""
+    if not keys:
+        return []
+    i = instances.c
+    rows = (await conn.execute(
+        select(instances).distinct(i.workspace_id, i.journey_key, i.profile_id, i.instance_key)
+        .where(tuple_(i.workspace_id, i.journey_key, i.profile_id, i.instance_key).in_(
+            list(set(keys))))
+        .order_by(i.workspace_id, i.journey_key, i.profile_id, i.instance_key,
+                  i.entered_at.desc()))).all()
+    return [to_instance(r) for r in rows]
+
+
+async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> list[Instance]:
+    """Claim instances whose timer is due. SKIP LOCKED lets replicas share the work."""
+    rows = (await conn.execute(
+        select(instances).where(instances.c.wake_at <= now, instances.c.status == "active")
+        .order_by(instances.c.wake_at).limit(limit)
+        .with_for_update(skip_locked=True))).all()
+    return [to_instance(r) for r in rows]
+
+
+async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
+                         ) -> dict[Pair, dict[str, Any]]:
+    if not pairs:
+        return {}
+    rows = (await conn.execute(
+        select(snapshots.c.workspace_id, snapshots.c.profile_id, snapshots.c.snapshot).where(
+            tuple_(snapshots.c.workspace_id, snapshots.c.profile_id).in_(list(pairs))))).all()
+    return {(r.workspace_id, r.profile_id): r.snapshot for r in rows}
+
+
+async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any]]) -> None:
+    if not latest:
+        return
+    stmt = insert(snapshots).values([
+        {"workspace_id": ws, "profile_id": pid, "snapshot": snap}
+        for (ws, pid), snap in sorted(latest.items())])
+    await conn.execute(stmt.on_conflict_do_update(
+        index_elements=[snapshots.c.workspace_id, snapshots.c.profile_id],
+        set_={"snapshot": stmt.excluded.snapshot, "updated_at": stmt.excluded.updated_at}))
+
+
+async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: datetime
+                       ) -> dict[Pair, list[tuple[str, datetime]]]:
+    if not pairs:
+        return {}
+    rows = (await conn.execute(
+        select(sends.c.workspace_id, sends.c.profile_id, sends.c.channel, sends.c.sent_at).where(
+            tuple_(sends.c.workspace_id, sends.c.profile_id).in_(list(pairs)),
+            sends.c.sent_at > since))).all()
+    out: dict[Pair, list[tuple[str, datetime]]] = {}
+    for r in rows:
+        out.setdefault((r.workspace_id, r.profile_id), []).append((r.channel, r.sent_at))
+    return out
+
+
+async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> None:
+    new, changed = [], []
+    for inst in touched:
+        if inst.new:
+            new.append(_row(inst))
+        elif inst.dirty:
+            changed.append({f"b_{k}": v for k, v in _row(inst).items()})
+        inst.new = inst.dirty = False
+    if new:
+        await conn.execute(insert(instances).values(new))
+    if changed:
+        fields = [f for f in _FIELDS if f not in ("id", "workspace_id", "journey_key", "version",
+                                                   "entry_id", "entered_at")]
+        stmt = (update(instances).where(instances.c.id == bindparam("b_id"))
+                .values({f: bindparam(f"b_{f}") for f in fields} | {"updated_at": func.now()}))
+        await conn.execute(stmt, changed)
+
+
+async def save_decisions(conn: AsyncConnection, made: Sequence[Decision]) -> None:
+    if not made:
+        return
+    rows = []
+    for d in made:
+        who = d.instance
+        rows.append({
+            "workspace_id": who.workspace_id, "profile_id": who.profile_id,
+            "journey_key": who.journey_key, "version": who.version,
+            "instance_id": getattr(who, "id", None), "instance_key": who.instance_key,
+            "stage": d.stage, "step": d.step, "kind": d.kind, "outcome": d.outcome,
+            "reason": (d.reason or None) and d.reason[:300], "detail": d.detail, "at": d.at})
+    await conn.execute(insert(decisions).values(rows))
+
+
+async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(sends).values(list(rows)).on_conflict_do_nothing())

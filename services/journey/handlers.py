@@ -42,7 +42,11 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
                         before: Any = None) -> None:
     async with rt.engine.begin() as conn:
         fresh = await claim_new(conn, inbox, consumer, ids)
-        todo = [s for s, i in zip(signals, ids, strict=True) if i in fresh]
+        todo = []
+        for signal, message_id in zip(signals, ids, strict=True):
+            if message_id in fresh:  # a duplicate within the batch counts once too
+                fresh.discard(message_id)
+                todo.append(signal)
         if before is not None:
             todo = await before(conn, todo)
         if not todo:

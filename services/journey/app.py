@@ -23,8 +23,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     clock = clock or SystemClock()
     docs = Documents()
     parts = ServiceParts(name="journey", api_keys=tables.api_keys, outbox=tables.outbox,
-                         consumers=partial(consumers, clock, docs),
-                         workers=partial(workers, clock, docs))
+                         consumers=partial(consumers, clock=clock, docs=docs),
+                         workers=partial(workers, clock=clock, docs=docs))
     app = build_app(parts, settings, title="Touchpoint journey",
                     description="Customer-journey maps: stages, entry rules, steps, durable "
                                 "timers, guardrails and per-stage numbers. Auth: "

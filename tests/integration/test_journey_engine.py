@@ -9,9 +9,10 @@ import copy
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -180,8 +181,9 @@ class Harness:
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-async def harness(settings: Settings) -> AsyncIterator[Harness]:
+@asynccontextmanager
+async def running_harness(settings: Settings) -> AsyncIterator[Harness]:
+    """A journey service on topics of its own (own consumer groups too)."""
     own = settings.model_copy(update={"topic_prefix": f"jt-{uuid.uuid4().hex[:8]}."})
     h = Harness(own, ShiftedClock())
     await h.start()
@@ -189,6 +191,12 @@ async def harness(settings: Settings) -> AsyncIterator[Harness]:
         yield h
     finally:
         await h.close()
+
+
+@pytest.fixture(scope="module")
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    async with running_harness(settings) as h:
+        yield h
 
 
 def fast_example(**changes: Any) -> dict[str, Any]:
@@ -304,7 +312,6 @@ async def test_replicas_share_due_timers_and_each_fires_once(harness: Harness) -
     from services.journey.store import Documents
     from services.journey.tables import decisions
     from services.journey.timers import TimerWorker
-    from shared.runtime import ServiceParts, ServiceRuntime
 
     ws, admin = await harness.workspace()
     await harness.publish(admin, WAIT_THEN_SEND | {"key": "nap2"})
@@ -312,14 +319,17 @@ async def test_replicas_share_due_timers_and_each_fires_once(harness: Harness) -
     try:
         for n in range(40):
             await harness.event(ws, f"r{n}", "Napped")
-        parts = ServiceParts(name="journey", api_keys=api_keys)
-        runtimes = [ServiceRuntime(parts, harness.settings) for _ in range(2)]
+        # Two bare replicas: their own engines, no producer (the outbox sweeper publishes).
+        runtimes = [SimpleNamespace(engine=create_engine(harness.settings.database_url,
+                                                         pool_size=2),
+                                    settings=harness.settings, relay=None) for _ in range(2)]
         # Enter through the real consumer path, then fire with two bare workers later.
         await harness.start_service()
         await harness.until(lambda: _count(harness, ws, 40))
         await harness.stop_service()
         harness.clock.offset = timedelta(seconds=10)
-        workers = [TimerWorker(rt, harness.clock, Documents(), batch=7) for rt in runtimes]
+        workers = [TimerWorker(rt, harness.clock, Documents(), batch=7)  # type: ignore[arg-type]
+                   for rt in runtimes]
 
         async def drain(worker: TimerWorker) -> None:
             while await worker.fire_due():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.journey.domain.conditions import evaluate
@@ -19,6 +19,8 @@ from services.journey.domain.ids import bucket
 from services.journey.domain.signals import Signal, concerns, instance_key_of, rule_matches
 from services.journey.domain.state import Effects, Facts, Instance
 from services.journey.domain.steps import complete, exit_instance, run_flow
+
+GOAL_WINDOW_DEFAULT = timedelta(days=365)  # a goal without `within` still needs an end
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def start_instance(doc: JourneyDocument, version: int, cand: Candidate, signal: 
         entry_id=signal.id, stage=cand.stage.key, status="active",
         holdout=bucket("holdout", doc.key, signal.profile_id) < doc.holdout_percent,
         entered_at=now, stage_entered_at=now, new=True, dirty=True,
-        goal_until=(now + doc.goal.within) if doc.goal and doc.goal.within else None,
+        goal_until=(now + (doc.goal.within or GOAL_WINDOW_DEFAULT)) if doc.goal else None,
     )
     fx.decide(inst, "entry", "entered", now, reason=f"{signal.kind} '{signal.name}'", detail={
         "signal": signal.id, "version": version, "holdout": inst.holdout, **cand.why})

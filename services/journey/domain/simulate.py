@@ -75,9 +75,10 @@ def simulate(doc: JourneyDocument, profile: dict[str, Any], timeline: list[SimEv
         for miss in misses:
             fx.note(Subject("sim", pid, doc.key, version), "entry", "not_entered", facts.now,
                     stage=miss.pop("stage"), reason=miss.pop("reason"), detail=miss)
-    trace: list[dict[str, Any]] = [{"at": d.at, "instance_key": d.instance.instance_key, "stage": d.stage,
-              "step": d.step, "kind": d.kind, "outcome": d.outcome, "reason": d.reason,
-              "detail": d.detail} for d in fx.decisions]
+    trace: list[dict[str, Any]] = [
+        {"at": d.at, "instance_key": d.instance.instance_key, "stage": d.stage, "step": d.step,
+         "kind": d.kind, "outcome": d.outcome, "reason": d.reason, "detail": d.detail}
+        for d in fx.decisions]
     sends = [{"at": t["at"], "instance_key": t["instance_key"], "stage": t["stage"],
               "step": t["step"], **t["detail"]}
              for t in trace if t["kind"] == "send" and t["outcome"] == "sent"]

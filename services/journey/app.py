@@ -9,8 +9,7 @@ from fastapi import FastAPI
 from services.journey import tables
 from services.journey.api.insight import router as insight_router
 from services.journey.api.routes import router
-from services.journey.consumers import consumers, workers
-from services.journey.store import Documents
+from services.journey.consumers import EngineParts, consumers, workers
 from shared.clock import Clock, SystemClock
 from shared.http.app import build_app
 from shared.runtime import ServiceParts
@@ -21,15 +20,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     """`clock` is injectable so tests can run quiet hours and time zones on virtual time."""
     settings = settings or Settings()
     clock = clock or SystemClock()
-    docs = Documents()
+    engine_parts = EngineParts(clock)
     parts = ServiceParts(name="journey", api_keys=tables.api_keys, outbox=tables.outbox,
-                         consumers=partial(consumers, clock=clock, docs=docs),
-                         workers=partial(workers, clock=clock, docs=docs))
+                         consumers=partial(consumers, parts=engine_parts),
+                         workers=partial(workers, parts=engine_parts))
     app = build_app(parts, settings, title="Touchpoint journey",
                     description="Customer-journey maps: stages, entry rules, steps, durable "
                                 "timers, guardrails and per-stage numbers. Auth: "
                                 "`Authorization: Bearer <admin key>`.",
                     routers=[router, insight_router])
     app.state.clock = clock
-    app.state.documents = docs
     return app

@@ -12,6 +12,7 @@ from sqlalchemy import and_, delete, select, update
 
 from services.journey import store
 from services.journey.domain.signals import Signal
+from services.journey.publisher import OutboxPublisher
 from services.journey.tables import decisions, inbox, instances, outbox, sends, snapshots
 from services.journey.unit import Unit
 from shared.clock import Clock
@@ -38,8 +39,8 @@ def change_signal(change: ProfileChange) -> Signal:
 
 
 async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
-                        consumer: str, ids: list[str], signals: list[Signal],
-                        before: Any = None) -> None:
+                        publisher: OutboxPublisher | None, consumer: str, ids: list[str],
+                        signals: list[Signal], before: Any = None) -> None:
     async with rt.engine.begin() as conn:
         fresh = await claim_new(conn, inbox, consumer, ids)
         todo = []
@@ -58,19 +59,21 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         await store.save_snapshots(conn, {(s.workspace_id, s.profile_id): s.profile
                                           for s in todo if s.profile})
         ids_out = await unit.flush()
-    assert rt.relay is not None
-    await rt.relay.publish(ids_out)
+    if publisher is not None:
+        publisher.publish_soon(ids_out)
 
 
 async def handle_profile_events(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
-                                records: list[Record]) -> None:
+                                publisher: OutboxPublisher | None, records: list[Record]
+                                ) -> None:
     events: list[ProfileEvent] = [r.value for r in records]
-    await apply_signals(rt, clock, docs, "journey.profile-events",
+    await apply_signals(rt, clock, docs, publisher, "journey.profile-events",
                         [e.dedupe_id() for e in events], [event_signal(e) for e in events])
 
 
 async def handle_profile_changes(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
-                                 records: list[Record]) -> None:
+                                 publisher: OutboxPublisher | None, records: list[Record]
+                                 ) -> None:
     """Merges re-key journey state; erasure drops it; other kinds are signals for rules."""
     changes: list[ProfileChange] = [r.value for r in records]
     by_id = {c.id: c for c in changes}
@@ -88,7 +91,7 @@ async def handle_profile_changes(rt: ServiceRuntime, clock: Clock, docs: store.D
                 rest.append(signal)
         return rest
 
-    await apply_signals(rt, clock, docs, "journey.profile-changes",
+    await apply_signals(rt, clock, docs, publisher, "journey.profile-changes",
                         [c.dedupe_id() for c in changes], [change_signal(c) for c in changes],
                         bookkeeping)
 

@@ -9,8 +9,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+import orjson
+from sqlalchemy import String, and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
@@ -80,6 +81,18 @@ class Documents:
         return self._parsed[(workspace_id, key, version)]
 
 
+def _keys(*columns: list[str]) -> Any:
+    """A set of key tuples as one `unnest` of text arrays: one bind parameter per column
+    however many keys, so big batches neither compile huge IN lists nor hit param limits."""
+    arrays = [bindparam(f"k{n}", list(c), type_=ARRAY(String)) for n, c in enumerate(columns)]
+    names = [f"k{n}" for n in range(len(columns))]
+    return func.unnest(*arrays).table_valued(*names).render_derived()
+
+
+def _pairs(pairs: Sequence[Pair]) -> Any:
+    return _keys([ws for ws, _ in pairs], [pid for _, pid in pairs])
+
+
 def to_instance(row: Any) -> Instance:
     return Instance(**{name: getattr(row, name) for name in _FIELDS})
 
@@ -93,12 +106,12 @@ async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: date
     """Active instances, and finished ones whose goal window is still open; locked."""
     if not pairs:
         return []
+    keys = _pairs(pairs)
+    i = instances.c
     rows = (await conn.execute(
-        select(instances).where(
-            tuple_(instances.c.workspace_id, instances.c.profile_id).in_(list(pairs)),
-            or_(instances.c.status == "active",
-                and_(instances.c.goal_at.is_(None), instances.c.goal_until > now)))
-        .order_by(instances.c.id).with_for_update())).all()
+        select(instances).join(keys, (i.workspace_id == keys.c.k0) & (i.profile_id == keys.c.k1))
+        .where(or_(i.status == "active", and_(i.goal_at.is_(None), i.goal_until > now)))
+        .order_by(i.id).with_for_update(of=instances))).all()
     return [to_instance(r) for r in rows]
 
 
@@ -108,10 +121,12 @@ async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str,
     if not keys:
         return []
     i = instances.c
+    unique = sorted(set(keys))
+    k = _keys(*[[key[n] for key in unique] for n in range(4)])
     rows = (await conn.execute(
         select(instances).distinct(i.workspace_id, i.journey_key, i.profile_id, i.instance_key)
-        .where(tuple_(i.workspace_id, i.journey_key, i.profile_id, i.instance_key).in_(
-            list(set(keys))))
+        .join(k, (i.workspace_id == k.c.k0) & (i.journey_key == k.c.k1)
+              & (i.profile_id == k.c.k2) & (i.instance_key == k.c.k3))
         .order_by(i.workspace_id, i.journey_key, i.profile_id, i.instance_key,
                   i.entered_at.desc()))).all()
     return [to_instance(r) for r in rows]
@@ -130,31 +145,34 @@ async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
                          ) -> dict[Pair, dict[str, Any]]:
     if not pairs:
         return {}
+    keys = _pairs(pairs)
     rows = (await conn.execute(
-        select(snapshots.c.workspace_id, snapshots.c.profile_id, snapshots.c.snapshot).where(
-            tuple_(snapshots.c.workspace_id, snapshots.c.profile_id).in_(list(pairs))))).all()
+        select(snapshots.c.workspace_id, snapshots.c.profile_id, snapshots.c.snapshot).join(
+            keys, (snapshots.c.workspace_id == keys.c.k0)
+            & (snapshots.c.profile_id == keys.c.k1)))).all()
     return {(r.workspace_id, r.profile_id): r.snapshot for r in rows}
 
 
 async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any]]) -> None:
     if not latest:
         return
-    stmt = insert(snapshots).values([
-        {"workspace_id": ws, "profile_id": pid, "snapshot": snap}
-        for (ws, pid), snap in sorted(latest.items())])
+    stmt = insert(snapshots)
     await conn.execute(stmt.on_conflict_do_update(
         index_elements=[snapshots.c.workspace_id, snapshots.c.profile_id],
-        set_={"snapshot": stmt.excluded.snapshot, "updated_at": stmt.excluded.updated_at}))
+        set_={"snapshot": stmt.excluded.snapshot, "updated_at": func.now()}),
+        [{"workspace_id": ws, "profile_id": pid, "snapshot": snap}
+         for (ws, pid), snap in sorted(latest.items())])
 
 
 async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: datetime
                        ) -> dict[Pair, list[tuple[str, datetime]]]:
     if not pairs:
         return {}
+    keys = _pairs(pairs)
     rows = (await conn.execute(
-        select(sends.c.workspace_id, sends.c.profile_id, sends.c.channel, sends.c.sent_at).where(
-            tuple_(sends.c.workspace_id, sends.c.profile_id).in_(list(pairs)),
-            sends.c.sent_at > since))).all()
+        select(sends.c.workspace_id, sends.c.profile_id, sends.c.channel, sends.c.sent_at).join(
+            keys, (sends.c.workspace_id == keys.c.k0) & (sends.c.profile_id == keys.c.k1))
+        .where(sends.c.sent_at > since))).all()
     out: dict[Pair, list[tuple[str, datetime]]] = {}
     for r in rows:
         out.setdefault((r.workspace_id, r.profile_id), []).append((r.channel, r.sent_at))
@@ -169,13 +187,17 @@ async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> 
         elif inst.dirty:
             changed.append({f"b_{k}": v for k, v in _row(inst).items()})
         inst.new = inst.dirty = False
+    # executemany (insertmanyvalues), never .values(list): compiling one giant statement per
+    # batch costs more than the database work.
     if new:
-        await conn.execute(insert(instances).values(new))
+        await copy_rows(conn, instances, new)
     if changed:
         fields = [f for f in _FIELDS if f not in ("id", "workspace_id", "journey_key", "version",
                                                    "entry_id", "entered_at")]
         stmt = (update(instances).where(instances.c.id == bindparam("b_id"))
-                .values({f: bindparam(f"b_{f}") for f in fields} | {"updated_at": func.now()}))
+                # clock_timestamp, not now(): when the row moved, not when the batch began.
+                .values({f: bindparam(f"b_{f}") for f in fields}
+                        | {"updated_at": func.clock_timestamp()}))
         await conn.execute(stmt, changed)
 
 
@@ -191,9 +213,22 @@ async def save_decisions(conn: AsyncConnection, made: Sequence[Decision]) -> Non
             "instance_id": getattr(who, "id", None), "instance_key": who.instance_key,
             "stage": d.stage, "step": d.step, "kind": d.kind, "outcome": d.outcome,
             "reason": (d.reason or None) and d.reason[:300], "detail": d.detail, "at": d.at})
-    await conn.execute(insert(decisions).values(rows))
+    await copy_rows(conn, decisions, rows)
+
+
+async def copy_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert with COPY inside the caller's transaction: the engine's hot path writes
+    thousands of rows per batch (decisions, new instances). JSONB columns go as JSON text."""
+    columns = list(rows[0])
+    json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
+    records = [tuple(orjson.dumps(row[c]).decode() if c in json_columns else row[c]
+                     for c in columns) for row in rows]
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,
+                                       records=records)
 
 
 async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await conn.execute(insert(sends).values(list(rows)).on_conflict_do_nothing())
+        await conn.execute(insert(sends).on_conflict_do_nothing(), list(rows))

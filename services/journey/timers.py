@@ -11,8 +11,11 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from sqlalchemy import select, update
+
+from services.journey.publisher import OutboxPublisher
 from services.journey.store import Documents
-from services.journey.tables import outbox
+from services.journey.tables import instances, outbox
 from services.journey.unit import Unit
 from shared.clock import Clock
 from shared.kafka import is_transient
@@ -22,9 +25,10 @@ log = logging.getLogger(__name__)
 
 
 class TimerWorker:
-    def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents, *,
-                 batch: int = 500, idle_s: float = 0.05) -> None:
-        self.rt, self.clock, self.docs = rt, clock, docs
+    def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents,
+                 publisher: OutboxPublisher | None = None, *, batch: int = 500,
+                 idle_s: float = 0.05) -> None:
+        self.rt, self.clock, self.docs, self.publisher = rt, clock, docs, publisher
         self.batch, self.idle_s = batch, idle_s
         self._stopping = asyncio.Event()
         self.fired = 0
@@ -58,8 +62,8 @@ class TimerWorker:
             for inst in due:
                 unit.fire(inst)
             ids = await unit.flush()
-        if self.rt.relay is not None:
-            await self.rt.relay.publish(ids)
+        if self.publisher is not None:
+            self.publisher.publish_soon(ids)
         self.fired += len(due)
         return len(due)
 
@@ -76,10 +80,6 @@ class TimerWorker:
                 await self._park_one(exc)
 
     async def _park_one(self, exc: Exception) -> None:
-        from sqlalchemy import select, update
-
-        from services.journey.tables import instances
-
         now = self.clock.now()
         async with self.rt.engine.begin() as conn:
             row = (await conn.execute(select(instances.c.id).where(

@@ -45,6 +45,9 @@ class Unit:
         self.live: dict[str, list[tuple[int, JourneyDocument]]] = {}
         self.profiles: dict[Pair, dict[str, Any]] = {}
         self.sends: dict[Pair, list[tuple[str, datetime]]] = {}
+        self.by_pair: dict[Pair, list[Instance]] = {}
+        # (signal id, journey key) -> entry candidates and near misses, computed once.
+        self.candidates: dict[tuple[str, str], tuple[list[Candidate], list[dict[str, Any]]]] = {}
 
     # --- loading -----------------------------------------------------------------------
 
@@ -55,17 +58,20 @@ class Unit:
         wanted = []
         for signal in signals:
             for _version, doc in self.live.get(signal.workspace_id, []):
-                for cand in entry_candidates(doc, signal, []):
-                    wanted.append((signal.workspace_id, doc.key, signal.profile_id,
-                                   cand.instance_key))
+                misses: list[dict[str, Any]] = []
+                cands = entry_candidates(doc, signal, misses)
+                self.candidates[(signal.id, doc.key)] = (cands, misses)
+                wanted += [(signal.workspace_id, doc.key, signal.profile_id, c.instance_key)
+                           for c in cands]
         for inst in await store.latest_instances(self.conn, wanted):
-            inst = self.instances.setdefault(inst.id, inst)
+            if inst.id not in self.instances:
+                self._adopt([inst])
+            inst = self.instances[inst.id]
             self.latest[(inst.workspace_id, inst.journey_key, inst.profile_id,
                          inst.instance_key)] = inst
-        stored = await store.load_snapshots(
-            self.conn, [p for p in pairs if not any(
-                s.profile for s in signals if (s.workspace_id, s.profile_id) == p)])
-        self.profiles.update(stored)
+        carried = {(s.workspace_id, s.profile_id) for s in signals if s.profile}
+        self.profiles.update(await store.load_snapshots(
+            self.conn, [p for p in pairs if p not in carried]))
         await self._load_common(pairs)
 
     async def load_due(self, limit: int) -> list[Instance]:
@@ -79,6 +85,7 @@ class Unit:
     def _adopt(self, loaded: list[Instance]) -> None:
         for inst in loaded:
             self.instances[inst.id] = inst
+            self.by_pair.setdefault((inst.workspace_id, inst.profile_id), []).append(inst)
             key = (inst.workspace_id, inst.journey_key, inst.profile_id, inst.instance_key)
             if key not in self.latest or self.latest[key].entered_at < inst.entered_at:
                 self.latest[key] = inst
@@ -108,15 +115,13 @@ class Unit:
         if signal.profile:
             self.profiles[pair] = signal.profile
         facts = self.facts(*pair)
-        mine = [i for i in self.instances.values()
-                if (i.workspace_id, i.profile_id) == pair
-                and (i.active or (i.goal_at is None and i.goal_until is not None))]
-        for inst in mine:
-            on_signal(self.docs.get(inst.workspace_id, inst.journey_key, inst.version), inst,
-                      signal, facts, self.fx)
+        for inst in list(self.by_pair.get(pair, [])):
+            if inst.active or (inst.goal_at is None and inst.goal_until is not None):
+                on_signal(self.docs.get(inst.workspace_id, inst.journey_key, inst.version),
+                          inst, signal, facts, self.fx)
         for version, doc in self.live.get(signal.workspace_id, []):
-            misses: list[dict[str, Any]] = []
-            for cand in entry_candidates(doc, signal, misses):
+            cands, misses = self.candidates.get((signal.id, doc.key)) or ([], [])
+            for cand in cands:
                 self._enter(doc, version, cand, signal, facts)
             for miss in misses:
                 self.fx.note(Subject(signal.workspace_id, signal.profile_id, doc.key, version),
@@ -140,7 +145,7 @@ class Unit:
                              stage=cand.stage.key, reason=blocked, detail={"signal": signal.id})
             return
         inst = start_instance(doc, version, cand, signal, facts, self.fx)
-        self.instances[inst.id] = inst
+        self._adopt([inst])
         self.latest[key] = inst
 
     def fire(self, inst: Instance) -> None:

@@ -27,5 +27,6 @@ async def claim_new(
     rows = [{"consumer": consumer, "message_id": m} for m in dict.fromkeys(message_ids)]
     if not rows:
         return set()
-    stmt = insert(table).values(rows).on_conflict_do_nothing().returning(table.c.message_id)
-    return set((await conn.execute(stmt)).scalars())
+    # executemany (insertmanyvalues) rather than .values(rows): no giant statement to compile.
+    stmt = insert(table).on_conflict_do_nothing().returning(table.c.message_id)
+    return set((await conn.execute(stmt, rows)).scalars())

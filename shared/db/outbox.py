@@ -70,7 +70,9 @@ async def add_to_outbox(
         }
         for key, msg in messages
     ]
-    result = await conn.execute(insert(table).values(rows).returning(table.c.id))
+    # executemany (insertmanyvalues) rather than .values(rows): no giant statement to compile.
+    result = await conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                                rows)
     return list(result.scalars())
 
 

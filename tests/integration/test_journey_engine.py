@@ -339,7 +339,7 @@ async def test_replicas_share_due_timers_and_each_fires_once(harness: Harness) -
         assert all(w.fired > 0 for w in workers)
         async with harness.engine.connect() as conn:
             fired = (await conn.execute(select(decisions.c.instance_id).where(
-                decisions.c.workspace_id == ws, decisions.c.kind == "timer"))).scalars().all()
+                decisions.c.workspace_id == ws, decisions.c.kind == "send"))).scalars().all()
         assert len(fired) == len(set(fired)) == 40
         for rt in runtimes:
             await rt.engine.dispose()

@@ -7,6 +7,7 @@ errors, and the cross-reference checks below spell the path out in their message
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -239,13 +240,23 @@ class JourneyDocument(_Strict):
             raise ValueError(f"goal.stage: unknown stage '{self.goal.stage}'")
         return self
 
+    # Lookups the engine makes per event; documents are immutable, so computed once.
+    @cached_property
+    def _stage_index(self) -> dict[str, int]:
+        return {s.key: i for i, s in enumerate(self.stages)}
+
     def stage(self, key: str) -> Stage | None:
-        return next((s for s in self.stages if s.key == key), None)
+        index = self._stage_index.get(key)
+        return None if index is None else self.stages[index]
 
     def stage_index(self, key: str) -> int:
-        return next(i for i, s in enumerate(self.stages) if s.key == key)
+        return self._stage_index[key]
+
+    @cached_property
+    def _entry_points(self) -> list[Stage]:
+        return [s for i, s in enumerate(self.stages)
+                if s.entry_point or (s.entry_point is None and i == 0)]
 
     def entry_points(self) -> list[Stage]:
         """Stages a customer outside the journey may start in."""
-        return [s for i, s in enumerate(self.stages)
-                if s.entry_point or (s.entry_point is None and i == 0)]
+        return self._entry_points

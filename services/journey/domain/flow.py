@@ -102,7 +102,8 @@ def enter_stage(doc: JourneyDocument, inst: Instance, stage: Stage, signal: Sign
     inst.step, inst.wake_at, inst.wake_kind = None, None, None
     inst.context = {"event": _event(signal)}
     inst.dirty = True
-    fx.decide(inst, "stage", "entered", now, detail={"from": previous, **(why or {})})
+    if not first:  # a first stage's entry is the `entry` decision itself
+        fx.decide(inst, "stage", "entered", now, detail={"from": previous, **(why or {})})
     if doc.goal and doc.goal.stage == stage.key:
         _goal(inst, facts, fx, f"stage '{stage.key}' entered")
     run_flow(doc, inst, facts, fx, event=inst.context["event"])
@@ -147,9 +148,9 @@ def on_signal(doc: JourneyDocument, inst: Instance, signal: Signal, facts: Facts
 
 def on_timer(doc: JourneyDocument, inst: Instance, facts: Facts, fx: Effects) -> None:
     """The instance's timer is due: resume the step it waits at."""
+    # No decision of its own: what the resumed step does is the trace (keeps firing cheap).
     kind, step = inst.wake_kind, inst.step
     inst.wake_at = inst.wake_kind = None
-    fx.decide(inst, "timer", "fired", facts.now, step=step, detail={"kind": kind})
     if kind == "idle":
         return complete(inst, fx, facts, f"idle in stage '{inst.stage}' for {doc.idle_timeout}")
     run_flow(doc, inst, facts, fx, event=inst.context.get("event") or {}, start=step,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -165,7 +166,9 @@ async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
                "TOUCHPOINT_LOG_LEVEL": "WARNING"}
         port = free_port()
         log = open(f"{LOG_DIR}/journey-bench.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "touchpoint.cli", "serve", "journey",
+        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
+            if os.environ.get("BENCH_PROFILE") else []
+        proc = subprocess.Popen([sys.executable, *profile, "-m", "touchpoint.cli", "serve", "journey",
                                  "--port", str(port)], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
@@ -200,8 +203,12 @@ async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
             late = [(r["updated_at"] - due_of[r["id"]]).total_seconds() for r in rows]
         finally:
             await pg.close()
-            proc.terminate()
-            proc.wait(15)
+            proc.send_signal(signal.SIGINT)  # a clean exit (lets a profiler write its file)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     print(f"events: {n_events} ProfileEvents, 10 published journeys (+1 timer journey)")
     print(f"  engine   {events_rate:8.0f} events/s   (target >= 3,000)")

@@ -81,16 +81,14 @@ class Documents:
         return self._parsed[(workspace_id, key, version)]
 
 
-def _keys(*columns: list[str]) -> Any:
-    """A set of key tuples as one `unnest` of text arrays: one bind parameter per column
-    however many keys, so big batches neither compile huge IN lists nor hit param limits."""
-    arrays = [bindparam(f"k{n}", list(c), type_=ARRAY(String)) for n, c in enumerate(columns)]
-    names = [f"k{n}" for n in range(len(columns))]
-    return func.unnest(*arrays).table_valued(*names).render_derived()
+def _any(column: Any, values: Iterable[str]) -> Any:
+    """`column = ANY(:array)`: one bind parameter however many values, and Postgres uses the
+    index (a join against `unnest` would make it hash the whole table)."""
+    return column == func.any(bindparam(None, sorted(set(values)), type_=ARRAY(String)))
 
 
-def _pairs(pairs: Sequence[Pair]) -> Any:
-    return _keys([ws for ws, _ in pairs], [pid for _, pid in pairs])
+def _in_pairs(ws: Any, pid: Any, pairs: Sequence[Pair]) -> list[Any]:
+    return [_any(ws, (p[0] for p in pairs)), _any(pid, (p[1] for p in pairs))]
 
 
 def to_instance(row: Any) -> Instance:
@@ -106,13 +104,14 @@ async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: date
     """Active instances, and finished ones whose goal window is still open; locked."""
     if not pairs:
         return []
-    keys = _pairs(pairs)
     i = instances.c
     rows = (await conn.execute(
-        select(instances).join(keys, (i.workspace_id == keys.c.k0) & (i.profile_id == keys.c.k1))
-        .where(or_(i.status == "active", and_(i.goal_at.is_(None), i.goal_until > now)))
-        .order_by(i.id).with_for_update(of=instances))).all()
-    return [to_instance(r) for r in rows]
+        select(instances).where(*_in_pairs(i.workspace_id, i.profile_id, pairs),
+                                or_(i.status == "active",
+                                    and_(i.goal_at.is_(None), i.goal_until > now)))
+        .order_by(i.id).with_for_update())).all()
+    wanted = set(pairs)  # ANY per column may also match other pairs' cross products
+    return [to_instance(r) for r in rows if (r.workspace_id, r.profile_id) in wanted]
 
 
 async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
@@ -121,15 +120,15 @@ async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str,
     if not keys:
         return []
     i = instances.c
-    unique = sorted(set(keys))
-    k = _keys(*[[key[n] for key in unique] for n in range(4)])
+    wanted = set(keys)
     rows = (await conn.execute(
         select(instances).distinct(i.workspace_id, i.journey_key, i.profile_id, i.instance_key)
-        .join(k, (i.workspace_id == k.c.k0) & (i.journey_key == k.c.k1)
-              & (i.profile_id == k.c.k2) & (i.instance_key == k.c.k3))
+        .where(*[_any(col, (k[n] for k in wanted)) for n, col in enumerate(
+            (i.workspace_id, i.journey_key, i.profile_id, i.instance_key))])
         .order_by(i.workspace_id, i.journey_key, i.profile_id, i.instance_key,
                   i.entered_at.desc()))).all()
-    return [to_instance(r) for r in rows]
+    return [to_instance(r) for r in rows
+            if (r.workspace_id, r.journey_key, r.profile_id, r.instance_key) in wanted]
 
 
 async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> list[Instance]:
@@ -145,12 +144,12 @@ async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
                          ) -> dict[Pair, dict[str, Any]]:
     if not pairs:
         return {}
-    keys = _pairs(pairs)
     rows = (await conn.execute(
-        select(snapshots.c.workspace_id, snapshots.c.profile_id, snapshots.c.snapshot).join(
-            keys, (snapshots.c.workspace_id == keys.c.k0)
-            & (snapshots.c.profile_id == keys.c.k1)))).all()
-    return {(r.workspace_id, r.profile_id): r.snapshot for r in rows}
+        select(snapshots.c.workspace_id, snapshots.c.profile_id, snapshots.c.snapshot).where(
+            *_in_pairs(snapshots.c.workspace_id, snapshots.c.profile_id, pairs)))).all()
+    wanted = set(pairs)
+    return {(r.workspace_id, r.profile_id): r.snapshot for r in rows
+            if (r.workspace_id, r.profile_id) in wanted}
 
 
 async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any]]) -> None:
@@ -168,13 +167,15 @@ async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: date
                        ) -> dict[Pair, list[tuple[str, datetime]]]:
     if not pairs:
         return {}
-    keys = _pairs(pairs)
     rows = (await conn.execute(
-        select(sends.c.workspace_id, sends.c.profile_id, sends.c.channel, sends.c.sent_at).join(
-            keys, (sends.c.workspace_id == keys.c.k0) & (sends.c.profile_id == keys.c.k1))
-        .where(sends.c.sent_at > since))).all()
+        select(sends.c.workspace_id, sends.c.profile_id, sends.c.channel, sends.c.sent_at).where(
+            *_in_pairs(sends.c.workspace_id, sends.c.profile_id, pairs),
+            sends.c.sent_at > since))).all()
     out: dict[Pair, list[tuple[str, datetime]]] = {}
+    wanted = set(pairs)
     for r in rows:
+        if (r.workspace_id, r.profile_id) not in wanted:
+            continue
         out.setdefault((r.workspace_id, r.profile_id), []).append((r.channel, r.sent_at))
     return out
 

@@ -28,14 +28,14 @@ def send_key(out: Outgoing) -> str:
                            out.stage, i.epoch, out.step, out.seq)
 
 
-def to_message(out: Outgoing, profile: dict[str, Any], now: datetime
+def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
                ) -> tuple[str, bytes, BaseModel] | None:
-    """(topic short name, Kafka key, message), or None when it cannot be addressed."""
+    """(topic short name, Kafka key, message), or None when it cannot be addressed.
+    `key` is `send_key(out)`."""
     i = out.instance
     ref = JourneyRef(key=i.journey_key, version=i.version, stage=out.stage, step=out.step,
                      instance=i.instance_key or None)
     journey = ref.model_dump(mode="json") | {"instance_id": i.id, "holdout": i.holdout}
-    key = send_key(out)
     if out.traits is not None:
         user_id = profile.get("user_id")
         if not user_id:

@@ -163,14 +163,15 @@ class Unit:
         for out in self.fx.outgoing:
             inst = out.instance
             profile = self.profiles.get((inst.workspace_id, inst.profile_id), {})
-            made = to_message(out, profile, self.now)
+            key = send_key(out)
+            made = to_message(out, key, profile, self.now)
             if made is None:
                 await store.save_decisions(self.conn, [_unaddressable(out, self.now)])
                 continue
-            topic, key, message = made
-            messages.setdefault(topic, []).append((key, message))
+            topic, kafka_key, message = made
+            messages.setdefault(topic, []).append((kafka_key, message))
             if out.traits is None:
-                sent.append({"workspace_id": inst.workspace_id, "idempotency_key": send_key(out),
+                sent.append({"workspace_id": inst.workspace_id, "idempotency_key": key,
                              "profile_id": inst.profile_id, "journey_key": inst.journey_key,
                              "channel": out.send.channel if out.send else "webhook",
                              "sent_at": self.now})

@@ -166,10 +166,11 @@ async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
                "TOUCHPOINT_LOG_LEVEL": "WARNING"}
         port = free_port()
         log = open(f"{LOG_DIR}/journey-bench.log", "w")
+        # BENCH_PROFILE=FILE runs the service under cProfile (to find where time goes).
         profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
             if os.environ.get("BENCH_PROFILE") else []
-        proc = subprocess.Popen([sys.executable, *profile, "-m", "touchpoint.cli", "serve", "journey",
-                                 "--port", str(port)], env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, *profile, "-m", "touchpoint.cli", "serve",
+                                 "journey", "--port", str(port)], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         pg = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))

@@ -70,7 +70,7 @@ async def test_frequency_caps_count_sends_across_journeys(harness: Harness) -> N
     await harness.sends(ws, 2)
     await harness.event(ws, "fc", "Promo")  # two emails today already, from another journey
     r = await harness.until(lambda: _trace(harness, admin, "fc", "capped", "deferred"))
-    assert r[0]["reason"].startswith("frequency_cap email: 2 sent in the last 1 day")
+    assert r[0]["reason"].startswith("frequency_cap email: 2 sent in the last P1D (max 2)")
     await asyncio.sleep(0.5)
     assert len(harness.raw_sends(ws)) == 2
 

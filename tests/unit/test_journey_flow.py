@@ -163,4 +163,4 @@ def test_goal_stage_and_idle_timeout() -> None:
     assert converted["instances"][0]["goal_at"] == START + timedelta(seconds=60)
     idle = run(doc, (0, "Viewed", {}))
     assert idle["instances"][0]["status"] == "completed"
-    assert idle["trace"][-1]["reason"] == "idle in stage 'browsing' for 2 days, 0:00:00"
+    assert idle["trace"][-1]["reason"] == "idle in stage 'browsing' for P2D"

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.guards import check_send, reachable
 from services.journey.domain.state import Facts
-from services.journey.domain.timing import next_local_time, quiet_until, zone
+from services.journey.domain.timing import iso_duration, next_local_time, quiet_until, zone
 from services.journey.domain.uplift import uplift
 
 PARIS = zone("Europe/Paris")
@@ -74,6 +74,12 @@ def test_reachable_needs_an_address_not_marked_undeliverable() -> None:
     assert not reachable({"email": "a@example.com", "reachable": {"email": False}}, "email")
     assert reachable({"push_tokens": ["t"]}, "push") and not reachable({}, "push")
     assert reachable({}, "webhook")
+
+
+def test_iso_durations_read_like_the_document() -> None:
+    assert [iso_duration(timedelta(**kw)) for kw in (
+        {"days": 7}, {"hours": 2, "minutes": 30}, {"seconds": 1.5}, {"days": 1, "seconds": 5},
+        {})] == ["P7D", "PT2H30M", "PT1.5S", "P1DT5S", "PT0S"]
 
 
 def test_uplift_has_a_confidence_interval() -> None:

@@ -19,6 +19,7 @@ from services.journey.domain.ids import bucket
 from services.journey.domain.signals import Signal, concerns, instance_key_of, rule_matches
 from services.journey.domain.state import Effects, Facts, Instance
 from services.journey.domain.steps import complete, exit_instance, run_flow
+from services.journey.domain.timing import iso_duration
 
 GOAL_WINDOW_DEFAULT = timedelta(days=365)  # a goal without `within` still needs an end
 
@@ -67,8 +68,8 @@ def reentry_block(doc: JourneyDocument, latest: Instance | None, now: datetime) 
     if doc.reentry_cooldown is not None:
         since = latest.ended_at or latest.entered_at
         if now < since + doc.reentry_cooldown:
-            return f"reentry_cooldown {doc.reentry_cooldown}: last entry or exit at " \
-                   f"{since.isoformat()}"
+            return f"reentry_cooldown {iso_duration(doc.reentry_cooldown)}: last entry or " \
+                   f"exit at {since.isoformat()}"
     return None
 
 
@@ -152,7 +153,8 @@ def on_timer(doc: JourneyDocument, inst: Instance, facts: Facts, fx: Effects) ->
     kind, step = inst.wake_kind, inst.step
     inst.wake_at = inst.wake_kind = None
     if kind == "idle":
-        return complete(inst, fx, facts, f"idle in stage '{inst.stage}' for {doc.idle_timeout}")
+        return complete(inst, fx, facts, f"idle in stage '{inst.stage}' for "
+                                         f"{iso_duration(doc.idle_timeout)}")
     run_flow(doc, inst, facts, fx, event=inst.context.get("event") or {}, start=step,
              resume="timeout" if kind == "timeout" else "timer")
 

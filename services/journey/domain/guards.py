@@ -8,7 +8,7 @@ from typing import Any
 
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.state import Facts
-from services.journey.domain.timing import quiet_until
+from services.journey.domain.timing import iso_duration, quiet_until
 
 _ADDRESS = {"email": "email", "sms": "phone", "push": "push_tokens"}
 
@@ -47,5 +47,5 @@ def check_send(doc: JourneyDocument, channel: str, holdout: bool, facts: Facts) 
             # Free again when the oldest send that keeps the count at the cap leaves the window.
             until = recent[len(recent) - cap.max] + cap.per
             return Verdict("deferred", f"frequency_cap {channel}: {len(recent)} sent in the "
-                                       f"last {cap.per} (max {cap.max})", until)
+                                       f"last {iso_duration(cap.per)} (max {cap.max})", until)
     return Verdict("send")

@@ -56,3 +56,17 @@ def next_local_time(now: datetime, tz: ZoneInfo, at: str,
         if candidate > now and (not weekdays or day_name in weekdays):
             return candidate
     raise AssertionError("a weekday set always matches within 8 days")
+
+
+def iso_duration(value: timedelta) -> str:
+    """ISO 8601, as documents write durations: P7D, PT2H30M, PT1.5S."""
+    seconds = value.total_seconds()
+    days, rest = divmod(int(seconds), 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    fraction = seconds - int(seconds)
+    out = f"P{days}D" if days else "P"
+    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    if secs or fraction:
+        clock += f"{secs + fraction:g}S"
+    return out + (f"T{clock}" if clock else "") if out + clock != "P" else "PT0S"

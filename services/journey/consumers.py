@@ -20,12 +20,7 @@ class EngineParts:
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self.docs = Documents()
-        self._publisher: OutboxPublisher | None = None
-
-    def publisher(self, rt: ServiceRuntime) -> OutboxPublisher:
-        if self._publisher is None:
-            self._publisher = OutboxPublisher(rt.relay)
-        return self._publisher
+        self.publisher = OutboxPublisher()
 
 
 def consumers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[ConsumerSpec]:
@@ -33,16 +28,17 @@ def consumers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Cons
     return [
         ConsumerSpec("journey.profile-events", s.topic("profile-events"), ProfileEvent,
                      partial(handle_profile_events, rt, parts.clock, parts.docs,
-                             parts.publisher(rt))),
+                             parts.publisher)),
         ConsumerSpec("journey.profile-changes", s.topic("profile-changes"), ProfileChange,
                      partial(handle_profile_changes, rt, parts.clock, parts.docs,
-                             parts.publisher(rt))),
+                             parts.publisher)),
     ]
 
 
 def workers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Worker]:
     parts = parts or EngineParts()
-    publisher = parts.publisher(rt)
+    publisher = parts.publisher
+    publisher.relay = rt.relay
     # Two timer workers: while one waits on Postgres the other computes (SKIP LOCKED keeps
     # them apart, as it does across replicas).
     out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher) for _ in range(2)]

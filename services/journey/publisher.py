@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class OutboxPublisher:
-    def __init__(self, relay: OutboxRelay | None) -> None:
+    """Until `relay` is set (when the runtime starts its workers) nothing is queued: rows
+    simply wait for the sweeper."""
+
+    def __init__(self, relay: OutboxRelay | None = None) -> None:
         self.relay = relay
         self._queue: asyncio.Queue[list[int]] = asyncio.Queue()
         self._stopping = asyncio.Event()

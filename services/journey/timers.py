@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from services.journey import metrics
 from services.journey.publisher import OutboxPublisher
 from services.journey.store import Documents
 from services.journey.tables import instances, outbox
@@ -60,11 +61,15 @@ class TimerWorker:
             unit = Unit(conn, self.docs, self.rt.settings, outbox, self.clock.now())
             due = await unit.load_due(limit or self.batch)
             for inst in due:
+                if inst.wake_at is not None:
+                    metrics.TIMER_LATENESS.observe(max(0.0, (unit.now - inst.wake_at)
+                                                       .total_seconds()))
                 unit.fire(inst)
             ids = await unit.flush()
         if self.publisher is not None:
             self.publisher.publish_soon(ids)
         self.fired += len(due)
+        metrics.TIMERS_FIRED.inc(len(due))
         return len(due)
 
     async def _fire_singly(self) -> None:

@@ -7,13 +7,14 @@ redelivered batch or a re-claimed timer either sees the effect or redoes all of 
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.journey import store
+from services.journey import metrics, store
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.flow import (
     Candidate,
@@ -158,6 +159,9 @@ class Unit:
         """Write everything back; returns the outbox ids to publish after commit."""
         await store.save_instances(self.conn, self.instances.values())
         await store.save_decisions(self.conn, self.fx.decisions)
+        for (kind, outcome), count in Counter(
+                (d.kind, d.outcome) for d in self.fx.decisions).items():
+            metrics.DECISIONS.labels(kind, outcome).inc(count)
         messages: dict[str, list[tuple[bytes, Any]]] = {}
         sent = []
         for out in self.fx.outgoing:

@@ -270,3 +270,30 @@ async def test_api_validation_lifecycle_and_simulation(harness: Harness) -> None
     assert r.status_code == 409
     r = await harness.http.get(f"{url}/v1/journeys/nope/stats", headers=admin)
     assert r.status_code == 404
+
+
+async def test_reentry_policies_on_the_real_pipeline(harness: Harness) -> None:
+    ws, admin = await harness.workspace()
+    for policy in ("once", "after_exit"):
+        doc = {"key": f"re-{policy.replace('_', '-')}", "name": policy, "reentry": policy,
+               "stages": [{"key": "s", "enter": {"event": f"Visit {policy}"}, "steps": [
+                   {"id": "hi", "send": {"channel": "email", "template": policy}}]}]}
+        await harness.publish(admin, doc)
+    cooled = {"key": "re-cooldown", "name": "cooldown", "reentry": "always",
+              "reentry_cooldown": "PT1H", "stages": [{"key": "s", "enter": {
+                  "event": "Visit cooldown"}, "steps": [
+                  {"id": "hi", "send": {"channel": "email", "template": "cooldown"}}]}]}
+    await harness.publish(admin, cooled)
+    for _ in range(3):
+        for name in ("once", "after_exit", "cooldown"):
+            await harness.event(ws, "re", f"Visit {name}")
+    sent = await harness.sends(ws, 5)
+    await asyncio.sleep(1)
+    counts = {t: sum(1 for c in harness.raw_sends(ws) if c["template"] == t)
+              for t in ("once", "after_exit", "cooldown")}
+    assert counts == {"once": 1, "after_exit": 3, "cooldown": 1}, sent
+    blocked = await _trace(harness, admin, "re", "re-once", "blocked")
+    assert [b["reason"] for b in blocked] == [
+        "reentry=once: the customer was already in this journey"] * 2
+    blocked = await _trace(harness, admin, "re", "re-cooldown", "blocked")
+    assert len(blocked) == 2 and blocked[0]["reason"].startswith("reentry_cooldown PT1H")

@@ -260,3 +260,10 @@ class JourneyDocument(_Strict):
     def entry_points(self) -> list[Stage]:
         """Stages a customer outside the journey may start in."""
         return self._entry_points
+
+    @cached_property
+    def entry_events(self) -> frozenset[str] | None:
+        """Event names that can start an instance; None when a non-event rule can too
+        (the engine skips the journey for other events without evaluating anything)."""
+        names = [s.enter.event for s in self._entry_points]
+        return None if None in names else frozenset(n for n in names if n is not None)

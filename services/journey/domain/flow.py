@@ -40,6 +40,9 @@ def entry_candidates(doc: JourneyDocument, signal: Signal, fx_skipped: list[dict
     Near misses (the event matched but `where` did not, or the instance key was missing)
     go to `fx_skipped` so the trace can say why a customer did not enter.
     """
+    names = doc.entry_events
+    if names is not None and (signal.kind != "event" or signal.name not in names):
+        return []
     for stage in doc.entry_points():
         match = rule_matches(stage.enter, signal, signal.at)
         if not match.matched:

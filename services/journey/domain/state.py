@@ -56,7 +56,7 @@ class Subject:
     instance_key: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     """One line of the "why?" trace."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import String, and_, bindparam, func, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
@@ -157,12 +157,23 @@ async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
 async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any]]) -> None:
     if not latest:
         return
-    stmt = insert(snapshots)
-    await conn.execute(stmt.on_conflict_do_update(
-        index_elements=[snapshots.c.workspace_id, snapshots.c.profile_id],
-        set_={"snapshot": stmt.excluded.snapshot, "updated_at": func.now()}),
-        [{"workspace_id": ws, "profile_id": pid, "snapshot": snap}
-         for (ws, pid), snap in sorted(latest.items())])
+    ordered = sorted(latest.items())
+    # One statement over arrays: a batch's upsert is one round trip and no per-row
+    # parameter processing.
+    await _driver_execute(
+        conn, f"INSERT INTO {snapshots.schema}.{snapshots.name} "
+              "(workspace_id, profile_id, snapshot) "
+              "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::jsonb[]) "
+              "ON CONFLICT (workspace_id, profile_id) DO UPDATE "
+              "SET snapshot = EXCLUDED.snapshot, updated_at = now()",
+        [ws for (ws, _), _ in ordered], [pid for (_, pid), _ in ordered],
+        [orjson.dumps(snap).decode() for _, snap in ordered])
+
+
+async def _driver_execute(conn: AsyncConnection, sql: str, *args: Any) -> None:
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.execute(sql, *args)
 
 
 async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: datetime
@@ -240,4 +251,10 @@ async def copy_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]
 
 async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await conn.execute(insert(sends).on_conflict_do_nothing(), list(rows))
+        columns = ["workspace_id", "idempotency_key", "profile_id", "channel", "journey_key",
+                   "sent_at"]
+        await _driver_execute(
+            conn, f"INSERT INTO {sends.schema}.{sends.name} ({', '.join(columns)}) "
+                  "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
+                  "$4::varchar[], $5::varchar[], $6::timestamptz[]) ON CONFLICT DO NOTHING",
+            *[[row[c] for row in rows] for c in columns])

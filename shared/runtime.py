@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table
@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
+class Worker(Protocol):
+    """A background loop besides the consumers (e.g. journey's timer worker)."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class ServiceParts:
     """What makes one service: its tables and its consumer table."""
@@ -36,6 +44,7 @@ class ServiceParts:
     outbox: Table | None = None
     seed_kinds: tuple[str, ...] = ("admin",)
     consumers: Callable[[ServiceRuntime], list[ConsumerSpec]] = lambda _rt: []
+    workers: Callable[[ServiceRuntime], list[Worker]] = lambda _rt: []
     extras: dict[str, object] = field(default_factory=dict)
     # Background loops (schedules) started once connected; each gets the runtime's stop event.
     jobs: Callable[[ServiceRuntime], list[Job]] = lambda _rt: []
@@ -53,6 +62,7 @@ class ServiceRuntime:
             if parts.outbox is not None else None
         )
         self.loops: list[ConsumerLoop] = []
+        self.workers: list[Worker] = []
         self.producer_started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -82,6 +92,10 @@ class ServiceRuntime:
             loop = ConsumerLoop(spec, self.settings, self.producer)
             self.loops.append(loop)
             self._tasks.append(asyncio.create_task(self._supervise(loop), name=spec.name))
+        for worker in self.parts.workers(self):
+            self.workers.append(worker)
+            self._tasks.append(asyncio.create_task(self._keep_running(worker),
+                                                   name=type(worker).__name__))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run_sweeper(), name="outbox"))
         for job in self.parts.jobs(self):
@@ -100,6 +114,20 @@ class ServiceRuntime:
                 raise
             except Exception:
                 log.exception("consumer %s crashed; restarting from last commit", loop.spec.name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def _keep_running(self, worker: Worker) -> None:
+        """A crashed worker restarts with backoff, like a consumer loop."""
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                await worker.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s crashed; restarting", type(worker).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
 
@@ -129,6 +157,8 @@ class ServiceRuntime:
         self._stopping.set()
         for loop in self.loops:
             loop.stop()
+        for worker in self.workers:
+            worker.stop()
         if self.relay is not None:
             self.relay.stop()
         if self._tasks:

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from services.journey import tables
+from services.journey.api.insight import router as insight_router
 from services.journey.api.routes import router
-from services.journey.consumers import consumers
+from services.journey.consumers import EngineParts, consumers, workers
+from shared.clock import Clock, SystemClock
 from shared.http.app import build_app
 from shared.runtime import ServiceParts
 from shared.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """`clock` is injectable so tests can run quiet hours and time zones on virtual time."""
     settings = settings or Settings()
+    clock = clock or SystemClock()
+    engine_parts = EngineParts(clock)
     parts = ServiceParts(name="journey", api_keys=tables.api_keys, outbox=tables.outbox,
-                         consumers=consumers)
-    return build_app(parts, settings, title="Touchpoint journey",
-                     description="Customer-journey maps: stages, entry rules, steps. Auth: "
-                                 "`Authorization: Bearer <admin key>`.", routers=[router])
+                         consumers=partial(consumers, parts=engine_parts),
+                         workers=partial(workers, parts=engine_parts))
+    app = build_app(parts, settings, title="Touchpoint journey",
+                    description="Customer-journey maps: stages, entry rules, steps, durable "
+                                "timers, guardrails and per-stage numbers. Auth: "
+                                "`Authorization: Bearer <admin key>`.",
+                    routers=[router, insight_router])
+    app.state.clock = clock
+    return app

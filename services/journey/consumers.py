@@ -1,20 +1,45 @@
-"""Journey's consumer table."""
+"""Journey's consumer table and background workers, and what they share."""
 
 from __future__ import annotations
 
 from functools import partial
 
 from services.journey.handlers import handle_profile_changes, handle_profile_events
+from services.journey.publisher import OutboxPublisher
+from services.journey.store import Documents
+from services.journey.timers import TimerWorker
+from shared.clock import Clock, SystemClock
 from shared.contracts import ProfileChange, ProfileEvent
 from shared.kafka import ConsumerSpec
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, Worker
 
 
-def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
-    s = rt.settings
+class EngineParts:
+    """What the consumers and the timer worker of one process share."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.docs = Documents()
+        self.publisher = OutboxPublisher()
+
+
+def consumers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[ConsumerSpec]:
+    s, parts = rt.settings, parts or EngineParts()
     return [
         ConsumerSpec("journey.profile-events", s.topic("profile-events"), ProfileEvent,
-                     partial(handle_profile_events, rt)),
+                     partial(handle_profile_events, rt, parts.clock, parts.docs,
+                             parts.publisher)),
         ConsumerSpec("journey.profile-changes", s.topic("profile-changes"), ProfileChange,
-                     partial(handle_profile_changes, rt)),
+                     partial(handle_profile_changes, rt, parts.clock, parts.docs,
+                             parts.publisher)),
     ]
+
+
+def workers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Worker]:
+    parts = parts or EngineParts()
+    publisher = parts.publisher
+    publisher.relay = rt.relay
+    # Two timer workers: while one waits on Postgres the other computes (SKIP LOCKED keeps
+    # them apart, as it does across replicas).
+    out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher) for _ in range(2)]
+    return [publisher, *out] if rt.relay is not None else out

@@ -1,108 +1,135 @@
-"""Journey's message handlers: profile events move customers; sends go to the outbox."""
+"""Journey's message handlers: profile events and changes move customers through journeys.
+
+One transaction per polled batch: inbox claim, state changes, decisions and outbox rows
+commit together; the outbox is published right after commit.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import and_, delete, select, update
 
-from services.journey.domain.document import JourneyDocument
-from services.journey.domain.engine import idempotency_key, matching_entries, run_from_start
-from services.journey.tables import inbox, instances, journey_versions, journeys, outbox
-from shared.contracts.envelope import JourneyRef, message_key
+from services.journey import store
+from services.journey.domain.signals import Signal
+from services.journey.publisher import OutboxPublisher
+from services.journey.tables import decisions, inbox, instances, outbox, sends, snapshots
+from services.journey.unit import Unit
+from shared.clock import Clock
 from shared.contracts.profile import ChangeKind, ProfileChange, ProfileEvent
-from shared.contracts.send import Recipient, SendCommand
-from shared.db import add_to_outbox, claim_new
+from shared.db import claim_new
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
 
-async def published_documents(conn: Any, workspaces: set[str]) -> dict[str, list[tuple[int,
-                                                                                      JourneyDocument]]]:
-    """The current published version of every live journey, per workspace."""
-    rows = (await conn.execute(
-        select(journey_versions.c.workspace_id, journey_versions.c.version,
-               journey_versions.c.document)
-        .join(journeys, (journeys.c.workspace_id == journey_versions.c.workspace_id)
-              & (journeys.c.key == journey_versions.c.key)
-              & (journeys.c.published_version == journey_versions.c.version))
-        .where(journeys.c.status == "published", journeys.c.workspace_id.in_(workspaces))
-    )).all()
-    out: dict[str, list[tuple[int, JourneyDocument]]] = {}
-    for row in rows:
-        out.setdefault(row.workspace_id, []).append((row.version, _parsed(row)))
-    return out
+def event_signal(pe: ProfileEvent) -> Signal:
+    event = pe.event.model_dump(mode="json")
+    return Signal(id=pe.id, workspace_id=pe.workspace_id, profile_id=pe.profile_id, kind="event",
+                  name=pe.event.event or pe.event.name or pe.event.type.value,
+                  at=pe.event.timestamp,
+                  data={"event": event, "profile": pe.profile.model_dump(mode="json")})
 
 
-_PARSED: dict[tuple[str, str, int], JourneyDocument] = {}
+def change_signal(change: ProfileChange) -> Signal:
+    profile = change.profile.model_dump(mode="json") if change.profile else {}
+    return Signal(id=change.id, workspace_id=change.workspace_id, profile_id=change.profile_id,
+                  kind="change", name=change.kind.value, at=change.occurred_at,
+                  data={"profile": profile, "change": {"kind": change.kind.value,
+                                                       "data": change.data}})
 
 
-def _parsed(row: Any) -> JourneyDocument:
-    """Published versions never change, so each is validated once per process."""
-    key = (row.workspace_id, row.document["key"], row.version)
-    if key not in _PARSED:
-        _PARSED[key] = JourneyDocument.model_validate(row.document)
-    return _PARSED[key]
-
-
-async def handle_profile_events(rt: ServiceRuntime, records: list[Record]) -> None:
-    settings = rt.settings
-    now = datetime.now(UTC)
+async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
+                        publisher: OutboxPublisher | None, consumer: str, ids: list[str],
+                        signals: list[Signal], before: Any = None) -> None:
     async with rt.engine.begin() as conn:
-        fresh = await claim_new(conn, inbox, "journey.profile-events",
-                                [r.value.dedupe_id() for r in records])
-        todo: list[ProfileEvent] = [r.value for r in records if r.value.dedupe_id() in fresh]
-        docs = await published_documents(conn, {pe.workspace_id for pe in todo}) if todo else {}
-        sends: list[tuple[bytes, SendCommand]] = []
-        for pe in todo:
-            data = {"event": pe.event.model_dump(mode="json"),
-                    "profile": pe.profile.model_dump(mode="json")}
-            for version, doc in docs.get(pe.workspace_id, []):
-                for entry in matching_entries(doc, data):
-                    progress = run_from_start(entry.stage)
-                    entered = await conn.execute(
-                        insert(instances).values(
-                            workspace_id=pe.workspace_id, journey_key=doc.key, version=version,
-                            profile_id=pe.profile_id, instance_key=entry.instance_key,
-                            entry_id=pe.id, stage=entry.stage.key, step=progress.waiting_at,
-                            status="active" if progress.waiting_at else "completed",
-                            entered_at=now,
-                        ).on_conflict_do_nothing().returning(instances.c.id))
-                    if entered.scalar() is None:
-                        continue  # this entry was already applied
-                    for step_id, send in progress.sends:
-                        key = idempotency_key(pe.workspace_id, doc.key, version, pe.profile_id,
-                                              entry.instance_key, pe.id, entry.stage.key, step_id)
-                        sends.append((message_key(pe.workspace_id, pe.profile_id), SendCommand(
-                            id=key, workspace_id=pe.workspace_id, profile_id=pe.profile_id,
-                            idempotency_key=key, channel=send.channel, template=send.template,
-                            to=Recipient(email=pe.profile.email, phone=pe.profile.phone),
-                            journey=JourneyRef(key=doc.key, version=version,
-                                               stage=entry.stage.key, step=step_id,
-                                               instance=entry.instance_key or None),
-                            context=data, requested_at=now)))
-        ids = await add_to_outbox(conn, outbox, settings.topic("send-commands"), "send-commands",
-                                  sends)
-    assert rt.relay is not None
-    await rt.relay.publish(ids)
+        fresh = await claim_new(conn, inbox, consumer, ids)
+        todo = []
+        for signal, message_id in zip(signals, ids, strict=True):
+            if message_id in fresh:  # a duplicate within the batch counts once too
+                fresh.discard(message_id)
+                todo.append(signal)
+        if before is not None:
+            todo = await before(conn, todo)
+        if not todo:
+            return
+        unit = Unit(conn, docs, rt.settings, outbox, clock.now())
+        await unit.load_for_signals(todo)
+        for signal in todo:
+            unit.apply_signal(signal)
+        await store.save_snapshots(conn, {(s.workspace_id, s.profile_id): s.profile
+                                          for s in todo if s.profile})
+        ids_out = await unit.flush()
+    if publisher is not None:
+        publisher.publish_soon(ids_out)
 
 
-async def handle_profile_changes(rt: ServiceRuntime, records: list[Record]) -> None:
-    """Merges re-key journey state; erasure drops it."""
-    async with rt.engine.begin() as conn:
-        fresh = await claim_new(conn, inbox, "journey.profile-changes",
-                                [r.value.dedupe_id() for r in records])
-        for record in records:
-            change: ProfileChange = record.value
-            if change.dedupe_id() not in fresh:
-                continue
-            scope = instances.c.workspace_id == change.workspace_id
+async def handle_profile_events(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
+                                publisher: OutboxPublisher | None, records: list[Record]
+                                ) -> None:
+    events: list[ProfileEvent] = [r.value for r in records]
+    await apply_signals(rt, clock, docs, publisher, "journey.profile-events",
+                        [e.dedupe_id() for e in events], [event_signal(e) for e in events])
+
+
+async def handle_profile_changes(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
+                                 publisher: OutboxPublisher | None, records: list[Record]
+                                 ) -> None:
+    """Merges re-key journey state; erasure drops it; other kinds are signals for rules."""
+    changes: list[ProfileChange] = [r.value for r in records]
+    by_id = {c.id: c for c in changes}
+
+    async def bookkeeping(conn: Any, todo: list[Signal]) -> list[Signal]:
+        rest = []
+        for signal in todo:
+            change = by_id[signal.id]
             if change.kind is ChangeKind.merged:
-                merged = [str(i) for i in change.data.get("merged_ids", [])]
-                await conn.execute(update(instances).where(
-                    scope, instances.c.profile_id.in_(merged)).values(profile_id=change.profile_id))
+                await merge(conn, change.workspace_id, change.profile_id,
+                            [str(i) for i in change.data.get("merged_ids", [])])
             elif change.kind is ChangeKind.erased:
-                await conn.execute(delete(instances).where(
-                    scope, instances.c.profile_id == change.profile_id))
+                await erase(conn, change.workspace_id, change.profile_id)
+            else:
+                rest.append(signal)
+        return rest
+
+    await apply_signals(rt, clock, docs, publisher, "journey.profile-changes",
+                        [c.dedupe_id() for c in changes], [change_signal(c) for c in changes],
+                        bookkeeping)
+
+
+async def merge(conn: Any, workspace_id: str, into: str, merged: list[str]) -> None:
+    """Move the merged profiles' journey state under `into`. Where both stand in the same
+    journey instance, the surviving profile's instance wins and the other exits."""
+    if not merged:
+        return
+    i = instances.c
+    keep = select(i.journey_key, i.instance_key).where(
+        i.workspace_id == workspace_id, i.profile_id == into, i.status == "active")
+    taken = {(r.journey_key, r.instance_key) for r in (await conn.execute(keep)).all()}
+    rows = (await conn.execute(select(i.id, i.journey_key, i.instance_key).where(
+        i.workspace_id == workspace_id, i.profile_id.in_(merged), i.status == "active")
+        .with_for_update())).all()
+    clash = [r.id for r in rows if (r.journey_key, r.instance_key) in taken]
+    seen: set[tuple[str, str]] = set()
+    for r in rows:  # two merged profiles in the same instance: keep the first
+        if r.id not in clash and (r.journey_key, r.instance_key) in seen:
+            clash.append(r.id)
+        seen.add((r.journey_key, r.instance_key))
+    if clash:
+        await conn.execute(update(instances).where(i.id.in_(clash)).values(
+            status="exited", exit_reason=f"profile merged into {into}", wake_at=None,
+            wake_kind=None))
+    scope = and_(i.workspace_id == workspace_id, i.profile_id.in_(merged))
+    await conn.execute(update(instances).where(scope).values(profile_id=into))
+    for table in (decisions, sends):
+        await conn.execute(update(table).where(
+            table.c.workspace_id == workspace_id, table.c.profile_id.in_(merged))
+            .values(profile_id=into))
+    await conn.execute(delete(snapshots).where(
+        snapshots.c.workspace_id == workspace_id, snapshots.c.profile_id.in_(merged)))
+
+
+async def erase(conn: Any, workspace_id: str, profile_id: str) -> None:
+    """Right to erasure: nothing journey keeps about the customer survives."""
+    for table in (instances, decisions, sends, snapshots):
+        await conn.execute(delete(table).where(table.c.workspace_id == workspace_id,
+                                               table.c.profile_id == profile_id))

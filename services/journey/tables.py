@@ -2,6 +2,7 @@
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Identity,
@@ -11,8 +12,9 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
-    UniqueConstraint,
+    false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -50,11 +52,13 @@ journey_versions = Table(
     PrimaryKeyConstraint("workspace_id", "key", "version"),
 )
 
-# One row per (journey version, customer, instance key, entry).
+# One row per (journey version, customer, instance key) run; at most one active per
+# (journey, customer, instance key). `wake_at` is the instance's durable timer: the timer
+# worker claims due rows FOR UPDATE SKIP LOCKED and moves them in the same transaction.
 instances = Table(
     "instances",
     metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("id", String(36), primary_key=True),
     Column("workspace_id", String(64), nullable=False),
     Column("journey_key", String(100), nullable=False),
     Column("version", Integer, nullable=False),
@@ -64,11 +68,71 @@ instances = Table(
     Column("stage", String(100), nullable=False),
     Column("step", String(100)),
     Column("status", String(20), nullable=False),  # active | completed | exited
-    Column("exit_reason", String(200)),
+    Column("holdout", Boolean, nullable=False, server_default=false()),
+    Column("epoch", Integer, nullable=False, server_default="0"),
+    Column("seq", Integer, nullable=False, server_default="0"),
+    Column("wake_at", DateTime(timezone=True)),
+    Column("wake_kind", String(20)),
     Column("entered_at", DateTime(timezone=True), nullable=False),
+    Column("stage_entered_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("exit_reason", String(200)),
+    Column("goal_at", DateTime(timezone=True)),
+    Column("goal_until", DateTime(timezone=True)),
+    Column("context", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
-    UniqueConstraint("workspace_id", "journey_key", "profile_id", "entry_id", "stage",
-                     name="instances_entry_once"),
-    Index("instances_profile", "workspace_id", "profile_id"),
+    Index("instances_one_active", "workspace_id", "journey_key", "profile_id", "instance_key",
+          unique=True, postgresql_where=text("status = 'active'")),
+    Index("instances_profile", "workspace_id", "profile_id", "journey_key", "instance_key",
+          "entered_at"),
     Index("instances_journey_stage", "workspace_id", "journey_key", "status", "stage"),
+    Index("instances_due", "wake_at", postgresql_where=text("wake_at IS NOT NULL")),
+)
+
+# The "why?" trace: every decision the engine made about a customer, in order.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("profile_id", String(36), nullable=False),
+    Column("journey_key", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("instance_id", String(36)),
+    Column("instance_key", String(255), nullable=False, server_default=""),
+    Column("stage", String(100)),
+    Column("step", String(100)),
+    Column("kind", String(20), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("reason", String(300)),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("decisions_profile", "workspace_id", "profile_id", "journey_key", "id"),
+    Index("decisions_journey", "workspace_id", "journey_key", "kind", "outcome"),
+)
+
+# Every send journey asked for, across journeys: what frequency caps count.
+sends = Table(
+    "sends",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("profile_id", String(36), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("journey_key", String(100), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "idempotency_key"),
+    Index("sends_profile", "workspace_id", "profile_id", "sent_at"),
+)
+
+# The latest profile snapshot journey saw, so timers evaluate conditions on fresh data
+# without calling the profile service.
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("profile_id", String(36), nullable=False),
+    Column("snapshot", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "profile_id"),
 )

@@ -1,69 +1,20 @@
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from services.journey.domain.document import JourneyDocument
-from services.journey.domain.engine import idempotency_key, matching_entries, run_from_start
 
-EXAMPLE = json.loads("""{
-  "key": "post-purchase-review", "name": "Review request after purchase",
-  "instance_key": "event.properties.order_id",
-  "stages": [
-    {"key": "purchased",
-     "enter": {"event": "Order Completed",
-               "where": {"field": "event.properties.total", "op": "gte", "value": 50}},
-     "steps": [
-       {"id": "settle", "wait": "PT2S"},
-       {"id": "ask", "send": {"channel": "email", "template": "review-request"}},
-       {"id": "listen", "wait_for": {"event": "Review Submitted", "timeout": "P5D",
-                                     "then": "thanks", "else": "nudge"}},
-       {"id": "nudge", "send": {"channel": "sms", "template": "review-nudge"}, "next": "end"},
-       {"id": "thanks", "send": {"channel": "email", "template": "review-thanks"}}
-     ]},
-    {"key": "reviewed", "enter": {"event": "Review Submitted"}}
-  ],
-  "exit_when": [{"event": "Order Refunded"}],
-  "goal": {"event": "Review Submitted", "within": "P14D"},
-  "reentry": "after_exit", "holdout_percent": 10,
-  "frequency_cap": {"email": {"max": 3, "per": "P7D"}},
-  "quiet_hours": {"start": "21:00", "end": "09:00"}
-}""")
+EXAMPLE = json.loads((Path(__file__).parents[2] / "services/journey/examples/"
+                      "post-purchase-review.json").read_text())
 
 
 def test_issue_example_is_accepted() -> None:
     doc = JourneyDocument.model_validate(EXAMPLE)
     assert doc.stages[0].steps[0].wait.total_seconds() == 2
     assert doc.stages[0].steps[2].wait_for.else_ == "nudge"
-
-
-def test_instances_per_order_and_where_filter() -> None:
-    doc = JourneyDocument.model_validate(EXAMPLE)
-    big = {"event": {"event": "Order Completed", "properties": {"order_id": "o-1", "total": 80}}}
-    small = {"event": {"event": "Order Completed", "properties": {"order_id": "o-2", "total": 20}}}
-    [entry] = matching_entries(doc, big)
-    assert (entry.stage.key, entry.instance_key) == ("purchased", "o-1")
-    assert matching_entries(doc, small) == []
-
-
-def test_leading_sends_run_and_stop_at_first_wait() -> None:
-    doc = JourneyDocument.model_validate(EXAMPLE)
-    progress = run_from_start(doc.stages[0])
-    assert progress.sends == [] and progress.waiting_at == "settle"
-    welcome = JourneyDocument.model_validate({"key": "w", "name": "W", "stages": [
-        {"key": "s", "enter": {"event": "Signed Up"}, "steps": [
-            {"id": "a", "send": {"channel": "email", "template": "t1"}, "next": "c"},
-            {"id": "b", "send": {"channel": "email", "template": "never"}},
-            {"id": "c", "send": {"channel": "email", "template": "t2"}},
-            {"id": "d", "wait": "P1D"}]}]})
-    progress = run_from_start(welcome.stages[0])
-    assert [s for s, _ in progress.sends] == ["a", "c"] and progress.waiting_at == "d"
-
-
-def test_idempotency_key_is_stable() -> None:
-    key = idempotency_key("w", "j", 1, "p", "e", "s")
-    assert key == idempotency_key("w", "j", 1, "p", "e", "s")
-    assert key != idempotency_key("w", "j", 2, "p", "e", "s")
 
 
 def _error(doc: dict) -> str:
@@ -92,3 +43,50 @@ def test_errors_name_the_path_and_reason() -> None:
     unknown_field = json.loads(json.dumps(EXAMPLE))
     unknown_field["stages"][0]["colour"] = "red"
     assert "stages.0.colour" in _error(unknown_field)
+
+
+def _mutated(path: list[Any], value: Any) -> dict:
+    doc = json.loads(json.dumps(EXAMPLE))
+    target = doc
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), [
+    (["stages", 0, "steps", 0, "wait"], "-PT5S", "stages.0.steps.0.wait\n  Value error, "
+                                                 "duration must be positive"),
+    (["stages", 0, "steps", 1, "id"], "settle", "stages.0.steps.1.id: duplicate or reserved "
+                                                "step id 'settle'"),
+    (["stages", 1, "key"], "purchased", "stages.1.key: duplicate stage key 'purchased'"),
+    (["stages", 0, "steps", 3, "next"], "gone", "stages.0.steps.3.next: unknown step 'gone' in "
+                                                "stage 'purchased'"),
+    (["stages", 0, "steps", 0], {"id": "s", "split": [{"percent": 70, "next": "ask"},
+                                                      {"percent": 40, "next": "ask"}]},
+     "split percents add up to more than 100"),
+    (["goal"], {"stage": "nowhere"}, "goal.stage: unknown stage 'nowhere'"),
+    (["goal"], {"event": "A", "stage": "reviewed"}, "goal\n  Value error, give exactly one of "
+                                                    "event, stage"),
+    (["stages", 0, "enter"], {"where": {"field": "event.x", "op": "eq", "value": 1}},
+     "give exactly one of event, condition"),
+    (["stages", 0, "enter", "where"], {"field": "order.total", "op": "gte", "value": 1},
+     "String should match pattern"),
+    (["stages", 0, "enter", "where"], {"field": "event.total", "op": "matches", "value": 1},
+     "stages.0.enter.where"),
+    (["quiet_hours"], {"start": "21:00", "end": "21:00"}, "start and end must differ"),
+    (["quiet_hours"], {"start": "25:00", "end": "09:00"}, "quiet_hours.start"),
+    (["frequency_cap"], {"email": {"max": 0, "per": "P1D"}}, "frequency_cap.email.max"),
+    (["holdout_percent"], 120, "holdout_percent\n  Input should be less than or equal to 100"),
+    (["reentry"], "sometimes", "reentry\n  Input should be 'once', 'after_exit' or 'always'"),
+    (["instance_key"], "order_id", "instance_key\n  String should match pattern"),
+    (["stages", 0, "steps", 2, "wait_for", "timeout"], "PT0S", "duration must be positive"),
+    (["stages", 0, "steps", 0], {"id": "s", "wait_until": {"time": "9am"}},
+     "stages.0.steps.0.wait_until.time"),
+    (["stages", 0, "steps", 0], {"id": "s", "webhook": {"url": "ftp://x"}},
+     "stages.0.steps.0.webhook.url"),
+    (["stages"], [], "stages\n  List should have at least 1 item"),
+])
+def test_each_error_class_names_its_path_and_reason(path: list[Any], value: Any,
+                                                    expected: str) -> None:
+    assert expected in _error(_mutated(path, value))

@@ -1,15 +1,20 @@
-"""Journey management API: drafts, validation, publishing, stats."""
+"""Journey management API: drafts, validation, versions, lifecycle, simulation."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from fastapi import APIRouter, Body, Query, Request
+from pydantic import ValidationError
+from sqlalchemy import DateTime, String, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.journey.api.schemas import SimulateRequest
 from services.journey.domain.document import JourneyDocument
-from services.journey.tables import instances, journey_versions, journeys
+from services.journey.domain.simulate import simulate
+from services.journey.tables import decisions, instances, journey_versions, journeys
 from shared.http.auth import AdminDep
 from shared.http.problems import Problem
 
@@ -22,24 +27,60 @@ def _summary(row: Any) -> dict[str, Any]:
             "updated_at": row["updated_at"]}
 
 
+def _errors(exc: ValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        out.append({"field": loc or "body", "message": str(err.get("msg"))})
+    return out
+
+
+def parse_document(body: Any) -> JourneyDocument:
+    """A journey document or a 400 naming each wrong field and why."""
+    try:
+        return JourneyDocument.model_validate(body)
+    except ValidationError as exc:
+        errors = _errors(exc)
+        raise Problem(400, "Invalid journey", "; ".join(
+            f"{e['field']}: {e['message']}" for e in errors[:5]), errors=errors) from exc
+
+
+JSONBody = Annotated[Any, Body(description="A journey document (see docs/journey.md).")]
+
+
+async def _journey(conn: AsyncConnection, workspace_id: str, key: str, *,
+                   lock: bool = False) -> Any:
+    stmt = select(journeys).where(journeys.c.workspace_id == workspace_id, journeys.c.key == key)
+    row = (await conn.execute(stmt.with_for_update() if lock else stmt)).mappings().first()
+    if row is None:
+        raise Problem(404, "Not found", f"no journey '{key}'")
+    return row
+
+
 @router.post("/validate")
-async def validate_journey(doc: JourneyDocument, principal: AdminDep) -> dict[str, Any]:
+async def validate_journey(body: JSONBody, principal: AdminDep) -> dict[str, Any]:
     """Check a journey document without saving it (errors come back as 400 with paths)."""
+    doc = parse_document(body)
     return {"valid": True, "key": doc.key}
 
 
 @router.post("", status_code=201)
-async def save_draft(doc: JourneyDocument, request: Request, principal: AdminDep) -> dict[str, Any]:
+async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> dict[str, Any]:
     """Create a journey or replace its draft. Published versions are never changed."""
+    doc = parse_document(body)
     draft = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
-    upsert = insert(journeys).values(workspace_id=principal.workspace_id, key=doc.key,
-                                     name=doc.name, status="draft", draft=draft)
-    stmt = upsert.on_conflict_do_update(
-        index_elements=[journeys.c.workspace_id, journeys.c.key],
-        set_={"draft": draft, "name": doc.name, "updated_at": func.now()},
-    ).returning(journeys)
     async with request.app.state.runtime.engine.begin() as conn:
-        row = (await conn.execute(stmt)).mappings().one()
+        existing = (await conn.execute(select(journeys.c.status).where(
+            journeys.c.workspace_id == principal.workspace_id, journeys.c.key == doc.key)
+            .with_for_update())).first()
+        if existing is not None and existing.status == "archived":
+            raise Problem(409, "Archived", f"journey '{doc.key}' is archived; use a new key")
+        upsert = pg_insert(journeys).values(workspace_id=principal.workspace_id, key=doc.key,
+                                            name=doc.name, status="draft", draft=draft)
+        row = (await conn.execute(upsert.on_conflict_do_update(
+            index_elements=[journeys.c.workspace_id, journeys.c.key],
+            set_={"draft": draft, "name": doc.name, "updated_at": func.now()},
+        ).returning(journeys))).mappings().one()
     return _summary(row)
 
 
@@ -55,26 +96,40 @@ async def list_journeys(request: Request, principal: AdminDep) -> dict[str, Any]
 
 @router.get("/{key}")
 async def get_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
-    """One journey with its draft and published version number."""
+    """One journey: summary, draft and the list of its published versions."""
     async with request.app.state.runtime.engine.connect() as conn:
-        row = (await conn.execute(select(journeys).where(
-            journeys.c.workspace_id == principal.workspace_id, journeys.c.key == key)
-        )).mappings().first()
+        row = await _journey(conn, principal.workspace_id, key)
+        versions = (await conn.execute(
+            select(journey_versions.c.version, journey_versions.c.published_at).where(
+                journey_versions.c.workspace_id == principal.workspace_id,
+                journey_versions.c.key == key).order_by(journey_versions.c.version))).all()
+    return _summary(row) | {"versions": [{"version": v.version, "published_at": v.published_at}
+                                         for v in versions]}
+
+
+@router.get("/{key}/versions/{version}")
+async def get_version(key: str, version: int, request: Request,
+                      principal: AdminDep) -> dict[str, Any]:
+    """One published version's document (immutable)."""
+    async with request.app.state.runtime.engine.connect() as conn:
+        row = (await conn.execute(select(journey_versions).where(
+            journey_versions.c.workspace_id == principal.workspace_id,
+            journey_versions.c.key == key, journey_versions.c.version == version))).first()
     if row is None:
-        raise Problem(404, "Not found", f"no journey '{key}'")
-    return _summary(row)
+        raise Problem(404, "Not found", f"journey '{key}' has no version {version}")
+    return {"key": key, "version": version, "published_at": row.published_at,
+            "document": row.document}
 
 
 @router.post("/{key}/publish")
 async def publish_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
-    """Freeze the draft as the next immutable version and make it live."""
+    """Freeze the draft as the next immutable version and make it live. Customers already
+    inside finish on the version they entered."""
     ws = principal.workspace_id
     async with request.app.state.runtime.engine.begin() as conn:
-        row = (await conn.execute(select(journeys).where(
-            journeys.c.workspace_id == ws, journeys.c.key == key).with_for_update()
-        )).mappings().first()
-        if row is None:
-            raise Problem(404, "Not found", f"no journey '{key}'")
+        row = await _journey(conn, ws, key, lock=True)
+        if row["status"] == "archived":
+            raise Problem(409, "Archived", f"journey '{key}' is archived")
         if row["draft"] is None:
             raise Problem(409, "Nothing to publish", "the journey has no draft")
         version = (await conn.execute(select(func.coalesce(func.max(journey_versions.c.version),
@@ -84,26 +139,82 @@ async def publish_journey(key: str, request: Request, principal: AdminDep) -> di
             workspace_id=ws, key=key, version=version, document=row["draft"]))
         row = (await conn.execute(update(journeys).where(
             journeys.c.workspace_id == ws, journeys.c.key == key).values(
-            status="published", published_version=version, updated_at=func.now())
+            status="published", published_version=version, draft=None, updated_at=func.now())
             .returning(journeys))).mappings().one()
     return _summary(row)
 
 
-@router.get("/{key}/stats")
-async def journey_stats(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
-    """Customers per stage and status."""
+async def _move(request: Request, ws: str, key: str, allowed: set[str], to: str) -> Any:
+    async with request.app.state.runtime.engine.begin() as conn:
+        row = await _journey(conn, ws, key, lock=True)
+        if row["status"] not in allowed:
+            raise Problem(409, "Not allowed", f"journey '{key}' is {row['status']}; this needs "
+                                              f"{' or '.join(sorted(allowed))}")
+        row = (await conn.execute(update(journeys).where(
+            journeys.c.workspace_id == ws, journeys.c.key == key).values(
+            status=to, updated_at=func.now()).returning(journeys))).mappings().one()
+        if to == "archived":
+            await _exit_everyone(conn, ws, key, request.app.state.clock.now())
+    return row
+
+
+@router.post("/{key}/pause")
+async def pause_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
+    """Stop new entries; customers inside carry on (their timers keep firing)."""
+    return _summary(await _move(request, principal.workspace_id, key, {"published"}, "paused"))
+
+
+@router.post("/{key}/resume")
+async def resume_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
+    """Take new entries again on the published version."""
+    return _summary(await _move(request, principal.workspace_id, key, {"paused"}, "published"))
+
+
+@router.post("/{key}/archive")
+async def archive_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
+    """End the journey: no new entries, every customer inside exits now (timers cancelled)."""
+    return _summary(await _move(request, principal.workspace_id, key,
+                                {"draft", "published", "paused"}, "archived"))
+
+
+async def _exit_everyone(conn: AsyncConnection, ws: str, key: str, now: datetime) -> None:
+    i = instances.c
+    scope = (i.workspace_id == ws) & (i.journey_key == key) & (i.status == "active")
+    await conn.execute(insert(decisions).from_select(
+        ["workspace_id", "profile_id", "journey_key", "version", "instance_id", "instance_key",
+         "stage", "step", "kind", "outcome", "reason", "at"],
+        select(i.workspace_id, i.profile_id, i.journey_key, i.version, i.id, i.instance_key,
+               i.stage, i.step, literal("exit", String), literal("exited", String),
+               literal("journey archived", String),
+               literal(now, DateTime(timezone=True))).where(scope)))
+    await conn.execute(update(instances).where(scope).values(
+        status="exited", exit_reason="journey archived", ended_at=now, wake_at=None,
+        wake_kind=None, updated_at=func.now()))
+
+
+@router.post("/{key}/simulate")
+async def simulate_journey(key: str, body: SimulateRequest, request: Request,
+                           principal: AdminDep,
+                           version: Annotated[int | None, Query(
+                               ge=1, description="A published version; default: the draft, "
+                                                 "else the live version.")] = None,
+                           ) -> dict[str, Any]:
+    """Run the journey against a given profile and events on virtual time; sends nothing.
+    Returns the decision trace and the sends that would have gone out."""
     async with request.app.state.runtime.engine.connect() as conn:
-        known = (await conn.execute(select(journeys.c.key).where(
-            journeys.c.workspace_id == principal.workspace_id, journeys.c.key == key))).first()
-        if known is None:
-            raise Problem(404, "Not found", f"no journey '{key}'")
-        rows = (await conn.execute(
-            select(instances.c.stage, instances.c.status, func.count().label("n"))
-            .where(instances.c.workspace_id == principal.workspace_id,
-                   instances.c.journey_key == key)
-            .group_by(instances.c.stage, instances.c.status)
-        )).all()
-    stages: dict[str, dict[str, int]] = {}
-    for row in rows:
-        stages.setdefault(row.stage, {})[row.status] = row.n
-    return {"key": key, "entries": sum(r.n for r in rows), "stages": stages}
+        row = await _journey(conn, principal.workspace_id, key)
+        document = row["draft"] if version is None else None
+        used = "draft"
+        if document is None:
+            wanted = version or row["published_version"]
+            found = (await conn.execute(select(journey_versions.c.document).where(
+                journey_versions.c.workspace_id == principal.workspace_id,
+                journey_versions.c.key == key, journey_versions.c.version == wanted))).first()
+            if found is None:
+                raise Problem(404, "Not found", f"journey '{key}' has no version {wanted}")
+            document, used = found.document, f"version {wanted}"
+    doc = JourneyDocument.model_validate(document)
+    start = body.start or request.app.state.clock.now()
+    result = simulate(doc, body.profile_dict(), body.timeline(start), start=start,
+                      horizon=body.horizon)
+    return {"key": key, "ran": used, "start": start} | result

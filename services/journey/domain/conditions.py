@@ -39,6 +39,7 @@ for _model in (All, AnyOf, Not):
 condition_adapter: TypeAdapter[Condition] = TypeAdapter(Condition)
 
 _MISSING = object()
+MISSING = _MISSING  # what `lookup` returns for an absent path
 
 
 def lookup(data: dict[str, Any], path: str) -> Any:
@@ -103,3 +104,23 @@ def _num(value: Any) -> Any:
     if isinstance(value, str):
         return float(value)
     return value
+
+
+def fields_of(cond: Condition) -> list[str]:
+    """Every field a condition reads, in order, once."""
+    if isinstance(cond, All):
+        return list(dict.fromkeys(f for c in cond.all for f in fields_of(c)))
+    if isinstance(cond, AnyOf):
+        return list(dict.fromkeys(f for c in cond.any for f in fields_of(c)))
+    if isinstance(cond, Not):
+        return fields_of(cond.not_)
+    return [cond.field]
+
+
+def seen_values(cond: Condition, data: dict[str, Any]) -> dict[str, Any]:
+    """The values a condition saw, for the decision trace (missing fields show as null)."""
+    out = {}
+    for path in fields_of(cond):
+        value = lookup(data, path)
+        out[path] = None if value is _MISSING else value
+    return out

@@ -1,25 +1,41 @@
-"""The journey document: stages with entry rules and steps. Validated, then immutable."""
+"""The journey document: stages with entry rules and steps. Validated, then immutable.
+
+Validation errors name the path and the reason; pydantic gives the path for shape
+errors, and the cross-reference checks below spell the path out in their message.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.journey.domain.conditions import Condition
 
 Key = str
+HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+STEP_ID = r"^[A-Za-z0-9_\-]+$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _positive(value: timedelta | None) -> timedelta | None:
+    if value is not None and value <= timedelta(0):
+        raise ValueError("duration must be positive")
+    return value
 
 
 class EventRule(_Strict):
+    """What enters a stage or exits an instance: exactly one trigger."""
+
     event: str | None = Field(None, min_length=1, max_length=200)
     where: Condition | None = None
-    condition: Condition | None = Field(None, description="A profile condition.")
+    condition: Condition | None = Field(None, description="A profile condition, checked on "
+                                                          "profile changes.")
     segment_entered: str | None = None
     segment_exited: str | None = None
     lifecycle: str | None = Field(None, description="Lifecycle stage entered.")
@@ -40,7 +56,8 @@ class EventRule(_Strict):
 class Send(_Strict):
     channel: Literal["email", "sms", "push", "webhook"]
     template: str = Field(min_length=1, max_length=200)
-    fallback: str | None = Field(None, description="Step to take when no deliverable address.")
+    fallback: str | None = Field(None, description="Step to take when the customer has no "
+                                                   "deliverable address on the channel.")
 
 
 class WaitFor(_Strict):
@@ -50,10 +67,16 @@ class WaitFor(_Strict):
     then: str = Field(description="Step when the event arrives.")
     else_: str = Field(alias="else", description="Step when the timeout passes.")
 
+    _timeout = field_validator("timeout")(_positive)
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
 
 class WaitUntil(_Strict):
-    time: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+    time: str = Field(pattern=HHMM, description="Local time of day, HH:MM, in the customer's "
+                                                "time zone (UTC when unknown).")
+    weekdays: list[Weekday] | None = Field(None, min_length=1)
 
 
 class BranchCase(_Strict):
@@ -63,17 +86,22 @@ class BranchCase(_Strict):
 
 class Branch(_Strict):
     cases: list[BranchCase] = Field(min_length=1)
-    default: str | None = None
+    default: str | None = Field(None, description="Step when no case holds; else the "
+                                                  "following step.")
 
 
 class SplitPath(_Strict):
     percent: float = Field(gt=0, le=100)
-    next: str | None = Field(None, description="Step to go to; none means holdout (exit).")
+    next: str | None = Field(None, description="Step to go to; none ends the stage's flow.")
 
 
 class Webhook(_Strict):
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    template: str = Field("webhook", min_length=1, max_length=200,
+                          description="Messaging template rendered as the request body.")
     timeout: timedelta = timedelta(seconds=5)
+
+    _timeout = field_validator("timeout")(_positive)
 
 
 STEP_KINDS = ("send", "wait", "wait_until", "wait_for", "branch", "split", "update_profile",
@@ -81,17 +109,20 @@ STEP_KINDS = ("send", "wait", "wait_until", "wait_for", "branch", "split", "upda
 
 
 class Step(_Strict):
-    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")
+    id: str = Field(min_length=1, max_length=100, pattern=STEP_ID)
     next: str | None = None
     send: Send | None = None
     wait: timedelta | None = None
     wait_until: WaitUntil | None = None
     wait_for: WaitFor | None = None
     branch: Branch | None = None
-    split: list[SplitPath] | None = None
-    update_profile: dict[str, Any] | None = None
+    split: list[SplitPath] | None = Field(None, min_length=1)
+    update_profile: dict[str, Any] | None = Field(None, min_length=1,
+                                                  description="Traits to set on the profile.")
     webhook: Webhook | None = None
     exit: bool | None = None
+
+    _wait = field_validator("wait")(_positive)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -99,34 +130,72 @@ class Step(_Strict):
         if len(kinds) != 1:
             raise ValueError(f"a step has exactly one of {', '.join(STEP_KINDS)}; got "
                              f"{', '.join(kinds) or 'none'}")
+        if self.split is not None and sum(p.percent for p in self.split) > 100:
+            raise ValueError("split percents add up to more than 100")
+        if self.exit is False:
+            raise ValueError("`exit` must be true")
         return self
 
     @property
     def kind(self) -> str:
         return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
+    def targets(self) -> list[tuple[str, str]]:
+        """(where in the step, step id) for every jump this step can make."""
+        out = [("next", self.next)]
+        if self.wait_for:
+            out += [("wait_for.then", self.wait_for.then), ("wait_for.else", self.wait_for.else_)]
+        if self.branch:
+            out += [(f"branch.cases.{i}.next", c.next) for i, c in enumerate(self.branch.cases)]
+            out.append(("branch.default", self.branch.default))
+        if self.split:
+            out += [(f"split.{i}.next", p.next) for i, p in enumerate(self.split)]
+        if self.send:
+            out.append(("send.fallback", self.send.fallback))
+        return [(where, target) for where, target in out if target is not None]
+
 
 class Stage(_Strict):
-    key: Key = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")
+    key: Key = Field(min_length=1, max_length=100, pattern=STEP_ID)
     name: str | None = None
     enter: EventRule
+    entry_point: bool | None = Field(
+        None, description="May a customer outside the journey start here? Default: only the "
+                          "first stage.")
     steps: list[Step] = Field(default_factory=list)
 
 
 class Goal(_Strict):
     event: str | None = None
+    where: Condition | None = None
     stage: str | None = None
     within: timedelta | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Goal:
+        if (self.event is None) == (self.stage is None):
+            raise ValueError("give exactly one of event, stage")
+        if self.within is not None and self.within <= timedelta(0):
+            raise ValueError("within: duration must be positive")
+        return self
 
 
 class Cap(_Strict):
     max: int = Field(ge=1)
     per: timedelta
 
+    _per = field_validator("per")(_positive)
+
 
 class QuietHours(_Strict):
-    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    start: str = Field(pattern=HHMM)
+    end: str = Field(pattern=HHMM)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
 
 
 class JourneyDocument(_Strict):
@@ -134,7 +203,7 @@ class JourneyDocument(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str | None = None
     instance_key: str | None = Field(None, pattern=r"^(event|profile)(\.[A-Za-z0-9_\-]+)+$")
-    stages: list[Stage] = Field(min_length=1)
+    stages: list[Stage] = Field(min_length=1, max_length=50)
     exit_when: list[EventRule] = Field(default_factory=list)
     goal: Goal | None = None
     reentry: Literal["once", "after_exit", "always"] = "after_exit"
@@ -143,31 +212,58 @@ class JourneyDocument(_Strict):
     frequency_cap: dict[Literal["email", "sms", "push", "webhook"], Cap] = Field(
         default_factory=dict)
     quiet_hours: QuietHours | None = None
+    idle_timeout: timedelta = Field(
+        timedelta(days=30), description="A customer whose stage flow finished waits this long "
+                                        "for a later stage's rule, then completes.")
+
+    _idle = field_validator("idle_timeout")(_positive)
 
     @model_validator(mode="after")
     def _references(self) -> JourneyDocument:
-        stage_keys = [s.key for s in self.stages]
-        if len(set(stage_keys)) != len(stage_keys):
-            raise ValueError("stage keys must be unique")
-        for stage in self.stages:
-            ids = [s.id for s in stage.steps]
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"stage {stage.key}: step ids must be unique")
-            known = set(ids) | {"end"}
-            for step in stage.steps:
-                targets = [step.next]
-                if step.wait_for:
-                    targets += [step.wait_for.then, step.wait_for.else_]
-                if step.branch:
-                    targets += [c.next for c in step.branch.cases] + [step.branch.default]
-                if step.split:
-                    targets += [p.next for p in step.split]
-                if step.send:
-                    targets.append(step.send.fallback)
-                for target in targets:
-                    if target is not None and target not in known:
-                        raise ValueError(f"stage {stage.key}, step {step.id}: unknown step "
-                                         f"'{target}'")
-        if self.goal and self.goal.stage and self.goal.stage not in stage_keys:
-            raise ValueError(f"goal: unknown stage '{self.goal.stage}'")
+        seen_stages: set[str] = set()
+        for s_index, stage in enumerate(self.stages):
+            if stage.key in seen_stages:
+                raise ValueError(f"stages.{s_index}.key: duplicate stage key '{stage.key}'")
+            seen_stages.add(stage.key)
+            ids: set[str] = set()
+            for index, step in enumerate(stage.steps):
+                if step.id in ids or step.id == "end":
+                    raise ValueError(f"stages.{s_index}.steps.{index}.id: duplicate or reserved "
+                                     f"step id '{step.id}'")
+                ids.add(step.id)
+            for index, step in enumerate(stage.steps):
+                for where, target in step.targets():
+                    if target != "end" and target not in ids:
+                        raise ValueError(f"stages.{s_index}.steps.{index}.{where}: unknown step "
+                                         f"'{target}' in stage '{stage.key}'")
+        if self.goal and self.goal.stage and self.goal.stage not in seen_stages:
+            raise ValueError(f"goal.stage: unknown stage '{self.goal.stage}'")
         return self
+
+    # Lookups the engine makes per event; documents are immutable, so computed once.
+    @cached_property
+    def _stage_index(self) -> dict[str, int]:
+        return {s.key: i for i, s in enumerate(self.stages)}
+
+    def stage(self, key: str) -> Stage | None:
+        index = self._stage_index.get(key)
+        return None if index is None else self.stages[index]
+
+    def stage_index(self, key: str) -> int:
+        return self._stage_index[key]
+
+    @cached_property
+    def _entry_points(self) -> list[Stage]:
+        return [s for i, s in enumerate(self.stages)
+                if s.entry_point or (s.entry_point is None and i == 0)]
+
+    def entry_points(self) -> list[Stage]:
+        """Stages a customer outside the journey may start in."""
+        return self._entry_points
+
+    @cached_property
+    def entry_events(self) -> frozenset[str] | None:
+        """Event names that can start an instance; None when a non-event rule can too
+        (the engine skips the journey for other events without evaluating anything)."""
+        names = [s.enter.event for s in self._entry_points]
+        return None if None in names else frozenset(n for n in names if n is not None)

@@ -1,0 +1,254 @@
+"""Journey engine throughput and timer firing, each next to a bare-Postgres ceiling.
+
+Starts a Tansu broker, a scratch Postgres database and the journey service as its own
+process (`touchpoint serve journey`). Then, one after the other:
+
+1. events: with 10 published journeys, N ProfileEvents go onto `profile-events`; timed from
+   the first produce until the engine has applied all N (inbox rows). Each event enters a
+   journey instance keyed by its order id: instance row, decisions, a send via the outbox,
+   a durable timer. Ceiling: N bare single-row UPDATEs in batches of 500.
+2. timer capacity: T instances waiting at a `wait` step, all due at once; timed from the
+   first to the last fired (each fires into a send). Ceiling: T bare row UPDATEs.
+3. timer lateness: T instances due at a steady rate (`--timer-rate`); lateness = time the
+   instance moved (clock_timestamp of its UPDATE) - when it was due; p50/p99/max.
+
+    .venv/bin/python bench/journey.py [--events 10000] [--timers 100000] [--timer-rate 2000]
+
+The lateness round's default due rate (2,000/s) is below the capacity measured in round 2;
+a rate above capacity only measures the backlog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from shared.db.migrate import upgrade_all
+from shared.kafka.admin import ensure_topics
+from shared.settings import Settings
+from shared.testing.broker import tansu_broker
+from shared.testing.net import free_port
+from shared.testing.postgres import postgres_server, scratch_database
+
+LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
+ADMIN = f"tp_admin_bench_{uuid.uuid4().hex}"
+WS = "bench"
+BATCH = 500
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def journey(k: int) -> dict[str, Any]:
+    return {"key": f"j{k}", "name": f"Journey {k}", "instance_key": "event.properties.order_id",
+            "stages": [{"key": "bought", "enter": {"event": f"E{k}", "where": {
+                "field": "event.properties.total", "op": "gte", "value": 10}}, "steps": [
+                {"id": "thanks", "send": {"channel": "email", "template": f"t{k}"}},
+                {"id": "later", "wait": "P1D"},
+                {"id": "again", "send": {"channel": "email", "template": f"t{k}"}}]},
+                {"key": "reviewed", "enter": {"event": f"R{k}"}}],
+            "exit_when": [{"event": f"X{k}"}], "frequency_cap": {"email": {"max": 5,
+                                                                            "per": "P1D"}}}
+
+
+TIMERS = {"key": "timers", "name": "Timers", "stages": [{"key": "s", "enter": {"event": "T"},
+                                                        "steps": [
+    {"id": "nap", "wait": "PT1S"}, {"id": "hi", "send": {"channel": "email", "template": "hi"}}]}]}
+
+
+async def publish_all(http: httpx.AsyncClient, base: str) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    for doc in [journey(k) for k in range(10)] + [TIMERS]:
+        assert (await http.post(f"{base}/v1/journeys", headers=admin, json=doc)).status_code \
+            == 201
+        r = await http.post(f"{base}/v1/journeys/{doc['key']}/publish", headers=admin)
+        assert r.status_code == 200, r.text
+
+
+def profile_event(n: int, now: str) -> tuple[bytes, bytes]:
+    pid = f"p{n % 5000}"
+    event_id = f"ev-{n}-{uuid.uuid4().hex[:8]}"
+    body = {"id": event_id, "workspace_id": WS, "profile_id": pid,
+            "profile": {"profile_id": pid, "user_id": f"u{pid}", "email": f"{pid}@bench.test",
+                        "timezone": "UTC", "traits": {"plan": "pro"}},
+            "event": {"id": event_id, "workspace_id": WS, "type": "track", "event": f"E{n % 10}",
+                      "user_id": f"u{pid}", "properties": {"order_id": f"o{n}", "total": 42},
+                      "timestamp": now, "received_at": now}}
+    return f"{WS}:{pid}".encode(), orjson.dumps(body)
+
+
+async def events_phase(settings: Settings, pg: asyncpg.Connection, n: int) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5,
+                                acks="all")
+    await producer.start()
+    now = datetime.now(UTC).isoformat()
+    messages = [profile_event(i, now) for i in range(n)]
+    started = time.perf_counter()
+    futures = [await producer.send(settings.topic("profile-events"), value, key=key)
+               for key, value in messages]
+    await asyncio.gather(*futures)
+    await producer.stop()
+    while await pg.fetchval("SELECT count(*) FROM journey.inbox WHERE consumer = "
+                            "'journey.profile-events'") < n:
+        await asyncio.sleep(0.05)
+    return n / (time.perf_counter() - started)
+
+
+async def waiting_instances(pg: asyncpg.Connection, n: int, due: list[datetime]) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    now = datetime.now(UTC)
+    rows = [(i, WS, "timers", 1, f"t{k}", "", f"seed-{i}", "s", "nap", "active", False, 1, 1,
+             due[k], "wait", now, now, "{}") for k, i in enumerate(ids)]
+    await pg.copy_records_to_table(
+        "instances", schema_name="journey", records=rows,
+        columns=["id", "workspace_id", "journey_key", "version", "profile_id", "instance_key",
+                 "entry_id", "stage", "step", "status", "holdout", "epoch", "seq", "wake_at",
+                 "wake_kind", "entered_at", "stage_entered_at", "context"])
+    snapshots = [(WS, f"t{k}", orjson.dumps({"profile_id": f"t{k}", "email": f"t{k}@bench.test",
+                                              "timezone": "UTC"}).decode())
+                 for k in range(n)]
+    await pg.execute("DELETE FROM journey.snapshots WHERE profile_id LIKE 't%'")
+    await pg.copy_records_to_table("snapshots", schema_name="journey", records=snapshots,
+                                   columns=["workspace_id", "profile_id", "snapshot"])
+    return ids
+
+
+async def fired(pg: asyncpg.Connection, n: int, timeout: float) -> list[Any]:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        left = await pg.fetchval("SELECT count(*) FROM journey.instances WHERE journey_key = "
+                                 "'timers' AND wake_at IS NOT NULL")
+        if left == 0:
+            break
+        await asyncio.sleep(0.1)
+    rows = await pg.fetch("SELECT id, updated_at FROM journey.instances WHERE journey_key = "
+                          "'timers' AND wake_at IS NULL")
+    await pg.execute("DELETE FROM journey.instances WHERE journey_key = 'timers'")
+    return list(rows)
+
+
+async def ceiling(pg: asyncpg.Connection, n: int) -> float:
+    """n bare single-row UPDATEs, BATCH per transaction: what Postgres alone allows."""
+    await pg.execute("CREATE TEMP TABLE bare (id int PRIMARY KEY, wake_at timestamptz, n int)")
+    await pg.execute("INSERT INTO bare SELECT g, now(), 0 FROM generate_series(1, $1) g", n)
+    started = time.perf_counter()
+    for first in range(1, n + 1, BATCH):
+        async with pg.transaction():
+            await pg.executemany("UPDATE bare SET wake_at = NULL, n = n + 1 WHERE id = $1",
+                                 [(i,) for i in range(first, min(first + BATCH, n + 1))])
+    rate = n / (time.perf_counter() - started)
+    await pg.execute("DROP TABLE bare")
+    return rate
+
+
+async def handler_batches(http: httpx.AsyncClient, base: str) -> str:
+    """Batches the profile-events handler ran and their mean time, from /metrics."""
+    total = count = 0.0
+    for line in (await http.get(f"{base}/metrics")).text.splitlines():
+        if 'consumer="journey.profile-events"' not in line:
+            continue
+        if line.startswith("touchpoint_handler_seconds_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("touchpoint_handler_seconds_count"):
+            count = float(line.rsplit(" ", 1)[1])
+    return f"{int(count)} handler batches, {total / max(count, 1) * 1000:.1f} ms mean"
+
+
+async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
+    with tansu_broker() as bootstrap, postgres_server() as server, \
+            scratch_database(server) as db_url:
+        settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap, topic_prefix="bench.",
+                            topic_partitions=6, bootstrap_admin_key=ADMIN)
+        await asyncio.to_thread(upgrade_all, db_url)
+        await ensure_topics(settings)
+        env = {**os.environ, "TOUCHPOINT_DATABASE_URL": db_url,
+               "TOUCHPOINT_KAFKA_BOOTSTRAP": bootstrap, "TOUCHPOINT_TOPIC_PREFIX": "bench.",
+               "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": ADMIN, "TOUCHPOINT_DEFAULT_WORKSPACE": WS,
+               "TOUCHPOINT_LOG_LEVEL": "WARNING"}
+        port = free_port()
+        log = open(f"{LOG_DIR}/journey-bench.log", "w")
+        # BENCH_PROFILE=FILE runs the service under cProfile (to find where time goes).
+        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
+            if os.environ.get("BENCH_PROFILE") else []
+        proc = subprocess.Popen([sys.executable, *profile, "-m", "touchpoint.cli", "serve",
+                                 "journey", "--port", str(port)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        pg = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                for _ in range(600):
+                    try:
+                        if (await http.get(f"{base}/readyz")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.1)
+                await publish_all(http, base)
+            await events_phase(settings, pg, 500)  # warm-up: connections, parsed documents
+            events_rate = await events_phase(settings, pg, n_events)
+            async with httpx.AsyncClient(timeout=10) as http:
+                batches = await handler_batches(http, base)
+            events_ceiling = await ceiling(pg, n_events)
+
+            now = datetime.now(UTC) + timedelta(seconds=1)
+            await waiting_instances(pg, n_timers, [now] * n_timers)
+            rows = await fired(pg, n_timers, timeout=120)
+            moved = sorted(r["updated_at"] for r in rows)
+            capacity = len(rows) / max((moved[-1] - moved[0]).total_seconds(), 1e-3)
+            timers_ceiling = await ceiling(pg, n_timers)
+
+            lead = timedelta(seconds=3)
+            start = datetime.now(UTC) + lead
+            due = [start + timedelta(seconds=k / timer_rate) for k in range(n_timers)]
+            ids = await waiting_instances(pg, n_timers, due)
+            due_of = dict(zip(ids, due, strict=True))
+            rows = await fired(pg, n_timers, timeout=120 + n_timers / timer_rate)
+            late = [(r["updated_at"] - due_of[r["id"]]).total_seconds() for r in rows]
+        finally:
+            await pg.close()
+            proc.send_signal(signal.SIGINT)  # a clean exit (lets a profiler write its file)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    print(f"events: {n_events} ProfileEvents, 10 published journeys (+1 timer journey)")
+    print(f"  engine   {events_rate:8.0f} events/s   (target >= 3,000)")
+    print(f"  ceiling  {events_ceiling:8.0f} bare row updates/s ({BATCH} per transaction)")
+    print(f"  ratio engine / ceiling = {events_rate / events_ceiling:.2f}   ({batches}, "
+          f"warm-up included)")
+    print(f"timers: {n_timers} customers waiting, all due at once (each fires into a send)")
+    print(f"  engine   {capacity:8.0f} wake-ups/s  (target >= 5,000)")
+    print(f"  ceiling  {timers_ceiling:8.0f} bare row updates/s")
+    print(f"  ratio engine / ceiling = {capacity / timers_ceiling:.2f}")
+    print(f"timers: {n_timers} due at {timer_rate}/s; lateness (target p99 <= 1 s), "
+          f"{len(late)} fired")
+    if late:
+        print(f"  s late   p50 {pct(late, 50):6.3f}  p99 {pct(late, 99):6.3f}  "
+              f"max {max(late):6.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--timers", type=int, default=100_000)
+    parser.add_argument("--timer-rate", type=int, default=2_000)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.timers, args.timer_rate))

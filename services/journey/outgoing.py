@@ -1,0 +1,59 @@
+"""Turn the engine's outgoing effects into topic messages (all through the outbox).
+
+- `send` and `webhook` steps become `SendCommand`s on `send-commands`; a webhook is channel
+  `webhook` with `to.url` (messaging signs it, blocks private addresses, retries, times out).
+- `update_profile` becomes an `identify` `Event` on `events` with a deterministic id, which
+  profile applies like any identify call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from services.journey.domain.ids import idempotency_key
+from services.journey.domain.state import Outgoing
+from shared.contracts.envelope import JourneyRef, message_key
+from shared.contracts.events import Event, EventType
+from shared.contracts.send import Recipient, SendCommand
+
+
+def send_key(out: Outgoing) -> str:
+    """Derived from (journey version, customer's instance, stage entry, step, step count):
+    a redelivered event or a re-run timer yields the same key, so messaging sends once."""
+    i = out.instance
+    return idempotency_key(i.workspace_id, i.journey_key, i.version, i.id, i.instance_key,
+                           out.stage, i.epoch, out.step, out.seq)
+
+
+def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
+               ) -> tuple[str, bytes, BaseModel] | None:
+    """(topic short name, Kafka key, message), or None when it cannot be addressed.
+    `key` is `send_key(out)`."""
+    i = out.instance
+    ref = JourneyRef(key=i.journey_key, version=i.version, stage=out.stage, step=out.step,
+                     instance=i.instance_key or None)
+    journey = ref.model_dump(mode="json") | {"instance_id": i.id, "holdout": i.holdout}
+    if out.traits is not None:
+        user_id = profile.get("user_id")
+        if not user_id:
+            return None
+        event = Event(id=f"journey-{key}", workspace_id=i.workspace_id, type=EventType.identify,
+                      user_id=str(user_id), traits=out.traits, timestamp=now, received_at=now,
+                      context={"journey": journey})
+        return "events", message_key(i.workspace_id, str(user_id)), event
+    channel = out.send.channel if out.send else "webhook"
+    template = out.send.template if out.send else out.webhook.template  # type: ignore[union-attr]
+    context: dict[str, Any] = {"profile": profile, "event": out.event, "journey": journey}
+    to = Recipient(email=profile.get("email"), phone=profile.get("phone"),
+                   push_tokens=list(profile.get("push_tokens") or []))
+    if out.webhook is not None:
+        to = Recipient(url=out.webhook.url)
+        context["webhook"] = {"url": out.webhook.url,
+                              "timeout_s": out.webhook.timeout.total_seconds()}
+    command = SendCommand(id=key, workspace_id=i.workspace_id, profile_id=i.profile_id,
+                          idempotency_key=key, channel=channel, template=template, to=to,
+                          journey=ref, context=context, requested_at=now)
+    return "send-commands", message_key(i.workspace_id, i.profile_id), command

@@ -1,0 +1,260 @@
+"""Journey's state in Postgres: instances (with their timers), decisions, sends, snapshots.
+
+Repositories never commit: callers own the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import String, and_, bindparam, func, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.journey.domain.document import JourneyDocument
+from services.journey.domain.state import Decision, Instance
+from services.journey.tables import (
+    decisions,
+    instances,
+    journey_versions,
+    journeys,
+    sends,
+    snapshots,
+)
+
+Pair = tuple[str, str]  # (workspace_id, profile_id)
+_FIELDS = [c.name for c in instances.columns if c.name != "updated_at"]
+
+
+class Documents:
+    """Parsed journey versions. Published versions never change, so each is parsed once."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, str, int], JourneyDocument] = {}
+
+    def parse(self, workspace_id: str, version: int, document: dict[str, Any]
+              ) -> JourneyDocument:
+        key = (workspace_id, str(document["key"]), version)
+        if key not in self._parsed:
+            if len(self._parsed) > 5000:
+                self._parsed.clear()
+            self._parsed[key] = JourneyDocument.model_validate(document)
+        return self._parsed[key]
+
+    async def live(self, conn: AsyncConnection, workspaces: Iterable[str]
+                   ) -> dict[str, list[tuple[int, JourneyDocument]]]:
+        """The current version of every journey that takes new entries, per workspace."""
+        rows = (await conn.execute(
+            select(journey_versions.c.workspace_id, journey_versions.c.version,
+                   journey_versions.c.document)
+            .join(journeys, (journeys.c.workspace_id == journey_versions.c.workspace_id)
+                  & (journeys.c.key == journey_versions.c.key)
+                  & (journeys.c.published_version == journey_versions.c.version))
+            .where(journeys.c.status == "published",
+                   journeys.c.workspace_id.in_(list(set(workspaces))))
+            .order_by(journeys.c.key)
+        )).all()
+        out: dict[str, list[tuple[int, JourneyDocument]]] = {}
+        for row in rows:
+            out.setdefault(row.workspace_id, []).append(
+                (row.version, self.parse(row.workspace_id, row.version, row.document)))
+        return out
+
+    async def of(self, conn: AsyncConnection, wanted: Iterable[tuple[str, str, int]]
+                 ) -> None:
+        """Make sure these (workspace, key, version) are parsed (for instances' versions)."""
+        missing = [w for w in set(wanted) if w not in self._parsed]
+        if not missing:
+            return
+        rows = (await conn.execute(
+            select(journey_versions.c.workspace_id, journey_versions.c.version,
+                   journey_versions.c.document)
+            .where(tuple_(journey_versions.c.workspace_id, journey_versions.c.key,
+                          journey_versions.c.version).in_(missing)))).all()
+        for row in rows:
+            self.parse(row.workspace_id, row.version, row.document)
+
+    def get(self, workspace_id: str, key: str, version: int) -> JourneyDocument:
+        return self._parsed[(workspace_id, key, version)]
+
+
+def _any(column: Any, values: Iterable[str]) -> Any:
+    """`column = ANY(:array)`: one bind parameter however many values, and Postgres uses the
+    index (a join against `unnest` would make it hash the whole table)."""
+    return column == func.any(bindparam(None, sorted(set(values)), type_=ARRAY(String)))
+
+
+def _in_pairs(ws: Any, pid: Any, pairs: Sequence[Pair]) -> list[Any]:
+    return [_any(ws, (p[0] for p in pairs)), _any(pid, (p[1] for p in pairs))]
+
+
+def to_instance(row: Any) -> Instance:
+    values = dict(row._mapping)
+    values.pop("updated_at", None)
+    return Instance(**values)
+
+
+def _row(inst: Instance) -> dict[str, Any]:
+    return {name: getattr(inst, name) for name in _FIELDS}
+
+
+async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: datetime
+                         ) -> list[Instance]:
+    """Active instances, and finished ones whose goal window is still open; locked."""
+    if not pairs:
+        return []
+    i = instances.c
+    rows = (await conn.execute(
+        select(instances).where(*_in_pairs(i.workspace_id, i.profile_id, pairs),
+                                or_(i.status == "active",
+                                    and_(i.goal_at.is_(None), i.goal_until > now)))
+        .order_by(i.id).with_for_update())).all()
+    wanted = set(pairs)  # ANY per column may also match other pairs' cross products
+    return [to_instance(r) for r in rows if (r.workspace_id, r.profile_id) in wanted]
+
+
+async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
+                           ) -> list[Instance]:
+    """The newest instance per (workspace, journey, profile, instance key): entry policy."""
+    if not keys:
+        return []
+    i = instances.c
+    wanted = set(keys)
+    rows = (await conn.execute(
+        select(instances).distinct(i.workspace_id, i.journey_key, i.profile_id, i.instance_key)
+        .where(*[_any(col, (k[n] for k in wanted)) for n, col in enumerate(
+            (i.workspace_id, i.journey_key, i.profile_id, i.instance_key))])
+        .order_by(i.workspace_id, i.journey_key, i.profile_id, i.instance_key,
+                  i.entered_at.desc()))).all()
+    return [to_instance(r) for r in rows
+            if (r.workspace_id, r.journey_key, r.profile_id, r.instance_key) in wanted]
+
+
+async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> list[Instance]:
+    """Claim instances whose timer is due. SKIP LOCKED lets replicas share the work."""
+    rows = (await conn.execute(
+        select(instances).where(instances.c.wake_at <= now, instances.c.status == "active")
+        .order_by(instances.c.wake_at).limit(limit)
+        .with_for_update(skip_locked=True))).all()
+    return [to_instance(r) for r in rows]
+
+
+async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
+                         ) -> dict[Pair, dict[str, Any]]:
+    if not pairs:
+        return {}
+    rows = (await conn.execute(
+        select(snapshots.c.workspace_id, snapshots.c.profile_id, snapshots.c.snapshot).where(
+            *_in_pairs(snapshots.c.workspace_id, snapshots.c.profile_id, pairs)))).all()
+    wanted = set(pairs)
+    return {(r.workspace_id, r.profile_id): r.snapshot for r in rows
+            if (r.workspace_id, r.profile_id) in wanted}
+
+
+async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any]]) -> None:
+    if not latest:
+        return
+    ordered = sorted(latest.items())
+    # One statement over arrays: a batch's upsert is one round trip and no per-row
+    # parameter processing.
+    await _driver_execute(
+        conn, f"INSERT INTO {snapshots.schema}.{snapshots.name} "
+              "(workspace_id, profile_id, snapshot) "
+              "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::jsonb[]) "
+              "ON CONFLICT (workspace_id, profile_id) DO UPDATE "
+              "SET snapshot = EXCLUDED.snapshot, updated_at = now()",
+        [ws for (ws, _), _ in ordered], [pid for (_, pid), _ in ordered],
+        [orjson.dumps(snap).decode() for _, snap in ordered])
+
+
+async def _driver_execute(conn: AsyncConnection, sql: str, *args: Any) -> None:
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.execute(sql, *args)
+
+
+async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: datetime
+                       ) -> dict[Pair, list[tuple[str, datetime]]]:
+    if not pairs:
+        return {}
+    rows = (await conn.execute(
+        select(sends.c.workspace_id, sends.c.profile_id, sends.c.channel, sends.c.sent_at).where(
+            *_in_pairs(sends.c.workspace_id, sends.c.profile_id, pairs),
+            sends.c.sent_at > since))).all()
+    out: dict[Pair, list[tuple[str, datetime]]] = {}
+    wanted = set(pairs)
+    for r in rows:
+        if (r.workspace_id, r.profile_id) not in wanted:
+            continue
+        out.setdefault((r.workspace_id, r.profile_id), []).append((r.channel, r.sent_at))
+    return out
+
+
+_MUTABLE = [f for f in _FIELDS if f not in ("id", "workspace_id", "journey_key", "version",
+                                             "entry_id", "entered_at")]
+# The hot path's UPDATE goes straight to the driver (asyncpg pipelines executemany); built
+# through SQLAlchemy it spent more time processing parameters than Postgres spent updating.
+# clock_timestamp, not now(): when the row moved, not when the batch began.
+_UPDATE = (f"UPDATE {instances.schema}.{instances.name} SET "
+           + ", ".join(f"{f} = ${n}{'::jsonb' if f == 'context' else ''}"
+                       for n, f in enumerate(_MUTABLE, start=2))
+           + ", updated_at = clock_timestamp() WHERE id = $1")
+
+
+async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> None:
+    new, changed = [], []
+    for inst in touched:
+        if inst.new:
+            new.append(_row(inst))
+        elif inst.dirty:
+            changed.append((inst.id, *(orjson.dumps(inst.context).decode() if f == "context"
+                                       else getattr(inst, f) for f in _MUTABLE)))
+        inst.new = inst.dirty = False
+    if new:
+        await copy_rows(conn, instances, new)
+    if changed:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.executemany(_UPDATE, changed)
+
+
+async def save_decisions(conn: AsyncConnection, made: Sequence[Decision]) -> None:
+    if not made:
+        return
+    rows = []
+    for d in made:
+        who = d.instance
+        rows.append({
+            "workspace_id": who.workspace_id, "profile_id": who.profile_id,
+            "journey_key": who.journey_key, "version": who.version,
+            "instance_id": getattr(who, "id", None), "instance_key": who.instance_key,
+            "stage": d.stage, "step": d.step, "kind": d.kind, "outcome": d.outcome,
+            "reason": (d.reason or None) and d.reason[:300], "detail": d.detail, "at": d.at})
+    await copy_rows(conn, decisions, rows)
+
+
+async def copy_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert with COPY inside the caller's transaction: the engine's hot path writes
+    thousands of rows per batch (decisions, new instances). JSONB columns go as JSON text."""
+    columns = list(rows[0])
+    json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
+    records = [tuple(orjson.dumps(row[c]).decode() if c in json_columns else row[c]
+                     for c in columns) for row in rows]
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,
+                                       records=records)
+
+
+async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        columns = ["workspace_id", "idempotency_key", "profile_id", "channel", "journey_key",
+                   "sent_at"]
+        await _driver_execute(
+            conn, f"INSERT INTO {sends.schema}.{sends.name} ({', '.join(columns)}) "
+                  "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
+                  "$4::varchar[], $5::varchar[], $6::timestamptz[]) ON CONFLICT DO NOTHING",
+            *[[row[c] for row in rows] for c in columns])

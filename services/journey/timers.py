@@ -1,0 +1,103 @@
+"""The timer worker: fires due instance timers, shared by replicas through SKIP LOCKED.
+
+Claiming a due instance locks its row; firing it (moving the instance, writing decisions
+and outbox rows) commits in the same transaction. A crash before commit releases the
+lock and the timer fires later; after commit `wake_at` has moved, so it never fires twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from services.journey import metrics
+from services.journey.publisher import OutboxPublisher
+from services.journey.store import Documents
+from services.journey.tables import instances, outbox
+from services.journey.unit import Unit
+from shared.clock import Clock
+from shared.kafka import is_transient
+from shared.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+class TimerWorker:
+    def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents,
+                 publisher: OutboxPublisher | None = None, *, batch: int = 500,
+                 idle_s: float = 0.05) -> None:
+        self.rt, self.clock, self.docs, self.publisher = rt, clock, docs, publisher
+        self.batch, self.idle_s = batch, idle_s
+        self._stopping = asyncio.Event()
+        self.fired = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                claimed = await self.fire_due()
+                delay = 0.2
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("timer worker: batch failed; retrying one by one")
+                    await self._fire_singly()
+                    continue
+                log.warning("timer worker: dependency down (%s), pausing", type(exc).__name__)
+                await self._sleep(delay)
+                delay = min(delay * 2, 15)
+                continue
+            if claimed < self.batch:
+                await self._sleep(self.idle_s)
+
+    async def fire_due(self, limit: int | None = None) -> int:
+        """Fire up to `limit` due timers in one transaction; returns how many."""
+        async with self.rt.engine.begin() as conn:
+            unit = Unit(conn, self.docs, self.rt.settings, outbox, self.clock.now())
+            due = await unit.load_due(limit or self.batch)
+            for inst in due:
+                if inst.wake_at is not None:
+                    metrics.TIMER_LATENESS.observe(max(0.0, (unit.now - inst.wake_at)
+                                                       .total_seconds()))
+                unit.fire(inst)
+            ids = await unit.flush()
+        if self.publisher is not None:
+            self.publisher.publish_soon(ids)
+        self.fired += len(due)
+        metrics.TIMERS_FIRED.inc(len(due))
+        return len(due)
+
+    async def _fire_singly(self) -> None:
+        """Isolate a timer that cannot fire (a bug, not an outage): park it an hour later
+        with the error recorded, so it never blocks the others."""
+        while not self._stopping.is_set():
+            try:
+                if await self.fire_due(limit=1) == 0:
+                    return
+            except Exception as exc:
+                if is_transient(exc):
+                    return
+                await self._park_one(exc)
+
+    async def _park_one(self, exc: Exception) -> None:
+        now = self.clock.now()
+        async with self.rt.engine.begin() as conn:
+            row = (await conn.execute(select(instances.c.id).where(
+                instances.c.wake_at <= now, instances.c.status == "active")
+                .order_by(instances.c.wake_at).limit(1).with_for_update(skip_locked=True))).first()
+            if row is not None:
+                log.error("timer worker: parking instance %s (%s)", row.id, type(exc).__name__)
+                await conn.execute(update(instances).where(instances.c.id == row.id).values(
+                    wake_at=now + timedelta(hours=1),
+                    exit_reason=f"timer failed: {type(exc).__name__}"[:200]))
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass

@@ -1,0 +1,192 @@
+"""One transaction's worth of engine work: load state for a batch, apply, write it back.
+
+Used by both consumers (signals) and the timer worker (due instances). Everything a
+batch changes (instances, decisions, sends, outbox rows) commits together, so a
+redelivered batch or a re-claimed timer either sees the effect or redoes all of it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.journey import metrics, store
+from services.journey.domain.document import JourneyDocument
+from services.journey.domain.flow import (
+    Candidate,
+    entry_candidates,
+    on_signal,
+    on_timer,
+    reentry_block,
+    start_instance,
+)
+from services.journey.domain.signals import Signal
+from services.journey.domain.state import Decision, Effects, Facts, Instance, Outgoing, Subject
+from services.journey.domain.steps import exit_instance
+from services.journey.domain.timing import zone
+from services.journey.outgoing import send_key, to_message
+from shared.db import add_to_outbox
+from shared.settings import Settings
+
+Pair = store.Pair
+
+
+class Unit:
+    def __init__(self, conn: AsyncConnection, docs: store.Documents, settings: Settings,
+                 outbox: Table, now: datetime) -> None:
+        self.conn, self.docs, self.settings, self.outbox, self.now = (
+            conn, docs, settings, outbox, now)
+        self.fx = Effects()
+        self.instances: dict[str, Instance] = {}
+        self.latest: dict[tuple[str, str, str, str], Instance] = {}
+        self.live: dict[str, list[tuple[int, JourneyDocument]]] = {}
+        self.profiles: dict[Pair, dict[str, Any]] = {}
+        self.sends: dict[Pair, list[tuple[str, datetime]]] = {}
+        self.by_pair: dict[Pair, list[Instance]] = {}
+        # (signal id, journey key) -> entry candidates and near misses, computed once.
+        self.candidates: dict[tuple[str, str], tuple[list[Candidate], list[dict[str, Any]]]] = {}
+
+    # --- loading -----------------------------------------------------------------------
+
+    async def load_for_signals(self, signals: list[Signal]) -> None:
+        pairs = sorted({(s.workspace_id, s.profile_id) for s in signals})
+        self.live = await self.docs.live(self.conn, {ws for ws, _ in pairs})
+        self._adopt(await store.open_instances(self.conn, pairs, self.now))
+        wanted = []
+        for signal in signals:
+            for _version, doc in self.live.get(signal.workspace_id, []):
+                misses: list[dict[str, Any]] = []
+                cands = entry_candidates(doc, signal, misses)
+                self.candidates[(signal.id, doc.key)] = (cands, misses)
+                wanted += [(signal.workspace_id, doc.key, signal.profile_id, c.instance_key)
+                           for c in cands]
+        for inst in await store.latest_instances(self.conn, wanted):
+            if inst.id not in self.instances:
+                self._adopt([inst])
+            inst = self.instances[inst.id]
+            self.latest[(inst.workspace_id, inst.journey_key, inst.profile_id,
+                         inst.instance_key)] = inst
+        carried = {(s.workspace_id, s.profile_id) for s in signals if s.profile}
+        self.profiles.update(await store.load_snapshots(
+            self.conn, [p for p in pairs if p not in carried]))
+        await self._load_common(pairs)
+
+    async def load_due(self, limit: int) -> list[Instance]:
+        due = await store.due_instances(self.conn, self.now, limit)
+        self._adopt(due)
+        pairs = sorted({(i.workspace_id, i.profile_id) for i in due})
+        self.profiles.update(await store.load_snapshots(self.conn, pairs))
+        await self._load_common(pairs)
+        return due
+
+    def _adopt(self, loaded: list[Instance]) -> None:
+        for inst in loaded:
+            self.instances[inst.id] = inst
+            self.by_pair.setdefault((inst.workspace_id, inst.profile_id), []).append(inst)
+            key = (inst.workspace_id, inst.journey_key, inst.profile_id, inst.instance_key)
+            if key not in self.latest or self.latest[key].entered_at < inst.entered_at:
+                self.latest[key] = inst
+
+    async def _load_common(self, pairs: list[Pair]) -> None:
+        await self.docs.of(self.conn, {(i.workspace_id, i.journey_key, i.version)
+                                       for i in self.instances.values()})
+        window = timedelta(0)
+        for docs in self.live.values():
+            for _v, doc in docs:
+                window = max([window, *(c.per for c in doc.frequency_cap.values())])
+        for inst in self.instances.values():
+            doc = self.docs.get(inst.workspace_id, inst.journey_key, inst.version)
+            window = max([window, *(c.per for c in doc.frequency_cap.values())])
+        if window:
+            self.sends = await store.recent_sends(self.conn, pairs, self.now - window)
+
+    # --- applying ----------------------------------------------------------------------
+
+    def facts(self, workspace_id: str, profile_id: str) -> Facts:
+        profile = self.profiles.get((workspace_id, profile_id), {"profile_id": profile_id})
+        return Facts(now=self.now, profile=profile, tz=zone(profile.get("timezone")),
+                     recent_sends=self.sends.setdefault((workspace_id, profile_id), []))
+
+    def apply_signal(self, signal: Signal) -> None:
+        pair = (signal.workspace_id, signal.profile_id)
+        if signal.profile:
+            self.profiles[pair] = signal.profile
+        facts = self.facts(*pair)
+        for inst in list(self.by_pair.get(pair, [])):
+            if inst.active or (inst.goal_at is None and inst.goal_until is not None):
+                on_signal(self.docs.get(inst.workspace_id, inst.journey_key, inst.version),
+                          inst, signal, facts, self.fx)
+        for version, doc in self.live.get(signal.workspace_id, []):
+            cands, misses = self.candidates.get((signal.id, doc.key)) or ([], [])
+            for cand in cands:
+                self._enter(doc, version, cand, signal, facts)
+            for miss in misses:
+                self.fx.note(Subject(signal.workspace_id, signal.profile_id, doc.key, version),
+                             "entry", "not_entered", self.now, stage=miss.pop("stage"),
+                             reason=miss.pop("reason"), detail=miss | {"signal": signal.id})
+
+    def _enter(self, doc: JourneyDocument, version: int, cand: Candidate, signal: Signal,
+               facts: Facts) -> None:
+        key = (signal.workspace_id, doc.key, signal.profile_id, cand.instance_key)
+        latest = self.latest.get(key)
+        if latest is not None and latest.active and doc.reentry == "always":
+            exit_instance(latest, self.fx, facts, f"re-entered on {signal.kind} "
+                                                  f"'{signal.name}' (reentry=always)")
+        blocked = reentry_block(doc, latest, self.now)
+        if blocked is not None:
+            # An active instance that just moved on this very signal is not news.
+            if not (latest is not None and latest.active and doc.reentry == "after_exit"
+                    and latest.entry_id == signal.id):
+                self.fx.note(Subject(signal.workspace_id, signal.profile_id, doc.key, version,
+                                     cand.instance_key), "entry", "blocked", self.now,
+                             stage=cand.stage.key, reason=blocked, detail={"signal": signal.id})
+            return
+        inst = start_instance(doc, version, cand, signal, facts, self.fx)
+        self._adopt([inst])
+        self.latest[key] = inst
+
+    def fire(self, inst: Instance) -> None:
+        doc = self.docs.get(inst.workspace_id, inst.journey_key, inst.version)
+        on_timer(doc, inst, self.facts(inst.workspace_id, inst.profile_id), self.fx)
+
+    # --- writing -----------------------------------------------------------------------
+
+    async def flush(self) -> list[int]:
+        """Write everything back; returns the outbox ids to publish after commit."""
+        await store.save_instances(self.conn, self.instances.values())
+        await store.save_decisions(self.conn, self.fx.decisions)
+        for (kind, outcome), count in Counter(
+                (d.kind, d.outcome) for d in self.fx.decisions).items():
+            metrics.DECISIONS.labels(kind, outcome).inc(count)
+        messages: dict[str, list[tuple[bytes, Any]]] = {}
+        sent = []
+        for out in self.fx.outgoing:
+            inst = out.instance
+            profile = self.profiles.get((inst.workspace_id, inst.profile_id), {})
+            key = send_key(out)
+            made = to_message(out, key, profile, self.now)
+            if made is None:
+                await store.save_decisions(self.conn, [_unaddressable(out, self.now)])
+                continue
+            topic, kafka_key, message = made
+            messages.setdefault(topic, []).append((kafka_key, message))
+            if out.traits is None:
+                sent.append({"workspace_id": inst.workspace_id, "idempotency_key": key,
+                             "profile_id": inst.profile_id, "journey_key": inst.journey_key,
+                             "channel": out.send.channel if out.send else "webhook",
+                             "sent_at": self.now})
+        await store.record_sends(self.conn, sent)
+        ids: list[int] = []
+        for topic, batch in sorted(messages.items()):
+            ids += await add_to_outbox(self.conn, self.outbox, self.settings.topic(topic), topic,
+                                       batch)
+        return ids
+
+
+def _unaddressable(out: Outgoing, now: datetime) -> Decision:
+    return Decision(out.instance, "update_profile", "skipped", now, out.stage, out.step,
+                    "the profile has no user_id to address an identify call to")

@@ -25,7 +25,7 @@ async def deduper(settings: Settings) -> AsyncIterator[Deduper]:
 
 async def flushed(store: Deduper) -> None:
     for _ in range(200):
-        if not store._unflushed:  # the background writer has recorded every ack
+        if store.acks is not None and not store.acks.unwritten:  # every ack is written
             return
         await asyncio.sleep(0.01)
     raise TimeoutError("acks not flushed")

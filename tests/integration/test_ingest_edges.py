@@ -12,20 +12,18 @@ import orjson
 import pytest
 
 from services.ingest.app import create_app
-from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
+from shared.testing.topics import with_own_topics
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def cfg(settings: Settings, unique: str) -> Settings:
-    """The session's settings with this test's own topics: what it publishes stays its own."""
-    own = settings.model_copy(update={"topic_prefix": f"ingest-{unique}."})
-    await ensure_topics(own, [own.topic("events")])
-    return own
+    """The session's settings with this test's own topics."""
+    return await with_own_topics(settings, f"ingest-{unique}")
 
 
 def nested(depth: int) -> dict[str, Any]:

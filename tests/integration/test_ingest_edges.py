@@ -117,6 +117,9 @@ async def test_a_batch_accepts_its_good_calls_and_lists_the_bad(
         assert rejected[1]["errors"][0]["field"] == "event"
         assert rejected[2]["errors"][0]["field"] == "type"
         assert rejected[3]["status"] == 413
+        text = (await http.get(f"{url}/metrics")).text
+        for outcome in ("published", "duplicate", "rejected", "unavailable"):
+            assert f'touchpoint_ingest_events_total{{outcome="{outcome}"}}' in text
 
 
 async def test_auth_write_keys_and_their_admin_api(cfg: Settings,

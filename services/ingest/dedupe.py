@@ -141,10 +141,11 @@ class Deduper:
             return result
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((workspace_id, message_ids, result, future))
+        # A drainer that has finished is done at once, but leaves the set only in a later
+        # callback: count the running ones, or this request could wait for nobody.
+        self._drainers = {d for d in self._drainers if not d.done()}
         if len(self._drainers) < MAX_CLAIM_STATEMENTS:
-            drainer = asyncio.create_task(self._drain())
-            self._drainers.add(drainer)
-            drainer.add_done_callback(self._drainers.discard)
+            self._drainers.add(asyncio.create_task(self._drain()))
         await future
         return result
 

@@ -76,6 +76,10 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, raw: bytes) -> int:
+        async with asyncio.timeout(30):  # a hung request fails the run instead of stalling it
+            return await self._request(raw)
+
+    async def _request(self, raw: bytes) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None

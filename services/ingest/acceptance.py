@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 
+from services.ingest import metrics
 from services.ingest.dedupe import Claim, Deduper
 from services.ingest.publisher import Outgoing, Sending, enqueue
 from shared.http.problems import Problem
@@ -45,6 +46,13 @@ class Acceptor:
 
     async def accept(self, workspace_id: str, events: list[Outgoing]) -> Accepted:
         """Publish the events not accepted before; Problem(503) when a dependency is away."""
+        try:
+            return await self._accept(workspace_id, events)
+        except Problem:
+            metrics.UNAVAILABLE.inc(len(events))
+            raise
+
+    async def _accept(self, workspace_id: str, events: list[Outgoing]) -> Accepted:
         if not self.runtime.producer_started:
             raise Problem(503, "Service unavailable", "the event broker is not reachable yet",
                           headers=RETRY_AFTER)
@@ -76,6 +84,8 @@ class Acceptor:
             raise Problem(503, "Concurrent retry",
                           f"{len(claim.in_flight)} event(s) with the same messageId are being "
                           "accepted by another request; retry", headers=RETRY_AFTER)
+        metrics.PUBLISHED.inc(len(claim.mine))
+        metrics.DUPLICATE.inc(len(events) - len(claim.mine))
         return Accepted(published=len(claim.mine), duplicates=len(events) - len(claim.mine))
 
     async def _publish(self, events: list[Outgoing], sending: Sending) -> BaseException | None:

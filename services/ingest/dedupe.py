@@ -30,6 +30,8 @@ from typing import Any
 
 import asyncpg
 
+from services.ingest.acks import AckWriter
+
 log = logging.getLogger(__name__)
 
 # Longer than a claim's outcome can stay open: 2 s publish timeout, then up to 25 s for
@@ -37,7 +39,6 @@ log = logging.getLogger(__name__)
 CLAIM_LEASE_S = 60.0
 WINDOW_HOURS = 48  # the issue asks for >= 24 h; purge keeps the table bounded
 MAX_CLAIM_STATEMENTS = 2  # claim statements in flight at once
-MAX_PENDING_ACKS = 200_000  # beyond this (long DB outage) old tokens are dropped: see _flush
 
 # Claims of several concurrent requests go in one statement. Each id carries the 1-based
 # ordinal of its request, which indexes the per-request workspace and token arrays. It
@@ -75,17 +76,6 @@ _RELEASE = """
 DELETE FROM ingest.message_ids
  WHERE workspace_id = $1 AND message_id = ANY($2::text[]) AND claim = $3
 """
-_CONFIRM = """
-INSERT INTO ingest.acked_claims (claim) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING
-"""
-# Chunked, and SKIP LOCKED so replicas purging at the same time do not queue on each other.
-_PURGE = """
-DELETE FROM ingest.{table} WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM ingest.{table} WHERE {column} < now() - make_interval(hours => $1)
-     LIMIT 5000 FOR UPDATE SKIP LOCKED))
-"""
-
-
 @dataclass
 class Claim:
     """What `claim` decided for each id of one request."""
@@ -121,11 +111,7 @@ class Deduper:
         self._pool: Any = None
         self._waiting: list[_Waiting] = []
         self._drainers: set[asyncio.Task[None]] = set()
-        self._acks: list[uuid.UUID] = []
-        self._unflushed: set[uuid.UUID] = set()  # = set(self._acks), for lookups
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self.acks: AckWriter | None = None
 
     async def start(self) -> None:
         # min_size=0: no connection at start, so start-up never blocks on Postgres.
@@ -139,7 +125,9 @@ class Deduper:
             server_settings={"synchronous_commit": "off",
                              "application_name": "touchpoint-ingest-dedupe"},
             reset=_keep_session)
-        self._task = asyncio.create_task(self._run(), name="ingest-dedupe")
+        self.acks = AckWriter(self._pool, window_hours=self.window_hours,
+                              flush_interval_s=self.flush_interval_s)
+        self.acks.start()
 
     async def claim(self, workspace_id: str, message_ids: list[str]) -> Claim:
         """Claim distinct ids for this request; see the module docstring.
@@ -153,10 +141,11 @@ class Deduper:
             return result
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((workspace_id, message_ids, result, future))
+        # A drainer that has finished is done at once, but leaves the set only in a later
+        # callback: count the running ones, or this request could wait for nobody.
+        self._drainers = {d for d in self._drainers if not d.done()}
         if len(self._drainers) < MAX_CLAIM_STATEMENTS:
-            drainer = asyncio.create_task(self._drain())
-            self._drainers.add(drainer)
-            drainer.add_done_callback(self._drainers.discard)
+            self._drainers.add(asyncio.create_task(self._drain()))
         await future
         return result
 
@@ -210,7 +199,7 @@ class Deduper:
         for asker, message_id, holder, acked in await conn.fetch(
                 _CLASSIFY, *map(list, zip(*rest, strict=True))):
             # Acked but not yet flushed by this process counts as acked.
-            done = acked or holder in self._unflushed
+            done = acked or (self.acks is not None and self.acks.pending(holder))
             claim = by_token[asker]
             (claim.duplicates if done else claim.in_flight).add(message_id)
             seen.add((asker, message_id))
@@ -221,11 +210,8 @@ class Deduper:
 
     def confirm(self, claim: Claim) -> None:
         """The broker acked every event of `claim.mine`: record it (batched, in background)."""
-        if claim.mine:
-            self._acks.append(claim.token)
-            self._unflushed.add(claim.token)
-            if len(self._acks) >= 1000:
-                self._wake.set()
+        if claim.mine and self.acks is not None:
+            self.acks.add(claim.token)
 
     async def release(self, workspace_id: str, claim: Claim, message_ids: list[str]) -> None:
         """These ids of `claim` did not reach the broker: give them back so a retry can
@@ -240,62 +226,11 @@ class Deduper:
             log.warning("could not release %d claimed ids (%s); the lease frees them",
                         len(message_ids), type(exc).__name__)
 
-    async def _run(self) -> None:
-        purge_every, since_purge = 60.0, 60.0
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            await self._flush()
-            since_purge += self.flush_interval_s
-            if since_purge >= purge_every:
-                since_purge = 0.0
-                await self._purge()
-
-    async def _flush(self) -> bool:
-        if not self._acks:
-            return True
-        tokens, self._acks = self._acks, []
-        try:
-            async with self._pool.acquire() as conn:
-                await conn.execute(_CONFIRM, tokens)
-            self._unflushed.difference_update(tokens)
-            return True
-        except Exception as exc:
-            # Keep them for the next flush. If Postgres stays away long enough to pile up
-            # too many, drop the oldest: those claims become re-claimable after the lease,
-            # which can mean a duplicate downstream (deduplicated by id), never a loss.
-            self._acks = (tokens + self._acks)[-MAX_PENDING_ACKS:]
-            self._unflushed = set(self._acks)
-            log.warning("could not record %d acknowledged claims (%s); will retry",
-                        len(tokens), type(exc).__name__)
-            await asyncio.sleep(0.5)
-            return False
-
-    async def _purge(self) -> None:
-        try:
-            async with self._pool.acquire() as conn:
-                for table, column, hours in (("message_ids", "claimed_at", self.window_hours),
-                                             ("acked_claims", "acked_at", self.window_hours + 1)):
-                    while (await conn.execute(_PURGE.format(table=table, column=column),
-                                              hours)) == "DELETE 5000":
-                        pass
-        except Exception as exc:
-            log.warning("dedupe purge failed (%s); will retry", type(exc).__name__)
-
     async def close(self, timeout: float = 1.5) -> None:
-        """Flush the acknowledged claims (requests have drained by now), then close."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Write the pending acknowledgements (requests have drained by now), then close."""
+        if self.acks is not None:
+            await self.acks.close(timeout)
         if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._flush(), timeout)
-            except TimeoutError:
-                log.warning("shutdown: %d acknowledged claims not recorded", len(self._acks))
             try:
                 await asyncio.wait_for(self._pool.close(), timeout)
             except TimeoutError:

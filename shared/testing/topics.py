@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from shared.kafka.admin import ensure_topics
+from shared.settings import Settings
+
 
 async def read_until(bootstrap: str, topic: str, predicate: Callable[[list[ConsumerRecord]], bool],
                      timeout: float = 30.0) -> list[ConsumerRecord]:
@@ -52,3 +55,12 @@ async def _collect(consumer: AIOKafkaConsumer, topic: str,
         for batch in (await consumer.getmany(timeout_ms=200)).values():
             seen.extend(batch)
     return seen
+
+
+async def with_own_topics(settings: Settings, label: str,
+                          short_names: tuple[str, ...] = ("events",)) -> Settings:
+    """`settings` with the topic prefix `<label>.`, those topics created: a test that owns
+    its topics neither sees nor disturbs what other tests publish."""
+    own = settings.model_copy(update={"topic_prefix": f"{label}."})
+    await ensure_topics(own, [own.topic(name) for name in short_names])
+    return own

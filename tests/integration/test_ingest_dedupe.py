@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -25,7 +26,7 @@ async def deduper(settings: Settings) -> AsyncIterator[Deduper]:
 
 async def flushed(store: Deduper) -> None:
     for _ in range(200):
-        if not store._unflushed:  # the background writer has recorded every ack
+        if store.acks is not None and not store.acks.unwritten:  # every ack is written
             return
         await asyncio.sleep(0.01)
     raise TimeoutError("acks not flushed")
@@ -86,3 +87,15 @@ async def test_concurrent_requests_for_the_same_ids(deduper: Deduper, unique: st
     for claim in claims:
         if claim is not owners[0]:
             assert claim.in_flight == set(ids) and not claim.mine
+
+
+async def test_every_claim_is_answered_under_a_stream(deduper: Deduper, unique: str) -> None:
+    """Thousands of claims arriving continuously, across rounds of the two claim
+    statements, are all answered."""
+
+    async def request(i: int) -> None:
+        await asyncio.sleep(random.random() * 0.5)
+        claim = await deduper.claim("w", [f"{unique}-{i}"])
+        assert claim.mine == [f"{unique}-{i}"]
+
+    await asyncio.wait_for(asyncio.gather(*(request(i) for i in range(3000))), 30)

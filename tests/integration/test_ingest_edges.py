@@ -12,20 +12,18 @@ import orjson
 import pytest
 
 from services.ingest.app import create_app
-from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
+from shared.testing.topics import with_own_topics
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def cfg(settings: Settings, unique: str) -> Settings:
-    """The session's settings with this test's own topics: what it publishes stays its own."""
-    own = settings.model_copy(update={"topic_prefix": f"ingest-{unique}."})
-    await ensure_topics(own, [own.topic("events")])
-    return own
+    """The session's settings with this test's own topics."""
+    return await with_own_topics(settings, f"ingest-{unique}")
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -119,6 +117,9 @@ async def test_a_batch_accepts_its_good_calls_and_lists_the_bad(
         assert rejected[1]["errors"][0]["field"] == "event"
         assert rejected[2]["errors"][0]["field"] == "type"
         assert rejected[3]["status"] == 413
+        text = (await http.get(f"{url}/metrics")).text
+        for outcome in ("published", "duplicate", "rejected", "unavailable"):
+            assert f'touchpoint_ingest_events_total{{outcome="{outcome}"}}' in text
 
 
 async def test_auth_write_keys_and_their_admin_api(cfg: Settings,

@@ -24,7 +24,7 @@ from shared.testing.net import free_port, wait_for_port
 from shared.testing.proxy import TcpProxy
 from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
-from shared.testing.topics import read_topic
+from shared.testing.topics import read_topic, with_own_topics
 from touchpoint.embedded import tansu_argv
 
 pytestmark = pytest.mark.integration
@@ -32,10 +32,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def cfg(settings: Settings, unique: str) -> Settings:
-    """The session's settings with this test's own topics: what it publishes stays its own."""
-    own = settings.model_copy(update={"topic_prefix": f"ingest-{unique}."})
-    await ensure_topics(own, [own.topic("events")])
-    return own
+    """The session's settings with this test's own topics."""
+    return await with_own_topics(settings, f"ingest-{unique}")
 
 
 async def post_until_200(http: httpx.AsyncClient, url: str, auth: tuple[str, str],

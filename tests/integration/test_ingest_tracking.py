@@ -16,21 +16,18 @@ from aiokafka import ConsumerRecord
 from segment.analytics.client import Client as SegmentClient
 
 from services.ingest.app import create_app
-from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
-from shared.testing.topics import read_topic
+from shared.testing.topics import read_topic, with_own_topics
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def cfg(settings: Settings, unique: str) -> Settings:
-    """The session's settings with this test's own topics: what it publishes stays its own."""
-    own = settings.model_copy(update={"topic_prefix": f"ingest-{unique}."})
-    await ensure_topics(own, [own.topic("events")])
-    return own
+    """The session's settings with this test's own topics."""
+    return await with_own_topics(settings, f"ingest-{unique}")
 
 
 def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:

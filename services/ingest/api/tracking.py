@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.datastructures import State
 
+from services.ingest import metrics
 from services.ingest.acceptance import Acceptor
 from services.ingest.api.body import (
     MAX_EVENT_BYTES,
@@ -81,6 +82,7 @@ def call_handler(call_type: str) -> Handler:
         try:
             event = _parse(body, workspace_id=principal.workspace_id, received_at=received_at)
         except _Rejected as rej:
+            metrics.REJECTED.inc()
             detail = "; ".join(f"{e['field']}: {e['message']}" for e in rej.errors)
             raise Problem(rej.status, "Invalid event", detail, errors=rej.errors) from rej
         acceptor: Acceptor = state.acceptor
@@ -112,6 +114,7 @@ async def handle_batch(state: State, headers: Mapping[str, str], raw: bytes) -> 
                                  received_at=received_at, batch_sent_at=batch_sent_at))
         except _Rejected as rej:
             rejected.append({"index": index, "status": rej.status, "errors": rej.errors})
+    metrics.REJECTED.inc(len(rejected))
     if not events:
         raise Problem(400, "Invalid batch", "no call in the batch is valid", rejected=rejected)
     acceptor: Acceptor = state.acceptor

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table
@@ -24,11 +24,11 @@ from shared.kafka.producer import create_producer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class Worker(Protocol):
-    """A background loop besides the consumers (e.g. journey's timer worker)."""
+    """A background loop besides the consumers (journey's timer workers, profile's recompute
+    schedule). `run` returns after `stop`; if it raises, the runtime restarts it with backoff."""
 
     async def run(self) -> None: ...
 
@@ -46,8 +46,6 @@ class ServiceParts:
     consumers: Callable[[ServiceRuntime], list[ConsumerSpec]] = lambda _rt: []
     workers: Callable[[ServiceRuntime], list[Worker]] = lambda _rt: []
     extras: dict[str, object] = field(default_factory=dict)
-    # Background loops (schedules) started once connected; each gets the runtime's stop event.
-    jobs: Callable[[ServiceRuntime], list[Job]] = lambda _rt: []
 
 
 class ServiceRuntime:
@@ -98,9 +96,6 @@ class ServiceRuntime:
                                                    name=type(worker).__name__))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run_sweeper(), name="outbox"))
-        for job in self.parts.jobs(self):
-            self._tasks.append(asyncio.create_task(job(self._stopping),
-                                                   name=f"{self.parts.name}-job"))
         log.info("%s: connected, %d consumer(s) running", self.parts.name, len(self.loops))
 
     async def _supervise(self, loop: ConsumerLoop) -> None:

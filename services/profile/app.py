@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from fastapi import FastAPI
 
 from services.profile import recompute, tables
@@ -13,19 +11,19 @@ from services.profile.api.workspace import router as workspace_router
 from services.profile.consumers import consumers
 from services.profile.settings import profile_settings
 from shared.http.app import build_app
-from shared.runtime import Job, ServiceParts, ServiceRuntime
+from shared.runtime import ServiceParts, ServiceRuntime, Worker
 from shared.settings import Settings
 
 
-def _jobs(rt: ServiceRuntime) -> list[Job]:
+def _workers(rt: ServiceRuntime) -> list[Worker]:
     interval = profile_settings(rt.settings).profile_recompute_interval_s
-    return [partial(recompute.run_schedule, rt.engine, rt.settings, rt.relay, interval)]
+    return [recompute.RecomputeSchedule(rt.engine, rt.settings, rt.relay, interval)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     parts = ServiceParts(name="profile", api_keys=tables.api_keys, outbox=tables.outbox,
-                         consumers=consumers, jobs=_jobs)
+                         consumers=consumers, workers=_workers)
     return build_app(parts, settings, title="Touchpoint profile",
                      description="Unified customer profiles: identity resolution, traits, "
                                  "computed metrics, RFM, lifecycle, segments, consent, erasure. "

@@ -140,17 +140,28 @@ async def workspaces(engine: AsyncEngine) -> list[str]:
     return [r.workspace_id for r in rows]
 
 
-async def run_schedule(engine: AsyncEngine, settings: Settings, relay: OutboxRelay | None,
-                       interval_s: float, stopping: asyncio.Event) -> None:
+class RecomputeSchedule:
     """Every `interval_s`: recompute each workspace. Failures are logged and retried next time."""
-    while not stopping.is_set():
-        try:
-            for ws in await workspaces(engine):
-                await recompute_workspace(engine, settings, ws, datetime.now(UTC), relay)
-        except Exception as exc:
-            log.warning("profile recompute failed (%s); next pass in %.0f s",
-                        type(exc).__name__, interval_s)
-        try:
-            await asyncio.wait_for(stopping.wait(), interval_s)
-        except TimeoutError:
-            pass
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, relay: OutboxRelay | None,
+                 interval_s: float) -> None:
+        self.engine, self.settings, self.relay = engine, settings, relay
+        self.interval_s = interval_s
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                for ws in await workspaces(self.engine):
+                    await recompute_workspace(self.engine, self.settings, ws, datetime.now(UTC),
+                                              self.relay)
+            except Exception as exc:
+                log.warning("profile recompute failed (%s); next pass in %.0f s",
+                            type(exc).__name__, self.interval_s)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+            except TimeoutError:
+                pass

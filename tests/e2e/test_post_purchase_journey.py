@@ -21,6 +21,7 @@ from services.journey.app import create_app as journey_app
 from services.messaging.app import create_app as messaging_app
 from services.profile.app import create_app as profile_app
 from shared.settings import Settings
+from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
 from shared.testing.smtp import Inbox
 
@@ -64,13 +65,6 @@ def journey_document(key: str) -> dict:
     }
 
 
-async def _wait_ready(client: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        if (await client.get(f"{url}/readyz")).status_code == 200:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"{url} never became ready")
-
 
 def mails_to(inbox: Inbox, address: str) -> list[EmailMessage]:
     return [m for m in inbox.messages if m["To"] == address]
@@ -102,7 +96,7 @@ async def test_post_purchase_review_journey_end_to_end(
                               ("journey", journey_app), ("messaging", messaging_app)):
             urls[name] = await stack.enter_async_context(serve_app(factory(settings)))
         for url in urls.values():
-            await _wait_ready(http, url)
+            await wait_ready(http, url, timeout=30)
 
         for template, (subject, text) in TEMPLATES.items():
             r = await http.put(f"{urls['messaging']}/v1/templates/{template}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import AsyncExitStack
 
 import httpx
@@ -14,6 +13,7 @@ from services.journey.app import create_app as journey_app
 from services.messaging.app import create_app as messaging_app
 from services.profile.app import create_app as profile_app
 from shared.settings import Settings
+from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
 from shared.testing.smtp import Inbox
 from shared.testing.topics import read_until
@@ -28,13 +28,6 @@ WELCOME = {
 }
 
 
-async def _wait_ready(client: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        if (await client.get(f"{url}/readyz")).status_code == 200:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"{url} never became ready")
-
 
 async def test_track_event_becomes_an_email(
     settings: Settings, topics: list[str], smtp: tuple[str, Inbox], unique: str,
@@ -48,7 +41,7 @@ async def test_track_event_becomes_an_email(
                               ("journey", journey_app), ("messaging", messaging_app)):
             urls[name] = await stack.enter_async_context(serve_app(factory(settings)))
         for url in urls.values():
-            await _wait_ready(http, url)
+            await wait_ready(http, url, timeout=30)
         admin = admin_headers
 
         r = await http.put(f"{urls['messaging']}/v1/templates/welcome", headers=admin, json={
@@ -75,22 +68,23 @@ async def test_track_event_becomes_an_email(
         assert mail["Subject"] == "Welcome, Ada!"
         assert "thanks for joining" in mail.get_body(("plain",)).get_content()
 
+        r = await http.get(f"{urls['profile']}/v1/profiles/lookup", headers=admin,
+                           params={"user_id": user})
+        assert r.status_code == 200, r.text
+        profile_id = r.json()["id"]
+
         # The pipes in between carried the envelopes, keyed workspace_id:customer.
         def delivered(recs: list) -> bool:
             return any(orjson.loads(r.value)["status"] == "sent" and
-                       orjson.loads(r.value)["idempotency_key"] for r in recs)
+                       orjson.loads(r.value)["profile_id"] == profile_id for r in recs)
         records = await read_until(settings.kafka_bootstrap, settings.topic("delivery-events"),
                                    delivered)
-        sent = [orjson.loads(r.value) for r in records]
-        profile_id = next(s["profile_id"] for s in sent if s["status"] == "sent")
-        assert any(r.key == f"default:{profile_id}".encode() for r in records)
+        sent = [orjson.loads(r.value) for r in records if r.key == f"default:{profile_id}".encode()]
+        assert any(s["status"] == "sent" and s["idempotency_key"] for s in sent)
         events = await read_until(settings.kafka_bootstrap, settings.topic("events"),
                                   lambda rs: any(r.key == f"default:{user}".encode() for r in rs))
         assert any(orjson.loads(r.value)["id"] == f"signup-{unique}" for r in events)
 
-        r = await http.get(f"{urls['profile']}/v1/profiles/lookup", headers=admin,
-                           params={"user_id": user})
-        assert r.status_code == 200 and r.json()["id"] == profile_id
         assert r.json()["traits"]["first_name"] == "Ada"
         r = await http.get(f"{urls['messaging']}/v1/messages", headers=admin,
                            params={"profile_id": profile_id})

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.journey.domain.conditions import MISSING, evaluate, lookup, seen_values
+from services.journey.domain.conditions import evaluate, seen_values
 from services.journey.domain.document import EventRule, JourneyDocument
+from shared.conditions import MISSING, lookup
 
 # Changes that say nothing about the customer's behaviour or state for rules to react to.
 _BOOKKEEPING = {"created", "merged", "erased"}

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "contains", "exists", "within_last"]
+from shared.conditions import Op, compare, lookup
+
 CountOp = Literal["eq", "neq", "gt", "gte", "lt", "lte"]
 PROFILE_FIELD = r"^profile(\.[A-Za-z0-9_\-$ ]+)+$"
 
@@ -66,7 +67,6 @@ Rule = Annotated[Comparison | Performed | All | AnyOf | Not, Field(union_mode="l
 for _model in (All, AnyOf, Not):
     _model.model_rebuild()
 rule_adapter: TypeAdapter[Rule] = TypeAdapter(Rule)
-_MISSING = object()
 
 
 def aggregates(rule: Rule) -> list[Aggregate]:
@@ -102,48 +102,6 @@ def matches(rule: Rule, profile: dict[str, Any], counts: dict[str, int], now: da
     if isinstance(rule, Not):
         return not matches(rule.not_, profile, counts, now)
     if isinstance(rule, Performed):
-        return _compare(rule.performed.op, counts.get(rule.performed.key(), 0),
+        return compare(rule.performed.op, counts.get(rule.performed.key(), 0),
                         rule.performed.count, now)
-    return _compare(rule.op, _lookup({"profile": profile}, rule.field), rule.value, now)
-
-
-def _lookup(data: dict[str, Any], path: str) -> Any:
-    current: Any = data
-    for part in path.split("."):
-        if not isinstance(current, dict) or part not in current:
-            return _MISSING
-        current = current[part]
-    return current
-
-
-def _compare(op: str, actual: Any, expected: Any, now: datetime) -> bool:
-    if op == "exists":
-        present = actual is not _MISSING and actual is not None
-        return present if expected in (None, True) else not present
-    if actual is _MISSING or actual is None:
-        return op == "neq"
-    try:
-        if op == "eq":
-            return bool(actual == expected)
-        if op == "neq":
-            return bool(actual != expected)
-        if op in ("gt", "gte", "lt", "lte"):
-            a, b = _number(actual), _number(expected)
-            return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op]
-        if op == "in":
-            return isinstance(expected, list) and actual in expected
-        if op == "contains":
-            return expected in actual if isinstance(actual, list | str) else False
-        if op == "within_last":
-            when = TypeAdapter(datetime).validate_python(actual)
-            window = TypeAdapter(timedelta).validate_python(expected)
-            return now - window <= when <= now
-    except (TypeError, ValueError):
-        return False  # a type mismatch never matches and never crashes the consumer
-    return False
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError("booleans are not numbers")
-    return float(value)
+    return compare(rule.op, lookup({"profile": profile}, rule.field), rule.value, now)

@@ -30,6 +30,21 @@ class Inbox:
             await asyncio.sleep(0.05)
         return self.messages
 
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+    async def wait_for_mail(self, address: str, subject: str,
+                            timeout: float = 30.0) -> EmailMessage:
+        """The first mail to `address` with `subject`; other tests' mail is ignored."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            for mail in self.to(address):
+                if mail["Subject"] == subject:
+                    return mail
+            await asyncio.sleep(0.05)
+        seen = [m["Subject"] for m in self.to(address)]
+        raise TimeoutError(f"no {subject!r} for {address} after {timeout}s; got {seen}")
+
 
 @contextmanager
 def smtp_sink() -> Iterator[tuple[str, Inbox]]:

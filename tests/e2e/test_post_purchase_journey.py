@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from email.message import EmailMessage
 from urllib.parse import urlsplit
 
 import httpx
@@ -66,22 +65,6 @@ def journey_document(key: str) -> dict:
 
 
 
-def mails_to(inbox: Inbox, address: str) -> list[EmailMessage]:
-    return [m for m in inbox.messages if m["To"] == address]
-
-
-async def wait_for_mail(inbox: Inbox, address: str, subject: str,
-                        timeout: float = 30) -> EmailMessage:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        for mail in mails_to(inbox, address):
-            if mail["Subject"] == subject:
-                return mail
-        await asyncio.sleep(0.05)
-    seen = [m["Subject"] for m in mails_to(inbox, address)]
-    raise TimeoutError(f"no {subject!r} for {address} after {timeout}s; got {seen}")
-
-
 async def test_post_purchase_review_journey_end_to_end(
     settings: Settings, topics: list[str], smtp: tuple[str, Inbox], unique: str,
     admin_headers: dict[str, str], write_auth: tuple[str, str],
@@ -123,20 +106,20 @@ async def test_post_purchase_review_journey_end_to_end(
 
         # Order 1: asked after the settle wait, then thanked for the review of that order.
         await order("Order Completed", f"o1-{unique}", 80)
-        ask1 = await wait_for_mail(inbox, address, f"How was order o1-{unique}?")
+        ask1 = await inbox.wait_for_mail(address, f"How was order o1-{unique}?")
         assert "Hi Ada" in ask1.get_body(("plain",)).get_content()
         await call("track", {"event": "Review Submitted",
                              "properties": {"order_id": f"o1-{unique}"}})
-        await wait_for_mail(inbox, address, "Thanks for your review")
+        await inbox.wait_for_mail(address, "Thanks for your review")
 
         # Order 2: asked; refunded while waiting for the review: no nudge ever follows.
         await order("Order Completed", f"o2-{unique}", 60)
-        await wait_for_mail(inbox, address, f"How was order o2-{unique}?")
+        await inbox.wait_for_mail(address, f"How was order o2-{unique}?")
         await order("Order Refunded", f"o2-{unique}")
         # A small order does not match the stage's `where`.
         await order("Order Completed", f"o3-{unique}", 20)
         await asyncio.sleep(6)  # past the 4 s wait_for timeout of order 2
-        subjects = sorted(m["Subject"] for m in mails_to(inbox, address))
+        subjects = sorted(m["Subject"] for m in inbox.to(address))
         assert subjects == sorted([f"How was order o1-{unique}?", "Thanks for your review",
                                    f"How was order o2-{unique}?"])
 
@@ -158,7 +141,7 @@ async def test_post_purchase_review_journey_end_to_end(
         assert r.status_code < 300, r.text
         await order("Order Completed", f"o4-{unique}", 100)
         await asyncio.sleep(4)
-        assert not [m for m in mails_to(inbox, address) if f"o4-{unique}" in m["Subject"]]
+        assert not [m for m in inbox.to(address) if f"o4-{unique}" in m["Subject"]]
 
         r = await http.get(f"{urls['messaging']}/v1/messages", headers=admin_headers,
                            params={"profile_id": profile_id})

@@ -118,7 +118,8 @@ async def get_channel(channel: ChannelName, provider: ProviderName, engine: Engi
 @router.delete("/channels/{channel}/{provider}", status_code=204)
 async def delete_channel(channel: ChannelName, provider: ProviderName, engine: EngineDep,
                          m: MessagingDep, principal: AdminDep) -> None:
-    """Remove a provider; sends over that channel fail until another is configured."""
+    """Remove a provider; sends over that channel fail until another is configured (email
+    falls back to TOUCHPOINT_SMTP_URL)."""
     async with engine.begin() as conn:
         result = await conn.execute(delete(channels).where(
             channels.c.workspace_id == principal.workspace_id, channels.c.channel == channel,

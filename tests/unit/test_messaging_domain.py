@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from services.messaging.domain.consent import suppression_reason
 from services.messaging.domain.links import track_links
@@ -10,6 +11,7 @@ from services.messaging.domain.pacing import TokenBucket, backoff_delay
 from services.messaging.domain.render import Rendered, with_unsubscribe_footer
 from services.messaging.domain.targets import is_public_address
 from services.messaging.domain.tokens import sign_token, verify_token
+from services.messaging.providers import webhook
 from services.messaging.secrets import SecretBox, hint
 
 KEY = b"k" * 32
@@ -99,3 +101,11 @@ def test_credentials_are_sealed_and_hinted() -> None:
     with pytest.raises(ValueError, match="secret key"):
         SecretBox("another secret").open(sealed)
     assert hint("abcdef123456") == "****3456" and hint("short") == "****"
+
+
+@pytest.mark.parametrize("secret", ["nope!!!!!", "whsec_nope!!", "whsec_YWJj",
+                                    "MDEyMzQ1Njc4OWFiY2RlZg=="])
+def test_webhook_signing_secrets_are_checked(secret: str) -> None:
+    with pytest.raises(ValidationError, match="whsec_"):
+        webhook.Secrets(signing_secret=secret)
+    assert webhook.Secrets(signing_secret="whsec_MDEyMzQ1Njc4OWFiY2RlZg==")

@@ -15,8 +15,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import aiosmtplib
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from standardwebhooks.webhooks import Webhook
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.messaging.domain.render import Rendered
 from services.messaging.providers.base import (
@@ -26,6 +25,7 @@ from services.messaging.providers.base import (
     PermanentFailure,
     TransientFailure,
 )
+from services.messaging.providers.webhook import SigningSecret
 
 CRLF = "\r\n"
 HARD_BOUNCE_CODES = {550, 551, 553}  # mailbox unavailable / not local / name not allowed
@@ -45,19 +45,9 @@ class Secrets(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str | None = Field(default=None, max_length=320)
     password: str | None = Field(default=None, max_length=1000)
-    status_webhook_secret: str | None = Field(
+    status_webhook_secret: SigningSecret | None = Field(
         default=None, max_length=300,
         description="whsec_... secret that signs bounce/complaint webhooks (Standard Webhooks)")
-
-    @field_validator("status_webhook_secret")
-    @classmethod
-    def _decodes(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                Webhook(value)
-            except Exception as exc:
-                raise ValueError("must be whsec_ followed by base64") from exc
-        return value
 
 
 def settings_from_url(smtp_url: str, sender: str) -> tuple[Settings, Secrets]:

@@ -49,6 +49,7 @@ def test_links_are_tracked_except_kept_ones_and_pixel_goes_before_body_end() -> 
     ({}, {"topic:deals": False}, "marketing", None, False, None),
     ({"email": False}, {}, "transactional", None, False, None),
     ({}, {}, "transactional", None, True, "undeliverable"),
+    ({"erased": False}, {}, "transactional", None, False, "erased"),
 ])
 def test_suppression(stored: dict[str, bool], snapshot: dict[str, bool], category: str,
                      topic: str | None, dead: bool, expected: str | None) -> None:

@@ -69,7 +69,11 @@ async def put_channel(channel: ChannelName, provider: ProviderName, body: Channe
             stored = (await conn.execute(select(channels.c.secrets).where(
                 channels.c.workspace_id == ws, channels.c.channel == channel,
                 channels.c.provider == provider))).scalar()
-        credentials = m.box.open(stored) if stored is not None else {}
+        try:
+            credentials = m.box.open(stored) if stored is not None else {}
+        except ValueError as exc:  # the secret key changed since they were stored
+            raise Problem(400, "Invalid channel configuration", str(exc),
+                          errors=[{"field": "credentials", "message": "send them again"}]) from exc
     settings = _validate(kind.settings, body.settings, "settings")
     secrets = _validate(kind.secrets, credentials, "credentials")
     try:  # constructors check combinations the models can't (e.g. sender or service sid)

@@ -8,9 +8,10 @@ Per polled batch:
    never re-sent but reported `failed`, outcome unknown.
 2. load send-time state for the whole batch: templates, messaging's consent copy, the
    undeliverable addresses; check consent and suppression and render each message.
-3. in waves of `messaging_wave_size` messages: commit `queued -> sending` for the wave,
-   call the providers (customers concurrently, one customer's messages in order), then
-   record every outcome with its delivery events in one transaction.
+3. in waves of about `messaging_wave_size` messages (a customer's messages all in one
+   wave), two waves in flight: commit `queued -> sending` for the wave, call the providers
+   (customers concurrently, one customer's messages in order), then record every outcome
+   with its delivery events in one transaction.
 4. publish the batch's outbox rows in the background (in order, one batch after the
    other), so the next batch need not wait for the broker's acks; the rows are durable
    and the sweeper publishes whatever a crash leaves behind.
@@ -39,6 +40,7 @@ from shared.contracts.send import SendCommand
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
+WAVES_IN_FLIGHT = 2  # one wave's commits overlap the other's provider calls
 UNKNOWN = ("outcome unknown: the service stopped between the provider call and recording "
            "its result; not sent again to avoid a duplicate")
 
@@ -59,11 +61,37 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
                            for c, _ in todo for a in _addresses(c)})
         prepared = [prepare(m, cmd, mid, state, _addresses(cmd)) for cmd, mid in todo]
         outbox_ids += await record(rt, [verdict_outcome(p) for p in prepared if p.verdict])
-        sendable = [p for p in prepared if not p.verdict]
-        size = m.settings.messaging_wave_size
-        for start in range(0, len(sendable), size):
-            outbox_ids += await _wave(rt, m, sendable[start:start + size])
+        waves = _waves([p for p in prepared if not p.verdict], m.settings.messaging_wave_size)
+        in_flight = asyncio.Semaphore(WAVES_IN_FLIGHT)
+
+        async def run(wave: list[Prepared]) -> list[int]:
+            async with in_flight:
+                return await _wave(rt, m, wave)
+
+        failure: BaseException | None = None
+        for result in await asyncio.gather(*(run(w) for w in waves), return_exceptions=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                outbox_ids += result
+        if failure is not None:  # the loop retries the batch; finished messages are no-ops
+            m.publish_in_background(rt, outbox_ids)
+            raise failure
     m.publish_in_background(rt, outbox_ids)
+
+
+def _waves(sendable: list[Prepared], size: int) -> list[list[Prepared]]:
+    """Waves of about `size` messages; all of a customer's messages in one wave, in order,
+    so waves can run side by side without reordering anyone's messages."""
+    per_customer: dict[str, list[Prepared]] = {}
+    for p in sendable:
+        per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
+    waves: list[list[Prepared]] = [[]]
+    for group in per_customer.values():
+        if waves[-1] and len(waves[-1]) + len(group) > size:
+            waves.append([])
+        waves[-1] += group
+    return [w for w in waves if w]
 
 
 async def _wave(rt: ServiceRuntime, m: Messaging, wave: list[Prepared]) -> list[int]:

@@ -110,3 +110,23 @@ def test_webhook_signing_secrets_are_checked(secret: str) -> None:
     with pytest.raises(ValidationError, match="whsec_"):
         webhook.Secrets(signing_secret=secret)
     assert webhook.Secrets(signing_secret="whsec_MDEyMzQ1Njc4OWFiY2RlZg==")
+
+
+def test_waves_keep_each_customer_in_one_wave_in_order() -> None:
+    from datetime import UTC, datetime
+
+    from services.messaging.handlers import _waves
+    from services.messaging.prepare import Prepared
+    from shared.contracts.send import Channel, Recipient, SendCommand
+
+    def prepared(profile: str, n: int) -> Prepared:
+        cmd = SendCommand(id=f"{profile}-{n}", workspace_id="w", profile_id=profile,
+                          idempotency_key=f"idem-key-{profile}-{n}", channel=Channel.email,
+                          template="t", to=Recipient(), requested_at=datetime.now(UTC))
+        return Prepared(cmd, f"{profile}-{n}")
+
+    items = [prepared(p, n) for n in range(3) for p in ("a", "b", "c")]
+    waves = _waves(items, size=4)
+    assert [[p.message_id for p in w] for w in waves] == [
+        ["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"], ["c-0", "c-1", "c-2"]]
+    assert [len(w) for w in _waves(items, size=6)] == [6, 3]

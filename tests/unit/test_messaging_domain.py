@@ -130,3 +130,23 @@ def test_waves_keep_each_customer_in_one_wave_in_order() -> None:
     assert [[p.message_id for p in w] for w in waves] == [
         ["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"], ["c-0", "c-1", "c-2"]]
     assert [len(w) for w in _waves(items, size=6)] == [6, 3]
+
+
+def test_email_mime_parts_encoding_and_no_header_injection() -> None:
+    from email import message_from_bytes, policy
+
+    from services.messaging.providers.email import build_email
+
+    raw = build_email(sender="Shöp <shop@x.io>", to="ada@example.com", message_id="m-1",
+                      rendered=Rendered("Grüße\r\nBcc: evil@x.io", "<p>é</p>", "plain é"),
+                      headers={"List-Unsubscribe": "<https://t/u/" + "a" * 200 + ">"})
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert mail["Bcc"] is None and mail["Subject"] == "Grüße Bcc: evil@x.io"
+    assert mail["From"] == "Shöp <shop@x.io>" and mail["X-Touchpoint-Message"] == "m-1"
+    assert mail["List-Unsubscribe"].strip() == "<https://t/u/" + "a" * 200 + ">"
+    assert mail.get_body(("html",)).get_content().strip() == "<p>é</p>"
+    assert mail.get_body(("plain",)).get_content().strip() == "plain é"
+    text_only = message_from_bytes(build_email(sender="a@x.io", to="b@x.io", message_id="m",
+                                               rendered=Rendered("s", None, "t")),
+                                   policy=policy.default)
+    assert text_only.get_content_type() == "text/plain" and text_only.get_content() == "t"

@@ -79,10 +79,13 @@ class Messaging:
             if built and built[0] == row["updated_at"]:
                 return built[1]
             kind = PROVIDERS[name]
+            try:
+                secrets = kind.secrets.model_validate(self.box.open(row["secrets"]))
+            except ValueError as exc:  # undecryptable (key changed) or no longer valid
+                raise PermanentFailure(f"{name} credentials unusable: {exc}"[:300]) from exc
             status_url = f"{self.settings.messaging_public_url}/v1/providers/{name}/status/" \
                          f"{workspace_id}"
-            provider = kind.build(kind.settings.model_validate(row["settings"]),
-                                  kind.secrets.model_validate(self.box.open(row["secrets"])),
+            provider = kind.build(kind.settings.model_validate(row["settings"]), secrets,
                                   row["allow_private_targets"], status_url)
             rate = row["rate_per_second"]
             fresh = Route(name, provider, TokenBucket(rate, clock=time.monotonic)

@@ -7,10 +7,13 @@ Per polled batch:
    call) is sent now; a row left `sending` (the crash came during the provider call) is
    never re-sent but reported `failed`, outcome unknown.
 2. load send-time state for the whole batch: templates, messaging's consent copy, the
-   undeliverable addresses; check consent and suppression and render each message.
-3. in waves of `messaging_wave_size` messages: commit `queued -> sending` for the wave,
-   call the providers (customers concurrently, one customer's messages in order), then
-   record every outcome with its delivery events in one transaction.
+   undeliverable addresses.
+3. in waves of about `messaging_wave_size` messages (a customer's messages all in one
+   wave), two waves in flight: check consent and suppression and render the wave's
+   messages, commit `queued -> sending` for those to send, call the providers (customers
+   concurrently, one customer's messages in order), then record every outcome (suppressed
+   and failed ones too) with its delivery events in one transaction. Rendering inside the
+   wave overlaps one wave's CPU work with the other's provider round trips.
 4. publish the batch's outbox rows in the background (in order, one batch after the
    other), so the next batch need not wait for the broker's acks; the rows are durable
    and the sweeper publishes whatever a crash leaves behind.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
@@ -39,6 +43,8 @@ from shared.contracts.send import SendCommand
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
+T = TypeVar("T", bound="_ForCustomer")
+WAVES_IN_FLIGHT = 2  # one wave's commits overlap the other's provider calls
 UNKNOWN = ("outcome unknown: the service stopped between the provider call and recording "
            "its result; not sent again to avoid a duplicate")
 
@@ -49,7 +55,7 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
         cmd: SendCommand = record_.value
         unique.setdefault((cmd.workspace_id, cmd.idempotency_key), cmd)
     claimed, outbox_ids = await _claim(rt, list(unique.values()))
-    todo = [(cmd, claimed[k]) for k, cmd in unique.items() if k in claimed]
+    todo = [Claimed(cmd, claimed[k]) for k, cmd in unique.items() if k in claimed]
     if todo:
         async with rt.engine.connect() as conn:
             state = await store.load_send_state(
@@ -57,16 +63,56 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
                 profiles={(c.workspace_id, c.profile_id) for c, _ in todo},
                 addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
                            for c, _ in todo for a in _addresses(c)})
-        prepared = [prepare(m, cmd, mid, state, _addresses(cmd)) for cmd, mid in todo]
-        outbox_ids += await record(rt, [verdict_outcome(p) for p in prepared if p.verdict])
-        sendable = [p for p in prepared if not p.verdict]
-        size = m.settings.messaging_wave_size
-        for start in range(0, len(sendable), size):
-            outbox_ids += await _wave(rt, m, sendable[start:start + size])
+        waves = _waves(todo, m.settings.messaging_wave_size)
+        in_flight = asyncio.Semaphore(WAVES_IN_FLIGHT)
+
+        async def run(wave: list[Claimed]) -> list[int]:
+            async with in_flight:
+                return await _wave(rt, m, wave, state)
+
+        failure: BaseException | None = None
+        for result in await asyncio.gather(*(run(w) for w in waves), return_exceptions=True):
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                outbox_ids += result
+        if failure is not None:  # the loop retries the batch; finished messages are no-ops
+            m.publish_in_background(rt, outbox_ids)
+            raise failure
     m.publish_in_background(rt, outbox_ids)
 
 
-async def _wave(rt: ServiceRuntime, m: Messaging, wave: list[Prepared]) -> list[int]:
+class _ForCustomer(Protocol):
+    @property
+    def cmd(self) -> SendCommand: ...
+
+
+class Claimed(NamedTuple):
+    cmd: SendCommand
+    message_id: str
+
+
+def _waves(items: list[T], size: int) -> list[list[T]]:
+    """Waves of about `size` messages; all of a customer's messages in one wave, in order,
+    so waves can run side by side without reordering anyone's messages."""
+    per_customer: dict[str, list[T]] = {}
+    for item in items:
+        per_customer.setdefault(f"{item.cmd.workspace_id}:{item.cmd.profile_id}", []).append(item)
+    waves: list[list[T]] = [[]]
+    for group in per_customer.values():
+        if waves[-1] and len(waves[-1]) + len(group) > size:
+            waves.append([])
+        waves[-1] += group
+    return [w for w in waves if w]
+
+
+async def _wave(rt: ServiceRuntime, m: Messaging, todo: list[Claimed],
+                state: store.SendState) -> list[int]:
+    prepared = [prepare(m, cmd, mid, state, _addresses(cmd)) for cmd, mid in todo]
+    refused = [verdict_outcome(p) for p in prepared if p.verdict]
+    wave = [p for p in prepared if not p.verdict]
+    if not wave:
+        return await record(rt, refused)
     # Channel configs are loaded before the wave is marked `sending`: a database outage
     # here leaves the messages `queued`, so the retried batch still sends them.
     for workspace_id in {p.cmd.workspace_id for p in wave}:
@@ -84,7 +130,7 @@ async def _wave(rt: ServiceRuntime, m: Messaging, wave: list[Prepared]) -> list[
             return [await send(rt, m, p) for p in items]
 
     results = await asyncio.gather(*(run(items) for items in per_customer.values()))
-    return await record(rt, [o for outcomes in results for o in outcomes])
+    return await record(rt, refused + [o for outcomes in results for o in outcomes])
 
 
 def _addresses(cmd: SendCommand) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,13 +18,9 @@ from services.messaging.domain.render import (
     template_data,
     with_unsubscribe_footer,
 )
-from services.messaging.providers.base import (
-    Outbound,
-)
+from services.messaging.providers.base import Outbound
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.send import SendCommand
-
-log = logging.getLogger(__name__)
 
 
 def event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.messaging import store
+from services.messaging.domain.consent import ERASED
 from services.messaging.tables import inbox
 from shared.contracts.profile import ChangeKind, ProfileChange
 from shared.db import claim_new
@@ -49,6 +50,10 @@ async def _apply(conn: AsyncConnection, change: ProfileChange) -> None:
                                              address=address)
         case ChangeKind.erased:
             await store.erase_profile(conn, workspace_id=ws, profile_id=pid)
+            # Commands emitted before the erasure must not reach the customer any more.
+            await store.record_consent(conn, workspace_id=ws, profile_id=pid, scope=ERASED,
+                                       subscribed=False, source="erasure",
+                                       at=change.occurred_at)
         case ChangeKind.merged:
             merged = [str(i) for i in data.get("merged_ids") or []]
             await store.merge_consents(conn, workspace_id=ws, into=pid, merged=merged)

@@ -258,9 +258,15 @@ async def test_consent_and_erasure_from_profile_changes(stack: Stack, unique: st
     assert r["erased_at"] and r["content"] is None and r["recipient"] is None
     later = command(Channel.email, f"cons-{unique}", Recipient(email=f"{unique}@example.com"),
                     profile=profile)
-    await s.send(later)
+    await _template(s, f"receipt-{unique}", {"channel": "email", "subject": "Receipt",
+                                             "text": "y", "category": "transactional"})
+    receipt = command(Channel.email, f"receipt-{unique}",
+                      Recipient(email=f"{unique}@example.com"), profile=profile)
+    await s.send(later, receipt)
     row = await s.message(later.idempotency_key, until={"sent", "suppressed"})
     assert row["status"] == "suppressed"
+    row = await s.message(receipt.idempotency_key, until={"sent", "suppressed"})
+    assert row["status"] == "suppressed" and "erased" in row["error"]
 
 
 async def test_snapshot_consent_in_the_command_is_a_second_source(stack: Stack,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from services.messaging.domain.consent import suppression_reason
 from services.messaging.domain.links import track_links
@@ -10,6 +11,7 @@ from services.messaging.domain.pacing import TokenBucket, backoff_delay
 from services.messaging.domain.render import Rendered, with_unsubscribe_footer
 from services.messaging.domain.targets import is_public_address
 from services.messaging.domain.tokens import sign_token, verify_token
+from services.messaging.providers import webhook
 from services.messaging.secrets import SecretBox, hint
 
 KEY = b"k" * 32
@@ -47,6 +49,7 @@ def test_links_are_tracked_except_kept_ones_and_pixel_goes_before_body_end() -> 
     ({}, {"topic:deals": False}, "marketing", None, False, None),
     ({"email": False}, {}, "transactional", None, False, None),
     ({}, {}, "transactional", None, True, "undeliverable"),
+    ({"erased": False}, {}, "transactional", None, False, "erased"),
 ])
 def test_suppression(stored: dict[str, bool], snapshot: dict[str, bool], category: str,
                      topic: str | None, dead: bool, expected: str | None) -> None:
@@ -99,3 +102,51 @@ def test_credentials_are_sealed_and_hinted() -> None:
     with pytest.raises(ValueError, match="secret key"):
         SecretBox("another secret").open(sealed)
     assert hint("abcdef123456") == "****3456" and hint("short") == "****"
+
+
+@pytest.mark.parametrize("secret", ["nope!!!!!", "whsec_nope!!", "whsec_YWJj",
+                                    "MDEyMzQ1Njc4OWFiY2RlZg=="])
+def test_webhook_signing_secrets_are_checked(secret: str) -> None:
+    with pytest.raises(ValidationError, match="whsec_"):
+        webhook.Secrets(signing_secret=secret)
+    assert webhook.Secrets(signing_secret="whsec_MDEyMzQ1Njc4OWFiY2RlZg==")
+
+
+def test_waves_keep_each_customer_in_one_wave_in_order() -> None:
+    from datetime import UTC, datetime
+
+    from services.messaging.handlers import _waves
+    from services.messaging.prepare import Prepared
+    from shared.contracts.send import Channel, Recipient, SendCommand
+
+    def prepared(profile: str, n: int) -> Prepared:
+        cmd = SendCommand(id=f"{profile}-{n}", workspace_id="w", profile_id=profile,
+                          idempotency_key=f"idem-key-{profile}-{n}", channel=Channel.email,
+                          template="t", to=Recipient(), requested_at=datetime.now(UTC))
+        return Prepared(cmd, f"{profile}-{n}")
+
+    items = [prepared(p, n) for n in range(3) for p in ("a", "b", "c")]
+    waves = _waves(items, size=4)
+    assert [[p.message_id for p in w] for w in waves] == [
+        ["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"], ["c-0", "c-1", "c-2"]]
+    assert [len(w) for w in _waves(items, size=6)] == [6, 3]
+
+
+def test_email_mime_parts_encoding_and_no_header_injection() -> None:
+    from email import message_from_bytes, policy
+
+    from services.messaging.providers.email import build_email
+
+    raw = build_email(sender="Shöp <shop@x.io>", to="ada@example.com", message_id="m-1",
+                      rendered=Rendered("Grüße\r\nBcc: evil@x.io", "<p>é</p>", "plain é"),
+                      headers={"List-Unsubscribe": "<https://t/u/" + "a" * 200 + ">"})
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert mail["Bcc"] is None and mail["Subject"] == "Grüße Bcc: evil@x.io"
+    assert mail["From"] == "Shöp <shop@x.io>" and mail["X-Touchpoint-Message"] == "m-1"
+    assert mail["List-Unsubscribe"].strip() == "<https://t/u/" + "a" * 200 + ">"
+    assert mail.get_body(("html",)).get_content().strip() == "<p>é</p>"
+    assert mail.get_body(("plain",)).get_content().strip() == "plain é"
+    text_only = message_from_bytes(build_email(sender="a@x.io", to="b@x.io", message_id="m",
+                                               rendered=Rendered("s", None, "t")),
+                                   policy=policy.default)
+    assert text_only.get_content_type() == "text/plain" and text_only.get_content() == "t"

@@ -69,7 +69,11 @@ async def put_channel(channel: ChannelName, provider: ProviderName, body: Channe
             stored = (await conn.execute(select(channels.c.secrets).where(
                 channels.c.workspace_id == ws, channels.c.channel == channel,
                 channels.c.provider == provider))).scalar()
-        credentials = m.box.open(stored) if stored is not None else {}
+        try:
+            credentials = m.box.open(stored) if stored is not None else {}
+        except ValueError as exc:  # the secret key changed since they were stored
+            raise Problem(400, "Invalid channel configuration", str(exc),
+                          errors=[{"field": "credentials", "message": "send them again"}]) from exc
     settings = _validate(kind.settings, body.settings, "settings")
     secrets = _validate(kind.secrets, credentials, "credentials")
     try:  # constructors check combinations the models can't (e.g. sender or service sid)
@@ -118,7 +122,8 @@ async def get_channel(channel: ChannelName, provider: ProviderName, engine: Engi
 @router.delete("/channels/{channel}/{provider}", status_code=204)
 async def delete_channel(channel: ChannelName, provider: ProviderName, engine: EngineDep,
                          m: MessagingDep, principal: AdminDep) -> None:
-    """Remove a provider; sends over that channel fail until another is configured."""
+    """Remove a provider; sends over that channel fail until another is configured (email
+    falls back to TOUCHPOINT_SMTP_URL)."""
     async with engine.begin() as conn:
         result = await conn.execute(delete(channels).where(
             channels.c.workspace_id == principal.workspace_id, channels.c.channel == channel,

@@ -9,8 +9,8 @@ from typing import Any
 from services.journey.domain.conditions import MISSING, evaluate, lookup, seen_values
 from services.journey.domain.document import EventRule, JourneyDocument
 
-# Changes that say nothing about the customer's behaviour or state for rules to react to.
-_BOOKKEEPING = {"created", "merged", "erased"}
+# Changes the engine handles itself (re-keying, deletion): never signals for rules.
+_BOOKKEEPING = {"merged", "erased"}
 
 
 @dataclass(frozen=True)

@@ -241,8 +241,11 @@ async def copy_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]
     thousands of rows per batch (decisions, new instances). JSONB columns go as JSON text."""
     columns = list(rows[0])
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
-    records = [tuple(orjson.dumps(row[c]).decode() if c in json_columns else row[c]
-                     for c in columns) for row in rows]
+    plain = [c for c in columns if c not in json_columns]
+    as_json = [c for c in columns if c in json_columns]
+    records = [(*(row[c] for c in plain), *(orjson.dumps(row[c]).decode() for c in as_json))
+               for row in rows]
+    columns = plain + as_json
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
     await driver.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,

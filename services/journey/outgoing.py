@@ -15,9 +15,9 @@ from pydantic import BaseModel
 
 from services.journey.domain.ids import idempotency_key
 from services.journey.domain.state import Outgoing
-from shared.contracts.envelope import JourneyRef, message_key, utcnow
+from shared.contracts.envelope import JourneyRef, message_key
 from shared.contracts.events import Event, EventType
-from shared.contracts.send import Channel, Recipient, SendCommand
+from shared.contracts.send import Recipient, SendCommand
 
 
 def send_key(out: Outgoing) -> str:
@@ -33,11 +33,8 @@ def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
     """(topic short name, Kafka key, message), or None when it cannot be addressed.
     `key` is `send_key(out)`."""
     i = out.instance
-    # Built with model_construct: every value was validated already (the document when it
-    # was saved, the snapshot by its contract), and validating again costs the hot path.
-    # tests/unit/test_journey_outgoing.py checks the result against the contract.
-    ref = JourneyRef.model_construct(key=i.journey_key, version=i.version, stage=out.stage,
-                                     step=out.step, instance=i.instance_key or None)
+    ref = JourneyRef(key=i.journey_key, version=i.version, stage=out.stage, step=out.step,
+                     instance=i.instance_key or None)
     journey = {"key": i.journey_key, "version": i.version, "stage": out.stage,
                "step": out.step, "instance": i.instance_key or None, "instance_id": i.id,
                "holdout": i.holdout}
@@ -53,16 +50,13 @@ def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
     template = out.send.template if out.send else out.webhook.template  # type: ignore[union-attr]
     context: dict[str, Any] = {"profile": profile, "event": out.event, "journey": journey}
     if out.webhook is not None:
-        to = Recipient.model_construct(email=None, phone=None, push_tokens=[],
-                                       url=out.webhook.url)
+        to = Recipient(url=out.webhook.url)
         context["webhook"] = {"url": out.webhook.url,
                               "timeout_s": out.webhook.timeout.total_seconds()}
     else:
-        to = Recipient.model_construct(email=profile.get("email"), phone=profile.get("phone"),
-                                       push_tokens=list(profile.get("push_tokens") or []),
-                                       url=None)
-    command = SendCommand.model_construct(
-        id=key, schema_version=1, workspace_id=i.workspace_id, produced_at=utcnow(),
-        profile_id=i.profile_id, idempotency_key=key, channel=Channel(channel),
-        template=template, to=to, journey=ref, context=context, requested_at=now)
+        to = Recipient(email=profile.get("email"), phone=profile.get("phone"),
+                       push_tokens=list(profile.get("push_tokens") or []))
+    command = SendCommand(id=key, workspace_id=i.workspace_id, profile_id=i.profile_id,
+                          idempotency_key=key, channel=channel, template=template, to=to,
+                          journey=ref, context=context, requested_at=now)
     return "send-commands", message_key(i.workspace_id, i.profile_id), command

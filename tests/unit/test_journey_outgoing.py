@@ -1,4 +1,4 @@
-"""What the engine publishes matches the topic contracts (it skips re-validation)."""
+"""What the engine publishes matches the topic contracts."""
 
 from datetime import UTC, datetime
 

@@ -138,12 +138,9 @@ class Unit:
                                                   f"'{signal.name}' (reentry=always)")
         blocked = reentry_block(doc, latest, self.now)
         if blocked is not None:
-            # An active instance that just moved on this very signal is not news.
-            if not (latest is not None and latest.active and doc.reentry == "after_exit"
-                    and latest.entry_id == signal.id):
-                self.fx.note(Subject(signal.workspace_id, signal.profile_id, doc.key, version,
-                                     cand.instance_key), "entry", "blocked", self.now,
-                             stage=cand.stage.key, reason=blocked, detail={"signal": signal.id})
+            self.fx.note(Subject(signal.workspace_id, signal.profile_id, doc.key, version,
+                                 cand.instance_key), "entry", "blocked", self.now,
+                         stage=cand.stage.key, reason=blocked, detail={"signal": signal.id})
             return
         inst = start_instance(doc, version, cand, signal, facts, self.fx)
         self._adopt([inst])

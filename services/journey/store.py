@@ -38,9 +38,7 @@ class Documents:
     def parse(self, workspace_id: str, version: int, document: dict[str, Any]
               ) -> JourneyDocument:
         key = (workspace_id, str(document["key"]), version)
-        if key not in self._parsed:
-            if len(self._parsed) > 5000:
-                self._parsed.clear()
+        if key not in self._parsed:  # grows with published versions only: never evicted
             self._parsed[key] = JourneyDocument.model_validate(document)
         return self._parsed[key]
 

@@ -1,15 +1,16 @@
 """What the engine publishes matches the topic contracts."""
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
 
 from services.journey.domain.document import Send, Webhook
 from services.journey.domain.state import Instance, Outgoing
-from services.journey.outgoing import send_key, to_message
+from services.journey.outgoing import outbox_headers, send_key, to_message
 from shared.contracts.events import Event
 from shared.contracts.send import SendCommand
-from shared.kafka.codec import encode
+from shared.kafka.codec import encode, headers_for
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 INST = Instance(id="i-1", workspace_id="w", journey_key="j", version=3, profile_id="p",
@@ -22,8 +23,25 @@ PROFILE = {"profile_id": "p", "user_id": "u", "email": "a@example.com", "phone":
 def roundtrip(out: Outgoing) -> tuple[str, bytes, dict]:
     made = to_message(out, send_key(out), PROFILE, NOW)
     assert made is not None
-    topic, key, message = made
-    return topic, key, orjson.loads(encode(message))
+    return made.topic, made.key, orjson.loads(made.value)
+
+
+def test_send_commands_are_encoded_as_the_contract_encodes_them() -> None:
+    """The engine writes SendCommand JSON directly: byte for byte what the model encodes."""
+    ask = Outgoing(INST, "s", "ask", 4, {"event": "Order Completed", "at": NOW, "n": None},
+                   send=Send(channel="email", template="review"))
+    bare = Outgoing(replace(INST, instance_key=""), "s", "ask", 4, {},
+                    send=Send(channel="sms", template="nudge"))
+    hook = Outgoing(INST, "s", "hook", 5, {}, webhook=Webhook(url="https://x.example/h"))
+    sparse = {"profile_id": "p", "email": None}
+    for out, profile in [(ask, PROFILE), (bare, sparse), (hook, PROFILE), (ask, {})]:
+        made = to_message(out, send_key(out), profile, NOW)
+        assert made is not None
+        parsed = SendCommand.model_validate_json(made.value)
+        assert made.id == parsed.id
+        assert made.value == encode(parsed)
+        assert orjson.loads(outbox_headers(made.topic, made.id)) == [
+            [k, v.decode()] for k, v in headers_for(parsed, made.topic)]
 
 
 def test_send_command_matches_the_contract() -> None:

@@ -12,6 +12,9 @@ process (`touchpoint serve journey`). Then, one after the other:
 3. timer lateness: T instances due at a steady rate (`--timer-rate`); lateness = time the
    instance moved (clock_timestamp of its UPDATE) - when it was due; p50/p99/max.
 
+Rounds 1 and 2 also print the service process's CPU time per event / wake-up, which a
+shared machine disturbs far less than the wall-clock rates.
+
     .venv/bin/python bench/journey.py [--events 10000] [--timers 100000] [--timer-rate 2000]
 
 The lateness round's default due rate (2,000/s) is below the capacity measured in round 2;

@@ -237,6 +237,30 @@ def journeys_stats(
     Console().print(stats_table(stats))
 
 
+@journeys_app.command("why")
+def journeys_why(
+    profile_id: Annotated[str, typer.Argument(help="Profile id.")],
+    key: Annotated[str, typer.Argument(help="Journey key.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    url: Url = None, admin_key: AdminKey = None,
+) -> None:
+    """Why did (or didn't) this customer get a message: the journey's decision trace."""
+    try:
+        with _client(url=("journey", url), admin_key=admin_key) as client:
+            trace = client.journey_trace(profile_id, key)
+    except ClientError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(trace, indent=2))
+        return
+    table = Table("at", "instance", "stage", "step", "decision", "why", box=box.SIMPLE_HEAVY)
+    for d in trace.get("trace", []):
+        table.add_row(str(d.get("at", ""))[:19].replace("T", " "), str(d.get("instance_key")),
+                      str(d.get("stage") or ""), str(d.get("step") or ""),
+                      f"{d.get('kind')} {d.get('outcome')}", escape(str(d.get("reason") or "")))
+    Console().print(table if trace.get("trace") else f"no decisions about {profile_id} in {key}")
+
+
 @events_app.command("send")
 def events_send(
     event: Annotated[str, typer.Option("--event", "-e", help="Event name: 'Order Completed'.")],

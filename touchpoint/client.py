@@ -123,6 +123,9 @@ class Client:
     def journey_stats(self, key: str) -> Any:
         return self._call("journey", "GET", f"/v1/journeys/{key}/stats")
 
+    def journey_trace(self, profile_id: str, key: str) -> Any:
+        return self._call("journey", "GET", f"/v1/profiles/{profile_id}/journeys/{key}/trace")
+
     def send_call(self, kind: str, call: dict[str, Any]) -> Any:
         """A Segment call (`track`, `identify`, ...) to ingest with the write key."""
         return self._call("ingest", "POST", f"/v1/{kind}", json=call, auth="write")

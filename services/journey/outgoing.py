@@ -9,15 +9,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic import BaseModel
+import orjson
+from pydantic_core import to_jsonable_python
 
 from services.journey.domain.ids import idempotency_key
 from services.journey.domain.state import Outgoing
-from shared.contracts.envelope import JourneyRef, message_key
+from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.events import Event, EventType
-from shared.contracts.send import Recipient, SendCommand
+from shared.kafka.codec import encode
+
+
+class Message(NamedTuple):
+    """One outbox row to be: topic short name, Kafka key, message id, encoded body."""
+
+    topic: str
+    key: bytes
+    id: str
+    value: bytes
+
+
+def outbox_headers(topic_short: str, message_id: str) -> str:
+    """The outbox row's headers (JSON), as `shared.kafka.codec.headers_for` makes them."""
+    return orjson.dumps([["content-type", "application/json"],
+                         ["schema", f"{topic_short}/v1"], ["message-id", message_id]]).decode()
 
 
 def send_key(out: Outgoing) -> str:
@@ -29,13 +45,13 @@ def send_key(out: Outgoing) -> str:
 
 
 def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
-               ) -> tuple[str, bytes, BaseModel] | None:
-    """(topic short name, Kafka key, message), or None when it cannot be addressed.
+               ) -> Message | None:
+    """The topic message for `out`, or None when it cannot be addressed.
     `key` is `send_key(out)`."""
     i = out.instance
-    ref = JourneyRef(key=i.journey_key, version=i.version, stage=out.stage, step=out.step,
-                     instance=i.instance_key or None)
-    journey = ref.model_dump(mode="json") | {"instance_id": i.id, "holdout": i.holdout}
+    journey = {"key": i.journey_key, "version": i.version, "stage": out.stage,
+               "step": out.step, "instance": i.instance_key or None, "instance_id": i.id,
+               "holdout": i.holdout}
     if out.traits is not None:
         user_id = profile.get("user_id")
         if not user_id:
@@ -43,17 +59,30 @@ def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
         event = Event(id=f"journey-{key}", workspace_id=i.workspace_id, type=EventType.identify,
                       user_id=str(user_id), traits=out.traits, timestamp=now, received_at=now,
                       context={"journey": journey})
-        return "events", message_key(i.workspace_id, str(user_id)), event
+        return Message("events", message_key(i.workspace_id, str(user_id)), event.id,
+                       encode(event))
     channel = out.send.channel if out.send else "webhook"
     template = out.send.template if out.send else out.webhook.template  # type: ignore[union-attr]
     context: dict[str, Any] = {"profile": profile, "event": out.event, "journey": journey}
-    to = Recipient(email=profile.get("email"), phone=profile.get("phone"),
-                   push_tokens=list(profile.get("push_tokens") or []))
     if out.webhook is not None:
-        to = Recipient(url=out.webhook.url)
+        to: dict[str, Any] = {"push_tokens": [], "url": out.webhook.url}
         context["webhook"] = {"url": out.webhook.url,
                               "timeout_s": out.webhook.timeout.total_seconds()}
-    command = SendCommand(id=key, workspace_id=i.workspace_id, profile_id=i.profile_id,
-                          idempotency_key=key, channel=channel, template=template, to=to,
-                          journey=ref, context=context, requested_at=now)
-    return "send-commands", message_key(i.workspace_id, i.profile_id), command
+    else:
+        to = {"email": profile.get("email"), "phone": profile.get("phone"),
+              "push_tokens": list(profile.get("push_tokens") or [])}
+        to = {k: v for k, v in to.items() if v is not None}
+    ref = {"key": i.journey_key, "version": i.version, "stage": out.stage, "step": out.step}
+    if i.instance_key:
+        ref["instance"] = i.instance_key
+    # The SendCommand's JSON, written directly: building the pydantic model and dumping it
+    # cost more than everything else per send. Every value was validated already (the
+    # document when it was saved, the snapshot by its contract); the fields, their order
+    # and their encoding are the contract's (`encode(SendCommand(...))`), which
+    # tests/unit/test_journey_outgoing.py checks byte for byte.
+    body = {"id": key, "schema_version": 1, "workspace_id": i.workspace_id,
+            "produced_at": utcnow(), "profile_id": i.profile_id, "idempotency_key": key,
+            "channel": channel, "template": template, "to": to, "journey": ref,
+            "context": context, "requested_at": now}
+    return Message("send-commands", message_key(i.workspace_id, i.profile_id), key,
+                   orjson.dumps(body, option=orjson.OPT_UTC_Z, default=to_jsonable_python))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.state import Decision, Instance
+from services.journey.outgoing import outbox_headers
 from services.journey.tables import (
     decisions,
     instances,
@@ -38,9 +39,7 @@ class Documents:
     def parse(self, workspace_id: str, version: int, document: dict[str, Any]
               ) -> JourneyDocument:
         key = (workspace_id, str(document["key"]), version)
-        if key not in self._parsed:
-            if len(self._parsed) > 5000:
-                self._parsed.clear()
+        if key not in self._parsed:  # grows with published versions only: never evicted
             self._parsed[key] = JourneyDocument.model_validate(document)
         return self._parsed[key]
 
@@ -133,25 +132,29 @@ async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str,
             if (r.workspace_id, r.journey_key, r.profile_id, r.instance_key) in wanted]
 
 
+# The claim, in the words of the `instances_timers` index (journey_0003), straight to the
+# driver: through SQLAlchemy, turning result rows into instances cost more than the query.
+_DUE = (f"SELECT {', '.join(_FIELDS)} FROM {instances.schema}.{instances.name} "
+        "WHERE status = 'active' AND wake_at <= $1 ORDER BY wake_at LIMIT $2 "
+        "FOR UPDATE SKIP LOCKED")
+
+
 async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> list[Instance]:
     """Claim instances whose timer is due. SKIP LOCKED lets replicas share the work."""
-    rows = (await conn.execute(
-        select(instances).where(instances.c.wake_at <= now, instances.c.status == "active")
-        .order_by(instances.c.wake_at).limit(limit)
-        .with_for_update(skip_locked=True))).all()
-    return [to_instance(r) for r in rows]
+    rows = await (await _driver(conn)).fetch(_DUE, now, limit)
+    return [Instance(**dict(row.items())) for row in rows]
 
 
 async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
                          ) -> dict[Pair, dict[str, Any]]:
     if not pairs:
         return {}
-    rows = (await conn.execute(
-        select(snapshots.c.workspace_id, snapshots.c.profile_id, snapshots.c.snapshot).where(
-            *_in_pairs(snapshots.c.workspace_id, snapshots.c.profile_id, pairs)))).all()
-    wanted = set(pairs)
-    return {(r.workspace_id, r.profile_id): r.snapshot for r in rows
-            if (r.workspace_id, r.profile_id) in wanted}
+    rows = await (await _driver(conn)).fetch(
+        f"SELECT workspace_id, profile_id, snapshot FROM {snapshots.schema}.{snapshots.name} "
+        "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[])",
+        sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}))
+    wanted = set(pairs)  # ANY per column may also match other pairs' cross products
+    return {(ws, pid): snap for ws, pid, snap in rows if (ws, pid) in wanted}
 
 
 async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any]]) -> None:
@@ -171,9 +174,20 @@ async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any
 
 
 async def _driver_execute(conn: AsyncConnection, sql: str, *args: Any) -> None:
+    await (await _driver(conn)).execute(sql, *args)
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The transaction's asyncpg connection (with SQLAlchemy's JSON codecs: JSONB is read
+    as Python values and written as JSON text)."""
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
-    await driver.execute(sql, *args)
+    if not driver.is_in_transaction():
+        # SQLAlchemy sends BEGIN lazily, with its first statement: a statement sent straight
+        # to the driver before that would run outside the transaction (a claim's row locks
+        # released at once, and two workers firing the same timer).
+        await conn.exec_driver_sql("SELECT 1")
+    return driver
 
 
 async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: datetime
@@ -216,9 +230,7 @@ async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> 
     if new:
         await copy_rows(conn, instances, new)
     if changed:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.executemany(_UPDATE, changed)
+        await (await _driver(conn)).executemany(_UPDATE, changed)
 
 
 async def save_decisions(conn: AsyncConnection, made: Sequence[Decision]) -> None:
@@ -241,10 +253,12 @@ async def copy_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]
     thousands of rows per batch (decisions, new instances). JSONB columns go as JSON text."""
     columns = list(rows[0])
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
-    records = [tuple(orjson.dumps(row[c]).decode() if c in json_columns else row[c]
-                     for c in columns) for row in rows]
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
+    plain = [c for c in columns if c not in json_columns]
+    as_json = [c for c in columns if c in json_columns]
+    records = [(*(row[c] for c in plain), *(orjson.dumps(row[c]).decode() for c in as_json))
+               for row in rows]
+    columns = plain + as_json
+    driver = await _driver(conn)
     await driver.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,
                                        records=records)
 
@@ -258,3 +272,20 @@ async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) ->
                   "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
                   "$4::varchar[], $5::varchar[], $6::timestamptz[]) ON CONFLICT DO NOTHING",
             *[[row[c] for row in rows] for c in columns])
+
+
+async def add_to_outbox(conn: AsyncConnection, table: Any, topic: str, topic_short: str,
+                        messages: Sequence[tuple[bytes, str, bytes]]) -> list[int]:
+    """Queue already-encoded (Kafka key, message id, value) rows for `topic`, in order;
+    returns the ids to publish after commit. Rows and headers are those of
+    `shared.db.add_to_outbox`; one statement over arrays, no per-row parameters."""
+    if not messages:
+        return []
+    headers = [outbox_headers(topic_short, msg_id) for _, msg_id, _ in messages]
+    rows = await (await _driver(conn)).fetch(
+        f"INSERT INTO {table.schema}.{table.name} (topic, key, value, headers) "
+        "SELECT $1, k, v, h::jsonb FROM unnest($2::bytea[], $3::bytea[], $4::text[]) "
+        "WITH ORDINALITY AS u(k, v, h, n) ORDER BY n RETURNING id",
+        topic, [key for key, _, _ in messages], [value for _, _, value in messages], headers)
+    return [row[0] for row in rows]
+

@@ -86,7 +86,10 @@ instances = Table(
     Index("instances_profile", "workspace_id", "profile_id", "journey_key", "instance_key",
           "entered_at"),
     Index("instances_journey_stage", "workspace_id", "journey_key", "status", "stage"),
-    Index("instances_due", "wake_at", postgresql_where=text("wake_at IS NOT NULL")),
+    # The timer claim's index: both of its conditions in the predicate, in wake_at order,
+    # so a claim reads only the rows it takes however many customers wait (journey_0003).
+    Index("instances_timers", "wake_at",
+          postgresql_where=text("status = 'active' AND wake_at IS NOT NULL")),
 )
 
 # The "why?" trace: every decision the engine made about a customer, in order.

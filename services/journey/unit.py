@@ -29,7 +29,6 @@ from services.journey.domain.state import Decision, Effects, Facts, Instance, Ou
 from services.journey.domain.steps import exit_instance
 from services.journey.domain.timing import zone
 from services.journey.outgoing import send_key, to_message
-from shared.db import add_to_outbox
 from shared.settings import Settings
 
 Pair = store.Pair
@@ -138,12 +137,9 @@ class Unit:
                                                   f"'{signal.name}' (reentry=always)")
         blocked = reentry_block(doc, latest, self.now)
         if blocked is not None:
-            # An active instance that just moved on this very signal is not news.
-            if not (latest is not None and latest.active and doc.reentry == "after_exit"
-                    and latest.entry_id == signal.id):
-                self.fx.note(Subject(signal.workspace_id, signal.profile_id, doc.key, version,
-                                     cand.instance_key), "entry", "blocked", self.now,
-                             stage=cand.stage.key, reason=blocked, detail={"signal": signal.id})
+            self.fx.note(Subject(signal.workspace_id, signal.profile_id, doc.key, version,
+                                 cand.instance_key), "entry", "blocked", self.now,
+                         stage=cand.stage.key, reason=blocked, detail={"signal": signal.id})
             return
         inst = start_instance(doc, version, cand, signal, facts, self.fx)
         self._adopt([inst])
@@ -162,7 +158,7 @@ class Unit:
         for (kind, outcome), count in Counter(
                 (d.kind, d.outcome) for d in self.fx.decisions).items():
             metrics.DECISIONS.labels(kind, outcome).inc(count)
-        messages: dict[str, list[tuple[bytes, Any]]] = {}
+        messages: dict[str, list[tuple[bytes, str, bytes]]] = {}
         sent = []
         for out in self.fx.outgoing:
             inst = out.instance
@@ -172,8 +168,7 @@ class Unit:
             if made is None:
                 await store.save_decisions(self.conn, [_unaddressable(out, self.now)])
                 continue
-            topic, kafka_key, message = made
-            messages.setdefault(topic, []).append((kafka_key, message))
+            messages.setdefault(made.topic, []).append((made.key, made.id, made.value))
             if out.traits is None:
                 sent.append({"workspace_id": inst.workspace_id, "idempotency_key": key,
                              "profile_id": inst.profile_id, "journey_key": inst.journey_key,
@@ -182,8 +177,8 @@ class Unit:
         await store.record_sends(self.conn, sent)
         ids: list[int] = []
         for topic, batch in sorted(messages.items()):
-            ids += await add_to_outbox(self.conn, self.outbox, self.settings.topic(topic), topic,
-                                       batch)
+            ids += await store.add_to_outbox(self.conn, self.outbox, self.settings.topic(topic),
+                                             topic, batch)
         return ids
 
 

@@ -328,7 +328,7 @@ async def test_replicas_share_due_timers_and_each_fires_once(harness: Harness) -
         await harness.until(lambda: _count(harness, ws, 40))
         await harness.stop_service()
         harness.clock.offset = timedelta(seconds=10)
-        workers = [TimerWorker(rt, harness.clock, Documents(), batch=7)  # type: ignore[arg-type]
+        workers = [TimerWorker(rt, harness.clock, Documents(), batch=2)  # type: ignore[arg-type]
                    for rt in runtimes]
 
         async def drain(worker: TimerWorker) -> None:

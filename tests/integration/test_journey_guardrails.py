@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from shared.contracts.profile import ChangeKind
 from shared.settings import Settings
 from tests.integration.test_journey_engine import Harness, fast_example, running_harness
+from touchpoint.cli import app as cli
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +170,15 @@ async def test_trace_answers_why_not_and_stats_count_stages(harness: Harness) ->
     assert stats["time_in_stage"]["purchased"]["count"] == 1
     assert stats["sends"]["purchased"] == {"ask": {"sent": 1}, "thanks": {"sent": 1}}
     assert stats["goal"]["treated"] == {"customers": 1, "converted": 1, "conversion": 1.0}
+    # The same trace through the CLI.
+    key = admin["Authorization"].split()[1]
+    args = ["journeys", "why", "t1", "post-purchase-review", "--url", harness.url,
+            "--admin-key", key]
+    table = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    assert table.exit_code == 0, table.output
+    assert {"not_entered", "sent", "matched", "reached"} <= set(table.output.split())
+    raw = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "--json"])
+    assert raw.exit_code == 0 and json.loads(raw.output)["trace"] == trace
 
 
 async def test_segment_entry_update_profile_merge_and_erasure(harness: Harness) -> None:

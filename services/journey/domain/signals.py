@@ -10,8 +10,8 @@ from services.journey.domain.conditions import evaluate, seen_values
 from services.journey.domain.document import EventRule, JourneyDocument
 from shared.conditions import MISSING, lookup
 
-# Changes that say nothing about the customer's behaviour or state for rules to react to.
-_BOOKKEEPING = {"created", "merged", "erased"}
+# Changes the engine handles itself (re-keying, deletion): never signals for rules.
+_BOOKKEEPING = {"merged", "erased"}
 
 
 @dataclass(frozen=True)

@@ -84,15 +84,16 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
                lookup_only(i) if isinstance(i, Event) else []) for i in items]
     wanted = {(item.workspace_id, k, v) for item, (ids, lookup) in zip(items, idents, strict=True)
               for k, v in ids + lookup}
-    hashes = {key: identifier_hash(key[0], (key[1], key[2])) for key in wanted}
-    gone = await repo.erased(conn, [(key[0], h) for key, h in hashes.items()])
     known = await repo.owners(conn, list(wanted))
+    # Only an identifier nobody owns can be an erased one (erasure deletes the identities).
+    hashes = {key: identifier_hash(key[0], (key[1], key[2])) for key in wanted - known.keys()}
+    gone = await repo.erased(conn, [(key[0], h) for key, h in hashes.items()])
     batch = _Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()))
     for (ws, kind, value), pid in known.items():
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
     for item, (ids, lookup) in zip(items, idents, strict=True):
         ws = item.workspace_id
-        if gone and any((ws, hashes[(ws, k, v)]) in gone for k, v in ids + lookup):
+        if gone and any((ws, hashes.get((ws, k, v))) in gone for k, v in ids + lookup):
             continue  # an erased person: never re-created by late events or re-imports
         _apply_one(batch, item, ids, lookup)
     return await _write(conn, batch, settings)

@@ -35,4 +35,8 @@ class DeliveryEvent(Envelope):
     journey: JourneyRef | None = None
     reason: str | None = Field(default=None, description="Why it failed, bounced, ...")
     url: str | None = Field(default=None, description="For clicked: the target URL.")
+    address: str | None = Field(
+        default=None, max_length=4096,
+        description="The email address, phone number or push token the message went to, so a "
+                    "bounce or an invalid token marks that one address (profile reads it).")
     occurred_at: datetime

@@ -34,12 +34,11 @@ from services.profile.domain.state import (
     iso,
     merge_into,
 )
-from services.profile.tables import outbox
+from services.profile.outbox_rows import queue
 from shared.contracts.delivery import DeliveryEvent
-from shared.contracts.envelope import message_key
+from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.events import Event, EventType
 from shared.contracts.profile import ProfileChange, ProfileEvent, ProfileSnapshot
-from shared.db import add_to_outbox
 from shared.settings import Settings
 
 
@@ -56,6 +55,9 @@ class _Batch:
     changes: list[tuple[str, str, str, Change]] = field(default_factory=list)  # ws, pid, id, c
     touched: dict[str, str] = field(default_factory=dict)  # profile id -> workspace
     merged_into: dict[str, str] = field(default_factory=dict)  # loser -> survivor, this batch
+    # produced_at of the batch's messages, given explicitly: a field left to its default
+    # factory costs pydantic's model_construct a signature inspection per message.
+    produced: datetime = field(default_factory=utcnow)
 
     def live(self, pid: str) -> str:
         """Where rows queued for `pid` belong now (it may have been merged since)."""
@@ -161,8 +163,8 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
                       "received_at": event.received_at})
     # Every part is already a validated model: construct without validating it all again.
     b.published.append((ws, ProfileEvent.model_construct(
-        id=event_id, workspace_id=ws, profile_id=p.id, event=event,
-        profile=snapshot(p, [], b.now, conv))))
+        id=event_id, schema_version=1, workspace_id=ws, produced_at=b.produced,
+        profile_id=p.id, event=event, profile=snapshot(p, [], b.now, conv))))
     for n, change in enumerate(changes):
         b.changes.append((ws, p.id, f"{event_id}:{change.kind}:{n}", change))
 
@@ -183,10 +185,9 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[i
     changes = [(message_key(ws, pid), ProfileChange(
         id=cid, workspace_id=ws, profile_id=pid, kind=c.kind, data=c.data,
         occurred_at=b.now, profile=finals.get(pid))) for ws, pid, cid, c in b.changes]
-    ids = await add_to_outbox(conn, outbox, settings.topic("profile-events"), "profile-events",
-                              [(message_key(ws, m.profile_id), m) for ws, m in b.published])
-    ids += await add_to_outbox(conn, outbox, settings.topic("profile-changes"),
-                               "profile-changes", changes)
+    ids = await queue(conn, settings.topic("profile-events"), "profile-events",
+                      [(message_key(ws, m.profile_id), m) for ws, m in b.published])
+    ids += await queue(conn, settings.topic("profile-changes"), "profile-changes", changes)
     return ids
 
 

@@ -108,14 +108,22 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
     owners = b.owners.setdefault(ws, {})
     # Owners may name a profile merged earlier in this batch: follow it to the survivor.
     view = {i: b.live(pid) for i in ids + lookup if (pid := owners.get(i)) is not None}
-    cands = {pid: Candidate(pid, b.states[pid].user_id, iso(b.states[pid].first_seen_at))
-             for pid in view.values()}
-    if isinstance(item, DeliveryEvent) and not cands:
+    found = set(view.values())
+    # The first-seen key only orders two or more candidates: not formatted for a lone one.
+    cands = {pid: Candidate(pid, b.states[pid].user_id,
+                            iso(b.states[pid].first_seen_at) if len(found) > 1 else "")
+             for pid in found}
+    # Tested once: isinstance on a pydantic model goes through ABCMeta, not free per event.
+    ev = item if isinstance(item, Event) else None
+    if ev is None and not cands:
         return  # outcome for a profile that no longer exists (erased)
-    explicit = isinstance(item, Event) and item.type is EventType.alias
+    explicit = ev is not None and ev.type is EventType.alias
     res = resolve(ws, ids, view, cands, lookup=lookup, explicit=explicit)
-    ts = item.timestamp if isinstance(item, Event) else item.occurred_at
-    event_id = item.id if isinstance(item, Event) else f"delivery:{item.id}"
+    if ev is not None:
+        ts, event_id = ev.timestamp, ev.id
+    else:
+        assert isinstance(item, DeliveryEvent)
+        ts, event_id = item.occurred_at, f"delivery:{item.id}"
     changes: list[Change] = []
     if res.created:
         b.states[res.profile_id] = ProfileState(res.profile_id, ws, ts, ts, created=True)
@@ -134,8 +142,9 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
         owners[ident] = p.id
         b.new_identities.append({"workspace_id": ws, "kind": ident[0], "value": ident[1],
                                  "profile_id": p.id})
-    before_traits = dict(p.traits) if isinstance(item, Event) and item.traits else p.traits
-    if isinstance(item, DeliveryEvent):
+    before_traits = dict(p.traits) if ev is not None and ev.traits else p.traits
+    if ev is None:
+        assert isinstance(item, DeliveryEvent)
         event = Event(id=event_id, workspace_id=ws, type=EventType.track,
                       event=event_name(item), properties=event_properties(item),
                       user_id=p.user_id, anonymous_id=None if p.user_id else p.id,
@@ -144,8 +153,8 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
         p.last_seen_at = max(p.last_seen_at, ts)
         changes += apply_delivery(p, item)
     else:
-        event = item
-        changes += apply_event(p, item, conv)
+        event = ev
+        changes += apply_event(p, ev, conv)
         renamed = [] if before_traits is p.traits else sorted(
             k for k in p.traits if before_traits.get(k, object()) != p.traits[k])
         if renamed and not res.created:

@@ -16,7 +16,8 @@ CHANNELS = ("email", "sms", "push")
 
 def iso(ts: datetime) -> str:
     """UTC ISO text: comparable as a string whatever offset the client sent."""
-    return ts.astimezone(UTC).isoformat()
+    # Most values already are UTC (asyncpg returns them so): skip the conversion then.
+    return ts.isoformat() if ts.tzinfo is UTC else ts.astimezone(UTC).isoformat()
 
 
 @dataclass

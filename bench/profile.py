@@ -8,7 +8,7 @@ them. Ceiling: exactly the rows the target wrote (inbox, identities, one profile
 profile a batch touched, history, outbox), written again with plain asyncpg `executemany`
 into copies of the tables, no reads and no logic, one transaction per batch. Target and
 ceiling batches alternate, so both meet the same load. Both run on a scratch database of the
-Postgres the tests use.
+Postgres the tests use, in one process with the profile service's GC setting.
 
     .venv/bin/python bench/profile.py [--events 20000] [--users 5000] [--batch 500]
 """
@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from services.profile.gc_tuning import tune_gc
 from services.profile.pipeline import apply_batch
 from services.profile.tables import inbox
 from shared.contracts.events import Event
@@ -142,7 +143,9 @@ class Ceiling:
 async def main(n: int, users: int, batch: int) -> None:
     """A first, untimed target run makes the rows the ceiling writes. Then target batches
     (a new workspace) and ceiling batches alternate, so a neighbour's burst on this shared
-    machine slows both alike."""
+    machine slows both alike. The process runs with the profile service's GC setting
+    (create_app applies it), which the ceiling shares."""
+    tune_gc()
     with postgres_server() as server, scratch_database(server) as url:
         await asyncio.to_thread(upgrade_all, url)
         settings = Settings(env="test", database_url=url, topic_prefix="bench.")

@@ -11,6 +11,7 @@ from services.profile.api.profiles import router as profiles_router
 from services.profile.api.segments import router as segments_router
 from services.profile.api.workspace import router as workspace_router
 from services.profile.consumers import consumers
+from services.profile.gc_tuning import tune_gc
 from services.profile.settings import profile_settings
 from shared.http.app import build_app
 from shared.runtime import Job, ServiceParts, ServiceRuntime
@@ -24,6 +25,7 @@ def _jobs(rt: ServiceRuntime) -> list[Job]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    tune_gc()  # the consumer's batches allocate heavily: see gc_tuning
     parts = ServiceParts(name="profile", api_keys=tables.api_keys, outbox=tables.outbox,
                          consumers=consumers, jobs=_jobs)
     return build_app(parts, settings, title="Touchpoint profile",

@@ -191,13 +191,14 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[i
     for _ws, message in b.published:
         message.profile.segments = sorted(members.get(message.profile_id, ()))
         finals[message.profile_id] = message.profile  # the last one is the profile as it ends
-    changes = [(message_key(ws, pid), ProfileChange(
-        id=cid, workspace_id=ws, profile_id=pid, kind=c.kind, data=c.data,
-        occurred_at=b.now, profile=finals.get(pid))) for ws, pid, cid, c in b.changes]
-    ids = await queue(conn, settings.topic("profile-events"), "profile-events",
-                      [(message_key(ws, m.profile_id), m) for ws, m in b.published])
-    ids += await queue(conn, settings.topic("profile-changes"), "profile-changes", changes)
-    return ids
+    events, changes = settings.topic("profile-events"), settings.topic("profile-changes")
+    return await queue(conn, [
+        (events, "profile-events", message_key(ws, m.profile_id), m) for ws, m in b.published
+    ] + [
+        (changes, "profile-changes", message_key(ws, pid), ProfileChange(
+            id=cid, workspace_id=ws, profile_id=pid, kind=c.kind, data=c.data,
+            occurred_at=b.now, produced_at=b.produced, profile=finals.get(pid)))
+        for ws, pid, cid, c in b.changes])
 
 
 async def _segments(conn: AsyncConnection, b: _Batch) -> dict[str, set[str]]:

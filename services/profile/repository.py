@@ -52,13 +52,11 @@ async def erased(conn: AsyncConnection, hashes: list[tuple[str, str]]) -> set[tu
         return set()
     ws, digests = _columns(set(hashes), 2)
     # One primary-key probe per hash (see owners() for why not a join).
-    rows = (await conn.execute(text(
-        "SELECT k.ws AS workspace_id, k.h AS identifier_hash "
-        "FROM unnest(CAST(:ws AS text[]), CAST(:h AS text[])) AS k(ws, h) "
+    rows = await _fetch(
+        conn, "SELECT k.ws, k.h FROM unnest($1::text[], $2::text[]) AS k(ws, h) "
         "WHERE EXISTS (SELECT 1 FROM profile.tombstones t "
-        "WHERE t.workspace_id = k.ws AND t.identifier_hash = k.h)"),
-        {"ws": ws, "h": digests})).all()
-    return {(r.workspace_id, r.identifier_hash) for r in rows}
+        "WHERE t.workspace_id = k.ws AND t.identifier_hash = k.h)", ws, digests)
+    return {(r[0], r[1]) for r in rows}
 
 
 async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
@@ -99,12 +97,12 @@ async def claim_identities(conn: AsyncConnection, rows: list[dict[str, str]]) ->
     """Point new identifiers at their profiles; a concurrent claim means we must retry."""
     if not rows:
         return
-    got = (await conn.execute(text(
-        "INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
-        "SELECT * FROM unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[]), "
-        "CAST(:p AS text[])) ON CONFLICT DO NOTHING RETURNING value"),
-        {"ws": [r["workspace_id"] for r in rows], "k": [r["kind"] for r in rows],
-         "v": [r["value"] for r in rows], "p": [r["profile_id"] for r in rows]})).all()
+    got = await _fetch(
+        conn, "INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING value",
+        [r["workspace_id"] for r in rows], [r["kind"] for r in rows],
+        [r["value"] for r in rows], [r["profile_id"] for r in rows])
     if len(got) != len(rows):
         raise IdentityRace("an identifier was claimed by another writer")
 

@@ -9,6 +9,7 @@ from services.profile.api.profiles import router as profiles_router
 from services.profile.api.segments import router as segments_router
 from services.profile.api.workspace import router as workspace_router
 from services.profile.consumers import consumers
+from services.profile.gc_tuning import tune_gc
 from services.profile.settings import profile_settings
 from shared.http.app import build_app
 from shared.runtime import ServiceParts, ServiceRuntime, Worker
@@ -22,6 +23,7 @@ def _workers(rt: ServiceRuntime) -> list[Worker]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    tune_gc()  # the consumer's batches allocate heavily: see gc_tuning
     parts = ServiceParts(name="profile", api_keys=tables.api_keys, outbox=tables.outbox,
                          consumers=consumers, workers=_workers)
     return build_app(parts, settings, title="Touchpoint profile",

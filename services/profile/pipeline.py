@@ -34,12 +34,11 @@ from services.profile.domain.state import (
     iso,
     merge_into,
 )
-from services.profile.tables import outbox
+from services.profile.outbox_rows import queue
 from shared.contracts.delivery import DeliveryEvent
-from shared.contracts.envelope import message_key
+from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.events import Event, EventType
 from shared.contracts.profile import ProfileChange, ProfileEvent, ProfileSnapshot
-from shared.db import add_to_outbox
 from shared.settings import Settings
 
 
@@ -56,6 +55,9 @@ class _Batch:
     changes: list[tuple[str, str, str, Change]] = field(default_factory=list)  # ws, pid, id, c
     touched: dict[str, str] = field(default_factory=dict)  # profile id -> workspace
     merged_into: dict[str, str] = field(default_factory=dict)  # loser -> survivor, this batch
+    # produced_at of the batch's messages, given explicitly: a field left to its default
+    # factory costs pydantic's model_construct a signature inspection per message.
+    produced: datetime = field(default_factory=utcnow)
 
     def live(self, pid: str) -> str:
         """Where rows queued for `pid` belong now (it may have been merged since)."""
@@ -84,15 +86,16 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
                lookup_only(i) if isinstance(i, Event) else []) for i in items]
     wanted = {(item.workspace_id, k, v) for item, (ids, lookup) in zip(items, idents, strict=True)
               for k, v in ids + lookup}
-    hashes = {key: identifier_hash(key[0], (key[1], key[2])) for key in wanted}
-    gone = await repo.erased(conn, [(key[0], h) for key, h in hashes.items()])
     known = await repo.owners(conn, list(wanted))
+    # Only an identifier nobody owns can be an erased one (erasure deletes the identities).
+    hashes = {key: identifier_hash(key[0], (key[1], key[2])) for key in wanted - known.keys()}
+    gone = await repo.erased(conn, [(key[0], h) for key, h in hashes.items()])
     batch = _Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()))
     for (ws, kind, value), pid in known.items():
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
     for item, (ids, lookup) in zip(items, idents, strict=True):
         ws = item.workspace_id
-        if gone and any((ws, hashes[(ws, k, v)]) in gone for k, v in ids + lookup):
+        if gone and any((ws, hashes.get((ws, k, v))) in gone for k, v in ids + lookup):
             continue  # an erased person: never re-created by late events or re-imports
         _apply_one(batch, item, ids, lookup)
     return await _write(conn, batch, settings)
@@ -105,14 +108,22 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
     owners = b.owners.setdefault(ws, {})
     # Owners may name a profile merged earlier in this batch: follow it to the survivor.
     view = {i: b.live(pid) for i in ids + lookup if (pid := owners.get(i)) is not None}
-    cands = {pid: Candidate(pid, b.states[pid].user_id, iso(b.states[pid].first_seen_at))
-             for pid in view.values()}
-    if isinstance(item, DeliveryEvent) and not cands:
+    found = set(view.values())
+    # The first-seen key only orders two or more candidates: not formatted for a lone one.
+    cands = {pid: Candidate(pid, b.states[pid].user_id,
+                            iso(b.states[pid].first_seen_at) if len(found) > 1 else "")
+             for pid in found}
+    # Tested once: isinstance on a pydantic model goes through ABCMeta, not free per event.
+    ev = item if isinstance(item, Event) else None
+    if ev is None and not cands:
         return  # outcome for a profile that no longer exists (erased)
-    explicit = isinstance(item, Event) and item.type is EventType.alias
+    explicit = ev is not None and ev.type is EventType.alias
     res = resolve(ws, ids, view, cands, lookup=lookup, explicit=explicit)
-    ts = item.timestamp if isinstance(item, Event) else item.occurred_at
-    event_id = item.id if isinstance(item, Event) else f"delivery:{item.id}"
+    if ev is not None:
+        ts, event_id = ev.timestamp, ev.id
+    else:
+        assert isinstance(item, DeliveryEvent)
+        ts, event_id = item.occurred_at, f"delivery:{item.id}"
     changes: list[Change] = []
     if res.created:
         b.states[res.profile_id] = ProfileState(res.profile_id, ws, ts, ts, created=True)
@@ -131,8 +142,9 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
         owners[ident] = p.id
         b.new_identities.append({"workspace_id": ws, "kind": ident[0], "value": ident[1],
                                  "profile_id": p.id})
-    before_traits = dict(p.traits) if isinstance(item, Event) and item.traits else p.traits
-    if isinstance(item, DeliveryEvent):
+    before_traits = dict(p.traits) if ev is not None and ev.traits else p.traits
+    if ev is None:
+        assert isinstance(item, DeliveryEvent)
         event = Event(id=event_id, workspace_id=ws, type=EventType.track,
                       event=event_name(item), properties=event_properties(item),
                       user_id=p.user_id, anonymous_id=None if p.user_id else p.id,
@@ -141,8 +153,8 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
         p.last_seen_at = max(p.last_seen_at, ts)
         changes += apply_delivery(p, item)
     else:
-        event = item
-        changes += apply_event(p, item, conv)
+        event = ev
+        changes += apply_event(p, ev, conv)
         renamed = [] if before_traits is p.traits else sorted(
             k for k in p.traits if before_traits.get(k, object()) != p.traits[k])
         if renamed and not res.created:
@@ -160,8 +172,8 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
                       "received_at": event.received_at})
     # Every part is already a validated model: construct without validating it all again.
     b.published.append((ws, ProfileEvent.model_construct(
-        id=event_id, workspace_id=ws, profile_id=p.id, event=event,
-        profile=snapshot(p, [], b.now, conv))))
+        id=event_id, schema_version=1, workspace_id=ws, produced_at=b.produced,
+        profile_id=p.id, event=event, profile=snapshot(p, [], b.now, conv))))
     for n, change in enumerate(changes):
         b.changes.append((ws, p.id, f"{event_id}:{change.kind}:{n}", change))
 
@@ -179,14 +191,14 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[i
     for _ws, message in b.published:
         message.profile.segments = sorted(members.get(message.profile_id, ()))
         finals[message.profile_id] = message.profile  # the last one is the profile as it ends
-    changes = [(message_key(ws, pid), ProfileChange(
-        id=cid, workspace_id=ws, profile_id=pid, kind=c.kind, data=c.data,
-        occurred_at=b.now, profile=finals.get(pid))) for ws, pid, cid, c in b.changes]
-    ids = await add_to_outbox(conn, outbox, settings.topic("profile-events"), "profile-events",
-                              [(message_key(ws, m.profile_id), m) for ws, m in b.published])
-    ids += await add_to_outbox(conn, outbox, settings.topic("profile-changes"),
-                               "profile-changes", changes)
-    return ids
+    events, changes = settings.topic("profile-events"), settings.topic("profile-changes")
+    return await queue(conn, [
+        (events, "profile-events", message_key(ws, m.profile_id), m) for ws, m in b.published
+    ] + [
+        (changes, "profile-changes", message_key(ws, pid), ProfileChange(
+            id=cid, workspace_id=ws, profile_id=pid, kind=c.kind, data=c.data,
+            occurred_at=b.now, produced_at=b.produced, profile=finals.get(pid)))
+        for ws, pid, cid, c in b.changes])
 
 
 async def _segments(conn: AsyncConnection, b: _Batch) -> dict[str, set[str]]:

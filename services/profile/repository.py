@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -35,13 +36,6 @@ def state_from_row(row: Any) -> ProfileState:
     return ProfileState(**{f: row[f] for f in _FIELDS})
 
 
-def row_from_state(p: ProfileState) -> dict[str, Any]:
-    row = {f: getattr(p, f) for f in _FIELDS}
-    row["rfm_segment"] = p.rfm.get("segment") if p.rfm else None
-    row["phone"] = p.phone[:32] if p.phone else None
-    return row
-
-
 async def conventions_for(conn: AsyncConnection, workspace_ids: Iterable[str]
                           ) -> dict[str, Conventions]:
     wanted = set(workspace_ids)
@@ -58,13 +52,11 @@ async def erased(conn: AsyncConnection, hashes: list[tuple[str, str]]) -> set[tu
         return set()
     ws, digests = _columns(set(hashes), 2)
     # One primary-key probe per hash (see owners() for why not a join).
-    rows = (await conn.execute(text(
-        "SELECT k.ws AS workspace_id, k.h AS identifier_hash "
-        "FROM unnest(CAST(:ws AS text[]), CAST(:h AS text[])) AS k(ws, h) "
+    rows = await _fetch(
+        conn, "SELECT k.ws, k.h FROM unnest($1::text[], $2::text[]) AS k(ws, h) "
         "WHERE EXISTS (SELECT 1 FROM profile.tombstones t "
-        "WHERE t.workspace_id = k.ws AND t.identifier_hash = k.h)"),
-        {"ws": ws, "h": digests})).all()
-    return {(r.workspace_id, r.identifier_hash) for r in rows}
+        "WHERE t.workspace_id = k.ws AND t.identifier_hash = k.h)", ws, digests)
+    return {(r[0], r[1]) for r in rows}
 
 
 async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
@@ -76,13 +68,13 @@ async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
     # plain join: the planner would hash-join by scanning the whole table, while this is one
     # primary-key probe per identifier, whatever the table's size.
     ws, kinds, values = _columns(set(keys), 3)
-    rows = (await conn.execute(text(
-        "SELECT i.workspace_id, i.kind, i.value, i.profile_id "
-        "FROM unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[])) "
+    rows = await _fetch(
+        conn, "SELECT i.workspace_id, i.kind, i.value, i.profile_id "
+        "FROM unnest($1::text[], $2::text[], $3::text[]) "
         "AS q(ws, k, v) CROSS JOIN LATERAL (SELECT * FROM profile.identities i "
-        "WHERE i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v LIMIT 1) AS i"),
-        {"ws": ws, "k": kinds, "v": values})).all()
-    return {(r.workspace_id, r.kind, r.value): r.profile_id for r in rows}
+        "WHERE i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v LIMIT 1) AS i",
+        ws, kinds, values)
+    return {(r[0], r[1], r[2]): r[3] for r in rows}
 
 
 async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, ProfileState]:
@@ -90,13 +82,12 @@ async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, 
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = (await conn.execute(text(
+    rows = await _fetch(
         # LIMIT 1 keeps the planner from flattening the probe into a scan of the table; the
         # ids come sorted, so locks are taken in id order.
-        "SELECT p.* FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS u(id, n) "
+        conn, "SELECT p.* FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) "
         "CROSS JOIN LATERAL (SELECT * FROM profile.profiles WHERE id = u.id LIMIT 1 "
-        "FOR UPDATE) AS p ORDER BY u.n"),
-        {"ids": wanted})).mappings().all()
+        "FOR UPDATE) AS p ORDER BY u.n", wanted)
     if len(rows) != len(wanted):
         raise IdentityRace("a profile was merged or erased by another writer")
     return {r["id"]: state_from_row(r) for r in rows}
@@ -106,12 +97,12 @@ async def claim_identities(conn: AsyncConnection, rows: list[dict[str, str]]) ->
     """Point new identifiers at their profiles; a concurrent claim means we must retry."""
     if not rows:
         return
-    got = (await conn.execute(text(
-        "INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
-        "SELECT * FROM unnest(CAST(:ws AS text[]), CAST(:k AS text[]), CAST(:v AS text[]), "
-        "CAST(:p AS text[])) ON CONFLICT DO NOTHING RETURNING value"),
-        {"ws": [r["workspace_id"] for r in rows], "k": [r["kind"] for r in rows],
-         "v": [r["value"] for r in rows], "p": [r["profile_id"] for r in rows]})).all()
+    got = await _fetch(
+        conn, "INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING value",
+        [r["workspace_id"] for r in rows], [r["kind"] for r in rows],
+        [r["value"] for r in rows], [r["profile_id"] for r in rows])
     if len(got) != len(rows):
         raise IdentityRace("an identifier was claimed by another writer")
 
@@ -143,7 +134,21 @@ _PROFILE_TYPES = {
     "consent": "jsonb", "addresses": "jsonb", "push_tokens": "jsonb",
     "lifecycle_stage": "text", "rfm": "jsonb", "rfm_segment": "text", "predictions": "jsonb",
 }
-_JSONB = {c for c, t in _PROFILE_TYPES.items() if t == "jsonb"}
+
+
+def _column(name: str) -> Callable[[ProfileState], Any]:
+    """How one upsert parameter is read off a ProfileState (built once, used per row)."""
+    if name == "rfm_segment":
+        return lambda p: p.rfm.get("segment") if p.rfm else None
+    if name == "phone":
+        return lambda p: p.phone[:32] if p.phone else None
+    if _PROFILE_TYPES[name] == "jsonb":
+        get = attrgetter(name)
+        return lambda p: orjson.dumps(get(p)).decode()
+    return attrgetter(name)
+
+
+_COLUMNS = [_column(c) for c in _PROFILE_TYPES]
 _UPSERT = (
     f"INSERT INTO profile.profiles ({', '.join(_PROFILE_TYPES)}) VALUES ("
     + ", ".join(f"${i + 1}::{t}" for i, t in enumerate(_PROFILE_TYPES.values()))
@@ -155,6 +160,14 @@ _HISTORY = ("INSERT INTO profile.events (workspace_id, event_id, profile_id, typ
             "ON CONFLICT DO NOTHING")
 
 
+async def _fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
+    """asyncpg's own fetch inside the current transaction, for the per-batch reads of many
+    rows: SQLAlchemy's result processing cost more than the query itself. JSONB columns are
+    decoded by the codec the engine installed on the connection (orjson)."""
+    raw = await conn.get_raw_connection()
+    return await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr,no-any-return]
+
+
 async def _executemany(conn: AsyncConnection, sql: str, args: list[tuple[Any, ...]]) -> None:
     """asyncpg's own executemany inside the current transaction: one prepared statement,
     rows streamed; far cheaper than building a VALUES list or encoding arrays per batch."""
@@ -163,11 +176,7 @@ async def _executemany(conn: AsyncConnection, sql: str, args: list[tuple[Any, ..
 
 
 async def save_profiles(conn: AsyncConnection, states: Iterable[ProfileState]) -> None:
-    args = []
-    for p in states:
-        row = row_from_state(p)
-        args.append(tuple(orjson.dumps(row[c]).decode() if c in _JSONB else row[c]
-                          for c in _PROFILE_TYPES))
+    args = [tuple([column(p) for column in _COLUMNS]) for p in states]
     if args:
         await _executemany(conn, _UPSERT, args)
 

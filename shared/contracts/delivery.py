@@ -36,7 +36,7 @@ class DeliveryEvent(Envelope):
     reason: str | None = Field(default=None, description="Why it failed, bounced, ...")
     url: str | None = Field(default=None, description="For clicked: the target URL.")
     address: str | None = Field(
-        default=None,
-        description="For bounced: the address that is undeliverable (email, phone, push "
-                    "token or subscription), so profile can mark it.")
+        default=None, max_length=4096,
+        description="The email address, phone number, push token or subscription concerned: "
+                    "on bounced, the undeliverable one, so profile marks that one address.")
     occurred_at: datetime

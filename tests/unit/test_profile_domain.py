@@ -152,3 +152,20 @@ def test_segment_rules() -> None:
         rule_adapter.validate_python({"field": "event.name", "op": "eq", "value": 1})
     with pytest.raises(ValidationError):
         rule_adapter.validate_python({"field": "profile.x", "op": "matches"})
+
+
+def test_an_outcome_naming_its_address_marks_only_that_address() -> None:
+    p = state()
+    apply_event(p, ev(type="identify", user_id="u", traits={"email": "new@b.io"},
+                      context={"device": {"token": "token-aaaaaaaa"}}), CONV)
+    apply_event(p, ev(type="track", user_id="u", event="X",
+                      context={"device": {"token": "token-bbbbbbbb"}}), CONV)
+    old_bounce = delivery("bounced", reason="550 unknown").model_copy(
+        update={"address": "OLD@b.io"})
+    assert apply_delivery(p, old_bounce) == [] and reachable(p)["email"]
+    bad = delivery("failed", channel="push", reason="invalid push token").model_copy(
+        update={"address": "token-aaaaaaaa"})
+    apply_delivery(p, bad)
+    assert [t for t, v in p.push_tokens.items() if v["deliverable"]] == ["token-bbbbbbbb"]
+    unknown = bad.model_copy(update={"address": "token-zzzzzzzz"})
+    assert apply_delivery(p, unknown) == [] and reachable(p)["push"]

@@ -63,5 +63,5 @@ def apply_delivery(p: ProfileState, d: DeliveryEvent) -> list[Change]:
     elif d.status is DeliveryStatus.complained and channel != "webhook":
         return set_consent(p, channel, False, "spam complaint", at)
     elif _undeliverable(d) and channel != "webhook":
-        return mark_address(p, channel, False, d.reason or d.status.value, at)
+        return mark_address(p, channel, False, d.reason or d.status.value, at, token=d.address)
     return []

@@ -16,7 +16,8 @@ CHANNELS = ("email", "sms", "push")
 
 def iso(ts: datetime) -> str:
     """UTC ISO text: comparable as a string whatever offset the client sent."""
-    return ts.astimezone(UTC).isoformat()
+    # Most values already are UTC (asyncpg returns them so): skip the conversion then.
+    return ts.isoformat() if ts.tzinfo is UTC else ts.astimezone(UTC).isoformat()
 
 
 @dataclass
@@ -166,16 +167,22 @@ def set_consent(p: ProfileState, key: str, subscribed: bool, source: str,
 
 def mark_address(p: ProfileState, channel: str, deliverable: bool, reason: str | None,
                  at: datetime, token: str | None = None) -> list[Change]:
-    """Mark the channel's address (or one push token, or all of them) deliverable or not."""
+    """Mark the channel's address deliverable or not. For push: the token named, or every
+    token when the outcome does not say which one."""
     entry = {"deliverable": deliverable, "reason": reason, "at": iso(at)}
     if channel == "push":
-        targets = [token] if token in p.push_tokens else list(p.push_tokens)
+        named = [token] if token in p.push_tokens else []
+        targets = named if token else list(p.push_tokens)
         changed = [t for t in targets if p.push_tokens[t]["deliverable"] != deliverable]
         for t in targets:
             p.push_tokens[t] = dict(entry)
         if not changed:
             return []
     else:
+        current = p.email if channel == "email" else p.phone
+        sent_to = normalise_email(token) if channel == "email" else normalise_phone(token)
+        if token and sent_to != current:
+            return []  # an outcome for an address the profile no longer has
         held = p.addresses.get(channel)
         p.addresses[channel] = entry
         if held is not None and held["deliverable"] == deliverable:

@@ -1,0 +1,51 @@
+"""Profile's outbox encoder writes the very bytes the shared codec would (pure, no sockets)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from services.profile.domain.conventions import Conventions
+from services.profile.domain.snapshot import snapshot
+from services.profile.domain.state import ProfileState
+from services.profile.outbox_rows import encode_fast
+from shared.contracts.events import Event
+from shared.contracts.profile import ProfileChange, ProfileEvent
+from shared.kafka.codec import encode
+
+NOW = datetime(2026, 11, 25, 4, 30, tzinfo=UTC)
+
+
+def _state() -> ProfileState:
+    p = ProfileState("p1", "ws", NOW - timedelta(days=40), NOW, user_id="u1",
+                     email="zoë@example.com", traits={"name": "Zoë", "age": 41, "vip": None,
+                                                      "score": 0.1 + 0.2},
+                     order_count=3, gross_revenue=123.456, first_order_at=NOW - timedelta(30),
+                     last_order_at=NOW - timedelta(days=2), lifecycle_stage="active",
+                     rfm={"r": 5, "f": 4, "m": 3, "segment": "Champions"},
+                     consent={"email": {"subscribed": False, "source": "x", "at": "t"}})
+    p.push_tokens["tok-12345678"] = {"deliverable": True, "reason": None, "at": "t"}
+    return p
+
+
+def test_profile_event_bytes_equal_the_shared_codec() -> None:
+    event = Event.model_validate({
+        "id": "e1", "workspace_id": "ws", "type": "track", "event": "Order Completed",
+        "user_id": "u1", "properties": {"revenue": 19.99, "items": [{"sku": "é", "n": None}]},
+        "context": {"timezone": "Europe/Berlin"},
+        "timestamp": datetime(2026, 11, 24, 10, 0, tzinfo=timezone(timedelta(hours=2))),
+        "received_at": NOW})
+    for produced in (NOW, NOW.replace(microsecond=123456)):
+        message = ProfileEvent.model_construct(
+            id="e1", schema_version=1, workspace_id="ws", produced_at=produced,
+            profile_id="p1", event=event, profile=snapshot(_state(), ["vip"], NOW, Conventions()))
+        assert encode_fast(message) == encode(message)
+
+
+def test_profile_change_bytes_equal_the_shared_codec() -> None:
+    change = ProfileChange(id="c1", workspace_id="ws", profile_id="p1", kind="lifecycle_changed",
+                           data={"from": None, "to": "active"}, occurred_at=NOW,
+                           profile=snapshot(_state(), [], NOW, Conventions()))
+    assert encode_fast(change) == encode(change)
+    bare = ProfileChange(id="c2", workspace_id="ws", profile_id="p1", kind="erased",
+                         occurred_at=NOW)
+    assert encode_fast(bare) == encode(bare)

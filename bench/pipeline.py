@@ -18,8 +18,11 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
+from typing import Any
 
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.db.migrate import upgrade_all
@@ -29,6 +32,7 @@ from shared.testing.broker import tansu_broker
 from shared.testing.net import free_port
 from shared.testing.postgres import postgres_server, scratch_database
 from shared.testing.smtp import smtp_sink
+from shared.testing.topics import read_topic
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 ADMIN, WRITE = f"tp_admin_bench_{uuid.uuid4().hex}", f"tp_write_bench_{uuid.uuid4().hex}"
@@ -80,6 +84,43 @@ async def stage_breakdown(http: httpx.AsyncClient, url: dict[str, str]) -> list[
         for consumer, total in sums.items():
             n = counts.get(consumer) or 1
             out.append(f"{consumer:28s} {total / n * 1000:8.1f} ms  x{int(n)}")
+    return out
+
+
+async def hop_breakdown(bootstrap: str, users: set[str]) -> dict[str, list[float]]:
+    """Per 'Signed Up' event: ingest's received_at -> profile's produced_at (profile-events)
+    -> journey's requested_at (send-commands) -> messaging's occurred_at (delivery `sent`)."""
+    def stamp(value: str) -> float:
+        return datetime.fromisoformat(value).timestamp()
+
+    async def read(topic: str) -> list[dict[str, Any]]:
+        idle = {"polls": 0, "seen": -1}
+
+        def drained(records: list[Any]) -> bool:  # three empty polls after the last record
+            idle["polls"] = idle["polls"] + 1 if len(records) == idle["seen"] else 0
+            idle["seen"] = len(records)
+            return bool(records) and idle["polls"] >= 3
+
+        records = await read_topic(bootstrap, topic, drained, timeout=60.0)
+        return [orjson.loads(r.value) for r in records]
+
+    received = {e["user_id"]: stamp(e["received_at"]) for e in await read("bench.events")
+                if e.get("event") == "Signed Up" and e.get("user_id") in users}
+    profiled = {pe["profile_id"]: (pe["event"]["user_id"], stamp(pe["produced_at"]))
+                for pe in await read("bench.profile-events")
+                if pe["event"].get("event") == "Signed Up"}
+    commands = await read("bench.send-commands")
+    commanded = {c["profile_id"]: stamp(c["requested_at"]) for c in commands}
+    sent = {d["profile_id"]: stamp(d["occurred_at"]) for d in await read("bench.delivery-events")
+            if d["status"] == "sent"}
+    out: dict[str, list[float]] = {"ingest -> profile-events": [],
+                                   "profile-events -> send-commands": [],
+                                   "send-commands -> delivery sent": []}
+    for pid, (user, at) in profiled.items():
+        if user in received and pid in commanded and pid in sent:
+            out["ingest -> profile-events"].append((at - received[user]) * 1000)
+            out["profile-events -> send-commands"].append((commanded[pid] - at) * 1000)
+            out["send-commands -> delivery sent"].append((sent[pid] - commanded[pid]) * 1000)
     return out
 
 
@@ -164,6 +205,7 @@ async def main(rate: int, seconds: int) -> None:
                     await asyncio.sleep(0.1)
                 elapsed = max(received.values()) - started if received else float("nan")
                 breakdown = await stage_breakdown(http, url)
+                hops = await hop_breakdown(bootstrap, set(users))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -187,6 +229,10 @@ async def main(rate: int, seconds: int) -> None:
         for line in breakdown:
             print(f"  {line}")
         print(f"  ratio p99 pipeline / (4 x p99 hop) = {pct(lat, 99) / (4 * pct(hop, 99)):.1f}")
+        print("where the time goes, per measured event (wall clock stamped in each message, ms):")
+        for name, values in hops.items():
+            if values:
+                print(f"  {name:34s} p50 {pct(values, 50):7.1f}  p99 {pct(values, 99):7.1f}")
 
 
 if __name__ == "__main__":

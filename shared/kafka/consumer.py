@@ -1,10 +1,12 @@
 """The consumer loop: commit only after the effect is durable, never block a partition.
 
-Per poll, each partition's records are parsed with the topic's contract model;
-ones that don't parse go to the DLQ. The rest go to the handler as one batch
-(so handlers can batch their database writes). If the batch fails for a reason
-other than an outage, it is replayed one record at a time to find the poison one.
-Offsets are committed (last offset + 1) only after the handler returned.
+Per poll, the records of every partition are parsed with the topic's contract model;
+ones that don't parse go to the DLQ. The rest go to the handler as one batch, partition
+after partition in offset order (so one key's records stay in order, and handlers batch
+their database writes over the whole poll: one transaction per poll, not per partition).
+If the batch fails for a reason other than an outage, it is replayed one record at a time
+to find the poison one. Offsets (last offset + 1 of each partition) are committed in one
+request, only after the handler returned.
 """
 
 from __future__ import annotations
@@ -94,13 +96,12 @@ class ConsumerLoop:
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.consumer_max_records
                 )
-                for tp, messages in batches.items():
-                    if self._stopping.is_set():
-                        break
-                    try:
-                        await self._process(consumer, tp, messages)
-                    except _Abandon:
-                        break
+                if not batches or self._stopping.is_set():
+                    continue
+                try:
+                    await self._process(consumer, batches)
+                except _Abandon:
+                    continue
         finally:
             self.running = False
             await consumer.stop()
@@ -118,19 +119,20 @@ class ConsumerLoop:
         raise asyncio.CancelledError
 
     async def _process(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
         records: list[Record] = []
-        for msg in messages:
-            try:
-                records.append(self._parse(msg))
-            except InvalidMessage as exc:
-                await self._dead_letter(consumer, tp, msg, exc)
+        for messages in batches.values():
+            for msg in messages:
+                try:
+                    records.append(self._parse(msg))
+                except InvalidMessage as exc:
+                    await self._dead_letter(consumer, msg, exc)
         if records:
             with metrics.HANDLER_SECONDS.labels(self.spec.name).time():
-                await self._handle(consumer, tp, records)
-        await self._commit(consumer, tp, messages[-1].offset + 1)
-        metrics.CONSUMED.labels(self.spec.name).inc(len(messages))
+                await self._handle(consumer, records)
+        await self._commit(consumer, {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
+        metrics.CONSUMED.labels(self.spec.name).inc(sum(len(m) for m in batches.values()))
 
     def _parse(self, msg: ConsumerRecord) -> Record:
         try:
@@ -139,17 +141,13 @@ class ConsumerLoop:
             raise InvalidMessage(_short(exc)) from exc
         return Record(value, msg.topic, msg.partition, msg.offset, msg.key, msg)
 
-    async def _handle(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]
-    ) -> None:
+    async def _handle(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
         try:
-            await self._handle_until_done(consumer, tp, records)
+            await self._handle_until_done(consumer, records)
         finally:
             metrics.PAUSED.labels(self.spec.name).set(0)
 
-    async def _handle_until_done(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]
-    ) -> None:
+    async def _handle_until_done(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
         attempt = 0
         delay = 0.2
         while True:
@@ -158,34 +156,32 @@ class ConsumerLoop:
                 return
             except InvalidMessage as exc:
                 if len(records) > 1:
-                    return await self._one_by_one(consumer, tp, records)
-                return await self._dead_letter(consumer, tp, records[0].raw, exc)
+                    return await self._one_by_one(consumer, records)
+                return await self._dead_letter(consumer, records[0].raw, exc)
             except Exception as exc:
                 if is_transient(exc):
                     # An outage: wait it out without leaving the group, then retry.
                     log.warning("consumer %s: dependency down (%s), pausing", self.group,
                                 type(exc).__name__)
                     metrics.PAUSED.labels(self.spec.name).set(1)
-                    await self._pause_for(consumer, tp, delay)
+                    await self._pause_for(consumer, _partitions(records), delay)
                     delay = min(delay * 2, 15)
                     continue
                 if len(records) > 1:
-                    return await self._one_by_one(consumer, tp, records)
+                    return await self._one_by_one(consumer, records)
                 attempt += 1
                 if attempt >= self.spec.max_attempts:
                     log.exception("consumer %s: giving up on offset %s", self.group,
                                   records[0].offset)
-                    return await self._dead_letter(consumer, tp, records[0].raw, exc)
+                    return await self._dead_letter(consumer, records[0].raw, exc)
                 await self._sleep(delay * attempt)
 
-    async def _one_by_one(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Record]
-    ) -> None:
+    async def _one_by_one(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
         for record in records:
-            await self._handle(consumer, tp, [record])
+            await self._handle(consumer, [record])
 
     async def _pause_for(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, delay: float
+        self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition], delay: float
     ) -> None:
         """Sleep with jitter while keeping group membership; abandon if stopping or revoked."""
         assigned = consumer.assignment()
@@ -196,14 +192,14 @@ class ConsumerLoop:
         finally:
             current = consumer.assignment()
             consumer.resume(*[p for p in assigned if p in current])
-        if self._stopping.is_set() or tp not in consumer.assignment():
+        if self._stopping.is_set() or not partitions <= consumer.assignment():
             raise _Abandon
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         delay = 0.2
         while True:
             try:
-                await consumer.commit({tp: offset})
+                await consumer.commit(offsets)
                 return
             except (CommitFailedError, IllegalStateError) as exc:
                 # Rebalanced away: the new owner re-reads from the last commit (idempotent).
@@ -219,7 +215,6 @@ class ConsumerLoop:
     async def _dead_letter(
         self,
         consumer: AIOKafkaConsumer,
-        tp: TopicPartition,
         msg: ConsumerRecord,
         exc: BaseException,
     ) -> None:
@@ -230,7 +225,7 @@ class ConsumerLoop:
                 metrics.DEAD_LETTERED.labels(self.spec.name).inc()
                 return
             except KafkaError:
-                await self._pause_for(consumer, tp, delay)
+                await self._pause_for(consumer, {TopicPartition(msg.topic, msg.partition)}, delay)
                 delay = min(delay * 2, 15)
 
     async def _sleep(self, seconds: float) -> None:
@@ -243,3 +238,7 @@ class ConsumerLoop:
 def _short(exc: ValidationError) -> str:
     parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
     return "; ".join(parts)[:1000]
+
+
+def _partitions(records: list[Record]) -> set[TopicPartition]:
+    return {TopicPartition(r.topic, r.partition) for r in records}

@@ -106,7 +106,7 @@ async def test_crash_before_commit_redelivers_without_duplicate_effect(world) ->
     await producer.start()
 
     class CrashingLoop(ConsumerLoop):
-        async def _commit(self, consumer, tp, offset):  # dies after the effect, before commit
+        async def _commit(self, consumer, offsets):  # dies after the effect, before commit
             raise Crash
 
     with pytest.raises(Crash):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -42,10 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         try:
             async with inner(app_):
-                # Everything built at startup (modules, models, compiled templates of the
-                # libraries) lives as long as the process: moved out of the cyclic GC's
-                # sight, a full collection no longer walks it (~0.1 s each under load).
-                gc.freeze()
                 yield
         finally:
             await messaging.close()  # after the consumers stopped: no send in flight

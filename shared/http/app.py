@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,10 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
         runtime = ServiceRuntime(parts, settings)
         app.state.runtime = runtime
         await runtime.start()
+        # Everything imported and built at start-up lives as long as the process. Moved out
+        # of the cyclic collector's reach, a full collection no longer walks it: measured
+        # ~50 ms per collection in ingest (its worst accept latencies) and ~0.1 s in messaging.
+        gc.freeze()
         try:
             yield
         finally:

@@ -43,6 +43,7 @@ from shared.settings import Settings
 from shared.testing.broker import tansu_broker
 from shared.testing.net import free_port, wait_for_port
 from shared.testing.postgres import postgres_server, scratch_database
+from shared.testing.processes import die_with_parent
 from shared.testing.topics import read_topic
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
@@ -228,7 +229,7 @@ async def main(args: argparse.Namespace) -> None:
         log = open(f"{LOG_DIR}/bench-ingest.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "touchpoint.cli", "serve", "ingest",
                                  "--port", str(port)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         try:
             wait_for_port(port, 30)
             conn = Connection(port)

@@ -31,6 +31,7 @@ from shared.settings import Settings
 from shared.testing.broker import tansu_broker
 from shared.testing.net import free_port
 from shared.testing.postgres import postgres_server, scratch_database
+from shared.testing.processes import die_with_parent
 from shared.testing.smtp import smtp_sink
 from shared.testing.topics import read_topic
 
@@ -143,7 +144,7 @@ async def main(rate: int, seconds: int) -> None:
         logs = {name: open(f"{LOG_DIR}/{name}.log", "w") for name in ports}
         procs = [subprocess.Popen([sys.executable, "-m", "touchpoint.cli", "serve", name,
                                    "--port", str(port)], env=env, stdout=logs[name],
-                                  stderr=subprocess.STDOUT)
+                                  stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
                  for name, port in ports.items()]
         url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         try:

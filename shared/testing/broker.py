@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from shared.testing.net import free_port, wait_for_port
+from shared.testing.processes import die_with_parent
 from touchpoint.embedded import tansu_argv
 
 
@@ -15,7 +16,8 @@ def tansu_broker(port: int | None = None) -> Iterator[str]:
     """Yields the bootstrap address; the broker (memory storage) dies with the block."""
     port = port or free_port()
     proc = subprocess.Popen(tansu_argv(port), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=die_with_parent)
     try:
         wait_for_port(port)
         yield f"127.0.0.1:{port}"

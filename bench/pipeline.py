@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.db.migrate import upgrade_all
@@ -39,15 +40,42 @@ LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 ADMIN, WRITE = f"tp_admin_bench_{uuid.uuid4().hex}", f"tp_write_bench_{uuid.uuid4().hex}"
 
 
+def cpu_users(services: dict[str, int]) -> dict[str, list[psutil.Process]]:
+    """The processes whose CPU the run spends: the four services, the broker, Postgres (every
+    backend of the local server, so another user's queries would count too) and this
+    process (load generator, SMTP sink, ceiling)."""
+    found = {name: [psutil.Process(pid)] for name, pid in services.items()}
+    found["bench + smtp sink"] = [psutil.Process()]
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        name = proc.info["name"] or ""
+        if name.startswith("tansu") and proc.parent() and proc.parent().pid == os.getpid():
+            found.setdefault("tansu", []).append(proc)
+        elif name == "postgres":
+            found.setdefault("postgres", []).append(proc)
+    return found
+
+
+def cpu_times(users: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for name, procs in users.items():
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total[name] = total.get(name, 0.0) + t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def kafka_hop(bootstrap: str, topic: str, n: int = 300) -> list[float]:
+async def kafka_hop(bootstrap: str, topic: str, fetch_wait_ms: int, n: int = 300) -> list[float]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"hop-{uuid.uuid4()}",
-                                auto_offset_reset="latest", fetch_max_wait_ms=10)
+                                auto_offset_reset="latest", fetch_max_wait_ms=fetch_wait_ms)
     await producer.start()
     await consumer.start()
     await asyncio.sleep(1)
@@ -134,7 +162,7 @@ async def main(rate: int, seconds: int) -> None:
         await asyncio.to_thread(upgrade_all, db_url)
         await ensure_topics(settings)
         await ensure_topics(settings, ["bench.hop"])
-        hop = await kafka_hop(bootstrap, "bench.hop")
+        hop = await kafka_hop(bootstrap, "bench.hop", settings.consumer_fetch_max_wait_ms)
 
         env = {**os.environ, "TOUCHPOINT_DATABASE_URL": db_url,
                "TOUCHPOINT_KAFKA_BOOTSTRAP": bootstrap, "TOUCHPOINT_TOPIC_PREFIX": "bench.",
@@ -187,6 +215,8 @@ async def main(rate: int, seconds: int) -> None:
                     return await original(server, session, envelope)
 
                 inbox.handle_DATA = stamp  # type: ignore[method-assign]
+                users_cpu = cpu_users({n: p.pid for n, p in zip(ports, procs, strict=True)})
+                cpu_before = cpu_times(users_cpu)
                 started = time.perf_counter()
 
                 async def one(user: str) -> None:
@@ -205,6 +235,8 @@ async def main(rate: int, seconds: int) -> None:
                 while len(received) < total and time.perf_counter() < deadline:
                     await asyncio.sleep(0.1)
                 elapsed = max(received.values()) - started if received else float("nan")
+                cpu_after = cpu_times(users_cpu)
+                wall = time.perf_counter() - started
                 breakdown = await stage_breakdown(http, url)
                 hops = await hop_breakdown(bootstrap, set(users))
         finally:
@@ -223,13 +255,21 @@ async def main(rate: int, seconds: int) -> None:
               f"{len(received) / elapsed:.0f} emails/s achieved")
         print(f"  event->email ms   p50 {pct(lat, 50):7.1f}  p95 {pct(lat, 95):7.1f}  "
               f"p99 {pct(lat, 99):7.1f}  max {max(lat):7.1f}  mean {statistics.mean(lat):6.1f}")
-        print("ceiling: one Kafka hop produce->consume on the same broker (pipeline = 4 hops)")
+        print("ceiling: one Kafka hop produce->consume on the same broker (pipeline = 4 hops), "
+              f"consumer fetch wait {settings.consumer_fetch_max_wait_ms} ms as the services'")
         print(f"  hop ms            p50 {pct(hop, 50):7.1f}  p95 {pct(hop, 95):7.1f}  "
               f"p99 {pct(hop, 99):7.1f}")
         print("per-consumer handler time (mean ms per polled batch, batches):")
         for line in breakdown:
             print(f"  {line}")
         print(f"  ratio p99 pipeline / (4 x p99 hop) = {pct(lat, 99) / (4 * pct(hop, 99)):.1f}")
+        print(f"CPU while measured (% of one core over {wall:.1f} s; the machine has "
+              f"{psutil.cpu_count()} cores), ms of CPU per event:")
+        spent = {n: cpu_after.get(n, 0.0) - cpu_before.get(n, 0.0) for n in cpu_before}
+        for name, seconds_ in sorted(spent.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:34s} {100 * seconds_ / wall:5.0f} %  {1000 * seconds_ / total:6.2f} ms")
+        print(f"  {'all':34s} {100 * sum(spent.values()) / wall:5.0f} %  "
+              f"{1000 * sum(spent.values()) / total:6.2f} ms")
         print("where the time goes, per measured event (wall clock stamped in each message, ms):")
         for name, values in hops.items():
             if values:

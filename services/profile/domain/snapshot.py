@@ -39,7 +39,8 @@ def metrics(p: ProfileState, now: datetime, conv: Conventions) -> dict[str, Any]
         "last_open_at": _iso(p.last_open_at),
         "last_click_at": _iso(p.last_click_at),
         "unsubscribed_channels": sorted(k for k, v in p.consent.items()
-                                        if not k.startswith("topic:") and not v["subscribed"]),
+                                        if not k.startswith("topic:") and not v["subscribed"])
+        if p.consent else [],
         "nps_score": p.nps_score,
         "nps_category": nps_category(p.nps_score),
     }

@@ -7,6 +7,7 @@ writes back in bulk: that is what keeps the consumer at thousands of events per 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -195,22 +196,30 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[i
     # Rows queued for a profile that a later message in this batch merged away follow it.
     for row in b.new_identities + b.history:
         row["profile_id"] = b.live(row["profile_id"])
-    await repo.repoint(conn, {loser: b.live(loser) for loser, _ in b.merges})
-    await repo.claim_identities(conn, b.new_identities)
-    await repo.save_profiles(conn, (b.states[pid] for pid in b.touched))
-    await repo.add_history(conn, b.history)
-    members = await _segments(conn, b)
-    finals: dict[str, dict[str, Any]] = {}
-    for m in b.published:
-        m.profile["segments"] = sorted(members.get(m.profile_id, ()))
-        finals[m.profile_id] = m.profile  # the last one is the profile as it ends
     events, changes = settings.topic("profile-events"), settings.topic("profile-changes")
     produced, now = json_time(b.produced), json_time(b.now)
-    rows = [Outgoing(events, "profile-events", message_key(m.workspace_id, m.profile_id),
-                     m.event_id, profile_event_json(m.event_id, m.workspace_id, produced,
-                                                    m.profile_id, m.event, m.profile))
-            for m in b.published]
-    # A profile's final snapshot is encoded once, however many changes carry it.
+    # Memberships before this batch's evaluation (the writes below never touch them). The
+    # profile events are encoded with them while Postgres works on the writes: the event loop
+    # runs the encoder between round trips, so the two cores work at once. A profile the
+    # evaluation then moves has its events encoded again below.
+    current = await repo.memberships(conn, b.touched)
+    encoder = asyncio.create_task(_encode_events(b.published, current, events, produced))
+    try:
+        await repo.repoint(conn, {loser: b.live(loser) for loser, _ in b.merges})
+        await repo.claim_identities(conn, b.new_identities)
+        await repo.save_profiles(conn, (b.states[pid] for pid in b.touched))
+        await repo.add_history(conn, b.history)
+        members = await _segments(conn, b, current)
+        rows = await encoder
+    finally:
+        encoder.cancel()  # a no-op once it is done; stops it when a write failed
+    moved = {pid for pid, keys in members.items() if keys != current.get(pid)}
+    if moved:
+        rows = [_event_row(m, members, events, produced) if m.profile_id in moved else row
+                for m, row in zip(b.published, rows, strict=True)]
+    # The last snapshot of a profile is the profile as the batch leaves it; encoded once,
+    # however many changes carry it.
+    finals = {m.profile_id: m.profile for m in b.published}
     encoded = {pid: orjson.dumps(snap) for pid, snap in finals.items()}
     rows += [Outgoing(changes, "profile-changes", message_key(ws, pid), cid, profile_change_json(
                  cid, ws, produced, pid, c.kind, c.data, now, encoded.get(pid)))
@@ -218,9 +227,32 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[i
     return await queue(conn, rows)
 
 
-async def _segments(conn: AsyncConnection, b: _Batch) -> dict[str, set[str]]:
-    """Re-evaluate every segment for the touched profiles; memberships by profile id."""
-    current = await repo.memberships(conn, b.touched)
+def _event_row(m: _Published, members: dict[str, set[str]], topic: str,
+               produced: str) -> Outgoing:
+    m.profile["segments"] = sorted(members.get(m.profile_id, ()))
+    return Outgoing(topic, "profile-events", message_key(m.workspace_id, m.profile_id),
+                    m.event_id, profile_event_json(m.event_id, m.workspace_id, produced,
+                                                   m.profile_id, m.event, m.profile))
+
+
+async def _encode_events(published: list[_Published], members: dict[str, set[str]],
+                         topic: str, produced: str) -> list[Outgoing]:
+    """The profile-events rows, a slice at a time, yielding to the event loop in between."""
+    rows: list[Outgoing] = []
+    for start in range(0, len(published), _SLICE):
+        rows += [_event_row(m, members, topic, produced)
+                 for m in published[start:start + _SLICE]]
+        await asyncio.sleep(0)
+    return rows
+
+
+_SLICE = 50  # events encoded between two looks at the sockets (about half a millisecond)
+
+
+async def _segments(conn: AsyncConnection, b: _Batch,
+                    current: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Re-evaluate every segment for the touched profiles, whose memberships are `current`;
+    memberships by profile id."""
     rules = await segment_store.rules_for(conn, set(b.touched.values()))
     members = dict(current)
     for ws in set(b.touched.values()):

@@ -5,8 +5,9 @@ per second (the bytes stay those of `shared.kafka.codec.encode`: UTF-8 JSON, `No
 left out, pydantic's datetime text; unit tests compare them):
 - the batch path never builds ProfileEvent / ProfileChange / ProfileSnapshot models: it
   writes their JSON objects with orjson, fields in the models' order. The received Event
-  is encoded by pydantic's own serializer (it is a model already) and spliced in as an
-  `orjson.Fragment`, and a profile's final snapshot is encoded once for all its changes;
+  is encoded by pydantic's own serializer (it is a model already) and the snapshot by
+  orjson, each spliced in as an `orjson.Fragment`; a profile's changes reuse the bytes of
+  its last event's snapshot;
 - a batch's messages for every topic go in as one statement.
 """
 
@@ -51,12 +52,12 @@ def json_time(value: datetime) -> str:
 
 
 def profile_event_json(event_id: str, workspace_id: str, produced_at: str, profile_id: str,
-                       event: Event, profile: dict[str, Any]) -> bytes:
-    """A ProfileEvent (schema_version 1); `profile` as `snapshot_fields` builds it."""
+                       event: Event, profile: bytes) -> bytes:
+    """A ProfileEvent (schema_version 1); `profile` is the JSON of `snapshot_fields`."""
     return orjson.dumps({
         "id": event_id, "schema_version": 1, "workspace_id": workspace_id,
         "produced_at": produced_at, "profile_id": profile_id,
-        "event": orjson.Fragment(encode_fast(event)), "profile": profile})
+        "event": orjson.Fragment(encode_fast(event)), "profile": orjson.Fragment(profile)})
 
 
 def profile_change_json(change_id: str, workspace_id: str, produced_at: str, profile_id: str,

@@ -210,35 +210,36 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[i
         await repo.save_profiles(conn, (b.states[pid] for pid in b.touched))
         await repo.add_history(conn, b.history)
         members = await _segments(conn, b, current)
-        rows = await encoder
+        encoded = await encoder
     finally:
         encoder.cancel()  # a no-op once it is done; stops it when a write failed
     moved = {pid for pid, keys in members.items() if keys != current.get(pid)}
     if moved:
-        rows = [_event_row(m, members, events, produced) if m.profile_id in moved else row
-                for m, row in zip(b.published, rows, strict=True)]
-    # The last snapshot of a profile is the profile as the batch leaves it; encoded once,
-    # however many changes carry it.
-    finals = {m.profile_id: m.profile for m in b.published}
-    encoded = {pid: orjson.dumps(snap) for pid, snap in finals.items()}
+        encoded = [_event_row(m, members, events, produced) if m.profile_id in moved else done
+                   for m, done in zip(b.published, encoded, strict=True)]
+    rows = [row for row, _ in encoded]
+    # A profile's last snapshot is the profile as the batch leaves it: its changes carry it.
+    finals = {m.profile_id: snap for m, (_, snap) in zip(b.published, encoded, strict=True)}
     rows += [Outgoing(changes, "profile-changes", message_key(ws, pid), cid, profile_change_json(
-                 cid, ws, produced, pid, c.kind, c.data, now, encoded.get(pid)))
+                 cid, ws, produced, pid, c.kind, c.data, now, finals.get(pid)))
              for ws, pid, cid, c in b.changes]
     return await queue(conn, rows)
 
 
 def _event_row(m: _Published, members: dict[str, set[str]], topic: str,
-               produced: str) -> Outgoing:
+               produced: str) -> tuple[Outgoing, bytes]:
+    """The profile-events row, and its snapshot's JSON."""
     m.profile["segments"] = sorted(members.get(m.profile_id, ()))
+    snap = orjson.dumps(m.profile)
     return Outgoing(topic, "profile-events", message_key(m.workspace_id, m.profile_id),
                     m.event_id, profile_event_json(m.event_id, m.workspace_id, produced,
-                                                   m.profile_id, m.event, m.profile))
+                                                   m.profile_id, m.event, snap)), snap
 
 
 async def _encode_events(published: list[_Published], members: dict[str, set[str]],
-                         topic: str, produced: str) -> list[Outgoing]:
-    """The profile-events rows, a slice at a time, yielding to the event loop in between."""
-    rows: list[Outgoing] = []
+                         topic: str, produced: str) -> list[tuple[Outgoing, bytes]]:
+    """_event_row for each message, a slice at a time, yielding to the event loop between."""
+    rows: list[tuple[Outgoing, bytes]] = []
     for start in range(0, len(published), _SLICE):
         rows += [_event_row(m, members, topic, produced)
                  for m in published[start:start + _SLICE]]

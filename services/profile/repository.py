@@ -7,17 +7,12 @@ from operator import attrgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import String, any_, bindparam, delete, select, text
+from sqlalchemy import String, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.state import ProfileState
-from services.profile.tables import (
-    profiles,
-    segment_members,
-    workspace_settings,
-)
 from shared.kafka.errors import DependencyUnavailable
 
 # Columns that mirror ProfileState fields one to one.
@@ -39,10 +34,9 @@ def state_from_row(row: Any) -> ProfileState:
 async def conventions_for(conn: AsyncConnection, workspace_ids: Iterable[str]
                           ) -> dict[str, Conventions]:
     wanted = set(workspace_ids)
-    rows = (await conn.execute(select(workspace_settings.c.workspace_id,
-                                      workspace_settings.c.conventions)
-                               .where(workspace_settings.c.workspace_id.in_(wanted)))).all()
-    found = {r.workspace_id: Conventions.model_validate(r.conventions) for r in rows}
+    rows = await fetch(conn, "SELECT workspace_id, conventions FROM profile.workspace_settings "
+                       "WHERE workspace_id = ANY($1::text[])", list(wanted))
+    found = {r[0]: Conventions.model_validate(r[1]) for r in rows}
     return {ws: found.get(ws) or Conventions() for ws in wanted}
 
 
@@ -52,7 +46,7 @@ async def erased(conn: AsyncConnection, hashes: list[tuple[str, str]]) -> set[tu
         return set()
     ws, digests = _columns(set(hashes), 2)
     # One primary-key probe per hash (see owners() for why not a join).
-    rows = await _fetch(
+    rows = await fetch(
         conn, "SELECT k.ws, k.h FROM unnest($1::text[], $2::text[]) AS k(ws, h) "
         "WHERE EXISTS (SELECT 1 FROM profile.tombstones t "
         "WHERE t.workspace_id = k.ws AND t.identifier_hash = k.h)", ws, digests)
@@ -68,7 +62,7 @@ async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
     # plain join: the planner would hash-join by scanning the whole table, while this is one
     # primary-key probe per identifier, whatever the table's size.
     ws, kinds, values = _columns(set(keys), 3)
-    rows = await _fetch(
+    rows = await fetch(
         conn, "SELECT i.workspace_id, i.kind, i.value, i.profile_id "
         "FROM unnest($1::text[], $2::text[], $3::text[]) "
         "AS q(ws, k, v) CROSS JOIN LATERAL (SELECT * FROM profile.identities i "
@@ -82,7 +76,7 @@ async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, 
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = await _fetch(
+    rows = await fetch(
         # LIMIT 1 keeps the planner from flattening the probe into a scan of the table; the
         # ids come sorted, so locks are taken in id order.
         conn, "SELECT p.* FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n) "
@@ -97,7 +91,7 @@ async def claim_identities(conn: AsyncConnection, rows: list[dict[str, str]]) ->
     """Point new identifiers at their profiles; a concurrent claim means we must retry."""
     if not rows:
         return
-    got = await _fetch(
+    got = await fetch(
         conn, "INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
         "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
         "ON CONFLICT DO NOTHING RETURNING value",
@@ -112,16 +106,17 @@ async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
     if not merges:
         return
     # `= ANY(array)` on the indexed profile_id: an index probe per loser, never a table scan.
-    params = {"l": list(merges), "m": orjson.dumps(merges).decode()}
-    for table in ("identities", "events"):
-        await conn.execute(text(
-            f"UPDATE profile.{table} SET profile_id = CAST(:m AS jsonb) ->> profile_id "
-            "WHERE profile_id = ANY(CAST(:l AS text[]))"), params)
-    losers = list(merges)
-    await conn.execute(delete(segment_members).where(
-        segment_members.c.profile_id == any_(_texts(losers))))
-    await conn.execute(delete(profiles).where(profiles.c.id == any_(_texts(losers))))
+    # One statement (data-modifying CTEs on four tables), so one round trip per batch.
+    await fetch(conn, _REPOINT, list(merges), orjson.dumps(merges).decode())
 
+
+_REPOINT = (
+    "WITH i AS (UPDATE profile.identities SET profile_id = $2::jsonb ->> profile_id "
+    "WHERE profile_id = ANY($1::text[])), "
+    "e AS (UPDATE profile.events SET profile_id = $2::jsonb ->> profile_id "
+    "WHERE profile_id = ANY($1::text[])), "
+    "s AS (DELETE FROM profile.segment_members WHERE profile_id = ANY($1::text[])) "
+    "DELETE FROM profile.profiles WHERE id = ANY($1::text[])")
 
 _PROFILE_TYPES = {
     "id": "text", "workspace_id": "text", "user_id": "text", "email": "text", "phone": "text",
@@ -160,9 +155,9 @@ _HISTORY = ("INSERT INTO profile.events (workspace_id, event_id, profile_id, typ
             "ON CONFLICT DO NOTHING")
 
 
-async def _fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
-    """asyncpg's own fetch inside the current transaction, for the per-batch reads of many
-    rows: SQLAlchemy's result processing cost more than the query itself. JSONB columns are
+async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
+    """asyncpg's own fetch inside the current transaction, for the per-batch statements:
+    SQLAlchemy's parameter and result processing cost more than most of them. JSONB columns are
     decoded by the codec the engine installed on the connection (orjson)."""
     raw = await conn.get_raw_connection()
     return await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr,no-any-return]
@@ -193,12 +188,9 @@ async def memberships(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, se
     wanted = list(set(ids))
     out: dict[str, set[str]] = {pid: set() for pid in wanted}
     if wanted:
-        rows = (await conn.execute(select(segment_members.c.profile_id,
-                                          segment_members.c.segment_key)
-                                   .where(segment_members.c.profile_id == any_(
-                                       _texts(wanted))))).all()
-        for r in rows:
-            out[r.profile_id].add(r.segment_key)
+        for r in await fetch(conn, "SELECT profile_id, segment_key FROM profile.segment_members "
+                             "WHERE profile_id = ANY($1::text[])", wanted):
+            out[r[0]].add(r[1])
     return out
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.segments import Aggregate, Rule, aggregates, matches, rule_adapter
 from services.profile.domain.state import Change
+from services.profile.repository import fetch
 from services.profile.tables import events, segment_members, segments
 
 
@@ -29,11 +30,9 @@ async def rules_for(conn: AsyncConnection, workspace_ids: Iterable[str]
     wanted = set(workspace_ids)
     out: dict[str, dict[str, Rule]] = {ws: {} for ws in wanted}
     if wanted:
-        rows = (await conn.execute(select(segments.c.workspace_id, segments.c.key,
-                                          segments.c.rule)
-                                   .where(segments.c.workspace_id.in_(wanted)))).all()
-        for r in rows:
-            out[r.workspace_id][r.key] = rule_adapter.validate_python(r.rule)
+        for r in await fetch(conn, "SELECT workspace_id, key, rule FROM profile.segments "
+                             "WHERE workspace_id = ANY($1::text[])", list(wanted)):
+            out[r[0]][r[1]] = rule_adapter.validate_python(r[2])
     return out
 
 

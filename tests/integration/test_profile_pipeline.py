@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.profile.pipeline import apply_batch
-from services.profile.tables import events, identities, profiles
+from services.profile.tables import events, identities, outbox, profiles, segments
 from shared.contracts.events import Event
 from shared.db import create_engine
 from shared.settings import Settings
@@ -79,3 +80,30 @@ async def test_an_alias_chain_resolves_whatever_the_order(
             live = (await conn.execute(select(profiles.c.id, profiles.c.event_count).where(
                 profiles.c.workspace_id == ws))).all()
         assert len(live) == 1 and live[0].event_count == 4, order
+
+
+async def test_profile_events_carry_the_segments_and_traits_the_batch_left(
+        engine: AsyncEngine, settings: Settings, unique: str) -> None:
+    """Profile events are encoded while the batch's writes run, with the memberships held
+    before the batch; a profile the segment evaluation moves gets its events re-encoded. Each
+    event carries the traits as that event left them, even later in the same batch."""
+    ws = f"seg-{unique}"
+    async with engine.begin() as conn:
+        await conn.execute(segments.insert().values(
+            workspace_id=ws, key="pro", name="Pro",
+            rule={"field": "profile.traits.plan", "op": "eq", "value": "pro"}))
+    items = batch(ws, {"type": "identify", "user_id": "a", "traits": {"plan": "free"}},
+                  {"type": "identify", "user_id": "a", "traits": {"plan": "pro"}},
+                  {"type": "track", "event": "Viewed", "user_id": "b"})
+    async with engine.begin() as conn:
+        ids = await apply_batch(conn, items, settings, T0 + timedelta(hours=1))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(outbox.c.topic, outbox.c.value).where(
+            outbox.c.id.in_(ids)).order_by(outbox.c.id))).all()
+    published = [orjson.loads(r.value) for r in rows if r.topic.endswith("profile-events")]
+    assert [m["profile"]["traits"] for m in published] == [{"plan": "free"}, {"plan": "pro"}, {}]
+    # Segments are those the batch leaves the profile with (membership is per batch).
+    assert [m["profile"]["segments"] for m in published] == [["pro"], ["pro"], []]
+    entered = [orjson.loads(r.value) for r in rows if r.topic.endswith("profile-changes")
+               and orjson.loads(r.value)["kind"] == "segment_entered"]
+    assert [c["profile"]["segments"] for c in entered] == [["pro"]]

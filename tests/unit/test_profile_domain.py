@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,8 +11,10 @@ from pydantic import ValidationError
 from services.profile.domain.conventions import Conventions, order_value
 from services.profile.domain.delivery import apply_delivery, event_name
 from services.profile.domain.identity import (
+    _NAMESPACE,
     Candidate,
     identifiers,
+    new_profile_id,
     normalise_phone,
     resolve,
 )
@@ -42,6 +45,14 @@ def test_identifiers_are_normalised_strongest_first() -> None:
 
 def cand(pid: str, user: str | None, first: str) -> Candidate:
     return Candidate(pid, user, first)
+
+
+def test_new_profile_ids_are_uuid5() -> None:
+    """Replays must keep creating the same ids: the fast path is uuid.uuid5 exactly."""
+    for ws, first in [("ws", ("anonymous_id", "a-1")), ("wé", ("email", "zöe@x.io")),
+                      ("", ("user_id", "")), ("ws", ("user_id", "u" * 320))]:
+        name = f"{ws}\x00{first[0]}\x00{first[1]}"
+        assert new_profile_id(ws, first) == str(uuid.uuid5(_NAMESPACE, name))
 
 
 def test_resolution_rules() -> None:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
+
 from services.profile.domain.conventions import Conventions
-from services.profile.domain.snapshot import snapshot
+from services.profile.domain.snapshot import snapshot, snapshot_fields
 from services.profile.domain.state import ProfileState
-from services.profile.outbox_rows import encode_fast
+from services.profile.outbox_rows import (
+    encode_fast,
+    headers_json,
+    json_time,
+    profile_change_json,
+    profile_event_json,
+)
 from shared.contracts.events import Event
 from shared.contracts.profile import ProfileChange, ProfileEvent
-from shared.kafka.codec import encode
+from shared.kafka.codec import encode, headers_for
 
 NOW = datetime(2026, 11, 25, 4, 30, tzinfo=UTC)
 
@@ -27,6 +35,11 @@ def _state() -> ProfileState:
     return p
 
 
+def _bare_state() -> ProfileState:
+    """No user id, address, stage or RFM: the snapshot's None fields are left out."""
+    return ProfileState("p2", "ws", NOW, NOW)
+
+
 def test_profile_event_bytes_equal_the_shared_codec() -> None:
     event = Event.model_validate({
         "id": "e1", "workspace_id": "ws", "type": "track", "event": "Order Completed",
@@ -39,6 +52,43 @@ def test_profile_event_bytes_equal_the_shared_codec() -> None:
             id="e1", schema_version=1, workspace_id="ws", produced_at=produced,
             profile_id="p1", event=event, profile=snapshot(_state(), ["vip"], NOW, Conventions()))
         assert encode_fast(message) == encode(message)
+        for state, segments in ((_state(), ["vip", "a"]), (_bare_state(), [])):
+            fields = snapshot_fields(state, NOW, Conventions())
+            fields["segments"] = sorted(segments)
+            model = ProfileEvent.model_construct(
+                id="e1", schema_version=1, workspace_id="ws", produced_at=produced,
+                profile_id=state.id, event=event,
+                profile=snapshot(state, segments, NOW, Conventions()))
+            assert profile_event_json("e1", "ws", json_time(produced), state.id, event,
+                                      orjson.dumps(fields)) == encode(model)
+
+
+def test_snapshot_fields_are_a_copy() -> None:
+    """A later event in the same batch must not change a snapshot already taken."""
+    p = _state()
+    fields = snapshot_fields(p, NOW, Conventions())
+    p.traits["name"] = "Other"
+    assert fields["traits"]["name"] == "Zoë"
+
+
+def test_profile_change_json_equals_the_shared_codec() -> None:
+    odd = datetime(2026, 11, 24, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=-3)))
+    for at in (NOW, odd):
+        for state in (_state(), _bare_state(), None):
+            snap = None if state is None else snapshot(state, ["x"], NOW, Conventions())
+            model = ProfileChange(id="c1", workspace_id="ws", profile_id="p1",
+                                  kind="traits_changed", data={"traits": ["a"], "n": None},
+                                  occurred_at=at, produced_at=NOW, profile=snap)
+            profile = None
+            if state is not None:
+                fields = snapshot_fields(state, NOW, Conventions())
+                fields["segments"] = ["x"]
+                profile = orjson.dumps(fields)
+            assert profile_change_json("c1", "ws", json_time(NOW), "p1", "traits_changed",
+                                       {"traits": ["a"], "n": None}, json_time(at),
+                                       profile) == encode(model)
+            assert headers_json("profile-changes", "c1") == orjson.dumps(
+                [[k, v.decode()] for k, v in headers_for(model, "profile-changes")]).decode()
 
 
 def test_profile_change_bytes_equal_the_shared_codec() -> None:

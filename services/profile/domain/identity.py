@@ -13,6 +13,7 @@ from shared.contracts.events import Event, EventType
 Identifier = tuple[str, str]  # (kind, value): user_id, email, phone, anonymous_id, profile_id
 MAX_VALUE = 320
 _NAMESPACE = uuid.UUID("7f1c2b52-6c1e-4a43-9e55-2b9c7f0d2a11")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
 def normalise_email(value: object) -> str | None:
@@ -84,7 +85,15 @@ def trait_updates(event: Event) -> dict[str, object]:
 
 def new_profile_id(workspace_id: str, first: Identifier) -> str:
     """Derived from the identifier that created the profile, so a replay creates the same id."""
-    return str(uuid.uuid5(_NAMESPACE, f"{workspace_id}\x00{first[0]}\x00{first[1]}"))
+    # uuid.uuid5's steps (SHA-1 of namespace + name, version 5, RFC 4122 variant) without
+    # building a UUID object: that object cost half of resolution's time. A unit test checks
+    # the ids are uuid5's.
+    name = f"{workspace_id}\x00{first[0]}\x00{first[1]}".encode()
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def identifier_hash(workspace_id: str, ident: Identifier) -> str:

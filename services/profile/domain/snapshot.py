@@ -39,7 +39,8 @@ def metrics(p: ProfileState, now: datetime, conv: Conventions) -> dict[str, Any]
         "last_open_at": _iso(p.last_open_at),
         "last_click_at": _iso(p.last_click_at),
         "unsubscribed_channels": sorted(k for k, v in p.consent.items()
-                                        if not k.startswith("topic:") and not v["subscribed"]),
+                                        if not k.startswith("topic:") and not v["subscribed"])
+        if p.consent else [],
         "nps_score": p.nps_score,
         "nps_category": nps_category(p.nps_score),
     }
@@ -50,17 +51,40 @@ def metrics(p: ProfileState, now: datetime, conv: Conventions) -> dict[str, Any]
     return out
 
 
+def snapshot_fields(p: ProfileState, now: datetime, conv: Conventions) -> dict[str, Any]:
+    """The snapshot as the JSON object the shared codec writes for a ProfileSnapshot: its
+    fields in declaration order, None-valued fields left out, `segments` empty (the caller
+    fills it in). Every container is new or a copy, so later changes to `p` within the same
+    batch never show in a snapshot already taken (each event carries the profile as it left
+    it)."""
+    out: dict[str, Any] = {"profile_id": p.id}
+    if p.user_id is not None:
+        out["user_id"] = p.user_id
+    if p.email is not None:
+        out["email"] = p.email
+    if p.phone is not None:
+        out["phone"] = p.phone
+    if p.timezone is not None:
+        out["timezone"] = p.timezone
+    out["traits"] = dict(p.traits)
+    out["metrics"] = metrics(p, now, conv)
+    out["segments"] = []
+    out["push_tokens"] = [t for t, v in p.push_tokens.items() if v["deliverable"]]
+    out["consent"] = {k: bool(v["subscribed"]) for k, v in p.consent.items()}
+    out["reachable"] = reachable(p)
+    if p.lifecycle_stage is not None:
+        out["lifecycle_stage"] = p.lifecycle_stage
+    if p.rfm and p.rfm.get("segment") is not None:
+        out["rfm_segment"] = p.rfm["segment"]
+    return out
+
+
 def snapshot(p: ProfileState, segments: list[str], now: datetime,
              conv: Conventions) -> ProfileSnapshot:
     # Built from trusted state: model_construct skips re-validating every nested dict.
-    return ProfileSnapshot.model_construct(
-        profile_id=p.id, user_id=p.user_id, email=p.email, phone=p.phone, timezone=p.timezone,
-        traits=p.traits, metrics=metrics(p, now, conv), segments=sorted(segments),
-        push_tokens=[t for t, v in p.push_tokens.items() if v["deliverable"]],
-        consent={k: bool(v["subscribed"]) for k, v in p.consent.items()},
-        reachable=reachable(p), lifecycle_stage=p.lifecycle_stage,
-        rfm_segment=p.rfm.get("segment") if p.rfm else None,
-    )
+    fields = snapshot_fields(p, now, conv)
+    fields["segments"] = sorted(segments)
+    return ProfileSnapshot.model_construct(**fields)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -193,10 +193,15 @@ def mark_address(p: ProfileState, channel: str, deliverable: bool, reason: str |
 
 def reachable(p: ProfileState) -> dict[str, bool]:
     """Per channel: an address exists and is not marked undeliverable."""
-    def ok(channel: str, address: str | None) -> bool:
-        return bool(address) and p.addresses.get(channel, {}).get("deliverable", True)
-    return {"email": ok("email", p.email), "sms": ok("sms", p.phone),
-            "push": any(t["deliverable"] for t in p.push_tokens.values())}
+    # Spelled out rather than through a helper: it runs for every event's snapshot.
+    book = p.addresses
+    return {"email": bool(p.email) and book.get("email", _NO_ENTRY).get("deliverable", True),
+            "sms": bool(p.phone) and book.get("sms", _NO_ENTRY).get("deliverable", True),
+            "push": bool(p.push_tokens) and any(t["deliverable"]
+                                                for t in p.push_tokens.values())}
+
+
+_NO_ENTRY: dict[str, Any] = {}
 
 
 def merge_into(survivor: ProfileState, other: ProfileState) -> None:

@@ -13,6 +13,7 @@ left out, pydantic's datetime text; unit tests compare them):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -22,6 +23,18 @@ from pydantic import BaseModel, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.contracts.events import Event
+
+MAX_ID = 200  # the envelope's limit on a message id
+
+
+def change_id(*parts: str) -> str:
+    """A change's message id from what makes it unique. Deterministic, so a redelivered event
+    gives the same id (consumers dedupe on it); hashed past the envelope's limit, which a
+    client's 200-character event id would otherwise push it over (nothing validates the
+    JSON these rows are written as)."""
+    raw = ":".join(parts)
+    return raw if len(raw) <= MAX_ID else "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+
 
 # asyncpg directly (inside the caller's transaction): SQLAlchemy's parameter and result
 # handling cost more than the statement itself. JSONB goes through the engine's codec (str).

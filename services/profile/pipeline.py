@@ -38,6 +38,7 @@ from services.profile.domain.state import (
 )
 from services.profile.outbox_rows import (
     Outgoing,
+    change_id,
     json_time,
     profile_change_json,
     profile_event_json,
@@ -189,7 +190,7 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
                       "received_at": event.received_at})
     b.published.append(_Published(ws, event_id, p.id, event, snapshot_fields(p, b.now, conv)))
     for n, change in enumerate(changes):
-        b.changes.append((ws, p.id, f"{event_id}:{change.kind}:{n}", change))
+        b.changes.append((ws, p.id, change_id(event_id, change.kind, str(n)), change))
 
 
 async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[int]:
@@ -264,7 +265,7 @@ async def _segments(conn: AsyncConnection, b: _Batch,
         views = {pid: snapshot(b.states[pid], [], b.now, conv).model_dump() for pid in pids}
         moves = await segment_store.evaluate(conn, ws, rules[ws], views, current, b.now)
         for pid, change in moves.changes:
-            b.changes.append((ws, pid, f"seg:{iso(b.now)}:{pid}:{change.kind}:"
-                                       f"{change.data['segment']}", change))
+            b.changes.append((ws, pid, change_id("seg", iso(b.now), pid, change.kind,
+                                                 change.data["segment"]), change))
         members.update(moves.members)
     return members

@@ -99,3 +99,16 @@ def test_profile_change_bytes_equal_the_shared_codec() -> None:
     bare = ProfileChange(id="c2", workspace_id="ws", profile_id="p1", kind="erased",
                          occurred_at=NOW)
     assert encode_fast(bare) == encode(bare)
+
+
+def test_change_ids_stay_within_the_envelope_limit_and_are_deterministic() -> None:
+    from services.profile.outbox_rows import MAX_ID, change_id
+    from shared.contracts import ProfileChange
+
+    assert change_id("evt-1", "merged", "0") == "evt-1:merged:0"  # short ids are readable
+    long = change_id("e" * 200, "traits_changed", "1")
+    assert len(long) <= MAX_ID and long == change_id("e" * 200, "traits_changed", "1")
+    assert long != change_id("e" * 200, "traits_changed", "2")
+    ProfileChange.model_validate({"id": long, "workspace_id": "w", "profile_id": "p",
+                                  "kind": "merged", "data": {},
+                                  "occurred_at": "2026-01-01T00:00:00Z"})

@@ -30,9 +30,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
 
-from sqlalchemy import select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
-
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
 from services.messaging.delivery import Outcome, record, send, verdict_outcome
@@ -117,8 +114,8 @@ async def _wave(rt: ServiceRuntime, m: Messaging, todo: list[Claimed],
     # here leaves the messages `queued`, so the retried batch still sends them.
     for workspace_id in {p.cmd.workspace_id for p in wave}:
         await m.channel_configs(rt.engine, workspace_id)
-    async with rt.engine.begin() as conn:
-        mine = await store.mark_sending(conn, [p.message_id for p in wave])
+    async with store.transaction(rt.engine) as db:
+        mine = await store.mark_sending(db, [p.message_id for p in wave])
     per_customer: dict[str, list[Prepared]] = {}
     for p in wave:
         if p.message_id in mine:  # the others were taken by another worker (rebalance)
@@ -147,8 +144,20 @@ def _addresses(cmd: SendCommand) -> list[str]:
     return [found] if isinstance(found, str) and found else []
 
 
-_CLAIM = insert(messages).on_conflict_do_nothing().returning(
-    messages.c.id, messages.c.workspace_id, messages.c.idempotency_key)
+# The claim on asyncpg directly (see `store.transaction`): one statement for the batch.
+_CLAIM = (f"INSERT INTO {messages.fullname} (id, workspace_id, idempotency_key, profile_id, "
+          "channel, template, status, recipient, journey, journey_key) "
+          "SELECT id, ws, key, profile, channel, template, 'queued', recipient, journey, jkey "
+          "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+          "$7::text[], $8::jsonb[], $9::text[]) "
+          "AS c(id, ws, key, profile, channel, template, recipient, journey, jkey) "
+          "ON CONFLICT DO NOTHING RETURNING id, workspace_id, idempotency_key")
+# A redelivered command's row, still unfinished.
+_LEFTOVER = (f"SELECT id, workspace_id, idempotency_key, status FROM {messages.fullname} "
+             "WHERE (workspace_id, idempotency_key) IN "
+             "(SELECT * FROM unnest($1::text[], $2::text[])) "
+             "AND status IN ('queued', 'sending') FOR UPDATE")
+_UNKNOWN = f"UPDATE {messages.fullname} SET status = 'failed', error = $2 WHERE id = ANY($1)"
 
 
 async def _claim(rt: ServiceRuntime, cmds: list[SendCommand]) -> tuple[dict[tuple[str, str],
@@ -156,35 +165,27 @@ async def _claim(rt: ServiceRuntime, cmds: list[SendCommand]) -> tuple[dict[tupl
     """Message ids to work on, by (workspace, idempotency key), and the outbox rows written."""
     if not cmds:
         return {}, []
-    rows = [{"id": str(uuid.uuid4()), "workspace_id": c.workspace_id,
-             "idempotency_key": c.idempotency_key, "profile_id": c.profile_id,
-             "channel": c.channel.value, "template": c.template, "status": "queued",
-             "recipient": ", ".join(_addresses(c))[:2000] or None,
-             "journey": c.journey.model_dump(mode="json") if c.journey else None,
-             "journey_key": c.journey.key if c.journey else None} for c in cmds]
+    recipients = [", ".join(_addresses(c))[:2000] or None for c in cmds]
     by_key = {(c.workspace_id, c.idempotency_key): c for c in cmds}
     now = datetime.now(UTC)
-    async with rt.engine.begin() as conn:
-        # executemany form: the statement compiles once and is cached (a multi-VALUES
-        # statement would be compiled anew for every batch size).
-        inserted = await conn.execute(_CLAIM, rows)
-        fresh = {(r.workspace_id, r.idempotency_key): r.id for r in inserted}
+    async with store.transaction(rt.engine) as db:
+        inserted = await db.fetch(
+            _CLAIM, [str(uuid.uuid4()) for _ in cmds], [c.workspace_id for c in cmds],
+            [c.idempotency_key for c in cmds], [c.profile_id for c in cmds],
+            [c.channel.value for c in cmds], [c.template for c in cmds], recipients,
+            [c.journey.model_dump_json() if c.journey else None for c in cmds],
+            [c.journey.key if c.journey else None for c in cmds])
+        fresh = {(r["workspace_id"], r["idempotency_key"]): r["id"] for r in inserted}
         events = [event(by_key[k], mid, DeliveryStatus.queued, now) for k, mid in fresh.items()]
         resumed: dict[tuple[str, str], str] = {}
         if leftover := [k for k in by_key if k not in fresh]:
-            again = (await conn.execute(select(messages.c.id, messages.c.workspace_id,
-                                               messages.c.idempotency_key, messages.c.status)
-                                        .where(tuple_(messages.c.workspace_id,
-                                                      messages.c.idempotency_key).in_(leftover),
-                                               messages.c.status.in_(("queued", "sending")))
-                                        .with_for_update())).all()
-            resumed = {(r.workspace_id, r.idempotency_key): r.id for r in again
-                       if r.status == "queued"}
-            if unknown := {r.id: (r.workspace_id, r.idempotency_key) for r in again
-                           if r.status == "sending"}:
-                await conn.execute(update(messages).where(messages.c.id.in_(list(unknown)))
-                                   .values(status="failed", error=UNKNOWN))
+            again = await db.fetch(_LEFTOVER, [w for w, _ in leftover], [k for _, k in leftover])
+            resumed = {(r["workspace_id"], r["idempotency_key"]): r["id"] for r in again
+                       if r["status"] == "queued"}
+            if unknown := {r["id"]: (r["workspace_id"], r["idempotency_key"]) for r in again
+                           if r["status"] == "sending"}:
+                await db.execute(_UNKNOWN, list(unknown), UNKNOWN)
                 events += [event(by_key[k], mid, DeliveryStatus.failed, now, reason=UNKNOWN)
                            for mid, k in unknown.items()]
-        ids = await store.emit(conn, rt.settings, events)
+        ids = await store.emit(db, rt.settings, events)
     return {**fresh, **resumed}, ids

@@ -116,6 +116,8 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[SendCommand],
             mine = await store.mark_sending(db, [p.message_id for p in again if not p.verdict])
         # the others were taken by another worker (rebalance)
         claimed += [p for p in again if p.verdict or p.message_id in mine]
+        order = {id(p.cmd): i for i, p in enumerate(prepared)}  # a customer's in command order
+        claimed.sort(key=lambda p: order[id(p.cmd)])
     refused = [verdict_outcome(p) for p in claimed if p.verdict]
     per_customer: dict[str, list[Prepared]] = {}
     for p in claimed:

@@ -18,6 +18,7 @@ from services.messaging.providers.registry import PROVIDERS, provider_for_addres
 from services.messaging.secrets import SecretBox
 from services.messaging.settings import MessagingSettings
 from services.messaging.tables import channels
+from shared.db.outbox import OutboxRelay
 from shared.runtime import ServiceRuntime
 
 CONFIG_TTL = 5.0  # seconds another replica may keep using a changed channel config
@@ -42,6 +43,7 @@ class Messaging:
         self._lock = asyncio.Lock()
         self._loading = asyncio.Lock()
         self._publishing: asyncio.Task[None] | None = None
+        self._pending: list[int] = []  # outbox rows to publish
 
     # -- providers -------------------------------------------------------------------
     def forget(self, workspace_id: str) -> None:
@@ -114,20 +116,24 @@ class Messaging:
 
     # -- publishing ------------------------------------------------------------------
     def publish_in_background(self, rt: ServiceRuntime, ids: list[int]) -> None:
-        """Publish outbox rows after the previous batch's (delivery events stay in order)."""
+        """Publish outbox rows soon, in order. Rows that come in while a publish waits for
+        the broker's acks go out together in the next one: each wave's events leave at
+        once when the service is idle, and under load the relay is called a few times per
+        batch rather than once per wave (each call is a transaction and a wait for acks)."""
         if not ids or rt.relay is None:
             return
-        relay, previous = rt.relay, self._publishing
+        self._pending += ids
+        if self._publishing is None or self._publishing.done():
+            self._publishing = asyncio.create_task(self._publish_pending(rt.relay),
+                                                   name="messaging-publish")
 
-        async def publish() -> None:
-            if previous is not None:
-                await previous  # never raises: relay.publish logs and leaves rows to the sweeper
-            await relay.publish(ids)
-
-        self._publishing = asyncio.create_task(publish(), name="messaging-publish")
+    async def _publish_pending(self, relay: OutboxRelay) -> None:
+        while self._pending:
+            ids, self._pending = self._pending[:relay.batch], self._pending[relay.batch:]
+            await relay.publish(ids)  # never raises: failures are left to the sweeper
 
     async def drain(self) -> None:
-        if self._publishing is not None:
+        while self._publishing is not None and not self._publishing.done():
             await self._publishing
 
     # -- links ------------------------------------------------------------------------

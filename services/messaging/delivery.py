@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, update
+import orjson
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging, Route
@@ -101,11 +101,15 @@ def _events(o: Outcome, now: datetime) -> list[DeliveryEvent]:
     return events
 
 
-_RECORD = update(messages).where(messages.c.id == bindparam("b_id")).values(
-    status=bindparam("b_status"), error=bindparam("b_error"), updated_at=func.now(),
-    attempts=messages.c.attempts + 1, provider=bindparam("b_provider"),
-    provider_message_id=bindparam("b_provider_id"), sent_at=bindparam("b_sent_at"),
-    content=bindparam("b_content"), subject=bindparam("b_subject"), body=bindparam("b_body"))
+# One statement for the whole wave, on asyncpg directly (see `store.transaction`).
+_RECORD = (f"UPDATE {messages.fullname} AS m SET status = o.status, error = o.error, "
+           "updated_at = now(), attempts = m.attempts + 1, provider = o.provider, "
+           "provider_message_id = o.provider_id, sent_at = o.sent_at, content = o.content, "
+           "subject = o.subject, body = o.body "
+           "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+           "$6::timestamptz[], $7::jsonb[], $8::text[], $9::text[]) "
+           "AS o(id, status, error, provider, provider_id, sent_at, content, subject, body) "
+           "WHERE m.id = o.id")
 
 
 async def record(rt: ServiceRuntime, outcomes: list[Outcome]) -> list[int]:
@@ -115,28 +119,30 @@ async def record(rt: ServiceRuntime, outcomes: list[Outcome]) -> list[int]:
     if not outcomes:
         return []
     now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
+    columns: list[list[Any]] = [[] for _ in range(9)]
     for o in outcomes:
         content = o.prepared.content if o.status in ("sent", "bounced") else None
-        rows.append({"b_id": o.prepared.message_id, "b_status": o.status, "b_error": o.reason,
-                     "b_provider": o.provider, "b_provider_id": o.provider_id,
-                     "b_sent_at": now if o.status == "sent" else None, "b_content": content,
-                     "b_subject": content["subject"] if content else None,
-                     "b_body": (content.get("text") or content.get("body") or content["html"])
-                     if content else None})
+        row = (o.prepared.message_id, o.status, o.reason, o.provider, o.provider_id,
+               now if o.status == "sent" else None,
+               orjson.dumps(content).decode() if content else None,
+               content["subject"] if content else None,
+               (content.get("text") or content.get("body") or content["html"])
+               if content else None)
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
     events = [e for o in outcomes for e in _events(o, now)]
     delay = 0.2
     while True:
         try:
-            async with rt.engine.begin() as conn:
-                await conn.execute(_RECORD, rows)
+            async with store.transaction(rt.engine) as db:
+                await db.execute(_RECORD, *columns)
                 for o in outcomes:
                     if o.dead:
                         cmd = o.prepared.cmd
                         await store.mark_undeliverable(
-                            conn, workspace_id=cmd.workspace_id, channel=cmd.channel.value,
+                            db, workspace_id=cmd.workspace_id, channel=cmd.channel.value,
                             addresses=[a for a, _ in o.dead], reason=o.dead[0][1])
-                return await store.emit(conn, rt.settings, events)
+                return await store.emit(db, rt.settings, events)
         except Exception as exc:
             if not is_transient(exc) or delay > 30:
                 raise

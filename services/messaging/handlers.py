@@ -1,22 +1,24 @@
 """Turn send commands into delivered messages, at most once per idempotency key.
 
-Per polled batch:
-1. claim: one transaction inserts every new command's message row (`queued`, unique on
-   the idempotency key) with its `queued` delivery event. A redelivered command finds its
-   row and is skipped, except: a row still `queued` (the crash came before any provider
-   call) is sent now; a row left `sending` (the crash came during the provider call) is
-   never re-sent but reported `failed`, outcome unknown.
-2. load send-time state for the whole batch: templates, messaging's consent copy, the
-   undeliverable addresses.
-3. in waves of about `messaging_wave_size` messages (a customer's messages all in one
-   wave), two waves in flight: check consent and suppression and render the wave's
-   messages, commit `queued -> sending` for those to send, call the providers (customers
-   concurrently, one customer's messages in order), then record every outcome (suppressed
-   and failed ones too) with its delivery events in one transaction. Rendering inside the
-   wave overlaps one wave's CPU work with the other's provider round trips.
-4. publish the batch's outbox rows in the background (in order, one batch after the
-   other), so the next batch need not wait for the broker's acks; the rows are durable
-   and the sweeper publishes whatever a crash leaves behind.
+Per polled batch: load send-time state for the whole batch (templates, messaging's consent
+copy, the undeliverable addresses), then work in waves of about `messaging_wave_size`
+messages (a customer's messages all in one wave), two waves in flight:
+1. check consent and suppression and render each message, under a fresh message id;
+2. claim, in one transaction: insert every new command's message row (unique on the
+   idempotency key) with its `queued` delivery event; rows about to be sent go in as
+   `sending` at once, refused ones as `queued`. A redelivered command finds its row and is
+   skipped, except: a row still `queued` (the crash came before any provider call) is
+   rendered again under its own id and sent now; a row left `sending` (the crash came
+   during the provider call) is never re-sent but reported `failed`, outcome unknown;
+3. call the providers (customers concurrently, one customer's messages in order), then
+   record every outcome (suppressed and failed ones too) with its delivery events in one
+   transaction;
+4. publish the wave's outbox rows in the background (in order, one wave after the other),
+   so the next wave need not wait for the broker's acks; the rows are durable and the
+   sweeper publishes whatever a crash leaves behind.
+Two transactions per wave, and no batch-wide step but the state load: one wave's rendering
+overlaps the other's provider round trips and commits, and the first emails of a large
+batch go out without waiting for the whole batch to be claimed.
 
 The window left: a crash during a wave's provider calls. Its messages stay `sending`:
 those already accepted went out once, the others are not sent, and none is sent twice.
@@ -29,9 +31,6 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
-
-from sqlalchemy import select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
@@ -54,32 +53,27 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
     for record_ in records:
         cmd: SendCommand = record_.value
         unique.setdefault((cmd.workspace_id, cmd.idempotency_key), cmd)
-    claimed, outbox_ids = await _claim(rt, list(unique.values()))
-    todo = [Claimed(cmd, claimed[k]) for k, cmd in unique.items() if k in claimed]
-    if todo:
-        async with rt.engine.connect() as conn:
-            state = await store.load_send_state(
-                conn, template_keys={(c.workspace_id, c.template) for c, _ in todo},
-                profiles={(c.workspace_id, c.profile_id) for c, _ in todo},
-                addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
-                           for c, _ in todo for a in _addresses(c)})
-        waves = _waves(todo, m.settings.messaging_wave_size)
-        in_flight = asyncio.Semaphore(WAVES_IN_FLIGHT)
+    cmds = list(unique.values())
+    if not cmds:
+        return
+    async with rt.engine.connect() as conn:
+        state = await store.load_send_state(
+            conn, template_keys={(c.workspace_id, c.template) for c in cmds},
+            profiles={(c.workspace_id, c.profile_id) for c in cmds},
+            addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
+                       for c in cmds for a in _addresses(c)})
+    in_flight = asyncio.Semaphore(WAVES_IN_FLIGHT)
 
-        async def run(wave: list[Claimed]) -> list[int]:
-            async with in_flight:
-                return await _wave(rt, m, wave, state)
+    async def run(wave: list[Command]) -> None:
+        async with in_flight:
+            ids = await _wave(rt, m, [c.cmd for c in wave], state)
+        m.publish_in_background(rt, ids)  # each wave's events as soon as they are durable
 
-        failure: BaseException | None = None
-        for result in await asyncio.gather(*(run(w) for w in waves), return_exceptions=True):
-            if isinstance(result, BaseException):
-                failure = failure or result
-            else:
-                outbox_ids += result
-        if failure is not None:  # the loop retries the batch; finished messages are no-ops
-            m.publish_in_background(rt, outbox_ids)
-            raise failure
-    m.publish_in_background(rt, outbox_ids)
+    waves = _waves([Command(c) for c in cmds], m.settings.messaging_wave_size)
+    results = await asyncio.gather(*(run(w) for w in waves), return_exceptions=True)
+    # The loop retries the batch; finished messages are no-ops then.
+    if failure := next((r for r in results if isinstance(r, BaseException)), None):
+        raise failure
 
 
 class _ForCustomer(Protocol):
@@ -87,9 +81,8 @@ class _ForCustomer(Protocol):
     def cmd(self) -> SendCommand: ...
 
 
-class Claimed(NamedTuple):
+class Command(NamedTuple):
     cmd: SendCommand
-    message_id: str
 
 
 def _waves(items: list[T], size: int) -> list[list[T]]:
@@ -106,22 +99,29 @@ def _waves(items: list[T], size: int) -> list[list[T]]:
     return [w for w in waves if w]
 
 
-async def _wave(rt: ServiceRuntime, m: Messaging, todo: list[Claimed],
+async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[SendCommand],
                 state: store.SendState) -> list[int]:
-    prepared = [prepare(m, cmd, mid, state, _addresses(cmd)) for cmd, mid in todo]
-    refused = [verdict_outcome(p) for p in prepared if p.verdict]
-    wave = [p for p in prepared if not p.verdict]
-    if not wave:
-        return await record(rt, refused)
-    # Channel configs are loaded before the wave is marked `sending`: a database outage
-    # here leaves the messages `queued`, so the retried batch still sends them.
-    for workspace_id in {p.cmd.workspace_id for p in wave}:
+    """One wave, start to end; returns the outbox rows written."""
+    # Checked and rendered before the claim, under a fresh id: a redelivered command's
+    # work is wasted (rare), and the claim can mark the rest `sending` in its transaction.
+    prepared = [prepare(m, cmd, str(uuid.uuid4()), state, _addresses(cmd)) for cmd in cmds]
+    # Channel configs are loaded before anything is marked `sending`: a database outage
+    # here leaves no message `sending`, so the retried batch still sends them all.
+    for workspace_id in {p.cmd.workspace_id for p in prepared if not p.verdict}:
         await m.channel_configs(rt.engine, workspace_id)
-    async with rt.engine.begin() as conn:
-        mine = await store.mark_sending(conn, [p.message_id for p in wave])
+    claimed, resumed, outbox_ids = await _claim(rt, prepared)
+    if resumed:  # rendered again under their own ids, then marked `sending` as before
+        again = [prepare(m, p.cmd, mid, state, _addresses(p.cmd)) for p, mid in resumed]
+        async with store.transaction(rt.engine) as db:
+            mine = await store.mark_sending(db, [p.message_id for p in again if not p.verdict])
+        # the others were taken by another worker (rebalance)
+        claimed += [p for p in again if p.verdict or p.message_id in mine]
+        order = {id(p.cmd): i for i, p in enumerate(prepared)}  # a customer's in command order
+        claimed.sort(key=lambda p: order[id(p.cmd)])
+    refused = [verdict_outcome(p) for p in claimed if p.verdict]
     per_customer: dict[str, list[Prepared]] = {}
-    for p in wave:
-        if p.message_id in mine:  # the others were taken by another worker (rebalance)
+    for p in claimed:
+        if not p.verdict:
             per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
     gate = asyncio.Semaphore(m.settings.messaging_concurrency)
 
@@ -130,7 +130,7 @@ async def _wave(rt: ServiceRuntime, m: Messaging, todo: list[Claimed],
             return [await send(rt, m, p) for p in items]
 
     results = await asyncio.gather(*(run(items) for items in per_customer.values()))
-    return await record(rt, refused + [o for outcomes in results for o in outcomes])
+    return outbox_ids + await record(rt, refused + [o for os_ in results for o in os_])
 
 
 def _addresses(cmd: SendCommand) -> list[str]:
@@ -147,44 +147,49 @@ def _addresses(cmd: SendCommand) -> list[str]:
     return [found] if isinstance(found, str) and found else []
 
 
-_CLAIM = insert(messages).on_conflict_do_nothing().returning(
-    messages.c.id, messages.c.workspace_id, messages.c.idempotency_key)
+# The claim on asyncpg directly (see `store.transaction`): one statement for the wave.
+_CLAIM = (f"INSERT INTO {messages.fullname} (id, workspace_id, idempotency_key, profile_id, "
+          "channel, template, status, recipient, journey, journey_key) "
+          "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+          "$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[]) "
+          "ON CONFLICT DO NOTHING RETURNING id")
+# A redelivered command's row, still unfinished.
+_LEFTOVER = (f"SELECT id, workspace_id, idempotency_key, status FROM {messages.fullname} "
+             "WHERE (workspace_id, idempotency_key) IN "
+             "(SELECT * FROM unnest($1::text[], $2::text[])) "
+             "AND status IN ('queued', 'sending') FOR UPDATE")
+_UNKNOWN = f"UPDATE {messages.fullname} SET status = 'failed', error = $2 WHERE id = ANY($1)"
 
 
-async def _claim(rt: ServiceRuntime, cmds: list[SendCommand]) -> tuple[dict[tuple[str, str],
-                                                                             str], list[int]]:
-    """Message ids to work on, by (workspace, idempotency key), and the outbox rows written."""
-    if not cmds:
-        return {}, []
-    rows = [{"id": str(uuid.uuid4()), "workspace_id": c.workspace_id,
-             "idempotency_key": c.idempotency_key, "profile_id": c.profile_id,
-             "channel": c.channel.value, "template": c.template, "status": "queued",
-             "recipient": ", ".join(_addresses(c))[:2000] or None,
-             "journey": c.journey.model_dump(mode="json") if c.journey else None,
-             "journey_key": c.journey.key if c.journey else None} for c in cmds]
-    by_key = {(c.workspace_id, c.idempotency_key): c for c in cmds}
+async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
+                 ) -> tuple[list[Prepared], list[tuple[Prepared, str]], list[int]]:
+    """Insert the wave's new message rows, `sending` when they are about to be sent (the
+    idempotency key is recorded before any provider call). Returns the new messages, the
+    redelivered ones still `queued` with their ids, and the outbox rows written."""
+    cmds = [p.cmd for p in prepared]
     now = datetime.now(UTC)
-    async with rt.engine.begin() as conn:
-        # executemany form: the statement compiles once and is cached (a multi-VALUES
-        # statement would be compiled anew for every batch size).
-        inserted = await conn.execute(_CLAIM, rows)
-        fresh = {(r.workspace_id, r.idempotency_key): r.id for r in inserted}
-        events = [event(by_key[k], mid, DeliveryStatus.queued, now) for k, mid in fresh.items()]
-        resumed: dict[tuple[str, str], str] = {}
-        if leftover := [k for k in by_key if k not in fresh]:
-            again = (await conn.execute(select(messages.c.id, messages.c.workspace_id,
-                                               messages.c.idempotency_key, messages.c.status)
-                                        .where(tuple_(messages.c.workspace_id,
-                                                      messages.c.idempotency_key).in_(leftover),
-                                               messages.c.status.in_(("queued", "sending")))
-                                        .with_for_update())).all()
-            resumed = {(r.workspace_id, r.idempotency_key): r.id for r in again
-                       if r.status == "queued"}
-            if unknown := {r.id: (r.workspace_id, r.idempotency_key) for r in again
-                           if r.status == "sending"}:
-                await conn.execute(update(messages).where(messages.c.id.in_(list(unknown)))
-                                   .values(status="failed", error=UNKNOWN))
-                events += [event(by_key[k], mid, DeliveryStatus.failed, now, reason=UNKNOWN)
-                           for mid, k in unknown.items()]
-        ids = await store.emit(conn, rt.settings, events)
-    return {**fresh, **resumed}, ids
+    async with store.transaction(rt.engine) as db:
+        inserted = await db.fetch(
+            _CLAIM, [p.message_id for p in prepared], [c.workspace_id for c in cmds],
+            [c.idempotency_key for c in cmds], [c.profile_id for c in cmds],
+            [c.channel.value for c in cmds], [c.template for c in cmds],
+            ["queued" if p.verdict else "sending" for p in prepared],
+            [", ".join(_addresses(c))[:2000] or None for c in cmds],
+            [c.journey.model_dump_json() if c.journey else None for c in cmds],
+            [c.journey.key if c.journey else None for c in cmds])
+        fresh_ids = {r["id"] for r in inserted}
+        fresh = [p for p in prepared if p.message_id in fresh_ids]
+        events = [event(p.cmd, p.message_id, DeliveryStatus.queued, now) for p in fresh]
+        resumed: list[tuple[Prepared, str]] = []
+        if leftover := {(p.cmd.workspace_id, p.cmd.idempotency_key): p for p in prepared
+                        if p.message_id not in fresh_ids}:
+            again = await db.fetch(_LEFTOVER, [w for w, _ in leftover], [k for _, k in leftover])
+            resumed = [(leftover[r["workspace_id"], r["idempotency_key"]], r["id"])
+                       for r in again if r["status"] == "queued"]
+            if unknown := {r["id"]: leftover[r["workspace_id"], r["idempotency_key"]]
+                           for r in again if r["status"] == "sending"}:
+                await db.execute(_UNKNOWN, list(unknown), UNKNOWN)
+                events += [event(p.cmd, mid, DeliveryStatus.failed, now, reason=UNKNOWN)
+                           for mid, p in unknown.items()]
+        ids = await store.emit(db, rt.settings, events)
+    return fresh, resumed, ids

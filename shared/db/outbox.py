@@ -17,6 +17,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Column,
     DateTime,
@@ -25,8 +26,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    any_,
     delete,
     func,
+    literal,
     select,
     text,
 )
@@ -98,7 +101,11 @@ class OutboxRelay:
         if not ids:
             return
         try:
-            await self._publish_where(self.table.c.id.in_(list(ids)))
+            # `= ANY(array)`: one statement text whatever the count, so SQLAlchemy's compiled
+            # cache and asyncpg's prepared statements are hit (`IN (...)` re-renders per call
+            # and is re-prepared for every new length).
+            await self._publish_where(self.table.c.id == any_(literal(list(ids),
+                                                                      ARRAY(BigInteger))))
         except Exception as exc:  # the rows stay; the sweeper gets them
             log.warning("%s outbox: publish deferred to sweeper (%s)", self.service,
                         type(exc).__name__)

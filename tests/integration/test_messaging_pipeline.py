@@ -224,6 +224,26 @@ async def test_redelivered_command_is_sent_once(stack: Stack, unique: str) -> No
     assert len([m for m in s.inbox.messages if m["X-Touchpoint-Message"] == row["id"]]) == 1
 
 
+async def test_redelivered_command_left_queued_is_sent_under_its_own_id(stack: Stack,
+                                                                         unique: str) -> None:
+    """A crash after the claim and before any provider call leaves the row `queued`: the
+    redelivered command is sent once, rendered under the row's own message id."""
+    s = stack
+    await _template(s, f"left-{unique}", {"channel": "email", "subject": "Left",
+                                          "text": "id {{ message_id }}"})
+    cmd = command(Channel.email, f"left-{unique}", Recipient(email=f"{unique}@example.com"))
+    message_id = str(uuid.uuid4())
+    async with s.engine.begin() as conn:  # what the crashed claim left behind
+        await conn.execute(messages.insert().values(
+            id=message_id, workspace_id=cmd.workspace_id, idempotency_key=cmd.idempotency_key,
+            profile_id=cmd.profile_id, channel="email", template=cmd.template, status="queued"))
+    await s.send(cmd)
+    row = await s.message(cmd.idempotency_key, until={"sent", "failed"})
+    assert row["id"] == message_id and row["status"] == "sent"
+    mail = await _mail_for(s.inbox, message_id)
+    assert f"id {message_id}" in mail.get_body(("plain",)).get_content()
+
+
 async def test_missing_variable_fails_the_send_with_the_reason(stack: Stack,
                                                                 unique: str) -> None:
     s = stack

@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import String, and_, bindparam, func, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
@@ -80,24 +80,29 @@ class Documents:
         return self._parsed[(workspace_id, key, version)]
 
 
-def _any(column: Any, values: Iterable[str]) -> Any:
-    """`column = ANY(:array)`: one bind parameter however many values, and Postgres uses the
-    index (a join against `unnest` would make it hash the whole table)."""
-    return column == func.any(bindparam(None, sorted(set(values)), type_=ARRAY(String)))
-
-
-def _in_pairs(ws: Any, pid: Any, pairs: Sequence[Pair]) -> list[Any]:
-    return [_any(ws, (p[0] for p in pairs)), _any(pid, (p[1] for p in pairs))]
-
-
-def to_instance(row: Any) -> Instance:
-    values = dict(row._mapping)
-    values.pop("updated_at", None)
-    return Instance(**values)
-
-
 def _row(inst: Instance) -> dict[str, Any]:
     return {name: getattr(inst, name) for name in _FIELDS}
+
+
+_INSTANCES = f"{instances.schema}.{instances.name}"
+_COLUMNS = ", ".join(_FIELDS)
+# The batch's reads go straight to the driver, like the timer claim below: through
+# SQLAlchemy, processing parameters and result rows cost more CPU than the queries.
+# `= ANY(array)` per column: one parameter however many values, and Postgres uses the
+# index (a join against `unnest` would make it hash the whole table).
+_OPEN = (f"SELECT {_COLUMNS} FROM {_INSTANCES} "
+         "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[]) "
+         "AND (status = 'active' OR (goal_at IS NULL AND goal_until > $3)) "
+         "ORDER BY id FOR UPDATE")
+_LATEST = (f"SELECT DISTINCT ON (workspace_id, journey_key, profile_id, instance_key) "
+           f"{_COLUMNS} FROM {_INSTANCES} "
+           "WHERE workspace_id = ANY($1::varchar[]) AND journey_key = ANY($2::varchar[]) "
+           "AND profile_id = ANY($3::varchar[]) AND instance_key = ANY($4::varchar[]) "
+           "ORDER BY workspace_id, journey_key, profile_id, instance_key, entered_at DESC")
+
+
+def _instances(rows: Iterable[Any]) -> list[Instance]:
+    return [Instance(**dict(row.items())) for row in rows]
 
 
 async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: datetime
@@ -105,14 +110,10 @@ async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: date
     """Active instances, and finished ones whose goal window is still open; locked."""
     if not pairs:
         return []
-    i = instances.c
-    rows = (await conn.execute(
-        select(instances).where(*_in_pairs(i.workspace_id, i.profile_id, pairs),
-                                or_(i.status == "active",
-                                    and_(i.goal_at.is_(None), i.goal_until > now)))
-        .order_by(i.id).with_for_update())).all()
+    rows = await (await _driver(conn)).fetch(
+        _OPEN, sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}), now)
     wanted = set(pairs)  # ANY per column may also match other pairs' cross products
-    return [to_instance(r) for r in rows if (r.workspace_id, r.profile_id) in wanted]
+    return _instances(r for r in rows if (r["workspace_id"], r["profile_id"]) in wanted)
 
 
 async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
@@ -120,29 +121,23 @@ async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str,
     """The newest instance per (workspace, journey, profile, instance key): entry policy."""
     if not keys:
         return []
-    i = instances.c
     wanted = set(keys)
-    rows = (await conn.execute(
-        select(instances).distinct(i.workspace_id, i.journey_key, i.profile_id, i.instance_key)
-        .where(*[_any(col, (k[n] for k in wanted)) for n, col in enumerate(
-            (i.workspace_id, i.journey_key, i.profile_id, i.instance_key))])
-        .order_by(i.workspace_id, i.journey_key, i.profile_id, i.instance_key,
-                  i.entered_at.desc()))).all()
-    return [to_instance(r) for r in rows
-            if (r.workspace_id, r.journey_key, r.profile_id, r.instance_key) in wanted]
+    rows = await (await _driver(conn)).fetch(
+        _LATEST, *(sorted({k[n] for k in wanted}) for n in range(4)))
+    return _instances(r for r in rows if (r["workspace_id"], r["journey_key"],
+                                          r["profile_id"], r["instance_key"]) in wanted)
 
 
 # The claim, in the words of the `instances_timers` index (journey_0003), straight to the
 # driver: through SQLAlchemy, turning result rows into instances cost more than the query.
-_DUE = (f"SELECT {', '.join(_FIELDS)} FROM {instances.schema}.{instances.name} "
+_DUE = (f"SELECT {_COLUMNS} FROM {_INSTANCES} "
         "WHERE status = 'active' AND wake_at <= $1 ORDER BY wake_at LIMIT $2 "
         "FOR UPDATE SKIP LOCKED")
 
 
 async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> list[Instance]:
     """Claim instances whose timer is due. SKIP LOCKED lets replicas share the work."""
-    rows = await (await _driver(conn)).fetch(_DUE, now, limit)
-    return [Instance(**dict(row.items())) for row in rows]
+    return _instances(await (await _driver(conn)).fetch(_DUE, now, limit))
 
 
 async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
@@ -194,16 +189,15 @@ async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: date
                        ) -> dict[Pair, list[tuple[str, datetime]]]:
     if not pairs:
         return {}
-    rows = (await conn.execute(
-        select(sends.c.workspace_id, sends.c.profile_id, sends.c.channel, sends.c.sent_at).where(
-            *_in_pairs(sends.c.workspace_id, sends.c.profile_id, pairs),
-            sends.c.sent_at > since))).all()
+    rows = await (await _driver(conn)).fetch(
+        f"SELECT workspace_id, profile_id, channel, sent_at FROM {sends.schema}.{sends.name} "
+        "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[]) "
+        "AND sent_at > $3", sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}), since)
     out: dict[Pair, list[tuple[str, datetime]]] = {}
     wanted = set(pairs)
-    for r in rows:
-        if (r.workspace_id, r.profile_id) not in wanted:
-            continue
-        out.setdefault((r.workspace_id, r.profile_id), []).append((r.channel, r.sent_at))
+    for ws, pid, channel, sent_at in rows:
+        if (ws, pid) in wanted:
+            out.setdefault((ws, pid), []).append((channel, sent_at))
     return out
 
 

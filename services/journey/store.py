@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select, tuple_
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
@@ -78,10 +77,6 @@ class Documents:
 
     def get(self, workspace_id: str, key: str, version: int) -> JourneyDocument:
         return self._parsed[(workspace_id, key, version)]
-
-
-def _row(inst: Instance) -> dict[str, Any]:
-    return {name: getattr(inst, name) for name in _FIELDS}
 
 
 _INSTANCES = f"{instances.schema}.{instances.name}"
@@ -165,7 +160,7 @@ async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any
               "ON CONFLICT (workspace_id, profile_id) DO UPDATE "
               "SET snapshot = EXCLUDED.snapshot, updated_at = now()",
         [ws for (ws, _), _ in ordered], [pid for (_, pid), _ in ordered],
-        [orjson.dumps(snap).decode() for _, snap in ordered])
+        [_json(snap) for _, snap in ordered])
 
 
 async def _driver_execute(conn: AsyncConnection, sql: str, *args: Any) -> None:
@@ -212,46 +207,47 @@ _UPDATE = (f"UPDATE {instances.schema}.{instances.name} SET "
            + ", updated_at = clock_timestamp() WHERE id = $1")
 
 
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> None:
     new, changed = [], []
     for inst in touched:
         if inst.new:
-            new.append(_row(inst))
+            new.append(tuple(_json(inst.context) if f == "context" else getattr(inst, f)
+                             for f in _FIELDS))
         elif inst.dirty:
-            changed.append((inst.id, *(orjson.dumps(inst.context).decode() if f == "context"
+            changed.append((inst.id, *(_json(inst.context) if f == "context"
                                        else getattr(inst, f) for f in _MUTABLE)))
         inst.new = inst.dirty = False
     if new:
-        await copy_rows(conn, instances, new)
+        await copy_rows(conn, instances, _FIELDS, new)
     if changed:
         await (await _driver(conn)).executemany(_UPDATE, changed)
+
+
+_DECISION_COLUMNS = ["workspace_id", "profile_id", "journey_key", "version", "instance_id",
+                     "instance_key", "stage", "step", "kind", "outcome", "reason", "detail",
+                     "at"]
 
 
 async def save_decisions(conn: AsyncConnection, made: Sequence[Decision]) -> None:
     if not made:
         return
     rows = []
-    for d in made:
+    for d in made:  # tuples in _DECISION_COLUMNS order: about three per event, so no dicts
         who = d.instance
-        rows.append({
-            "workspace_id": who.workspace_id, "profile_id": who.profile_id,
-            "journey_key": who.journey_key, "version": who.version,
-            "instance_id": getattr(who, "id", None), "instance_key": who.instance_key,
-            "stage": d.stage, "step": d.step, "kind": d.kind, "outcome": d.outcome,
-            "reason": (d.reason or None) and d.reason[:300], "detail": d.detail, "at": d.at})
-    await copy_rows(conn, decisions, rows)
+        rows.append((who.workspace_id, who.profile_id, who.journey_key, who.version,
+                     getattr(who, "id", None), who.instance_key, d.stage, d.step, d.kind,
+                     d.outcome, (d.reason or None) and d.reason[:300], _json(d.detail), d.at))
+    await copy_rows(conn, decisions, _DECISION_COLUMNS, rows)
 
 
-async def copy_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]]) -> None:
+async def copy_rows(conn: AsyncConnection, table: Any, columns: list[str],
+                    records: list[tuple[Any, ...]]) -> None:
     """Bulk insert with COPY inside the caller's transaction: the engine's hot path writes
-    thousands of rows per batch (decisions, new instances). JSONB columns go as JSON text."""
-    columns = list(rows[0])
-    json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
-    plain = [c for c in columns if c not in json_columns]
-    as_json = [c for c in columns if c in json_columns]
-    records = [(*(row[c] for c in plain), *(orjson.dumps(row[c]).decode() for c in as_json))
-               for row in rows]
-    columns = plain + as_json
+    thousands of rows per batch (decisions, new instances). JSONB values go as JSON text."""
     driver = await _driver(conn)
     await driver.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,
                                        records=records)

@@ -6,6 +6,7 @@ commit together; the outbox is published right after commit.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import and_, delete, select, update
@@ -63,12 +64,44 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         publisher.publish_soon(ids_out)
 
 
+# A poll's profile events are applied in this many transactions at once, each over its own
+# customers: while one waits on Postgres, the next computes (about half of a transaction's
+# time is spent waiting on the database).
+LANES = 2
+
+
+def by_customer(events: list[ProfileEvent], lanes: int) -> list[list[ProfileEvent]]:
+    """Split `events` into at most `lanes` groups of about equal size such that each
+    customer's events all land in one group, in their original order. Groups touch
+    disjoint rows (instances, sends, snapshots are per customer; inbox ids are per event),
+    so their transactions neither wait on nor deadlock with each other."""
+    groups: list[list[ProfileEvent]] = [[] for _ in range(lanes)]
+    lane_of: dict[tuple[str, str], list[ProfileEvent]] = {}
+    for event in events:
+        pair = (event.workspace_id, event.profile_id)
+        group = lane_of.get(pair)
+        if group is None:
+            group = lane_of[pair] = min(groups, key=len)
+        group.append(event)
+    return [g for g in groups if g]
+
+
 async def handle_profile_events(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
                                 publisher: OutboxPublisher | None, records: list[Record]
                                 ) -> None:
-    events: list[ProfileEvent] = [r.value for r in records]
-    await apply_signals(rt, clock, docs, publisher, "journey.profile-events",
-                        [e.dedupe_id() for e in events], [event_signal(e) for e in events])
+    async def apply(events: list[ProfileEvent]) -> None:
+        await apply_signals(rt, clock, docs, publisher, "journey.profile-events",
+                            [e.dedupe_id() for e in events], [event_signal(e) for e in events])
+
+    groups = by_customer([r.value for r in records], LANES)
+    # Every lane runs to its end before the handler returns (no lane is cancelled halfway),
+    # and the first failure is raised as itself, so the consumer loop classifies it as usual
+    # (an outage pauses, anything else replays the poll one record at a time; lanes that
+    # committed are then skipped by the inbox). Offsets are committed only after all lanes.
+    results = await asyncio.gather(*(apply(g) for g in groups), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def handle_profile_changes(rt: ServiceRuntime, clock: Clock, docs: store.Documents,

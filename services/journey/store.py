@@ -5,13 +5,13 @@ Repositories never commit: callers own the transaction.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import String, and_, bindparam, func, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
@@ -80,24 +80,33 @@ class Documents:
         return self._parsed[(workspace_id, key, version)]
 
 
-def _any(column: Any, values: Iterable[str]) -> Any:
-    """`column = ANY(:array)`: one bind parameter however many values, and Postgres uses the
-    index (a join against `unnest` would make it hash the whole table)."""
-    return column == func.any(bindparam(None, sorted(set(values)), type_=ARRAY(String)))
+_INSTANCES = f"{instances.schema}.{instances.name}"
+# Read in the dataclass's field order, so a row becomes an Instance positionally: building
+# a dict per row for keyword arguments cost as much as the rest of loading it.
+_LOADED = [f.name for f in dataclasses.fields(Instance) if f.name not in ("new", "dirty")]
+assert sorted(_LOADED) == sorted(_FIELDS), "Instance fields and instances columns differ"
+_COLUMNS = ", ".join(_LOADED)
+# The batch's reads go straight to the driver, like the timer claim below: through
+# SQLAlchemy, processing parameters and result rows cost more CPU than the queries.
+# `= ANY(array)` per column: one parameter however many values, and Postgres uses the
+# index (a join against `unnest` would make it hash the whole table).
+# A signal's batch loads instances without their context (None): the signal path never
+# reads it, and decoding every open instance's entry event cost more than the query.
+# Unchanged, an UPDATE leaves it as it is (see _UPDATE).
+_NO_CONTEXT = ", ".join("NULL::jsonb AS context" if f == "context" else f for f in _LOADED)
+_OPEN = (f"SELECT {_NO_CONTEXT} FROM {_INSTANCES} "
+         "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[]) "
+         "AND (status = 'active' OR (goal_at IS NULL AND goal_until > $3)) "
+         "ORDER BY id FOR UPDATE")
+_LATEST = (f"SELECT DISTINCT ON (workspace_id, journey_key, profile_id, instance_key) "
+           f"{_NO_CONTEXT} FROM {_INSTANCES} "
+           "WHERE workspace_id = ANY($1::varchar[]) AND journey_key = ANY($2::varchar[]) "
+           "AND profile_id = ANY($3::varchar[]) AND instance_key = ANY($4::varchar[]) "
+           "ORDER BY workspace_id, journey_key, profile_id, instance_key, entered_at DESC")
 
 
-def _in_pairs(ws: Any, pid: Any, pairs: Sequence[Pair]) -> list[Any]:
-    return [_any(ws, (p[0] for p in pairs)), _any(pid, (p[1] for p in pairs))]
-
-
-def to_instance(row: Any) -> Instance:
-    values = dict(row._mapping)
-    values.pop("updated_at", None)
-    return Instance(**values)
-
-
-def _row(inst: Instance) -> dict[str, Any]:
-    return {name: getattr(inst, name) for name in _FIELDS}
+def _instances(rows: Iterable[Any]) -> list[Instance]:
+    return [Instance(*row) for row in rows]
 
 
 async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: datetime
@@ -105,14 +114,10 @@ async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: date
     """Active instances, and finished ones whose goal window is still open; locked."""
     if not pairs:
         return []
-    i = instances.c
-    rows = (await conn.execute(
-        select(instances).where(*_in_pairs(i.workspace_id, i.profile_id, pairs),
-                                or_(i.status == "active",
-                                    and_(i.goal_at.is_(None), i.goal_until > now)))
-        .order_by(i.id).with_for_update())).all()
+    rows = await (await _driver(conn)).fetch(
+        _OPEN, sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}), now)
     wanted = set(pairs)  # ANY per column may also match other pairs' cross products
-    return [to_instance(r) for r in rows if (r.workspace_id, r.profile_id) in wanted]
+    return _instances(r for r in rows if (r["workspace_id"], r["profile_id"]) in wanted)
 
 
 async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
@@ -120,29 +125,23 @@ async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str,
     """The newest instance per (workspace, journey, profile, instance key): entry policy."""
     if not keys:
         return []
-    i = instances.c
     wanted = set(keys)
-    rows = (await conn.execute(
-        select(instances).distinct(i.workspace_id, i.journey_key, i.profile_id, i.instance_key)
-        .where(*[_any(col, (k[n] for k in wanted)) for n, col in enumerate(
-            (i.workspace_id, i.journey_key, i.profile_id, i.instance_key))])
-        .order_by(i.workspace_id, i.journey_key, i.profile_id, i.instance_key,
-                  i.entered_at.desc()))).all()
-    return [to_instance(r) for r in rows
-            if (r.workspace_id, r.journey_key, r.profile_id, r.instance_key) in wanted]
+    rows = await (await _driver(conn)).fetch(
+        _LATEST, *(sorted({k[n] for k in wanted}) for n in range(4)))
+    return _instances(r for r in rows if (r["workspace_id"], r["journey_key"],
+                                          r["profile_id"], r["instance_key"]) in wanted)
 
 
 # The claim, in the words of the `instances_timers` index (journey_0003), straight to the
 # driver: through SQLAlchemy, turning result rows into instances cost more than the query.
-_DUE = (f"SELECT {', '.join(_FIELDS)} FROM {instances.schema}.{instances.name} "
+_DUE = (f"SELECT {_COLUMNS} FROM {_INSTANCES} "
         "WHERE status = 'active' AND wake_at <= $1 ORDER BY wake_at LIMIT $2 "
         "FOR UPDATE SKIP LOCKED")
 
 
 async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> list[Instance]:
     """Claim instances whose timer is due. SKIP LOCKED lets replicas share the work."""
-    rows = await (await _driver(conn)).fetch(_DUE, now, limit)
-    return [Instance(**dict(row.items())) for row in rows]
+    return _instances(await (await _driver(conn)).fetch(_DUE, now, limit))
 
 
 async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
@@ -170,7 +169,7 @@ async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any
               "ON CONFLICT (workspace_id, profile_id) DO UPDATE "
               "SET snapshot = EXCLUDED.snapshot, updated_at = now()",
         [ws for (ws, _), _ in ordered], [pid for (_, pid), _ in ordered],
-        [orjson.dumps(snap).decode() for _, snap in ordered])
+        [_json(snap) for _, snap in ordered])
 
 
 async def _driver_execute(conn: AsyncConnection, sql: str, *args: Any) -> None:
@@ -194,16 +193,15 @@ async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: date
                        ) -> dict[Pair, list[tuple[str, datetime]]]:
     if not pairs:
         return {}
-    rows = (await conn.execute(
-        select(sends.c.workspace_id, sends.c.profile_id, sends.c.channel, sends.c.sent_at).where(
-            *_in_pairs(sends.c.workspace_id, sends.c.profile_id, pairs),
-            sends.c.sent_at > since))).all()
+    rows = await (await _driver(conn)).fetch(
+        f"SELECT workspace_id, profile_id, channel, sent_at FROM {sends.schema}.{sends.name} "
+        "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[]) "
+        "AND sent_at > $3", sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}), since)
     out: dict[Pair, list[tuple[str, datetime]]] = {}
     wanted = set(pairs)
-    for r in rows:
-        if (r.workspace_id, r.profile_id) not in wanted:
-            continue
-        out.setdefault((r.workspace_id, r.profile_id), []).append((r.channel, r.sent_at))
+    for ws, pid, channel, sent_at in rows:
+        if (ws, pid) in wanted:
+            out.setdefault((ws, pid), []).append((channel, sent_at))
     return out
 
 
@@ -213,51 +211,53 @@ _MUTABLE = [f for f in _FIELDS if f not in ("id", "workspace_id", "journey_key",
 # through SQLAlchemy it spent more time processing parameters than Postgres spent updating.
 # clock_timestamp, not now(): when the row moved, not when the batch began.
 _UPDATE = (f"UPDATE {instances.schema}.{instances.name} SET "
-           + ", ".join(f"{f} = ${n}{'::jsonb' if f == 'context' else ''}"
-                       for n, f in enumerate(_MUTABLE, start=2))
+           + ", ".join(f"context = coalesce(${n}::jsonb, context)" if f == "context"
+                       else f"{f} = ${n}" for n, f in enumerate(_MUTABLE, start=2))
            + ", updated_at = clock_timestamp() WHERE id = $1")
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> None:
     new, changed = [], []
     for inst in touched:
         if inst.new:
-            new.append(_row(inst))
+            new.append(tuple(_json(inst.context) if f == "context" else getattr(inst, f)
+                             for f in _FIELDS))
         elif inst.dirty:
-            changed.append((inst.id, *(orjson.dumps(inst.context).decode() if f == "context"
-                                       else getattr(inst, f) for f in _MUTABLE)))
+            changed.append((inst.id, *((None if inst.context is None else _json(inst.context))
+                                       if f == "context" else getattr(inst, f)
+                                       for f in _MUTABLE)))
         inst.new = inst.dirty = False
     if new:
-        await copy_rows(conn, instances, new)
+        await copy_rows(conn, instances, _FIELDS, new)
     if changed:
         await (await _driver(conn)).executemany(_UPDATE, changed)
+
+
+_DECISION_COLUMNS = ["workspace_id", "profile_id", "journey_key", "version", "instance_id",
+                     "instance_key", "stage", "step", "kind", "outcome", "reason", "detail",
+                     "at"]
 
 
 async def save_decisions(conn: AsyncConnection, made: Sequence[Decision]) -> None:
     if not made:
         return
     rows = []
-    for d in made:
+    for d in made:  # tuples in _DECISION_COLUMNS order: about three per event, so no dicts
         who = d.instance
-        rows.append({
-            "workspace_id": who.workspace_id, "profile_id": who.profile_id,
-            "journey_key": who.journey_key, "version": who.version,
-            "instance_id": getattr(who, "id", None), "instance_key": who.instance_key,
-            "stage": d.stage, "step": d.step, "kind": d.kind, "outcome": d.outcome,
-            "reason": (d.reason or None) and d.reason[:300], "detail": d.detail, "at": d.at})
-    await copy_rows(conn, decisions, rows)
+        rows.append((who.workspace_id, who.profile_id, who.journey_key, who.version,
+                     getattr(who, "id", None), who.instance_key, d.stage, d.step, d.kind,
+                     d.outcome, (d.reason or None) and d.reason[:300], _json(d.detail), d.at))
+    await copy_rows(conn, decisions, _DECISION_COLUMNS, rows)
 
 
-async def copy_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]]) -> None:
+async def copy_rows(conn: AsyncConnection, table: Any, columns: list[str],
+                    records: list[tuple[Any, ...]]) -> None:
     """Bulk insert with COPY inside the caller's transaction: the engine's hot path writes
-    thousands of rows per batch (decisions, new instances). JSONB columns go as JSON text."""
-    columns = list(rows[0])
-    json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
-    plain = [c for c in columns if c not in json_columns]
-    as_json = [c for c in columns if c in json_columns]
-    records = [(*(row[c] for c in plain), *(orjson.dumps(row[c]).decode() for c in as_json))
-               for row in rows]
-    columns = plain + as_json
+    thousands of rows per batch (decisions, new instances). JSONB values go as JSON text."""
     driver = await _driver(conn)
     await driver.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,
                                        records=records)

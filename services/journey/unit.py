@@ -32,6 +32,8 @@ from services.journey.outgoing import send_key, to_message
 from shared.settings import Settings
 
 Pair = store.Pair
+# A journey a signal may enter: (version, document, entry candidates, near misses).
+Entries = tuple[int, JourneyDocument, list[Candidate], list[dict[str, Any]]]
 
 
 class Unit:
@@ -46,8 +48,10 @@ class Unit:
         self.profiles: dict[Pair, dict[str, Any]] = {}
         self.sends: dict[Pair, list[tuple[str, datetime]]] = {}
         self.by_pair: dict[Pair, list[Instance]] = {}
-        # (signal id, journey key) -> entry candidates and near misses, computed once.
-        self.candidates: dict[tuple[str, str], tuple[list[Candidate], list[dict[str, Any]]]] = {}
+        # signal id -> the live journeys it may enter (or nearly did), with the entry
+        # candidates and near misses, computed once. Journeys the signal does not concern
+        # are left out: most of a workspace's journeys, for most signals.
+        self.entries: dict[str, list[Entries]] = {}
 
     # --- loading -----------------------------------------------------------------------
 
@@ -57,12 +61,15 @@ class Unit:
         self._adopt(await store.open_instances(self.conn, pairs, self.now))
         wanted = []
         for signal in signals:
-            for _version, doc in self.live.get(signal.workspace_id, []):
+            entries = self.entries[signal.id] = []
+            for version, doc in self.live.get(signal.workspace_id, []):
                 misses: list[dict[str, Any]] = []
                 cands = entry_candidates(doc, signal, misses)
-                self.candidates[(signal.id, doc.key)] = (cands, misses)
-                wanted += [(signal.workspace_id, doc.key, signal.profile_id, c.instance_key)
-                           for c in cands]
+                if cands or misses:
+                    entries.append((version, doc, cands, misses))
+                for c in cands:
+                    wanted.append((signal.workspace_id, doc.key, signal.profile_id,
+                                   c.instance_key))
         for inst in await store.latest_instances(self.conn, wanted):
             if inst.id not in self.instances:
                 self._adopt([inst])
@@ -119,8 +126,7 @@ class Unit:
             if inst.active or (inst.goal_at is None and inst.goal_until is not None):
                 on_signal(self.docs.get(inst.workspace_id, inst.journey_key, inst.version),
                           inst, signal, facts, self.fx)
-        for version, doc in self.live.get(signal.workspace_id, []):
-            cands, misses = self.candidates.get((signal.id, doc.key)) or ([], [])
+        for version, doc, cands, misses in self.entries.get(signal.id, []):
             for cand in cands:
                 self._enter(doc, version, cand, signal, facts)
             for miss in misses:

@@ -104,13 +104,14 @@ def enter_stage(doc: JourneyDocument, inst: Instance, stage: Stage, signal: Sign
     previous = None if first else inst.stage
     inst.stage, inst.stage_entered_at, inst.epoch = stage.key, now, inst.epoch + 1
     inst.step, inst.wake_at, inst.wake_kind = None, None, None
-    inst.context = {"event": _event(signal)}
+    event = _event(signal)
+    inst.context = {"event": event}
     inst.dirty = True
     if not first:  # a first stage's entry is the `entry` decision itself
         fx.decide(inst, "stage", "entered", now, detail={"from": previous, **(why or {})})
     if doc.goal and doc.goal.stage == stage.key:
         _goal(inst, facts, fx, f"stage '{stage.key}' entered")
-    run_flow(doc, inst, facts, fx, event=inst.context["event"])
+    run_flow(doc, inst, facts, fx, event=event)
 
 
 def on_signal(doc: JourneyDocument, inst: Instance, signal: Signal, facts: Facts,
@@ -154,6 +155,7 @@ def on_timer(doc: JourneyDocument, inst: Instance, facts: Facts, fx: Effects) ->
     """The instance's timer is due: resume the step it waits at."""
     # No decision of its own: what the resumed step does is the trace (keeps firing cheap).
     kind, step = inst.wake_kind, inst.step
+    assert inst.context is not None, "a timer fires on an instance loaded with its context"
     inst.wake_at = inst.wake_kind = None
     if kind == "idle":
         return complete(inst, fx, facts, f"idle in stage '{inst.stage}' for "

@@ -36,7 +36,9 @@ class Instance:
     exit_reason: str | None = None
     goal_at: datetime | None = None
     goal_until: datetime | None = None
-    context: dict[str, Any] = field(default_factory=dict)  # the event behind the stage entry
+    # The event behind the stage entry. None: not loaded (a signal's batch reads instances
+    # without it; only a firing timer needs it) and so left as it is in the database.
+    context: dict[str, Any] | None = field(default_factory=dict)
     new: bool = False
     dirty: bool = False
 

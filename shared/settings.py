@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     consumer_max_records: int = Field(default=500, ge=1, le=10_000)
     producer_linger_ms: int = Field(default=1, ge=0, le=1000)
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Retention (shared/db/retention.py). Inbox ids must outlive any redelivery: keep them
+    # longer than the topics' retention (Kafka's default is 7 days).
+    inbox_retention_hours: float = Field(
+        default=168, ge=1, le=24 * 3650,
+        description="How long a consumer remembers an applied message id "
+                    "(TOUCHPOINT_INBOX_RETENTION_HOURS).")
+    retention_interval_s: float = Field(
+        default=3600, ge=1, le=86_400,
+        description="How often old rows are pruned (TOUCHPOINT_RETENTION_INTERVAL_S).")
 
     @field_validator("database_url")
     @classmethod

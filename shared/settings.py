@@ -36,10 +36,12 @@ class Settings(BaseSettings):
     consumer_max_records: int = Field(default=500, ge=1, le=10_000)
     producer_linger_ms: int = Field(default=1, ge=0, le=1000)
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)
-    # Retention (shared/db/retention.py). Inbox ids must outlive any redelivery: keep them
-    # longer than the topics' retention (Kafka's default is 7 days).
+    # Retention (shared/db/retention.py). Inbox ids must outlive any redelivery, so longer
+    # than a record can stay in a topic: Kafka deletes whole segments once their newest
+    # record is past retention.ms (7 days by default), and a segment rolls after segment.ms
+    # (7 days by default), so a record can be read up to ~14 days after it was written.
     inbox_retention_hours: float = Field(
-        default=168, ge=1, le=24 * 3650,
+        default=336, ge=1, le=24 * 3650,
         description="How long a consumer remembers an applied message id "
                     "(TOUCHPOINT_INBOX_RETENTION_HOURS).")
     retention_interval_s: float = Field(

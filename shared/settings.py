@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     consumer_max_records: int = Field(default=500, ge=1, le=10_000)
     producer_linger_ms: int = Field(default=1, ge=0, le=1000)
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Retention (shared/db/retention.py). Inbox ids must outlive any redelivery, so longer
+    # than a record can stay in a topic: Kafka deletes whole segments once their newest
+    # record is past retention.ms (7 days by default), and a segment rolls after segment.ms
+    # (7 days by default), so a record can be read up to ~14 days after it was written.
+    inbox_retention_hours: float = Field(
+        default=336, ge=1, le=24 * 3650,
+        description="How long a consumer remembers an applied message id "
+                    "(TOUCHPOINT_INBOX_RETENTION_HOURS).")
+    retention_interval_s: float = Field(
+        default=3600, ge=1, le=86_400,
+        description="How often old rows are pruned (TOUCHPOINT_RETENTION_INTERVAL_S).")
 
     @field_validator("database_url")
     @classmethod

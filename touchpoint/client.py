@@ -242,13 +242,21 @@ async def tail(settings: Settings, topic: str, *, from_beginning: bool, limit: i
 
 
 def stats_table(stats: dict[str, Any]) -> Table | str:
-    """`GET /v1/journeys/{key}/stats` as a table: one row per stage, one column per status."""
+    """`GET /v1/journeys/{key}/stats` as a table: one row per stage, one column per status.
+    Cells count instances, with distinct customers in brackets where they differ."""
     stages: dict[str, dict[str, int]] = stats.get("stages") or {}
+    people: dict[str, dict[str, int]] = stats.get("stage_customers") or {}
     heading = f"{stats.get('key')}: {stats.get('entries', 0)} entries"
+    if "customers" in stats:
+        heading += f", {stats['customers']} customers"
     if not stages:
         return f"{heading}, no customer in any stage yet"
     statuses = sorted({status for counts in stages.values() for status in counts})
     table = Table("stage", *statuses, title=heading, title_justify="left", box=box.SIMPLE_HEAVY)
     for stage, counts in stages.items():
-        table.add_row(stage, *(str(counts.get(status, 0)) for status in statuses))
+        cells = []
+        for status in statuses:
+            n, who = counts.get(status, 0), people.get(stage, {}).get(status)
+            cells.append(f"{n} ({who})" if who is not None and who != n else str(n))
+        table.add_row(stage, *cells)
     return table

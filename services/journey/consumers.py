@@ -6,10 +6,13 @@ from functools import partial
 
 from services.journey.handlers import handle_profile_changes, handle_profile_events
 from services.journey.publisher import OutboxPublisher
+from services.journey.retention import journey_prunes
+from services.journey.settings import journey_settings
 from services.journey.store import Documents
 from services.journey.timers import TimerWorker
 from shared.clock import Clock, SystemClock
 from shared.contracts import ProfileChange, ProfileEvent
+from shared.db.retention import RetentionWorker
 from shared.kafka import ConsumerSpec
 from shared.runtime import ServiceRuntime, Worker
 
@@ -42,4 +45,9 @@ def workers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Worker
     # Two timer workers: while one waits on Postgres the other computes (SKIP LOCKED keeps
     # them apart, as it does across replicas).
     out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher) for _ in range(2)]
+    # Retention runs on wall-clock time, not the engine's (injectable) clock: it is about
+    # how long rows are stored.
+    settings = journey_settings(rt.settings)
+    out.append(RetentionWorker(rt.engine, journey_prunes(settings),
+                               settings.retention_interval_s))
     return [publisher, *out] if rt.relay is not None else out

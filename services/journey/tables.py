@@ -126,6 +126,8 @@ sends = Table(
     Column("sent_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("workspace_id", "idempotency_key"),
     Index("sends_profile", "workspace_id", "profile_id", "sent_at"),
+    # BRIN: nearly free to maintain; serves the retention pass (services/journey/retention.py).
+    Index("sends_sent_at", "sent_at", postgresql_using="brin"),
 )
 
 # The latest profile snapshot journey saw, so timers evaluate conditions on fresh data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from services.profile import recompute, tables
@@ -11,6 +13,7 @@ from services.profile.api.workspace import router as workspace_router
 from services.profile.consumers import consumers
 from services.profile.gc_tuning import tune_gc
 from services.profile.settings import profile_settings
+from shared.db.retention import RetentionWorker, inbox_prune
 from shared.http.app import build_app
 from shared.runtime import ServiceParts, ServiceRuntime, Worker
 from shared.settings import Settings
@@ -18,7 +21,10 @@ from shared.settings import Settings
 
 def _workers(rt: ServiceRuntime) -> list[Worker]:
     interval = profile_settings(rt.settings).profile_recompute_interval_s
-    return [recompute.RecomputeSchedule(rt.engine, rt.settings, rt.relay, interval)]
+    keep = timedelta(hours=rt.settings.inbox_retention_hours)
+    return [recompute.RecomputeSchedule(rt.engine, rt.settings, rt.relay, interval),
+            RetentionWorker(rt.engine, {"inbox": inbox_prune(tables.inbox, keep)},
+                            rt.settings.retention_interval_s)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

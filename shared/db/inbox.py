@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, DateTime, MetaData, PrimaryKeyConstraint, String, Table, func
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    func,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.bulk import insert_unnest
@@ -18,6 +27,9 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("message_id", String(300), nullable=False),
         Column("processed_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
         PrimaryKeyConstraint("consumer", "message_id"),
+        # BRIN: nearly free to maintain on this append-mostly table; serves the retention
+        # pass (shared/db/retention.py), which deletes rows older than the window.
+        Index("inbox_processed_at", "processed_at", postgresql_using="brin"),
     )
 
 

@@ -137,6 +137,39 @@ async def test_customers_inside_finish_on_the_version_they_entered(harness: Harn
     assert r.json()["document"]["stages"][0]["steps"][1]["send"]["template"] == "v1-mail"
 
 
+async def test_stats_count_customers_and_instances_apart(harness: Harness) -> None:
+    """With `instance_key` one customer runs the journey once per order: "customers" are
+    distinct profiles, "instances" the runs, per stage, per step and in the goal."""
+    ws, admin = await harness.workspace()
+    await harness.publish(admin, {
+        "key": "orders", "name": "Orders", "instance_key": "event.properties.order_id",
+        "goal": {"event": "Reviewed"},
+        "stages": [{"key": "bought", "enter": {"event": "Order Completed"},
+                    "steps": [{"id": "nap", "wait": "P1D"}]}]})
+    await harness.event(ws, "two-orders", "Order Completed", order_id="o-1")
+    await harness.event(ws, "two-orders", "Order Completed", order_id="o-2")
+    await harness.event(ws, "one-order", "Order Completed", order_id="o-3")
+    await harness.event(ws, "two-orders", "Reviewed", order_id="o-1")  # that instance only
+
+    async def counted() -> dict[str, Any] | None:
+        r = await harness.http.get(f"{harness.url}/v1/journeys/orders/stats", headers=admin)
+        stats: dict[str, Any] = r.json()
+        done = stats["entries"] == 3 and stats["goal"]["treated"]["converted_instances"] == 1
+        return stats if done else None  # two customers' events: two partitions, any order
+    stats = await harness.until(counted)
+    assert (stats["entries"], stats["customers"]) == (3, 2)
+    assert stats["stages"] == {"bought": {"active": 3}}
+    assert stats["stage_customers"] == {"bought": {"active": 2}}
+    assert stats["active_by_step"] == {"bought": {"nap": 3}}
+    assert stats["active_customers_by_step"] == {"bought": {"nap": 2}}
+    assert stats["goal"]["treated"] == {"customers": 2, "converted": 1, "conversion": 0.5,
+                                        "instances": 3, "converted_instances": 1}
+    assert stats["goal"]["holdout"]["customers"] == 0 and stats["goal"]["uplift"] is None
+    spec = (await harness.http.get(f"{harness.url}/openapi.json")).json()
+    described = spec["paths"]["/v1/journeys/{key}/stats"]["get"]["description"]
+    assert "distinct profiles" in described and "stage_customers" in described
+
+
 async def _count_ws(harness: Harness, ws: str, n: int) -> bool:
     return len(await harness.instances(ws)) >= n
 
@@ -169,7 +202,8 @@ async def test_trace_answers_why_not_and_stats_count_stages(harness: Harness) ->
     assert stats["transitions"] == [{"from": "purchased", "to": "reviewed", "count": 1}]
     assert stats["time_in_stage"]["purchased"]["count"] == 1
     assert stats["sends"]["purchased"] == {"ask": {"sent": 1}, "thanks": {"sent": 1}}
-    assert stats["goal"]["treated"] == {"customers": 1, "converted": 1, "conversion": 1.0}
+    assert stats["goal"]["treated"] == {"customers": 1, "converted": 1, "conversion": 1.0,
+                                        "instances": 1, "converted_instances": 1}
     # The same trace through the CLI.
     key = admin["Authorization"].split()[1]
     args = ["journeys", "why", "t1", "post-purchase-review", "--url", harness.url,

@@ -24,28 +24,59 @@ async def _known(conn: AsyncConnection, ws: str, key: str) -> None:
         raise Problem(404, "Not found", f"no journey '{key}'")
 
 
-@router.get("/v1/journeys/{key}/stats")
+_STATS_DESCRIPTION = """
+Two units are counted, and each field says which:
+- **instances**: runs of the journey. With `instance_key` one customer can run it several
+  times (two orders, two review flows), so instances can outnumber customers.
+- **customers**: distinct profiles.
+
+Fields:
+- `entries`: instances started; `customers`: distinct customers who entered.
+- `stages`: instances per stage and status; `stage_customers`: distinct customers per
+  stage and status (a customer with two instances in a stage counts once there).
+- `active_by_step`: active instances per stage and step (`(idle)`: flow finished, waiting
+  for a later stage); `active_customers_by_step`: the same in distinct customers.
+- `exits`: instances per exit reason. `transitions`: stage moves (instances), and
+  `time_in_stage`: completed stays, from the decision trace.
+- `sends`: send decisions per stage, step and outcome.
+- `goal.treated` / `goal.holdout`: `customers` (distinct), `converted` (customers with at
+  least one instance that reached the goal), `conversion` = converted / customers, and
+  `instances`, `converted_instances`. Holdout is drawn per customer, so `uplift` and
+  `ci95` compare customers.
+
+Transitions, times in stage and sends come from decisions, which are kept for the trace
+retention (`TOUCHPOINT_JOURNEY_TRACE_RETENTION_DAYS`, default 90 days after an instance
+ended); the other numbers come from instances, which are kept.
+"""
+
+
+@router.get("/v1/journeys/{key}/stats", description=_STATS_DESCRIPTION)
 async def journey_stats(key: str, request: Request, principal: AdminDep,
                         version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
-    """Customers per stage and step, entries, transitions, time in stage, sends per step,
-    goal conversion of treated and holdout customers, and the uplift with a 95 % CI."""
+    """Instances and distinct customers per stage and step, entries, transitions, time in
+    stage, sends per step, goal conversion of treated and holdout customers, and the uplift
+    with a 95 % CI."""
     ws = principal.workspace_id
     i, d = instances.c, decisions.c
     scope_i = and_(i.workspace_id == ws, i.journey_key == key,
                    *([i.version == version] if version else []))
     scope_d = and_(d.workspace_id == ws, d.journey_key == key,
                    *([d.version == version] if version else []))
+    n, people = func.count().label("n"), func.count(i.profile_id.distinct()).label("people")
     async with request.app.state.runtime.engine.connect() as conn:
         await _known(conn, ws, key)
-        by_stage = (await conn.execute(select(i.stage, i.status, func.count().label("n"))
+        customers = (await conn.execute(select(func.count(i.profile_id.distinct()))
+                                        .where(scope_i))).scalar_one()
+        by_stage = (await conn.execute(select(i.stage, i.status, n, people)
                                        .where(scope_i).group_by(i.stage, i.status))).all()
-        by_step = (await conn.execute(select(i.stage, i.step, func.count().label("n")).where(
+        by_step = (await conn.execute(select(i.stage, i.step, n, people).where(
             scope_i, i.status == "active").group_by(i.stage, i.step))).all()
         exits = (await conn.execute(select(i.exit_reason, func.count().label("n")).where(
             scope_i, i.status == "exited").group_by(i.exit_reason))).all()
         goals = (await conn.execute(select(
-            i.holdout, func.count().label("n"),
-            func.count(i.goal_at).label("converted")).where(scope_i).group_by(i.holdout))).all()
+            i.holdout, n, people, func.count(i.goal_at).label("converted"),
+            func.count(i.profile_id.distinct()).filter(i.goal_at.is_not(None))
+            .label("people_converted")).where(scope_i).group_by(i.holdout))).all()
         moves = (await conn.execute(select(
             d.detail["from"].astext.label("source"), d.stage, func.count().label("n")).where(
             scope_d, d.kind == "stage", d.outcome == "entered",
@@ -60,34 +91,48 @@ async def journey_stats(key: str, request: Request, principal: AdminDep,
                                                 func.count().label("n")).where(
             scope_d, d.kind == "send").group_by(d.stage, d.step, d.outcome))).all()
     stages: dict[str, dict[str, int]] = {}
+    stage_customers: dict[str, dict[str, int]] = {}
     for row in by_stage:
         stages.setdefault(row.stage, {})[row.status] = row.n
+        stage_customers.setdefault(row.stage, {})[row.status] = row.people
     steps: dict[str, dict[str, int]] = {}
+    step_customers: dict[str, dict[str, int]] = {}
     for row in by_step:
         steps.setdefault(row.stage, {})[row.step or "(idle)"] = row.n
+        step_customers.setdefault(row.stage, {})[row.step or "(idle)"] = row.people
     sends: dict[str, dict[str, dict[str, int]]] = {}
     for row in step_sends:
         sends.setdefault(row.stage, {}).setdefault(row.step, {})[row.outcome] = row.n
-    group = {bool(r.holdout): (int(r.converted), int(r.n)) for r in goals}
-    treated, holdout = group.get(False, (0, 0)), group.get(True, (0, 0))
+    by_arm = {bool(r.holdout): r for r in goals}
+    treated, holdout = _arm(by_arm.get(False)), _arm(by_arm.get(True))
     return {
         "key": key, "version": version,
         "entries": sum(r.n for r in by_stage),
+        "customers": customers,
         "stages": stages,
+        "stage_customers": stage_customers,
         "active_by_step": steps,
+        "active_customers_by_step": step_customers,
         "exits": {r.exit_reason or "": r.n for r in exits},
         "transitions": [{"from": r.source, "to": r.stage, "count": r.n} for r in moves],
         "time_in_stage": {r.stage: {"count": r.n, "mean_s": _round(r.mean),
                                     "p50_s": _round(r.p50), "p90_s": _round(r.p90)}
                           for r in stays},
         "sends": sends,
-        "goal": {
-            "treated": {"customers": treated[1], "converted": treated[0],
-                        "conversion": conversion(*treated)},
-            "holdout": {"customers": holdout[1], "converted": holdout[0],
-                        "conversion": conversion(*holdout)},
-        } | uplift(treated, holdout),
+        "goal": {"treated": treated, "holdout": holdout} | uplift(
+            (treated["converted"], treated["customers"]),
+            (holdout["converted"], holdout["customers"])),
     }
+
+
+def _arm(row: Any) -> dict[str, Any]:
+    """One goal group. Conversion is per customer (holdout is drawn per customer, so
+    customers are the independent units the uplift compares); instances besides."""
+    customers, converted = (int(row.people), int(row.people_converted)) if row else (0, 0)
+    return {"customers": customers, "converted": converted,
+            "conversion": conversion(converted, customers),
+            "instances": int(row.n) if row else 0,
+            "converted_instances": int(row.converted) if row else 0}
 
 
 def _round(value: float | None) -> float | None:

@@ -159,7 +159,7 @@ class Unit:
     # --- writing -----------------------------------------------------------------------
 
     async def flush(self) -> list[OutboxRow]:
-        """Write everything back; returns the outbox ids to publish after commit."""
+        """Write everything back; returns the outbox rows to publish after commit."""
         await store.save_instances(self.conn, self.instances.values())
         await store.save_decisions(self.conn, self.fx.decisions)
         for (kind, outcome), count in Counter(

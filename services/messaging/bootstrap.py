@@ -119,7 +119,7 @@ class Messaging:
         """Publish outbox rows soon, in order. Rows that come in while a publish waits for
         the broker's acks go out together in the next one: each wave's events leave at
         once when the service is idle, and under load the relay is called a few times per
-        batch rather than once per wave (each call is a transaction and a wait for acks)."""
+        batch rather than once per wave (each call is a wait for acks and a delete)."""
         if not ids or rt.relay is None:
             return
         self._pending += ids

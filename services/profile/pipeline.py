@@ -93,7 +93,7 @@ def _ids_of(item: Event | DeliveryEvent, conv: Conventions) -> list[Identifier]:
 
 async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
                       settings: Settings, now: datetime) -> list[OutboxRow]:
-    """Apply fresh (already inbox-claimed) messages; returns outbox row ids to publish."""
+    """Apply fresh (already inbox-claimed) messages; returns the outbox rows to publish."""
     if not items:
         return []
     for item in items:  # a client-side time without a zone is read as UTC, never a crash

@@ -1,8 +1,8 @@
 """Publishes the engine's outbox rows in the background, in commit order.
 
-Handlers and the timer worker hand over the ids of rows they just committed instead of
+Handlers and the timer worker hand over the rows they just committed instead of
 waiting for the broker's acks themselves: the consumer moves on to its next batch while
-the previous one is being published, and ids from several batches go out in one round
+the previous one is being published, and rows from several batches go out in one round
 trip. Rows are durable before they are queued, so nothing depends on this queue: if the
 process dies, the outbox sweeper publishes what is left.
 """
@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from shared.db.outbox import OutboxRelay
+from shared.db.outbox import OutboxRelay, OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,10 @@ class OutboxPublisher:
 
     def __init__(self, relay: OutboxRelay | None = None) -> None:
         self.relay = relay
-        self._queue: asyncio.Queue[list[int]] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue()
         self._stopping = asyncio.Event()
 
-    def publish_soon(self, ids: Sequence[int]) -> None:
+    def publish_soon(self, ids: Sequence[OutboxRow]) -> None:
         if ids and self.relay is not None:
             self._queue.put_nowait(list(ids))
 

@@ -29,6 +29,7 @@ from services.journey.domain.state import Decision, Effects, Facts, Instance, Ou
 from services.journey.domain.steps import exit_instance
 from services.journey.domain.timing import zone
 from services.journey.outgoing import send_key, to_message
+from shared.db.outbox import OutboxRow
 from shared.settings import Settings
 
 Pair = store.Pair
@@ -157,8 +158,8 @@ class Unit:
 
     # --- writing -----------------------------------------------------------------------
 
-    async def flush(self) -> list[int]:
-        """Write everything back; returns the outbox ids to publish after commit."""
+    async def flush(self) -> list[OutboxRow]:
+        """Write everything back; returns the outbox rows to publish after commit."""
         await store.save_instances(self.conn, self.instances.values())
         await store.save_decisions(self.conn, self.fx.decisions)
         for (kind, outcome), count in Counter(
@@ -181,7 +182,7 @@ class Unit:
                              "channel": out.send.channel if out.send else "webhook",
                              "sent_at": self.now})
         await store.record_sends(self.conn, sent)
-        ids: list[int] = []
+        ids: list[OutboxRow] = []
         for topic, batch in sorted(messages.items()):
             ids += await store.add_to_outbox(self.conn, self.outbox, self.settings.topic(topic),
                                              topic, batch)

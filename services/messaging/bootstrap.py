@@ -18,7 +18,7 @@ from services.messaging.providers.registry import PROVIDERS, provider_for_addres
 from services.messaging.secrets import SecretBox
 from services.messaging.settings import MessagingSettings
 from services.messaging.tables import channels
-from shared.db.outbox import OutboxRelay
+from shared.db.outbox import OutboxRelay, OutboxRow
 from shared.runtime import ServiceRuntime
 
 CONFIG_TTL = 5.0  # seconds another replica may keep using a changed channel config
@@ -43,7 +43,7 @@ class Messaging:
         self._lock = asyncio.Lock()
         self._loading = asyncio.Lock()
         self._publishing: asyncio.Task[None] | None = None
-        self._pending: list[int] = []  # outbox rows to publish
+        self._pending: list[OutboxRow] = []  # outbox rows to publish
 
     # -- providers -------------------------------------------------------------------
     def forget(self, workspace_id: str) -> None:
@@ -115,11 +115,11 @@ class Messaging:
             await r.provider.close()
 
     # -- publishing ------------------------------------------------------------------
-    def publish_in_background(self, rt: ServiceRuntime, ids: list[int]) -> None:
+    def publish_in_background(self, rt: ServiceRuntime, ids: list[OutboxRow]) -> None:
         """Publish outbox rows soon, in order. Rows that come in while a publish waits for
         the broker's acks go out together in the next one: each wave's events leave at
         once when the service is idle, and under load the relay is called a few times per
-        batch rather than once per wave (each call is a transaction and a wait for acks)."""
+        batch rather than once per wave (each call is a wait for acks and a delete)."""
         if not ids or rt.relay is None:
             return
         self._pending += ids

@@ -23,6 +23,7 @@ from services.messaging.providers.base import (
 )
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
+from shared.db.outbox import OutboxRow
 from shared.kafka.errors import is_transient
 from shared.runtime import ServiceRuntime
 
@@ -112,7 +113,7 @@ _RECORD = (f"UPDATE {messages.fullname} AS m SET status = o.status, error = o.er
            "WHERE m.id = o.id")
 
 
-async def record(rt: ServiceRuntime, outcomes: list[Outcome]) -> list[int]:
+async def record(rt: ServiceRuntime, outcomes: list[Outcome]) -> list[OutboxRow]:
     """Outcomes, their delivery events and undeliverable addresses in one transaction.
     A database outage here is waited out: the messages went out, so their record must not
     be lost. Returns the outbox row ids."""

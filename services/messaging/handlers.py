@@ -39,6 +39,7 @@ from services.messaging.prepare import Prepared, event, prepare
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import SendCommand
+from shared.db.outbox import OutboxRow
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
@@ -100,7 +101,7 @@ def _waves(items: list[T], size: int) -> list[list[T]]:
 
 
 async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[SendCommand],
-                state: store.SendState) -> list[int]:
+                state: store.SendState) -> list[OutboxRow]:
     """One wave, start to end; returns the outbox rows written."""
     # Checked and rendered before the claim, under a fresh id: a redelivered command's
     # work is wasted (rare), and the claim can mark the rest `sending` in its transaction.
@@ -162,7 +163,7 @@ _UNKNOWN = f"UPDATE {messages.fullname} SET status = 'failed', error = $2 WHERE 
 
 
 async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
-                 ) -> tuple[list[Prepared], list[tuple[Prepared, str]], list[int]]:
+                 ) -> tuple[list[Prepared], list[tuple[Prepared, str]], list[OutboxRow]]:
     """Insert the wave's new message rows, `sending` when they are about to be sent (the
     idempotency key is recorded before any provider call). Returns the new messages, the
     redelivered ones still `queued` with their ids, and the outbox rows written."""

@@ -25,6 +25,7 @@ from services.messaging.tables import (
 )
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.envelope import message_key
+from shared.db.outbox import OutboxRow, written_rows
 from shared.kafka.codec import encode, headers_for
 from shared.settings import Settings
 
@@ -75,19 +76,18 @@ _OUTBOX = (f"INSERT INTO {outbox.fullname} (topic, key, value, headers) "
 
 
 async def emit(conn: AsyncConnection | Driver, settings: Settings,
-               events: Sequence[DeliveryEvent]) -> list[int]:
+               events: Sequence[DeliveryEvent]) -> list[OutboxRow]:
     """Delivery events into the outbox, in the caller's transaction, in order (the same rows
     as `shared.db.add_to_outbox` writes)."""
     if not events:
         return []
-    topic = settings.topic("delivery-events")
-    rows = await (await driver(conn)).fetch(
-        _OUTBOX, [topic] * len(events),
-        [message_key(e.workspace_id, e.profile_id) for e in events],
-        [encode(e) for e in events],
-        [orjson.dumps([[k, v.decode()] for k, v in headers_for(e, "delivery-events")]).decode()
-         for e in events])
-    return [r[0] for r in rows]
+    topics = [settings.topic("delivery-events")] * len(events)
+    keys = [message_key(e.workspace_id, e.profile_id) for e in events]
+    values = [encode(e) for e in events]
+    headers = [orjson.dumps([[k, v.decode()] for k, v in headers_for(e, "delivery-events")]
+                            ).decode() for e in events]
+    rows = await (await driver(conn)).fetch(_OUTBOX, topics, keys, values, headers)
+    return written_rows([r[0] for r in rows], topics, keys, values, headers)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from services.profile.tables import (
 )
 from shared.contracts.envelope import message_key
 from shared.contracts.profile import ChangeKind, ProfileChange
-from shared.db import add_to_outbox
+from shared.db import OutboxRow, add_to_outbox
 from shared.settings import Settings
 
 
@@ -34,7 +34,7 @@ async def resolve_id(conn: AsyncConnection, workspace_id: str, profile_id: str) 
 
 
 async def record_consent(conn: AsyncConnection, settings: Settings, p: ProfileState, key: str,
-                         subscribed: bool, source: str, at: datetime) -> list[int]:
+                         subscribed: bool, source: str, at: datetime) -> list[OutboxRow]:
     """Apply one decision to a locked profile; emits consent_changed when it changes anything."""
     changes = set_consent(p, key, subscribed, source, at)
     await repo.save_profiles(conn, [p])
@@ -52,7 +52,7 @@ async def record_consent(conn: AsyncConnection, settings: Settings, p: ProfileSt
 
 
 async def erase(conn: AsyncConnection, settings: Settings, workspace_id: str, profile_id: str,
-                at: datetime) -> list[int]:
+                at: datetime) -> list[OutboxRow]:
     """GDPR erasure: delete the person and their history, keep hashed identifiers only.
 
     The tombstones stop late events and re-imports from re-creating them; the `erased`

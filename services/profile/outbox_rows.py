@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.contracts.events import Event
+from shared.db.outbox import OutboxRow, written_rows
 
 MAX_ID = 200  # the envelope's limit on a message id
 
@@ -92,13 +93,13 @@ def headers_json(short: str, message_id: str) -> str:
                          ["message-id", message_id]]).decode()
 
 
-async def queue(conn: AsyncConnection, rows: Sequence[Outgoing]) -> list[int]:
-    """Queue rows in one statement, in order; returns the row ids to publish after commit
-    (the relay publishes in id order)."""
+async def queue(conn: AsyncConnection, rows: Sequence[Outgoing]) -> list[OutboxRow]:
+    """Queue rows in one statement, in order; returns the rows to publish after commit."""
     if not rows:
         return []
     raw = await conn.get_raw_connection()
+    topics, keys, values = [r.topic for r in rows], [r.key for r in rows], [r.value for r in rows]
+    headers = [headers_json(r.short, r.message_id) for r in rows]
     got = await raw.driver_connection.fetch(  # type: ignore[union-attr]
-        _INSERT, [r.topic for r in rows], [r.key for r in rows], [r.value for r in rows],
-        [headers_json(r.short, r.message_id) for r in rows])
-    return [r[0] for r in got]
+        _INSERT, topics, keys, values, headers)
+    return written_rows([r[0] for r in got], topics, keys, values, headers)

@@ -47,6 +47,7 @@ from services.profile.outbox_rows import (
 from shared.contracts.delivery import DeliveryEvent
 from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.events import Event, EventType
+from shared.db.outbox import OutboxRow
 from shared.settings import Settings
 
 
@@ -91,8 +92,8 @@ def _ids_of(item: Event | DeliveryEvent, conv: Conventions) -> list[Identifier]:
 
 
 async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
-                      settings: Settings, now: datetime) -> list[int]:
-    """Apply fresh (already inbox-claimed) messages; returns outbox row ids to publish."""
+                      settings: Settings, now: datetime) -> list[OutboxRow]:
+    """Apply fresh (already inbox-claimed) messages; returns the outbox rows to publish."""
     if not items:
         return []
     for item in items:  # a client-side time without a zone is read as UTC, never a crash
@@ -193,7 +194,7 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
         b.changes.append((ws, p.id, change_id(event_id, change.kind, str(n)), change))
 
 
-async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[int]:
+async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[OutboxRow]:
     # Rows queued for a profile that a later message in this batch merged away follow it.
     for row in b.new_identities + b.history:
         row["profile_id"] = b.live(row["profile_id"])

@@ -21,7 +21,7 @@ from services.profile.domain.lifecycle import DAY, lifecycle_stage
 from services.profile.domain.segments import is_time_based
 from services.profile.domain.state import Change
 from services.profile.tables import profiles, workspace_settings
-from shared.db import OutboxRelay
+from shared.db import OutboxRelay, OutboxRow
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ async def _scores(conn: AsyncConnection, ws: str, conv: Conventions,
 
 async def _emit(conn: AsyncConnection, settings: Settings, ws: str,
                 changes: list[tuple[str, Change]], now: datetime,
-                conv: Conventions) -> list[int]:
+                conv: Conventions) -> list[OutboxRow]:
     if not changes:
         return []
     pids = list({pid for pid, _ in changes})
@@ -129,7 +129,7 @@ async def _emit(conn: AsyncConnection, settings: Settings, ws: str,
                                     now, members, states, conv)
 
 
-async def _publish(relay: OutboxRelay | None, ids: list[int]) -> None:
+async def _publish(relay: OutboxRelay | None, ids: list[OutboxRow]) -> None:
     if relay is not None:  # otherwise the sweeper publishes them
         await relay.publish(ids)
 

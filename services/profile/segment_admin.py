@@ -16,7 +16,7 @@ from services.profile.domain.state import Change, ProfileState, iso
 from services.profile.tables import outbox, profiles, segment_members
 from shared.contracts.envelope import message_key
 from shared.contracts.profile import ProfileChange
-from shared.db import add_to_outbox
+from shared.db import OutboxRow, add_to_outbox
 from shared.settings import Settings
 
 CHUNK = 1000
@@ -24,7 +24,7 @@ CHUNK = 1000
 
 async def reevaluate(conn: AsyncConnection, settings: Settings, workspace_id: str,
                      rules: dict[str, Rule], now: datetime, *, after: str = "",
-                     limit: int = CHUNK) -> tuple[list[int], str | None]:
+                     limit: int = CHUNK) -> tuple[list[OutboxRow], str | None]:
     """Evaluate `rules` for one page of the workspace's profiles (id order, after `after`).
 
     Returns the outbox ids and the last profile id of the page (None when done).
@@ -47,7 +47,7 @@ async def reevaluate(conn: AsyncConnection, settings: Settings, workspace_id: st
 async def emit(conn: AsyncConnection, settings: Settings, workspace_id: str,
                changes: list[tuple[str, Change]], now: datetime,
                members: dict[str, list[str]], states: dict[str, ProfileState],
-               conv: Conventions) -> list[int]:
+               conv: Conventions) -> list[OutboxRow]:
     messages = [(message_key(workspace_id, pid), ProfileChange(
         id=f"{change.kind}:{pid}:{change.data.get('segment', '')}:{iso(now)}",
         workspace_id=workspace_id, profile_id=pid, kind=change.kind, data=change.data,
@@ -58,7 +58,7 @@ async def emit(conn: AsyncConnection, settings: Settings, workspace_id: str,
 
 
 async def drop(conn: AsyncConnection, settings: Settings, workspace_id: str, key: str,
-               now: datetime) -> list[int]:
+               now: datetime) -> list[OutboxRow]:
     """Remove every member (each one exits) before the segment itself goes."""
     rows = (await conn.execute(delete(segment_members).where(
         segment_members.c.workspace_id == workspace_id, segment_members.c.segment_key == key)

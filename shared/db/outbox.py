@@ -1,10 +1,13 @@
 """Outbox: messages written in the state change's transaction, published after commit.
 
-`add_to_outbox` runs inside the caller's transaction. After commit the caller asks
-the relay to publish those rows at once (low latency); a sweeper publishes whatever
-a crash or an outage left behind. A row's delete commits only after the broker acked
-it, so a message can be published twice (crash between ack and commit), never lost:
-consumers deduplicate on the message id.
+`add_to_outbox` runs inside the caller's transaction and returns the rows it wrote
+(`OutboxRow`: id and payload, still in memory). After commit the caller hands them to
+the relay, which produces them at once (low latency), waits for the broker's acks and
+only then deletes them by id: no second transaction reading the payloads back. A sweeper
+publishes whatever a crash or an outage left behind (rows older than `sweep_after_s`),
+claiming them with SKIP LOCKED so that replicas never take the same row in one sweep.
+A message can be published twice (crash between ack and delete, or a fast path slower
+than the sweep delay), never lost: consumers deduplicate on the message id.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 from sqlalchemy import (
-    ARRAY,
     BigInteger,
     Column,
     DateTime,
@@ -26,12 +29,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    any_,
-    delete,
     func,
-    literal,
-    select,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -56,17 +54,36 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
+class OutboxRow(NamedTuple):
+    """One committed outbox row as its writer has it in memory."""
+
+    id: int
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: str  # JSON [[name, value], ...], as stored in the `headers` column
+
+
+def written_rows(ids: Sequence[int], topics: Sequence[str], keys: Sequence[bytes | None],
+                 values: Sequence[bytes], headers: Sequence[str]) -> list[OutboxRow]:
+    """The rows an `INSERT ... SELECT FROM unnest(...) RETURNING id` just wrote, in input
+    order. Identity ids are drawn in insertion order, so sorting them pairs each with its
+    input (and even if they paired otherwise, a publish sends and deletes the whole set)."""
+    return [OutboxRow(i, t, k, v, h)
+            for i, t, k, v, h in zip(sorted(ids), topics, keys, values, headers, strict=True)]
+
+
 async def add_to_outbox(
     conn: AsyncConnection,
     table: Table,
     topic: str,
     topic_short: str,
     messages: Sequence[tuple[bytes, BaseModel]],
-) -> list[int]:
-    """Queue (key, message) pairs for `topic`; returns the row ids to publish after commit."""
+) -> list[OutboxRow]:
+    """Queue (key, message) pairs for `topic`; returns the rows to publish after commit."""
     if not messages:
         return []
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "topic": topic,
             "key": key,
@@ -77,7 +94,9 @@ async def add_to_outbox(
         for key, msg in messages
     ]
     result = await insert_unnest(conn, table, _OUTBOX_TYPES, rows, "RETURNING id")
-    return list(result.scalars())
+    return written_rows(list(result.scalars()), [r["topic"] for r in rows],
+                        [r["key"] for r in rows], [r["value"] for r in rows],
+                        [r["headers"] for r in rows])
 
 
 _OUTBOX_TYPES = {"topic": "text", "key": "bytea", "value": "bytea", "headers": "jsonb"}
@@ -95,24 +114,47 @@ class OutboxRelay:
         self.sweep_after_s = sweep_after_s
         self.batch = batch
         self._stopping = asyncio.Event()
+        name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+        # asyncpg directly: one statement text each (prepared once per connection), and no
+        # SQLAlchemy parameter or result processing on the per-batch path.
+        self._delete = f"DELETE FROM {name} WHERE id = ANY($1::bigint[])"
+        self._claim = (
+            f"DELETE FROM {name} WHERE id IN (SELECT id FROM {name} "
+            "WHERE created_at < now() - make_interval(secs => $1) "
+            "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, topic, key, value, headers::text")
 
-    async def publish(self, ids: Sequence[int]) -> None:
-        """Publish these rows now. Failures are logged: the sweeper retries them."""
-        if not ids:
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish these committed rows now, then delete them. Failures are logged: the
+        rows stay and the sweeper retries them."""
+        if not rows:
             return
         try:
-            # `= ANY(array)`: one statement text whatever the count, so SQLAlchemy's compiled
-            # cache and asyncpg's prepared statements are hit (`IN (...)` re-renders per call
-            # and is re-prepared for every new length).
-            await self._publish_where(self.table.c.id == any_(literal(list(ids),
-                                                                      ARRAY(BigInteger))))
+            await self._produce(rows)
+            # Only after every ack. Rows a sweeper holds make this wait for its commit
+            # (after which they are gone); the sweeper itself never waits (SKIP LOCKED).
+            async with self.engine.connect() as conn:
+                raw: Any = (await conn.get_raw_connection()).driver_connection
+                await raw.execute(self._delete, [r.id for r in rows])  # autocommits
         except Exception as exc:  # the rows stay; the sweeper gets them
             log.warning("%s outbox: publish deferred to sweeper (%s)", self.service,
                         type(exc).__name__)
+            return
+        metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
 
     async def sweep_once(self) -> int:
-        cutoff = func.now() - text(f"interval '{float(self.sweep_after_s)} seconds'")
-        return await self._publish_where(self.table.c.created_at < cutoff)
+        """Claim old rows by deleting them, publish, and commit only once the broker acked:
+        a failed publish rolls the delete back. SKIP LOCKED keeps relays from colliding."""
+        async with self.engine.connect() as conn:
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            async with raw.transaction():
+                found = await raw.fetch(self._claim, float(self.sweep_after_s), self.batch)
+                rows = sorted((OutboxRow(*r) for r in found), key=lambda r: r.id)
+                if not rows:
+                    return 0
+                await self._produce(rows)
+        metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
+        return len(rows)
 
     async def run_sweeper(self, interval_s: float = 1.0) -> None:
         while not self._stopping.is_set():
@@ -129,25 +171,12 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _publish_where(self, condition: object) -> int:
-        """Claim rows by deleting them, publish, and commit only once the broker acked:
-        a failed publish rolls the delete back. SKIP LOCKED keeps relays from colliding."""
-        t = self.table
-        claimed = (select(t.c.id).where(condition)  # type: ignore[arg-type]
-                   .order_by(t.c.id).limit(self.batch).with_for_update(skip_locked=True))
-        async with self.engine.begin() as conn:
-            rows = sorted((await conn.execute(
-                delete(t).where(t.c.id.in_(claimed.scalar_subquery()))
-                .returning(t.c.id, t.c.topic, t.c.key, t.c.value, t.c.headers)
-            )).all(), key=lambda r: r.id)
-            if not rows:
-                return 0
-            futures = [
-                await self.producer.send(
-                    r.topic, r.value, key=r.key, headers=[(k, v.encode()) for k, v in r.headers]
-                )
-                for r in rows
-            ]
-            await asyncio.wait_for(asyncio.gather(*futures), 10)
-        metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
-        return len(rows)
+    async def _produce(self, rows: Sequence[OutboxRow]) -> None:
+        """Send in order and wait for every ack (raises if any fails or takes over 10 s)."""
+        futures = [
+            await self.producer.send(
+                r.topic, r.value, key=r.key,
+                headers=[(k, v.encode()) for k, v in orjson.loads(r.headers)])
+            for r in rows
+        ]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)

@@ -99,7 +99,7 @@ async def test_profile_events_carry_the_segments_and_traits_the_batch_left(
         ids = await apply_batch(conn, items, settings, T0 + timedelta(hours=1))
     async with engine.connect() as conn:
         rows = (await conn.execute(select(outbox.c.topic, outbox.c.value).where(
-            outbox.c.id.in_(ids)).order_by(outbox.c.id))).all()
+            outbox.c.id.in_([r.id for r in ids])).order_by(outbox.c.id))).all()
     published = [orjson.loads(r.value) for r in rows if r.topic.endswith("profile-events")]
     assert [m["profile"]["traits"] for m in published] == [{"plan": "free"}, {"plan": "pro"}, {}]
     # Segments are those the batch leaves the profile with (membership is per batch).

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.messaging.bootstrap import Messaging
+from shared.db.outbox import OutboxRow
 
 
 def _engine(request: Request) -> AsyncEngine:
@@ -24,7 +25,7 @@ EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 MessagingDep = Annotated[Messaging, Depends(_messaging)]
 
 
-async def publish(request: Request, ids: list[int]) -> None:
+async def publish(request: Request, ids: list[OutboxRow]) -> None:
     """Publish outbox rows right after their commit (the sweeper covers a failure)."""
     relay = request.app.state.runtime.relay
     if relay is not None and ids:

@@ -25,6 +25,7 @@ from services.journey.tables import (
     sends,
     snapshots,
 )
+from shared.db.driver import driver
 from shared.db.outbox import OutboxRow, written_rows
 
 Pair = tuple[str, str]  # (workspace_id, profile_id)
@@ -115,7 +116,7 @@ async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: date
     """Active instances, and finished ones whose goal window is still open; locked."""
     if not pairs:
         return []
-    rows = await (await _driver(conn)).fetch(
+    rows = await (await driver(conn)).fetch(
         _OPEN, sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}), now)
     wanted = set(pairs)  # ANY per column may also match other pairs' cross products
     return _instances(r for r in rows if (r["workspace_id"], r["profile_id"]) in wanted)
@@ -127,7 +128,7 @@ async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str,
     if not keys:
         return []
     wanted = set(keys)
-    rows = await (await _driver(conn)).fetch(
+    rows = await (await driver(conn)).fetch(
         _LATEST, *(sorted({k[n] for k in wanted}) for n in range(4)))
     return _instances(r for r in rows if (r["workspace_id"], r["journey_key"],
                                           r["profile_id"], r["instance_key"]) in wanted)
@@ -142,14 +143,14 @@ _DUE = (f"SELECT {_COLUMNS} FROM {_INSTANCES} "
 
 async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> list[Instance]:
     """Claim instances whose timer is due. SKIP LOCKED lets replicas share the work."""
-    return _instances(await (await _driver(conn)).fetch(_DUE, now, limit))
+    return _instances(await (await driver(conn)).fetch(_DUE, now, limit))
 
 
 async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
                          ) -> dict[Pair, dict[str, Any]]:
     if not pairs:
         return {}
-    rows = await (await _driver(conn)).fetch(
+    rows = await (await driver(conn)).fetch(
         f"SELECT workspace_id, profile_id, snapshot FROM {snapshots.schema}.{snapshots.name} "
         "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[])",
         sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}))
@@ -174,27 +175,14 @@ async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any
 
 
 async def _driver_execute(conn: AsyncConnection, sql: str, *args: Any) -> None:
-    await (await _driver(conn)).execute(sql, *args)
-
-
-async def _driver(conn: AsyncConnection) -> Any:
-    """The transaction's asyncpg connection (with SQLAlchemy's JSON codecs: JSONB is read
-    as Python values and written as JSON text)."""
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    if not driver.is_in_transaction():
-        # SQLAlchemy sends BEGIN lazily, with its first statement: a statement sent straight
-        # to the driver before that would run outside the transaction (a claim's row locks
-        # released at once, and two workers firing the same timer).
-        await conn.exec_driver_sql("SELECT 1")
-    return driver
+    await (await driver(conn)).execute(sql, *args)
 
 
 async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: datetime
                        ) -> dict[Pair, list[tuple[str, datetime]]]:
     if not pairs:
         return {}
-    rows = await (await _driver(conn)).fetch(
+    rows = await (await driver(conn)).fetch(
         f"SELECT workspace_id, profile_id, channel, sent_at FROM {sends.schema}.{sends.name} "
         "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[]) "
         "AND sent_at > $3", sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}), since)
@@ -235,7 +223,7 @@ async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> 
     if new:
         await copy_rows(conn, instances, _FIELDS, new)
     if changed:
-        await (await _driver(conn)).executemany(_UPDATE, changed)
+        await (await driver(conn)).executemany(_UPDATE, changed)
 
 
 _DECISION_COLUMNS = ["workspace_id", "profile_id", "journey_key", "version", "instance_id",
@@ -259,9 +247,9 @@ async def copy_rows(conn: AsyncConnection, table: Any, columns: list[str],
                     records: list[tuple[Any, ...]]) -> None:
     """Bulk insert with COPY inside the caller's transaction: the engine's hot path writes
     thousands of rows per batch (decisions, new instances). JSONB values go as JSON text."""
-    driver = await _driver(conn)
-    await driver.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,
-                                       records=records)
+    db = await driver(conn)
+    await db.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,
+                                   records=records)
 
 
 async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -284,7 +272,7 @@ async def add_to_outbox(conn: AsyncConnection, table: Any, topic: str, topic_sho
         return []
     headers = [outbox_headers(topic_short, msg_id) for _, msg_id, _ in messages]
     keys, values = [key for key, _, _ in messages], [value for _, _, value in messages]
-    rows = await (await _driver(conn)).fetch(
+    rows = await (await driver(conn)).fetch(
         f"INSERT INTO {table.schema}.{table.name} (topic, key, value, headers) "
         "SELECT $1, k, v, h::jsonb FROM unnest($2::bytea[], $3::bytea[], $4::text[]) "
         "WITH ORDINALITY AS u(k, v, h, n) ORDER BY n RETURNING id",

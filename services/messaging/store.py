@@ -25,6 +25,7 @@ from services.messaging.tables import (
 )
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.envelope import message_key
+from shared.db.driver import driver as sqlalchemy_driver
 from shared.db.outbox import OutboxRow, written_rows
 from shared.kafka.codec import encode, headers_for
 from shared.settings import Settings
@@ -62,12 +63,7 @@ async def driver(conn: AsyncConnection | Driver) -> Driver:
     """asyncpg itself, also inside a SQLAlchemy transaction (the API's paths)."""
     if not isinstance(conn, AsyncConnection):
         return conn
-    raw: Any = (await conn.get_raw_connection()).driver_connection
-    if conn.in_transaction() and not raw.is_in_transaction():
-        # SQLAlchemy sends BEGIN lazily, with its first statement: one sent straight to the
-        # driver before that would run outside the transaction.
-        await conn.exec_driver_sql("SELECT 1")
-    return raw
+    return await sqlalchemy_driver(conn)
 
 
 _OUTBOX = (f"INSERT INTO {outbox.fullname} (topic, key, value, headers) "

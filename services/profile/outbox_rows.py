@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.contracts.events import Event
+from shared.db.driver import driver
 from shared.db.outbox import OutboxRow, written_rows
 
 MAX_ID = 200  # the envelope's limit on a message id
@@ -97,9 +98,7 @@ async def queue(conn: AsyncConnection, rows: Sequence[Outgoing]) -> list[OutboxR
     """Queue rows in one statement, in order; returns the rows to publish after commit."""
     if not rows:
         return []
-    raw = await conn.get_raw_connection()
     topics, keys, values = [r.topic for r in rows], [r.key for r in rows], [r.value for r in rows]
     headers = [headers_json(r.short, r.message_id) for r in rows]
-    got = await raw.driver_connection.fetch(  # type: ignore[union-attr]
-        _INSERT, topics, keys, values, headers)
+    got = await (await driver(conn)).fetch(_INSERT, topics, keys, values, headers)
     return written_rows([r[0] for r in got], topics, keys, values, headers)

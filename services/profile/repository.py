@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.state import ProfileState
+from shared.db.driver import driver
 from shared.kafka.errors import DependencyUnavailable
 
 # Columns that mirror ProfileState fields one to one.
@@ -159,23 +160,13 @@ async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
     """asyncpg's own fetch inside the current transaction, for the per-batch statements:
     SQLAlchemy's parameter and result processing cost more than most of them. JSONB columns are
     decoded by the codec the engine installed on the connection (orjson)."""
-    return await (await _driver(conn)).fetch(sql, *args)  # type: ignore[no-any-return]
+    return await (await driver(conn)).fetch(sql, *args)  # type: ignore[no-any-return]
 
 
 async def _executemany(conn: AsyncConnection, sql: str, args: list[tuple[Any, ...]]) -> None:
     """asyncpg's own executemany inside the current transaction: one prepared statement,
     rows streamed; far cheaper than building a VALUES list or encoding arrays per batch."""
-    await (await _driver(conn)).executemany(sql, args)
-
-
-async def _driver(conn: AsyncConnection) -> Any:
-    raw: Any = (await conn.get_raw_connection()).driver_connection
-    if conn.in_transaction() and not raw.is_in_transaction():
-        # SQLAlchemy sends BEGIN lazily, with its first statement: one sent straight to the
-        # driver before that would run outside the transaction (a FOR UPDATE lock released
-        # at once). Every path today runs a SQLAlchemy statement first; this keeps it so.
-        await conn.exec_driver_sql("SELECT 1")
-    return raw
+    await (await driver(conn)).executemany(sql, args)
 
 
 async def save_profiles(conn: AsyncConnection, states: Iterable[ProfileState]) -> None:

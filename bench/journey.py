@@ -46,6 +46,7 @@ from shared.settings import Settings
 from shared.testing.broker import tansu_broker
 from shared.testing.net import free_port
 from shared.testing.postgres import postgres_server, scratch_database
+from shared.testing.ready import wait_ready
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 ADMIN = f"tp_admin_bench_{uuid.uuid4().hex}"
@@ -212,13 +213,7 @@ async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
         pg = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
         try:
             async with httpx.AsyncClient(timeout=10) as http:
-                for _ in range(600):
-                    try:
-                        if (await http.get(f"{base}/readyz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.1)
+                await wait_ready(http, base, timeout=60)
                 await publish_all(http, base)
             await events_phase(settings, pg, 500)  # warm-up: connections, parsed documents
             cpu = cpu_seconds(proc.pid)

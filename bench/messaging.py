@@ -37,6 +37,7 @@ from shared.settings import Settings
 from shared.testing.broker import tansu_broker
 from shared.testing.net import free_port, wait_for_port
 from shared.testing.postgres import postgres_server, scratch_database
+from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
 
 ADMIN = f"tp_admin_bench_{uuid.uuid4().hex}"
@@ -171,8 +172,7 @@ async def bench_messaging(settings: Settings, sink: Sink, n: int) -> tuple[float
 
     async with serve_app(app) as url, httpx.AsyncClient(
             headers={"Authorization": f"Bearer {ADMIN}"}) as http:
-        while (await http.get(f"{url}/readyz")).status_code != 200:
-            await asyncio.sleep(0.1)
+        await wait_ready(http, url, timeout=60)
         r = await http.put(f"{url}/v1/templates/cart", json={
             "channel": "email", "subject": SUBJECT, "html": HTML, "text": TEXT})
         r.raise_for_status()

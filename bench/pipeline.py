@@ -33,6 +33,7 @@ from shared.testing.broker import tansu_broker
 from shared.testing.net import free_port
 from shared.testing.postgres import postgres_server, scratch_database
 from shared.testing.processes import die_with_parent
+from shared.testing.ready import wait_ready
 from shared.testing.smtp import smtp_sink
 from shared.testing.topics import read_topic
 
@@ -181,13 +182,7 @@ async def main(rate: int, seconds: int) -> None:
             async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
                     max_connections=1000, max_keepalive_connections=100)) as http:
                 for base in url.values():
-                    for _ in range(600):
-                        try:
-                            if (await http.get(f"{base}/readyz")).status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            pass
-                        await asyncio.sleep(0.1)
+                    await wait_ready(http, base, timeout=60)
                 admin = {"Authorization": f"Bearer {ADMIN}"}
                 await http.put(f"{url['messaging']}/v1/templates/welcome", headers=admin, json={
                     "channel": "email", "subject": "Welcome {{ profile.traits.name }}",

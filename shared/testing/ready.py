@@ -8,8 +8,14 @@ import httpx
 
 
 async def wait_ready(http: httpx.AsyncClient, url: str, timeout: float = 15.0) -> None:
+    """Also for a process still starting: a refused connection counts as not ready yet."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while (await http.get(f"{url}/readyz")).status_code != 200:
+    while True:
+        try:
+            if (await http.get(f"{url}/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{url} not ready after {timeout} s")
         await asyncio.sleep(0.05)

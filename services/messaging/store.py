@@ -48,8 +48,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Driver]:
     """A transaction on one of the engine's pooled connections, driven by asyncpg itself.
     JSONB goes through the codec the engine installed: written as JSON text, read decoded."""
     async with engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        db: Driver = raw.driver_connection
+        db: Driver = await sqlalchemy_driver(conn)  # not in a SQLAlchemy transaction
         try:
             async with db.transaction():
                 yield db

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
 from shared.db.bulk import insert_unnest
+from shared.db.driver import driver
 from shared.kafka.codec import encode, headers_for
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class OutboxRelay:
             # Only after every ack. Rows a sweeper holds make this wait for its commit
             # (after which they are gone); the sweeper itself never waits (SKIP LOCKED).
             async with self.engine.connect() as conn:
-                raw: Any = (await conn.get_raw_connection()).driver_connection
+                raw = await driver(conn)  # no SQLAlchemy transaction here
                 await raw.execute(self._delete, [r.id for r in rows])  # autocommits
         except Exception as exc:  # the rows stay; the sweeper gets them
             log.warning("%s outbox: publish deferred to sweeper (%s)", self.service,
@@ -146,7 +147,7 @@ class OutboxRelay:
         """Claim old rows by deleting them, publish, and commit only once the broker acked:
         a failed publish rolls the delete back. SKIP LOCKED keeps relays from colliding."""
         async with self.engine.connect() as conn:
-            raw: Any = (await conn.get_raw_connection()).driver_connection
+            raw = await driver(conn)  # no SQLAlchemy transaction: asyncpg's own below
             async with raw.transaction():
                 found = await raw.fetch(self._claim, float(self.sweep_after_s), self.batch)
                 rows = sorted((OutboxRow(*r) for r in found), key=lambda r: r.id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +15,14 @@ class Settings(BaseSettings):
     """What every service needs. Fails fast on unsafe values outside `dev`."""
 
     model_config = SettingsConfigDict(env_prefix="TOUCHPOINT_", extra="ignore")
+
+    @classmethod
+    def from_base(cls, settings: Settings) -> Self:
+        """A service's own settings class (a subclass) from the shared settings: explicit
+        shared values win; the service's own fields come from the environment."""
+        if isinstance(settings, cls):
+            return settings
+        return cls(**settings.model_dump())
 
     env: Literal["dev", "test", "prod"] = "dev"
     host: str = Field(default="127.0.0.1", description="Interface `serve` listens on.")

@@ -7,7 +7,7 @@ from functools import partial
 from services.journey.handlers import handle_profile_changes, handle_profile_events
 from services.journey.publisher import OutboxPublisher
 from services.journey.retention import journey_prunes
-from services.journey.settings import journey_settings
+from services.journey.settings import JourneySettings
 from services.journey.store import Documents
 from services.journey.timers import TimerWorker
 from shared.clock import Clock, SystemClock
@@ -47,7 +47,7 @@ def workers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Worker
     out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher) for _ in range(2)]
     # Retention runs on wall-clock time, not the engine's (injectable) clock: it is about
     # how long rows are stored.
-    settings = journey_settings(rt.settings)
+    settings = JourneySettings.from_base(rt.settings)
     out.append(RetentionWorker(rt.engine, journey_prunes(settings),
                                settings.retention_interval_s))
     return [publisher, *out] if rt.relay is not None else out

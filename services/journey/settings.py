@@ -16,10 +16,3 @@ class JourneySettings(Settings):
         default=90, ge=1, le=3650,
         description="Sends are kept at least this long, and longer when a published "
                     "frequency cap looks further back (TOUCHPOINT_JOURNEY_SENDS_RETENTION_DAYS).")
-
-
-def journey_settings(settings: Settings) -> JourneySettings:
-    """Widen shared settings; the journey-only fields come from the environment."""
-    if isinstance(settings, JourneySettings):
-        return settings
-    return JourneySettings(**settings.model_dump())

@@ -29,10 +29,3 @@ class MessagingSettings(Settings):
                                    or len(self.messaging_secret_key) < 32):
             raise ValueError("TOUCHPOINT_MESSAGING_SECRET_KEY must be set (>= 32 chars) in prod")
         self.messaging_public_url = self.messaging_public_url.rstrip("/")
-
-    @classmethod
-    def from_base(cls, settings: Settings) -> MessagingSettings:
-        if isinstance(settings, cls):
-            return settings
-        # Explicit values of the base settings win; messaging's own come from the env.
-        return cls(**settings.model_dump())

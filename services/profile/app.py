@@ -12,7 +12,7 @@ from services.profile.api.segments import router as segments_router
 from services.profile.api.workspace import router as workspace_router
 from services.profile.consumers import consumers
 from services.profile.gc_tuning import tune_gc
-from services.profile.settings import profile_settings
+from services.profile.settings import ProfileSettings
 from shared.db.retention import RetentionWorker, inbox_prune
 from shared.http.app import build_app
 from shared.runtime import ServiceParts, ServiceRuntime, Worker
@@ -20,7 +20,7 @@ from shared.settings import Settings
 
 
 def _workers(rt: ServiceRuntime) -> list[Worker]:
-    interval = profile_settings(rt.settings).profile_recompute_interval_s
+    interval = ProfileSettings.from_base(rt.settings).profile_recompute_interval_s
     keep = timedelta(hours=rt.settings.inbox_retention_hours)
     return [recompute.RecomputeSchedule(rt.engine, rt.settings, rt.relay, interval),
             RetentionWorker(rt.engine, {"inbox": inbox_prune(tables.inbox, keep)},

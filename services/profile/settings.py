@@ -12,10 +12,3 @@ class ProfileSettings(Settings):
         default=300, ge=1, le=86_400,
         description="How often RFM, lifecycle, predictions and time-based segments are "
                     "recomputed (TOUCHPOINT_PROFILE_RECOMPUTE_INTERVAL_S).")
-
-
-def profile_settings(settings: Settings) -> ProfileSettings:
-    """Widen shared settings; the profile-only fields come from the environment."""
-    if isinstance(settings, ProfileSettings):
-        return settings
-    return ProfileSettings(**settings.model_dump())

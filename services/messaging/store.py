@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
-from sqlalchemy import and_, func, literal, select, tuple_, update
+from sqlalchemy import and_, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -94,27 +94,36 @@ class SendState:
     dead: set[tuple[str, str, str]] = field(default_factory=set)  # ws, channel, address hash
 
 
+_TEMPLATES = (f"SELECT * FROM {templates.fullname} WHERE (workspace_id, key) IN "
+              "(SELECT * FROM unnest($1::text[], $2::text[]))")
+_CONSENTS = (f"SELECT workspace_id, profile_id, scope, subscribed FROM {consents.fullname} "
+             "WHERE (workspace_id, profile_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))")
+_DEAD = (f"SELECT workspace_id, channel, address_hash FROM {undeliverable.fullname} "
+         "WHERE (workspace_id, channel, address_hash) IN "
+         "(SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))")
+
+
 async def load_send_state(conn: AsyncConnection, *, template_keys: set[tuple[str, str]],
                           profiles: set[tuple[str, str]],
                           addresses: set[tuple[str, str, str]]) -> SendState:
+    """On asyncpg (one statement per table over unnest arrays): SQLAlchemy's expanding IN
+    cost about 20 µs of CPU per message of the batch."""
     state = SendState()
+    db = await driver(conn)
     if template_keys:
-        rows = await conn.execute(select(templates).where(
-            tuple_(templates.c.workspace_id, templates.c.key).in_(list(template_keys))))
-        state.templates = {(r["workspace_id"], r["key"]): r for r in rows.mappings()}
+        rows = await db.fetch(_TEMPLATES, *_columns(template_keys))
+        state.templates = {(r["workspace_id"], r["key"]): r for r in rows}
     if profiles:
-        rows = await conn.execute(select(consents).where(
-            tuple_(consents.c.workspace_id, consents.c.profile_id).in_(list(profiles))))
-        for r in rows.mappings():
-            state.consent.setdefault((r["workspace_id"], r["profile_id"]), {})[r["scope"]] = \
-                r["subscribed"]
+        for r in await db.fetch(_CONSENTS, *_columns(profiles)):
+            state.consent.setdefault((r[0], r[1]), {})[r[2]] = r[3]
     if addresses:
-        rows = await conn.execute(select(undeliverable.c.workspace_id, undeliverable.c.channel,
-                                         undeliverable.c.address_hash).where(
-            tuple_(undeliverable.c.workspace_id, undeliverable.c.channel,
-                   undeliverable.c.address_hash).in_(list(addresses))))
-        state.dead = {(r[0], r[1], r[2]) for r in rows}
+        state.dead = {(r[0], r[1], r[2])
+                      for r in await db.fetch(_DEAD, *_columns(addresses))}
     return state
+
+
+def _columns(rows: Iterable[tuple[str, ...]]) -> list[list[str]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def mark_sending(db: Driver, message_ids: list[str]) -> set[str]:

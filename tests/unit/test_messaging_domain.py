@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -150,3 +152,30 @@ def test_email_mime_parts_encoding_and_no_header_injection() -> None:
                                                rendered=Rendered("s", None, "t")),
                                    policy=policy.default)
     assert text_only.get_content_type() == "text/plain" and text_only.get_content() == "t"
+
+
+def test_email_bodies_are_7bit_or_quoted_printable_never_base64() -> None:
+    from email import message_from_bytes, policy
+
+    from services.messaging.providers.email import build_email
+
+    def sent(html: str | None, text: str) -> tuple[bytes, Any]:
+        raw = build_email(sender="a@x.io", to="b@x.io", message_id="m",
+                          rendered=Rendered("s", html, text))
+        return raw, message_from_bytes(raw, policy=policy.default)
+
+    def body(mail: Any, kind: str) -> str:
+        return str(mail.get_body((kind,)).get_content()).replace("\r\n", "\n").rstrip("\n")
+
+    raw, mail = sent('<p class="a">hi</p>\n<p>.dot</p>', "line 1\nline 2\r\n")
+    assert b"base64" not in raw and raw.count(b"Content-Transfer-Encoding: 7bit") == 2
+    assert body(mail, "html") == '<p class="a">hi</p>\n<p>.dot</p>'
+    assert body(mail, "plain") == "line 1\nline 2"
+    # Non-ASCII, a line past 998 octets, a bare CR: quoted-printable, content intact.
+    long_line, text = "x" * 1200, "Grüße\rzwei  "
+    raw, mail = sent(long_line, text)
+    assert raw.count(b"Content-Transfer-Encoding: quoted-printable") == 2
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+    assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+    assert body(mail, "html") == long_line
+    assert body(mail, "plain") == "Grüße\nzwei  "

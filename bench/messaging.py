@@ -3,12 +3,14 @@ next to the ceiling of raw aiosmtplib sends to the same SMTP sink in the same ru
 Liquid renders/s of a typical template.
 
 Starts a Tansu broker, a scratch Postgres database and an SMTP sink in its own process
-(counting only). The ceiling sends pre-built emails over as many persistent aiosmtplib
-connections as the messaging SMTP pool has. The target is the messaging service's send
-consumer (in this process): commands are produced to its topic, and the clock runs from
-the first produce to the last email counted at the sink.
+(counting only). The ceiling sends the service's own cart email, pre-built, over as many
+persistent aiosmtplib connections as the messaging SMTP pool has. The target is the
+messaging service run as deployed (`touchpoint serve messaging` processes: one, then two
+replicas in one consumer group): this process produces the send commands, as the journey
+service would, and the clock runs from the first produce to the last email counted at
+the sink. Everything runs on uvloop, as `touchpoint serve` does.
 
-    .venv/bin/python bench/messaging.py [--emails 5000] [--renders 20000]
+    .venv/bin/python bench/messaging.py [--emails 10000] [--renders 20000] [--replicas 1 2]
 """
 
 from __future__ import annotations
@@ -16,18 +18,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from email.message import EmailMessage
 
 import aiosmtplib
 import httpx
+import psutil
+import uvloop
 
-from services.messaging.app import create_app
-from services.messaging.domain.render import render, template_data
+from services.messaging.bootstrap import Messaging
+from services.messaging.domain.render import Rendered, render, template_data
+from services.messaging.prepare import prepare
 from services.messaging.providers.email import Settings as SmtpSettings
+from services.messaging.providers.email import build_email
+from services.messaging.settings import MessagingSettings
+from services.messaging.store import SendState
 from shared.contracts.envelope import message_key
 from shared.contracts.send import Channel, Recipient, SendCommand
 from shared.db.migrate import upgrade_all
@@ -37,8 +45,8 @@ from shared.settings import Settings
 from shared.testing.broker import tansu_broker
 from shared.testing.net import free_port, wait_for_port
 from shared.testing.postgres import postgres_server, scratch_database
+from shared.testing.processes import die_with_parent
 from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
 
 ADMIN = f"tp_admin_bench_{uuid.uuid4().hex}"
 POOL = SmtpSettings(host="x", sender="x@x.io").pool_size
@@ -107,6 +115,11 @@ class Sink:
             await asyncio.sleep(0.002)
         return time.perf_counter()
 
+    def cpu(self) -> float:
+        """CPU seconds the sink has spent so far."""
+        assert self.proc
+        return sum(psutil.Process(self.proc.pid).cpu_times()[:2])
+
     def stop(self) -> None:
         if self.proc:
             self.proc.kill()
@@ -133,68 +146,113 @@ def bench_render(n: int) -> dict[str, float]:
     return out
 
 
-async def bench_ceiling(sink: Sink, n: int) -> float:
-    """Raw aiosmtplib: pre-built messages over POOL persistent connections."""
-    mail = EmailMessage()
-    mail["From"], mail["To"], mail["Subject"] = "shop@x.io", "ada@example.com", "Hi"
-    mail.set_content("x" * 600)
-    mail.add_alternative("<p>" + "x" * 1500 + "</p>", subtype="html")
-    raw = mail.as_bytes()
+def service_email(settings: Settings) -> bytes:
+    """The cart email byte for byte as the service sends it (rendered, links tracked,
+    unsubscribe footer and headers), so the sink does the same work in both runs."""
+    m = Messaging(MessagingSettings.from_base(settings))
+    state = SendState(templates={("default", "cart"): {
+        "channel": "email", "subject": SUBJECT, "html": HTML, "text": TEXT,
+        "category": "marketing", "topic": None}})
+    command = cmd(0)
+    out = prepare(m, command, str(uuid.uuid4()), state, [f"{command.to.email}"]).outbound[0]
+    return build_email(sender=settings.email_from, to=out.to, message_id=out.message_id,
+                       rendered=Rendered(out.subject, out.html, out.text), headers=out.headers)
+
+
+async def bench_ceiling(sink: Sink, raw: bytes, n: int) -> tuple[float, float, float]:
+    """Raw aiosmtplib: a pre-built message over POOL persistent connections. Emails/s, and
+    the CPU seconds per email this process and the sink spent."""
     clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port) for _ in range(POOL)]
     await asyncio.gather(*(c.connect() for c in clients))
     base, share = sink.count, [n // POOL + (i < n % POOL) for i in range(POOL)]
 
     async def run(client: aiosmtplib.SMTP, count: int) -> None:
         for _ in range(count):
-            await client.sendmail("shop@x.io", ["ada@example.com"], raw)
+            await client.sendmail("shop@x.io", ["c0@example.com"], raw)
 
-    start = time.perf_counter()
+    start, cpu, sink_cpu = time.perf_counter(), time.process_time(), sink.cpu()
     await asyncio.gather(*(run(c, k) for c, k in zip(clients, share, strict=True)))
     end = await sink.wait_for(base + n)
+    cpu, sink_cpu = time.process_time() - cpu, sink.cpu() - sink_cpu
     await asyncio.gather(*(c.quit() for c in clients))
-    return n / (end - start)
+    return n / (end - start), cpu / n, sink_cpu / n
 
 
-async def bench_messaging(settings: Settings, sink: Sink, n: int) -> tuple[float, float]:
-    """Emails/s, and the CPU seconds this process spent per email (the service's work plus
-    producing the commands), the figure the 2-core machine's noise moves least."""
-    app = create_app(settings)
+def cmd(i: int) -> SendCommand:
+    key = f"bench-{uuid.uuid4().hex}"
+    return SendCommand(id=key, workspace_id="default", profile_id=str(uuid.uuid4()),
+                       idempotency_key=key, channel=Channel.email, template="cart",
+                       to=Recipient(email=f"c{i}@example.com"), context=CONTEXT,
+                       requested_at=datetime.now(UTC))
+
+
+async def consumed(http: httpx.AsyncClient, url: str) -> float:
+    for line in (await http.get(f"{url}/metrics")).text.splitlines():
+        if line.startswith('touchpoint_consumed_messages_total{consumer="messaging.send-'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def bench_messaging(env: dict[str, str], settings: Settings, sink: Sink, n: int,
+                          replicas: int) -> tuple[float, float, float]:
+    """Emails/s through `replicas` messaging processes started as deployed (`touchpoint
+    serve messaging`: uvicorn on uvloop), one consumer group; their CPU per email and
+    the sink's.
+    Commands are produced from this process, as the journey service would."""
+    settings = settings.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}."})
+    await ensure_topics(settings)
+    env = {**env, "TOUCHPOINT_TOPIC_PREFIX": settings.topic_prefix}
+    ports = [free_port() for _ in range(replicas)]
+    procs = [subprocess.Popen([sys.executable, "-m", "touchpoint.cli", "serve", "messaging",
+                               "--port", str(port)], env=env, preexec_fn=die_with_parent)
+             for port in ports]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
     producer = create_producer(settings, client_id="bench")
     await producer.start()
     topic = settings.topic("send-commands")
 
-    def cmd(i: int) -> SendCommand:
-        key = f"bench-{uuid.uuid4().hex}"
-        return SendCommand(id=key, workspace_id="default", profile_id=str(uuid.uuid4()),
-                           idempotency_key=key, channel=Channel.email, template="cart",
-                           to=Recipient(email=f"c{i}@example.com"), context=CONTEXT,
-                           requested_at=datetime.now(UTC))
-
-    async with serve_app(app) as url, httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {ADMIN}"}) as http:
-        await wait_ready(http, url, timeout=60)
-        r = await http.put(f"{url}/v1/templates/cart", json={
-            "channel": "email", "subject": SUBJECT, "html": HTML, "text": TEXT})
-        r.raise_for_status()
-        warm = cmd(-1)  # waits out the consumer group join
-        base = sink.count
-        await publish(producer, topic, [(message_key("default", warm.profile_id), warm)],
-                      topic_short="send-commands")
-        await sink.wait_for(base + 1)
-        commands = [cmd(i) for i in range(n)]
-        base = sink.count
-        start, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, n, 1000):
+    async def send(commands: list[SendCommand]) -> None:
+        for i in range(0, len(commands), 1000):
             await publish(producer, topic, [(message_key("default", c.profile_id), c)
                                             for c in commands[i:i + 1000]],
                           topic_short="send-commands", timeout=30)
-        end = await sink.wait_for(base + n)
-        cpu = time.process_time() - cpu
-    await producer.stop()
-    return n / (end - start), cpu / n
+
+    try:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+            for url in urls:
+                await wait_ready(http, url, timeout=60)
+            r = await http.put(f"{urls[0]}/v1/templates/cart", json={
+                "channel": "email", "subject": SUBJECT, "html": HTML, "text": TEXT})
+            r.raise_for_status()
+            # Warm-up: until every replica has its partitions (the group has settled) and
+            # every warm-up email arrived, so no join or backlog is timed.
+            warm = 0
+            while True:
+                base = sink.count
+                await send([cmd(-1) for _ in range(24)])
+                await sink.wait_for(base + 24)
+                warm += 24
+                if all([await consumed(http, url) > 0 for url in urls]) and warm >= 48:
+                    break
+            commands = [cmd(i) for i in range(n)]
+            workers = [psutil.Process(p.pid) for p in procs]
+            cpu, sink_cpu = sum(sum(w.cpu_times()[:2]) for w in workers), sink.cpu()
+            base = sink.count
+            start = time.perf_counter()
+            await send(commands)
+            end = await sink.wait_for(base + n)
+            cpu = sum(sum(w.cpu_times()[:2]) for w in workers) - cpu
+            sink_cpu = sink.cpu() - sink_cpu
+    finally:
+        await producer.stop()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+    return n / (end - start), cpu / n, sink_cpu / n
 
 
-async def main(emails: int, renders: int) -> None:
+async def main(emails: int, renders: int, replicas: list[int]) -> None:
     rates = bench_render(renders)
     print(f"render (python-liquid, sandboxed; {renders} renders each; the cart email loops "
           "over 3 items; the pipeline below sends the cart email):")
@@ -205,29 +263,40 @@ async def main(emails: int, renders: int) -> None:
         await asyncio.to_thread(upgrade_all, db_url)
         sink = Sink(free_port())
         await sink.start()
-        settings = Settings(env="test", database_url=db_url, kafka_bootstrap=bootstrap,
-                            topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.",
+        settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap,
                             smtp_url=f"smtp://127.0.0.1:{sink.port}", bootstrap_admin_key=ADMIN,
                             consumer_fetch_max_wait_ms=10, consumer_session_timeout_ms=6000)
-        await ensure_topics(settings)
+        env = {**os.environ, "TOUCHPOINT_DATABASE_URL": db_url,
+               "TOUCHPOINT_KAFKA_BOOTSTRAP": bootstrap, "TOUCHPOINT_SMTP_URL": settings.smtp_url,
+               "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": ADMIN, "TOUCHPOINT_LOG_LEVEL": "WARNING",
+               "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10",
+               "TOUCHPOINT_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
         try:
-            ceiling = await bench_ceiling(sink, emails)
-            target, cpu = await bench_messaging(settings, sink, emails)
+            raw = service_email(settings)
+            ceiling, ceiling_cpu, ceiling_sink = await bench_ceiling(sink, raw, emails)
+            results = {k: await bench_messaging(env, settings, sink, emails, k)
+                       for k in replicas}
         finally:
             sink.stop()
-    print(f"ceiling: raw aiosmtplib, {POOL} persistent connections, pre-built emails: "
-          f"{ceiling:,.0f} emails/s")
+    print(f"ceiling: raw aiosmtplib, {POOL} persistent connections, the service's cart email "
+          f"pre-built ({len(raw):,} bytes): "
+          f"{ceiling:,.0f} emails/s; CPU per email: client {ceiling_cpu * 1000:.2f} ms, "
+          f"sink {ceiling_sink * 1000:.2f} ms")
     print(f"messaging: send commands -> render + consent check + SMTP ({emails} emails, "
-          f"{settings.topic_partitions} partitions): {target:,.0f} emails/s")
-    print(f"  CPU of the messaging process: {cpu * 1000:.2f} ms per email (its work plus "
-          "producing the commands)")
-    print(f"ratio messaging / ceiling = {target / ceiling:.2f}")
+          f"{settings.topic_partitions} partitions), `touchpoint serve messaging` processes:")
+    for k, (rate, cpu, sink_cpu) in results.items():
+        print(f"  {k} replica{'s' if k > 1 else ' '}: {rate:6,.0f} emails/s = "
+              f"{rate / ceiling:.2f} of the ceiling; CPU per email: service {cpu * 1000:.2f} ms, "
+              f"sink {sink_cpu * 1000:.2f} ms")
     print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--emails", type=int, default=5000)
+    parser.add_argument("--emails", type=int, default=10000)
     parser.add_argument("--renders", type=int, default=20000)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2],
+                        help="messaging processes in the consumer group, one run each")
     args = parser.parse_args()
-    asyncio.run(main(args.emails, args.renders))
+    # uvloop, as in production: `touchpoint serve` runs uvicorn, which picks uvloop.
+    uvloop.run(main(args.emails, args.renders, args.replicas))

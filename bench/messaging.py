@@ -118,11 +118,37 @@ class Sink:
     def cpu(self) -> float:
         """CPU seconds the sink has spent so far."""
         assert self.proc
-        return sum(psutil.Process(self.proc.pid).cpu_times()[:2])
+        return cpu_seconds([psutil.Process(self.proc.pid)])
 
     def stop(self) -> None:
         if self.proc:
             self.proc.kill()
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            total += sum(proc.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def machine(service: list[int], sink: Sink) -> dict[str, list[psutil.Process]]:
+    """Every process a service run keeps busy: Postgres counts all the server's backends."""
+    assert sink.proc
+    found: dict[str, list[psutil.Process]] = {
+        "service": [psutil.Process(pid) for pid in service],
+        "sink": [psutil.Process(sink.proc.pid)], "postgres": [], "tansu": [],
+        "bench (producer)": [psutil.Process()]}
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info["name"] or ""
+        if name == "postgres":
+            found["postgres"].append(proc)
+        elif name.startswith("tansu") and proc.ppid() == os.getpid():
+            found["tansu"].append(proc)
+    return found
 
 
 def bench_render(n: int) -> dict[str, float]:
@@ -194,10 +220,10 @@ async def consumed(http: httpx.AsyncClient, url: str) -> float:
 
 
 async def bench_messaging(env: dict[str, str], settings: Settings, sink: Sink, n: int,
-                          replicas: int) -> tuple[float, float, float]:
+                          replicas: int) -> tuple[float, dict[str, float]]:
     """Emails/s through `replicas` messaging processes started as deployed (`touchpoint
-    serve messaging`: uvicorn on uvloop), one consumer group; their CPU per email and
-    the sink's.
+    serve messaging`: uvicorn on uvloop), one consumer group; and the CPU seconds per
+    email of every process the run keeps busy.
     Commands are produced from this process, as the journey service would."""
     settings = settings.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}."})
     await ensure_topics(settings)
@@ -235,21 +261,20 @@ async def bench_messaging(env: dict[str, str], settings: Settings, sink: Sink, n
                 if all([await consumed(http, url) > 0 for url in urls]) and warm >= 48:
                     break
             commands = [cmd(i) for i in range(n)]
-            workers = [psutil.Process(p.pid) for p in procs]
-            cpu, sink_cpu = sum(sum(w.cpu_times()[:2]) for w in workers), sink.cpu()
+            parts = machine([p.pid for p in procs], sink)
+            cpu = {name: cpu_seconds(found) for name, found in parts.items()}
             base = sink.count
             start = time.perf_counter()
             await send(commands)
             end = await sink.wait_for(base + n)
-            cpu = sum(sum(w.cpu_times()[:2]) for w in workers) - cpu
-            sink_cpu = sink.cpu() - sink_cpu
+            cpu = {name: (cpu_seconds(found) - cpu[name]) / n for name, found in parts.items()}
     finally:
         await producer.stop()
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
-    return n / (end - start), cpu / n, sink_cpu / n
+    return n / (end - start), cpu
 
 
 async def main(emails: int, renders: int, replicas: list[int]) -> None:
@@ -284,10 +309,14 @@ async def main(emails: int, renders: int, replicas: list[int]) -> None:
           f"sink {ceiling_sink * 1000:.2f} ms")
     print(f"messaging: send commands -> render + consent check + SMTP ({emails} emails, "
           f"{settings.topic_partitions} partitions), `touchpoint serve messaging` processes:")
-    for k, (rate, cpu, sink_cpu) in results.items():
+    for k, (rate, cpu) in results.items():
+        total = sum(cpu.values())
         print(f"  {k} replica{'s' if k > 1 else ' '}: {rate:6,.0f} emails/s = "
-              f"{rate / ceiling:.2f} of the ceiling; CPU per email: service {cpu * 1000:.2f} ms, "
-              f"sink {sink_cpu * 1000:.2f} ms")
+              f"{rate / ceiling:.2f} of the ceiling")
+        print("      CPU per email: " + ", ".join(f"{name} {seconds * 1000:.2f}"
+                                                  for name, seconds in cpu.items())
+              + f"; all {total * 1000:.2f} ms (2 cores at that cost: "
+              f"{2 / total:,.0f} emails/s)")
     print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from shared.contracts.envelope import message_key
+from shared.kafka.producer import partition_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +50,6 @@ class Sending:
         return {message_id for future, ids in self.parts
                 if future.done() and not future.cancelled() and future.exception() is None
                 for message_id in ids}
-
-
-@functools.lru_cache(maxsize=65_536)
-def _key_hash(key: bytes) -> int:
-    # aiokafka's murmur2 is pure Python and was the largest single cost per event; keys
-    # repeat (one per customer), so the hash is cached.
-    return int(murmur2(key)) & 0x7FFFFFFF
-
-
-def partition_for(key: bytes, partitions: list[int]) -> int:
-    """The partition Kafka's default partitioner (Java's and aiokafka's) picks for `key`."""
-    return partitions[_key_hash(key) % len(partitions)]
 
 
 async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing],

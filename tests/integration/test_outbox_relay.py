@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.contracts.envelope import message_key
 from shared.contracts.profile import ProfileChange
 from shared.db import OutboxRelay, OutboxRow, add_to_outbox, create_engine, outbox_table
+from shared.kafka.producer import BATCH_FROM, send_batched
 from shared.settings import Settings
 from shared.testing.topics import read_topic
 
@@ -51,7 +52,11 @@ class FakeProducer:
         self.hold.set()
         self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
+                   partition: int | None = None,
                    headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[None]:
         self.sent.append((topic, value, key, headers or []))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -145,3 +150,41 @@ async def test_two_sweeping_replicas_never_take_the_same_row(
     slow.hold.set()
     assert await first == 4
     assert other.sent == [] and await count(engine, table) == 0
+
+
+async def test_batched_sends_pick_sends_partitions_and_keep_each_keys_order(
+        settings: Settings, topics: list[str], unique: str) -> None:
+    """The same keys through `send()` (aiokafka's own partitioner) and through
+    `send_batched`, both as batches of their own (many records a partition) and as
+    `send()`s with our partition (few): every key lands where `send()` put it, and a key's
+    records in the order they were given."""
+    topic = settings.topic("profile-changes")
+    keys = [message_key(unique, f"p{i}") for i in range(40)]
+    pad = b"x" * 200
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        plain = [await producer.send(topic, f"{unique}-send-{i}".encode(), key=key)
+                 for i, key in enumerate(keys)]
+        await asyncio.gather(*plain)
+        many = [(topic, key, f"{unique}-many-{n}-{i}-".encode() + pad, [])
+                for n in range(BATCH_FROM) for i, key in enumerate(keys)]  # 40 keys x 16
+        batches = await send_batched(producer, many)
+        assert len(batches) > 3  # several (full) batches a partition
+        few = [(topic, key, f"{unique}-few-{i}".encode(), []) for i, key in enumerate(keys[:2])]
+        await asyncio.gather(*batches, *await send_batched(producer, few))
+    finally:
+        await producer.stop()
+    expected = len(keys) * (1 + BATCH_FROM) + 2
+    got = [r for r in await read_topic(settings.kafka_bootstrap, topic, lambda rs: sum(
+        r.value.startswith(unique.encode()) for r in rs) >= expected)
+        if r.value.startswith(unique.encode())]
+    assert len(got) == expected
+    by_send = {r.key: r.partition for r in got if b"-send-" in r.value}
+    assert len(by_send) == len(keys) and len(set(by_send.values())) == 3
+    assert all(r.partition == by_send[r.key] for r in got)
+    for i, key in enumerate(keys):  # offsets rise in the order the records were given
+        mine = sorted((r for r in got if r.key == key and b"-many-" in r.value),
+                      key=lambda r: r.offset)
+        assert [r.value for r in mine] == [f"{unique}-many-{n}-{i}-".encode() + pad
+                                           for n in range(BATCH_FROM)]

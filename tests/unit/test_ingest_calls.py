@@ -5,10 +5,11 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from services.ingest.domain.calls import Call, corrected_timestamp, event_document, to_event
-from services.ingest.publisher import Outgoing, partition_for
+from services.ingest.publisher import Outgoing
 from shared.contracts.envelope import message_key
 from shared.contracts.events import Event
 from shared.kafka.codec import encode, headers_for
+from shared.kafka.producer import partition_for
 
 RECEIVED = datetime(2026, 11, 23, 10, 0, 10, tzinfo=UTC)
 

@@ -34,3 +34,18 @@ def test_syntax_check() -> None:
     assert check_syntax("{% if %}") is not None
     assert check_syntax("{{ a }}") is None
 
+
+
+@pytest.mark.parametrize("chunk", ["x" * 100, "é" * 100, "😀" * 100])
+def test_output_is_bounded_in_bytes(chunk: str) -> None:
+    limit = 256 * 1024
+    per = len(chunk.encode())
+    fits, too_many = limit // per, limit // per + 1
+    loop = "{% for i in (1..N) %}{{ c }}{% endfor %}"
+    out = render(subject=None, html=None, text=loop.replace("N", str(fits)), data={"c": chunk})
+    assert out.text is not None and len(out.text.encode()) == fits * per
+    with pytest.raises(RenderError, match="limit"):
+        render(subject=None, html=None, text=loop.replace("N", str(too_many)), data={"c": chunk})
+    captured = "{% capture a %}" + loop.replace("N", str(too_many)) + "{% endcapture %}{{ a }}"
+    with pytest.raises(RenderError, match="limit"):
+        render(subject=None, html=None, text=captured, data={"c": chunk})

@@ -290,11 +290,10 @@ async def main(emails: int, renders: int, replicas: list[int]) -> None:
         await sink.start()
         settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap,
                             smtp_url=f"smtp://127.0.0.1:{sink.port}", bootstrap_admin_key=ADMIN,
-                            consumer_fetch_max_wait_ms=10, consumer_session_timeout_ms=6000)
+                            consumer_session_timeout_ms=6000)
         env = {**os.environ, "TOUCHPOINT_DATABASE_URL": db_url,
                "TOUCHPOINT_KAFKA_BOOTSTRAP": bootstrap, "TOUCHPOINT_SMTP_URL": settings.smtp_url,
                "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": ADMIN, "TOUCHPOINT_LOG_LEVEL": "WARNING",
-               "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10",
                "TOUCHPOINT_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
         try:
             raw = service_email(settings)

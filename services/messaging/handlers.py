@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -54,23 +55,23 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
     for record_ in records:
         cmd: SendCommand = record_.value
         unique.setdefault((cmd.workspace_id, cmd.idempotency_key), cmd)
-    cmds = list(unique.values())
+    cmds = [Command(c, _addresses(c)) for c in unique.values()]  # addresses looked up once
     if not cmds:
         return
     async with rt.engine.connect() as conn:
         state = await store.load_send_state(
-            conn, template_keys={(c.workspace_id, c.template) for c in cmds},
-            profiles={(c.workspace_id, c.profile_id) for c in cmds},
+            conn, template_keys={(c.workspace_id, c.template) for c, _ in cmds},
+            profiles={(c.workspace_id, c.profile_id) for c, _ in cmds},
             addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
-                       for c in cmds for a in _addresses(c)})
+                       for c, addresses in cmds for a in addresses})
     in_flight = asyncio.Semaphore(WAVES_IN_FLIGHT)
 
     async def run(wave: list[Command]) -> None:
         async with in_flight:
-            ids = await _wave(rt, m, [c.cmd for c in wave], state)
+            ids = await _wave(rt, m, wave, state)
         m.publish_in_background(rt, ids)  # each wave's events as soon as they are durable
 
-    waves = _waves([Command(c) for c in cmds], m.settings.messaging_wave_size)
+    waves = _waves(cmds, m.settings.messaging_wave_size)
     results = await asyncio.gather(*(run(w) for w in waves), return_exceptions=True)
     # The loop retries the batch; finished messages are no-ops then.
     if failure := next((r for r in results if isinstance(r, BaseException)), None):
@@ -84,6 +85,7 @@ class _ForCustomer(Protocol):
 
 class Command(NamedTuple):
     cmd: SendCommand
+    addresses: list[str]  # the recipient's, see `_addresses`
 
 
 def _waves(items: list[T], size: int) -> list[list[T]]:
@@ -100,19 +102,19 @@ def _waves(items: list[T], size: int) -> list[list[T]]:
     return [w for w in waves if w]
 
 
-async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[SendCommand],
+async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
                 state: store.SendState) -> list[OutboxRow]:
     """One wave, start to end; returns the outbox rows written."""
     # Checked and rendered before the claim, under a fresh id: a redelivered command's
     # work is wasted (rare), and the claim can mark the rest `sending` in its transaction.
-    prepared = [prepare(m, cmd, str(uuid.uuid4()), state, _addresses(cmd)) for cmd in cmds]
+    prepared = [prepare(m, cmd, str(uuid.uuid4()), state, addresses) for cmd, addresses in cmds]
     # Channel configs are loaded before anything is marked `sending`: a database outage
     # here leaves no message `sending`, so the retried batch still sends them all.
     for workspace_id in {p.cmd.workspace_id for p in prepared if not p.verdict}:
         await m.channel_configs(rt.engine, workspace_id)
     claimed, resumed, outbox_ids = await _claim(rt, prepared)
     if resumed:  # rendered again under their own ids, then marked `sending` as before
-        again = [prepare(m, p.cmd, mid, state, _addresses(p.cmd)) for p, mid in resumed]
+        again = [prepare(m, p.cmd, mid, state, p.addresses) for p, mid in resumed]
         async with store.transaction(rt.engine) as db:
             mine = await store.mark_sending(db, [p.message_id for p in again if not p.verdict])
         # the others were taken by another worker (rebalance)
@@ -124,13 +126,21 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[SendCommand],
     for p in claimed:
         if not p.verdict:
             per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
-    gate = asyncio.Semaphore(m.settings.messaging_concurrency)
+    # At most `messaging_concurrency` customers at a time: that many workers, each taking
+    # whole customers (a customer's messages in order, one customer on one worker), fewer
+    # tasks and no semaphore than a task per customer behind one.
+    groups = list(per_customer.values())
+    results: list[list[Outcome]] = [[] for _ in groups]
+    todo = deque(zip(groups, results, strict=True))
 
-    async def run(items: list[Prepared]) -> list[Outcome]:
-        async with gate:
-            return [await send(rt, m, p) for p in items]
+    async def worker() -> None:
+        while todo:
+            items, outcomes = todo.popleft()
+            for p in items:
+                outcomes.append(await send(rt, m, p))
 
-    results = await asyncio.gather(*(run(items) for items in per_customer.values()))
+    await asyncio.gather(*(worker() for _ in range(min(m.settings.messaging_concurrency,
+                                                         len(groups)))))
     return outbox_ids + await record(rt, refused + [o for os_ in results for o in os_])
 
 
@@ -175,7 +185,7 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
             [c.idempotency_key for c in cmds], [c.profile_id for c in cmds],
             [c.channel.value for c in cmds], [c.template for c in cmds],
             ["queued" if p.verdict else "sending" for p in prepared],
-            [", ".join(_addresses(c))[:2000] or None for c in cmds],
+            [", ".join(p.addresses)[:2000] or None for p in prepared],
             [c.journey.model_dump_json() if c.journey else None for c in cmds],
             [c.journey.key if c.journey else None for c in cmds])
         fresh_ids = {r["id"] for r in inserted}

@@ -40,12 +40,13 @@ class Prepared:
     verdict: tuple[str, str] | None = None  # (status, reason) when it must not be sent
     outbound: list[Outbound] = field(default_factory=list)
     content: dict[str, Any] | None = None
+    addresses: list[str] = field(default_factory=list)  # the recipient's, live or not
 
 
 def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendState,
             addresses: list[str]) -> Prepared:
     """Consent, suppression and rendering, with the state loaded for the batch."""
-    p = Prepared(cmd, message_id)
+    p = Prepared(cmd, message_id, addresses=addresses)
     channel, ws = cmd.channel.value, cmd.workspace_id
     tpl = state.templates.get((ws, cmd.template))
     if tpl is None and channel != "webhook":

@@ -30,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
-from services.messaging.delivery import Outcome, record, send, verdict_outcome
+from services.messaging.delivery import record, send, verdict_outcome
 from services.messaging.prepare import Prepared, event, prepare
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
@@ -45,6 +46,8 @@ from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
 T = TypeVar("T", bound="_ForCustomer")
+A = TypeVar("A")
+B = TypeVar("B")
 WAVES_IN_FLIGHT = 2  # one wave's commits overlap the other's provider calls
 UNKNOWN = ("outcome unknown: the service stopped between the provider call and recording "
            "its result; not sent again to avoid a duplicate")
@@ -126,22 +129,28 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
     for p in claimed:
         if not p.verdict:
             per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
-    # At most `messaging_concurrency` customers at a time: that many workers, each taking
-    # whole customers (a customer's messages in order, one customer on one worker), fewer
-    # tasks and no semaphore than a task per customer behind one.
-    groups = list(per_customer.values())
-    results: list[list[Outcome]] = [[] for _ in groups]
+    sent = await _per_customer(list(per_customer.values()), m.settings.messaging_concurrency,
+                               lambda p: send(rt, m, p))
+    return outbox_ids + await record(rt, refused + sent)
+
+
+async def _per_customer(groups: list[list[A]], limit: int,
+                        call: Callable[[A], Awaitable[B]]) -> list[B]:
+    """`call` on every item, customers concurrently (at most `limit` at a time), each
+    customer's items one after the other, in order; results in the groups' order. Workers
+    take whole customers, so one customer is never on two workers at once: fewer tasks than
+    a task per customer behind a semaphore, and no semaphore."""
+    results: list[list[B]] = [[] for _ in groups]
     todo = deque(zip(groups, results, strict=True))
 
     async def worker() -> None:
         while todo:
-            items, outcomes = todo.popleft()
-            for p in items:
-                outcomes.append(await send(rt, m, p))
+            items, done = todo.popleft()
+            for item in items:
+                done.append(await call(item))
 
-    await asyncio.gather(*(worker() for _ in range(min(m.settings.messaging_concurrency,
-                                                         len(groups)))))
-    return outbox_ids + await record(rt, refused + [o for os_ in results for o in os_])
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(groups)))))
+    return [r for rs in results for r in rs]
 
 
 def _addresses(cmd: SendCommand) -> list[str]:

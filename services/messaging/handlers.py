@@ -37,7 +37,7 @@ from typing import NamedTuple, Protocol, TypeVar
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
 from services.messaging.delivery import record, send, verdict_outcome
-from services.messaging.prepare import Prepared, event, prepare
+from services.messaging.prepare import Prepared, prepare, send_event
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import SendCommand
@@ -199,7 +199,7 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
             [c.journey.key if c.journey else None for c in cmds])
         fresh_ids = {r["id"] for r in inserted}
         fresh = [p for p in prepared if p.message_id in fresh_ids]
-        events = [event(p.cmd, p.message_id, DeliveryStatus.queued, now) for p in fresh]
+        events = [send_event(p.cmd, p.message_id, DeliveryStatus.queued, now) for p in fresh]
         resumed: list[tuple[Prepared, str]] = []
         if leftover := {(p.cmd.workspace_id, p.cmd.idempotency_key): p for p in prepared
                         if p.message_id not in fresh_ids}:
@@ -209,7 +209,7 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
             if unknown := {r["id"]: leftover[r["workspace_id"], r["idempotency_key"]]
                            for r in again if r["status"] == "sending"}:
                 await db.execute(_UNKNOWN, list(unknown), UNKNOWN)
-                events += [event(p.cmd, mid, DeliveryStatus.failed, now, reason=UNKNOWN)
+                events += [send_event(p.cmd, mid, DeliveryStatus.failed, now, reason=UNKNOWN)
                            for mid, p in unknown.items()]
         ids = await store.emit(db, rt.settings, events)
     return fresh, resumed, ids

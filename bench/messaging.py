@@ -312,7 +312,7 @@ async def main(emails: int, renders: int, replicas: list[int]) -> None:
         total = sum(cpu.values())
         print(f"  {k} replica{'s' if k > 1 else ' '}: {rate:6,.0f} emails/s = "
               f"{rate / ceiling:.2f} of the ceiling")
-        print("      CPU per email: " + ", ".join(f"{name} {seconds * 1000:.2f}"
+        print("      CPU per email: " + ", ".join(f"{name} {seconds * 1000:.3f}"
                                                   for name, seconds in cpu.items())
               + f"; all {total * 1000:.2f} ms (2 cores at that cost: "
               f"{2 / total:,.0f} emails/s)")

@@ -13,7 +13,7 @@ import orjson
 from services.messaging import store
 from services.messaging.bootstrap import Messaging, Route
 from services.messaging.domain.pacing import backoff_delay
-from services.messaging.prepare import Prepared, event
+from services.messaging.prepare import Prepared, event, send_event
 from services.messaging.providers.base import (
     InvalidAddress,
     Outbound,
@@ -89,16 +89,19 @@ async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound) -> 
     raise AssertionError("unreachable")
 
 
-def _events(o: Outcome, now: datetime) -> list[DeliveryEvent]:
+def _events(o: Outcome, now: datetime) -> list[DeliveryEvent | store.Encoded]:
     p = o.prepared
     many = len(p.outbound) > 1
-    events = [event(p.cmd, p.message_id, DeliveryStatus.bounced, now, reason=why, address=addr,
-                    suffix=f":{store.address_hash('', addr)[:12]}" if many else "")
-              for addr, why in o.dead]
+    # Bounces through the model, which bounds the address's length; the rest built directly.
+    events: list[DeliveryEvent | store.Encoded] = [
+        event(p.cmd, p.message_id, DeliveryStatus.bounced, now, reason=why, address=addr,
+              suffix=f":{store.address_hash('', addr)[:12]}" if many else "")
+        for addr, why in o.dead]
     if o.status in ("failed", "suppressed"):
-        events.append(event(p.cmd, p.message_id, DeliveryStatus.failed, now, reason=o.reason))
+        events.append(send_event(p.cmd, p.message_id, DeliveryStatus.failed, now,
+                                 reason=o.reason))
     elif o.status == "sent":
-        events.append(event(p.cmd, p.message_id, DeliveryStatus.sent, now))
+        events.append(send_event(p.cmd, p.message_id, DeliveryStatus.sent, now))
     return events
 
 

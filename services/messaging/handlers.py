@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
-from services.messaging.delivery import Outcome, record, send, verdict_outcome
-from services.messaging.prepare import Prepared, event, prepare
+from services.messaging.delivery import record, send, verdict_outcome
+from services.messaging.prepare import Prepared, prepare, send_event
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import SendCommand
@@ -44,6 +46,8 @@ from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
 T = TypeVar("T", bound="_ForCustomer")
+A = TypeVar("A")
+B = TypeVar("B")
 WAVES_IN_FLIGHT = 2  # one wave's commits overlap the other's provider calls
 UNKNOWN = ("outcome unknown: the service stopped between the provider call and recording "
            "its result; not sent again to avoid a duplicate")
@@ -54,23 +58,23 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
     for record_ in records:
         cmd: SendCommand = record_.value
         unique.setdefault((cmd.workspace_id, cmd.idempotency_key), cmd)
-    cmds = list(unique.values())
+    cmds = [Command(c, _addresses(c)) for c in unique.values()]  # addresses looked up once
     if not cmds:
         return
     async with rt.engine.connect() as conn:
         state = await store.load_send_state(
-            conn, template_keys={(c.workspace_id, c.template) for c in cmds},
-            profiles={(c.workspace_id, c.profile_id) for c in cmds},
+            conn, template_keys={(c.workspace_id, c.template) for c, _ in cmds},
+            profiles={(c.workspace_id, c.profile_id) for c, _ in cmds},
             addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
-                       for c in cmds for a in _addresses(c)})
+                       for c, addresses in cmds for a in addresses})
     in_flight = asyncio.Semaphore(WAVES_IN_FLIGHT)
 
     async def run(wave: list[Command]) -> None:
         async with in_flight:
-            ids = await _wave(rt, m, [c.cmd for c in wave], state)
+            ids = await _wave(rt, m, wave, state)
         m.publish_in_background(rt, ids)  # each wave's events as soon as they are durable
 
-    waves = _waves([Command(c) for c in cmds], m.settings.messaging_wave_size)
+    waves = _waves(cmds, m.settings.messaging_wave_size)
     results = await asyncio.gather(*(run(w) for w in waves), return_exceptions=True)
     # The loop retries the batch; finished messages are no-ops then.
     if failure := next((r for r in results if isinstance(r, BaseException)), None):
@@ -84,6 +88,7 @@ class _ForCustomer(Protocol):
 
 class Command(NamedTuple):
     cmd: SendCommand
+    addresses: list[str]  # the recipient's, see `_addresses`
 
 
 def _waves(items: list[T], size: int) -> list[list[T]]:
@@ -100,19 +105,19 @@ def _waves(items: list[T], size: int) -> list[list[T]]:
     return [w for w in waves if w]
 
 
-async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[SendCommand],
+async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
                 state: store.SendState) -> list[OutboxRow]:
     """One wave, start to end; returns the outbox rows written."""
     # Checked and rendered before the claim, under a fresh id: a redelivered command's
     # work is wasted (rare), and the claim can mark the rest `sending` in its transaction.
-    prepared = [prepare(m, cmd, str(uuid.uuid4()), state, _addresses(cmd)) for cmd in cmds]
+    prepared = [prepare(m, cmd, str(uuid.uuid4()), state, addresses) for cmd, addresses in cmds]
     # Channel configs are loaded before anything is marked `sending`: a database outage
     # here leaves no message `sending`, so the retried batch still sends them all.
     for workspace_id in {p.cmd.workspace_id for p in prepared if not p.verdict}:
         await m.channel_configs(rt.engine, workspace_id)
     claimed, resumed, outbox_ids = await _claim(rt, prepared)
     if resumed:  # rendered again under their own ids, then marked `sending` as before
-        again = [prepare(m, p.cmd, mid, state, _addresses(p.cmd)) for p, mid in resumed]
+        again = [prepare(m, p.cmd, mid, state, p.addresses) for p, mid in resumed]
         async with store.transaction(rt.engine) as db:
             mine = await store.mark_sending(db, [p.message_id for p in again if not p.verdict])
         # the others were taken by another worker (rebalance)
@@ -124,14 +129,28 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[SendCommand],
     for p in claimed:
         if not p.verdict:
             per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
-    gate = asyncio.Semaphore(m.settings.messaging_concurrency)
+    sent = await _per_customer(list(per_customer.values()), m.settings.messaging_concurrency,
+                               lambda p: send(rt, m, p))
+    return outbox_ids + await record(rt, refused + sent)
 
-    async def run(items: list[Prepared]) -> list[Outcome]:
-        async with gate:
-            return [await send(rt, m, p) for p in items]
 
-    results = await asyncio.gather(*(run(items) for items in per_customer.values()))
-    return outbox_ids + await record(rt, refused + [o for os_ in results for o in os_])
+async def _per_customer(groups: list[list[A]], limit: int,
+                        call: Callable[[A], Awaitable[B]]) -> list[B]:
+    """`call` on every item, customers concurrently (at most `limit` at a time), each
+    customer's items one after the other, in order; results in the groups' order. Workers
+    take whole customers, so one customer is never on two workers at once: fewer tasks than
+    a task per customer behind a semaphore, and no semaphore."""
+    results: list[list[B]] = [[] for _ in groups]
+    todo = deque(zip(groups, results, strict=True))
+
+    async def worker() -> None:
+        while todo:
+            items, done = todo.popleft()
+            for item in items:
+                done.append(await call(item))
+
+    await asyncio.gather(*(worker() for _ in range(min(limit, len(groups)))))
+    return [r for rs in results for r in rs]
 
 
 def _addresses(cmd: SendCommand) -> list[str]:
@@ -175,12 +194,12 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
             [c.idempotency_key for c in cmds], [c.profile_id for c in cmds],
             [c.channel.value for c in cmds], [c.template for c in cmds],
             ["queued" if p.verdict else "sending" for p in prepared],
-            [", ".join(_addresses(c))[:2000] or None for c in cmds],
+            [", ".join(p.addresses)[:2000] or None for p in prepared],
             [c.journey.model_dump_json() if c.journey else None for c in cmds],
             [c.journey.key if c.journey else None for c in cmds])
         fresh_ids = {r["id"] for r in inserted}
         fresh = [p for p in prepared if p.message_id in fresh_ids]
-        events = [event(p.cmd, p.message_id, DeliveryStatus.queued, now) for p in fresh]
+        events = [send_event(p.cmd, p.message_id, DeliveryStatus.queued, now) for p in fresh]
         resumed: list[tuple[Prepared, str]] = []
         if leftover := {(p.cmd.workspace_id, p.cmd.idempotency_key): p for p in prepared
                         if p.message_id not in fresh_ids}:
@@ -190,7 +209,7 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
             if unknown := {r["id"]: leftover[r["workspace_id"], r["idempotency_key"]]
                            for r in again if r["status"] == "sending"}:
                 await db.execute(_UNKNOWN, list(unknown), UNKNOWN)
-                events += [event(p.cmd, mid, DeliveryStatus.failed, now, reason=UNKNOWN)
+                events += [send_event(p.cmd, mid, DeliveryStatus.failed, now, reason=UNKNOWN)
                            for mid, p in unknown.items()]
         ids = await store.emit(db, rt.settings, events)
     return fresh, resumed, ids

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 import orjson
@@ -70,17 +70,31 @@ _OUTBOX = (f"INSERT INTO {outbox.fullname} (topic, key, value, headers) "
            "RETURNING id")
 
 
+class Encoded(NamedTuple):
+    """A delivery event as its outbox row holds it."""
+
+    key: bytes
+    value: bytes
+    headers: str  # JSON [[name, value], ...]
+
+
+def encoded(e: DeliveryEvent) -> Encoded:
+    """The same row as `shared.db.add_to_outbox` writes."""
+    return Encoded(message_key(e.workspace_id, e.profile_id), encode(e),
+                   orjson.dumps([[k, v.decode()] for k, v in headers_for(e, "delivery-events")]
+                                ).decode())
+
+
 async def emit(conn: AsyncConnection | Driver, settings: Settings,
-               events: Sequence[DeliveryEvent]) -> list[OutboxRow]:
-    """Delivery events into the outbox, in the caller's transaction, in order (the same rows
-    as `shared.db.add_to_outbox` writes)."""
+               events: Sequence[DeliveryEvent | Encoded]) -> list[OutboxRow]:
+    """Delivery events into the outbox, in the caller's transaction, in order."""
     if not events:
         return []
-    topics = [settings.topic("delivery-events")] * len(events)
-    keys = [message_key(e.workspace_id, e.profile_id) for e in events]
-    values = [encode(e) for e in events]
-    headers = [orjson.dumps([[k, v.decode()] for k, v in headers_for(e, "delivery-events")]
-                            ).decode() for e in events]
+    rows_ = [e if isinstance(e, Encoded) else encoded(e) for e in events]
+    topics = [settings.topic("delivery-events")] * len(rows_)
+    keys = [r.key for r in rows_]
+    values = [r.value for r in rows_]
+    headers = [r.headers for r in rows_]
     rows = await (await driver(conn)).fetch(_OUTBOX, topics, keys, values, headers)
     return written_rows([r[0] for r in rows], topics, keys, values, headers)
 

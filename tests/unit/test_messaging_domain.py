@@ -134,6 +134,36 @@ def test_waves_keep_each_customer_in_one_wave_in_order() -> None:
     assert [len(w) for w in _waves(items, size=6)] == [6, 3]
 
 
+@pytest.mark.parametrize("limit", [1, 2, 64])
+def test_per_customer_bounds_concurrency_and_keeps_each_customer_in_order(limit: int) -> None:
+    import asyncio
+
+    from services.messaging.handlers import _per_customer
+
+    sizes = {"a": 3, "b": 1, "c": 2, "d": 1, "e": 3}
+    groups = [[f"{c}{n}" for n in range(size)] for c, size in sizes.items()]
+    busy: set[str] = set()
+    log: list[str] = []
+    most = 0
+
+    async def call(item: str) -> str:
+        nonlocal most
+        assert item[0] not in busy  # one customer never on two workers at once
+        busy.add(item[0])
+        most = max(most, len(busy))
+        await asyncio.sleep(0.001 * (ord(item[0]) % 3))
+        log.append(item)
+        busy.discard(item[0])
+        return item.upper()
+
+    results = asyncio.run(_per_customer(groups, limit, call))
+    assert results == [item.upper() for g in groups for item in g]  # the groups' order
+    assert most == min(limit, len(groups))
+    for group in groups:
+        assert [i for i in log if i[0] == group[0][0]] == group
+    assert asyncio.run(_per_customer([], limit, call)) == []
+
+
 def test_email_mime_parts_encoding_and_no_header_injection() -> None:
     from email import message_from_bytes, policy
 

@@ -43,6 +43,7 @@ from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.broker import tansu_broker
+from shared.testing.measure import consumed, cpu_seconds, processes
 from shared.testing.net import free_port, wait_for_port
 from shared.testing.postgres import postgres_server, scratch_database
 from shared.testing.processes import die_with_parent
@@ -118,37 +119,11 @@ class Sink:
     def cpu(self) -> float:
         """CPU seconds the sink has spent so far."""
         assert self.proc
-        return cpu_seconds([psutil.Process(self.proc.pid)])
+        return cpu_seconds({"sink": [psutil.Process(self.proc.pid)]})["sink"]
 
     def stop(self) -> None:
         if self.proc:
             self.proc.kill()
-
-
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for proc in procs:
-        try:
-            total += sum(proc.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def machine(service: list[int], sink: Sink) -> dict[str, list[psutil.Process]]:
-    """Every process a service run keeps busy: Postgres counts all the server's backends."""
-    assert sink.proc
-    found: dict[str, list[psutil.Process]] = {
-        "service": [psutil.Process(pid) for pid in service],
-        "sink": [psutil.Process(sink.proc.pid)], "postgres": [], "tansu": [],
-        "bench (producer)": [psutil.Process()]}
-    for proc in psutil.process_iter(["name"]):
-        name = proc.info["name"] or ""
-        if name == "postgres":
-            found["postgres"].append(proc)
-        elif name.startswith("tansu") and proc.ppid() == os.getpid():
-            found["tansu"].append(proc)
-    return found
 
 
 def bench_render(n: int) -> dict[str, float]:
@@ -212,13 +187,6 @@ def cmd(i: int) -> SendCommand:
                        requested_at=datetime.now(UTC))
 
 
-async def consumed(http: httpx.AsyncClient, url: str) -> float:
-    for line in (await http.get(f"{url}/metrics")).text.splitlines():
-        if line.startswith('touchpoint_consumed_messages_total{consumer="messaging.send-'):
-            return float(line.split()[-1])
-    return 0.0
-
-
 async def bench_messaging(env: dict[str, str], settings: Settings, sink: Sink, n: int,
                           replicas: int) -> tuple[float, dict[str, float]]:
     """Emails/s through `replicas` messaging processes started as deployed (`touchpoint
@@ -258,16 +226,19 @@ async def bench_messaging(env: dict[str, str], settings: Settings, sink: Sink, n
                 await send([cmd(-1) for _ in range(24)])
                 await sink.wait_for(base + 24)
                 warm += 24
-                if all([await consumed(http, url) > 0 for url in urls]) and warm >= 48:
+                counts = [await consumed(http, url, "messaging.send-commands") for url in urls]
+                if all(counts) and warm >= 48:
                     break
             commands = [cmd(i) for i in range(n)]
-            parts = machine([p.pid for p in procs], sink)
-            cpu = {name: cpu_seconds(found) for name, found in parts.items()}
+            assert sink.proc
+            parts = processes({"service": [p.pid for p in procs], "sink": [sink.proc.pid]},
+                              this="bench (producer)")
+            cpu = cpu_seconds(parts)
             base = sink.count
             start = time.perf_counter()
             await send(commands)
             end = await sink.wait_for(base + n)
-            cpu = {name: (cpu_seconds(found) - cpu[name]) / n for name, found in parts.items()}
+            cpu = {name: (spent - cpu[name]) / n for name, spent in cpu_seconds(parts).items()}
     finally:
         await producer.stop()
         for proc in procs:

@@ -30,6 +30,7 @@ from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.broker import tansu_broker
+from shared.testing.measure import consumed, cpu_seconds, processes
 from shared.testing.net import free_port
 from shared.testing.postgres import postgres_server, scratch_database
 from shared.testing.processes import die_with_parent
@@ -39,33 +40,6 @@ from shared.testing.topics import read_topic
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 ADMIN, WRITE = f"tp_admin_bench_{uuid.uuid4().hex}", f"tp_write_bench_{uuid.uuid4().hex}"
-
-
-def cpu_users(services: dict[str, int]) -> dict[str, list[psutil.Process]]:
-    """The processes whose CPU the run spends: the four services, the broker, Postgres (every
-    backend of the local server, so another user's queries would count too) and this
-    process (load generator, SMTP sink, ceiling)."""
-    found = {name: [psutil.Process(pid)] for name, pid in services.items()}
-    found["bench + smtp sink"] = [psutil.Process()]
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        name = proc.info["name"] or ""
-        if name.startswith("tansu") and proc.parent() and proc.parent().pid == os.getpid():
-            found.setdefault("tansu", []).append(proc)
-        elif name == "postgres":
-            found.setdefault("postgres", []).append(proc)
-    return found
-
-
-def cpu_times(users: dict[str, list[psutil.Process]]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for name, procs in users.items():
-        for proc in procs:
-            try:
-                t = proc.cpu_times()
-                total[name] = total.get(name, 0.0) + t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-    return total
 
 
 def pct(values: list[float], p: float) -> float:
@@ -90,13 +64,6 @@ async def kafka_hop(bootstrap: str, topic: str, fetch_wait_ms: int, n: int = 300
     await consumer.stop()
     await producer.stop()
     return out
-
-
-async def consumed(http: httpx.AsyncClient, base: str, consumer: str) -> float:
-    for line in (await http.get(f"{base}/metrics")).text.splitlines():
-        if line.startswith(f'touchpoint_consumed_messages_total{{consumer="{consumer}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def stage_breakdown(http: httpx.AsyncClient, url: dict[str, str]) -> list[str]:
@@ -213,8 +180,9 @@ async def main(rate: int, seconds: int) -> None:
                     return await original(server, session, envelope)
 
                 inbox.handle_DATA = stamp  # type: ignore[method-assign]
-                users_cpu = cpu_users({n: p.pid for n, p in zip(ports, procs, strict=True)})
-                cpu_before = cpu_times(users_cpu)
+                users_cpu = processes({n: [p.pid] for n, p in zip(ports, procs, strict=True)},
+                                      this="bench + smtp sink")
+                cpu_before = cpu_seconds(users_cpu)
                 started = time.perf_counter()
 
                 refused: list[str] = []
@@ -241,7 +209,7 @@ async def main(rate: int, seconds: int) -> None:
                 while len(received) < total and time.perf_counter() < deadline:
                     await asyncio.sleep(0.1)
                 elapsed = max(received.values()) - started if received else float("nan")
-                cpu_after = cpu_times(users_cpu)
+                cpu_after = cpu_seconds(users_cpu)
                 wall = time.perf_counter() - started
                 breakdown = await stage_breakdown(http, url)
                 hops = await hop_breakdown(bootstrap, set(users))

@@ -36,10 +36,6 @@ class _Output:
         self.parts: list[str] = []
         self.limit, self.chars, self.bytes = limit, 0, -1  # bytes: -1 while counting chars
 
-    @property
-    def size(self) -> int:
-        return len(self.getvalue().encode())
-
     def getvalue(self) -> str:
         return "".join(self.parts)
 
@@ -49,7 +45,7 @@ class _Output:
             if self.chars * 4 <= self.limit:
                 self.parts.append(s)
                 return len(s)
-            self.bytes = self.size
+            self.bytes = len(self.getvalue().encode())
         self.bytes += len(s.encode())
         if self.bytes > self.limit:
             raise OutputStreamLimitError("output stream limit reached", token=None)
@@ -61,7 +57,8 @@ def _render(template: BoundTemplate, data: dict[str, Any]) -> str:
     """`template.render(**data)` with the cheaper output buffer."""
     context = template.context_class(template, globals=template.make_globals(data))
     out = _Output(_Sandboxed.output_stream_limit)
-    # liquid only calls write() on the buffer (and reads `size` in capture): duck-typed.
+    # liquid only calls write() on it (duck-typed). `capture` renders into a buffer of
+    # liquid's own, with the full limit; what it captured is counted here when output.
     template.render_with_context(context, cast(TextIO, out))
     return out.getvalue()
 

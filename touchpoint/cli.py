@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -15,15 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shared.settings import DEFAULT_PORTS, SERVICES, Settings
-from touchpoint.client import (
-    Client,
-    ClientError,
-    discover,
-    load_documents,
-    parse_properties,
-    stats_table,
-)
+from shared.settings import DEFAULT_PORTS, SERVICES
+from touchpoint.client import ClientError, discover, load_documents, parse_properties, stats_table
+from touchpoint.commands.common import AdminKey, Url, WriteKey, api_client, fail, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Touchpoint: event-driven customer journeys.")
@@ -34,29 +28,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(events_app, name="events")
 
-AdminKey = Annotated[str | None, typer.Option(help="Admin key (default: env, keys.json).",
-                                              show_default=False)]
-WriteKey = Annotated[str | None, typer.Option(help="Write key (default: env, keys.json).",
-                                              show_default=False)]
-Url = Annotated[str | None, typer.Option(help="Service base URL (default: discovered).",
-                                         show_default=False)]
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def load_settings(**overrides: Any) -> Settings:
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        fail("bad configuration:\n" + "\n".join(
-            f"  TOUCHPOINT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-            for e in exc.errors()))
-
+# New command groups: a module in touchpoint/commands/ exporting `app`, one line here each.
 
 def _check_service(name: str) -> str:
     if name not in SERVICES:
@@ -166,16 +138,6 @@ def topics_tail(
         fail(f"tailing {topic} on {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}")
 
 
-def _client(*, url: tuple[str, str | None] | None = None, admin_key: str | None = None,
-            write_key: str | None = None) -> Client:
-    target = discover()
-    if url is not None and url[1]:
-        target.urls[url[0]] = url[1].rstrip("/")
-    target.admin_key = admin_key or target.admin_key
-    target.write_key = write_key or target.write_key
-    return Client(target)
-
-
 @journeys_app.command("apply")
 def journeys_apply(
     file: Annotated[str, typer.Option("--file", "-f", help="JSON or YAML file, `-` for stdin.")],
@@ -187,7 +149,7 @@ def journeys_apply(
     context = ""
     try:
         documents = load_documents(file)
-        with _client(url=("journey", url), admin_key=admin_key) as client:
+        with api_client(url=("journey", url), admin_key=admin_key) as client:
             for number, document in enumerate(documents, 1):
                 context = f"journey {document.get('key', f'#{number}')!s} in {file}: "
                 saved = client.save_journey(document)
@@ -207,7 +169,7 @@ def journeys_apply(
 def journeys_list(url: Url = None, admin_key: AdminKey = None) -> None:
     """List the workspace's journeys."""
     try:
-        with _client(url=("journey", url), admin_key=admin_key) as client:
+        with api_client(url=("journey", url), admin_key=admin_key) as client:
             items = client.list_journeys()
     except ClientError as exc:
         fail(str(exc))
@@ -227,7 +189,7 @@ def journeys_stats(
 ) -> None:
     """Customers per stage and status for one journey."""
     try:
-        with _client(url=("journey", url), admin_key=admin_key) as client:
+        with api_client(url=("journey", url), admin_key=admin_key) as client:
             stats = client.journey_stats(key)
     except ClientError as exc:
         fail(str(exc))
@@ -246,7 +208,7 @@ def journeys_why(
 ) -> None:
     """Why did (or didn't) this customer get a message: the journey's decision trace."""
     try:
-        with _client(url=("journey", url), admin_key=admin_key) as client:
+        with api_client(url=("journey", url), admin_key=admin_key) as client:
             trace = client.journey_trace(profile_id, key)
     except ClientError as exc:
         fail(str(exc))
@@ -278,7 +240,7 @@ def events_send(
         call: dict[str, Any] = {"event": event,
                                 "properties": parse_properties(prop or [], properties)}
         call.update({k: v for k, v in (("userId", user_id), ("anonymousId", anonymous_id)) if v})
-        with _client(url=("ingest", url), write_key=write_key) as client:
+        with api_client(url=("ingest", url), write_key=write_key) as client:
             answer = client.send_call("track", call)
     except ClientError as exc:
         fail(str(exc))
@@ -291,7 +253,7 @@ def demo(admin_key: AdminKey = None, write_key: WriteKey = None) -> None:
     from touchpoint.demo import run_demo
 
     try:
-        with _client(admin_key=admin_key, write_key=write_key) as client:
+        with api_client(admin_key=admin_key, write_key=write_key) as client:
             run_demo(client, Console(highlight=False))
     except ClientError as exc:
         fail(str(exc))

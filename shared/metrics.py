@@ -11,6 +11,11 @@ HTTP_SECONDS = Histogram(
 )
 CONSUMED = Counter("touchpoint_consumed_messages_total", "Messages consumed", ["consumer"])
 DEAD_LETTERED = Counter("touchpoint_dead_lettered_total", "Messages sent to the DLQ", ["consumer"])
+SKIPPED_UNKNOWN = Counter(
+    "touchpoint_skipped_unknown_total",
+    "Messages skipped because a status, kind or type value is newer than this reader",
+    ["consumer", "field"],
+)
 PAUSED = Gauge("touchpoint_consumer_paused", "1 while a consumer waits out an outage", ["consumer"])
 HANDLER_SECONDS = Histogram(
     "touchpoint_handler_seconds", "Time to handle one polled batch", ["consumer"],

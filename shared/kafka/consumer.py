@@ -126,6 +126,10 @@ class ConsumerLoop:
             for msg in messages:
                 try:
                     records.append(self._parse(msg))
+                except UnknownVariant as exc:
+                    # A newer producer's addition (a status, kind or type this reader does not
+                    # know yet): skipped and counted, never dead-lettered.
+                    metrics.SKIPPED_UNKNOWN.labels(self.spec.name, exc.field).inc()
                 except InvalidMessage as exc:
                     await self._dead_letter(consumer, msg, exc)
         if records:
@@ -138,6 +142,8 @@ class ConsumerLoop:
         try:
             value = self.spec.model.model_validate_json(msg.value or b"")
         except ValidationError as exc:
+            if field := _unknown_variant(exc):
+                raise UnknownVariant(field) from exc
             raise InvalidMessage(_short(exc)) from exc
         return Record(value, msg.topic, msg.partition, msg.offset, msg.key, msg)
 
@@ -233,6 +239,30 @@ class ConsumerLoop:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except TimeoutError:
             pass
+
+
+# Top-level discriminating fields whose value set grows within a contract version.
+_VARIANT_FIELDS = frozenset({"status", "kind", "type"})
+
+
+class UnknownVariant(Exception):
+    """The message is valid but for a value of `field` this reader does not know yet."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+def _unknown_variant(exc: ValidationError) -> str | None:
+    """The field's dotted path when the only error is an unknown enum value of a variant field
+    (top level, or inside a nested object such as profile-events' `event.type`)."""
+    errors = exc.errors()
+    if len(errors) != 1 or errors[0]["type"] not in ("enum", "literal_error"):
+        return None
+    loc = errors[0]["loc"]
+    if loc and str(loc[-1]) in _VARIANT_FIELDS and all(isinstance(p, str) for p in loc):
+        return ".".join(str(p) for p in loc)
+    return None
 
 
 def _short(exc: ValidationError) -> str:

@@ -58,3 +58,31 @@ def test_readers_ignore_unknown_fields() -> None:
     example = json.loads(contract.example_path.read_text())[0]
     parsed = contract.model.model_validate({**example, "added_in_a_later_release": 1})  # type: ignore[union-attr]
     assert not hasattr(parsed, "added_in_a_later_release")
+
+
+@pytest.mark.parametrize("spec", CONSUMERS, ids=lambda s: s.name)
+def test_readers_skip_unknown_variants_but_reject_bad_messages(spec) -> None:
+    """A status, kind or type added by a newer producer is skipped, never dead-lettered;
+    any other validation error still is."""
+    from pydantic import ValidationError
+
+    from shared.kafka.consumer import _unknown_variant
+
+    short = spec.topic.removeprefix(SETTINGS.topic_prefix)
+    example = json.loads(TOPICS[short].example_path.read_text())[0]
+    nested = next((f for f in ("event",) if isinstance(example.get(f), dict)), None)
+    field = next((f for f in ("status", "kind", "type") if f in example), None)
+    if field is None and nested is None:
+        pytest.skip(f"{short} has no variant field")
+    newer_example = ({**example, field: "added_in_a_later_release"} if field else
+                     {**example, nested: {**example[nested], "type": "added_in_a_later_release"}})
+    with pytest.raises(ValidationError) as newer:
+        spec.model.model_validate_json(json.dumps(newer_example))
+    assert _unknown_variant(newer.value) == (field or f"{nested}.type")
+    with pytest.raises(ValidationError) as broken:
+        spec.model.model_validate_json(json.dumps({**example, "workspace_id": ""}))
+    assert _unknown_variant(broken.value) is None
+    with pytest.raises(ValidationError) as both:
+        spec.model.model_validate_json(
+            json.dumps({**newer_example, "workspace_id": ""}))
+    assert _unknown_variant(both.value) is None

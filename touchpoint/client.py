@@ -106,32 +106,34 @@ class Client:
         self._http.close()
 
     def put_template(self, key: str, template: dict[str, Any]) -> Any:
-        return self._call("messaging", "PUT", f"/v1/templates/{key}", json=template)
+        return self.call("messaging", "PUT", f"/v1/templates/{key}", json=template)
 
     def list_messages(self, **params: str | int) -> list[dict[str, Any]]:
-        return self._items(self._call("messaging", "GET", "/v1/messages", params=params))
+        return self.items(self.call("messaging", "GET", "/v1/messages", params=params))
 
     def save_journey(self, document: dict[str, Any]) -> Any:
-        return self._call("journey", "POST", "/v1/journeys", json=document)
+        return self.call("journey", "POST", "/v1/journeys", json=document)
 
     def publish_journey(self, key: str) -> Any:
-        return self._call("journey", "POST", f"/v1/journeys/{key}/publish")
+        return self.call("journey", "POST", f"/v1/journeys/{key}/publish")
 
     def list_journeys(self) -> list[dict[str, Any]]:
-        return self._items(self._call("journey", "GET", "/v1/journeys"))
+        return self.items(self.call("journey", "GET", "/v1/journeys"))
 
     def journey_stats(self, key: str) -> Any:
-        return self._call("journey", "GET", f"/v1/journeys/{key}/stats")
+        return self.call("journey", "GET", f"/v1/journeys/{key}/stats")
 
     def journey_trace(self, profile_id: str, key: str) -> Any:
-        return self._call("journey", "GET", f"/v1/profiles/{profile_id}/journeys/{key}/trace")
+        return self.call("journey", "GET", f"/v1/profiles/{profile_id}/journeys/{key}/trace")
 
     def send_call(self, kind: str, call: dict[str, Any]) -> Any:
         """A Segment call (`track`, `identify`, ...) to ingest with the write key."""
-        return self._call("ingest", "POST", f"/v1/{kind}", json=call, auth="write")
+        return self.call("ingest", "POST", f"/v1/{kind}", json=call, auth="write")
 
-    def _call(self, service: str, method: str, path: str,
-              auth: Literal["admin", "write"] = "admin", **kwargs: Any) -> Any:
+    def call(self, service: str, method: str, path: str,
+             auth: Literal["admin", "write"] = "admin", **kwargs: Any) -> Any:
+        """One API call; JSON answers are decoded, errors raise `ApiError` (command groups in
+        `touchpoint/commands/` use this rather than adding a method here for every route)."""
         url = self.target.urls[service] + path
         key = self.target.admin_key if auth == "admin" else self.target.write_key
         if not key:
@@ -153,7 +155,7 @@ class Client:
         return body
 
     @staticmethod
-    def _items(body: Any) -> list[dict[str, Any]]:
+    def items(body: Any) -> list[dict[str, Any]]:
         return list(body.get("items", []) if isinstance(body, dict) else body)
 
 

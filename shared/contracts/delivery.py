@@ -21,6 +21,12 @@ class DeliveryStatus(StrEnum):
     clicked = "clicked"
     unsubscribed = "unsubscribed"
     complained = "complained"
+    # Added in this round (readers that predate them skip them, see shared/kafka/consumer.py):
+    unknown = "unknown"  # messaging: a provider call was in flight at a crash; outcome unknown
+    held = "held"  # journey: the contact policy held the send (cap, quiet hours)
+    deferred = "deferred"  # journey: held and rescheduled for a later slot
+    expired = "expired"  # journey: a deferred send passed its `expires_at` and was dropped
+    suppressed = "suppressed"  # journey: not sent (control group, no consent, undeliverable)
 
 
 class DeliveryEvent(Envelope):
@@ -33,6 +39,11 @@ class DeliveryEvent(Envelope):
     channel: Channel
     template: str | None = None
     journey: JourneyRef | None = None
+    broadcast: str | None = Field(default=None, description="The broadcast it belongs to.")
+    template_version: int | None = Field(default=None, description="Template version rendered.")
+    test: bool | None = Field(default=None, description="True for a test send (not in KPIs).")
+    codes: dict[str, str] | None = Field(
+        default=None, description="On sent: discount codes handed out, by code pool key.")
     reason: str | None = Field(default=None, description="Why it failed, bounced, ...")
     url: str | None = Field(default=None, description="For clicked: the target URL.")
     address: str | None = Field(

@@ -36,6 +36,10 @@ class SendCommand(Envelope):
     template: str = Field(min_length=1, max_length=200)
     to: Recipient
     journey: JourneyRef | None = None
+    broadcast: str | None = Field(default=None, max_length=200,
+                                  description="The broadcast this send belongs to (no journey).")
+    expires_at: datetime | None = Field(
+        default=None, description="Not to be delivered after this moment (retries stop here).")
     context: dict[str, Any] = Field(
         default_factory=dict, description="Template data: profile snapshot, event, journey."
     )

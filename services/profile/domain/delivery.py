@@ -17,6 +17,9 @@ _VERB = {
     DeliveryStatus.delivered: "Delivered", DeliveryStatus.failed: "Failed",
     DeliveryStatus.bounced: "Bounced", DeliveryStatus.opened: "Opened",
     DeliveryStatus.clicked: "Link Clicked", DeliveryStatus.complained: "Marked as Spam",
+    DeliveryStatus.unknown: "Outcome Unknown", DeliveryStatus.held: "Held",
+    DeliveryStatus.deferred: "Deferred", DeliveryStatus.expired: "Expired",
+    DeliveryStatus.suppressed: "Suppressed",
 }
 
 

@@ -16,6 +16,14 @@ SKIPPED_UNKNOWN = Counter(
     "Messages skipped because a status, kind or type value is newer than this reader",
     ["consumer", "field"],
 )
+BATCH_RECORDS = Histogram(
+    "touchpoint_consumer_batch_records", "Records per polled batch", ["consumer"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+LAG = Gauge(
+    "touchpoint_consumer_lag", "Records behind the partition's end after the last commit",
+    ["consumer", "partition"],
+)
 PAUSED = Gauge("touchpoint_consumer_paused", "1 while a consumer waits out an outage", ["consumer"])
 HANDLER_SECONDS = Histogram(
     "touchpoint_handler_seconds", "Time to handle one polled batch", ["consumer"],

@@ -135,8 +135,15 @@ class ConsumerLoop:
         if records:
             with metrics.HANDLER_SECONDS.labels(self.spec.name).time():
                 await self._handle(consumer, records)
-        await self._commit(consumer, {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
-        metrics.CONSUMED.labels(self.spec.name).inc(sum(len(m) for m in batches.values()))
+        committed = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
+        await self._commit(consumer, committed)
+        size = sum(len(m) for m in batches.values())
+        metrics.CONSUMED.labels(self.spec.name).inc(size)
+        metrics.BATCH_RECORDS.labels(self.spec.name).observe(size)
+        for tp, position in committed.items():
+            # The high watermark comes with each fetch response: no extra request.
+            if (end := consumer.highwater(tp)) is not None:
+                metrics.LAG.labels(self.spec.name, str(tp.partition)).set(max(end - position, 0))
 
     def _parse(self, msg: ConsumerRecord) -> Record:
         try:

@@ -126,6 +126,15 @@ async def test_crash_before_commit_redelivers_without_duplicate_effect(world) ->
     assert calls[-1] == "e99" and len(calls) == 11
     await producer.stop()
 
+    # /metrics shows the batch sizes polled and how far behind the partition's end it is.
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("touchpoint_consumer_batch_records_count",
+                                      {"consumer": "loop-test"}) >= 2
+    lags = [s.value for metric in REGISTRY.collect() if metric.name == "touchpoint_consumer_lag"
+            for s in metric.samples if s.labels["consumer"] == "loop-test"]
+    assert lags and all(lag == 0 for lag in lags)
+
 
 async def _true_after(calls: list[str], n: int) -> bool:
     return len(calls) >= n

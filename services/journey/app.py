@@ -10,6 +10,7 @@ from services.journey import tables
 from services.journey.api.insight import router as insight_router
 from services.journey.api.routes import router
 from services.journey.consumers import EngineParts, consumers, workers
+from services.journey.policy.api import router as policy_router
 from shared.clock import Clock, SystemClock
 from shared.http.app import build_app
 from shared.runtime import ServiceParts
@@ -28,6 +29,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                     description="Customer-journey maps: stages, entry rules, steps, durable "
                                 "timers, guardrails and per-stage numbers. Auth: "
                                 "`Authorization: Bearer <admin key>`.",
-                    routers=[router, insight_router])
+                    routers=[router, insight_router, policy_router])
     app.state.clock = clock
     return app

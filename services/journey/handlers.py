@@ -54,11 +54,15 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         if not todo:
             return
         unit = Unit(conn, docs, rt.settings, outbox, clock.now())
+        # Snapshots first: a profile seen for the first time gets its control group
+        # membership here, under the policy of that moment, and keeps it.
+        await unit.load_policies({s.workspace_id for s in todo})
+        unit.control.update(await store.save_snapshots(
+            conn, {(s.workspace_id, s.profile_id): s.profile for s in todo if s.profile},
+            unit.in_control))
         await unit.load_for_signals(todo)
         for signal in todo:
             unit.apply_signal(signal)
-        await store.save_snapshots(conn, {(s.workspace_id, s.profile_id): s.profile
-                                          for s in todo if s.profile})
         ids_out = await unit.flush()
     if publisher is not None:
         publisher.publish_soon(ids_out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ValidationError
@@ -14,6 +14,7 @@ from shared.http.auth import AdminDep
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["policy"])
+M = TypeVar("M", bound=BaseModel)
 _PATH = re.compile(r"^(?:Value error, )?([a-z_]+(?:\.[A-Za-z0-9_]+)*): (.*)$", re.S)
 
 
@@ -33,7 +34,7 @@ def errors_of(exc: ValidationError) -> list[dict[str, str]]:
     return out
 
 
-def parse_or_400[M: BaseModel](model: type[M], body: Any, title: str) -> M:
+def parse_or_400(model: type[M], body: Any, title: str) -> M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:

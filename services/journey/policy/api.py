@@ -26,7 +26,7 @@ def errors_of(exc: ValidationError) -> list[dict[str, str]]:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         msg = str(err.get("msg"))
         match = _PATH.match(msg)
-        if match and not loc:
+        if match and (not loc or match.group(1).startswith(loc.split(".")[0])):
             loc, msg = match.group(1), match.group(2)
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]

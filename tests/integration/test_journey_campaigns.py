@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -21,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
+from typer.testing import CliRunner
 
 from services.journey.app import create_app as journey_app
 from services.journey.settings import JourneySettings
@@ -34,6 +36,7 @@ from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.servers import serve_app
 from tests.integration.test_journey_engine import Harness, running_harness
+from touchpoint.cli import app as cli
 
 pytestmark = pytest.mark.integration
 
@@ -408,3 +411,32 @@ async def test_quiet_hours_in_two_zones(stack: Stack) -> None:
         assert done["counts"]["sent"] == 2
     finally:
         harness.clock.offset = timedelta(0)
+
+
+async def test_the_cli_applies_previews_sends_and_shows(stack: Stack, tmp_path: Any) -> None:
+    ws, admin = await workspace(stack)
+    await customers(stack, ws, ["cli1", "cli2"])
+    key = admin["Authorization"].split()[1]
+    auth = ["--url", stack.journey.url, "--admin-key", key]
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("caps:\n  - {channel: email, max: 5, per: P1D}\n"
+                           "control_group_percent: 0\n")
+    out = await asyncio.to_thread(CliRunner().invoke, cli, ["policy", "apply", "-f",
+                                                            str(policy_file), *auth])
+    assert out.exit_code == 0, out.output
+    out = await asyncio.to_thread(CliRunner().invoke, cli, ["policy", "show", *auth])
+    assert out.exit_code == 0 and json.loads(out.output)["policy"]["caps"][0]["max"] == 5
+    file = tmp_path / "b.yaml"
+    file.write_text("key: hello\nsegment: vip\ntemplate: news\n")
+    for args in (["apply", "-f", str(file)], ["preview", "hello"], ["send", "hello"]):
+        out = await asyncio.to_thread(CliRunner().invoke, cli, ["broadcasts", *args, *auth])
+        assert out.exit_code == 0, out.output
+    await finished(stack, admin, "hello")
+    out = await asyncio.to_thread(CliRunner().invoke, cli, ["broadcasts", "show", "hello",
+                                                            "--json", *auth])
+    assert json.loads(out.output)["counts"]["sent"] == 2
+    out = await asyncio.to_thread(CliRunner().invoke, cli, ["broadcasts", "list", *auth])
+    assert "hello" in out.output and "sent" in out.output
+    out = await asyncio.to_thread(CliRunner().invoke, cli, ["broadcasts", "send", "hello",
+                                                            *auth])
+    assert out.exit_code != 0 and "was sent" in out.output, out.output

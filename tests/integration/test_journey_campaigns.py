@@ -440,3 +440,24 @@ async def test_the_cli_applies_previews_sends_and_shows(stack: Stack, tmp_path: 
     out = await asyncio.to_thread(CliRunner().invoke, cli, ["broadcasts", "send", "hello",
                                                             *auth])
     assert out.exit_code != 0 and "was sent" in out.output, out.output
+
+
+async def test_journey_save_checks_templates_segments_and_warns_of_a_looser_cap(
+        stack: Stack) -> None:
+    ws, admin = await workspace(stack)
+    await put_policy(stack, admin, {"caps": [{"channel": "email", "max": 2, "per": "P1D"}]})
+    url = f"{stack.journey.url}/v1/journeys"
+    doc = _journey(1)
+    doc["stages"][0]["steps"][0]["send"]["template"] = "missing"
+    r = await stack.journey.http.post(url, headers=admin, json=doc)
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["field"] == "stages.0.steps.0.send.template"
+    doc = _journey(1) | {"stages": [{"key": "s", "enter": {"segment_entered": "nope"}}]}
+    r = await stack.journey.http.post(url, headers=admin, json=doc)
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == \
+        "stages.0.enter.segment_entered"
+    doc = _journey(1) | {"frequency_cap": {"email": {"max": 5, "per": "PT12H"}}}
+    r = await stack.journey.http.post(url, headers=admin, json=doc)
+    assert r.status_code == 201, r.text
+    assert r.json()["warnings"] == ["frequency_cap.email: looser than the policy's caps.0; "
+                                    "the stricter applies"]

@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.journey.api.schemas import SimulateRequest
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.simulate import simulate
+from services.journey.policy.checks import cap_warnings, check_references
+from services.journey.policy.directory import caller_key
+from services.journey.policy.store import remember_templates
 from services.journey.tables import decisions, instances, journey_versions, journeys
 from shared.http.auth import AdminDep
 from shared.http.problems import Problem
@@ -69,7 +72,11 @@ async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> d
     """Create a journey or replace its draft. Published versions are never changed."""
     doc = parse_document(body)
     draft = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    metas = await check_references(request.app.state.directory, principal.workspace_id, doc,
+                                   caller_key(request.headers.get("authorization")))
     async with request.app.state.runtime.engine.begin() as conn:
+        await remember_templates(conn, principal.workspace_id, metas)
+        warnings = await cap_warnings(conn, principal.workspace_id, doc)
         existing = (await conn.execute(select(journeys.c.status).where(
             journeys.c.workspace_id == principal.workspace_id, journeys.c.key == doc.key)
             .with_for_update())).first()
@@ -81,7 +88,7 @@ async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> d
             index_elements=[journeys.c.workspace_id, journeys.c.key],
             set_={"draft": draft, "name": doc.name, "updated_at": func.now()},
         ).returning(journeys))).mappings().one()
-    return _summary(row)
+    return _summary(row) | ({"warnings": warnings} if warnings else {})
 
 
 @router.get("")

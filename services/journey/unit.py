@@ -85,7 +85,10 @@ class Unit:
         wanted = []
         for signal in signals:
             entries = self.entries[signal.id] = []
+            only = signal.data.get("only_journey")  # a publish's `include_existing` entry
             for version, doc in self.live.get(signal.workspace_id, []):
+                if only is not None and doc.key != only:
+                    continue
                 misses: list[dict[str, Any]] = []
                 cands = entry_candidates(doc, signal, misses)
                 if cands or misses:
@@ -159,7 +162,7 @@ class Unit:
         if signal.profile:
             self.profiles[pair] = signal.profile
         facts = self.facts(*pair)
-        for inst in list(self.by_pair.get(pair, [])):
+        for inst in ([] if signal.data.get("only_journey") else list(self.by_pair.get(pair, []))):
             if inst.active or (inst.goal_at is None and inst.goal_until is not None):
                 on_signal(self.docs.get(inst.workspace_id, inst.journey_key, inst.version),
                           inst, signal, facts, self.fx)

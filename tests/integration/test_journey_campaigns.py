@@ -461,3 +461,33 @@ async def test_journey_save_checks_templates_segments_and_warns_of_a_looser_cap(
     assert r.status_code == 201, r.text
     assert r.json()["warnings"] == ["frequency_cap.email: looser than the policy's caps.0; "
                                     "the stricter applies"]
+
+
+async def test_include_existing_enters_the_segments_members_once(stack: Stack) -> None:
+    ws, admin = await workspace(stack)
+    ids = [f"m{n}" for n in range(6)]
+    await customers(stack, ws, ids)
+    await customers(stack, ws, ["outsider"], segments=[])
+    doc = {"key": "vip-welcome", "name": "VIP", "reentry": "once",
+           "stages": [{"key": "s", "enter": {"segment_entered": "vip", "include_existing": True},
+                       "steps": [{"id": "m", "send": {"channel": "email",
+                                                      "template": "promo"}}]}]}
+    r = await stack.journey.http.post(f"{stack.journey.url}/v1/journeys", headers=admin,
+                                      json=doc)
+    assert r.status_code == 201, r.text
+    r = await stack.journey.http.post(f"{stack.journey.url}/v1/journeys/vip-welcome/publish",
+                                      headers=admin)
+    assert r.status_code == 200 and r.json()["existing_members_queued"] == 6, r.text
+    sent = await stack.journey.sends(ws, 6)
+    assert sorted(c["profile_id"] for c in sent) == ids
+    assert {c["journey"]["key"] for c in sent} == {"vip-welcome"}
+    await stack.journey.publish(admin, doc)  # a new version: nobody enters twice
+    await asyncio.sleep(1.0)
+    assert len(stack.journey.raw_sends(ws)) == 6
+    r = await stack.journey.http.get(f"{stack.journey.url}/v1/broadcasts", headers=admin)
+    assert r.json()["items"] == []
+    bad = copy.deepcopy(doc)
+    bad["stages"][0]["enter"] = {"event": "X", "include_existing": True}
+    r = await stack.journey.http.post(f"{stack.journey.url}/v1/journeys/validate",
+                                      headers=admin, json=bad)
+    assert r.status_code == 400

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.api.schemas import SimulateRequest
+from services.journey.broadcasts import entries
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.simulate import simulate
 from services.journey.policy.checks import cap_warnings, check_references
@@ -142,13 +143,20 @@ async def publish_journey(key: str, request: Request, principal: AdminDep) -> di
         version = (await conn.execute(select(func.coalesce(func.max(journey_versions.c.version),
                                                            0)).where(
             journey_versions.c.workspace_id == ws, journey_versions.c.key == key))).scalar_one() + 1
+        version_doc = row["draft"]
         await conn.execute(insert(journey_versions).values(
-            workspace_id=ws, key=key, version=version, document=row["draft"]))
+            workspace_id=ws, key=key, version=version, document=version_doc))
         row = (await conn.execute(update(journeys).where(
             journeys.c.workspace_id == ws, journeys.c.key == key).values(
             status="published", published_version=version, draft=None, updated_at=func.now())
             .returning(journeys))).mappings().one()
-    return _summary(row)
+        queued = await entries.schedule(conn, ws, key, version_doc, request.app.state
+                                        .clock.now()) if _includes_existing(version_doc) else 0
+    return _summary(row) | ({"existing_members_queued": queued} if queued else {})
+
+
+def _includes_existing(document: dict[str, Any]) -> bool:
+    return any((s.get("enter") or {}).get("include_existing") for s in document["stages"])
 
 
 async def _move(request: Request, ws: str, key: str, allowed: set[str], to: str) -> Any:

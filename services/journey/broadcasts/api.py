@@ -108,7 +108,8 @@ async def list_broadcasts(request: Request, principal: AdminDep) -> BroadcastLis
     """The workspace's broadcasts, by key."""
     async with request.app.state.runtime.engine.connect() as conn:
         rows = (await conn.execute(select(broadcasts).where(
-            broadcasts.c.workspace_id == principal.workspace_id).order_by(broadcasts.c.key))
+            broadcasts.c.workspace_id == principal.workspace_id,
+            broadcasts.c.key.not_like("~%")).order_by(broadcasts.c.key))
         ).mappings().all()
     return BroadcastList(items=[_out(r) for r in rows])
 

@@ -12,16 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.journey.broadcasts import sender
+from services.journey.broadcasts import entries, sender
 from services.journey.broadcasts import store as bstore
 from services.journey.domain.broadcast import BroadcastDocument, advanced, allowed
+from services.journey.handlers import apply_signals
 from services.journey.policy.directory import Directory
 from services.journey.publisher import OutboxPublisher
+from services.journey.store import Documents
 from services.journey.tables import broadcasts, outbox, policies
 from shared.clock import Clock
+from shared.db.outbox import OutboxRow
 from shared.kafka import is_transient
 from shared.runtime import ServiceRuntime
 
@@ -30,9 +35,10 @@ UNTHROTTLED = 1000.0  # per second, per broadcast, when neither limit is set
 
 
 class BroadcastWorker:
-    def __init__(self, rt: ServiceRuntime, clock: Clock, directory: Directory,
+    def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents, directory: Directory,
                  publisher: OutboxPublisher | None = None, *, tick_s: float = 0.1) -> None:
         self.rt, self.clock, self.directory, self.publisher = rt, clock, directory, publisher
+        self.docs = docs
         self.tick_s = tick_s
         self._stopping = asyncio.Event()
 
@@ -97,15 +103,20 @@ class BroadcastWorker:
                 b.workspace_id == workspace_id, b.key.in_(keys), b.status == "sending")
                 .with_for_update(skip_locked=True))).mappings().all()
             for row in rows:
-                doc = BroadcastDocument.model_validate(row["document"])
-                rate = float(doc.throttle_per_second or ws_rate or UNTHROTTLED)
+                entry = row["document"].get("entry")
+                doc = None if entry else BroadcastDocument.model_validate(row["document"])
+                rate = float((doc and doc.throttle_per_second) or ws_rate or UNTHROTTLED)
                 limit = allowed(row["tick_at"], now, rate)
                 if budget is not None:
                     limit = min(limit, budget - used_total)
                 if limit <= 0:
                     continue
-                used, ids = await sender.send_due(conn, self.rt.settings, outbox, workspace_id,
-                                                  row["key"], doc, now, limit)
+                if doc is None:
+                    used, ids = await self._enter_due(conn, workspace_id, row["key"], entry,
+                                                      now, limit)
+                else:
+                    used, ids = await sender.send_due(conn, self.rt.settings, outbox,
+                                                      workspace_id, row["key"], doc, now, limit)
                 used_total += used
                 published += ids
                 values: dict[str, datetime | str | None] = {}
@@ -120,6 +131,27 @@ class BroadcastWorker:
                                    .values(tick_at=advanced(ws_tick, now, ws_rate, used_total)))
         if self.publisher is not None:
             self.publisher.publish_soon(published)
+
+    async def _enter_due(self, conn: AsyncConnection, workspace_id: str, key: str,
+                         entry: dict[str, Any], now: datetime, limit: int
+                         ) -> tuple[int, list[OutboxRow]]:
+        """`include_existing`: enter up to `limit` queued members into their journey (in a
+        transaction of the engine's own; the inbox makes each entry happen once)."""
+        claimed = [pid for pid, _ in await bstore.claim_due(conn, workspace_id, key, now,
+                                                            limit)]
+        if not claimed:
+            return 0, []
+        snaps = await bstore.snapshots_of(conn, workspace_id, claimed)
+        signals = entries.signals_for(workspace_id, entry["journey"], entry["segments"], snaps,
+                                      claimed, now)
+        if signals:
+            await apply_signals(self.rt, self.clock, self.docs, self.publisher,
+                                entries.CONSUMER, [s.id for s in signals], signals)
+        entered = {s.profile_id for s in signals}
+        await bstore.settle(conn, workspace_id, key, [
+            (pid, "sent" if pid in entered else "suppressed", now, None,
+             None if pid in entered else "left_audience") for pid in claimed])
+        return len(claimed), []
 
     async def _sleep(self, seconds: float) -> None:
         try:

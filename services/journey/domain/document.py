@@ -40,6 +40,9 @@ class EventRule(_Strict):
     segment_exited: str | None = None
     lifecycle: str | None = Field(None, description="Lifecycle stage entered.")
     rfm_segment: str | None = Field(None, description="RFM segment entered.")
+    include_existing: bool | None = Field(
+        None, description="With segment_entered on an entry point: the segment's current "
+                          "members enter once when the journey is published.")
 
     @model_validator(mode="after")
     def _one_trigger(self) -> EventRule:
@@ -50,6 +53,8 @@ class EventRule(_Strict):
                              "segment_exited, lifecycle, rfm_segment")
         if self.where is not None and self.event is None:
             raise ValueError("`where` only goes with `event`")
+        if self.include_existing and self.segment_entered is None:
+            raise ValueError("`include_existing` only goes with `segment_entered`")
         return self
 
 

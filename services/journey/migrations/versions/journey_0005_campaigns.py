@@ -58,7 +58,7 @@ def upgrade() -> None:
     op.create_table(
         'broadcasts',
         sa.Column('workspace_id', sa.String(64), nullable=False),
-        sa.Column('key', sa.String(90), nullable=False),
+        sa.Column('key', sa.String(120), nullable=False),
         sa.Column('document', postgresql.JSONB(), nullable=False),
         sa.Column('status', sa.String(20), nullable=False),
         sa.Column('start_at', sa.DateTime(timezone=True)),
@@ -74,7 +74,7 @@ def upgrade() -> None:
     op.create_table(
         'broadcast_audience',
         sa.Column('workspace_id', sa.String(64), nullable=False),
-        sa.Column('broadcast_key', sa.String(90), nullable=False),
+        sa.Column('broadcast_key', sa.String(120), nullable=False),
         sa.Column('profile_id', sa.String(36), nullable=False),
         sa.Column('status', sa.String(20), nullable=False),
         sa.Column('due_at', sa.DateTime(timezone=True), nullable=False),

@@ -32,6 +32,7 @@ from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 UNTHROTTLED = 1000.0  # per second, per broadcast, when neither limit is set
+MAX_PER_TICK = 2000  # recipients per broadcast per transaction
 
 
 class BroadcastWorker:
@@ -107,6 +108,7 @@ class BroadcastWorker:
                 doc = None if entry else BroadcastDocument.model_validate(row["document"])
                 rate = float((doc and doc.throttle_per_second) or ws_rate or UNTHROTTLED)
                 limit = allowed(row["tick_at"], now, rate)
+                limit = min(limit, MAX_PER_TICK)
                 if budget is not None:
                     limit = min(limit, budget - used_total)
                 if limit <= 0:

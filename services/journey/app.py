@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     engine_parts = EngineParts(clock, JourneySettings.from_base(settings))
     parts = ServiceParts(name="journey", api_keys=tables.api_keys, outbox=tables.outbox,
                          consumers=partial(consumers, parts=engine_parts),
-                         workers=partial(workers, parts=engine_parts))
+                         workers=partial(workers, parts=engine_parts),
+                         extras={"directory": engine_parts.directory})
     app = build_app(parts, settings, title="Touchpoint journey",
                     description="Customer-journey maps: stages, entry rules, steps, durable "
                                 "timers, guardrails and per-stage numbers. Auth: "

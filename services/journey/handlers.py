@@ -13,6 +13,7 @@ from sqlalchemy import and_, delete, select, update
 
 from services.journey import store
 from services.journey.domain.signals import Signal
+from services.journey.policy.directory import zones
 from services.journey.publisher import OutboxPublisher
 from services.journey.tables import decisions, inbox, instances, outbox, sends, snapshots
 from services.journey.unit import Unit
@@ -54,6 +55,8 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         if not todo:
             return
         unit = Unit(conn, docs, rt.settings, outbox, clock.now())
+        unit.zones = await zones(rt.parts.extras.get("directory"),  # type: ignore[arg-type]
+                                 {s.workspace_id for s in todo})
         # Snapshots first: a profile seen for the first time gets its control group
         # membership here, under the policy of that moment, and keeps it.
         await unit.load_policies({s.workspace_id for s in todo})

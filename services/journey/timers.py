@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from services.journey import metrics
+from services.journey.policy.directory import zones
 from services.journey.publisher import OutboxPublisher
 from services.journey.store import Documents
 from services.journey.tables import instances, outbox
@@ -60,6 +61,8 @@ class TimerWorker:
         async with self.rt.engine.begin() as conn:
             unit = Unit(conn, self.docs, self.rt.settings, outbox, self.clock.now())
             due = await unit.load_due(limit or self.batch)
+            unit.zones = await zones(self.rt.parts.extras.get("directory"),  # type: ignore[arg-type]
+                                     {i.workspace_id for i in due})
             for inst in due:
                 if inst.wake_at is not None:
                     metrics.TIMER_LATENESS.observe(max(0.0, (unit.now - inst.wake_at)

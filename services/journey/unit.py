@@ -63,6 +63,7 @@ class Unit:
         self.templates: dict[str, dict[str, TemplateMeta]] = {}
         self.past: dict[Pair, list[PastSend]] = {}
         self.control: dict[Pair, bool] = {}
+        self.zones: dict[str, str] = {}  # workspace zone: for customers without one
 
     async def load_policies(self, workspaces: set[str]) -> None:
         missing = workspaces - set(self.policies)
@@ -151,7 +152,8 @@ class Unit:
         profile = self.profiles.get((workspace_id, profile_id), {"profile_id": profile_id})
         pair = (workspace_id, profile_id)
         loaded = self.policies.get(workspace_id)
-        return Facts(now=self.now, profile=profile, tz=zone(profile.get("timezone")),
+        return Facts(now=self.now, profile=profile,
+                     tz=zone(profile.get("timezone") or self.zones.get(workspace_id)),
                      recent_sends=self.sends.setdefault(pair, []),
                      policy=loaded.policy if loaded else None,
                      templates=self.templates.get(workspace_id, {}),

@@ -72,8 +72,8 @@ def command(workspace_id: str, key: str, doc: BroadcastDocument, profile_id: str
 
 
 async def send_due(conn: AsyncConnection, settings: Settings, outbox: Any, workspace_id: str,
-                   key: str, doc: BroadcastDocument, now: datetime, limit: int
-                   ) -> tuple[int, list[OutboxRow]]:
+                   key: str, doc: BroadcastDocument, now: datetime, limit: int,
+                   workspace_zone: str = "UTC") -> tuple[int, list[OutboxRow]]:
     """Hand up to `limit` due recipients to messaging (or hold, defer, suppress them).
     Returns how many were claimed and the outbox rows to publish after commit."""
     claimed = await bstore.claim_due(conn, workspace_id, key, now, limit)
@@ -93,7 +93,7 @@ async def send_due(conn: AsyncConnection, settings: Settings, outbox: Any, works
     sent: list[dict[str, Any]] = []
     for pid, held_since in claimed:
         snap, control = snaps.get(pid, ({"profile_id": pid}, False))
-        tz = zone(snap.get("timezone"))
+        tz = zone(snap.get("timezone") or workspace_zone)
         verdict = classify(doc, policy, meta, snap, past.get(pid, []), now, tz,
                            control=control, held_since=held_since)
         ident = recipient_key(key, pid)

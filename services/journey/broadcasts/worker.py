@@ -117,8 +117,9 @@ class BroadcastWorker:
                     used, ids = await self._enter_due(conn, workspace_id, row["key"], entry,
                                                       now, limit)
                 else:
-                    used, ids = await sender.send_due(conn, self.rt.settings, outbox,
-                                                      workspace_id, row["key"], doc, now, limit)
+                    used, ids = await sender.send_due(
+                        conn, self.rt.settings, outbox, workspace_id, row["key"], doc, now,
+                        limit, await self.directory.timezone(workspace_id))
                 used_total += used
                 published += ids
                 values: dict[str, datetime | str | None] = {}

@@ -85,9 +85,20 @@ class Directory:
             body = await self._get(self.settings.profile_url, "profile",
                                    "/v1/profile-settings", workspace_id, caller)
         except (Unknown, Problem):
-            return "UTC"
+            # Profile unreachable: UTC for now, and not asked again before the TTL (the
+            # engine's batches ask too, and must not wait on a service that is down).
+            body = {}
+            self._cache[("profile", workspace_id, "/v1/profile-settings")] = (
+                time.monotonic() + self.settings.directory_ttl_s, body)
         zone = body.get("timezone") or (body.get("conventions") or {}).get("timezone")
         return str(zone) if zone else "UTC"
+
+
+async def zones(directory: Directory | None, workspaces: set[str]) -> dict[str, str]:
+    """Each workspace's zone, the fallback for customers without one (cached)."""
+    if directory is None or not directory.settings.profile_url:
+        return {}
+    return {ws: await directory.timezone(ws) for ws in workspaces}
 
 
 def caller_key(authorization: str | None) -> str | None:

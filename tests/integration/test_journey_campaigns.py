@@ -491,3 +491,39 @@ async def test_include_existing_enters_the_segments_members_once(stack: Stack) -
     r = await stack.journey.http.post(f"{stack.journey.url}/v1/journeys/validate",
                                       headers=admin, json=bad)
     assert r.status_code == 400
+
+
+async def test_journeys_send_nothing_to_the_control_group_and_count_it(stack: Stack) -> None:
+    ws, admin = await workspace(stack)
+    await put_policy(stack, admin, {"control_group_percent": 40})
+    await stack.journey.publish(admin, _journey(1) | {"reentry": "once"})
+    ids = [f"g{n:02d}" for n in range(30)]
+    for pid in ids:
+        await stack.journey.event(ws, pid, "Go1")
+
+    def suppressed() -> list[dict[str, Any]]:
+        return [e for e in stack.outcomes if e["workspace_id"] == ws
+                and e["status"] == "suppressed"]
+
+    async def settled() -> dict[str, Any] | None:
+        r = await stack.journey.http.get(f"{stack.journey.url}/v1/journeys/j1/stats",
+                                         headers=admin)
+        sends = r.json()["sends"].get("s", {}).get("hi", {})
+        return sends if sum(sends.values()) == 30 else None
+    sends = await stack.journey.until(settled, timeout=30)
+    assert 0 < sends["suppressed"] < 30 and sends["sent"] == 30 - sends["suppressed"]
+    members = {e["profile_id"] for e in await stack.journey.until(
+        lambda: suppressed() if len(suppressed()) == sends["suppressed"] else None)}
+    assert all(e["rule"] == "control_group" and e["journey"]["key"] == "j1"
+               for e in suppressed())
+    sent = await stack.journey.sends(ws, sends["sent"])
+    assert not members & {c["profile_id"] for c in sent}
+    # Membership never changes: with the percentage at 0, members seen before stay members.
+    await put_policy(stack, admin, {"control_group_percent": 0})
+    await stack.journey.publish(admin, _journey(2))
+    for pid in sorted(members)[:3] + ["newcomer"]:
+        await stack.journey.event(ws, pid, "Go2")
+    await stack.journey.until(lambda: len(suppressed()) == sends["suppressed"] + 3)
+    await stack.journey.sends(ws, sends["sent"] + 1)
+    assert {c["profile_id"] for c in stack.journey.raw_sends(ws)
+            if c["journey"]["key"] == "j2"} == {"newcomer"}

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.journey import tables
 from services.journey.api.insight import router as insight_router
 from services.journey.api.routes import router
+from services.journey.broadcasts.api import profile_router as recipient_router
 from services.journey.broadcasts.api import router as broadcasts_router
 from services.journey.consumers import EngineParts, consumers, workers
 from services.journey.policy.api import router as policy_router
@@ -32,7 +33,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                     description="Customer-journey maps: stages, entry rules, steps, durable "
                                 "timers, guardrails and per-stage numbers. Auth: "
                                 "`Authorization: Bearer <admin key>`.",
-                    routers=[router, insight_router, policy_router, broadcasts_router])
+                    routers=[router, insight_router, policy_router, broadcasts_router,
+                             recipient_router])
     app.state.clock = clock
     app.state.directory = engine_parts.directory
     return app

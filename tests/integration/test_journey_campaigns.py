@@ -405,6 +405,15 @@ async def test_quiet_hours_in_two_zones(stack: Stack) -> None:
         assert held["rule"] == "quiet_hours" and held["window"] == "21:00-09:00"
         until = datetime.fromisoformat(held["until"])
         assert until.astimezone(ZoneInfo("Asia/Tokyo")).time() == tokyo_morning.time()
+        r = await harness.http.get(f"{harness.url}/v1/profiles/tokyo/broadcasts", headers=admin)
+        [why] = r.json()["items"]
+        assert (why["broadcast"], why["status"], why["reason"]) == ("qh", "pending",
+                                                                    "quiet_hours")
+        assert datetime.fromisoformat(why["due_at"]) == until and why["held_since"]
+        key = admin["Authorization"].split()[1]
+        out = await asyncio.to_thread(CliRunner().invoke, cli, [
+            "broadcasts", "why", "tokyo", "--url", harness.url, "--admin-key", key])
+        assert out.exit_code == 0 and "quiet_hours" in out.output, out.output
         harness.clock.offset = until + timedelta(seconds=1) - real
         await harness.sends(ws, 2)
         done = await finished(stack, admin, "qh")

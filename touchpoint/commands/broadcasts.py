@@ -110,3 +110,18 @@ def cancel(key: KeyArg, url: Url = None, admin_key: AdminKey = None,
            as_json: AsJson = False) -> None:
     """Stop sending (`send` resumes it)."""
     _print(_call(url, admin_key, "POST", f"/v1/broadcasts/{key}/cancel"), as_json)
+
+
+@app.command("why")
+def why(profile_id: Annotated[str, typer.Argument(help="Profile id.")], url: Url = None,
+        admin_key: AdminKey = None, as_json: AsJson = False) -> None:
+    """Why a customer did (or didn't) get each broadcast they were in the audience of."""
+    body = _call(url, admin_key, "GET", f"/v1/profiles/{profile_id}/broadcasts")
+    if as_json:
+        print(json.dumps(body, indent=2, default=str))
+        return
+    table = Table("broadcast", "status", "why", "due", box=box.SIMPLE_HEAVY)
+    for item in body.get("items", []):
+        table.add_row(item["broadcast"], item["status"], str(item.get("reason") or ""),
+                      str(item.get("due_at") or "")[:16].replace("T", " "))
+    Console().print(table if body.get("items") else "in no broadcast's audience")

@@ -19,11 +19,12 @@ from services.journey.domain.timing import zone
 from services.journey.policy import store as policy_store
 from services.journey.policy.api import parse_or_400
 from services.journey.policy.directory import Directory, Unknown, caller_key
-from services.journey.tables import broadcasts
+from services.journey.tables import broadcast_audience, broadcasts
 from shared.http.auth import AdminDep
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"])
+profile_router = APIRouter(prefix="/v1/profiles", tags=["broadcasts"])
 Key = Annotated[str, Path(min_length=1, max_length=90, pattern=KEY)]
 BroadcastBody = Annotated[Any, Body(description="A broadcast (see docs/journey.md).")]
 SAMPLE = 10
@@ -210,3 +211,33 @@ async def cancel_broadcast(key: Key, request: Request, principal: AdminDep) -> B
         row = await bstore.set_status(conn, ws, key, status="cancelled", finished_at=now)
         counts = await bstore.counts(conn, ws, key)
     return _out(row, counts)
+
+
+class RecipientOut(BaseModel):
+    broadcast: str
+    status: str
+    reason: str | None
+    due_at: str | None
+    held_since: str | None
+    updated_at: str | None
+
+
+class RecipientList(BaseModel):
+    profile_id: str
+    items: list[RecipientOut]
+
+
+@profile_router.get("/{profile_id}/broadcasts", response_model=RecipientList)
+async def profile_broadcasts(profile_id: Annotated[str, Path(min_length=1, max_length=36)],
+                             request: Request, principal: AdminDep) -> RecipientList:
+    """Why did (or didn't) this customer get a broadcast: each broadcast they were in the
+    audience of, with its outcome (sent, pending with its due time, deferred since,
+    suppressed, held or expired, and the reason)."""
+    a = broadcast_audience.c
+    async with request.app.state.runtime.engine.connect() as conn:
+        rows = (await conn.execute(select(broadcast_audience).where(
+            a.workspace_id == principal.workspace_id, a.profile_id == profile_id,
+            a.broadcast_key.not_like("~%")).order_by(a.updated_at.desc()).limit(500))).all()
+    return RecipientList(profile_id=profile_id, items=[RecipientOut(
+        broadcast=r.broadcast_key, status=r.status, reason=r.reason, due_at=_iso(r.due_at),
+        held_since=_iso(r.held_since), updated_at=_iso(r.updated_at)) for r in rows])

@@ -86,6 +86,15 @@ def test_held_sends_expire_and_skip_when_not_deferred() -> None:
     assert check(skip, "email", NEWS, PROFILE, [], NOW, PARIS, control=False).outcome == "held"
 
 
+def test_priority_orders_who_retries_first_for_a_freed_slot() -> None:
+    p = policy(caps=[{"channel": "email", "max": 1, "per": "calendar_day"}],
+               priority=["cart", "broadcast:sale"])
+    held = [check(p, "email", NEWS, PROFILE, [sent(1)], NOW, PARIS, control=False,
+                  sender=sender) for sender in ("other", "broadcast:sale", "cart")]
+    midnight = datetime(2026, 3, 10, 23, 0, tzinfo=UTC)
+    assert [h.until for h in held] == [midnight + timedelta(seconds=s) for s in (2, 1, 0)]
+
+
 def test_control_group_is_stable_and_about_the_percent() -> None:
     members = [in_control("salt", f"p{n}", 10) for n in range(5000)]
     assert 400 < sum(members) < 600

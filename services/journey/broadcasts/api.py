@@ -155,7 +155,7 @@ async def preview_broadcast(key: Key, request: Request, principal: AdminDep) -> 
         tz = zone(snap.get("timezone") or ws_zone)
         when = local_due(doc.send_at or now, doc.local_time, tz, now) if doc.local_time else at
         verdict = classify(doc, policy, meta, snap, past.get(pid, []), when, tz,
-                           control=control)
+                           control=control, key=key)
         if verdict.sends:
             if len(sample) < SAMPLE:
                 sample.append(pid)

@@ -95,7 +95,7 @@ async def send_due(conn: AsyncConnection, settings: Settings, outbox: Any, works
         snap, control = snaps.get(pid, ({"profile_id": pid}, False))
         tz = zone(snap.get("timezone") or workspace_zone)
         verdict = classify(doc, policy, meta, snap, past.get(pid, []), now, tz,
-                           control=control, held_since=held_since)
+                           control=control, held_since=held_since, key=key)
         ident = recipient_key(key, pid)
         if verdict.sends:
             made = command(workspace_id, key, doc, pid, snap, now, verdict.expires_at)

@@ -65,7 +65,8 @@ def reason_of(outcome: Outcome) -> str:
 
 def classify(doc: BroadcastDocument, policy: ContactPolicy | None, meta: TemplateMeta | None,
              profile: dict[str, Any], past: list[PastSend], now: datetime, tz: ZoneInfo, *,
-             control: bool, held_since: datetime | None = None) -> Outcome:
+             control: bool, held_since: datetime | None = None, key: str | None = None
+             ) -> Outcome:
     """One recipient now: left the audience, undeliverable, then the contact policy."""
     if not doc.member(profile, now):
         return Outcome("suppressed", "left_audience", "no longer in the audience")
@@ -76,7 +77,8 @@ def classify(doc: BroadcastDocument, policy: ContactPolicy | None, meta: Templat
     if doc.on_hold is not None:
         rules = rules.model_copy(update={"on_hold": doc.on_hold})
     return check(rules, doc.channel, meta, profile, past, now, tz, control=control,
-                 held_since=held_since, consent=True)
+                 held_since=held_since, consent=True,
+                 sender=f"broadcast:{key}" if key else None)
 
 
 def allowed(tick_at: datetime | None, now: datetime, rate: float) -> int:

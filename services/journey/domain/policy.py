@@ -175,10 +175,12 @@ def _next_local_day(now: datetime, tz: ZoneInfo) -> datetime:
 
 def check(policy: ContactPolicy, channel: str, meta: TemplateMeta | None, profile: dict[str, Any],
           sends: list[PastSend], now: datetime, tz: ZoneInfo, *, control: bool,
-          held_since: datetime | None = None, consent: bool = False) -> Outcome:
+          held_since: datetime | None = None, consent: bool = False,
+          sender: str | None = None) -> Outcome:
     """The policy's verdict on one send now. `held_since`: when this send was first held
     (it expires `on_hold.expire_after` later). `consent`: also suppress on a recorded
-    unsubscribe (broadcasts; messaging checks consent again for every send)."""
+    unsubscribe (broadcasts; messaging checks consent again for every send). `sender`:
+    the journey key or `broadcast:<key>`, for `priority`."""
     category = meta.category if meta else "marketing"
     topic = meta.topic if meta else None
     if category == "transactional" or channel == "webhook":
@@ -201,11 +203,22 @@ def check(policy: ContactPolicy, channel: str, meta: TemplateMeta | None, profil
         return Outcome("held", blocked.rule, blocked.reason, blocked.window, blocked.count,
                        blocked.until)
     until = blocked.until
+    if until is not None and policy.priority:
+        # Sends held until the same moment compete for the slots it frees: each retries
+        # `rank` seconds after it, so the first in `priority` takes the last slot.
+        until += timedelta(seconds=rank(policy, sender))
     if until is not None and policy.on_hold.expire_after is not None:
         limit = (held_since or now) + policy.on_hold.expire_after
         until = min(until, limit)
     return Outcome("deferred", blocked.rule, blocked.reason, blocked.window, blocked.count,
                    until, expires_at)
+
+
+def rank(policy: ContactPolicy, sender: str | None) -> int:
+    """A sender's place in `priority` (0 first); unlisted senders come after all."""
+    if sender is not None and sender in policy.priority:
+        return policy.priority.index(sender)
+    return len(policy.priority)
 
 
 def _blocked(policy: ContactPolicy, channel: str, topic: str | None, sends: list[PastSend],

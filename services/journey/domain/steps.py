@@ -156,7 +156,7 @@ def _policy(inst: Instance, stage: str, step_id: str, channel: str, facts: Facts
         if held.get("step") == step_id and held.get("since"):
             since = datetime.fromisoformat(held["since"])
     verdict = check(facts.policy, channel, meta, facts.profile, facts.past, facts.now, facts.tz,
-                    control=facts.control, held_since=since)
+                    control=facts.control, held_since=since, sender=inst.journey_key)
     if verdict.sends:
         return None
     key = message_key(inst, stage, step_id, inst.seq)

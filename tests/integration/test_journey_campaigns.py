@@ -536,3 +536,74 @@ async def test_journeys_send_nothing_to_the_control_group_and_count_it(stack: St
     await stack.journey.sends(ws, sends["sent"] + 1)
     assert {c["profile_id"] for c in stack.journey.raw_sends(ws)
             if c["journey"]["key"] == "j2"} == {"newcomer"}
+
+
+async def test_scheduled_and_local_time_broadcasts(stack: Stack) -> None:
+    ws, admin = await workspace(stack)
+    harness = stack.journey
+    real = datetime.now(UTC)
+    ten = real.replace(hour=10, minute=0, second=0, microsecond=0)
+    if ten < real:
+        ten += timedelta(days=1)
+    harness.clock.offset = ten - real  # 10:00 UTC: 19:00 in Tokyo, 10:00 or 11:00 in Lisbon
+    try:
+        await customers(stack, ws, ["tokyo"], timezone="Asia/Tokyo")
+        await customers(stack, ws, ["lisbon"], timezone="Europe/Lisbon")
+        r = await broadcast(stack, admin, "noon", {"segment": "vip", "template": "news",
+                                                   "local_time": "12:00"})
+        assert r.status_code == 200, r.text
+        r = await harness.http.post(f"{harness.url}/v1/broadcasts/noon/send", headers=admin)
+        assert r.json()["status"] == "sending" and r.json()["counts"]["pending"] == 2
+        lisbon_noon = ten.astimezone(ZoneInfo("Europe/Lisbon")).replace(hour=12).astimezone(UTC)
+        tokyo_noon = (ten.astimezone(ZoneInfo("Asia/Tokyo")) + timedelta(days=1)).replace(
+            hour=12).astimezone(UTC)  # 12:00 already passed there today
+        due = {}
+        for pid in ("tokyo", "lisbon"):
+            r = await harness.http.get(f"{harness.url}/v1/profiles/{pid}/broadcasts",
+                                       headers=admin)
+            due[pid] = datetime.fromisoformat(r.json()["items"][0]["due_at"])
+        assert due == {"tokyo": tokyo_noon, "lisbon": lisbon_noon}
+        await asyncio.sleep(0.5)
+        assert harness.raw_sends(ws) == []
+        harness.clock.offset = lisbon_noon + timedelta(seconds=1) - real
+        [first] = await harness.sends(ws, 1)
+        assert first["profile_id"] == "lisbon"
+        harness.clock.offset = tokyo_noon + timedelta(seconds=1) - real
+        await harness.sends(ws, 2)
+        await finished(stack, admin, "noon")
+        # send_at: scheduled, then sent when the moment comes.
+        later = (tokyo_noon + timedelta(hours=1)).isoformat()
+        assert (await broadcast(stack, admin, "later", {
+            "segment": "vip", "template": "promo", "send_at": later})).status_code == 200
+        r = await harness.http.post(f"{harness.url}/v1/broadcasts/later/send", headers=admin)
+        assert r.json()["status"] == "scheduled" and r.json()["start_at"] == later
+        r = await harness.http.post(f"{harness.url}/v1/broadcasts/later/cancel", headers=admin)
+        assert r.json()["status"] == "cancelled"
+        r = await harness.http.post(f"{harness.url}/v1/broadcasts/later/send", headers=admin)
+        assert r.json()["status"] == "scheduled"
+        await asyncio.sleep(0.5)
+        assert len(harness.raw_sends(ws)) == 2
+        harness.clock.offset = tokyo_noon + timedelta(hours=1, seconds=1) - real
+        await harness.sends(ws, 4)
+        done = await finished(stack, admin, "later")
+        assert done["counts"]["sent"] == 2
+    finally:
+        harness.clock.offset = timedelta(0)
+
+
+async def test_max_per_second_paces_all_broadcasts_of_a_workspace(stack: Stack) -> None:
+    ws, admin = await workspace(stack)
+    await put_policy(stack, admin, {"max_per_second": 8})
+    await customers(stack, ws, [f"r{n:02d}" for n in range(16)])
+    for key, template in (("one", "news"), ("two", "promo")):
+        assert (await broadcast(stack, admin, key, {"segment": "vip", "template": template})
+                ).status_code == 200
+    started = asyncio.get_running_loop().time()
+    for key in ("one", "two"):
+        r = await stack.journey.http.post(f"{stack.journey.url}/v1/broadcasts/{key}/send",
+                                          headers=admin)
+        assert r.status_code == 200
+    await stack.journey.sends(ws, 32, timeout=30)
+    elapsed = asyncio.get_running_loop().time() - started
+    # 32 sends at 8/s, with at most one second's worth at once: at least three seconds.
+    assert elapsed >= 2.9, elapsed

@@ -48,7 +48,8 @@ def workers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Worker
     publisher.relay = rt.relay
     # Two timer workers: while one waits on Postgres the other computes (SKIP LOCKED keeps
     # them apart, as it does across replicas).
-    out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher) for _ in range(2)]
+    out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher,
+                                     directory=parts.directory) for _ in range(2)]
     out.append(BroadcastWorker(rt, parts.clock, parts.docs, parts.directory, publisher))
     # Retention runs on wall-clock time, not the engine's (injectable) clock: it is about
     # how long rows are stored.

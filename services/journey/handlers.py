@@ -55,7 +55,8 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         if not todo:
             return
         unit = Unit(conn, docs, rt.settings, outbox, clock.now())
-        unit.zones = await zones(rt.parts.extras.get("directory"),  # type: ignore[arg-type]
+        parts = getattr(rt, "parts", None)
+        unit.zones = await zones(parts.extras.get("directory") if parts else None,
                                  {s.workspace_id for s in todo})
         # Snapshots first: a profile seen for the first time gets its control group
         # membership here, under the policy of that moment, and keeps it.

@@ -19,6 +19,8 @@ from services.journey.domain.timing import next_local_time
 
 MAX_STEPS_PER_RUN = 100  # a `next` loop without a wait must not spin forever
 
+# The rule behind a journey guardrail's outcome, as delivery events name it.
+_GUARD_RULES = {"held": "holdout", "skipped": "undeliverable"}
 _FOLLOWING = "\0following"  # go to the next step in document order
 _STOP = "\0stop"  # the instance now waits at the current step
 
@@ -80,6 +82,9 @@ def _execute(doc: JourneyDocument, stage: Stage, step: Step, inst: Instance, fac
             fx.decide(inst, "send", "sent", now, step=step.id, detail=detail)
             return then
         detail["message_id"] = message_key(inst, stage.key, step.id, inst.seq)
+        detail["rule"] = _GUARD_RULES.get(verdict.outcome) or (
+            "quiet_hours" if (verdict.reason or "").startswith("quiet_hours")
+            else f"frequency_cap.{channel}")
         fx.decide(inst, "send", verdict.outcome, now, step=step.id, reason=verdict.reason,
                   detail=detail | ({"until": verdict.until.isoformat()} if verdict.until else {}))
         if verdict.outcome == "deferred":

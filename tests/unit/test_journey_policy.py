@@ -151,3 +151,28 @@ def test_local_time_and_pacing() -> None:
     assert allowed(NOW - timedelta(seconds=0.25), NOW, 10) == 2
     assert allowed(NOW - timedelta(hours=1), NOW, 10) == 10  # at most a second's worth
     assert advanced(NOW - timedelta(seconds=1), NOW, 10, 4) == NOW - timedelta(seconds=0.6)
+
+
+def test_a_steps_on_hold_overrides_the_policys() -> None:
+    from services.journey.domain.document import JourneyDocument
+    from services.journey.domain.state import Effects, Facts, Instance
+    from services.journey.domain.steps import run_flow
+
+    p = policy(quiet_hours={"start": "19:00", "end": "08:00"},
+               on_hold={"defer": True, "expire_after": "P1D"})
+
+    def outcome(send: dict[str, object]) -> tuple[str, str | None]:
+        doc = JourneyDocument.model_validate({
+            "key": "j", "name": "J", "stages": [{"key": "s", "enter": {"event": "E"},
+                                                 "steps": [{"id": "m", "send": send}]}]})
+        inst = Instance(id="i", workspace_id="w", journey_key="j", version=1,
+                        profile_id="p", instance_key="", entry_id="e", stage="s",
+                        status="active", holdout=False, entered_at=NOW, stage_entered_at=NOW)
+        fx = Effects()
+        run_flow(doc, inst, Facts(now=NOW, profile=PROFILE, tz=PARIS, policy=p), fx, event={})
+        [decision] = [d for d in fx.decisions if d.kind == "send"]
+        return decision.outcome, inst.wake_kind
+
+    base = {"channel": "email", "template": "news"}
+    assert outcome(base) == ("deferred", "deferred")
+    assert outcome(base | {"on_hold": {"defer": False}})[0] == "held"

@@ -13,11 +13,10 @@ from zoneinfo import ZoneInfo
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.journey.domain.conditions import Condition, evaluate
-from services.journey.domain.document import HHMM
+from services.journey.domain.document import HHMM, OnHold
 from services.journey.domain.guards import reachable
 from services.journey.domain.policy import (
     ContactPolicy,
-    OnHold,
     Outcome,
     PastSend,
     TemplateMeta,

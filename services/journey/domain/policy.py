@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.journey.domain.document import QuietHours
+from services.journey.domain.document import OnHold, QuietHours
 from services.journey.domain.ids import bucket
 from services.journey.domain.timing import iso_duration, quiet_until
 
@@ -57,21 +57,6 @@ class PolicyCap(_Strict):
     def length(self) -> timedelta:
         """The window's length, to compare caps (a calendar day is a day)."""
         return self.per if isinstance(self.per, timedelta) else timedelta(days=1)
-
-
-class OnHold(_Strict):
-    defer: bool = Field(True, description="true: retry when the rule allows; false: skip.")
-    expire_after: timedelta | None = Field(
-        None, description="A deferred send older than this is dropped as `expired`.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OnHold:
-        if self.expire_after is not None and self.expire_after <= timedelta(0):
-            raise ValueError("on_hold.expire_after: duration must be positive")
-        if not self.defer and self.expire_after is not None:
-            raise ValueError("on_hold.expire_after: only a deferred send can expire "
-                             "(defer is false)")
-        return self
 
 
 class ContactPolicy(_Strict):

@@ -69,11 +69,11 @@ def _execute(doc: JourneyDocument, stage: Stage, step: Step, inst: Instance, fac
         if step.send:
             detail["template"] = step.send.template
         if verdict.outcome == "send" and facts.policy is not None:
-            held = _policy(inst, stage.key, step.id, channel, facts, fx, detail)
+            held = _policy(inst, stage.key, step, channel, facts, fx, detail)
             if held is not None:
                 return _STOP if held == "deferred" else then
         if verdict.outcome == "send":
-            expires = _held_since(inst, step.id, facts)
+            expires = _held_since(inst, step, facts)
             fx.outgoing.append(Outgoing(inst, stage.key, step.id, inst.seq, event,
                                         send=step.send, webhook=step.webhook,
                                         expires_at=expires))
@@ -148,7 +148,7 @@ def _execute(doc: JourneyDocument, stage: Stage, step: Step, inst: Instance, fac
     return _STOP
 
 
-def _policy(inst: Instance, stage: str, step_id: str, channel: str, facts: Facts,
+def _policy(inst: Instance, stage: str, step: Step, channel: str, facts: Facts,
             fx: Effects, detail: dict[str, Any]) -> str | None:
     """The workspace's contact policy on this send: None when it may go, else the
     outcome (`deferred`: the instance waits at the step; others move on)."""
@@ -158,33 +158,38 @@ def _policy(inst: Instance, stage: str, step_id: str, channel: str, facts: Facts
     since = None
     if inst.context is not None:
         held = inst.context.get("held") or {}
-        if held.get("step") == step_id and held.get("since"):
+        if held.get("step") == step.id and held.get("since"):
             since = datetime.fromisoformat(held["since"])
-    verdict = check(facts.policy, channel, meta, facts.profile, facts.past, facts.now, facts.tz,
+    rules = facts.policy
+    if step.send is not None and step.send.on_hold is not None:
+        rules = rules.model_copy(update={"on_hold": step.send.on_hold})
+    verdict = check(rules, channel, meta, facts.profile, facts.past, facts.now, facts.tz,
                     control=facts.control, held_since=since, sender=inst.journey_key)
     if verdict.sends:
         return None
-    key = message_key(inst, stage, step_id, inst.seq)
-    fx.decide(inst, "send", verdict.outcome, facts.now, step=step_id, reason=verdict.reason,
+    key = message_key(inst, stage, step.id, inst.seq)
+    fx.decide(inst, "send", verdict.outcome, facts.now, step=step.id, reason=verdict.reason,
               detail=detail | verdict.detail() | {"message_id": key, "policy": True})
     if verdict.outcome == "deferred":
         assert verdict.until is not None
         if inst.context is not None and since is None:
-            inst.context["held"] = {"step": step_id, "since": facts.now.isoformat()}
+            inst.context["held"] = {"step": step.id, "since": facts.now.isoformat()}
         _sleep(inst, verdict.until, "deferred")
         return "deferred"
-    _release(inst, step_id)
+    _release(inst, step.id)
     return verdict.outcome
 
 
-def _held_since(inst: Instance, step_id: str, facts: Facts) -> datetime | None:
+def _held_since(inst: Instance, step: Step, facts: Facts) -> datetime | None:
     """When a send that the policy held now goes out: the moment it expires."""
-    if facts.policy is None or facts.policy.on_hold.expire_after is None or not inst.context:
+    if facts.policy is None or not inst.context:
         return None
+    on_hold = (step.send.on_hold if step.send and step.send.on_hold
+               else facts.policy.on_hold)
     held = inst.context.get("held") or {}
-    if held.get("step") != step_id or not held.get("since"):
+    if on_hold.expire_after is None or held.get("step") != step.id or not held.get("since"):
         return None
-    return datetime.fromisoformat(held["since"]) + facts.policy.on_hold.expire_after
+    return datetime.fromisoformat(held["since"]) + on_hold.expire_after
 
 
 def _release(inst: Instance, step_id: str) -> None:

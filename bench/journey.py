@@ -12,11 +12,20 @@ process (`touchpoint serve journey`). Then, one after the other:
    first to the last fired (each fires into a send). Ceiling: T bare row UPDATEs.
 3. timer lateness: T instances due at a steady rate (`--timer-rate`); lateness = time the
    instance moved (clock_timestamp of its UPDATE) - when it was due; p50/p99/max.
+4. broadcast (`--broadcast B`, 0 skips): B profile snapshots in a segment, a contact policy
+   (a cap, a 5 % control group, `max_per_second` = `--broadcast-rate`); timed: the
+   audience preview (one HTTP call), and the send from `/send` until every recipient was
+   handed over (or suppressed) and the outbox was empty, with the service's CPU per
+   recipient.
+
+`--policy` saves a contact policy (an email cap) before round 1, so that round's CPU per
+event with and without it shows what the policy check costs per send.
 
 Rounds 1 and 2 also print the service process's CPU time per event / wake-up, which a
 shared machine disturbs far less than the wall-clock rates.
 
     .venv/bin/python bench/journey.py [--events 10000] [--timers 100000] [--timer-rate 2000]
+        [--broadcast 200000] [--broadcast-rate 20000] [--policy]
 
 The lateness round's default due rate (2,000/s) is below the capacity measured in round 2;
 a rate above capacity only measures the backlog.
@@ -190,7 +199,53 @@ async def handler_batches(http: httpx.AsyncClient, base: str) -> str:
     return f"{int(count)} handler batches, {total / max(count, 1) * 1000:.1f} ms mean"
 
 
-async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
+POLICY = {"caps": [{"channel": "email", "max": 100, "per": "P1D"}]}
+
+
+async def broadcast_phase(http: httpx.AsyncClient, base: str, pg: asyncpg.Connection,
+                          n: int, rate: int, pid: int) -> dict[str, float]:
+    """Preview and send a broadcast to `n` profiles of a segment, under a contact policy."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    r = await http.put(f"{base}/v1/policy", headers=admin, json=POLICY | {
+        "control_group_percent": 5, "max_per_second": rate})
+    assert r.status_code == 200, r.text
+    # Snapshots as journey keeps them (control decided as if seen under this policy).
+    await pg.execute(
+        "INSERT INTO journey.snapshots (workspace_id, profile_id, snapshot, segments, control) "
+        "SELECT $1, 'b' || g, jsonb_build_object('profile_id', 'b' || g, 'email', "
+        "'b' || g || '@bench.test', 'segments', jsonb_build_array('bench'), 'timezone', "
+        "'UTC'), ARRAY['bench'], g % 20 = 0 FROM generate_series(1, $2) AS g", WS, n)
+    # The template's facts and the draft go in directly: this round runs no messaging.
+    await pg.execute("INSERT INTO journey.templates_seen (workspace_id, key, channel, category) "
+                     "VALUES ($1, 'news', 'email', 'marketing')", WS)
+    await pg.execute("INSERT INTO journey.broadcasts (workspace_id, key, document, status) "
+                     "VALUES ($1, 'bench', $2::jsonb, 'draft')", WS,
+                     orjson.dumps({"segment": "bench", "template": "news", "channel": "email",
+                                   "throttle_per_second": rate}).decode())
+    started = time.perf_counter()
+    r = await http.post(f"{base}/v1/broadcasts/bench/preview", headers=admin, timeout=120)
+    preview_s = time.perf_counter() - started
+    assert r.status_code == 200, r.text
+    expected = r.json()["recipients"]
+    cpu = cpu_seconds(pid)
+    started = time.perf_counter()
+    r = await http.post(f"{base}/v1/broadcasts/bench/send", headers=admin, timeout=120)
+    assert r.status_code == 200, r.text
+    while await pg.fetchval("SELECT EXISTS (SELECT 1 FROM journey.broadcast_audience WHERE "
+                            "broadcast_key = 'bench' AND status = 'pending')"):
+        await asyncio.sleep(0.1)
+    handed = time.perf_counter() - started
+    while await pg.fetchval("SELECT EXISTS (SELECT 1 FROM journey.outbox)"):
+        await asyncio.sleep(0.05)
+    published = time.perf_counter() - started
+    sent = await pg.fetchval("SELECT count(*) FROM journey.broadcast_audience WHERE "
+                             "broadcast_key = 'bench' AND status = 'sent'")
+    return {"preview_s": preview_s, "expected": expected, "sent": sent, "handed_s": handed,
+            "published_s": published, "cpu": (cpu_seconds(pid) - cpu) / n}
+
+
+async def main(n_events: int, n_timers: int, timer_rate: int, n_broadcast: int = 0,
+               broadcast_rate: int = 20_000, with_policy: bool = False) -> None:
     with tansu_broker() as bootstrap, postgres_server() as server, \
             scratch_database(server) as db_url:
         settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap, topic_prefix="bench.",
@@ -215,6 +270,10 @@ async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
             async with httpx.AsyncClient(timeout=10) as http:
                 await wait_ready(http, base, timeout=60)
                 await publish_all(http, base)
+                if with_policy:
+                    r = await http.put(f"{base}/v1/policy", json=POLICY,
+                                       headers={"Authorization": f"Bearer {ADMIN}"})
+                    assert r.status_code == 200, r.text
             await events_phase(settings, pg, 500)  # warm-up: connections, parsed documents
             cpu = cpu_seconds(proc.pid)
             applied, published = await events_phase(settings, pg, n_events)
@@ -242,6 +301,11 @@ async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
             due_of = dict(zip(ids, due, strict=True))
             rows = await fired(pg, n_timers, timeout=120 + n_timers / timer_rate)
             late = [(r["updated_at"] - due_of[r["id"]]).total_seconds() for r in rows]
+            bcast = None
+            if n_broadcast:
+                async with httpx.AsyncClient(timeout=10) as http:
+                    bcast = await broadcast_phase(http, base, pg, n_broadcast, broadcast_rate,
+                                                  proc.pid)
         finally:
             await pg.close()
             proc.send_signal(signal.SIGINT)  # a clean exit (lets a profiler write its file)
@@ -251,7 +315,8 @@ async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
                 proc.kill()
                 proc.wait()
 
-    print(f"events: {n_events} ProfileEvents, 10 published journeys (+1 timer journey)")
+    print(f"events: {n_events} ProfileEvents, 10 published journeys (+1 timer journey)"
+          + (", contact policy with an email cap" if with_policy else ""))
     print(f"  engine   {events_rate:8.0f} events/s   (target >= 3,000)")
     print(f"           {n_events / published:8.0f} events/s until every SendCommand was "
           f"published")
@@ -271,6 +336,15 @@ async def main(n_events: int, n_timers: int, timer_rate: int) -> None:
     if late:
         print(f"  s late   p50 {pct(late, 50):6.3f}  p99 {pct(late, 99):6.3f}  "
               f"max {max(late):6.3f}")
+    if bcast:
+        print(f"broadcast: {n_broadcast} profiles in a segment, policy (cap, 5 % control "
+              f"group), {broadcast_rate}/s")
+        print(f"  preview  {bcast['preview_s']:8.3f} s   (target < 2 s for 200,000); "
+              f"{bcast['expected']:.0f} recipients")
+        print(f"  handed   {bcast['handed_s']:8.3f} s   ({bcast['sent']:.0f} sent, "
+              f"{bcast['sent'] / max(bcast['handed_s'], 1e-3):.0f}/s); outbox empty after "
+              f"{bcast['published_s']:.3f} s")
+        print(f"  service CPU {bcast['cpu'] * 1e6:6.0f} us per recipient")
 
 
 if __name__ == "__main__":
@@ -278,5 +352,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--timers", type=int, default=100_000)
     parser.add_argument("--timer-rate", type=int, default=2_000)
+    parser.add_argument("--broadcast", type=int, default=200_000)
+    parser.add_argument("--broadcast-rate", type=int, default=20_000)
+    parser.add_argument("--policy", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.timers, args.timer_rate))
+    asyncio.run(main(args.events, args.timers, args.timer_rate, args.broadcast,
+                     args.broadcast_rate, args.policy))

@@ -198,6 +198,9 @@ async def _start(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key
     # Listening on all interfaces still means "call me on loopback" from this machine.
     url_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
     urls = {name: f"http://{url_host}:{port}" for name, port in options.ports.items()}
+    # Journey asks messaging (templates) and profile (segments, time zone) over HTTP.
+    env.setdefault("TOUCHPOINT_MESSAGING_URL", urls["messaging"])
+    env.setdefault("TOUCHPOINT_PROFILE_URL", urls["profile"])
     for name in SERVICES:
         argv = [*cli, "serve", name, "--host", options.host, "--port", str(options.ports[name])]
         await supervisor.start(ChildSpec(name, argv, env, COLORS[name]))

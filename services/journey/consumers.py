@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import partial
 
+from services.journey.broadcasts.worker import BroadcastWorker
 from services.journey.handlers import handle_profile_changes, handle_profile_events
+from services.journey.policy.directory import Directory
 from services.journey.publisher import OutboxPublisher
 from services.journey.retention import journey_prunes
 from services.journey.settings import JourneySettings
@@ -20,10 +22,12 @@ from shared.runtime import ServiceRuntime, Worker
 class EngineParts:
     """What the consumers and the timer worker of one process share."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, settings: JourneySettings | None = None
+                 ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.docs = Documents()
         self.publisher = OutboxPublisher()
+        self.directory = Directory(settings or JourneySettings())
 
 
 def consumers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[ConsumerSpec]:
@@ -44,7 +48,9 @@ def workers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Worker
     publisher.relay = rt.relay
     # Two timer workers: while one waits on Postgres the other computes (SKIP LOCKED keeps
     # them apart, as it does across replicas).
-    out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher) for _ in range(2)]
+    out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher,
+                                     directory=parts.directory) for _ in range(2)]
+    out.append(BroadcastWorker(rt, parts.clock, parts.docs, parts.directory, publisher))
     # Retention runs on wall-clock time, not the engine's (injectable) clock: it is about
     # how long rows are stored.
     settings = JourneySettings.from_base(rt.settings)

@@ -13,6 +13,7 @@ from sqlalchemy import and_, delete, select, update
 
 from services.journey import store
 from services.journey.domain.signals import Signal
+from services.journey.policy.directory import zones
 from services.journey.publisher import OutboxPublisher
 from services.journey.tables import decisions, inbox, instances, outbox, sends, snapshots
 from services.journey.unit import Unit
@@ -54,11 +55,18 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         if not todo:
             return
         unit = Unit(conn, docs, rt.settings, outbox, clock.now())
+        parts = getattr(rt, "parts", None)
+        unit.zones = await zones(parts.extras.get("directory") if parts else None,
+                                 {s.workspace_id for s in todo})
+        # Snapshots first: a profile seen for the first time gets its control group
+        # membership here, under the policy of that moment, and keeps it.
+        await unit.load_policies({s.workspace_id for s in todo})
+        unit.control.update(await store.save_snapshots(
+            conn, {(s.workspace_id, s.profile_id): s.profile for s in todo if s.profile},
+            unit.in_control))
         await unit.load_for_signals(todo)
         for signal in todo:
             unit.apply_signal(signal)
-        await store.save_snapshots(conn, {(s.workspace_id, s.profile_id): s.profile
-                                          for s in todo if s.profile})
         ids_out = await unit.flush()
     if publisher is not None:
         publisher.publish_soon(ids_out)

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic_core import to_jsonable_python
 
-from services.journey.domain.ids import idempotency_key
 from services.journey.domain.state import Outgoing
+from services.journey.domain.steps import message_key as send_message_key
 from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.events import Event, EventType
 from shared.kafka.codec import encode
@@ -39,9 +39,7 @@ def outbox_headers(topic_short: str, message_id: str) -> str:
 def send_key(out: Outgoing) -> str:
     """Derived from (journey version, customer's instance, stage entry, step, step count):
     a redelivered event or a re-run timer yields the same key, so messaging sends once."""
-    i = out.instance
-    return idempotency_key(i.workspace_id, i.journey_key, i.version, i.id, i.instance_key,
-                           out.stage, i.epoch, out.step, out.seq)
+    return send_message_key(out.instance, out.stage, out.step, out.seq)
 
 
 def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
@@ -80,9 +78,11 @@ def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
     # document when it was saved, the snapshot by its contract); the fields, their order
     # and their encoding are the contract's (`encode(SendCommand(...))`), which
     # tests/unit/test_journey_outgoing.py checks byte for byte.
-    body = {"id": key, "schema_version": 1, "workspace_id": i.workspace_id,
+    body: dict[str, Any] = {"id": key, "schema_version": 1, "workspace_id": i.workspace_id,
             "produced_at": utcnow(), "profile_id": i.profile_id, "idempotency_key": key,
-            "channel": channel, "template": template, "to": to, "journey": ref,
-            "context": context, "requested_at": now}
+            "channel": channel, "template": template, "to": to, "journey": ref}
+    if out.expires_at is not None:  # in the contract's field order: after `broadcast`
+        body["expires_at"] = out.expires_at
+    body["context"], body["requested_at"] = context, now
     return Message("send-commands", message_key(i.workspace_id, i.profile_id), key,
                    orjson.dumps(body, option=orjson.OPT_UTC_Z, default=to_jsonable_python))

@@ -20,18 +20,22 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.journey.domain.document import Cap
+from services.journey.domain.policy import ContactPolicy
 from services.journey.settings import JourneySettings
-from services.journey.tables import inbox, journey_versions
+from services.journey.tables import inbox, journey_versions, policies
 from shared.db.retention import CHUNK, Prune, delete_in_chunks, inbox_prune
 
 
 async def longest_cap(engine: AsyncEngine) -> timedelta:
-    """The longest frequency-cap window of any published version (of any workspace)."""
+    """The longest cap window of any published version or contact policy (any workspace)."""
     caps = journey_versions.c.document["frequency_cap"]
     async with engine.connect() as conn:
         rows = (await conn.execute(select(caps).where(caps.is_not(None)))).scalars().all()
-    return max((Cap.model_validate(cap).per for per_channel in rows if per_channel
-                for cap in per_channel.values()), default=timedelta(0))
+    longest = max((Cap.model_validate(cap).per for per_channel in rows if per_channel
+                   for cap in per_channel.values()), default=timedelta(0))
+    async with engine.connect() as conn:  # and every workspace's contact policy
+        documents = (await conn.execute(select(policies.c.document))).scalars().all()
+    return max([longest, *(ContactPolicy.model_validate(d).lookback for d in documents)])
 
 
 async def prune_sends(engine: AsyncEngine, now: datetime, keep_at_least: timedelta,

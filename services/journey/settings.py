@@ -16,3 +16,17 @@ class JourneySettings(Settings):
         default=90, ge=1, le=3650,
         description="Sends are kept at least this long, and longer when a published "
                     "frequency cap looks further back (TOUCHPOINT_JOURNEY_SENDS_RETENTION_DAYS).")
+    messaging_url: str | None = Field(
+        default=None, description="Messaging's base URL: journey reads a template's channel, "
+                                  "category and topic there (TOUCHPOINT_MESSAGING_URL).")
+    profile_url: str | None = Field(
+        default=None, description="Profile's base URL: journey checks segment keys and the "
+                                  "workspace time zone there (TOUCHPOINT_PROFILE_URL).")
+    service_key: str | None = Field(
+        default=None, description="The admin key journey calls messaging and profile with "
+                                  "when no caller's key is at hand; default: the bootstrap "
+                                  "admin key (TOUCHPOINT_SERVICE_KEY).")
+    directory_ttl_s: float = Field(
+        default=30, ge=0, le=3600,
+        description="How long template, segment and time-zone answers are cached "
+                    "(TOUCHPOINT_DIRECTORY_TTL_S).")

@@ -6,7 +6,7 @@ Repositories never commit: callers own the transaction.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -146,52 +146,87 @@ async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> lis
     return _instances(await (await driver(conn)).fetch(_DUE, now, limit))
 
 
-async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair]
-                         ) -> dict[Pair, dict[str, Any]]:
+async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair],
+                         control: dict[Pair, bool] | None = None) -> dict[Pair, dict[str, Any]]:
+    """The latest snapshots; `control` (when given) receives each one's control group
+    membership."""
     if not pairs:
         return {}
     rows = await (await driver(conn)).fetch(
-        f"SELECT workspace_id, profile_id, snapshot FROM {snapshots.schema}.{snapshots.name} "
+        f"SELECT workspace_id, profile_id, snapshot, control "
+        f"FROM {snapshots.schema}.{snapshots.name} "
         "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[])",
         sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}))
     wanted = set(pairs)  # ANY per column may also match other pairs' cross products
-    return {(ws, pid): snap for ws, pid, snap in rows if (ws, pid) in wanted}
+    out = {}
+    for ws, pid, snap, ctl in rows:
+        if (ws, pid) in wanted:
+            out[(ws, pid)] = snap
+            if control is not None:
+                control[(ws, pid)] = ctl
+    return out
 
 
-async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any]]) -> None:
+async def save_snapshots(conn: AsyncConnection, latest: dict[Pair, dict[str, Any]],
+                         control: Callable[[str, str], bool] | None = None) -> dict[Pair, bool]:
+    """Upsert the latest snapshots (with their segment keys); returns each profile's global
+    control group membership, which `control(workspace, profile)` decides on first sight
+    only: an existing row keeps its own."""
     if not latest:
-        return
+        return {}
     ordered = sorted(latest.items())
     # One statement over arrays: a batch's upsert is one round trip and no per-row
     # parameter processing.
-    await _driver_execute(
-        conn, f"INSERT INTO {snapshots.schema}.{snapshots.name} "
-              "(workspace_id, profile_id, snapshot) "
-              "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::jsonb[]) "
-              "ON CONFLICT (workspace_id, profile_id) DO UPDATE "
-              "SET snapshot = EXCLUDED.snapshot, updated_at = now()",
+    rows = await (await driver(conn)).fetch(
+        f"INSERT INTO {snapshots.schema}.{snapshots.name} "
+        "(workspace_id, profile_id, snapshot, segments, control) "
+        "SELECT ws, pid, snap, ARRAY(SELECT jsonb_array_elements_text("
+        "coalesce(snap->'segments', '[]'::jsonb))), ctl "
+        "FROM unnest($1::varchar[], $2::varchar[], $3::jsonb[], $4::bool[]) "
+        "AS u(ws, pid, snap, ctl) "
+        "ON CONFLICT (workspace_id, profile_id) DO UPDATE "
+        "SET snapshot = EXCLUDED.snapshot, segments = EXCLUDED.segments, updated_at = now() "
+        "RETURNING workspace_id, profile_id, control",
         [ws for (ws, _), _ in ordered], [pid for (_, pid), _ in ordered],
-        [_json(snap) for _, snap in ordered])
+        [_json(snap) for _, snap in ordered],
+        [bool(control and control(ws, pid)) for (ws, pid), _ in ordered])
+    return {(ws, pid): ctl for ws, pid, ctl in rows}
 
 
 async def _driver_execute(conn: AsyncConnection, sql: str, *args: Any) -> None:
     await (await driver(conn)).execute(sql, *args)
 
 
+# (channel, when, topic, category) of one send
+SendRow = tuple[str, datetime, str | None, str | None]
+
+
 async def recent_sends(conn: AsyncConnection, pairs: Sequence[Pair], since: datetime
-                       ) -> dict[Pair, list[tuple[str, datetime]]]:
+                       ) -> dict[Pair, list[SendRow]]:
     if not pairs:
         return {}
     rows = await (await driver(conn)).fetch(
-        f"SELECT workspace_id, profile_id, channel, sent_at FROM {sends.schema}.{sends.name} "
+        f"SELECT workspace_id, profile_id, channel, sent_at, topic, category "
+        f"FROM {sends.schema}.{sends.name} "
         "WHERE workspace_id = ANY($1::varchar[]) AND profile_id = ANY($2::varchar[]) "
         "AND sent_at > $3", sorted({p[0] for p in pairs}), sorted({p[1] for p in pairs}), since)
-    out: dict[Pair, list[tuple[str, datetime]]] = {}
+    out: dict[Pair, list[SendRow]] = {}
     wanted = set(pairs)
-    for ws, pid, channel, sent_at in rows:
+    for ws, pid, channel, sent_at, topic, category in rows:
         if (ws, pid) in wanted:
-            out.setdefault((ws, pid), []).append((channel, sent_at))
+            out.setdefault((ws, pid), []).append((channel, sent_at, topic, category))
     return out
+
+
+async def lock_customers(conn: AsyncConnection, pairs: Sequence[Pair]) -> None:
+    """Serialise sends to the same customers across transactions and replicas until
+    commit (a transaction-scoped advisory lock per customer, taken in one order so two
+    batches never deadlock): caps are counted after the lock, so none is passed."""
+    if pairs:
+        await _driver_execute(
+            conn, "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended(p, 0) AS k "
+                  "FROM unnest($1::text[]) AS p ORDER BY 1) AS locks",
+            sorted({f"{ws}\x1f{pid}" for ws, pid in pairs}))
 
 
 _MUTABLE = [f for f in _FIELDS if f not in ("id", "workspace_id", "journey_key", "version",
@@ -255,12 +290,13 @@ async def copy_rows(conn: AsyncConnection, table: Any, columns: list[str],
 async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         columns = ["workspace_id", "idempotency_key", "profile_id", "channel", "journey_key",
-                   "sent_at"]
+                   "sent_at", "topic", "category"]
         await _driver_execute(
             conn, f"INSERT INTO {sends.schema}.{sends.name} ({', '.join(columns)}) "
                   "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
-                  "$4::varchar[], $5::varchar[], $6::timestamptz[]) ON CONFLICT DO NOTHING",
-            *[[row[c] for row in rows] for c in columns])
+                  "$4::varchar[], $5::varchar[], $6::timestamptz[], $7::varchar[], "
+                  "$8::varchar[]) ON CONFLICT DO NOTHING",
+            *[[row.get(c) for row in rows] for c in columns])
 
 
 async def add_to_outbox(conn: AsyncConnection, table: Any, topic: str, topic_short: str,

@@ -12,11 +12,12 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     false,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shared.auth import api_keys_table
 from shared.db import inbox_table, outbox_table
@@ -124,6 +125,8 @@ sends = Table(
     Column("channel", String(20), nullable=False),
     Column("journey_key", String(100), nullable=False),
     Column("sent_at", DateTime(timezone=True), nullable=False),
+    Column("topic", String(100)),  # the template's subscription topic (policy caps)
+    Column("category", String(20)),  # marketing | transactional (transactional: not counted)
     PrimaryKeyConstraint("workspace_id", "idempotency_key"),
     Index("sends_profile", "workspace_id", "profile_id", "sent_at"),
     # BRIN: nearly free to maintain; serves the retention pass (services/journey/retention.py).
@@ -139,5 +142,73 @@ snapshots = Table(
     Column("profile_id", String(36), nullable=False),
     Column("snapshot", JSONB, nullable=False),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    # Segment keys of the snapshot, GIN-indexed: a broadcast's audience is one query.
+    Column("segments", ARRAY(Text), nullable=False, server_default="{}"),
+    # Global control group: decided when journey first sees the profile, never changed.
+    Column("control", Boolean, nullable=False, server_default=false()),
     PrimaryKeyConstraint("workspace_id", "profile_id"),
+    Index("snapshots_segments", "segments", postgresql_using="gin"),
+)
+
+# One contact policy per workspace (services/journey/domain/policy.py); `salt` keys the
+# control group hash; `tick_at` paces the workspace's broadcasts (max_per_second).
+policies = Table(
+    "policies",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("document", JSONB, nullable=False),
+    Column("salt", String(64), nullable=False),
+    Column("tick_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+)
+
+# What messaging said a template is (channel, category, topic), fetched over HTTP when a
+# journey or broadcast naming it is saved; read by the send path (never messaging's tables).
+templates_seen = Table(
+    "templates_seen",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("category", String(20), nullable=False),
+    Column("topic", String(100)),
+    Column("fetched_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "key"),
+)
+
+# Broadcasts: draft -> scheduled -> sending -> sent, or cancelled (services/journey/broadcasts).
+broadcasts = Table(
+    "broadcasts",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("key", String(120), nullable=False),
+    Column("document", JSONB, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("start_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("tick_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "key"),
+    Index("broadcasts_due", "status", "start_at",
+          postgresql_where=text("status IN ('scheduled', 'sending')")),
+)
+
+# A broadcast's audience, frozen when sending starts; one row per recipient: pending (with
+# its due time: send_at, or local_time in the customer's zone, or a deferral), sent,
+# suppressed, held or expired. The worker claims due rows FOR UPDATE SKIP LOCKED.
+broadcast_audience = Table(
+    "broadcast_audience",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("broadcast_key", String(120), nullable=False),
+    Column("profile_id", String(36), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("held_since", DateTime(timezone=True)),
+    Column("reason", String(300)),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "broadcast_key", "profile_id"),
+    Index("broadcast_audience_due", "workspace_id", "broadcast_key", "due_at",
+          postgresql_where=text("status = 'pending'")),
 )

@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from services.journey import metrics
+from services.journey.policy.directory import Directory, zones
 from services.journey.publisher import OutboxPublisher
 from services.journey.store import Documents
 from services.journey.tables import instances, outbox
@@ -28,9 +29,10 @@ log = logging.getLogger(__name__)
 class TimerWorker:
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents,
                  publisher: OutboxPublisher | None = None, *, batch: int = 500,
-                 idle_s: float = 0.05) -> None:
+                 idle_s: float = 0.05, directory: Directory | None = None) -> None:
         self.rt, self.clock, self.docs, self.publisher = rt, clock, docs, publisher
         self.batch, self.idle_s = batch, idle_s
+        self.directory = directory  # the workspaces' zones (None: UTC)
         self._stopping = asyncio.Event()
         self.fired = 0
 
@@ -60,6 +62,7 @@ class TimerWorker:
         async with self.rt.engine.begin() as conn:
             unit = Unit(conn, self.docs, self.rt.settings, outbox, self.clock.now())
             due = await unit.load_due(limit or self.batch)
+            unit.zones = await zones(self.directory, {i.workspace_id for i in due})
             for inst in due:
                 if inst.wake_at is not None:
                     metrics.TIMER_LATENESS.observe(max(0.0, (unit.now - inst.wake_at)

@@ -24,11 +24,15 @@ from services.journey.domain.flow import (
     reentry_block,
     start_instance,
 )
+from services.journey.domain.policy import PastSend, TemplateMeta, in_control
 from services.journey.domain.signals import Signal
 from services.journey.domain.state import Decision, Effects, Facts, Instance, Outgoing, Subject
 from services.journey.domain.steps import exit_instance
 from services.journey.domain.timing import zone
+from services.journey.outcomes import outcome_message
 from services.journey.outgoing import send_key, to_message
+from services.journey.policy import store as policy_store
+from services.journey.policy.store import Loaded
 from shared.db.outbox import OutboxRow
 from shared.settings import Settings
 
@@ -53,17 +57,39 @@ class Unit:
         # candidates and near misses, computed once. Journeys the signal does not concern
         # are left out: most of a workspace's journeys, for most signals.
         self.entries: dict[str, list[Entries]] = {}
+        # The contact policy and template facts of the batch's workspaces, each customer's
+        # past sends with topic and category, and control group membership.
+        self.policies: dict[str, Loaded] = {}
+        self.templates: dict[str, dict[str, TemplateMeta]] = {}
+        self.past: dict[Pair, list[PastSend]] = {}
+        self.control: dict[Pair, bool] = {}
+        self.zones: dict[str, str] = {}  # workspace zone: for customers without one
+
+    async def load_policies(self, workspaces: set[str]) -> None:
+        missing = workspaces - set(self.policies)
+        self.policies.update(await policy_store.load_policies(self.conn, missing))
+        self.templates.update(await policy_store.load_templates(self.conn, missing))
+
+    def in_control(self, workspace_id: str, profile_id: str) -> bool:
+        """Control membership for a profile seen for the first time."""
+        loaded = self.policies.get(workspace_id)
+        return loaded is not None and in_control(loaded.salt, profile_id,
+                                                 loaded.policy.control_group_percent)
 
     # --- loading -----------------------------------------------------------------------
 
     async def load_for_signals(self, signals: list[Signal]) -> None:
         pairs = sorted({(s.workspace_id, s.profile_id) for s in signals})
+        await self.load_policies({ws for ws, _ in pairs})
         self.live = await self.docs.live(self.conn, {ws for ws, _ in pairs})
         self._adopt(await store.open_instances(self.conn, pairs, self.now))
         wanted = []
         for signal in signals:
             entries = self.entries[signal.id] = []
+            only = signal.data.get("only_journey")  # a publish's `include_existing` entry
             for version, doc in self.live.get(signal.workspace_id, []):
+                if only is not None and doc.key != only:
+                    continue
                 misses: list[dict[str, Any]] = []
                 cands = entry_candidates(doc, signal, misses)
                 if cands or misses:
@@ -79,14 +105,16 @@ class Unit:
                          inst.instance_key)] = inst
         carried = {(s.workspace_id, s.profile_id) for s in signals if s.profile}
         self.profiles.update(await store.load_snapshots(
-            self.conn, [p for p in pairs if p not in carried]))
+            self.conn, [p for p in pairs if p not in carried and p not in self.control],
+            self.control))
         await self._load_common(pairs)
 
     async def load_due(self, limit: int) -> list[Instance]:
         due = await store.due_instances(self.conn, self.now, limit)
         self._adopt(due)
         pairs = sorted({(i.workspace_id, i.profile_id) for i in due})
-        self.profiles.update(await store.load_snapshots(self.conn, pairs))
+        await self.load_policies({ws for ws, _ in pairs})
+        self.profiles.update(await store.load_snapshots(self.conn, pairs, self.control))
         await self._load_common(pairs)
         return due
 
@@ -108,22 +136,35 @@ class Unit:
         for inst in self.instances.values():
             doc = self.docs.get(inst.workspace_id, inst.journey_key, inst.version)
             window = max([window, *(c.per for c in doc.frequency_cap.values())])
+        for ws in {ws for ws, _ in pairs}:
+            if ws in self.policies:
+                window = max(window, self.policies[ws].policy.lookback)
         if window:
-            self.sends = await store.recent_sends(self.conn, pairs, self.now - window)
+            await store.lock_customers(self.conn, pairs)
+            rows = await store.recent_sends(self.conn, pairs, self.now - window)
+            for pair, sent in rows.items():
+                self.sends[pair] = [(channel, at) for channel, at, _t, _c in sent]
+                self.past[pair] = [PastSend(ch, topic, cat, at) for ch, at, topic, cat in sent]
 
     # --- applying ----------------------------------------------------------------------
 
     def facts(self, workspace_id: str, profile_id: str) -> Facts:
         profile = self.profiles.get((workspace_id, profile_id), {"profile_id": profile_id})
-        return Facts(now=self.now, profile=profile, tz=zone(profile.get("timezone")),
-                     recent_sends=self.sends.setdefault((workspace_id, profile_id), []))
+        pair = (workspace_id, profile_id)
+        loaded = self.policies.get(workspace_id)
+        return Facts(now=self.now, profile=profile,
+                     tz=zone(profile.get("timezone") or self.zones.get(workspace_id)),
+                     recent_sends=self.sends.setdefault(pair, []),
+                     policy=loaded.policy if loaded else None,
+                     templates=self.templates.get(workspace_id, {}),
+                     past=self.past.setdefault(pair, []), control=self.control.get(pair, False))
 
     def apply_signal(self, signal: Signal) -> None:
         pair = (signal.workspace_id, signal.profile_id)
         if signal.profile:
             self.profiles[pair] = signal.profile
         facts = self.facts(*pair)
-        for inst in list(self.by_pair.get(pair, [])):
+        for inst in ([] if signal.data.get("only_journey") else list(self.by_pair.get(pair, []))):
             if inst.active or (inst.goal_at is None and inst.goal_until is not None):
                 on_signal(self.docs.get(inst.workspace_id, inst.journey_key, inst.version),
                           inst, signal, facts, self.fx)
@@ -177,10 +218,17 @@ class Unit:
                 continue
             messages.setdefault(made.topic, []).append((made.key, made.id, made.value))
             if out.traits is None:
+                meta = (self.templates.get(inst.workspace_id, {}).get(out.send.template)
+                        if out.send else None)
                 sent.append({"workspace_id": inst.workspace_id, "idempotency_key": key,
                              "profile_id": inst.profile_id, "journey_key": inst.journey_key,
                              "channel": out.send.channel if out.send else "webhook",
-                             "sent_at": self.now})
+                             "sent_at": self.now, "topic": meta.topic if meta else None,
+                             "category": meta.category if meta else None})
+        for decision in self.fx.decisions:
+            made = outcome_message(decision, self.now)
+            if made is not None:
+                messages.setdefault(made.topic, []).append((made.key, made.id, made.value))
         await store.record_sends(self.conn, sent)
         ids: list[OutboxRow] = []
         for topic, batch in sorted(messages.items()):

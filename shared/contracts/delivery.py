@@ -50,4 +50,13 @@ class DeliveryEvent(Envelope):
         default=None, max_length=4096,
         description="The email address, phone number, push token or subscription concerned: "
                     "on bounced, the undeliverable one, so profile marks that one address.")
+    # Added with the contact policy (journey's held/deferred/expired/suppressed outcomes):
+    rule: str | None = Field(
+        default=None, description="The rule that held the send: `caps.0`, `quiet_hours`, "
+                                  "`control_group`, `consent`, `on_hold.expire_after`, ...")
+    window: str | None = Field(default=None, description="The rule's window: `P1D`, "
+                                                         "`calendar_day`, `21:00-09:00`.")
+    count: int | None = Field(default=None, description="Sends counted in the window.")
+    until: datetime | None = Field(default=None, description="On deferred: when it is "
+                                                             "tried again.")
     occurred_at: datetime

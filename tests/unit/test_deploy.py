@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from services.journey.settings import JourneySettings
 from services.messaging.settings import MessagingSettings
 from shared.settings import DEFAULT_PORTS, SERVICES, Settings
 
@@ -279,7 +280,8 @@ def test_k8s_env_is_complete_and_secrets_are_placeholders(k8s_docs: list[dict[st
 def test_every_touchpoint_env_name_is_a_settings_field() -> None:
     docs = [ROOT / "deploy" / "README.md", ROOT / "docs" / "deployment.md"]
     files = [COMPOSE_FILE, DOCKERFILE, *K8S_DIR.glob("*.yaml"), *docs]
-    fields = set(Settings.model_fields) | set(MessagingSettings.model_fields)
+    fields = (set(Settings.model_fields) | set(MessagingSettings.model_fields)
+              | set(JourneySettings.model_fields))
     for path in files:
         if not path.exists():
             continue

@@ -12,8 +12,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.api.schemas import SimulateRequest
+from services.journey.broadcasts import entries
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.simulate import simulate
+from services.journey.policy.checks import cap_warnings, check_references
+from services.journey.policy.directory import caller_key
+from services.journey.policy.store import remember_templates
 from services.journey.tables import decisions, instances, journey_versions, journeys
 from shared.http.auth import AdminDep
 from shared.http.problems import Problem
@@ -69,7 +73,11 @@ async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> d
     """Create a journey or replace its draft. Published versions are never changed."""
     doc = parse_document(body)
     draft = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    metas = await check_references(request.app.state.directory, principal.workspace_id, doc,
+                                   caller_key(request.headers.get("authorization")))
     async with request.app.state.runtime.engine.begin() as conn:
+        await remember_templates(conn, principal.workspace_id, metas)
+        warnings = await cap_warnings(conn, principal.workspace_id, doc)
         existing = (await conn.execute(select(journeys.c.status).where(
             journeys.c.workspace_id == principal.workspace_id, journeys.c.key == doc.key)
             .with_for_update())).first()
@@ -81,7 +89,7 @@ async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> d
             index_elements=[journeys.c.workspace_id, journeys.c.key],
             set_={"draft": draft, "name": doc.name, "updated_at": func.now()},
         ).returning(journeys))).mappings().one()
-    return _summary(row)
+    return _summary(row) | ({"warnings": warnings} if warnings else {})
 
 
 @router.get("")
@@ -135,13 +143,20 @@ async def publish_journey(key: str, request: Request, principal: AdminDep) -> di
         version = (await conn.execute(select(func.coalesce(func.max(journey_versions.c.version),
                                                            0)).where(
             journey_versions.c.workspace_id == ws, journey_versions.c.key == key))).scalar_one() + 1
+        version_doc = row["draft"]
         await conn.execute(insert(journey_versions).values(
-            workspace_id=ws, key=key, version=version, document=row["draft"]))
+            workspace_id=ws, key=key, version=version, document=version_doc))
         row = (await conn.execute(update(journeys).where(
             journeys.c.workspace_id == ws, journeys.c.key == key).values(
             status="published", published_version=version, draft=None, updated_at=func.now())
             .returning(journeys))).mappings().one()
-    return _summary(row)
+        queued = await entries.schedule(conn, ws, key, version_doc, request.app.state
+                                        .clock.now()) if _includes_existing(version_doc) else 0
+    return _summary(row) | ({"existing_members_queued": queued} if queued else {})
+
+
+def _includes_existing(document: dict[str, Any]) -> bool:
+    return any((s.get("enter") or {}).get("include_existing") for s in document["stages"])
 
 
 async def _move(request: Request, ws: str, key: str, allowed: set[str], to: str) -> Any:

@@ -40,6 +40,9 @@ class EventRule(_Strict):
     segment_exited: str | None = None
     lifecycle: str | None = Field(None, description="Lifecycle stage entered.")
     rfm_segment: str | None = Field(None, description="RFM segment entered.")
+    include_existing: bool | None = Field(
+        None, description="With segment_entered on an entry point: the segment's current "
+                          "members enter once when the journey is published.")
 
     @model_validator(mode="after")
     def _one_trigger(self) -> EventRule:
@@ -50,12 +53,33 @@ class EventRule(_Strict):
                              "segment_exited, lifecycle, rfm_segment")
         if self.where is not None and self.event is None:
             raise ValueError("`where` only goes with `event`")
+        if self.include_existing and self.segment_entered is None:
+            raise ValueError("`include_existing` only goes with `segment_entered`")
+        return self
+
+
+class OnHold(_Strict):
+    """What a send the contact policy holds does (domain/policy.py)."""
+
+    defer: bool = Field(True, description="true: retry when the rule allows; false: skip.")
+    expire_after: timedelta | None = Field(
+        None, description="A deferred send older than this is dropped as `expired`.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OnHold:
+        if self.expire_after is not None and self.expire_after <= timedelta(0):
+            raise ValueError("on_hold.expire_after: duration must be positive")
+        if not self.defer and self.expire_after is not None:
+            raise ValueError("on_hold.expire_after: only a deferred send can expire "
+                             "(defer is false)")
         return self
 
 
 class Send(_Strict):
     channel: Literal["email", "sms", "push", "webhook"]
     template: str = Field(min_length=1, max_length=200)
+    on_hold: OnHold | None = Field(None, description="Overrides the contact policy's "
+                                                    "on_hold for this step.")
     fallback: str | None = Field(None, description="Step to take when the customer has no "
                                                    "deliverable address on the channel.")
 

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.journey.domain.document import Send, Webhook
+from services.journey.domain.policy import ContactPolicy, PastSend, TemplateMeta
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Outgoing:
     send: Send | None = None
     webhook: Webhook | None = None
     traits: dict[str, Any] | None = None
+    expires_at: datetime | None = None  # a send held by the policy: not after this
 
 
 @dataclass
@@ -95,6 +97,12 @@ class Facts:
     tz: ZoneInfo
     # (channel, when) of every send to this customer, across all journeys of the workspace.
     recent_sends: list[tuple[str, datetime]] = field(default_factory=list)
+    # The workspace's contact policy (None: none saved), what messaging says each template
+    # is, the same sends with their topic and category, and global control membership.
+    policy: ContactPolicy | None = None
+    templates: dict[str, TemplateMeta] = field(default_factory=dict)
+    past: list[PastSend] = field(default_factory=list)
+    control: bool = False
 
 
 @dataclass

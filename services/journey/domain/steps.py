@@ -6,18 +6,21 @@ is due), "event" (`wait_for` matched) or "timeout" (`wait_for` timed out).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.journey.domain.conditions import evaluate, seen_values
 from services.journey.domain.document import JourneyDocument, Stage, Step
 from services.journey.domain.guards import check_send
-from services.journey.domain.ids import bucket
+from services.journey.domain.ids import bucket, idempotency_key
+from services.journey.domain.policy import PastSend, check
 from services.journey.domain.state import Effects, Facts, Instance, Outgoing
 from services.journey.domain.timing import next_local_time
 
 MAX_STEPS_PER_RUN = 100  # a `next` loop without a wait must not spin forever
 
+# The rule behind a journey guardrail's outcome, as delivery events name it.
+_GUARD_RULES = {"held": "holdout", "skipped": "undeliverable"}
 _FOLLOWING = "\0following"  # go to the next step in document order
 _STOP = "\0stop"  # the instance now waits at the current step
 
@@ -65,12 +68,23 @@ def _execute(doc: JourneyDocument, stage: Stage, step: Step, inst: Instance, fac
         detail: dict[str, Any] = {"channel": channel}
         if step.send:
             detail["template"] = step.send.template
+        if verdict.outcome == "send" and facts.policy is not None:
+            held = _policy(inst, stage.key, step, channel, facts, fx, detail)
+            if held is not None:
+                return _STOP if held == "deferred" else then
         if verdict.outcome == "send":
+            expires = _held_since(inst, step, facts)
             fx.outgoing.append(Outgoing(inst, stage.key, step.id, inst.seq, event,
-                                        send=step.send, webhook=step.webhook))
-            facts.recent_sends.append((channel, now))
+                                        send=step.send, webhook=step.webhook,
+                                        expires_at=expires))
+            _record(facts, channel, step.send.template if step.send else None)
+            _release(inst, step.id)
             fx.decide(inst, "send", "sent", now, step=step.id, detail=detail)
             return then
+        detail["message_id"] = message_key(inst, stage.key, step.id, inst.seq)
+        detail["rule"] = _GUARD_RULES.get(verdict.outcome) or (
+            "quiet_hours" if (verdict.reason or "").startswith("quiet_hours")
+            else f"frequency_cap.{channel}")
         fx.decide(inst, "send", verdict.outcome, now, step=step.id, reason=verdict.reason,
                   detail=detail | ({"until": verdict.until.isoformat()} if verdict.until else {}))
         if verdict.outcome == "deferred":
@@ -132,6 +146,69 @@ def _execute(doc: JourneyDocument, stage: Stage, step: Step, inst: Instance, fac
         return then
     exit_instance(inst, fx, facts, f"exit step '{step.id}'")
     return _STOP
+
+
+def _policy(inst: Instance, stage: str, step: Step, channel: str, facts: Facts,
+            fx: Effects, detail: dict[str, Any]) -> str | None:
+    """The workspace's contact policy on this send: None when it may go, else the
+    outcome (`deferred`: the instance waits at the step; others move on)."""
+    assert facts.policy is not None
+    template = detail.get("template")
+    meta = facts.templates.get(template) if template else None
+    since = None
+    if inst.context is not None:
+        held = inst.context.get("held") or {}
+        if held.get("step") == step.id and held.get("since"):
+            since = datetime.fromisoformat(held["since"])
+    rules = facts.policy
+    if step.send is not None and step.send.on_hold is not None:
+        rules = rules.model_copy(update={"on_hold": step.send.on_hold})
+    verdict = check(rules, channel, meta, facts.profile, facts.past, facts.now, facts.tz,
+                    control=facts.control, held_since=since, sender=inst.journey_key)
+    if verdict.sends:
+        return None
+    key = message_key(inst, stage, step.id, inst.seq)
+    fx.decide(inst, "send", verdict.outcome, facts.now, step=step.id, reason=verdict.reason,
+              detail=detail | verdict.detail() | {"message_id": key, "policy": True})
+    if verdict.outcome == "deferred":
+        assert verdict.until is not None
+        if inst.context is not None and since is None:
+            inst.context["held"] = {"step": step.id, "since": facts.now.isoformat()}
+        _sleep(inst, verdict.until, "deferred")
+        return "deferred"
+    _release(inst, step.id)
+    return verdict.outcome
+
+
+def _held_since(inst: Instance, step: Step, facts: Facts) -> datetime | None:
+    """When a send that the policy held now goes out: the moment it expires."""
+    if facts.policy is None or not inst.context:
+        return None
+    on_hold = (step.send.on_hold if step.send and step.send.on_hold
+               else facts.policy.on_hold)
+    held = inst.context.get("held") or {}
+    if on_hold.expire_after is None or held.get("step") != step.id or not held.get("since"):
+        return None
+    return datetime.fromisoformat(held["since"]) + on_hold.expire_after
+
+
+def _release(inst: Instance, step_id: str) -> None:
+    if inst.context and (inst.context.get("held") or {}).get("step") == step_id:
+        inst.context.pop("held", None)
+
+
+def _record(facts: Facts, channel: str, template: str | None) -> None:
+    """A send handed over in this batch counts for the next one of the same customer."""
+    facts.recent_sends.append((channel, facts.now))
+    meta = facts.templates.get(template) if template else None
+    facts.past.append(PastSend(channel, meta.topic if meta else None,
+                               meta.category if meta else None, facts.now))
+
+
+def message_key(inst: Instance, stage: str, step: str, seq: int) -> str:
+    """The send's idempotency key (as services/journey/outgoing.send_key makes it)."""
+    return idempotency_key(inst.workspace_id, inst.journey_key, inst.version, inst.id,
+                           inst.instance_key, stage, inst.epoch, step, seq)
 
 
 def _wait(inst: Instance, fx: Effects, facts: Facts, step: Step, due: Any, kind: str,

@@ -1,0 +1,106 @@
+"""What journey asks the other services over HTTP, cached with a short TTL: a template's
+channel, category and topic (messaging), segment keys and the workspace time zone
+(profile). Never their tables. An unknown template or segment is an error, not an empty
+audience.
+
+The caller's admin key is forwarded (one admin key per workspace is registered in every
+service, as the CLI assumes); without one, TOUCHPOINT_SERVICE_KEY or the bootstrap admin key.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from services.journey.domain.policy import TemplateMeta
+from services.journey.settings import JourneySettings
+from shared.http.problems import Problem
+
+
+class Unknown(Exception):
+    """The other service answered 404: no such template or segment."""
+
+
+class Directory:
+    def __init__(self, settings: JourneySettings) -> None:
+        self.settings = settings
+        self._cache: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._http: httpx.AsyncClient | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=5)
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def _get(self, base: str | None, service: str, path: str, workspace_id: str,
+                   key: str | None) -> Any:
+        if not base:
+            raise Problem(503, "Not configured", f"TOUCHPOINT_{service.upper()}_URL is not set: "
+                                                 f"journey cannot ask {service}")
+        cache_key = (service, workspace_id, path)
+        hit = self._cache.get(cache_key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        token = key or self.settings.service_key or self.settings.bootstrap_admin_key
+        try:
+            r = await self._client().get(f"{base.rstrip('/')}{path}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise Problem(503, "Unavailable", f"{service} did not answer") from exc
+        if r.status_code == 404:
+            raise Unknown(path)
+        if r.status_code != 200:
+            raise Problem(503, "Unavailable", f"{service} answered {r.status_code}")
+        body = r.json()
+        self._cache[cache_key] = (time.monotonic() + self.settings.directory_ttl_s, body)
+        return body
+
+    async def template(self, workspace_id: str, key: str, *, caller: str | None = None
+                       ) -> TemplateMeta:
+        body = await self._get(self.settings.messaging_url, "messaging",
+                               f"/v1/templates/{key}", workspace_id, caller)
+        return TemplateMeta(body["channel"], body.get("category") or "marketing",
+                            body.get("topic"))
+
+    async def segment_exists(self, workspace_id: str, key: str, *, caller: str | None = None
+                             ) -> bool:
+        try:
+            await self._get(self.settings.profile_url, "profile", f"/v1/segments/{key}",
+                            workspace_id, caller)
+        except Unknown:
+            return False
+        return True
+
+    async def timezone(self, workspace_id: str, *, caller: str | None = None) -> str:
+        """The workspace's zone (profile-settings `timezone`); UTC when absent or unknown."""
+        if not self.settings.profile_url:
+            return "UTC"
+        try:
+            body = await self._get(self.settings.profile_url, "profile",
+                                   "/v1/profile-settings", workspace_id, caller)
+        except (Unknown, Problem):
+            # Profile unreachable: UTC for now, and not asked again before the TTL (the
+            # engine's batches ask too, and must not wait on a service that is down).
+            body = {}
+            self._cache[("profile", workspace_id, "/v1/profile-settings")] = (
+                time.monotonic() + self.settings.directory_ttl_s, body)
+        zone = body.get("timezone") or (body.get("conventions") or {}).get("timezone")
+        return str(zone) if zone else "UTC"
+
+
+async def zones(directory: Directory | None, workspaces: set[str]) -> dict[str, str]:
+    """Each workspace's zone, the fallback for customers without one (cached)."""
+    if directory is None or not directory.settings.profile_url:
+        return {}
+    return {ws: await directory.timezone(ws) for ws in workspaces}
+
+
+def caller_key(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None

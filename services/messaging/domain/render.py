@@ -22,6 +22,8 @@ from functools import lru_cache
 from typing import Any, TextIO, cast
 
 from liquid import BoundTemplate, Environment, StrictDefaultUndefined, Undefined
+from liquid.builtin.expressions import logical
+from liquid.builtin.expressions.primitive import Blank, Empty
 from liquid.exceptions import LiquidError, OutputStreamLimitError, TemplateNotFoundError
 from liquid.loader import BaseLoader, TemplateSource
 
@@ -75,6 +77,20 @@ class _Recorded(Undefined):
             entry = {"name": path, "line": line, "column": column}
             if entry not in seen:
                 seen.append(entry)
+
+
+def _lax_eq(left: object, right: object) -> bool:
+    """Liquid's `==`, plus: a lax undefined equals `blank` and `empty` (as marketers expect
+    from Shopify, Braze and Customer.io). Strict undefined variables raise before this."""
+    if (type(left) is _Recorded and isinstance(right, (Blank, Empty))) or (
+            type(right) is _Recorded and isinstance(left, (Blank, Empty))):
+        return True
+    return _liquid_eq(left, right)
+
+
+# liquid compares through this module function (`==`, `!=`, `case`/`when`).
+_liquid_eq = logical._eq
+logical._eq = _lax_eq
 
 
 class _Sandboxed(Environment):

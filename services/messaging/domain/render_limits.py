@@ -15,11 +15,11 @@ measure it under 64 MB). The CPU deadline is checked on every filter call and ev
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from liquid import RenderContext
 from liquid.exceptions import LiquidError
@@ -86,18 +86,19 @@ class LimitedContext(RenderContext):
 
 def check_value(value: object) -> None:
     """Raise when a value is bigger than a render may make it."""
-    if isinstance(value, str):
-        if len(value) > OUTPUT_LIMIT:
+    kind = type(value)  # not isinstance: a strict undefined raises on `__class__`
+    if issubclass(kind, str):
+        if len(cast(str, value)) > OUTPUT_LIMIT:
             raise TemplateLimitError("a value over 1 MB")
-    elif isinstance(value, (list, tuple, range, dict)):
-        if len(value) > ITEMS_LIMIT:
+    elif issubclass(kind, (list, tuple, range, dict)):
+        if len(cast(Sized, value)) > ITEMS_LIMIT:
             raise TemplateLimitError(f"a list over {ITEMS_LIMIT} items")
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
+    elif kind is int and abs(cast(int, value)) > INT_LIMIT:
         raise TemplateLimitError("a number over 2**63")
 
 
 def _text(value: object) -> str:
-    return value if isinstance(value, str) else "" if value is None else str(value)
+    return value if type(value) is str else "" if value is None else str(value)
 
 
 def _before_replace(val: object, seq: object = "", sub: object = "", *_: Any,
@@ -109,11 +110,11 @@ def _before_replace(val: object, seq: object = "", sub: object = "", *_: Any,
 
 
 def _before_join(val: object, sep: object = " ", *_: Any, **__: Any) -> None:
-    if not isinstance(val, (list, tuple, range)):
+    if not issubclass(type(val), (list, tuple, range)):
         return
     gap, total = len(_text(sep)), 0
-    for item in val:
-        total += (len(item) if isinstance(item, str) else len(_text(item))) + gap
+    for item in cast(Iterable[object], val):
+        total += len(_text(item)) + gap
         if total > OUTPUT_LIMIT:
             raise TemplateLimitError("a value over 1 MB")
 

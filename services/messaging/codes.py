@@ -14,6 +14,7 @@ the redelivered command finds the same code. An empty pool fails the message
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,8 @@ _TAKE = (f"UPDATE {_T} SET profile_id = $3, message_id = $4, assigned_at = now()
          f"WHERE (workspace_id, pool, code) = (SELECT workspace_id, pool, code FROM {_T} "
          "WHERE workspace_id = $1 AND pool = $2 AND profile_id IS NULL "
          "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING code")
+_ANY_FREE = (f"SELECT EXISTS (SELECT 1 FROM {_T} WHERE workspace_id = $1 AND pool = $2 "
+             "AND profile_id IS NULL)")
 _RELEASE = (f"UPDATE {_T} SET profile_id = NULL, message_id = NULL, assigned_at = NULL "
             "WHERE message_id = ANY($1::text[])")
 
@@ -52,16 +55,22 @@ class PoolEmpty(Exception):
 async def code_for(db: store.Driver, *, workspace_id: str, pool: str, profile_id: str,
                    message_id: str) -> str:
     """The customer's code from `pool`: theirs if they have one, else a free one."""
-    if (mine := await db.fetchval(_MINE, workspace_id, pool, profile_id)) is not None:
-        return str(mine)
-    try:
-        async with db.transaction():  # a savepoint: a lost race leaves the rest intact
-            taken = await db.fetchval(_TAKE, workspace_id, pool, profile_id, message_id)
-    except asyncpg.UniqueViolationError:  # another replica gave this customer one just now
-        taken = await db.fetchval(_MINE, workspace_id, pool, profile_id)
-    if taken is None:
-        raise PoolEmpty(pool)
-    return str(taken)
+    for attempt in range(4):
+        if (mine := await db.fetchval(_MINE, workspace_id, pool, profile_id)) is not None:
+            return str(mine)
+        try:
+            async with db.transaction():  # a savepoint: a lost race leaves the rest intact
+                taken = await db.fetchval(_TAKE, workspace_id, pool, profile_id, message_id)
+        except asyncpg.UniqueViolationError:  # another replica gave this customer one now
+            continue
+        if taken is not None:
+            return str(taken)
+        # Every free code was locked by other transactions: empty only if none of them is
+        # still free once they are done (a lost race releases its row).
+        if not await db.fetchval(_ANY_FREE, workspace_id, pool):
+            break
+        await asyncio.sleep(0.01 * (attempt + 1))
+    raise PoolEmpty(pool)
 
 
 async def hand_out_codes(rt: ServiceRuntime, m: Messaging, prepared: list[Prepared],

@@ -27,6 +27,7 @@ from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from shared.testing.net import free_port
 from shared.testing.servers import serve_app
+from shared.testing.smtp import Inbox
 from shared.testing.topics import read_topic
 
 pytestmark = pytest.mark.integration
@@ -244,3 +245,64 @@ async def test_codes_are_never_given_twice_by_two_replicas(
     assert served == set(holders)
     assert all(r["status"] == "failed" for r in rows if r["profile_id"] not in holders)
     assert (await http.get(f"{b.url}/v1/code-pools/{pool}")).json()["remaining"] == 0
+
+
+async def test_test_send_goes_through_the_provider_marked_test(
+        replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str,
+        smtp: tuple[str, Inbox]) -> None:
+    a, _, http = replicas
+    pool = f"ts-{unique}"
+    await http.put(f"{a.url}/v1/code-pools/{pool}", json={"codes": ["NOT-FOR-TESTS"]})
+    r = await http.put(f"{a.url}/v1/templates/ts-{unique}", json={
+        "channel": "email", "subject": "Hi {{ profile.traits.first_name }}",
+        "text": f"Code {{{{ '{pool}' | code }}}}, {{{{ event.total | money }}}}"})
+    assert r.status_code == 200
+    url = f"{a.url}/v1/templates/ts-{unique}/test-send"
+    r = await http.post(url, json={"to": f"tester-{unique}@example.com",
+                                   "profile": {"traits": {"first_name": "Tess"}},
+                                   "event": {"total": 12}})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["status"] == "sent" and out["template_version"] == 1
+    for _ in range(200):
+        found = [m for m in smtp[1].messages if m["X-Touchpoint-Message"] == out["message_id"]]
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    assert found and found[0]["Subject"] == "Hi Tess"
+    assert f"Code [{pool} code], $12.00" in found[0].get_body(("plain",)).get_content()
+    events = await _events(a, {out["message_id"]}, "sent")
+    assert events[out["message_id"]]["test"] is True
+    assert (await http.get(f"{a.url}/v1/code-pools/{pool}")).json()["remaining"] == 1
+    r = await http.post(url, json={"to": "not-an-address"})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "to"
+    r = await http.post(f"{a.url}/v1/templates/none-{unique}/test-send", json={"to": "a@b.io"})
+    assert r.status_code == 404
+
+
+async def test_cli_preview_and_test_send(
+        replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str) -> None:
+    from typer.testing import CliRunner
+
+    from touchpoint.cli import app
+
+    a, _, http = replicas
+    await http.put(f"{a.url}/v1/templates/cli-{unique}", json={
+        "channel": "email", "subject": "Hi {{ profile.traits.first_name }}",
+        "text": "Total {{ event.total | money: 'EUR' }}{{ profile.traits.nick }}"})
+    key = http.headers["authorization"].removeprefix("Bearer ")
+    common = ["--url", a.url, "--admin-key", key]
+    runner = CliRunner()
+    result = await asyncio.to_thread(runner.invoke, app, [
+        "templates", "preview", f"cli-{unique}", "--event", '{"total": 5}',
+        "--profile", '{"traits": {"first_name": "Al"}}', *common])
+    assert result.exit_code == 0, result.output
+    assert "Hi Al" in result.output and "Total €5.00" in result.output
+    assert "undefined profile.traits.nick (text, line 1, column" in result.output
+    result = await asyncio.to_thread(runner.invoke, app, [
+        "templates", "test-send", f"cli-{unique}", "--to", f"cli-{unique}@example.com",
+        "--profile", '{"traits": {"first_name": "Cy"}}', *common])
+    assert result.exit_code == 0 and result.output.startswith("sent: message "), result.output
+    result = await asyncio.to_thread(runner.invoke, app, [
+        "templates", "preview", f"missing-{unique}", *common])
+    assert result.exit_code == 1 and "404" in result.output

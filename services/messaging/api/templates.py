@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
 from services.messaging import template_store
-from services.messaging.api.deps import EngineDep, MessagingDep
+from services.messaging.api.deps import EngineDep, MessagingDep, publish
 from services.messaging.domain.render import (
     RenderError,
     render,
     template_data,
     with_unsubscribe_footer,
 )
-from services.messaging.domain.template_check import check_limits, check_source
+from services.messaging.domain.template_check import SAMPLE_PROFILE, check_limits, check_source
 from services.messaging.prepare import render_options
 from services.messaging.tables import templates
+from services.messaging.test_send import test_command, test_send
 from shared.http.auth import AdminDep
 from shared.http.problems import Problem
 
@@ -50,6 +51,22 @@ class PreviewIn(BaseModel):
     profile: dict[str, Any] = Field(default_factory=dict, description="sample profile snapshot")
     event: dict[str, Any] = Field(default_factory=dict)
     journey: dict[str, Any] = Field(default_factory=dict)
+
+
+class TestSendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=3, max_length=4096,
+                    description="the tester's address: email, phone, push token or URL")
+    profile: dict[str, Any] | None = Field(
+        None, description="profile snapshot to render with; omitted: a sample profile")
+    event: dict[str, Any] = Field(default_factory=dict)
+
+
+class TestSendOut(BaseModel):
+    message_id: str
+    status: str = Field(description="sent, failed, suppressed or bounced")
+    reason: str | None
+    template_version: int | None
 
 
 class UndefinedOut(BaseModel):
@@ -184,6 +201,24 @@ async def delete_template(engine: EngineDep, principal: AdminDep, key: str = Tem
             templates.c.workspace_id == principal.workspace_id, templates.c.key == key))
     if result.rowcount == 0:
         raise Problem(404, "Not found", f"no template '{key}'")
+
+
+@router.post("/templates/{key}/test-send", response_model=TestSendOut)
+async def test_send_template(body: TestSendIn, request: Request, engine: EngineDep,
+                             m: MessagingDep, principal: AdminDep,
+                             key: str = TemplateKey) -> dict[str, Any]:
+    """Send a template to a tester through the real provider; events carry `test: true`."""
+    row = await load_template(engine, principal.workspace_id, key)
+    if row["channel"] == "email" and "@" not in body.to:
+        raise Problem(400, "Invalid test send", "to: not an email address",
+                      errors=[{"field": "to", "message": "not an email address"}])
+    cmd = test_command(workspace_id=principal.workspace_id, template=key,
+                       channel=row["channel"], to=body.to,
+                       profile=SAMPLE_PROFILE if body.profile is None else body.profile,
+                       event=body.event)
+    result, rows = await test_send(request.app.state.runtime, m, cmd)
+    await publish(request, rows)
+    return result
 
 
 @router.post("/templates/{key}/preview", response_model=PreviewOut)

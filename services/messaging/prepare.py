@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from services.messaging.bootstrap import Messaging
 from services.messaging.domain.consent import suppression_reason
 from services.messaging.domain.filters import RenderOptions
 from services.messaging.domain.links import track_links
+from services.messaging.domain.plain_text import html_to_text
 from services.messaging.domain.render import (
     Rendered,
     RenderError,
@@ -132,6 +133,8 @@ def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendSt
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if channel == "email" and tpl is not None:
+        if rendered.html and not tpl["text"]:  # a text alternative, as mailboxes expect
+            rendered = replace(rendered, text=html_to_text(rendered.html))
         rendered = with_unsubscribe_footer(rendered, url=unsubscribe,
                                            sources=(tpl["html"], tpl["text"]))
         if rendered.html and m.settings.messaging_track_links:

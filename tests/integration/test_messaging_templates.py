@@ -306,3 +306,32 @@ async def test_cli_preview_and_test_send(
     result = await asyncio.to_thread(runner.invoke, app, [
         "templates", "preview", f"missing-{unique}", *common])
     assert result.exit_code == 1 and "404" in result.output
+
+
+async def test_html_only_email_gets_a_text_part_and_only_anchor_links_are_tracked(
+        replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str,
+        smtp: tuple[str, Inbox]) -> None:
+    a, _, http = replicas
+    r = await http.put(f"{a.url}/v1/templates/h-{unique}", json={
+        "channel": "email", "subject": "Sale",
+        "html": '<html><head><link rel="stylesheet" href="https://cdn.example/s.css"></head>'
+                '<body><p>Hi {{ profile.traits.first_name }},</p>'
+                '<p>See <a href="https://shop.example/sale">the sale</a>.</p></body></html>'})
+    assert r.status_code == 200
+    r = await http.post(f"{a.url}/v1/templates/h-{unique}/test-send",
+                        json={"to": f"Zoë <h-{unique}@example.com>"})
+    assert r.status_code == 200 and r.json()["status"] == "sent", r.text
+    message_id = r.json()["message_id"]
+    for _ in range(200):
+        found = [m for m in smtp[1].messages if m["X-Touchpoint-Message"] == message_id]
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    mail = found[0]
+    assert mail["To"].addresses[0].display_name == "Zoë"
+    text = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Hi Sam,\n\nSee the sale (https://shop.example/sale)." in text  # the sample profile
+    assert "Unsubscribe" in text
+    html = mail.get_body(("html",)).get_content()
+    assert 'href="https://cdn.example/s.css"' in html
+    assert 'href="https://shop.example/sale"' not in html  # through the click redirect

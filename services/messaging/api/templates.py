@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Request
@@ -10,6 +11,7 @@ from sqlalchemy import delete, select
 
 from services.messaging import template_store
 from services.messaging.api.deps import EngineDep, MessagingDep, publish
+from services.messaging.domain.plain_text import html_to_text
 from services.messaging.domain.render import (
     RenderError,
     render,
@@ -240,6 +242,8 @@ async def preview_template(body: PreviewIn, engine: EngineDep, m: MessagingDep,
     except RenderError as exc:
         raise Problem(422, "Cannot render", str(exc)) from exc
     if row["channel"] == "email":
+        if out.html and not row["text"]:
+            out = replace(out, text=html_to_text(out.html))
         out = with_unsubscribe_footer(out, url=unsubscribe, sources=(row["html"], row["text"]))
     return {"subject": out.subject, "html": out.html, "text": out.text,
             "undefined": out.undefined}

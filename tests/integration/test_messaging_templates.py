@@ -335,3 +335,25 @@ async def test_html_only_email_gets_a_text_part_and_only_anchor_links_are_tracke
     html = mail.get_body(("html",)).get_content()
     assert 'href="https://cdn.example/s.css"' in html
     assert 'href="https://shop.example/sale"' not in html  # through the click redirect
+
+
+async def test_a_template_over_a_limit_with_real_data_fails_the_send_only(
+        replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str) -> None:
+    a, _, http = replicas
+    # fine on the sample context at save; over the limits with this customer's data
+    r = await http.put(f"{a.url}/v1/templates/big-{unique}", json={
+        "channel": "email", "subject": "x",
+        "text": "{{ event.s | replace: 'a', event.r | replace: 'a', event.r "
+                "| replace: 'a', event.r | replace: 'a', event.r }}"})
+    assert r.status_code == 200, r.text
+    heavy = command(f"big-{unique}", str(uuid.uuid4()),
+                    context={"event": {"s": "a" * 100, "r": "a" * 100}})
+    light = command(f"big-{unique}", str(uuid.uuid4()),
+                    context={"event": {"s": "ab", "r": "c"}})
+    await a.send(heavy, light)
+    rows = {r["idempotency_key"]: r for r in await _rows(
+        a.settings, [heavy.idempotency_key, light.idempotency_key])}
+    assert rows[heavy.idempotency_key]["status"] == "failed"
+    assert rows[heavy.idempotency_key]["error"].startswith("template limit")
+    assert rows[light.idempotency_key]["status"] == "sent"
+    assert (await http.get(f"{a.url}/readyz")).status_code == 200

@@ -273,6 +273,8 @@ async def test_test_send_goes_through_the_provider_marked_test(
     assert f"Code [{pool} code], $12.00" in found[0].get_body(("plain",)).get_content()
     events = await _events(a, {out["message_id"]}, "sent")
     assert events[out["message_id"]]["test"] is True
+    logged = (await http.get(f"{a.url}/v1/messages/{out['message_id']}")).json()
+    assert logged["status"] == "sent" and logged["template_version"] == 1
     assert (await http.get(f"{a.url}/v1/code-pools/{pool}")).json()["remaining"] == 1
     r = await http.post(url, json={"to": "not-an-address"})
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "to"

@@ -209,6 +209,8 @@ def render(*, subject: str | None, html: str | None, text: str | None, data: dic
                             html=out["html"], text=out["text"], undefined=seen)
     except TemplateLimitError as exc:
         raise RenderError(str(exc.message), limit=True) from exc
+    except TemplateNotFoundError as exc:  # a snippet deleted after the template was saved
+        raise RenderError(f"partial '{exc.message}' does not exist") from exc
     except LiquidError as exc:
         first = str(exc).splitlines()[0][:500]
         if "limit" in first:  # liquid's own (output stream, loop iterations, namespace)

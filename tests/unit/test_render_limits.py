@@ -76,3 +76,31 @@ def test_save_time_trial_render_reports_the_limit() -> None:
                         text=None) is None
     # an error that depends on the data is not a limit: it passes the trial
     assert check_limits(subject=None, html=None, text="{{ 1 | divided_by: 0 }}") is None
+
+
+@pytest.mark.parametrize("source", [
+    "{{ '1e100000000' | round }}", "{{ '1e100000000' | ceil }}",
+    "{{ '1e1000000' | divided_by: '1e-1000000' | ceil }}", "{{ 1 | divided_by: 0 }}",
+])
+def test_what_a_filter_raises_fails_the_message_not_the_consumer(source: str) -> None:
+    with pytest.raises(RenderError):
+        render(subject=None, html=None, text=source, data={})
+
+
+VALUES = ["'abc'", "''", "1", "-1", "0", "1.5", "'1e400'", "'-1e400'", "nil", "true", "(1..3)",
+          "x.list", "x.dict", "x.missing", "'2026-01-01'", "'%'", "x.big"]
+
+
+def test_every_filter_with_odd_values_renders_or_raises_render_error() -> None:
+    from services.messaging.domain.render import environment
+
+    data = {"x": {"list": [1, "a", None, {"k": 1}], "dict": {"a": [1]}, "big": 2**62}}
+    for name in sorted(environment().filters):
+        for value in VALUES:
+            for args in ("", ": 1", ": 'a'", ": 'a', 'b'", ": nil", ": '1e400'", ": x.list",
+                         ": 0"):
+                source = f"{{{{ {value} | {name}{args} }}}}"
+                try:
+                    render(subject=None, html=None, text=source, data=data)
+                except RenderError:
+                    pass

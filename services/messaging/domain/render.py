@@ -218,6 +218,11 @@ def render(*, subject: str | None, html: str | None, text: str | None, data: dic
         raise RenderError(first) from exc
     except RecursionError as exc:
         raise RenderError("template limit: nesting too deep", limit=True) from exc
+    except MemoryError as exc:
+        raise RenderError("template limit: out of memory", limit=True) from exc
+    except (ArithmeticError, ValueError, TypeError, LookupError, OSError) as exc:
+        # whatever else a template can provoke fails this message, never the consumer
+        raise RenderError(f"render: {type(exc).__name__}") from exc
 
 
 def template_data(context: dict[str, Any], *, message_id: str,

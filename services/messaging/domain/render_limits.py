@@ -37,6 +37,13 @@ class TemplateLimitError(LiquidError):
         super().__init__(f"template limit: {what}", token=None)
 
 
+class FilterValueError(LiquidError):
+    """A filter could not work with its value (an overflow, a bad argument)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, token=None)
+
+
 class _Budget:
     __slots__ = ("deadline", "nodes")
 
@@ -135,7 +142,13 @@ def guarded(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             check_value(args[0])
         if before is not None:
             before(*args, **kwargs)
-        result = func(*args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except LiquidError:
+            raise
+        except (ArithmeticError, ValueError, TypeError, LookupError, OSError) as exc:
+            # e.g. `'1e400' | round` (OverflowError): the template's fault, not a crash
+            raise FilterValueError(f"{name}: {type(exc).__name__}") from exc
         check_value(result)
         return result
 

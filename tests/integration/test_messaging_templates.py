@@ -359,3 +359,41 @@ async def test_a_template_over_a_limit_with_real_data_fails_the_send_only(
     assert rows[heavy.idempotency_key]["error"].startswith("template limit")
     assert rows[light.idempotency_key]["status"] == "sent"
     assert (await http.get(f"{a.url}/readyz")).status_code == 200
+
+
+async def test_code_hand_out_under_contention_from_two_engines(
+        replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str) -> None:
+    """The hand-out itself, hammered: 2 engines (two replicas' pools) x 30 concurrent
+    transactions, 25 customers (each asked for about twice at once), 20 codes."""
+    from services.messaging import store
+    from services.messaging.codes import PoolEmpty, code_for
+
+    a, _, http = replicas
+    pool = f"hammer-{unique}"
+    await http.put(f"{a.url}/v1/code-pools/{pool}", json={"generate": {"count": 20}})
+    engines = [create_engine(a.settings.database_url) for _ in range(2)]
+    customers = [f"c-{i}" for i in range(25)]
+
+    async def one(engine: Any, customer: str) -> tuple[str, str | None]:
+        async with store.transaction(engine) as db:
+            try:
+                return customer, await code_for(db, workspace_id="default", pool=pool,
+                                                 profile_id=customer,
+                                                 message_id=str(uuid.uuid4()))
+            except PoolEmpty:
+                return customer, None
+
+    try:
+        results = await asyncio.gather(*(one(engines[i % 2], customers[i % 25])
+                                         for i in range(60)))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    per_customer: dict[str, set[str | None]] = {}
+    for customer, got in results:
+        per_customer.setdefault(customer, set()).add(got)
+    codes_given = [c for got in per_customer.values() for c in got if c is not None]
+    assert len(codes_given) == len(set(codes_given)) == 20  # all handed out, none twice
+    for got in per_customer.values():  # one code per customer, whoever asked
+        assert len(got - {None}) <= 1
+    assert (await http.get(f"{a.url}/v1/code-pools/{pool}")).json()["remaining"] == 0

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 
 from services.messaging import store
 from services.messaging.tables import codes as codes_table
+from shared.kafka.errors import is_transient
 
 if TYPE_CHECKING:
     from services.messaging.bootstrap import Messaging
@@ -111,6 +112,14 @@ async def release_unsent(rt: ServiceRuntime, outcomes: list[Outcome]) -> None:
     already the customer's from an earlier message stays theirs)."""
     ids = [o.prepared.message_id for o in outcomes
            if o.status == "failed" and o.prepared.codes]
-    if ids:
+    if not ids:
+        return
+    try:
         async with store.transaction(rt.engine) as db:
             await db.execute(_RELEASE, ids)
+    except Exception as exc:
+        # Best effort: the outcomes are recorded; a code left with its customer is reused
+        # by their next send, so an outage here must not fail (and retry) the batch.
+        if not is_transient(exc):
+            raise
+        log.warning("releasing unsent codes: database unavailable; %d kept", len(ids))

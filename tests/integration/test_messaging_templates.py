@@ -397,3 +397,24 @@ async def test_code_hand_out_under_contention_from_two_engines(
     for got in per_customer.values():  # one code per customer, whoever asked
         assert len(got - {None}) <= 1
     assert (await http.get(f"{a.url}/v1/code-pools/{pool}")).json()["remaining"] == 0
+
+
+async def test_codes_taken_by_a_message_that_fails_unsent_go_back(
+        replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str) -> None:
+    a, _, http = replicas
+    full, empty = f"full-{unique}", f"empty-{unique}"
+    await http.put(f"{a.url}/v1/code-pools/{full}", json={"codes": ["F-1", "F-2"]})
+    await http.put(f"{a.url}/v1/code-pools/{empty}", json={"codes": ["E-1"]})
+    await http.put(f"{a.url}/v1/templates/e-{unique}", json={
+        "channel": "email", "subject": "x", "text": f"{{{{ '{empty}' | code }}}}"})
+    await http.put(f"{a.url}/v1/templates/two-{unique}", json={
+        "channel": "email", "subject": "x",
+        "text": f"{{{{ '{full}' | code }}}} {{{{ '{empty}' | code }}}}"})
+    first = command(f"e-{unique}", str(uuid.uuid4()))  # takes the only E code
+    await a.send(first)
+    await _rows(a.settings, [first.idempotency_key])
+    second = command(f"two-{unique}", str(uuid.uuid4()))  # F-? taken, then E empty
+    await a.send(second)
+    [row] = await _rows(a.settings, [second.idempotency_key])
+    assert row["status"] == "failed" and row["error"] == f"code pool {empty} empty"
+    assert (await http.get(f"{a.url}/v1/code-pools/{full}")).json()["remaining"] == 2

@@ -130,6 +130,9 @@ async def test_versions_snippets_and_refusals_at_save(
     r = await http.put(f"{a.url}/v1/snippets/foot-{unique}", json={"source": "{% if %}"})
     assert r.status_code == 400 and r.json()["errors"][0]["line"] == 1
     r = await http.put(f"{a.url}/v1/snippets/foot-{unique}",
+                       json={"source": f"x{{% render 'foot-{unique}' %}}"})
+    assert r.status_code == 400 and "nested too deep" in r.json()["detail"]
+    r = await http.put(f"{a.url}/v1/snippets/foot-{unique}",
                        json={"source": "-- {{ profile.traits.first_name | default: 'you' }}"})
     assert r.status_code == 200
     assert (await http.get(f"{a.url}/v1/snippets/foot-{unique}")).json()["source"].startswith("--")

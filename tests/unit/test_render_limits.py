@@ -74,6 +74,10 @@ def test_save_time_trial_render_reports_the_limit() -> None:
     assert check_limits(subject=None, html=None, text=ATTACK) is not None
     assert check_limits(subject="Hi {{ profile.traits.first_name }}", html="<p>ok</p>",
                         text=None) is None
+    # a partial that renders itself
+    assert check_limits(subject=None, html=None, text="{% render 'a' %}",
+                        snippets={"a": "x{% render 'a' %}"}) == (
+        "template limit: partials nested too deep")
     # an error that depends on the data is not a limit: it passes the trial
     assert check_limits(subject=None, html=None, text="{{ 1 | divided_by: 0 }}") is None
 

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.messaging import template_store
 from services.messaging.api.deps import EngineDep
-from services.messaging.domain.template_check import check_source
+from services.messaging.domain.template_check import check_limits, check_source
 from services.messaging.tables import snippets
 from shared.http.auth import AdminDep
 from shared.http.problems import Problem
@@ -34,11 +34,16 @@ class SnippetOut(BaseModel):
 @router.put("/snippets/{name}", response_model=SnippetOut)
 async def put_snippet(body: SnippetIn, engine: EngineDep, principal: AdminDep,
                       name: str = SnippetName) -> dict[str, Any]:
-    """Create or replace a snippet; refused with line and column when it doesn't parse."""
+    """Create or replace a snippet; refused with line and column when it doesn't parse, uses
+    an unknown filter or partial, or goes over a render limit (renders itself, say)."""
     ws = principal.workspace_id
     async with engine.begin() as conn:
         known = (await template_store.load_snippets(conn, [ws]))[ws]
-        problems = check_source(body.source, snippets={**known, name: body.source})
+        with_it = {**known, name: body.source}
+        problems = check_source(body.source, snippets=with_it)
+        if not problems and (limit := check_limits(subject=None, html=None, text=body.source,
+                                                   snippets=with_it)):
+            problems = [{"message": limit, "line": 1, "column": 0}]
         if problems:
             first = problems[0]
             raise Problem(400, "Invalid snippet", f"source: {first['message']} (line "

@@ -24,7 +24,12 @@ from typing import Any, TextIO, cast
 from liquid import BoundTemplate, Environment, StrictDefaultUndefined, Undefined
 from liquid.builtin.expressions import logical
 from liquid.builtin.expressions.primitive import Blank, Empty
-from liquid.exceptions import LiquidError, OutputStreamLimitError, TemplateNotFoundError
+from liquid.exceptions import (
+    ContextDepthError,
+    LiquidError,
+    OutputStreamLimitError,
+    TemplateNotFoundError,
+)
 from liquid.loader import BaseLoader, TemplateSource
 
 from services.messaging.domain.filters import FILTERS, RenderOptions, render_options
@@ -209,6 +214,8 @@ def render(*, subject: str | None, html: str | None, text: str | None, data: dic
                             html=out["html"], text=out["text"], undefined=seen)
     except TemplateLimitError as exc:
         raise RenderError(str(exc.message), limit=True) from exc
+    except ContextDepthError as exc:  # a partial that renders itself, or too deep a chain
+        raise RenderError("template limit: partials nested too deep", limit=True) from exc
     except TemplateNotFoundError as exc:  # a snippet deleted after the template was saved
         raise RenderError(f"partial '{exc.message}' does not exist") from exc
     except LiquidError as exc:

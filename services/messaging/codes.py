@@ -107,11 +107,17 @@ async def hand_out_codes(rt: ServiceRuntime, m: Messaging, prepared: list[Prepar
     return out
 
 
+def _maybe_delivered(reason: str | None) -> bool:
+    """A provider call whose outcome is unknown may have delivered the code: it stays."""
+    return "outcome unknown" in (reason or "")
+
+
 async def release_unsent(rt: ServiceRuntime, outcomes: list[Outcome]) -> None:
     """Codes handed out by messages that failed unsent go back to their pools (a code
-    already the customer's from an earlier message stays theirs)."""
+    already the customer's from an earlier message stays theirs, and so does one whose
+    provider call has an unknown outcome: it may have reached them)."""
     ids = [o.prepared.message_id for o in outcomes
-           if o.status == "failed" and o.prepared.codes]
+           if o.status == "failed" and o.prepared.codes and not _maybe_delivered(o.reason)]
     if not ids:
         return
     try:

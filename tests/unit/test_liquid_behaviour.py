@@ -142,3 +142,4 @@ def test_refused_at_save_with_line_and_column(source: str, message: str | None, 
         assert problems == []
     else:
         assert problems[0] == {"message": message, "line": line, "column": column}
+

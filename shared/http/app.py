@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from shared.http.contracts import contract_openapi
 from shared.http.health import router as health_router
 from shared.http.middleware import BodySizeLimit, RequestMetrics
 from shared.http.problems import install_problem_handlers
@@ -36,6 +37,7 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
+    app.openapi = lambda: contract_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
     app.include_router(health_router)
     for router in routers:

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str  # "ready" | "unavailable"
+    checks: dict[str, bool]
+
+
+@router.get("/healthz", responses={200: {"model": Health}})
 async def healthz() -> dict[str, str]:
     """Alive: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={200: {"model": Readiness},
+                                    503: {"model": Readiness, "description": "Not ready."}})
 async def readyz(request: Request) -> JSONResponse:
     """Ready: Postgres and Kafka reachable; 503 with Retry-After otherwise."""
     checks = await request.app.state.runtime.ready()
@@ -27,7 +38,7 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics() -> Response:
     """Prometheus metrics."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

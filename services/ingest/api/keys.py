@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select, update
 
+from services.ingest.api.schemas import CreatedWriteKey, NewWriteKey, WriteKeyOut, WriteKeyPage
 from services.ingest.tables import api_keys
 from shared.auth import hash_key, new_key
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
@@ -18,12 +19,6 @@ router = APIRouter(prefix="/v1/keys", tags=["write keys"])
 ID_LENGTH = 16  # the key's public id: a prefix of its SHA-256, never the key itself
 KeyId = Annotated[str, Path(pattern=f"^[0-9a-f]{{{ID_LENGTH}}}$",
                             description="The key's id, as listed.")]
-
-
-class NewWriteKey(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=200, description="What the key is for.")
 
 
 def _view(row: Any) -> dict[str, Any]:
@@ -37,7 +32,7 @@ def _forget(request: Request) -> None:
     request.app.state.runtime.keyring.forget()
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=answers(CreatedWriteKey, status=201))
 async def create_write_key(body: NewWriteKey, request: Request,
                            principal: AdminDep) -> dict[str, Any]:
     """Create a write key for the admin key's workspace. The key is shown only in this answer."""
@@ -51,7 +46,7 @@ async def create_write_key(body: NewWriteKey, request: Request,
     return {**_view(row), "key": key}
 
 
-@router.get("")
+@router.get("", responses=answers(WriteKeyPage))
 async def list_write_keys(request: Request, principal: AdminDep, limit: Limit = 100,
                           offset: Offset = 0) -> dict[str, Any]:
     """The workspace's write keys, newest first (ids and names; keys are never shown again)."""
@@ -63,7 +58,7 @@ async def list_write_keys(request: Request, principal: AdminDep, limit: Limit = 
     return {"items": [_view(r) for r in rows], "limit": limit, "offset": offset}
 
 
-@router.post("/{key_id}/revoke")
+@router.post("/{key_id}/revoke", responses=answers(WriteKeyOut, 404))
 async def revoke_write_key(key_id: KeyId, request: Request,
                            principal: AdminDep) -> dict[str, Any]:
     """Revoke a write key: tracking calls with it get 401. Idempotent."""

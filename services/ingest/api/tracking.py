@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request, Security
+from fastapi.security import HTTPBasic
 from pydantic import ValidationError
 from starlette.datastructures import State
 
@@ -25,7 +26,9 @@ from services.ingest.api.body import (
     parse_json,
 )
 from services.ingest.domain.calls import Call, event_document
+from services.ingest.api.schemas import Accepted, BatchAccepted, TrackingBatch, TrackingCall
 from services.ingest.publisher import Outgoing
+from shared.http.contracts import answers
 from shared.http.problems import Problem
 
 CALL_TYPES = ("track", "identify", "page", "screen", "group", "alias")
@@ -173,14 +176,32 @@ _BATCH_DOC = ("Up to 500 KB of calls (32 KB each). Valid calls are accepted even
               "call is valid.")
 
 
+# Declared for OpenAPI: the fast path reads the key itself (Basic user name, or `writeKey`
+# in the body), as FastAPI's HTTPBasic refuses a header without the `:` some SDKs omit.
+write_key = HTTPBasic(auto_error=False, scheme_name="writeKey",
+                      description="The write key as user name, empty password; or `writeKey` "
+                                  "in the body.")
+
+
 def _route(path: str, handler: Handler, summary: str, description: str,
            documented: bool = True) -> None:
-    async def endpoint(request: Request) -> dict[str, Any]:
+    batch = handler is handle_batch
+
+    # Never called for POST (the fast path answers first): they give the OpenAPI document.
+    async def call_endpoint(request: Request, _body: Annotated[TrackingCall, Body()]
+                            ) -> dict[str, Any]:
         return await handler(request.app.state, request.headers, await request.body())
 
+    async def batch_endpoint(request: Request, _body: Annotated[TrackingBatch, Body()]
+                             ) -> dict[str, Any]:
+        return await handler(request.app.state, request.headers, await request.body())
+
+    endpoint = batch_endpoint if batch else call_endpoint
     endpoint.__name__ = path.rsplit("/", 1)[-1]
     router.add_api_route(path.removeprefix("/v1"), endpoint, methods=["POST"], summary=summary,
-                         description=description, include_in_schema=documented)
+                         description=description, include_in_schema=documented,
+                         dependencies=[Security(write_key)],
+                         responses=answers(BatchAccepted if batch else Accepted, 400, 413))
 
 
 for _type in CALL_TYPES:

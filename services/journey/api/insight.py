@@ -8,9 +8,11 @@ from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import Float, and_, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.journey.api.schemas import JourneyStats, ProfileJourneys, ProfileTrace
 from services.journey.domain.uplift import conversion, uplift
 from services.journey.tables import decisions, instances, journeys
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.paging import Limit
 from shared.http.problems import Problem
 
@@ -50,7 +52,8 @@ ended); the other numbers come from instances, which are kept.
 """
 
 
-@router.get("/v1/journeys/{key}/stats", description=_STATS_DESCRIPTION)
+@router.get("/v1/journeys/{key}/stats", description=_STATS_DESCRIPTION,
+            responses=answers(JourneyStats, 404))
 async def journey_stats(key: str, request: Request, principal: AdminDep,
                         version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
     """Instances and distinct customers per stage and step, entries, transitions, time in
@@ -147,7 +150,7 @@ def _instance(row: Any) -> dict[str, Any]:
             "ended_at": row.ended_at, "exit_reason": row.exit_reason, "goal_at": row.goal_at}
 
 
-@router.get("/v1/profiles/{profile_id}/journeys")
+@router.get("/v1/profiles/{profile_id}/journeys", responses=answers(ProfileJourneys))
 async def profile_journeys(profile_id: ProfileId, request: Request, principal: AdminDep,
                            limit: Limit = 100) -> dict[str, Any]:
     """Every journey instance of one customer, newest first: where they stand and why."""
@@ -159,7 +162,8 @@ async def profile_journeys(profile_id: ProfileId, request: Request, principal: A
     return {"profile_id": profile_id, "items": [_instance(r) for r in rows]}
 
 
-@router.get("/v1/profiles/{profile_id}/journeys/{key}/trace")
+@router.get("/v1/profiles/{profile_id}/journeys/{key}/trace",
+            responses=answers(ProfileTrace, 404))
 async def profile_trace(profile_id: ProfileId, key: str, request: Request, principal: AdminDep,
                         limit: Annotated[int, Query(ge=1, le=5000)] = 1000) -> dict[str, Any]:
     """Why did (or didn't) this customer get that message: every decision the engine made

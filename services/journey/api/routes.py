@@ -11,6 +11,16 @@ from sqlalchemy import DateTime, String, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.journey.api.schemas import (
+    JourneyList,
+    JourneyOut,
+    JourneyPublished,
+    JourneySaved,
+    JourneySummary,
+    JourneyVersionOut,
+    SimulationOut,
+    Validated,
+)
 from services.journey.api.schemas import SimulateRequest
 from services.journey.broadcasts import entries
 from services.journey.domain.document import JourneyDocument
@@ -20,6 +30,7 @@ from services.journey.policy.directory import caller_key
 from services.journey.policy.store import remember_templates
 from services.journey.tables import decisions, instances, journey_versions, journeys
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers, json_body
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
@@ -50,6 +61,13 @@ def parse_document(body: Any) -> JourneyDocument:
 
 
 JSONBody = Annotated[Any, Body(description="A journey document (see docs/journey.md).")]
+# Parsed by `parse_document` (its 400 names each field): declared for OpenAPI only.
+JOURNEY_BODY = json_body(JourneyDocument, {
+    "key": "post-purchase-review", "name": "Review request after purchase",
+    "stages": [{"key": "purchased", "enter": {"event": "Order Completed"}, "steps": [
+        {"id": "settle", "wait": "P2D"},
+        {"id": "ask", "send": {"channel": "email", "template": "review-request"}}]}],
+    "goal": {"event": "Review Submitted", "within": "P14D"}, "holdout_percent": 10})
 
 
 async def _journey(conn: AsyncConnection, workspace_id: str, key: str, *,
@@ -61,14 +79,15 @@ async def _journey(conn: AsyncConnection, workspace_id: str, key: str, *,
     return row
 
 
-@router.post("/validate")
+@router.post("/validate", responses=answers(Validated), openapi_extra=JOURNEY_BODY)
 async def validate_journey(body: JSONBody, principal: AdminDep) -> dict[str, Any]:
     """Check a journey document without saving it (errors come back as 400 with paths)."""
     doc = parse_document(body)
     return {"valid": True, "key": doc.key}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=answers(JourneySaved, 409, status=201),
+             openapi_extra=JOURNEY_BODY)
 async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> dict[str, Any]:
     """Create a journey or replace its draft. Published versions are never changed."""
     doc = parse_document(body)
@@ -92,7 +111,7 @@ async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> d
     return _summary(row) | ({"warnings": warnings} if warnings else {})
 
 
-@router.get("")
+@router.get("", responses=answers(JourneyList))
 async def list_journeys(request: Request, principal: AdminDep) -> dict[str, Any]:
     """All journeys of the workspace."""
     async with request.app.state.runtime.engine.connect() as conn:
@@ -102,7 +121,7 @@ async def list_journeys(request: Request, principal: AdminDep) -> dict[str, Any]
     return {"items": [_summary(r) for r in rows]}
 
 
-@router.get("/{key}")
+@router.get("/{key}", responses=answers(JourneyOut, 404))
 async def get_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
     """One journey: summary, draft and the list of its published versions."""
     async with request.app.state.runtime.engine.connect() as conn:
@@ -115,7 +134,7 @@ async def get_journey(key: str, request: Request, principal: AdminDep) -> dict[s
                                          for v in versions]}
 
 
-@router.get("/{key}/versions/{version}")
+@router.get("/{key}/versions/{version}", responses=answers(JourneyVersionOut, 404))
 async def get_version(key: str, version: int, request: Request,
                       principal: AdminDep) -> dict[str, Any]:
     """One published version's document (immutable)."""
@@ -129,7 +148,7 @@ async def get_version(key: str, version: int, request: Request,
             "document": row.document}
 
 
-@router.post("/{key}/publish")
+@router.post("/{key}/publish", responses=answers(JourneyPublished, 404, 409))
 async def publish_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
     """Freeze the draft as the next immutable version and make it live. Customers already
     inside finish on the version they entered."""
@@ -173,19 +192,19 @@ async def _move(request: Request, ws: str, key: str, allowed: set[str], to: str)
     return row
 
 
-@router.post("/{key}/pause")
+@router.post("/{key}/pause", responses=answers(JourneySummary, 404, 409))
 async def pause_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
     """Stop new entries; customers inside carry on (their timers keep firing)."""
     return _summary(await _move(request, principal.workspace_id, key, {"published"}, "paused"))
 
 
-@router.post("/{key}/resume")
+@router.post("/{key}/resume", responses=answers(JourneySummary, 404, 409))
 async def resume_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
     """Take new entries again on the published version."""
     return _summary(await _move(request, principal.workspace_id, key, {"paused"}, "published"))
 
 
-@router.post("/{key}/archive")
+@router.post("/{key}/archive", responses=answers(JourneySummary, 404, 409))
 async def archive_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
     """End the journey: no new entries, every customer inside exits now (timers cancelled)."""
     return _summary(await _move(request, principal.workspace_id, key,
@@ -207,7 +226,7 @@ async def _exit_everyone(conn: AsyncConnection, ws: str, key: str, now: datetime
         wake_kind=None, updated_at=func.now()))
 
 
-@router.post("/{key}/simulate")
+@router.post("/{key}/simulate", responses=answers(SimulationOut, 404))
 async def simulate_journey(key: str, body: SimulateRequest, request: Request,
                            principal: AdminDep,
                            version: Annotated[int | None, Query(

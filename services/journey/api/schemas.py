@@ -59,3 +59,144 @@ class SimulateRequest(BaseModel):
                                 properties=e.properties,
                                 change=e.change.value if e.change else None, data=e.data))
         return sorted(out, key=lambda s: s.at)
+
+
+# What the journey API answers (OpenAPI): the handlers build these shapes as dicts.
+
+class JourneySummary(BaseModel):
+    key: str
+    name: str
+    status: str = Field(description="draft, published, paused or archived.")
+    published_version: int | None
+    draft: dict[str, Any] | None = Field(description="The draft document, if any.")
+    updated_at: datetime
+
+
+class JourneySaved(JourneySummary):
+    warnings: list[str] | None = Field(None, description="Only when some apply.")
+
+
+class JourneyPublished(JourneySummary):
+    existing_members_queued: int | None = Field(None, description="Only when some were.")
+
+
+class JourneyList(BaseModel):
+    items: list[JourneySummary]
+
+
+class VersionRef(BaseModel):
+    version: int
+    published_at: datetime
+
+
+class JourneyOut(JourneySummary):
+    versions: list[VersionRef]
+
+
+class JourneyVersionOut(BaseModel):
+    key: str
+    version: int
+    published_at: datetime
+    document: dict[str, Any]
+
+
+class Validated(BaseModel):
+    valid: bool
+    key: str
+
+
+class SimulationOut(BaseModel):
+    key: str
+    ran: str = Field(description="`draft` or `version N`.")
+    start: datetime
+    trace: list[dict[str, Any]]
+    sends: list[dict[str, Any]]
+    instances: list[dict[str, Any]]
+
+
+class GoalArm(BaseModel):
+    customers: int
+    converted: int
+    conversion: float | None
+    instances: int
+    converted_instances: int
+
+
+class GoalStats(BaseModel):
+    treated: GoalArm
+    holdout: GoalArm
+    uplift: float | None
+    ci95: list[float] | None
+
+
+class Transition(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str | None = Field(alias="from")
+    to: str
+    count: int
+
+
+class StageTime(BaseModel):
+    count: int
+    mean_s: float | None
+    p50_s: float | None
+    p90_s: float | None
+
+
+class JourneyStats(BaseModel):
+    key: str
+    version: int | None
+    entries: int
+    customers: int
+    stages: dict[str, dict[str, int]] = Field(description="stage -> status -> instances.")
+    stage_customers: dict[str, dict[str, int]]
+    active_by_step: dict[str, dict[str, int]]
+    active_customers_by_step: dict[str, dict[str, int]]
+    exits: dict[str, int]
+    transitions: list[Transition]
+    time_in_stage: dict[str, StageTime]
+    sends: dict[str, dict[str, dict[str, int]]] = Field(description="stage -> step -> outcome.")
+    goal: GoalStats
+
+
+class InstanceOut(BaseModel):
+    id: int | str
+    journey: str
+    version: int
+    instance_key: str | None
+    stage: str
+    step: str | None
+    status: str
+    holdout: bool
+    entered_at: datetime
+    stage_entered_at: datetime | None
+    waiting_until: datetime | None
+    ended_at: datetime | None
+    exit_reason: str | None
+    goal_at: datetime | None
+
+
+class ProfileJourneys(BaseModel):
+    profile_id: str
+    items: list[InstanceOut]
+
+
+class Decision(BaseModel):
+    at: datetime
+    version: int
+    instance_id: int | str | None
+    instance_key: str | None
+    stage: str | None
+    step: str | None
+    kind: str
+    outcome: str
+    reason: str | None
+    detail: dict[str, Any] | None
+
+
+class ProfileTrace(BaseModel):
+    profile_id: str
+    journey: str
+    instances: list[InstanceOut]
+    trace: list[Decision]

@@ -21,6 +21,7 @@ from services.journey.policy.api import parse_or_400
 from services.journey.policy.directory import Directory, Unknown, caller_key
 from services.journey.tables import broadcast_audience, broadcasts
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"])
@@ -67,7 +68,7 @@ def _directory(request: Request) -> Directory:
     return directory
 
 
-@router.put("/{key}", response_model=BroadcastOut)
+@router.put("/{key}", response_model=BroadcastOut, responses=answers(None, 409))
 async def put_broadcast(key: Key, body: BroadcastBody, request: Request,
                         principal: AdminDep) -> BroadcastOut:
     """Create or replace a draft broadcast (409 once it is scheduled, sent or cancelled)."""
@@ -123,14 +124,14 @@ async def _existing(request: Request, ws: str, key: str) -> Any:
         return row, await bstore.counts(conn, ws, key)
 
 
-@router.get("/{key}", response_model=BroadcastOut)
+@router.get("/{key}", response_model=BroadcastOut, responses=answers(None, 404))
 async def get_broadcast(key: Key, request: Request, principal: AdminDep) -> BroadcastOut:
     """One broadcast: its status and counts (sent, suppressed and why, deferred, ...)."""
     row, counts = await _existing(request, principal.workspace_id, key)
     return _out(row, counts)
 
 
-@router.post("/{key}/preview", response_model=PreviewOut)
+@router.post("/{key}/preview", response_model=PreviewOut, responses=answers(None, 404))
 async def preview_broadcast(key: Key, request: Request, principal: AdminDep) -> PreviewOut:
     """Who would get it and who would not, and why, as of its scheduled time: one
     set-based query over journey's profile snapshots."""
@@ -169,7 +170,7 @@ async def preview_broadcast(key: Key, request: Request, principal: AdminDep) -> 
                       suppressed_sample=suppressed_sample, at=at.isoformat())
 
 
-@router.post("/{key}/send", response_model=BroadcastOut)
+@router.post("/{key}/send", response_model=BroadcastOut, responses=answers(None, 404, 409))
 async def send_broadcast(key: Key, request: Request, principal: AdminDep) -> BroadcastOut:
     """Send now, or schedule at `send_at`; resume a cancelled one (only those not yet
     sent). 409 once sent."""
@@ -198,7 +199,8 @@ async def send_broadcast(key: Key, request: Request, principal: AdminDep) -> Bro
     return _out(row, counts)
 
 
-@router.post("/{key}/cancel", response_model=BroadcastOut)
+@router.post("/{key}/cancel", response_model=BroadcastOut,
+             responses=answers(None, 404, 409))
 async def cancel_broadcast(key: Key, request: Request, principal: AdminDep) -> BroadcastOut:
     """Stop a scheduled or sending broadcast; `/send` resumes it. 409 when sent or draft."""
     ws, now = principal.workspace_id, request.app.state.clock.now()

@@ -9,11 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from services.messaging.api.schemas import ChannelList, ChannelOut
 from services.messaging.api.deps import EngineDep, MessagingDep
 from services.messaging.providers.registry import PROVIDERS
 from services.messaging.secrets import hint
 from services.messaging.tables import channels
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["channels"])
@@ -52,7 +54,7 @@ def _validate(model: type[BaseModel], values: dict[str, Any], field: str) -> Bas
                       f"{errors[0]['field']}: {errors[0]['message']}", errors=errors) from exc
 
 
-@router.put("/channels/{channel}/{provider}")
+@router.put("/channels/{channel}/{provider}", responses=answers(ChannelOut))
 async def put_channel(channel: ChannelName, provider: ProviderName, body: ChannelIn,
                       engine: EngineDep, m: MessagingDep, principal: AdminDep) -> dict[str, Any]:
     """Configure a provider for a channel (email: smtp; sms: twilio; push: webpush and/or
@@ -96,7 +98,7 @@ async def put_channel(channel: ChannelName, provider: ProviderName, body: Channe
     return _out(row)
 
 
-@router.get("/channels")
+@router.get("/channels", responses=answers(ChannelList))
 async def list_channels(engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """Configured providers; without an email one, email goes to TOUCHPOINT_SMTP_URL."""
     async with engine.connect() as conn:
@@ -106,7 +108,7 @@ async def list_channels(engine: EngineDep, principal: AdminDep) -> dict[str, Any
     return {"items": [_out(r) for r in rows]}
 
 
-@router.get("/channels/{channel}/{provider}")
+@router.get("/channels/{channel}/{provider}", responses=answers(ChannelOut, 404))
 async def get_channel(channel: ChannelName, provider: ProviderName, engine: EngineDep,
                       principal: AdminDep) -> dict[str, Any]:
     """One provider configuration (credentials as hints only)."""
@@ -119,7 +121,8 @@ async def get_channel(channel: ChannelName, provider: ProviderName, engine: Engi
     return _out(row)
 
 
-@router.delete("/channels/{channel}/{provider}", status_code=204)
+@router.delete("/channels/{channel}/{provider}", status_code=204,
+               responses=answers(None, 404))
 async def delete_channel(channel: ChannelName, provider: ProviderName, engine: EngineDep,
                          m: MessagingDep, principal: AdminDep) -> None:
     """Remove a provider; sends over that channel fail until another is configured (email

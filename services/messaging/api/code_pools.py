@@ -15,6 +15,7 @@ from services.messaging.api.deps import EngineDep
 from services.messaging.domain.codes import generate_codes, split_upload
 from services.messaging.tables import code_pools, codes
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["code pools"])
@@ -93,7 +94,8 @@ async def put_code_pool(body: PoolIn, engine: EngineDep, principal: AdminDep,
             "duplicates": duplicates}
 
 
-@router.get("/code-pools/{key}", response_model=PoolOut, response_model_exclude_none=True)
+@router.get("/code-pools/{key}", response_model=PoolOut, response_model_exclude_none=True,
+            responses=answers(None, 404))
 async def get_code_pool(engine: EngineDep, principal: AdminDep,
                         key: str = PoolKey) -> dict[str, Any]:
     """A pool's size and how many codes remain."""

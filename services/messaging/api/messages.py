@@ -7,11 +7,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path
 from sqlalchemy import select
 
+from services.messaging.api.schemas import MessageOut, MessagePage
 from services.messaging.api.deps import EngineDep
 from services.messaging.store import message_filter
 from services.messaging.tables import messages
 from shared.http.auth import AdminDep
 from shared.http.paging import Limit, Offset
+from shared.http.contracts import answers
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -21,7 +23,7 @@ SUMMARY = ("id", "profile_id", "channel", "template", "template_version", "statu
            "clicked_at")
 
 
-@router.get("/messages")
+@router.get("/messages", responses=answers(MessagePage))
 async def list_messages(engine: EngineDep, principal: AdminDep, profile_id: str | None = None,
                         journey: str | None = None, status: Status | None = None,
                         channel: Literal["email", "sms", "push", "webhook"] | None = None,
@@ -36,7 +38,7 @@ async def list_messages(engine: EngineDep, principal: AdminDep, profile_id: str 
     return {"items": [dict(r) for r in rows], "limit": limit, "offset": offset}
 
 
-@router.get("/messages/{message_id}")
+@router.get("/messages/{message_id}", responses=answers(MessageOut, 404))
 async def get_message(engine: EngineDep, principal: AdminDep,
                       message_id: str = Path(min_length=1, max_length=36)) -> dict[str, Any]:
     """One message with its rendered content, for support. After the profile's erasure the

@@ -14,6 +14,7 @@ from services.messaging.api.deps import EngineDep
 from services.messaging.domain.template_check import check_limits, check_source
 from services.messaging.tables import snippets
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["templates"])
@@ -57,7 +58,7 @@ async def put_snippet(body: SnippetIn, engine: EngineDep, principal: AdminDep,
     return {k: row[k] for k in SnippetOut.model_fields}
 
 
-@router.get("/snippets/{name}", response_model=SnippetOut)
+@router.get("/snippets/{name}", response_model=SnippetOut, responses=answers(None, 404))
 async def get_snippet(engine: EngineDep, principal: AdminDep,
                       name: str = SnippetName) -> dict[str, Any]:
     """One snippet."""
@@ -70,7 +71,7 @@ async def get_snippet(engine: EngineDep, principal: AdminDep,
     return {k: row[k] for k in SnippetOut.model_fields}
 
 
-@router.delete("/snippets/{name}", status_code=204)
+@router.delete("/snippets/{name}", status_code=204, responses=answers(None, 404))
 async def delete_snippet(engine: EngineDep, principal: AdminDep,
                          name: str = SnippetName) -> None:
     """Delete a snippet; templates that render it fail to render until it is back."""

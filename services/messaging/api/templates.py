@@ -23,6 +23,7 @@ from services.messaging.prepare import render_options
 from services.messaging.tables import templates
 from services.messaging.test_send import test_command, test_send
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["templates"])
@@ -145,7 +146,7 @@ def check_template(body: TemplateIn, snippets: dict[str, str]) -> None:
                       errors=errors)
 
 
-@router.put("/templates/{key}", response_model=TemplateOut)
+@router.put("/templates/{key}", response_model=TemplateOut, responses=answers(None))
 async def put_template(body: TemplateIn, engine: EngineDep, principal: AdminDep,
                        key: str = TemplateKey) -> dict[str, Any]:
     """Create or replace a Liquid template; every save is a new version."""
@@ -177,14 +178,15 @@ async def load_template(engine: EngineDep, workspace_id: str, key: str) -> Any:
     return row
 
 
-@router.get("/templates/{key}", response_model=TemplateOut)
+@router.get("/templates/{key}", response_model=TemplateOut, responses=answers(None, 404))
 async def get_template(engine: EngineDep, principal: AdminDep,
                        key: str = TemplateKey) -> dict[str, Any]:
     """One template (its latest version)."""
     return _out(await load_template(engine, principal.workspace_id, key))
 
 
-@router.get("/templates/{key}/versions", response_model=VersionList)
+@router.get("/templates/{key}/versions", response_model=VersionList,
+            responses=answers(None, 404))
 async def list_versions(engine: EngineDep, principal: AdminDep,
                         key: str = TemplateKey) -> dict[str, Any]:
     """Every saved version of a template, newest first."""
@@ -195,7 +197,7 @@ async def list_versions(engine: EngineDep, principal: AdminDep,
     return {"items": [{k: r[k] for k in VersionOut.model_fields} for r in rows]}
 
 
-@router.delete("/templates/{key}", status_code=204)
+@router.delete("/templates/{key}", status_code=204, responses=answers(None, 404))
 async def delete_template(engine: EngineDep, principal: AdminDep, key: str = TemplateKey) -> None:
     """Delete a template; sends that name it fail with a clear reason."""
     async with engine.begin() as conn:
@@ -205,7 +207,8 @@ async def delete_template(engine: EngineDep, principal: AdminDep, key: str = Tem
         raise Problem(404, "Not found", f"no template '{key}'")
 
 
-@router.post("/templates/{key}/test-send", response_model=TestSendOut)
+@router.post("/templates/{key}/test-send", response_model=TestSendOut,
+             responses=answers(None, 404))
 async def test_send_template(body: TestSendIn, request: Request, engine: EngineDep,
                              m: MessagingDep, principal: AdminDep,
                              key: str = TemplateKey) -> dict[str, Any]:
@@ -223,7 +226,8 @@ async def test_send_template(body: TestSendIn, request: Request, engine: EngineD
     return result
 
 
-@router.post("/templates/{key}/preview", response_model=PreviewOut)
+@router.post("/templates/{key}/preview", response_model=PreviewOut,
+             responses=answers(None, 404, 422))
 async def preview_template(body: PreviewIn, engine: EngineDep, m: MessagingDep,
                            principal: AdminDep, key: str = TemplateKey) -> dict[str, Any]:
     """Render a template with a sample profile, event and journey; nothing is sent and no

@@ -17,16 +17,30 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from services.messaging.api.schemas import EmailStatusReport, TwilioStatus
 from services.messaging import store
 from services.messaging.api.deps import EngineDep, MessagingDep, publish
 from services.messaging.domain.tokens import verify_token
 from services.messaging.providers.sms import DEAD_NUMBER_CODES
 from services.messaging.tables import channels, messages
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
+from shared.http.contracts import answers, form_body, json_body, signed_by
 from shared.http.problems import Problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tracking"])
+TWILIO_CALLBACK = {
+    **signed_by("twilioSignature", "X-Twilio-Signature",
+                "HMAC-SHA1 of URL and form with the channel's Twilio auth token."),
+    **form_body(TwilioStatus, {"MessageSid": "SM0123456789abcdef", "MessageStatus": "delivered"}),
+}
+EMAIL_REPORT = {
+    **signed_by("webhookSignature", "webhook-signature",
+                "Standard Webhooks signature with the channel's `status_webhook_secret` "
+                "(with webhook-id and webhook-timestamp)."),
+    **json_body(EmailStatusReport, {"message_id": "3f2c9d0e-6b1a-4c55-9a43-0b7f3c1d2e4f",
+                                    "status": "bounced", "reason": "550 5.1.1 no such user"}),
+}
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"Cache-Control": "no-store, private"}
 Token = Path(min_length=10, max_length=8192)
@@ -174,7 +188,8 @@ async def _status_update(request: Request, engine: EngineDep, *, workspace_id: s
     await publish(request, ids)
 
 
-@router.post("/v1/providers/twilio/status/{workspace_id}", status_code=204)
+@router.post("/v1/providers/twilio/status/{workspace_id}", status_code=204,
+             responses=answers(None, 401, 404), openapi_extra=TWILIO_CALLBACK)
 async def twilio_status(request: Request, engine: EngineDep, m: MessagingDep,
                         workspace_id: str = Path(max_length=64)) -> None:
     """Twilio status callback, checked with X-Twilio-Signature (HMAC-SHA1, auth token)."""
@@ -200,7 +215,8 @@ async def twilio_status(request: Request, engine: EngineDep, m: MessagingDep,
                          reason=reason)
 
 
-@router.post("/v1/providers/smtp/status/{workspace_id}", status_code=204)
+@router.post("/v1/providers/smtp/status/{workspace_id}", status_code=204,
+             responses=answers(None, 401, 404), openapi_extra=EMAIL_REPORT)
 async def email_status(request: Request, engine: EngineDep, m: MessagingDep,
                        workspace_id: str = Path(max_length=64)) -> None:
     """Bounce, complaint and delivery reports for email (from the relay or a DSN parser),

@@ -10,6 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.profile.api.schemas import (
+    ConsentRecorded,
+    Erased,
+    ProfileConsent,
+    ProfileEventPage,
+    ProfileMetricsOut,
+    ProfileOut,
+    ProfilePage,
+    ProfileSegments,
+)
 from services.profile import commands
 from services.profile import repository as repo
 from services.profile.api.views import public_profile, summary
@@ -19,6 +29,7 @@ from services.profile.domain.state import ProfileState
 from services.profile.tables import events, identities, profiles, segment_members
 from shared.auth import Principal
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
@@ -45,7 +56,7 @@ async def _full(conn: AsyncConnection, p: ProfileState) -> dict[str, Any]:
     return public_profile(p, sorted(members), conv, datetime.now(UTC))
 
 
-@router.get("")
+@router.get("", responses=answers(ProfilePage))
 async def search_profiles(
     request: Request, principal: AdminDep, limit: Limit = 50, offset: Offset = 0,
     q: Annotated[str | None, Query(min_length=1, max_length=100,
@@ -78,7 +89,7 @@ async def search_profiles(
             "limit": limit, "offset": offset}
 
 
-@router.get("/lookup")
+@router.get("/lookup", responses=answers(ProfileOut, 404))
 async def lookup_profile(request: Request, principal: AdminDep, user_id: Text = None,
                          anonymous_id: Text = None, email: Text = None,
                          phone: Text = None) -> dict[str, Any]:
@@ -107,14 +118,14 @@ async def lookup_profile(request: Request, principal: AdminDep, user_id: Text = 
         return await _full(conn, await _load(conn, principal, pid))
 
 
-@router.get("/{profile_id}")
+@router.get("/{profile_id}", responses=answers(ProfileOut, 404))
 async def get_profile(profile_id: str, request: Request, principal: AdminDep) -> dict[str, Any]:
     """One profile by id (an id merged into another profile answers with the survivor)."""
     async with request.app.state.runtime.engine.connect() as conn:
         return await _full(conn, await _load(conn, principal, profile_id))
 
 
-@router.get("/{profile_id}/events")
+@router.get("/{profile_id}/events", responses=answers(ProfileEventPage, 404))
 async def list_profile_events(
     profile_id: str, request: Request, principal: AdminDep, limit: Limit = 50,
     offset: Offset = 0, name: Annotated[str | None, Query(max_length=200)] = None,
@@ -134,7 +145,7 @@ async def list_profile_events(
     return {"items": items, "limit": limit, "offset": offset}
 
 
-@router.get("/{profile_id}/metrics")
+@router.get("/{profile_id}/metrics", responses=answers(ProfileMetricsOut, 404))
 async def get_profile_metrics(profile_id: str, request: Request,
                               principal: AdminDep) -> dict[str, Any]:
     """Computed metrics: orders, revenue, RFM, lifecycle, churn risk, predicted LTV, NPS."""
@@ -146,7 +157,7 @@ async def get_profile_metrics(profile_id: str, request: Request,
             "metrics": metrics(p, datetime.now(UTC), conv)}
 
 
-@router.get("/{profile_id}/segments")
+@router.get("/{profile_id}/segments", responses=answers(ProfileSegments, 404))
 async def get_profile_segments(profile_id: str, request: Request,
                                principal: AdminDep) -> dict[str, Any]:
     """The segments the profile is a member of, with when it entered."""
@@ -160,7 +171,7 @@ async def get_profile_segments(profile_id: str, request: Request,
                                            "entered_at": r.entered_at.isoformat()} for r in rows]}
 
 
-@router.get("/{profile_id}/consent")
+@router.get("/{profile_id}/consent", responses=answers(ProfileConsent, 404))
 async def get_profile_consent(profile_id: str, request: Request,
                               principal: AdminDep) -> dict[str, Any]:
     """Consent per channel and topic (with source and time), and address validity."""
@@ -185,7 +196,7 @@ class ConsentUpdate(BaseModel):
         return self
 
 
-@router.put("/{profile_id}/consent")
+@router.put("/{profile_id}/consent", responses=answers(ConsentRecorded, 404))
 async def put_profile_consent(profile_id: str, body: ConsentUpdate, request: Request,
                               principal: AdminDep) -> dict[str, Any]:
     """Record a subscribe/unsubscribe for a channel or a topic; emits consent_changed."""
@@ -203,7 +214,7 @@ async def put_profile_consent(profile_id: str, body: ConsentUpdate, request: Req
     return {"profile_id": p.id, "consent": p.consent}
 
 
-@router.delete("/{profile_id}")
+@router.delete("/{profile_id}", responses=answers(Erased, 404))
 async def erase_profile(profile_id: str, request: Request, principal: AdminDep) -> dict[str, Any]:
     """GDPR erasure: delete personal data and history; keep hashed identifiers as a tombstone."""
     rt = request.app.state.runtime

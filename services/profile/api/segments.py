@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from services.profile.api.schemas import SegmentCount, SegmentMemberPage, SegmentOut, SegmentPage
 from services.profile import segment_admin, segment_store
 from services.profile.domain.segments import Rule, rule_adapter
 from services.profile.tables import segment_members, segments
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
@@ -39,7 +41,7 @@ def _public(row: Any, count: int | None = None) -> dict[str, Any]:
     return out
 
 
-@router.put("/{key}")
+@router.put("/{key}", responses=answers(SegmentOut))
 async def put_segment(body: SegmentBody, request: Request, principal: AdminDep,
                       key: str = Key) -> dict[str, Any]:
     """Create or replace a segment; membership is computed now (`computed` false: the
@@ -80,7 +82,7 @@ async def _count(request: Request, ws: str, key: str) -> int:
             segment_members.c.segment_key == key))).scalar_one())
 
 
-@router.get("")
+@router.get("", responses=answers(SegmentPage))
 async def list_segments(request: Request, principal: AdminDep, limit: Limit = 50,
                         offset: Offset = 0) -> dict[str, Any]:
     """The workspace's segments, by key."""
@@ -91,7 +93,7 @@ async def list_segments(request: Request, principal: AdminDep, limit: Limit = 50
     return {"items": [_public(r) for r in rows], "limit": limit, "offset": offset}
 
 
-@router.get("/{key}")
+@router.get("/{key}", responses=answers(SegmentOut, 404))
 async def get_segment(request: Request, principal: AdminDep, key: str = Key) -> dict[str, Any]:
     """One segment with its member count."""
     async with request.app.state.runtime.engine.connect() as conn:
@@ -102,7 +104,7 @@ async def get_segment(request: Request, principal: AdminDep, key: str = Key) -> 
     return _public(row, await _count(request, principal.workspace_id, key))
 
 
-@router.get("/{key}/count")
+@router.get("/{key}/count", responses=answers(SegmentCount, 404))
 async def count_segment(request: Request, principal: AdminDep,
                         key: str = Key) -> dict[str, Any]:
     """How many profiles are in the segment now."""
@@ -110,7 +112,7 @@ async def count_segment(request: Request, principal: AdminDep,
     return {"key": key, "count": await _count(request, principal.workspace_id, key)}
 
 
-@router.get("/{key}/members")
+@router.get("/{key}/members", responses=answers(SegmentMemberPage, 404))
 async def list_segment_members(request: Request, principal: AdminDep, key: str = Key,
                                limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
     """Members, earliest entry first: profile id and when they entered."""
@@ -124,7 +126,7 @@ async def list_segment_members(request: Request, principal: AdminDep, key: str =
                       for r in rows], "limit": limit, "offset": offset}
 
 
-@router.delete("/{key}", status_code=204)
+@router.delete("/{key}", status_code=204, responses=answers(None, 404))
 async def delete_segment(request: Request, principal: AdminDep, key: str = Key) -> None:
     """Delete a segment; every member exits (segment_exited is emitted)."""
     rt = request.app.state.runtime

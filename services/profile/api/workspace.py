@@ -9,15 +9,17 @@ from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
+from services.profile.api.schemas import ConventionsOut, ProfileSettingsOut, RecomputeOut
 from services.profile import recompute
 from services.profile.domain.conventions import Conventions
 from services.profile.tables import workspace_settings
 from shared.http.auth import AdminDep
+from shared.http.contracts import answers
 
 router = APIRouter(prefix="/v1/profile-settings", tags=["profile settings"])
 
 
-@router.get("")
+@router.get("", responses=answers(ProfileSettingsOut))
 async def get_profile_settings(request: Request, principal: AdminDep) -> dict[str, Any]:
     """Conventions (which events are orders, refunds, surveys), last model fit and recompute."""
     async with request.app.state.runtime.engine.connect() as conn:
@@ -29,7 +31,7 @@ async def get_profile_settings(request: Request, principal: AdminDep) -> dict[st
             else None}
 
 
-@router.put("/conventions")
+@router.put("/conventions", responses=answers(ConventionsOut))
 async def put_conventions(body: Conventions, request: Request,
                           principal: AdminDep) -> dict[str, Any]:
     """Replace the conventions; they apply to events processed from now on."""
@@ -42,7 +44,7 @@ async def put_conventions(body: Conventions, request: Request,
     return {"conventions": conventions}
 
 
-@router.post("/recompute")
+@router.post("/recompute", responses=answers(RecomputeOut))
 async def recompute_now(request: Request, principal: AdminDep) -> dict[str, Any]:
     """Run the scheduled pass now: RFM, lifecycle, churn/LTV fit, time-based segments."""
     rt = request.app.state.runtime

@@ -1,0 +1,103 @@
+"""What the ingest API answers and the bodies it documents (OpenAPI; the fast path parses)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.http.contracts import FieldError
+
+
+class TrackingCall(BaseModel):
+    """One Segment-spec call: ids, names, properties or traits, context, times."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "userId": "u-42", "event": "Order Completed",
+        "properties": {"order_id": "o-1001", "revenue": 59.9, "currency": "EUR"},
+        "context": {"ip": "203.0.113.7"}, "timestamp": "2026-01-15T10:30:00Z",
+        "messageId": "6f1d0c8e-2d7b-4b7e-9d52-0d2d1c7e9a11"}]})
+
+    messageId: str | None = Field(None, max_length=200,
+                                  description="Idempotency key (dedupe window 48 h).")
+    userId: str | None = Field(None, max_length=255)
+    anonymousId: str | None = Field(None, max_length=255)
+    event: str | None = Field(None, max_length=200, description="`track`: the event's name.")
+    name: str | None = Field(None, max_length=200, description="`page`/`screen`: its name.")
+    category: str | None = Field(None, max_length=200)
+    groupId: str | None = Field(None, max_length=255, description="`group`: the group.")
+    previousId: str | None = Field(None, max_length=255, description="`alias`: the old id.")
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = Field(None, description="Client clock, for skew correction.")
+    writeKey: str | None = Field(None, description="The write key, when not sent as Basic.")
+
+
+class BatchCall(TrackingCall):
+    """A call inside a batch: its `type` says which."""
+
+    type: Literal["track", "identify", "page", "screen", "group", "alias"]
+
+
+class TrackingBatch(BaseModel):
+    """Calls sent together; top-level context, integrations and sentAt apply to each."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
+        "batch": [{"type": "identify", "userId": "u-42", "traits": {"email": "ada@example.com"}},
+                  {"type": "track", "userId": "u-42", "event": "Signed Up"}],
+        "sentAt": "2026-01-15T10:30:01Z"}]})
+
+    batch: list[BatchCall] = Field(min_length=1)
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    sentAt: datetime | None = None
+    writeKey: str | None = None
+
+
+class Accepted(BaseModel):
+    """Segment's answer, which SDKs check."""
+
+    success: Literal[True]
+
+
+class RejectedCall(BaseModel):
+    index: int
+    status: int = Field(description="400, or 413 for a call over 32 KB.")
+    errors: list[FieldError]
+
+
+class BatchAccepted(Accepted):
+    accepted: int = Field(description="Calls accepted, duplicates included.")
+    duplicates: int = Field(description="Of those, calls accepted earlier (same messageId).")
+    rejected: list[RejectedCall] | None = Field(None, description="Only when some were.")
+
+
+class NewWriteKey(BaseModel):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"name": "storefront"}]})
+
+    name: str = Field(min_length=1, max_length=200, description="What the key is for.")
+
+
+class WriteKeyOut(BaseModel):
+    id: str = Field(description="Public id: a prefix of the key's SHA-256.")
+    kind: str
+    name: str
+    workspace_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class CreatedWriteKey(WriteKeyOut):
+    key: str = Field(description="The key itself: shown once, never again.")
+
+
+class WriteKeyPage(BaseModel):
+    items: list[WriteKeyOut]
+    limit: int
+    offset: int

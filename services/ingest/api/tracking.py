@@ -25,8 +25,8 @@ from services.ingest.api.body import (
     encoded_size,
     parse_json,
 )
-from services.ingest.domain.calls import Call, event_document
 from services.ingest.api.schemas import Accepted, BatchAccepted, TrackingBatch, TrackingCall
+from services.ingest.domain.calls import Call, event_document
 from services.ingest.publisher import Outgoing
 from shared.http.contracts import answers
 from shared.http.problems import Problem

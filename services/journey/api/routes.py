@@ -18,10 +18,10 @@ from services.journey.api.schemas import (
     JourneySaved,
     JourneySummary,
     JourneyVersionOut,
+    SimulateRequest,
     SimulationOut,
     Validated,
 )
-from services.journey.api.schemas import SimulateRequest
 from services.journey.broadcasts import entries
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.simulate import simulate

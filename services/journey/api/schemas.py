@@ -34,7 +34,9 @@ class SimulatedEvent(BaseModel):
 
 
 class SimulateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"profile": {"profile_id": "p-1", "email": "ada@example.com"},
+        "events": [{"event": "Order Completed", "after": "PT1H"}]}]})
 
     profile: ProfileSnapshot = Field(description="The profile snapshot to run against.")
     events: list[SimulatedEvent] = Field(default_factory=list, max_length=1000)

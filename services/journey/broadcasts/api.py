@@ -21,7 +21,7 @@ from services.journey.policy.api import parse_or_400
 from services.journey.policy.directory import Directory, Unknown, caller_key
 from services.journey.tables import broadcast_audience, broadcasts
 from shared.http.auth import AdminDep
-from shared.http.contracts import answers
+from shared.http.contracts import answers, json_body
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"])
@@ -68,7 +68,10 @@ def _directory(request: Request) -> Directory:
     return directory
 
 
-@router.put("/{key}", response_model=BroadcastOut, responses=answers(None, 409))
+@router.put("/{key}", response_model=BroadcastOut, responses=answers(None, 409),
+            openapi_extra=json_body(BroadcastDocument, {
+                "name": "Spring sale", "segment": "vip", "template": "spring-sale",
+                "channel": "email", "send_at": "2026-03-20T09:00:00Z", "local_time": "09:00"}))
 async def put_broadcast(key: Key, body: BroadcastBody, request: Request,
                         principal: AdminDep) -> BroadcastOut:
     """Create or replace a draft broadcast (409 once it is scheduled, sent or cancelled)."""

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from services.journey.domain.policy import ContactPolicy
 from services.journey.policy import store
 from shared.http.auth import AdminDep
+from shared.http.contracts import json_body
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["policy"])
@@ -62,7 +63,9 @@ async def get_policy(request: Request, principal: AdminDep) -> PolicyOut:
     return PolicyOut(policy=row["document"], updated_at=row["updated_at"].isoformat())
 
 
-@router.put("/policy", response_model=PolicyOut)
+@router.put("/policy", response_model=PolicyOut, openapi_extra=json_body(ContactPolicy, {
+    "caps": [{"channel": "email", "max": 3, "per": "P7D"}],
+    "quiet_hours": {"start": "21:00", "end": "09:00"}}))
 async def put_policy(body: PolicyBody, request: Request, principal: AdminDep) -> PolicyOut:
     """Replace the contact policy; it applies to every send from now on."""
     policy = parse_or_400(ContactPolicy, body, "Invalid policy")

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from services.messaging.api.schemas import ChannelList, ChannelOut
 from services.messaging.api.deps import EngineDep, MessagingDep
+from services.messaging.api.schemas import ChannelList, ChannelOut
 from services.messaging.providers.registry import PROVIDERS
 from services.messaging.secrets import hint
 from services.messaging.tables import channels
@@ -24,7 +24,9 @@ ProviderName = Literal["smtp", "twilio", "webpush", "fcm", "webhook"]
 
 
 class ChannelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"settings": {"host": "smtp.example.com", "port": 587, "from": "shop@example.com"},
+        "credentials": {"username": "shop", "password": "secret"}}]})
     settings: dict[str, Any] = Field(default_factory=dict,
                                      description="provider settings (endpoints, sender, ...)")
     credentials: dict[str, Any] | None = Field(

@@ -32,7 +32,8 @@ class Generate(BaseModel):
 class PoolIn(BaseModel):
     """Add codes to the pool (created on first use): `codes` (a list) or `generate`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"generate": {"count": 1000, "prefix": "WELCOME-"}}]})
     codes: list[str] | None = Field(None, max_length=100_000)
     generate: Generate | None = None
 

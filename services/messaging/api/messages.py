@@ -7,13 +7,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Path
 from sqlalchemy import select
 
-from services.messaging.api.schemas import MessageOut, MessagePage
 from services.messaging.api.deps import EngineDep
+from services.messaging.api.schemas import MessageOut, MessagePage
 from services.messaging.store import message_filter
 from services.messaging.tables import messages
 from shared.http.auth import AdminDep
-from shared.http.paging import Limit, Offset
 from shared.http.contracts import answers
+from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["messages"])

@@ -22,7 +22,8 @@ SnippetName = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-.]+$")
 
 
 class SnippetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"source": "<p>Questions? Reply to this email.</p>"}]})
     source: str = Field(max_length=64 * 1024, description="Liquid source")
 
 

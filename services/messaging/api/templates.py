@@ -35,7 +35,9 @@ class TemplateIn(BaseModel):
     """Liquid sources. Email: `subject` plus `html` and/or `text`; SMS: `text`; push:
     `subject` (title) and `text` (body); webhook: `text` (the JSON body)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"channel": "email", "subject": "Thanks, {{ profile.first_name }}",
+        "html": "<p>Your order is on its way.</p>"}]})
     channel: Literal["email", "sms", "push", "webhook"]
     subject: str | None = Field(None, max_length=1000)
     html: str | None = Field(None, max_length=256 * 1024)
@@ -50,14 +52,17 @@ class TemplateIn(BaseModel):
 
 
 class PreviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"profile": {"traits": {"first_name": "Ada"}},
+        "event": {"properties": {"order_id": "o-1"}}}]})
     profile: dict[str, Any] = Field(default_factory=dict, description="sample profile snapshot")
     event: dict[str, Any] = Field(default_factory=dict)
     journey: dict[str, Any] = Field(default_factory=dict)
 
 
 class TestSendIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"to": "qa@example.com"}]})
     to: str = Field(min_length=3, max_length=4096,
                     description="the tester's address: email, phone, push token or URL")
     profile: dict[str, Any] | None = Field(

@@ -17,9 +17,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.messaging.api.schemas import EmailStatusReport, TwilioStatus
 from services.messaging import store
 from services.messaging.api.deps import EngineDep, MessagingDep, publish
+from services.messaging.api.schemas import EmailStatusReport, TwilioStatus
 from services.messaging.domain.tokens import verify_token
 from services.messaging.providers.sms import DEAD_NUMBER_CODES
 from services.messaging.tables import channels, messages

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.profile import commands
+from services.profile import repository as repo
 from services.profile.api.schemas import (
     ConsentRecorded,
     Erased,
@@ -20,8 +22,6 @@ from services.profile.api.schemas import (
     ProfilePage,
     ProfileSegments,
 )
-from services.profile import commands
-from services.profile import repository as repo
 from services.profile.api.views import public_profile, summary
 from services.profile.domain.identity import normalise_email, normalise_phone
 from services.profile.domain.snapshot import metrics
@@ -182,7 +182,8 @@ async def get_profile_consent(profile_id: str, request: Request,
 
 
 class ConsentUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"channel": "email", "subscribed": False, "source": "preference-center"}]})
     channel: str | None = Field(default=None, pattern="^(email|sms|push)$")
     topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,100}$")
     subscribed: bool

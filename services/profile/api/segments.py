@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from services.profile.api.schemas import SegmentCount, SegmentMemberPage, SegmentOut, SegmentPage
 from services.profile import segment_admin, segment_store
+from services.profile.api.schemas import SegmentCount, SegmentMemberPage, SegmentOut, SegmentPage
 from services.profile.domain.segments import Rule, rule_adapter
 from services.profile.tables import segment_members, segments
 from shared.http.auth import AdminDep
@@ -25,7 +25,8 @@ Key = Path(pattern=r"^[a-z0-9][a-z0-9_\-]{0,99}$", description="Segment key.")
 
 
 class SegmentBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "VIP", "rule": {"field": "profile.metrics.revenue", "op": "gte", "value": 500}}]})
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     rule: Rule = Field(description="Condition tree over `profile.*` plus `performed` "

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from services.profile.api.schemas import ConventionsOut, ProfileSettingsOut, RecomputeOut
 from services.profile import recompute
+from services.profile.api.schemas import ConventionsOut, ProfileSettingsOut, RecomputeOut
 from services.profile.domain.conventions import Conventions
 from services.profile.tables import workspace_settings
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
 
 router = APIRouter(prefix="/v1/profile-settings", tags=["profile settings"])
+CONVENTIONS = {"order_events": ["Order Completed"], "refund_events": ["Order Refunded"],
+               "revenue_properties": ["revenue", "total"]}
+EXAMPLES = {"defaults": {"value": CONVENTIONS}}
 
 
 @router.get("", responses=answers(ProfileSettingsOut))
@@ -32,7 +35,8 @@ async def get_profile_settings(request: Request, principal: AdminDep) -> dict[st
 
 
 @router.put("/conventions", responses=answers(ConventionsOut))
-async def put_conventions(body: Conventions, request: Request,
+async def put_conventions(
+        body: Annotated[Conventions, Body(openapi_examples=EXAMPLES)], request: Request,
                           principal: AdminDep) -> dict[str, Any]:
     """Replace the conventions; they apply to events processed from now on."""
     conventions = body.model_dump()

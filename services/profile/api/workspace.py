@@ -35,9 +35,8 @@ async def get_profile_settings(request: Request, principal: AdminDep) -> dict[st
 
 
 @router.put("/conventions", responses=answers(ConventionsOut))
-async def put_conventions(
-        body: Annotated[Conventions, Body(openapi_examples=EXAMPLES)], request: Request,
-                          principal: AdminDep) -> dict[str, Any]:
+async def put_conventions(body: Annotated[Conventions, Body(openapi_examples=EXAMPLES)],
+                          request: Request, principal: AdminDep) -> dict[str, Any]:
     """Replace the conventions; they apply to events processed from now on."""
     conventions = body.model_dump()
     async with request.app.state.runtime.engine.begin() as conn:

@@ -14,10 +14,11 @@ from services.profile import commands
 from services.profile import repository as repo
 from services.profile.api.views import public_profile, summary
 from services.profile.domain.identity import normalise_email, normalise_phone
-from services.profile.domain.snapshot import metrics
+from services.profile.domain.snapshot import metrics, snapshot
 from services.profile.domain.state import ProfileState
 from services.profile.tables import events, identities, profiles, segment_members
 from shared.auth import Principal
+from shared.contracts.profile import ProfileSnapshot
 from shared.http.auth import AdminDep
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
@@ -158,6 +159,17 @@ async def get_profile_segments(profile_id: str, request: Request,
                                    .order_by(segment_members.c.segment_key))).all()
     return {"profile_id": p.id, "items": [{"segment": r.segment_key,
                                            "entered_at": r.entered_at.isoformat()} for r in rows]}
+
+
+@router.get("/{profile_id}/snapshot", response_model=ProfileSnapshot)
+async def get_profile_snapshot(profile_id: str, request: Request,
+                               principal: AdminDep) -> ProfileSnapshot:
+    """The profile snapshot that send commands carry (for previews that match a real send)."""
+    async with request.app.state.runtime.engine.connect() as conn:
+        p = await _load(conn, principal, profile_id)
+        conv = (await repo.conventions_for(conn, [p.workspace_id]))[p.workspace_id]
+        members = (await repo.memberships(conn, [p.id]))[p.id]
+    return snapshot(p, sorted(members), datetime.now(UTC), conv)
 
 
 @router.get("/{profile_id}/consent")

@@ -33,8 +33,8 @@ from touchpoint.embedded import EmbeddedError, EmbeddedPostgres, Key
 from touchpoint.preflight import AlreadyRunning, RunLock, port_holder
 from touchpoint.supervisor import ChildSpec, Supervisor, reap_orphans
 
-COLORS = {"console": "bright_cyan", "ingest": "cyan", "profile": "magenta", "journey": "green", "messaging": "yellow",
-          "kafka": "blue", "migrate": "bright_black", "mail": "white"}
+COLORS = {"console": "bright_cyan", "ingest": "cyan", "profile": "magenta", "journey": "green",
+          "messaging": "yellow", "kafka": "blue", "migrate": "bright_black", "mail": "white"}
 # Stop budget is 10 s in all: services get 6 s (uvicorn drains 5 s), the broker 1 s, Postgres 2 s.
 SERVICE_GRACE, BROKER_GRACE, POSTGRES_GRACE = 6.0, 1.0, 2.0
 

@@ -96,8 +96,10 @@ class Api:
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def call(self, key: str, route: str, *, params: dict[str, Any] | None = None,
-                   json: Any = None, **path: str | int) -> Any:
+    async def call(self, admin_key: str, route: str, /, *,
+                   params: dict[str, Any] | None = None, json: Any = None,
+                   **path: str | int) -> Any:
+        """Call ROUTES[route] with the path parameters filled in; the JSON answer."""
         service, method, template = ROUTES[route]
         url = self.urls[service] + template.format(
             **{k: quote(str(v), safe="") for k, v in path.items()})
@@ -105,7 +107,7 @@ class Api:
         started = time.perf_counter()
         try:
             response = await self.http.request(method, url, params=query, json=json,
-                                               headers={"Authorization": f"Bearer {key}"})
+                                               headers={"Authorization": f"Bearer {admin_key}"})
         except httpx.TimeoutException:
             raise ServiceDown(service, "timed out") from None
         except httpx.TransportError as exc:

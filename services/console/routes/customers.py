@@ -45,19 +45,29 @@ async def customer_page(request: Request, profile_id: str, session: SessionDep) 
         raise ApiProblem(404, {"title": "Not found", "detail": "no such customer"})
     profile = await a.call(key, "profiles.get", id=profile_id)
     pid = profile["id"]  # an id merged away answers with the survivor
-    events, messages, runs = await asyncio.gather(
+    # Messages and journey runs keep the id they were made under: ask for every merged id.
+    ids = [pid, *(profile.get("merged_ids") or [])[:20]]
+    events, *per_id = await asyncio.gather(
         a.call(key, "profiles.events", id=pid, params={"limit": 50}),
-        a.call(key, "messages.list", params={"profile_id": pid, "limit": 50}),
-        a.call(key, "profile.journeys", id=pid))
-    keys = sorted({r["journey"] for r in runs.get("items", [])})
+        *(a.call(key, "messages.list", params={"profile_id": i, "limit": 50}) for i in ids),
+        *(a.call(key, "profile.journeys", id=i) for i in ids))
+    messages = sorted((m for found in per_id[:len(ids)] for m in found.get("items", [])),
+                      key=lambda m: m.get("created_at") or "", reverse=True)[:50]
+    runs = [dict(r, profile_id=i) for i, found in zip(ids, per_id[len(ids):], strict=True)
+            for r in found.get("items", [])]
+    runs.sort(key=lambda r: (r["journey"], str(r.get("entered_at") or "")))
+    pairs = sorted({(r["profile_id"], r["journey"]) for r in runs})
     traces = await asyncio.gather(*(
-        _optional(a.call(key, "profile.trace", id=pid, key=k, params={"limit": 200}))
-        for k in keys))
-    why = {k: [(t, sentence(t)) for t in (tr or {}).get("trace", [])]
-           for k, tr in zip(keys, traces, strict=True)}
+        _optional(a.call(key, "profile.trace", id=i, key=k, params={"limit": 200}))
+        for i, k in pairs))
+    why: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    for (_i, k), tr in zip(pairs, traces, strict=True):
+        why.setdefault(k, []).extend((t, sentence(t)) for t in (tr or {}).get("trace", []))
+    for entries in why.values():
+        entries.sort(key=lambda e: str(e[0].get("at") or ""))
     return render(request, "customer.html", {
-        "p": profile, "events": events.get("items", []), "messages": messages.get("items", []),
-        "runs": runs.get("items", []), "why": why})
+        "p": profile, "events": events.get("items", []), "messages": messages,
+        "runs": runs, "why": why})
 
 
 @router.get("/customers/{profile_id}/messages/{message_id}", response_class=HTMLResponse)

@@ -43,7 +43,13 @@ async def _load(conn: AsyncConnection, principal: Principal, profile_id: str,
 async def _full(conn: AsyncConnection, p: ProfileState) -> dict[str, Any]:
     conv = (await repo.conventions_for(conn, [p.workspace_id]))[p.workspace_id]
     members = (await repo.memberships(conn, [p.id]))[p.id]
-    return public_profile(p, sorted(members), conv, datetime.now(UTC))
+    # Ids of profiles merged into this one (their messages and journeys keep the old id).
+    merged = (await conn.execute(select(identities.c.value).where(
+        identities.c.profile_id == p.id, identities.c.workspace_id == p.workspace_id,
+        identities.c.kind == "profile_id", identities.c.value != p.id)
+        .order_by(identities.c.value))).scalars().all()
+    return public_profile(p, sorted(members), conv, datetime.now(UTC)) | {
+        "merged_ids": list(merged)}
 
 
 @router.get("")

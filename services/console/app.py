@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.console.api import Api, ApiProblem, ServiceDown, Unauthorized, api_time
 from services.console.routes import (
@@ -22,6 +24,7 @@ from services.console.routes import (
     customers,
     journeys,
     kpis,
+    segments,
     templates_page,
 )
 from services.console.session import COOKIE, SessionCodec
@@ -68,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus metrics."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (auth, journeys, customers, kpis, templates_page, broadcasts):
+    for module in (auth, journeys, customers, segments, kpis, templates_page, broadcasts):
         app.include_router(module.router)
     _install_handlers(app)
 
@@ -96,6 +99,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        titles = {404: "Not found", 405: "Method not allowed"}
+        return render(request, "error.html", {
+            "status": exc.status_code, "title": titles.get(exc.status_code, "Error"),
+            "detail": "There is no such page." if exc.status_code == 404 else str(exc.detail)},
+            status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_input(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "input",
+                   "message": str(e.get("msg"))} for e in exc.errors()]
+        return render(request, "error.html", {"status": 400, "title": "Invalid input",
+                                              "errors": errors}, status_code=400)
     @app.exception_handler(NotSignedIn)
     @app.exception_handler(Unauthorized)
     async def to_sign_in(request: Request, _exc: Exception) -> Response:

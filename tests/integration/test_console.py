@@ -285,3 +285,35 @@ async def test_a_service_down_is_a_503_page(settings: Settings,
         r = await http.post("/", data={"admin_key": "k", "csrf": csrf_of(page)})
         assert r.status_code == 503 and "not answering" in r.text
         assert (await http.get("/readyz")).status_code == 503
+
+
+async def test_segment_page_and_html_errors(stack: ConsoleStack, unique: str,
+                                            admin_headers: dict[str, str],
+                                            write_auth: tuple[str, str]) -> None:
+    urls, key = stack.urls, f"seg-{unique}"
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        await http.post(f"{urls['ingest']}/v1/identify", auth=write_auth, json={
+            "userId": f"vip-{unique}", "traits": {"tier": f"gold-{unique}"}})
+
+        async def known() -> Any:
+            return (await http.get(f"{urls['profile']}/v1/profiles/lookup",
+                                   headers=admin_headers,
+                                   params={"user_id": f"vip-{unique}"})).status_code == 200
+
+        await eventually(known)
+        r = await http.put(f"{urls['profile']}/v1/segments/{key}", headers=admin_headers, json={
+            "name": "Gold <b>VIPs</b>", "rule": {
+                "field": "profile.traits.tier", "op": "eq", "value": f"gold-{unique}"}})
+        assert r.status_code == 200, r.text
+    key_ = admin_headers["Authorization"].removeprefix("Bearer ")
+    async with sign_in(stack, key_) as client:
+        assert key in (await client.get("/segments")).text
+        page = await client.get(f"/segments/{key}")
+        assert page.status_code == 200 and "<b>VIPs</b>" not in page.text
+        assert '<span id="segment-count">1</span>' in page.text
+        assert "profile.traits.tier eq" in page.text
+        assert (await client.get("/segments/nope")).status_code == 404
+        missing = await client.get("/no-such-page")
+        assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
+        bad = await client.get("/journeys/x", params={"version": "abc"})
+        assert bad.status_code == 400 and "version" in bad.text

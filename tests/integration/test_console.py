@@ -256,6 +256,16 @@ async def test_template_preview_follows_edits_and_customer(
         assert r.status_code == 303
         listing = await client.get("/templates")
         assert key in listing.text and ".console-preview" not in listing.text
+        # Test send: messaging's answer, or a clear panel where the route is missing.
+        async with httpx.AsyncClient(trust_env=False) as http:
+            route = (await http.get(f"{urls['messaging']}/openapi.json")).json()["paths"]
+        r = await client.post(f"/templates/{key}/test-send", data={
+            "csrf": token, "to": f"{user}@example.com", "customer": profile["id"]})
+        assert r.status_code == 200
+        if "/v1/templates/{key}/test-send" in route:
+            assert 'id="test-sent"' in r.text or 'class="problem"' in r.text
+        else:
+            assert "Test send not available" in r.text
 
 
 async def test_kpis_and_broadcasts_render_or_say_not_available(

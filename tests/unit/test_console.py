@@ -109,3 +109,32 @@ def test_every_call_the_console_makes_is_in_the_services_openapi(
 def test_journey_list_offers_stats_in_one_call(openapi: dict[str, dict[str, object]]) -> None:
     params = openapi["journey"]["/v1/journeys"]["get"]["parameters"]  # type: ignore[index]
     assert any(p["name"] == "include" for p in params)
+
+
+def _render(name: str, **context: object) -> str:
+    from services.console.web import templates
+
+    base = {"session": object(), "csrf": "t", "path": "/", "request": None}
+    return templates.env.get_template(name).render(**(base | context))
+
+
+def test_pages_of_apis_landing_later_render_their_contract_shapes() -> None:
+    # /v1/kpis (issue 15's public names) and /v1/broadcasts (issue 16's).
+    kpis = {"window": {"from": "2026-11-01", "to": "2026-11-30"},
+            "totals": {"revenue": {"total": 1234.5, "orders": 10},
+                       "messages": {"sent": 3, "open_rate": 0.5}},
+            "series": [{"start": "2026-11-01", "revenue": {"total": 1.0}},
+                       {"start": "2026-11-02", "revenue": {"total": 2.5}}], "by": {}}
+    page = _render("kpis.html", data=kpis, params={"interval": "day", "from": "", "to": ""},
+                   problem=None)
+    assert "1234.5" in page and 'id="kpi-data"' in page and "Open rate" not in page
+    listing = _render("broadcasts.html", items=[{
+        "key": "sale", "name": "<i>Sale</i>", "segment": "vip", "template": "sale",
+        "status": "sending", "counts": {"sent": 5, "suppressed": 1}}])
+    assert "&lt;i&gt;Sale&lt;/i&gt;" in listing and "sent 5 · suppressed 1" in listing
+    audience = _render("_audience.html", out={
+        "recipients": 42, "suppressed": {"no_consent": 3},
+        "sample": [{"profile_id": "p1", "email": "a@example.com"}],
+        "suppressed_sample": [{"profile_id": "p2", "reason": "cap"}]})
+    assert 'id="audience-recipients">42<' in audience and "no consent 3" in audience
+    assert 'href="/customers/p1"' in audience and "(cap)" in audience

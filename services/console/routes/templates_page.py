@@ -53,6 +53,18 @@ async def save_template(request: Request, key: str, session: SessionDep,
     return redirect(request, f"/templates/{key}?saved=1")
 
 
+async def _snapshot(request: Request, admin_key: str, who: str) -> dict[str, Any]:
+    """The snapshot of a customer given by id, email or +phone."""
+    a = api(request)
+    pid = who
+    if "@" in who or who.startswith("+"):
+        found = await a.call(admin_key, "profiles.lookup",
+                             params={"email" if "@" in who else "phone": who})
+        pid = found["id"]
+    snapshot: dict[str, Any] = await a.call(admin_key, "profiles.snapshot", id=pid)
+    return snapshot
+
+
 @router.post("/templates/{key}/preview", response_class=HTMLResponse)
 async def preview(request: Request, key: str, session: SessionDep,
                   customer: Annotated[str, Form(max_length=320)] = "",
@@ -73,12 +85,7 @@ async def preview(request: Request, key: str, session: SessionDep,
     body = _fields(channel, subject, html, text, category, topic)
     try:
         if who:
-            pid = who
-            if "@" in who or who.startswith("+"):
-                found = await a.call(session.key, "profiles.lookup",
-                                     params={"email" if "@" in who else "phone": who})
-                pid = found["id"]
-            snapshot = await a.call(session.key, "profiles.snapshot", id=pid)
+            snapshot = await _snapshot(request, session.key, who)
         await a.call(session.key, "templates.put", key=scratch, json=body)
         try:
             out = await a.call(session.key, "templates.preview", key=scratch,
@@ -89,3 +96,28 @@ async def preview(request: Request, key: str, session: SessionDep,
         return render(request, "_problem.html", {"title": exc.title, "detail": exc.detail,
                                                  "errors": exc.errors})
     return render(request, "_preview.html", {"out": out, "snapshot": snapshot})
+
+
+@router.post("/templates/{key}/test-send", response_class=HTMLResponse)
+async def test_send(request: Request, key: str, session: SessionDep,
+                    to: Annotated[str, Form(min_length=1, max_length=320)],
+                    customer: Annotated[str, Form(max_length=320)] = "",
+                    csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
+    """Send the saved template once to `to` (messaging's test send), rendered with the chosen
+    customer's snapshot; the answer or the API's problem as a fragment."""
+    check_csrf(session, csrf)
+    a = api(request)
+    body: dict[str, Any] = {"to": to.strip()}
+    try:
+        if customer.strip():
+            body["profile"] = await _snapshot(request, session.key, customer.strip())
+        out = await a.call(session.key, "templates.test_send", key=key, json=body)
+    except ApiProblem as exc:
+        if exc.status == 404 and not exc.errors:
+            return render(request, "_problem.html", {
+                "title": "Test send not available",
+                "detail": "this stack's messaging has no test-send route, or the template is "
+                          "not saved yet", "errors": []})
+        return render(request, "_problem.html", {"title": exc.title, "detail": exc.detail,
+                                                 "errors": exc.errors})
+    return render(request, "_sent.html", {"out": out or {}, "to": body["to"]})

@@ -1,23 +1,25 @@
 // The console's own script: KPI charts (Chart.js, vendored) from the JSON the page embeds.
+// No inline scripts: the data travels in a <script type="application/json"> block.
 // Live counts and forms are htmx attributes in the templates; nothing here talks to an API.
 (function () {
   "use strict";
   function series(data) {
-    // Accepts {"series": [{"name", "points": [{"t"|"at"|"bucket", "value"}]}]} or
-    // {"items": [{"bucket"|"t", <metric>: number, ...}]}: one chart per numeric metric.
-    if (Array.isArray(data.series)) {
-      return data.series.map(function (s) {
-        var pts = s.points || s.values || [];
-        return { name: s.name || s.key, labels: pts.map(function (p) { return p.t || p.at || p.bucket || p.start; }),
-                 values: pts.map(function (p) { return p.value; }) };
-      });
-    }
-    var rows = data.items || data.buckets || data.intervals || [];
+    // /v1/kpis: {"series": [{"start": ..., GROUP: {metric: number, ...}}, ...]}:
+    // one chart per group and numeric metric, over the intervals' starts.
+    var rows = Array.isArray(data.series) ? data.series : [];
     if (!rows.length) return [];
-    var label = ["bucket", "t", "at", "start", "interval"].find(function (k) { return k in rows[0]; });
-    return Object.keys(rows[0]).filter(function (k) { return k !== label && typeof rows[0][k] === "number"; })
-      .map(function (k) { return { name: k, labels: rows.map(function (r) { return r[label]; }),
-                                   values: rows.map(function (r) { return r[k]; }) }; });
+    var out = [];
+    Object.keys(rows[0]).forEach(function (group) {
+      var first = rows[0][group];
+      if (group === "start" || first === null || typeof first !== "object") return;
+      Object.keys(first).forEach(function (metric) {
+        if (typeof first[metric] !== "number") return;
+        out.push({ name: group + " · " + metric,
+                   labels: rows.map(function (r) { return String(r.start).slice(0, 10); }),
+                   values: rows.map(function (r) { return r[group] ? r[group][metric] : null; }) });
+      });
+    });
+    return out.slice(0, 24);
   }
   function draw() {
     var holder = document.getElementById("kpi-charts"), raw = document.getElementById("kpi-data");

@@ -207,9 +207,28 @@ async def test_sign_in_journey_customer_template_in_a_browser(
     async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
         has_broadcasts = (await http.get(f"{urls['journey']}/v1/broadcasts",
                                          headers=api)).status_code != 404
+        if has_broadcasts:  # issue 16's public contract
+            seg = f"web-{unique}"
+            r = await http.put(f"{urls['profile']}/v1/segments/{seg}", headers=api, json={
+                "name": "Web users", "rule": {"field": "profile.traits.first_name",
+                                              "op": "exists"}})
+            assert r.status_code == 200, r.text
+            r = await http.put(f"{urls['journey']}/v1/broadcasts/{seg}", headers=api,
+                               json={"name": f"Sale {unique}", "segment": seg,
+                                     "template": tpl})
+            assert r.status_code in (200, 201), r.text
     pages = await in_thread(other_pages)
     if has_broadcasts:
-        assert "Broadcasts" in pages["broadcasts"]  # the audience flow is not driven yet
+        def preview_audience() -> str:
+            browser.get(f"{console}/broadcasts")
+            row = browser.find_element(By.XPATH, f"//tr[contains(., 'Sale {unique}')]")
+            row.find_element(By.CSS_SELECTOR, "button.preview-audience").click()
+            found: str = wait(browser, lambda d: d.find_element(By.ID, "audience-recipients")
+                              ).text
+            browser.save_screenshot(str(shots / "broadcast-audience.png"))
+            return found
+
+        assert (await in_thread(preview_audience)).isdigit()
     else:
         assert "Not available on this stack" in pages["broadcasts"]
     saved = await in_thread(lambda: {p.name for p in shots.iterdir()})

@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from fastapi import FastAPI
 
 from shared.settings import Settings
 from shared.testing.ready import wait_ready
@@ -16,6 +17,7 @@ from shared.testing.servers import serve_app
 @dataclass
 class ConsoleStack:
     urls: dict[str, str]  # ingest, profile, journey, messaging, console
+    apps: dict[str, FastAPI]
 
     @property
     def console(self) -> str:
@@ -33,14 +35,16 @@ async def console_stack(settings: Settings) -> AsyncIterator[ConsoleStack]:
 
     async with AsyncExitStack() as stack, httpx.AsyncClient(timeout=10) as http:
         urls: dict[str, str] = {}
+        apps: dict[str, FastAPI] = {}
         for name, factory in (("ingest", ingest_app), ("profile", profile_app),
                               ("journey", journey_app), ("messaging", messaging_app)):
-            urls[name] = await stack.enter_async_context(serve_app(factory(settings)))
+            apps[name] = factory(settings)
+            urls[name] = await stack.enter_async_context(serve_app(apps[name]))
         for url in urls.values():
             await wait_ready(http, url, timeout=30)
         console_settings = ConsoleSettings(**settings.model_dump(),
                                            **{f"{n}_url": u for n, u in urls.items()})
-        urls["console"] = await stack.enter_async_context(
-            serve_app(console_app(console_settings)))
+        apps["console"] = console_app(console_settings)
+        urls["console"] = await stack.enter_async_context(serve_app(apps["console"]))
         await wait_ready(http, urls["console"], timeout=10)
-        yield ConsoleStack(urls)
+        yield ConsoleStack(urls, apps)

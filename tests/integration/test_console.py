@@ -327,3 +327,35 @@ async def test_segment_page_and_html_errors(stack: ConsoleStack, unique: str,
         assert missing.status_code == 404 and "text/html" in missing.headers["content-type"]
         bad = await client.get("/journeys/x", params={"version": "abc"})
         assert bad.status_code == 400 and "version" in bad.text
+
+
+async def test_a_revoked_key_ends_the_session_at_the_next_check(
+        stack: ConsoleStack, settings: Settings, unique: str) -> None:
+    from sqlalchemy import func, insert, update
+
+    from services.console.app import create_app
+    from services.console.settings import ConsoleSettings
+    from services.profile.tables import api_keys
+    from shared.auth import hash_key
+
+    key = f"tp_admin_console_{unique}"
+    profile = stack.apps["profile"].state.runtime
+    async with profile.engine.begin() as conn:
+        await conn.execute(insert(api_keys).values(
+            key_hash=hash_key(key), kind="admin", workspace_id="default", name="console test"))
+    quick = ConsoleSettings(**settings.model_dump(), console_recheck_s=1,
+                            **{f"{n}_url": stack.urls[n] for n in
+                               ("ingest", "profile", "journey", "messaging")})
+    async with serve_app(create_app(quick)) as url, httpx.AsyncClient(
+            base_url=url, trust_env=False) as http:
+        page = await http.get("/")
+        assert (await http.post("/", data={"admin_key": key, "csrf": csrf_of(page)})
+                ).status_code == 303
+        assert (await http.get("/customers")).status_code == 200
+        async with profile.engine.begin() as conn:
+            await conn.execute(update(api_keys).where(api_keys.c.key_hash == hash_key(key))
+                               .values(revoked_at=func.now()))
+        profile.keyring.forget()
+        await asyncio.sleep(1.1)
+        r = await http.get("/customers")
+        assert (r.status_code, r.headers["location"]) == (303, "/")

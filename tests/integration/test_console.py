@@ -172,6 +172,9 @@ async def test_journey_list_stats_and_stage_map_counts(
             "csrf": csrf_of(page), "profile": '{"profile_id": "p1"}',
             "events": '[{"event": "E"}]'})
         assert r.status_code == 200 and 'id="sim-trace"' in r.text and "entered" in r.text
+        r = await client.post(f"/journeys/{key}/simulate", data={
+            "csrf": csrf_of(page), "customer": "no-such-customer", "events": "[]"})
+        assert r.status_code == 404 and 'class="problem"' in r.text
         # Pause, then resume.
         r = await client.post(f"/journeys/{key}/pause", data={"csrf": csrf_of(page)})
         assert r.status_code == 303

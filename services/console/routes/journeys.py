@@ -123,11 +123,16 @@ async def save_draft(request: Request, key: str, session: SessionDep,
 async def simulate(request: Request, key: str, session: SessionDep,
                    profile: Annotated[str, Form(max_length=64 * 1024)] = "{}",
                    events: Annotated[str, Form(max_length=256 * 1024)] = "[]",
+                   customer: Annotated[str, Form(max_length=36)] = "",
                    csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
-    """Run the draft (else the live version) on virtual time: the trace fragment."""
+    """Run the draft (else the live version) on virtual time: the trace fragment. With a
+    customer id, their real snapshot is the profile."""
     check_csrf(session, csrf)
     try:
-        body = {"profile": parse_text(profile), "events": parse_text(events) or []}
+        snapshot = (await api(request).call(session.key, "profiles.snapshot",
+                                            id=customer.strip())
+                    if customer.strip() else parse_text(profile))
+        body = {"profile": snapshot, "events": parse_text(events) or []}
         result = await api(request).call(session.key, "journeys.simulate", key=key, json=body)
     except ValueError as exc:
         return render(request, "_problem.html", {"title": "Cannot read the input",

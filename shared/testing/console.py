@@ -42,8 +42,8 @@ async def console_stack(settings: Settings) -> AsyncIterator[ConsoleStack]:
             urls[name] = await stack.enter_async_context(serve_app(apps[name]))
         for url in urls.values():
             await wait_ready(http, url, timeout=30)
-        console_settings = ConsoleSettings(**settings.model_dump(),
-                                           **{f"{n}_url": u for n, u in urls.items()})
+        console_settings = ConsoleSettings.model_validate(
+            settings.model_dump() | {f"{n}_url": u for n, u in urls.items()})
         apps["console"] = console_app(console_settings)
         urls["console"] = await stack.enter_async_context(serve_app(apps["console"]))
         await wait_ready(http, urls["console"], timeout=10)

@@ -34,6 +34,13 @@ from shared.http.middleware import BodySizeLimit, RequestMetrics
 from shared.settings import SERVICES, Settings
 
 
+# Scripts only from the console itself (no inline code, no eval); inline styles and remote
+# images allowed for the rendered emails shown in sandboxed srcdoc iframes (which inherit it).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: https: http:; frame-src 'self'; frame-ancestors 'none'; "
+       "form-action 'self'; base-uri 'none'; object-src 'none'")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     cfg = ConsoleSettings.from_base(settings) if settings else ConsoleSettings()
 
@@ -89,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_ms = sum(spent) * 1000
         response.headers["Server-Timing"] = (f"app;dur={total:.1f}, "
                                              f'api;dur={api_ms:.1f};desc="{len(spent)} calls"')
+        response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response

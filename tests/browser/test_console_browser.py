@@ -50,6 +50,7 @@ def browser() -> Iterator[WebDriver]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1400,1000", "--disable-extensions"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -231,5 +232,10 @@ async def test_sign_in_journey_customer_template_in_a_browser(
         assert (await in_thread(preview_audience)).isdigit()
     else:
         assert "Not available on this stack" in pages["broadcasts"]
+    # Nothing the pages do trips their Content-Security-Policy, and no script error.
+    logs = await in_thread(lambda: browser.get_log("browser"))
+    assert not [e for e in logs if "Content Security Policy" in e["message"]
+                or e["level"] == "SEVERE" and "favicon" not in e["message"]
+                and "401" not in e["message"]], logs
     saved = await in_thread(lambda: {p.name for p in shots.iterdir()})
     assert saved >= {"journeys.png", "journey.png", "customer.png", "template.png"}

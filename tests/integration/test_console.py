@@ -153,7 +153,9 @@ async def test_journey_list_stats_and_stage_map_counts(
                          {"pause": stats["active_by_step"]["signed-up"]["pause"],
                           "hello": 0}.items()}
         assert 'data-stage="signed-up" data-active="2"' in page.text
-        assert "every 5s [document.visibilityState === 'visible']" in page.text
+        assert 'hx-trigger="every 5s, visible-again"' in page.text and "data-live" in page.text
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "unsafe-eval" not in csp
         live = await client.get(f"/journeys/{key}/live")
         assert 'data-step="pause" data-active="2"' in live.text
 

@@ -3,6 +3,7 @@ simulation and publish/pause/resume."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -46,10 +47,11 @@ async def _document(request: Request, key: str, journey: dict[str, Any],
 
 async def _map(request: Request, key: str, version: int | None) -> dict[str, Any]:
     session = request.state.session
-    journey = await api(request).call(session.key, "journeys.get", key=key)
+    journey, stats = await asyncio.gather(
+        api(request).call(session.key, "journeys.get", key=key),
+        api(request).call(session.key, "journeys.stats", key=key,
+                          params={"version": version}))
     document, shown = await _document(request, key, journey, version)
-    stats = await api(request).call(session.key, "journeys.stats", key=key,
-                                    params={"version": version})
     return {"journey": journey, "document": document or {}, "shown": shown,
             "version": version, "map": stagemap.build(document or {}, stats), "stats": stats,
             "duration": stagemap.duration}

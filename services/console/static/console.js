@@ -33,4 +33,26 @@
     });
   }
   window.addEventListener("load", draw);
+
+  // Live fragments ([data-live], htmx `every 5s`): no request while the tab is hidden, and one
+  // at once when it shows again. (Done here rather than in an hx-trigger filter: filters need
+  // eval, which the Content-Security-Policy forbids.)
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var elt = evt.detail && evt.detail.elt;
+    if (elt && elt.hasAttribute("data-live") && document.visibilityState !== "visible") {
+      evt.preventDefault();
+    }
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState !== "visible" || typeof htmx === "undefined") return;
+    document.querySelectorAll("[data-live]").forEach(function (elt) {
+      htmx.trigger(elt, "visible-again");
+    });
+  });
+
+  // <select data-autosubmit>: submit its form on change (no inline handlers under the CSP).
+  document.addEventListener("change", function (evt) {
+    var t = evt.target;
+    if (t && t.matches && t.matches("select[data-autosubmit]") && t.form) t.form.submit();
+  });
 })();

@@ -33,7 +33,6 @@ from services.console.web import HERE, BadCsrf, NotSignedIn, render
 from shared.http.middleware import BodySizeLimit, RequestMetrics
 from shared.settings import SERVICES, Settings
 
-
 # Scripts only from the console itself (no inline code, no eval); inline styles and remote
 # images allowed for the rendered emails shown in sandboxed srcdoc iframes (which inherit it).
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "

@@ -28,6 +28,7 @@ if not (CHROMIUM and DRIVER):
                 allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -70,7 +71,9 @@ async def in_thread(fn: Callable[[], T]) -> T:
 
 
 def wait(driver: WebDriver, check: Callable[[WebDriver], Any], timeout: float = 15) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(check)
+    # htmx swaps fragments under our feet: an element gone stale is looked up again.
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(check)
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -142,16 +145,23 @@ async def test_sign_in_journey_customer_template_in_a_browser(
         stats = await eventually(lambda: stats_with(3))
 
         def drawn_counts() -> dict[str, int]:
-            found = browser.execute_script(
+            # The counts drawn in the SVG flow (dagre layout), which must match the page's
+            # list of steps (the accessible text) and the API.
+            drawn = browser.execute_script(
+                "return [...document.querySelectorAll('svg [data-step-node]')]"
+                ".filter(e => e.dataset.active !== '')"
+                ".map(e => [e.dataset.stepNode, e.querySelector('.badge-n').textContent]);")
+            listed = browser.execute_script(
                 "return [...document.querySelectorAll('[data-step]')]"
                 ".map(e => [e.dataset.step, e.dataset.active]);")
-            return {step: int(n) for step, n in found}
+            assert sorted(drawn) == sorted(listed), (drawn, listed)
+            return {step: int(n) for step, n in drawn}
 
         def open_journey() -> dict[str, int]:
             browser.get(f"{console}/journeys")
             browser.save_screenshot(str(shots / "journeys.png"))
             browser.find_element(By.LINK_TEXT, f"Web onboarding {unique}").click()
-            wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-stage]"))
+            wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg [data-step-node]"))
             browser.save_screenshot(str(shots / "journey.png"))
             return drawn_counts()
 

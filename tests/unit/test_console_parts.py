@@ -138,3 +138,14 @@ def test_pages_of_apis_landing_later_render_their_contract_shapes() -> None:
         "suppressed_sample": [{"profile_id": "p2", "reason": "cap"}]})
     assert 'id="audience-recipients">42<' in audience and "no consent 3" in audience
     assert 'href="/customers/p1"' in audience and "(cap)" in audience
+
+
+def test_flow_graph_of_a_stage() -> None:
+    bought = stagemap.build(DOCUMENT, STATS).stages[0]
+    graph = stagemap.flow_graph(bought)
+    assert [n["id"] for n in graph["nodes"]] == ["settle", "listen", "nudge", "thanks", "(end)"]
+    assert {(e["from"], e["to"], e["label"]) for e in graph["edges"]} == {
+        ("settle", "listen", ""), ("listen", "thanks", "on event"),
+        ("listen", "nudge", "on timeout"), ("nudge", "thanks", "50 %"),
+        ("nudge", "(end)", "50 %"), ("thanks", "(end)", "")}
+    assert graph["nodes"][1]["active"] == 2

@@ -170,6 +170,19 @@ def build(document: dict[str, Any], stats: dict[str, Any] | None) -> StageMap:
         exit_when=[describe_rule(r) for r in document.get("exit_when") or []])
 
 
+def flow_graph(stage: StageBox) -> dict[str, Any]:
+    """One stage's steps as nodes and labelled edges for the drawn flow (a jump to "" ends
+    the stage's flow: an `end` node)."""
+    nodes = [{"id": s.id, "kind": s.kind, "label": s.summary, "active": s.active}
+             for s in stage.steps]
+    edges = [{"from": s.id, "to": e.target or "(end)", "label": "" if e.label == "then"
+              else e.label} for s in stage.steps for e in s.edges]
+    if any(e["to"] == "(end)" for e in edges):
+        nodes.append({"id": "(end)", "kind": "end", "label": "end of stage", "active": None})
+    known = {n["id"] for n in nodes}
+    return {"nodes": nodes, "edges": [e for e in edges if e["to"] in known]}
+
+
 def duration(seconds: float | None) -> str:
     """1.5 h, 3 d: time in stage in words."""
     if seconds is None:

@@ -54,7 +54,7 @@ async def _map(request: Request, key: str, version: int | None) -> dict[str, Any
     document, shown = await _document(request, key, journey, version)
     return {"journey": journey, "document": document or {}, "shown": shown,
             "version": version, "map": stagemap.build(document or {}, stats), "stats": stats,
-            "duration": stagemap.duration}
+            "duration": stagemap.duration, "flow_graph": stagemap.flow_graph}
 
 
 @router.get("/journeys/{key}", response_class=HTMLResponse)

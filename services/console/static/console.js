@@ -34,6 +34,69 @@
   }
   window.addEventListener("load", draw);
 
+  // Stage maps: each stage's steps drawn as a small flow (dagre lays it out, we draw SVG).
+  // The ordered list next to it stays in the page for screen readers and text browsers.
+  var SVG = "http://www.w3.org/2000/svg";
+  function el(name, attrs, text) {
+    var node = document.createElementNS(SVG, name);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined) node.textContent = text;  // text, never markup
+    return node;
+  }
+  function clip(text, n) { text = String(text); return text.length > n ? text.slice(0, n - 1) + "…" : text; }
+  function drawFlows(root) {
+    if (typeof dagre === "undefined") return;
+    root.querySelectorAll("script.flow-data").forEach(function (tag) {
+      var holder = tag.nextElementSibling, data = JSON.parse(tag.textContent || "{}");
+      if (!holder || !data.nodes || !data.nodes.length) return;
+      var g = new dagre.graphlib.Graph({ multigraph: true });
+      g.setGraph({ rankdir: "TB", nodesep: 14, ranksep: 28, edgesep: 8, marginx: 2, marginy: 2 });
+      g.setDefaultEdgeLabel(function () { return {}; });
+      data.nodes.forEach(function (n) {
+        g.setNode(n.id, { width: n.kind === "end" ? 90 : 168, height: n.kind === "end" ? 24 : 44, n: n });
+      });
+      data.edges.forEach(function (e, i) {
+        g.setEdge(e.from, e.to, { label: e.label, width: e.label ? Math.min(e.label.length, 28) * 5.6 : 0,
+                                  height: e.label ? 12 : 0, labelpos: "c" }, "e" + i);
+      });
+      dagre.layout(g);
+      var size = g.graph();
+      var svg = el("svg", { width: Math.ceil(size.width), height: Math.ceil(size.height), class: "flow-svg",
+                            role: "img", "aria-label": "steps of this stage" });
+      var defs = el("defs"), marker = el("marker", { id: "arrow", viewBox: "0 0 8 8", refX: 7, refY: 4,
+                                                    markerWidth: 7, markerHeight: 7, orient: "auto" });
+      marker.appendChild(el("path", { d: "M0,0 L8,4 L0,8 z", class: "arrowhead" }));
+      defs.appendChild(marker); svg.appendChild(defs);
+      g.edges().forEach(function (ref) {
+        var e = g.edge(ref), pts = e.points;
+        var d = "M" + pts.map(function (p) { return p.x.toFixed(1) + "," + p.y.toFixed(1); }).join(" L");
+        svg.appendChild(el("path", { d: d, class: "edge", "marker-end": "url(#arrow)" }));
+        if (e.label) svg.appendChild(el("text", { x: e.x, y: e.y + 4, class: "edge-label", "text-anchor": "middle" }, clip(e.label, 28)));
+      });
+      g.nodes().forEach(function (id) {
+        var v = g.node(id), n = v.n, x = v.x - v.width / 2, y = v.y - v.height / 2;
+        var group = el("g", { class: "node " + n.kind, "data-step-node": n.id,
+                              "data-active": n.active === null ? "" : String(n.active) });
+        group.appendChild(el("rect", { x: x, y: y, width: v.width, height: v.height, rx: 6 }));
+        if (n.kind === "end") {
+          group.appendChild(el("text", { x: v.x, y: v.y + 4, "text-anchor": "middle", class: "muted" }, n.label));
+        } else {
+          group.appendChild(el("text", { x: x + 8, y: y + 16, class: "kind" }, clip(n.kind.replace(/_/g, " ") + " · " + n.id, 24)));
+          group.appendChild(el("text", { x: x + 8, y: y + 33, class: "what" }, clip(n.label, 27)));
+          group.appendChild(el("circle", { cx: x + v.width - 14, cy: y + 14, r: 11, class: "badge" }));
+          group.appendChild(el("text", { x: x + v.width - 14, y: y + 18, "text-anchor": "middle", class: "badge-n" }, String(n.active)));
+        }
+        var title = el("title", {}, n.id + ": " + n.label + (n.active === null ? "" : " (" + n.active + " here now)"));
+        group.appendChild(title);
+        svg.appendChild(group);
+      });
+      holder.replaceChildren(svg);
+      holder.parentElement.classList.add("graphed");
+    });
+  }
+  window.addEventListener("load", function () { drawFlows(document); });
+  document.addEventListener("htmx:afterSwap", function (evt) { drawFlows(evt.detail.target || document); });
+
   // Live fragments ([data-live], htmx `every 5s`): no request while the tab is hidden, and one
   // at once when it shows again. (Done here rather than in an hx-trigger filter: filters need
   // eval, which the Content-Security-Policy forbids.)

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from services.console.api import ApiProblem
 from services.console.domain import stagemap
 from services.console.web import SessionDep, api, check_csrf, redirect, render
+from shared.auth import hash_key
 
 router = APIRouter()
 Version = Annotated[int | None, Query(ge=1, le=1_000_000)]
@@ -35,7 +36,8 @@ async def _document(request: Request, key: str, journey: dict[str, Any],
     if wanted is None:
         return journey.get("draft"), None
     cache: dict[tuple[str, str, int], dict[str, Any]] = request.app.state.doc_cache
-    ckey = (request.state.session.key, key, int(wanted))
+    # Per workspace (the key's hash stands for it): never the key itself in memory twice.
+    ckey = (hash_key(request.state.session.key), key, int(wanted))
     if ckey not in cache:
         found = await api(request).call(request.state.session.key, "journeys.version",
                                         key=key, version=wanted)

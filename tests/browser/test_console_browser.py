@@ -184,8 +184,13 @@ async def test_sign_in_journey_customer_template_in_a_browser(
         browser.find_element(By.CSS_SELECTOR, f'a[href="/customers/{found["id"]}"]').click()
         why = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR,
                                                      f'ol.why[data-journey="{key}"]'))
-        browser.save_screenshot(str(shots / "customer.png"))
         text: str = why.text
+        # A message's rendered content opens in a sandboxed iframe.
+        browser.find_element(By.CSS_SELECTOR, "#messages button").click()
+        frame = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#message-view iframe"))
+        assert frame.get_attribute("sandbox") == ""
+        assert "Hi Ada0" in (frame.get_attribute("srcdoc") or "")
+        browser.save_screenshot(str(shots / "customer.png"))
         return text
 
     trace = await in_thread(read_trace)

@@ -61,6 +61,7 @@ def test_stage_map_without_stats_or_with_unknown_step_kinds() -> None:
 def test_trace_in_plain_words() -> None:
     assert sentence({"kind": "send", "outcome": "held", "stage": "a", "step": "b",
                      "reason": "quiet hours"}) == "Message: held (at a / b), because quiet hours"
+    assert sentence({"kind": "wait", "outcome": "wait", "stage": "a"}) == "Wait (at a)"
 
 
 def test_session_cookie_is_encrypted_signed_and_expires_when_idle() -> None:

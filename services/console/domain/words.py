@@ -17,7 +17,8 @@ def sentence(entry: dict[str, Any]) -> str:
     outcome = str(entry.get("outcome") or "")
     where = " / ".join(str(p) for p in (entry.get("stage"), entry.get("step")) if p)
     what = _KINDS.get(kind, kind.replace("_", " "))
-    text = f"{what}: {outcome.replace('_', ' ')}" if outcome else what
+    said = outcome.replace("_", " ")
+    text = f"{what}: {said}" if outcome and said not in (kind, what) else what
     if where:
         text += f" (at {where})"
     reason = entry.get("reason")

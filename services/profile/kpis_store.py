@@ -29,8 +29,20 @@ from services.profile.domain.kpis import (
     nps_bucket,
 )
 from services.profile.repository import fetch
-from shared.contracts.delivery import DeliveryEvent
+from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.events import Event
+
+
+class _Delivery(NamedTuple):
+    ws: str
+    pid: str
+    message_id: str
+    status: DeliveryStatus
+    channel: str
+    journey: str | None
+    broadcast: str | None
+    template: str | None
+    at: datetime
 
 
 class _Order(NamedTuple):
@@ -55,36 +67,44 @@ class _Refund(NamedTuple):
 class KpiFacts:
     """What one batch contributes to the KPIs, noted per message (cheap: no I/O)."""
 
-    deliveries: list[tuple[str, DeliveryEvent]] = field(default_factory=list)  # (pid, event)
+    deliveries: list[_Delivery] = field(default_factory=list)
     orders: list[_Order] = field(default_factory=list)
     refunds: list[_Refund] = field(default_factory=list)
     nps: list[tuple[str, str, datetime, float]] = field(default_factory=list)  # ws pid at score
 
     def note_delivery(self, pid: str, d: DeliveryEvent) -> None:
-        if not d.test and (d.status in COUNTED or d.status in TOUCHES):
-            self.deliveries.append((pid, d))
+        self.delivery(d.workspace_id, pid, d.message_id, d.status, d.channel.value,
+                      d.journey.key if d.journey else None, d.broadcast, d.template,
+                      d.occurred_at, bool(d.test))
+
+    def delivery(self, ws: str, pid: str, message_id: str, status: DeliveryStatus,
+                 channel: str, journey: str | None, broadcast: str | None,
+                 template: str | None, at: datetime, test: bool) -> None:
+        if not test and (status in COUNTED or status in TOUCHES):
+            self.deliveries.append(_Delivery(
+                ws, pid, message_id[:200], status, channel, journey and journey[:200],
+                broadcast and broadcast[:200], template and template[:200], at))
 
     def note_event(self, pid: str, ev: Event, conv: Conventions) -> None:
-        name = ev.event
-        if not name:
-            return
+        if ev.event:
+            self.track(ev.workspace_id, pid, ev.id, ev.event, ev.properties, ev.timestamp, conv)
+
+    def track(self, ws: str, pid: str, event_id: str, name: str, props: dict[str, Any],
+              at: datetime, conv: Conventions) -> None:
         if name in conv.order_events:
-            props = ev.properties
             key = props.get("order_id")
-            self.orders.append(_Order(ev.workspace_id, pid, str(key)[:200] if key else
-                                      f"event:{ev.id}"[:200], ev.timestamp,
+            self.orders.append(_Order(ws, pid, str(key)[:200] if key else
+                                      f"event:{event_id}"[:200], at,
                                       order_value(props, conv), _currency(props)))
         elif name in conv.refund_events:
-            props = ev.properties
             key = props.get("order_id")
-            self.refunds.append(_Refund(ev.workspace_id, pid, str(key)[:200] if key else None,
-                                        ev.timestamp, abs(order_value(props, conv)),
-                                        _currency(props)))
+            self.refunds.append(_Refund(ws, pid, str(key)[:200] if key else None, at,
+                                        abs(order_value(props, conv)), _currency(props)))
         elif name in conv.nps_events:
-            score = ev.properties.get(conv.nps_property)
+            score = props.get(conv.nps_property)
             if isinstance(score, int | float) and not isinstance(score, bool) \
                     and 0 <= score <= 10:
-                self.nps.append((ev.workspace_id, pid, ev.timestamp, float(score)))
+                self.nps.append((ws, pid, at, float(score)))
 
     def __bool__(self) -> bool:
         return bool(self.deliveries or self.orders or self.refunds or self.nps)
@@ -100,8 +120,12 @@ async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
     out: dict[str, set[str]] = defaultdict(set)
     wanted = list(set(workspaces))
     if wanted:
-        for r in await fetch(conn, "SELECT workspace_id, key FROM profile.segments "
-                             "WHERE reporting AND workspace_id = ANY($1::text[])", wanted):
+        # The shared lock a rebuild of the workspace takes exclusively: a batch waits for it.
+        for r in await fetch(
+                conn, "WITH l AS (SELECT pg_advisory_xact_lock_shared(hashtext('profile-kpis:' "
+                "|| w)) FROM unnest($1::text[]) AS w) SELECT s.workspace_id, s.key FROM "
+                "profile.segments s, (SELECT count(*) FROM l) AS c WHERE s.reporting AND "
+                "s.workspace_id = ANY($1::text[])", wanted):
             out[r[0]].add(r[1])
     return out
 
@@ -112,11 +136,11 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
                 now: datetime) -> None:
     """Apply one batch's facts. `merges`: loser -> survivor; `members`: segment keys by
     profile id after the batch; `moves`: (workspace, from, to) lifecycle changes."""
+    if not facts and not moves and not merges:
+        return
+    reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
     if merges:
         await repoint(conn, merges)
-    if not facts and not moves:
-        return
-    reporting = await reporting_segments(conn, convs)
 
     def segs(ws: str, pid: str) -> list[str]:
         keys = reporting.get(ws)
@@ -139,8 +163,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
 
 
 def _touch_times(facts: KpiFacts) -> list[tuple[str, str, datetime]]:
-    return [(d.workspace_id, pid, d.occurred_at) for pid, d in facts.deliveries
-            if d.status in TOUCHES]
+    return [(d.ws, d.pid, d.at) for d in facts.deliveries if d.status in TOUCHES]
 
 
 async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
@@ -148,11 +171,10 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
                       r: Rollup) -> None:
     firsts: dict[tuple[str, str, str], tuple[date, list[tuple[str, str]], list[str]]] = {}
     touches: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-    for pid, d in facts.deliveries:
-        pid, ws = live(pid), d.workspace_id
-        day = local_day(d.occurred_at, convs[ws].timezone)
-        journey = d.journey.key if d.journey else None
-        dims = dims_of(d.channel.value, journey, d.broadcast, d.template)
+    for d in facts.deliveries:
+        pid, ws = live(d.pid), d.ws
+        day = local_day(d.at, convs[ws].timezone)
+        dims = dims_of(d.channel, d.journey, d.broadcast, d.template)
         metric = COUNTED.get(d.status)
         if metric is not None:
             r.count(ws, day, dims, segs(ws, pid), metric)
@@ -161,13 +183,12 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
             continue
         kind = TOUCHES[d.status]
         for k in ("open", "click") if kind == "click" else ("open",):
-            firsts.setdefault((ws, d.message_id[:200], k), (day, dims, segs(ws, pid)))
-        key = (ws, d.message_id[:200], kind)
+            firsts.setdefault((ws, d.message_id, k), (day, dims, segs(ws, pid)))
+        key = (ws, d.message_id, kind)
         held = touches.get(key)
-        if held is None or d.occurred_at > held[4]:
-            touches[key] = (ws, d.message_id[:200], kind, pid, d.occurred_at, d.channel.value,
-                            journey and journey[:200], d.broadcast and d.broadcast[:200],
-                            d.template and d.template[:200])
+        if held is None or d.at > held[4]:
+            touches[key] = (ws, d.message_id, kind, pid, d.at, d.channel, d.journey,
+                            d.broadcast, d.template)
     if firsts:
         ws_, mid, kind_ = _columns(firsts, 3)
         fresh = await fetch(

@@ -1,0 +1,190 @@
+"""The KPI answer, read from the rollups only (never the event history). Never writes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.profile.domain import kpi_figures as fig
+from services.profile.domain.conventions import Conventions
+from services.profile.domain.kpis import DIMENSIONS, interval_start, next_start, whole_intervals
+from services.profile.repository import fetch
+
+BY = ("journey", "broadcast", "template", "channel")
+_START = ("CASE $5::text WHEN 'week' THEN day - (extract(isodow FROM day)::int - 1) "
+          "WHEN 'month' THEN date_trunc('month', day)::date ELSE day END")
+
+
+@dataclass(frozen=True)
+class Window:
+    workspace_id: str
+    first: date
+    last: date  # inclusive
+    interval: str  # day | week | month
+    dim: str  # "" or the filtered dimension
+    key: str  # "" or its value
+    segment: str  # "" or a reporting segment
+
+
+async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[str, Any]:
+    sums = await _counts(conn, w)
+    people = await _people(conn, w)
+    states = await _states(conn, w)
+    previous, kept = await _retention(conn, w)
+    cohort_rows = await _cohorts(conn, w)
+    main = fig.main_currency(sums.get((None, "", ""), {}), conv.currency)
+    total_state = _last_state(states, w.first, w.last)
+    totals = _groups(sums, people, None, w, main, total_state,
+                     _new_profiles(states, w.first, w.last))
+    totals["retention"] = fig.retention(previous, kept) | {"cohorts": fig.cohorts(cohort_rows)}
+    series = []
+    start = interval_start(w.first, w.interval)
+    while start <= w.last:
+        end = min(_next(start, w.interval) - timedelta(days=1), w.last)
+        lo = max(start, w.first)
+        entry = {"start": start.isoformat()} | _groups(
+            sums, people, start, w, main, _last_state(states, lo, end),
+            _new_profiles(states, lo, end))
+        series.append(entry)
+        start = _next(start, w.interval)
+    by: dict[str, dict[str, Any]] = {dim: {} for dim in BY}
+    for (start_, dim, key), m in sums.items():
+        if start_ is None and dim in by and dim != "":
+            all_revenue = totals["sales"]["revenue"]
+            by[dim][key] = {"communication": fig.communication(m, None, None),
+                            "attribution": fig.attribution(m, main, all_revenue)}
+    return {"window": {"from": w.first.isoformat(), "to": w.last.isoformat(),
+                       "interval": w.interval, "timezone": conv.timezone,
+                       "filters": {k: v for k, v in ((w.dim, w.key), ("segment", w.segment))
+                                   if k and v},
+                       "whole_intervals": whole_intervals(w.first, w.last, w.interval),
+                       "distinct": "exact"},
+            "totals": totals, "series": series, "by": by}
+
+
+def _groups(sums: dict[tuple[date | None, str, str], fig.Sums],
+            people: dict[tuple[date | None, str], tuple[int, int]], start: date | None,
+            w: Window, main: str, state: dict[str, Any] | None,
+            new_profiles: int | None) -> dict[str, Any]:
+    scoped = sums.get((start, w.dim, w.key), {})
+    everyone = sums.get((start, "", ""), {})
+    reached = people.get((start, "reached"), (0, 0))[0]
+    customers, repeaters = people.get((start, "customer"), (0, 0))
+    base = dict(state["base"]) if state else None
+    if base is not None:
+        base["new_profiles"] = new_profiles
+    sales = fig.sales(everyone, main, customers, repeaters)
+    if state:
+        sales["active_customers"] = state["active_customers"]
+        sales["active_share"] = fig.ratio(state["active_customers"], state["customers"])
+    else:
+        sales["active_customers"] = sales["active_share"] = None
+    return {"base": base,
+            "communication": fig.communication(scoped, reached,
+                                               base["profiles"] if base else None),
+            "sales": sales,
+            "attribution": fig.attribution(scoped, main, sales["revenue"]),
+            "lifecycle": {"stages": state["lifecycle"] if state else None,
+                          "moves": fig.moves(everyone)},
+            "value": state["value"] if state else None,
+            "nps": fig.nps(everyone)}
+
+
+def _next(start: date, interval: str) -> date:
+    return next_start(start, interval)
+
+
+async def _counts(conn: AsyncConnection, w: Window
+                  ) -> dict[tuple[date | None, str, str], fig.Sums]:
+    """(interval start | None for the window, dim, key) -> metric -> currency -> sum."""
+    dims = list({"", w.dim, *BY})
+    rows = await fetch(
+        conn, f"SELECT {_START} AS start, dim, key, metric, currency, sum(value) "  # noqa: S608
+        "FROM profile.kpi_counts WHERE workspace_id = $1 AND segment = $2 AND day BETWEEN $3 "
+        "AND $4 AND dim = ANY($6::text[]) GROUP BY 1, 2, 3, 4, 5",
+        w.workspace_id, w.segment, w.first, w.last, w.interval, dims)
+    out: dict[tuple[date | None, str, str], fig.Sums] = {}
+    for start, dim, key, metric, currency, value in rows:
+        for slot in ((start, dim, key), (None, dim, key)):
+            bucket = out.setdefault(slot, defaultdict(lambda: defaultdict(float)))
+            bucket[metric][currency] += value
+    return out
+
+
+async def _people(conn: AsyncConnection, w: Window
+                  ) -> dict[tuple[date | None, str], tuple[int, int]]:
+    """(interval start | None, figure) -> (distinct people, people counted twice or more)."""
+    scope = ("workspace_id = $1 AND segment = $2 AND day BETWEEN $3 AND $4 AND "
+             "((figure = 'reached' AND dim = $6 AND key = $7) OR "
+             "(figure = 'customer' AND dim = '' AND key = ''))")
+    args = (w.workspace_id, w.segment, w.first, w.last, w.interval, w.dim, w.key)
+    out: dict[tuple[date | None, str], tuple[int, int]] = {}
+    rows = await fetch(
+        conn, f"SELECT start, figure, count(*), count(*) FILTER (WHERE n >= 2) FROM ("  # noqa: S608
+        f"SELECT {_START} AS start, figure, profile_id, sum(n) AS n FROM profile.kpi_people "
+        f"WHERE {scope} GROUP BY 1, 2, 3) x GROUP BY 1, 2", *args)
+    for start, figure, n, twice in rows:
+        out[(start, figure)] = (n, twice)
+    rows = await fetch(
+        conn, "SELECT figure, count(*), count(*) FILTER (WHERE n >= 2) FROM (SELECT figure, "  # noqa: S608
+        f"profile_id, sum(n) AS n FROM profile.kpi_people WHERE {scope} AND $5::text <> '' "
+        "GROUP BY 1, 2) x GROUP BY 1", *args)
+    for figure, n, twice in rows:
+        out[(None, figure)] = (n, twice)
+    return out
+
+
+async def _retention(conn: AsyncConnection, w: Window) -> tuple[int, int]:
+    days = (w.last - w.first).days + 1
+    row = (await fetch(
+        conn, "SELECT count(*) FILTER (WHERE prev), count(*) FILTER (WHERE prev AND cur) FROM "
+        "(SELECT profile_id, bool_or(day < $3) AS prev, bool_or(day >= $3) AS cur FROM "
+        "profile.kpi_people WHERE workspace_id = $1 AND segment = $2 AND figure = 'customer' "
+        "AND dim = '' AND day BETWEEN $4 AND $5 GROUP BY 1) x",
+        w.workspace_id, w.segment, w.first, w.first - timedelta(days=days), w.last))[0]
+    return int(row[0]), int(row[1])
+
+
+async def _cohorts(conn: AsyncConnection, w: Window) -> list[tuple[str, int, int]]:
+    """Customers whose first order (as far as the rollups go) falls in the window's months."""
+    rows = await fetch(
+        conn, "WITH firsts AS (SELECT profile_id, min(day) AS d FROM profile.kpi_people WHERE "
+        "workspace_id = $1 AND segment = $2 AND figure = 'customer' AND dim = '' AND day <= $4 "
+        "GROUP BY 1 HAVING min(day) >= date_trunc('month', $3::date)) "
+        "SELECT to_char(date_trunc('month', f.d), 'YYYY-MM'), (extract(year FROM age("
+        "date_trunc('month', p.day), date_trunc('month', f.d))) * 12 + extract(month FROM "
+        "age(date_trunc('month', p.day), date_trunc('month', f.d))))::int, "
+        "count(DISTINCT p.profile_id) FROM firsts f JOIN profile.kpi_people p ON "
+        "p.profile_id = f.profile_id AND p.workspace_id = $1 AND p.segment = $2 AND "
+        "p.figure = 'customer' AND p.dim = '' AND p.day <= $4 GROUP BY 1, 2",
+        w.workspace_id, w.segment, w.first, w.last)
+    return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+
+async def _states(conn: AsyncConnection, w: Window) -> dict[date, dict[str, Any]]:
+    """End-of-day snapshots in the window, and the last one before it."""
+    rows = await fetch(
+        conn, "(SELECT day, figures FROM profile.kpi_state WHERE workspace_id = $1 AND "
+        "segment = $2 AND day BETWEEN $3 AND $4) UNION ALL (SELECT day, figures FROM "
+        "profile.kpi_state WHERE workspace_id = $1 AND segment = $2 AND day < $3 "
+        "ORDER BY day DESC LIMIT 1)", w.workspace_id, w.segment, w.first, w.last)
+    return {r[0]: r[1] for r in rows}
+
+
+def _last_state(states: dict[date, dict[str, Any]], first: date, last: date
+                ) -> dict[str, Any] | None:
+    """The state at the end of first..last: the last snapshot taken on or before `last`."""
+    days = [d for d in states if d <= last]
+    return states[max(days)] if days else None
+
+
+def _new_profiles(states: dict[date, dict[str, Any]], first: date, last: date) -> int | None:
+    days = [d for d in states if first <= d <= last]
+    return sum(int(states[d]["base"]["new_profiles"]) for d in days) if days else None
+
+
+__all__ = ["DIMENSIONS", "Window", "answer"]

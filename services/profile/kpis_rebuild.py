@@ -1,0 +1,125 @@
+"""Recompute a workspace's event-based KPI rollups from profile's stored history.
+
+One transaction holds the workspace's KPI lock exclusively (the consumer takes it shared per
+batch, see kpis_store.reporting_segments), empties the rollups and replays `profile.events`
+in time order, a page at a time; the run's progress is written on the side so GET can follow.
+What the history cannot tell is documented in docs/metrics.md: facts count under the
+segments the profiles are in now; erased people's events are gone; lifecycle moves (not
+events) are kept as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.profile import kpis_store
+from services.profile import repository as repo
+from shared.contracts.delivery import DeliveryStatus
+
+log = logging.getLogger(__name__)
+PAGE = 5000
+_TASKS: set[asyncio.Task[None]] = set()
+_EMPTIED = ("kpi_people", "kpi_firsts", "kpi_touches", "kpi_orders")
+
+
+async def start(engine: AsyncEngine, workspace_id: str) -> dict[str, Any]:
+    run_id = str(uuid.uuid4())
+    async with engine.begin() as conn:
+        total = (await repo.fetch(conn, "SELECT count(*) FROM profile.events WHERE "
+                                  "workspace_id = $1", workspace_id))[0][0]
+        await repo.fetch(conn, "INSERT INTO profile.kpi_rebuilds (id, workspace_id, status, "
+                         "events_total) VALUES ($1, $2, 'running', $3)", run_id, workspace_id,
+                         total)
+    task = asyncio.create_task(_run(engine, workspace_id, run_id))
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+    found = await progress(engine, workspace_id, run_id)
+    assert found is not None
+    return found
+
+
+async def progress(engine: AsyncEngine, workspace_id: str, run_id: str
+                   ) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        rows = await repo.fetch(conn, "SELECT * FROM profile.kpi_rebuilds WHERE id = $1 AND "
+                                "workspace_id = $2", run_id, workspace_id)
+    if not rows:
+        return None
+    r = rows[0]
+    return {"id": r["id"], "status": r["status"], "events_done": r["events_done"],
+            "events_total": r["events_total"], "started_at": r["started_at"].isoformat(),
+            "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
+            "error": r["error"]}
+
+
+async def _run(engine: AsyncEngine, ws: str, run_id: str) -> None:
+    try:
+        await rebuild(engine, ws, lambda n: _mark(engine, run_id, "running", n))
+        await _mark(engine, run_id, "done", None)
+    except Exception as exc:  # reported on the run; the rollups are left as they were
+        log.warning("kpi rebuild of a workspace failed (%s)", type(exc).__name__)
+        await _mark(engine, run_id, "failed", None, type(exc).__name__)
+
+
+async def _mark(engine: AsyncEngine, run_id: str, status: str, done: int | None,
+                error: str | None = None) -> None:
+    async with engine.begin() as conn:
+        await repo.fetch(
+            conn, "UPDATE profile.kpi_rebuilds SET status = $2, events_done = coalesce($3, "
+            "events_done), error = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
+            "ELSE now() END WHERE id = $1", run_id, status, done, error)
+
+
+async def rebuild(engine: AsyncEngine, ws: str, report: Any) -> int:
+    """Replay the workspace's history into empty rollups; returns the events read."""
+    async with engine.begin() as conn:
+        await repo.fetch(conn, "SELECT pg_advisory_xact_lock(hashtext('profile-kpis:' || $1))",
+                         ws)
+        for table in _EMPTIED:
+            await repo.fetch(conn, f"DELETE FROM profile.{table} WHERE "  # noqa: S608
+                             "workspace_id = $1", ws)
+        await repo.fetch(conn, "DELETE FROM profile.kpi_counts WHERE workspace_id = $1 AND "
+                         "metric NOT LIKE 'move:%'", ws)
+        convs = await repo.conventions_for(conn, [ws])
+        conv = convs[ws]
+        done, after = 0, (datetime(1970, 1, 1, tzinfo=UTC), "")
+        while True:
+            rows = await repo.fetch(
+                conn, "SELECT event_id, profile_id, name, properties, timestamp FROM "
+                "profile.events WHERE workspace_id = $1 AND (timestamp, event_id) > ($2, $3) "
+                "ORDER BY timestamp, event_id LIMIT $4", ws, after[0], after[1], PAGE)
+            if not rows:
+                return done
+            facts = kpis_store.KpiFacts()
+            for r in rows:
+                props = r["properties"] or {}
+                if r["event_id"].startswith("delivery:"):
+                    _delivery(facts, ws, r, props)
+                elif r["name"]:
+                    facts.track(ws, r["profile_id"], r["event_id"], r["name"], props,
+                                r["timestamp"], conv)
+            members = await repo.memberships(conn, {r["profile_id"]: ws for r in rows})
+            await kpis_store.write(conn, facts, convs, lambda pid: pid, {}, members, [],
+                                   datetime.now(UTC))
+            done += len(rows)
+            after = (rows[-1]["timestamp"], rows[-1]["event_id"])
+            await report(done)
+
+
+def _delivery(facts: kpis_store.KpiFacts, ws: str, r: Any, props: dict[str, Any]) -> None:
+    try:
+        status = DeliveryStatus(props.get("status"))
+    except ValueError:
+        return
+    journey = props.get("journey")
+    facts.delivery(ws, r["profile_id"], str(props.get("message_id") or r["event_id"]), status,
+                   str(props.get("channel") or ""),
+                   journey.get("key") if isinstance(journey, dict) else None,
+                   props.get("broadcast"), props.get("template"), r["timestamp"],
+                   bool(props.get("test")))

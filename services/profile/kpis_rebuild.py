@@ -114,7 +114,7 @@ async def rebuild(engine: AsyncEngine, ws: str, report: Any) -> int:
 
 def _delivery(facts: kpis_store.KpiFacts, ws: str, r: Any, props: dict[str, Any]) -> None:
     try:
-        status = DeliveryStatus(props.get("status"))
+        status = DeliveryStatus(str(props.get("status")))
     except ValueError:
         return
     journey = props.get("journey")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -131,16 +131,16 @@ async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
 
 
 async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
-                live: Callable[[str], str], merges: dict[str, str],
+                live: Callable[[str], str], merges: dict[str, tuple[str, str]],
                 members: dict[str, set[str]], moves: list[tuple[str, str | None, str]],
                 now: datetime) -> None:
-    """Apply one batch's facts. `merges`: loser -> survivor; `members`: segment keys by
+    """Apply one batch's facts. `merges`: loser -> (workspace, survivor); `members`: segment keys by
     profile id after the batch; `moves`: (workspace, from, to) lifecycle changes."""
     if not facts and not moves and not merges:
         return
     reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
     if merges:
-        await repoint(conn, merges)
+        await repoint(conn, {loser: s for loser, (_, s) in merges.items()})
 
     def segs(ws: str, pid: str) -> list[str]:
         keys = reporting.get(ws)
@@ -150,8 +150,12 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     await _deliveries(conn, facts, convs, live, segs, r)
     new_orders = await _orders(conn, facts, convs, live, segs, r)
     await _refunds(conn, facts, convs, live, segs, r)
-    touched = {(ws, live(pid)): at for ws, pid, at in _touch_times(facts)}
-    await _attribute(conn, convs, new_orders, touched, r)
+    # Orders a new open or click may now claim (up to the click window after it), and every
+    # order of a merged profile (the other profile's touches may claim them).
+    probes = {(ws, live(pid), at, at + convs[ws].attribution_click_window)
+              for ws, pid, at in _touch_times(facts)}
+    probes |= {(ws, s, _EVER[0], _EVER[1]) for ws, s in merges.values()}
+    await _attribute(conn, convs, new_orders, sorted(probes), r)
     for ws, pid, at, score in facts.nps:
         pid = live(pid)
         day = local_day(at, convs[ws].timezone)
@@ -160,6 +164,9 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     for ws, old, new in moves:
         r.count(ws, local_day(now, convs[ws].timezone), [ALL], [], f"move:{old or 'none'}>{new}")
     await flush(conn, r)
+
+
+_EVER = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
 
 
 def _touch_times(facts: KpiFacts) -> list[tuple[str, str, datetime]]:
@@ -271,15 +278,13 @@ async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
 
 
 async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
-                     new_orders: list[_Order], touched: dict[tuple[str, str], datetime],
-                     r: Rollup) -> None:
-    """(Re)decide the attribution of the new orders and of the orders a new open or click may
-    now claim (an order up to the click window after it); count what moved."""
-    if not new_orders and not touched:
+                     new_orders: list[_Order],
+                     probes: list[tuple[str, str, datetime, datetime]], r: Rollup) -> None:
+    """(Re)decide the attribution of the new orders and of the orders of (workspace,
+    profile) between two times in `probes`; count what moved."""
+    if not new_orders and not probes:
         return
     keys = [(o.ws, o.key) for o in new_orders]
-    probes = [(ws, pid, at, at + convs[ws].attribution_click_window)
-              for (ws, pid), at in touched.items()]
     pw, pk = _columns(keys, 2) if keys else ([], [])
     tw, tp, tlo, thi = _columns(probes, 4) if probes else ([], [], [], [])
     orders = await fetch(

@@ -217,7 +217,8 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[O
         members = await _segments(conn, b, current)
         # The KPI rollups, in this same transaction (docs/metrics.md).
         await kpis_store.write(conn, b.kpi, b.conventions, b.live,
-                               {loser: b.live(loser) for loser, _ in b.merges}, members,
+                               {loser: (b.states[b.live(loser)].workspace_id, b.live(loser))
+                                for loser, _ in b.merges}, members,
                                [(ws, c.data["from"], c.data["to"]) for ws, _, _, c in b.changes
                                 if c.kind == "lifecycle_changed"], b.now)
         encoded = await encoder

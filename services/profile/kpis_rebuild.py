@@ -71,9 +71,10 @@ async def _mark(engine: AsyncEngine, run_id: str, status: str, done: int | None,
                 error: str | None = None) -> None:
     async with engine.begin() as conn:
         await repo.fetch(
-            conn, "UPDATE profile.kpi_rebuilds SET status = $2, events_done = coalesce($3, "
-            "events_done), error = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
-            "ELSE now() END WHERE id = $1", run_id, status, done, error)
+            conn, "UPDATE profile.kpi_rebuilds SET status = $2::text, events_done = "
+            "coalesce($3::bigint, events_done), error = $4::text, finished_at = CASE WHEN "
+            "$2::text = 'running' THEN NULL ELSE now() END WHERE id = $1", run_id, status,
+            done, error)
 
 
 async def rebuild(engine: AsyncEngine, ws: str, report: Any) -> int:

@@ -119,3 +119,21 @@ async def test_consumer_path_counts_once_and_uplift_degrades(world: ProfileWorld
     assert (again["communication"], again["sales"], again["attribution"]) == \
         (t["communication"], t["sales"], t["attribution"])
     assert (await world.http.get("/v1/kpis/rebuild/nope", headers=h)).status_code == 404
+
+
+async def test_a_reporting_segment_can_filter_the_kpis(world: ProfileWorld) -> None:
+    _, h = await world.workspace()
+    rule = {"field": "profile.traits.plan", "op": "eq", "value": "pro"}
+    r = await world.http.put("/v1/segments/pro", headers=h,
+                             json={"name": "Pro", "rule": rule, "reporting": True})
+    assert r.status_code == 200 and r.json()["reporting"] is True, r.text
+    await world.http.put("/v1/segments/plain", headers=h, json={"name": "Plain", "rule": rule})
+    got = await world.http.get("/v1/kpis", headers=h, params={
+        "segment": "pro", "from": "2026-11-01", "to": "2026-11-30", "interval": "week"})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["window"]["filters"] == {"segment": "pro"}
+    assert [s["start"] for s in body["series"]][:2] == ["2026-10-26", "2026-11-02"]
+    assert body["totals"]["sales"]["orders"] == 0
+    r = await world.http.get("/v1/kpis", headers=h, params={"segment": "plain"})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "segment"

@@ -275,3 +275,31 @@ async def test_filters_segments_weeks_and_rebuild(engine: AsyncEngine, settings:
 
 async def _ignore(done: int) -> None:
     assert done > 0
+
+
+async def test_a_late_click_re_decides_the_order_on_event_time(
+        engine: AsyncEngine, settings: Settings, unique: str) -> None:
+    ws = f"kpi-{unique}"
+    h = timedelta(hours=1)
+    await run(engine, settings, [ev(ws, D1, type="identify", user_id="u",
+                                    traits={"email": "u@x.io"})], D1)
+    u = (await pids(engine, ws))["u"]
+    await run(engine, settings, [order(ws, D1 + 10 * h, "u", "o1", 80)], D1 + 10 * h)
+    w = kpis_read.Window(ws, date(2026, 11, 1), date(2026, 11, 3), "day", "", "", "")
+
+    async def attributed() -> dict[str, Any]:
+        async with engine.connect() as conn:
+            got = await kpis_read.answer(conn, w, Conventions())
+        return {k: v["attribution"]["orders"] for k, v in got["by"]["template"].items()} | {
+            "total": got["totals"]["attribution"]["revenue"]}
+    assert await attributed() == {"total": 0.0}
+    # A click two hours before the order arrives after it: the order is now m1's.
+    await run(engine, settings, [dl(ws, u, "m1", "clicked", D1 + 8 * h, template="t1")],
+              D1 + 11 * h)
+    assert await attributed() == {"t1": 1, "total": 80.0}
+    # A later click, still before the order, arrives last: it takes the order over.
+    # A click after the order changes nothing.
+    await run(engine, settings, [dl(ws, u, "m2", "clicked", D1 + 9 * h, template="t2"),
+                                 dl(ws, u, "m3", "clicked", D1 + 12 * h, template="t3")],
+              D1 + 13 * h)
+    assert await attributed() == {"t1": 0, "t2": 1, "t3": 0, "total": 80.0}

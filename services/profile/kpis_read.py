@@ -123,18 +123,16 @@ async def _people(conn: AsyncConnection, w: Window
              "(figure = 'customer' AND dim = '' AND key = ''))")
     args = (w.workspace_id, w.segment, w.first, w.last, w.interval, w.dim, w.key)
     out: dict[tuple[date | None, str], tuple[int, int]] = {}
+    # One scan of the window's people-days: per interval, then per window (a person counted
+    # on several days of the window is one person; n sums their facts).
     rows = await fetch(
-        conn, f"SELECT start, figure, count(*), count(*) FILTER (WHERE n >= 2) FROM ("  # noqa: S608
-        f"SELECT {_START} AS start, figure, profile_id, sum(n) AS n FROM profile.kpi_people "
-        f"WHERE {scope} GROUP BY 1, 2, 3) x GROUP BY 1, 2", *args)
+        conn, f"WITH x AS (SELECT {_START} AS start, figure, profile_id, sum(n) AS n "  # noqa: S608
+        f"FROM profile.kpi_people WHERE {scope} GROUP BY 1, 2, 3) "
+        "SELECT start, figure, count(*), count(*) FILTER (WHERE n >= 2) FROM x GROUP BY 1, 2 "
+        "UNION ALL SELECT NULL, figure, count(*), count(*) FILTER (WHERE n >= 2) FROM "
+        "(SELECT figure, profile_id, sum(n) AS n FROM x GROUP BY 1, 2) y GROUP BY 2", *args)
     for start, figure, n, twice in rows:
         out[(start, figure)] = (n, twice)
-    rows = await fetch(
-        conn, "SELECT figure, count(*), count(*) FILTER (WHERE n >= 2) FROM (SELECT figure, "  # noqa: S608
-        f"profile_id, sum(n) AS n FROM profile.kpi_people WHERE {scope} AND $5::text <> '' "
-        "GROUP BY 1, 2) x GROUP BY 1", *args)
-    for figure, n, twice in rows:
-        out[(None, figure)] = (n, twice)
     return out
 
 

@@ -23,7 +23,8 @@ from services.profile import repository as repo
 from shared.contracts.delivery import DeliveryStatus
 
 log = logging.getLogger(__name__)
-PAGE = 5000
+PAGE = 20000  # events per page: the rollup statements are summed per page
+_STATUS = {s.value: s for s in DeliveryStatus}
 _TASKS: set[asyncio.Task[None]] = set()
 _EMPTIED = ("kpi_people", "kpi_firsts", "kpi_touches", "kpi_orders")
 
@@ -114,9 +115,8 @@ async def rebuild(engine: AsyncEngine, ws: str, report: Any) -> int:
 
 
 def _delivery(facts: kpis_store.KpiFacts, ws: str, r: Any, props: dict[str, Any]) -> None:
-    try:
-        status = DeliveryStatus(str(props.get("status")))
-    except ValueError:
+    status = _STATUS.get(props.get("status"))  # type: ignore[arg-type]
+    if status is None:
         return
     journey = props.get("journey")
     facts.delivery(ws, r["profile_id"], str(props.get("message_id") or r["event_id"]), status,

@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain import kpi_figures as fig
 from services.profile.domain.conventions import Conventions
-from services.profile.domain.kpis import DIMENSIONS, interval_start, next_start, whole_intervals
+from services.profile.domain.kpis import (
+    DIMENSIONS,
+    cover,
+    interval_start,
+    next_start,
+    whole_intervals,
+)
 from services.profile.repository import fetch
 
 BY = ("journey", "broadcast", "template", "channel")
@@ -32,7 +38,7 @@ class Window:
 
 async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[str, Any]:
     sums = await _counts(conn, w)
-    people = await _people(conn, w)
+    people = await _people(conn, w, sums)
     states = await _states(conn, w)
     previous, kept = await _retention(conn, w)
     cohort_rows = await _cohorts(conn, w)
@@ -115,50 +121,80 @@ async def _counts(conn: AsyncConnection, w: Window
     return out
 
 
-async def _people(conn: AsyncConnection, w: Window
+async def _people(conn: AsyncConnection, w: Window,
+                  sums: dict[tuple[date | None, str, str], fig.Sums]
                   ) -> dict[tuple[date | None, str], tuple[int, int]]:
-    """(interval start | None, figure) -> (distinct people, people counted twice or more)."""
-    scope = ("workspace_id = $1 AND segment = $2 AND day BETWEEN $3 AND $4 AND "
-             "((figure = 'reached' AND dim = $6 AND key = $7) OR "
-             "(figure = 'customer' AND dim = '' AND key = ''))")
-    args = (w.workspace_id, w.segment, w.first, w.last, w.interval, w.dim, w.key)
+    """(interval start | None for the window, figure) -> (distinct people, people with two
+    facts or more). A whole interval of the series, or a window that is one whole day, week
+    or month, reads that set's counters; anything else is the exact union of the fewest
+    whole months, weeks and days that make it up (`cover`)."""
     out: dict[tuple[date | None, str], tuple[int, int]] = {}
-    # One scan of the window's people-days: per interval, then per window (a person counted
-    # on several days of the window is one person; n sums their facts).
-    rows = await fetch(
-        conn, f"WITH x AS (SELECT {_START} AS start, figure, profile_id, sum(n) AS n "  # noqa: S608
-        f"FROM profile.kpi_people WHERE {scope} GROUP BY 1, 2, 3) "
-        "SELECT start, figure, count(*), count(*) FILTER (WHERE n >= 2) FROM x GROUP BY 1, 2 "
-        "UNION ALL SELECT NULL, figure, count(*), count(*) FILTER (WHERE n >= 2) FROM "
-        "(SELECT figure, profile_id, sum(n) AS n FROM x GROUP BY 1, 2) y GROUP BY 2", *args)
-    for start, figure, n, twice in rows:
-        out[(start, figure)] = (n, twice)
+    scope = {"reached": (w.dim, w.key), "customer": ("", "")}
+    unions: dict[str, list[tuple[str, date]]] = {}
+
+    start = interval_start(w.first, w.interval)
+    while start <= w.last:
+        end = next_start(start, w.interval) - timedelta(days=1)
+        if start >= w.first and end <= w.last:  # a whole interval: its set's counters
+            for figure, (dim, key) in scope.items():
+                m = sums.get((start, dim, key), {})
+                out[(start, figure)] = (
+                    int(m.get(f"{figure}@{w.interval}", {}).get("", 0.0)),
+                    int(m.get(f"{figure}@{w.interval}:repeat", {}).get("", 0.0)))
+        else:
+            unions[start.isoformat()] = cover(max(start, w.first), min(end, w.last))
+        start = next_start(start, w.interval)
+    whole = cover(w.first, w.last)
+    if len(whole) == 1 and whole[0][0] == w.interval:
+        out.update({(None, f): out[(whole[0][1], f)] for f in scope if (whole[0][1], f) in out})
+    else:
+        unions["window"] = whole
+    if unions:
+        labels, intervals, starts = _columns3([(label, i, s) for label, sets in unions.items()
+                                               for i, s in sets])
+        rows = await fetch(
+            conn, "WITH c AS (SELECT * FROM unnest($5::text[], $6::text[], $7::date[]) AS "
+            "c(label, interval, start)), x AS (SELECT c.label, p.figure, p.profile_id, "
+            "sum(p.n) AS n FROM profile.kpi_people p JOIN c ON p.interval = c.interval AND "
+            "p.start = c.start WHERE p.workspace_id = $1 AND p.segment = $2 AND "
+            "((p.figure = 'reached' AND p.dim = $3 AND p.key = $4) OR (p.figure = 'customer' "
+            "AND p.dim = '' AND p.key = '')) GROUP BY 1, 2, 3) SELECT label, figure, count(*), "
+            "count(*) FILTER (WHERE n >= 2) FROM x GROUP BY 1, 2",
+            w.workspace_id, w.segment, w.dim, w.key, labels, intervals, starts)
+        for label, figure, n, twice in rows:
+            out[(None if label == "window" else date.fromisoformat(label), figure)] = (n, twice)
     return out
 
 
+def _columns3(rows: list[tuple[str, str, date]]) -> tuple[list[str], list[str], list[date]]:
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
 async def _retention(conn: AsyncConnection, w: Window) -> tuple[int, int]:
+    """Customers of the previous window of equal length, and how many of them ordered in
+    this one (both exact, over the day sets)."""
     days = (w.last - w.first).days + 1
     row = (await fetch(
         conn, "SELECT count(*) FILTER (WHERE prev), count(*) FILTER (WHERE prev AND cur) FROM "
-        "(SELECT profile_id, bool_or(day < $3) AS prev, bool_or(day >= $3) AS cur FROM "
+        "(SELECT profile_id, bool_or(start < $3) AS prev, bool_or(start >= $3) AS cur FROM "
         "profile.kpi_people WHERE workspace_id = $1 AND segment = $2 AND figure = 'customer' "
-        "AND dim = '' AND day BETWEEN $4 AND $5 GROUP BY 1) x",
-        w.workspace_id, w.segment, w.first, w.first - timedelta(days=days), w.last))[0]
+        "AND dim = '' AND key = '' AND interval = 'day' AND start BETWEEN $4 AND $5 "
+        "GROUP BY 1) x", w.workspace_id, w.segment, w.first, w.first - timedelta(days=days),
+        w.last))[0]
     return int(row[0]), int(row[1])
 
 
 async def _cohorts(conn: AsyncConnection, w: Window) -> list[tuple[str, int, int]]:
-    """Customers whose first order (as far as the rollups go) falls in the window's months."""
+    """Customers whose first order month (as far as the rollups go) is one of the window's
+    months, and in which later months (up to the window's last) they ordered: month sets."""
     rows = await fetch(
-        conn, "WITH firsts AS (SELECT profile_id, min(day) AS d FROM profile.kpi_people WHERE "
-        "workspace_id = $1 AND segment = $2 AND figure = 'customer' AND dim = '' AND day <= $4 "
-        "GROUP BY 1 HAVING min(day) >= date_trunc('month', $3::date)) "
-        "SELECT to_char(date_trunc('month', f.d), 'YYYY-MM'), (extract(year FROM age("
-        "date_trunc('month', p.day), date_trunc('month', f.d))) * 12 + extract(month FROM "
-        "age(date_trunc('month', p.day), date_trunc('month', f.d))))::int, "
-        "count(DISTINCT p.profile_id) FROM firsts f JOIN profile.kpi_people p ON "
-        "p.profile_id = f.profile_id AND p.workspace_id = $1 AND p.segment = $2 AND "
-        "p.figure = 'customer' AND p.dim = '' AND p.day <= $4 GROUP BY 1, 2",
+        conn, "WITH m AS (SELECT profile_id, start FROM profile.kpi_people WHERE "
+        "workspace_id = $1 AND segment = $2 AND figure = 'customer' AND dim = '' AND "
+        "key = '' AND interval = 'month' AND start <= $4), f AS (SELECT profile_id, "
+        "min(start) AS first FROM m GROUP BY 1 HAVING min(start) >= date_trunc('month', "
+        "$3::date)) SELECT to_char(f.first, 'YYYY-MM'), ((extract(year FROM m.start) - "
+        "extract(year FROM f.first)) * 12 + extract(month FROM m.start) - extract(month FROM "
+        "f.first))::int, count(*) FROM f JOIN m USING (profile_id) GROUP BY 1, 2",
         w.workspace_id, w.segment, w.first, w.last)
     return [(r[0], int(r[1]), int(r[2])) for r in rows]
 

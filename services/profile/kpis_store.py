@@ -344,7 +344,24 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
 
 
 async def flush(conn: AsyncConnection, r: Rollup) -> None:
-    """Add the batch's counters and people to the rollups (one upsert each)."""
+    """Add the batch's people and counters to the rollups (one upsert each). People first:
+    a person new to a set adds 1 to that set's counter, one reaching 2 facts to its repeat
+    counter."""
+    if r.people:
+        cols = _columns(r.people, 8)
+        rows = await fetch(
+            conn, "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, "
+            "interval, start, profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], "
+            "$3::text[], $4::text[], $5::text[], $6::text[], $7::date[], $8::text[], $9::int[]) "
+            "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
+            "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
+            "key, segment, interval, start, profile_id, n", *cols, list(r.people.values()))
+        for row in rows:
+            key = tuple(row.values())
+            added = r.people[key[:8]]
+            n = row["n"]
+            r.people_moved(key[:7], distinct=1 if n == added else 0,
+                           repeat=int(n >= 2) - int(n - added >= 2))
     if r.counts:
         cols = _columns(r.counts, 7)
         await fetch(
@@ -353,38 +370,57 @@ async def flush(conn: AsyncConnection, r: Rollup) -> None:
             "$4::text[], $5::text[], $6::text[], $7::text[], $8::float8[]) ON CONFLICT "
             "(workspace_id, dim, key, segment, day, metric, currency) DO UPDATE SET "
             "value = kpi_counts.value + excluded.value", *cols, list(r.counts.values()))
-    if r.people:
-        cols = _columns(r.people, 7)
-        await fetch(
-            conn, "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, day, "
-            "profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], "
-            "$4::text[], $5::text[], $6::date[], $7::text[], $8::int[]) ON CONFLICT "
-            "(workspace_id, figure, dim, key, segment, day, profile_id) DO UPDATE SET "
-            "n = kpi_people.n + excluded.n", *cols, list(r.people.values()))
+
+
+_PEOPLE = ("workspace_id", "figure", "dim", "key", "segment", "interval", "start")
 
 
 async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
-    """Merged profiles: their touches, orders and people rows become the survivor's (two
-    people rows for one day fold into one, so distinct counts stay distinct)."""
+    """Merged profiles: their touches, orders and people rows become the survivor's. Two rows
+    of one set fold into one, and the set's counters say so: distinct counts stay distinct."""
     losers, survivors = list(merges), list(merges.values())
     for table in ("kpi_touches", "kpi_orders"):
         await fetch(conn, f"UPDATE profile.{table} x SET profile_id = m.s FROM "  # noqa: S608
                     "unnest($1::text[], $2::text[]) AS m(l, s) WHERE x.profile_id = m.l",
                     losers, survivors)
-    await fetch(
-        conn, "INSERT INTO profile.kpi_people SELECT p.workspace_id, p.figure, p.dim, p.key, "
-        "p.segment, p.day, m.s, p.n FROM profile.kpi_people p JOIN unnest($1::text[], "
-        "$2::text[]) AS m(l, s) ON p.profile_id = m.l ON CONFLICT (workspace_id, figure, dim, "
-        "key, segment, day, profile_id) DO UPDATE SET n = kpi_people.n + excluded.n",
-        losers, survivors)
-    await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = ANY($1::text[])",
-                losers)
+    gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = "
+                       "ANY($1::text[]) RETURNING *", losers)
+    if not gone:
+        return
+    moved: dict[tuple[Any, ...], list[int]] = defaultdict(list)  # survivor row -> losers' n
+    for row in gone:
+        moved[(*(row[c] for c in _PEOPLE), merges[row["profile_id"]])].append(row["n"])
+    cols = _columns(moved, 8)
+    rows = await fetch(
+        conn, "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, "
+        "interval, start, profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], "
+        "$3::text[], $4::text[], $5::text[], $6::text[], $7::date[], $8::text[], $9::int[]) "
+        "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
+        "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
+        "key, segment, interval, start, profile_id, n", *cols,
+        [sum(ns) for ns in moved.values()])
+    r = Rollup()
+    for row in rows:
+        key = tuple(row.values())
+        ns = moved[key[:8]]
+        n, added = row["n"], sum(ns)
+        had = n != added  # the survivor was in the set already
+        before_repeat = sum(x >= 2 for x in ns) + int(had and n - added >= 2)
+        r.people_moved(key[:7], distinct=1 - len(ns) - int(had),
+                       repeat=int(n >= 2) - before_repeat)
+    await flush(conn, r)
 
 
 async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> None:
-    """Erasure: the person leaves the distinct-people sets and the touches; the anonymous
-    counters (orders, revenue, sends) keep what happened."""
-    await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = $1", profile_id)
+    """Erasure: the person leaves the distinct-people sets (and their counters) and the
+    touches; the anonymous counters (orders, revenue, sends) keep what happened."""
+    gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = $1 "
+                       "RETURNING *", profile_id)
+    r = Rollup()
+    for row in gone:
+        r.people_moved(tuple(row[c] for c in _PEOPLE),
+                       distinct=-1, repeat=-int(row["n"] >= 2))
+    await flush(conn, r)
     await fetch(conn, "DELETE FROM profile.kpi_touches WHERE workspace_id = $1 AND "
                 "profile_id = $2", workspace_id, profile_id)
     await fetch(conn, "UPDATE profile.kpi_orders SET profile_id = 'erased' WHERE "

@@ -72,8 +72,9 @@ async def run(engine: AsyncEngine, settings: Settings, items: list[Any], now: da
 
 
 async def figures(engine: AsyncEngine, ws: str, interval: str = "day", dim: str = "",
-                  key: str = "", segment: str = "") -> dict[str, Any]:
-    w = kpis_read.Window(ws, date(2026, 11, 2), date(2026, 11, 3), interval, dim, key, segment)
+                  key: str = "", segment: str = "", first: date = date(2026, 11, 2),
+                  last: date = date(2026, 11, 3)) -> dict[str, Any]:
+    w = kpis_read.Window(ws, first, last, interval, dim, key, segment)
     async with engine.connect() as conn:
         return await kpis_read.answer(conn, w, CONV)
 
@@ -255,6 +256,17 @@ async def test_filters_segments_weeks_and_rebuild(engine: AsyncEngine, settings:
     assert [s["start"] for s in week["series"]] == ["2026-11-02"]
     assert week["window"]["whole_intervals"] is False
     assert week["series"][0]["communication"]["reached"] == 3
+    # Whole intervals read their sets' counters (kept right through the merge and the
+    # erasure); a window of several reads the exact union of its sets.
+    for interval, first, last in (("week", date(2026, 11, 2), date(2026, 11, 8)),
+                                  ("month", date(2026, 11, 1), date(2026, 11, 30)),
+                                  ("day", date(2026, 10, 20), date(2026, 11, 20))):
+        got = await figures(engine, ws, interval=interval, first=first, last=last)
+        whole = [s for s in got["series"] if s["communication"]["reached"]]
+        assert [(s["communication"]["reached"], s["sales"]["customers"]) for s in whole] == \
+            ([(3, 3)] if interval != "day" else [(3, 1), (1, 2)]), interval
+        assert (got["totals"]["communication"]["reached"], got["totals"]["sales"]["customers"],
+                got["totals"]["sales"]["repeat_rate"]) == (3, 3, 0.0), interval
     # Rebuild from the stored history: e's events were erased with e (m-e and o4 gone);
     # everything else comes back the same.
     before = await figures(engine, ws)
@@ -303,3 +315,29 @@ async def test_a_late_click_re_decides_the_order_on_event_time(
                                  dl(ws, u, "m3", "clicked", D1 + 12 * h, template="t3")],
               D1 + 13 * h)
     assert await attributed() == {"t1": 0, "t2": 1, "t3": 0, "total": 80.0}
+
+
+async def test_a_merge_folds_two_customers_of_one_day_into_one(
+        engine: AsyncEngine, settings: Settings, unique: str) -> None:
+    ws = f"kpi-{unique}"
+    h = timedelta(hours=1)
+    await run(engine, settings, [order(ws, D1 + 9 * h, "", "oa", 10, anonymous_id="x1"),
+                                 order(ws, D1 + 10 * h, "", "ob", 20, anonymous_id="y1")],
+              D1 + 11 * h)
+
+    async def customers(first: date, last: date) -> tuple[Any, ...]:
+        w = kpis_read.Window(ws, first, last, "day", "", "", "")
+        async with engine.connect() as conn:
+            got = await kpis_read.answer(conn, w, Conventions())
+        return (got["totals"]["sales"]["customers"], got["totals"]["sales"]["repeat_rate"],
+                got["series"][0]["sales"]["customers"])
+    day = date(2026, 11, 2)
+    assert await customers(day, day) == (2, 0.0, 2)
+    await run(engine, settings, [
+        ev(ws, D1 + 12 * h, type="identify", anonymous_id="x1", traits={"email": "q@x.io"}),
+        ev(ws, D1 + 12 * h, type="identify", anonymous_id="y1", traits={"email": "q@x.io"})],
+        D1 + 13 * h)
+    # One person with two orders: the day's counter (one whole day) and the union of a
+    # two-day window agree.
+    assert await customers(day, day) == (1, 1.0, 1)
+    assert await customers(day, day + timedelta(days=1)) == (1, 1.0, 1)

@@ -11,6 +11,7 @@ from services.profile.domain.kpis import (
     Rollup,
     Touch,
     attribute,
+    cover,
     dims_of,
     interval_start,
     local_day,
@@ -95,3 +96,11 @@ def test_report_tables_render_an_answer() -> None:
     text = console.export_text()
     assert "KPIs 2026-11-01 .. 2026-11-02 (UTC)" in text and "welcome" in text
     assert "open_rate" in text and "10.50" in text
+
+
+def test_cover_uses_the_fewest_whole_intervals() -> None:
+    assert cover(date(2026, 10, 30), date(2026, 12, 2)) == [
+        ("day", date(2026, 10, 30)), ("day", date(2026, 10, 31)),
+        ("month", date(2026, 11, 1)), ("day", date(2026, 12, 1)), ("day", date(2026, 12, 2))]
+    assert cover(date(2026, 11, 2), date(2026, 11, 16)) == [
+        ("week", date(2026, 11, 2)), ("week", date(2026, 11, 9)), ("day", date(2026, 11, 16))]

@@ -21,6 +21,7 @@ COUNTED = {DeliveryStatus.sent: "sent", DeliveryStatus.delivered: "delivered",
 TOUCHES = {DeliveryStatus.opened: "open", DeliveryStatus.clicked: "click"}
 DIMENSIONS = ("channel", "journey", "broadcast", "template")
 ALL = ("", "")  # the (dim, key) every fact counts under
+INTERVALS = ("day", "week", "month")
 
 
 @lru_cache(maxsize=256)
@@ -54,6 +55,21 @@ def whole_intervals(first: date, last: date, interval: str) -> bool:
     """Whether first..last (inclusive) is made of whole intervals."""
     return interval_start(first, interval) == first and \
         next_start(interval_start(last, interval), interval) == last + timedelta(days=1)
+
+
+def cover(first: date, last: date) -> list[tuple[str, date]]:
+    """first..last (inclusive) as few disjoint whole intervals as possible: whole months,
+    then whole ISO weeks, then days; (interval, start) each."""
+    out: list[tuple[str, date]] = []
+    day = first
+    while day <= last:
+        for interval in ("month", "week", "day"):
+            if interval_start(day, interval) == day and \
+                    next_start(day, interval) - timedelta(days=1) <= last:
+                out.append((interval, day))
+                day = next_start(day, interval)
+                break
+    return out
 
 
 def dims_of(channel: str | None, journey: str | None, broadcast: str | None,
@@ -110,7 +126,7 @@ class Rollup:
 
     counts: dict[tuple[str, date, str, str, str, str, str], float] = field(
         default_factory=lambda: defaultdict(float))
-    people: dict[tuple[str, str, str, str, str, date, str], int] = field(
+    people: dict[tuple[str, str, str, str, str, str, date, str], int] = field(
         default_factory=lambda: defaultdict(int))
 
     def count(self, ws: str, day: date, dims: list[tuple[str, str]], segments: Iterable[str],
@@ -121,9 +137,21 @@ class Rollup:
 
     def person(self, ws: str, figure: str, day: date, dims: list[tuple[str, str]],
                segments: Iterable[str], profile_id: str, n: int = 1) -> None:
+        """The person counts in the day's, the ISO week's and the month's set."""
+        starts = [(i, interval_start(day, i)) for i in INTERVALS]
         for seg in ("", *segments):
             for dim, key in dims:
-                self.people[(ws, figure, dim, key, seg, day, profile_id)] += n
+                for interval, start in starts:
+                    self.people[(ws, figure, dim, key, seg, interval, start, profile_id)] += n
+
+    def people_moved(self, key: tuple[str, str, str, str, str, str, date], *, distinct: int,
+                     repeat: int) -> None:
+        """A set's size and its people counted twice or more changed (counters)."""
+        ws, figure, dim, k, seg, interval, start = key
+        if distinct:
+            self.counts[(ws, start, dim, k, seg, f"{figure}@{interval}", "")] += distinct
+        if repeat:
+            self.counts[(ws, start, dim, k, seg, f"{figure}@{interval}:repeat", "")] += repeat
 
     def __bool__(self) -> bool:
         return bool(self.counts or self.people)

@@ -31,13 +31,14 @@ def upgrade() -> None:
         key varchar(200) NOT NULL, segment varchar(100) NOT NULL, metric varchar(80) NOT NULL,
         currency varchar(8) NOT NULL, value double precision NOT NULL,
         PRIMARY KEY (workspace_id, dim, key, segment, day, metric, currency))""")
-    # Who counted for a distinct-people figure ('reached', 'customer') on a local day; n =
-    # how many facts (orders for 'customer').
+    # Who counted for a distinct-people figure ('reached', 'customer') in a local day, ISO
+    # week and month (`interval`, `start`); n = how many facts (orders for 'customer'). Each
+    # new row also adds 1 to the counter `<figure>@<interval>` in kpi_counts.
     op.execute("""CREATE TABLE profile.kpi_people (
         workspace_id varchar(64) NOT NULL, figure varchar(16) NOT NULL, dim varchar(16) NOT NULL,
-        key varchar(200) NOT NULL, segment varchar(100) NOT NULL, day date NOT NULL,
-        profile_id varchar(36) NOT NULL, n integer NOT NULL,
-        PRIMARY KEY (workspace_id, figure, dim, key, segment, day, profile_id))""")
+        key varchar(200) NOT NULL, segment varchar(100) NOT NULL, interval varchar(8) NOT NULL,
+        start date NOT NULL, profile_id varchar(36) NOT NULL, n integer NOT NULL,
+        PRIMARY KEY (workspace_id, figure, dim, key, segment, interval, start, profile_id))""")
     op.execute("CREATE INDEX kpi_people_profile ON profile.kpi_people (profile_id)")
     # First open / first click of each message: a unique open or click counts once.
     op.execute("""CREATE TABLE profile.kpi_firsts (

@@ -97,6 +97,7 @@ async def rebuild(engine: AsyncEngine, ws: str, report: Any) -> int:
                 "profile.events WHERE workspace_id = $1 AND (timestamp, event_id) > ($2, $3) "
                 "ORDER BY timestamp, event_id LIMIT $4", ws, after[0], after[1], PAGE)
             if not rows:
+                await _people(conn, ws, conv.timezone)
                 return done
             facts = kpis_store.KpiFacts()
             for r in rows:
@@ -108,10 +109,49 @@ async def rebuild(engine: AsyncEngine, ws: str, report: Any) -> int:
                                 r["timestamp"], conv)
             members = await repo.memberships(conn, {r["profile_id"]: ws for r in rows})
             await kpis_store.write(conn, facts, convs, lambda pid: pid, {}, members, [],
-                                   datetime.now(UTC))
+                                   datetime.now(UTC), people=False)
             done += len(rows)
             after = (rows[-1]["timestamp"], rows[-1]["event_id"])
             await report(done)
+
+
+_START = ("CASE i.interval WHEN 'day' THEN x.day WHEN 'week' THEN date_trunc('week', x.day)::date "
+          "ELSE date_trunc('month', x.day)::date END")
+_INTERVALS = "CROSS JOIN (VALUES ('day'), ('week'), ('month')) AS i(interval)"
+_SEGMENTS = ("CROSS JOIN LATERAL (SELECT '' AS seg UNION ALL SELECT m.segment_key FROM "
+             "profile.segment_members m JOIN profile.segments g ON g.workspace_id = "
+             "m.workspace_id AND g.key = m.segment_key AND g.reporting WHERE "
+             "m.workspace_id = $1 AND m.profile_id = x.profile_id) AS s")
+_INSERT = ("INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, interval, "
+           "start, profile_id, n) ")
+
+
+async def _people(conn: Any, ws: str, tz: str) -> None:
+    """The distinct-people sets and their counters, in bulk from what the replay left (the
+    same rows the consumer writes one batch at a time): sends from the history, customers
+    from the orders."""
+    await repo.fetch(
+        conn, _INSERT + f"SELECT $1, 'reached', d.dim, d.key, s.seg, i.interval, {_START}, "
+        "x.profile_id, count(*) FROM (SELECT profile_id, (timestamp AT TIME ZONE $2)::date AS "
+        "day, properties AS p FROM profile.events WHERE workspace_id = $1 AND event_id LIKE "
+        "'delivery:%' AND properties->>'status' = 'sent' AND coalesce(properties->>'test', "
+        "'false') <> 'true') AS x CROSS JOIN LATERAL (VALUES ('', ''), ('channel', "
+        "left(x.p->>'channel', 200)), ('journey', left(x.p->'journey'->>'key', 200)), "
+        "('broadcast', left(x.p->>'broadcast', 200)), ('template', left(x.p->>'template', "
+        f"200))) AS d(dim, key) {_SEGMENTS} {_INTERVALS} WHERE d.dim = '' OR d.key <> '' "
+        "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8", ws, tz)
+    await repo.fetch(
+        conn, _INSERT + f"SELECT $1, 'customer', '', '', s.seg, i.interval, {_START}, "
+        "x.profile_id, count(*) FROM (SELECT profile_id, day, segments FROM profile.kpi_orders "
+        "WHERE workspace_id = $1 AND profile_id <> 'erased') AS x CROSS JOIN LATERAL "
+        f"unnest(array[''] || x.segments) AS s(seg) {_INTERVALS} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
+        ws)
+    await repo.fetch(
+        conn, "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, "
+        "currency, value) SELECT workspace_id, start, dim, key, segment, figure || '@' || "
+        "interval || r.suffix, '', sum(CASE WHEN r.suffix = '' OR n >= 2 THEN 1 ELSE 0 END) "
+        "FROM profile.kpi_people CROSS JOIN (VALUES (''), (':repeat')) AS r(suffix) WHERE "
+        "workspace_id = $1 GROUP BY 1, 2, 3, 4, 5, 6", ws)
 
 
 def _delivery(facts: kpis_store.KpiFacts, ws: str, r: Any, props: dict[str, Any]) -> None:

@@ -133,7 +133,7 @@ async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
 async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                 live: Callable[[str], str], merges: dict[str, tuple[str, str]],
                 members: dict[str, set[str]], moves: list[tuple[str, str | None, str]],
-                now: datetime) -> None:
+                now: datetime, *, people: bool = True) -> None:
     """Apply one batch's facts. `merges`: loser -> (workspace, survivor); `members`: segment keys by
     profile id after the batch; `moves`: (workspace, from, to) lifecycle changes."""
     if not facts and not moves and not merges:
@@ -146,7 +146,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         keys = reporting.get(ws)
         return sorted(keys & members.get(pid, set())) if keys else []
 
-    r = Rollup()
+    r = Rollup(with_people=people)
     await _deliveries(conn, facts, convs, live, segs, r)
     new_orders = await _orders(conn, facts, convs, live, segs, r)
     await _refunds(conn, facts, convs, live, segs, r)

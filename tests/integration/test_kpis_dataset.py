@@ -283,6 +283,14 @@ async def test_filters_segments_weeks_and_rebuild(engine: AsyncEngine, settings:
         "crm_share": 1.0}
     assert after["totals"]["nps"] == before["totals"]["nps"]
     assert after["totals"]["lifecycle"]["moves"] == before["totals"]["lifecycle"]["moves"]
+    # The sets and their counters come back too: a whole week, and the segment.
+    week = await figures(engine, ws, interval="week", first=date(2026, 11, 2),
+                         last=date(2026, 11, 8))
+    assert (week["series"][0]["communication"]["reached"],
+            week["series"][0]["sales"]["customers"]) == (3, 3)
+    pro = await figures(engine, ws, segment="pro")
+    assert (pro["totals"]["communication"]["reached"], pro["totals"]["sales"]["customers"],
+            pro["series"][0]["communication"]["reached"]) == (1, 1, 1)
 
 
 async def _ignore(done: int) -> None:

@@ -128,6 +128,7 @@ class Rollup:
         default_factory=lambda: defaultdict(float))
     people: dict[tuple[str, str, str, str, str, str, date, str], int] = field(
         default_factory=lambda: defaultdict(int))
+    with_people: bool = True  # False: a rebuild fills the sets in bulk afterwards
 
     def count(self, ws: str, day: date, dims: list[tuple[str, str]], segments: Iterable[str],
               metric: str, value: float = 1.0, currency: str = "") -> None:
@@ -138,6 +139,8 @@ class Rollup:
     def person(self, ws: str, figure: str, day: date, dims: list[tuple[str, str]],
                segments: Iterable[str], profile_id: str, n: int = 1) -> None:
         """The person counts in the day's, the ISO week's and the month's set."""
+        if not self.with_people:
+            return
         starts = [(i, interval_start(day, i)) for i in INTERVALS]
         for seg in ("", *segments):
             for dim, key in dims:

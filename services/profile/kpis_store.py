@@ -121,12 +121,14 @@ async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
     wanted = list(set(workspaces))
     if wanted:
         # The shared lock a rebuild of the workspace takes exclusively: a batch waits for it.
+        # UNION ALL runs both branches, so the lock is taken whatever segments there are.
         for r in await fetch(
-                conn, "WITH l AS (SELECT pg_advisory_xact_lock_shared(hashtext('profile-kpis:' "
-                "|| w)) FROM unnest($1::text[]) AS w) SELECT s.workspace_id, s.key FROM "
-                "profile.segments s, (SELECT count(*) FROM l) AS c WHERE s.reporting AND "
-                "s.workspace_id = ANY($1::text[])", wanted):
-            out[r[0]].add(r[1])
+                conn, "SELECT NULL::text, NULL::text FROM (SELECT count("
+                "pg_advisory_xact_lock_shared(hashtext('profile-kpis:' || w))) FROM "
+                "unnest($1::text[]) AS w) AS l UNION ALL SELECT workspace_id, key FROM "
+                "profile.segments WHERE reporting AND workspace_id = ANY($1::text[])", wanted):
+            if r[0] is not None:
+                out[r[0]].add(r[1])
     return out
 
 

@@ -6,13 +6,14 @@ Workspace zone Europe/Berlin (UTC+1 in November). D1 = 2026-11-02, D2 = 2026-11-
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -349,3 +350,17 @@ async def test_a_merge_folds_two_customers_of_one_day_into_one(
     # two-day window agree.
     assert await customers(day, day) == (1, 1.0, 1)
     assert await customers(day, day + timedelta(days=1)) == (1, 1.0, 1)
+
+
+async def test_a_batch_waits_while_a_rebuild_holds_the_workspace(
+        engine: AsyncEngine, settings: Settings, unique: str) -> None:
+    ws = f"kpi-{unique}"
+    async with engine.begin() as rebuild:  # what kpis_rebuild.rebuild holds
+        await rebuild.execute(text("SELECT pg_advisory_xact_lock(hashtext('profile-kpis:' "
+                                   "|| :w))"), {"w": ws})
+        batch = asyncio.create_task(run(engine, settings, [order(ws, D1, "u", "o1", 5)], D1))
+        await asyncio.sleep(1.0)
+        assert not batch.done()
+    await asyncio.wait_for(batch, 30)
+    got = await figures(engine, ws, first=date(2026, 11, 1), last=date(2026, 11, 2))
+    assert got["totals"]["sales"]["orders"] == 1

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from shared.settings import DEFAULT_PORTS, SERVICES
 from touchpoint.client import ClientError, discover, load_documents, parse_properties, stats_table
+from touchpoint.commands import secret as secret_commands
 from touchpoint.commands.common import AdminKey, Url, WriteKey, api_client, fail, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -29,6 +30,7 @@ app.add_typer(journeys_app, name="journeys")
 app.add_typer(events_app, name="events")
 
 # New command groups: a module in touchpoint/commands/ exporting `app`, one line here each.
+app.add_typer(secret_commands.app, name="secret")
 
 def _check_service(name: str) -> str:
     if name not in SERVICES:

@@ -27,7 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from shared.settings import SERVICES, Settings
-from touchpoint import embedded
+from touchpoint import embedded, installation
 from touchpoint.embedded import EmbeddedError, EmbeddedPostgres, Key
 from touchpoint.preflight import AlreadyRunning, RunLock, port_holder
 from touchpoint.supervisor import ChildSpec, Supervisor, reap_orphans
@@ -94,7 +94,12 @@ def launch(options: UpOptions) -> int:
                       "--smtp-port.")
             return 1
         keys = embedded.resolve_keys(options.state_dir, os.environ)
-        return asyncio.run(_run(options, supervisor, keys))
+        secret_env, secret_source = installation.resolve_secret(options.state_dir, os.environ)
+        if secret_source == "generated":
+            supervisor.say(f"generated this installation's secret in "
+                           f"{options.state_dir / installation.FILE_NAME} (mode 0600): it signs "
+                           f"links and encrypts provider credentials; keep it with the data")
+        return asyncio.run(_run(options, supervisor, keys, secret_env))
     finally:
         lock.release()
 
@@ -114,7 +119,8 @@ def _port_problems(options: UpOptions) -> list[str]:
             for what, host, port in wanted if (holder := port_holder(host, port))]
 
 
-async def _run(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key]) -> int:
+async def _run(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key],
+               secret_env: dict[str, str]) -> int:
     stop = asyncio.Event()
 
     def on_signal() -> None:
@@ -129,7 +135,7 @@ async def _run(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key])
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     async with contextlib.AsyncExitStack() as cleanup:
-        startup = asyncio.create_task(_start(options, supervisor, keys, cleanup))
+        startup = asyncio.create_task(_start(options, supervisor, keys, secret_env, cleanup))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not startup.done():
@@ -148,8 +154,8 @@ async def _run(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key])
 
 
 async def _start(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key],
-                 cleanup: contextlib.AsyncExitStack) -> None:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+                 secret_env: dict[str, str], cleanup: contextlib.AsyncExitStack) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **secret_env)
     env[embedded.WRITE_KEY_ENV], env[embedded.ADMIN_KEY_ENV] = (keys["write"].value,
                                                               keys["admin"].value)
     if options.embedded_kafka:
@@ -274,14 +280,28 @@ def _print_summary(console: Console, options: UpOptions, settings: Settings,
     if options.mail_catcher:
         lines.append(f"smtp:      smtp://127.0.0.1:{options.smtp_port}  (dev mail catcher: "
                      f"emails are saved in {options.state_dir / 'mail'}/)")
-    for kind, key in keys.items():
-        shown = key.value if key.source != "env" else key.value[:10] + "… (from the environment)"
-        note = {"generated": "  (new, saved in .touchpoint/keys.json)",
-                "stored": "  (from .touchpoint/keys.json)"}.get(key.source, "")
-        lines.append(f"{kind} key: {shown}{note}")
+    lines += key_lines(keys, options.state_dir / "keys.json", console.is_terminal)
     for line in lines:
         console.print(line, soft_wrap=True)
     console.print("Press Ctrl-C to stop everything.", style="bold")
+
+
+def key_lines(keys: dict[str, Key], stored_in: Path, terminal: bool) -> list[str]:
+    """What the summary says of each key. A key is shown in full once: when it was just
+    generated and the output is a terminal (not a file someone keeps as a log)."""
+    lines = []
+    for kind, key in keys.items():
+        prefix = key.value[:10] + "…"
+        if key.source == "generated" and terminal:
+            lines.append(f"{kind} key: {key.value}  (new: shown once, saved in {stored_in})")
+        elif key.source == "generated":
+            lines.append(f"{kind} key: {prefix}  (new, saved in {stored_in}; not printed: "
+                         f"this output is not a terminal)")
+        elif key.source == "stored":
+            lines.append(f"{kind} key: {prefix}  (in {stored_in})")
+        else:
+            lines.append(f"{kind} key: {prefix}  (from the environment)")
+    return lines
 
 
 def safe_url(url: str) -> str:

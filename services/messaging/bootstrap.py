@@ -36,7 +36,7 @@ class Route:
 class Messaging:
     def __init__(self, settings: MessagingSettings) -> None:
         self.settings = settings
-        self.box = SecretBox(settings.messaging_secret_key)
+        self.box = SecretBox(settings.secrets)
         self._configs: dict[str, tuple[float, list[Any]]] = {}
         self._built: dict[tuple[str, str, str], tuple[Any, Route]] = {}
         self._default_smtp: Route | None = None

@@ -19,6 +19,9 @@ class MessagingSettings(Settings):
     # Messages marked `sending` together: bounds what a crash mid-send leaves unsent.
     messaging_wave_size: int = Field(default=64, ge=1, le=1000)
     messaging_track_links: bool = True
+    # Channels an admin configures through the API may reach private addresses (the
+    # channel's `allow_private_targets`) only when the operator allows it here.
+    messaging_allow_private_targets: bool = False
 
     def model_post_init(self, context: object) -> None:
         super().model_post_init(context)

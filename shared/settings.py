@@ -71,6 +71,17 @@ class Settings(BaseSettings):
         default=336, ge=1, le=24 * 3650,
         description="How long a consumer remembers an applied message id "
                     "(TOUCHPOINT_INBOX_RETENTION_HOURS).")
+    # Topics: how long a record (personal data included) stays; set when a topic is created.
+    topic_retention_hours: float = Field(
+        default=168, gt=0, le=24 * 3650,
+        description="retention.ms of every topic but the DLQ (TOUCHPOINT_TOPIC_RETENTION_HOURS).")
+    dlq_retention_hours: float = Field(
+        default=168, gt=0, le=24 * 3650,
+        description="retention.ms of the DLQ (TOUCHPOINT_DLQ_RETENTION_HOURS).")
+    topic_segment_hours: float = Field(
+        default=24, gt=0, le=24 * 365,
+        description="segment.ms of every topic: a record outlives retention by up to this "
+                    "(TOUCHPOINT_TOPIC_SEGMENT_HOURS).")
     retention_interval_s: float = Field(
         default=3600, ge=1, le=86_400,
         description="How often old rows are pruned (TOUCHPOINT_RETENTION_INTERVAL_S).")

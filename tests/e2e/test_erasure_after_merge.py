@@ -113,7 +113,8 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
         # 2. It is sent a message carrying its name and address.
         r = await http.put(f"{messaging}/v1/templates/hello-{unique}", headers=admin_headers,
                            json={"channel": "email", "subject": "Hi {{ profile.traits.name }}",
-                                 "text": "Hello {{ profile.traits.name }} <{{ profile.traits.email }}>"})
+                                 "text": "Hello {{ profile.traits.name }} "
+                                         "<{{ profile.traits.email }}>"})
         assert r.status_code == 200, r.text
         key = f"erase-{unique}"
         command = SendCommand(

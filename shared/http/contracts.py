@@ -3,7 +3,8 @@
 Routes name their answer model and the problems only they give (`responses=answers(
 SegmentOut, 404)`); `contract_openapi` adds what follows from the app itself: the 400
 problem+json that validation really answers (FastAPI would say 422), 401 on authenticated
-routes, 413 on routes with a body, 503 + Retry-After on every `/v1` route (database or
+routes (429 once a source's failures are throttled), 413 on routes
+with a body, 503 + Retry-After on every `/v1` route (database or
 broker unreachable). Handlers keep returning what they return (their serialisation is
 unchanged); the model documents its shape.
 """
@@ -129,7 +130,7 @@ def _complete(path: str, operation: dict[str, Any]) -> None:
     if responses.pop("422", None) is not None or operation.get("parameters"):
         extra.append(400)
     if operation.get("security"):
-        extra.append(401)
+        extra += [401, 429]  # 429: this source's failed authentications are throttled
     if "requestBody" in operation:
         extra += [400, 413]
     if path.startswith("/v1/"):

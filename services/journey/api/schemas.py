@@ -82,8 +82,19 @@ class JourneyPublished(JourneySummary):
     existing_members_queued: int | None = Field(None, description="Only when some were.")
 
 
+class JourneyCounts(BaseModel):
+    entries: int
+    active: int
+    customers: int
+    converted: int = Field(description="Customers who reached the goal (holdout excluded).")
+
+
+class JourneyListItem(JourneySummary):
+    stats: JourneyCounts | None = Field(None, description="With `include=stats` only.")
+
+
 class JourneyList(BaseModel):
-    items: list[JourneySummary]
+    items: list[JourneyListItem]
 
 
 class VersionRef(BaseModel):

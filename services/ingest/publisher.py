@@ -10,6 +10,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from shared.contracts.envelope import message_key
+from shared.kafka.codec import Headers, header_pairs
 from shared.kafka.producer import partition_for
 
 
@@ -29,10 +30,8 @@ class Outgoing:
                    orjson.dumps(document, option=orjson.OPT_UTC_Z))
 
     @property
-    def headers(self) -> list[tuple[str, bytes]]:
-        # The headers shared.kafka.codec.headers_for gives an Event (a unit test checks).
-        return [("content-type", b"application/json"), ("schema", b"events/v1"),
-                ("message-id", self.id.encode())]
+    def headers(self) -> Headers:
+        return header_pairs("events", self.id)
 
 
 @dataclass

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from services.journey.domain.state import Decision, Instance
-from services.journey.outgoing import Message
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.envelope import JourneyRef, message_key
+from shared.db.outbox import Pending
 from shared.kafka.codec import encode
 
 # The trace's send outcomes and the delivery status each is reported as (`skipped`: no
@@ -23,7 +23,7 @@ STATUS = {"held": DeliveryStatus.held, "deferred": DeliveryStatus.deferred,
 def delivery_outcome(workspace_id: str, profile_id: str, message_id: str, status: str,
                      channel: str, template: str | None, detail: dict[str, Any],
                      reason: str | None, at: datetime, *, journey: JourneyRef | None = None,
-                     broadcast: str | None = None) -> Message:
+                     broadcast: str | None = None) -> Pending:
     until = detail.get("until")
     event = DeliveryEvent(
         id=f"journey-{message_id}-{status}", workspace_id=workspace_id, profile_id=profile_id,
@@ -32,11 +32,11 @@ def delivery_outcome(workspace_id: str, profile_id: str, message_id: str, status
         reason=(reason or None) and reason[:500], rule=detail.get("rule"),
         window=detail.get("window"), count=detail.get("count"),
         until=datetime.fromisoformat(until) if until else None, occurred_at=at)
-    return Message("delivery-events", message_key(workspace_id, profile_id), event.id,
+    return Pending("delivery-events", message_key(workspace_id, profile_id), event.id,
                    encode(event))
 
 
-def outcome_message(decision: Decision, now: datetime) -> Message | None:
+def outcome_message(decision: Decision, now: datetime) -> Pending | None:
     """The delivery event for a send decision that did not send, else None."""
     if decision.kind != "send" or decision.outcome not in STATUS:
         return None

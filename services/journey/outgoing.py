@@ -9,31 +9,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, NamedTuple
-
-import orjson
-from pydantic_core import to_jsonable_python
+from typing import Any
 
 from services.journey.domain.state import Outgoing
 from services.journey.domain.steps import message_key as send_message_key
 from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.events import Event, EventType
+from shared.contracts.send import send_command_json
+from shared.db.outbox import Pending
 from shared.kafka.codec import encode
-
-
-class Message(NamedTuple):
-    """One outbox row to be: topic short name, Kafka key, message id, encoded body."""
-
-    topic: str
-    key: bytes
-    id: str
-    value: bytes
-
-
-def outbox_headers(topic_short: str, message_id: str) -> str:
-    """The outbox row's headers (JSON), as `shared.kafka.codec.headers_for` makes them."""
-    return orjson.dumps([["content-type", "application/json"],
-                         ["schema", f"{topic_short}/v1"], ["message-id", message_id]]).decode()
 
 
 def send_key(out: Outgoing) -> str:
@@ -43,7 +27,7 @@ def send_key(out: Outgoing) -> str:
 
 
 def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
-               ) -> Message | None:
+               ) -> Pending | None:
     """The topic message for `out`, or None when it cannot be addressed.
     `key` is `send_key(out)`."""
     i = out.instance
@@ -57,7 +41,7 @@ def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
         event = Event(id=f"journey-{key}", workspace_id=i.workspace_id, type=EventType.identify,
                       user_id=str(user_id), traits=out.traits, timestamp=now, received_at=now,
                       context={"journey": journey})
-        return Message("events", message_key(i.workspace_id, str(user_id)), event.id,
+        return Pending("events", message_key(i.workspace_id, str(user_id)), event.id,
                        encode(event))
     channel = out.send.channel if out.send else "webhook"
     template = out.send.template if out.send else out.webhook.template  # type: ignore[union-attr]
@@ -73,16 +57,11 @@ def to_message(out: Outgoing, key: str, profile: dict[str, Any], now: datetime
     ref = {"key": i.journey_key, "version": i.version, "stage": out.stage, "step": out.step}
     if i.instance_key:
         ref["instance"] = i.instance_key
-    # The SendCommand's JSON, written directly: building the pydantic model and dumping it
-    # cost more than everything else per send. Every value was validated already (the
-    # document when it was saved, the snapshot by its contract); the fields, their order
-    # and their encoding are the contract's (`encode(SendCommand(...))`), which
-    # tests/unit/test_journey_outgoing.py checks byte for byte.
-    body: dict[str, Any] = {"id": key, "schema_version": 1, "workspace_id": i.workspace_id,
-            "produced_at": utcnow(), "profile_id": i.profile_id, "idempotency_key": key,
-            "channel": channel, "template": template, "to": to, "journey": ref}
-    if out.expires_at is not None:  # in the contract's field order: after `broadcast`
-        body["expires_at"] = out.expires_at
-    body["context"], body["requested_at"] = context, now
-    return Message("send-commands", message_key(i.workspace_id, i.profile_id), key,
-                   orjson.dumps(body, option=orjson.OPT_UTC_Z, default=to_jsonable_python))
+    # Written by the contract's fast writer (building the model and dumping it cost more
+    # than everything else per send).
+    return Pending("send-commands", message_key(i.workspace_id, i.profile_id), key,
+                   send_command_json(id=key, workspace_id=i.workspace_id, produced_at=utcnow(),
+                                     profile_id=i.profile_id, idempotency_key=key,
+                                     channel=channel, template=template, to=to, journey=ref,
+                                     expires_at=out.expires_at, context=context,
+                                     requested_at=now))

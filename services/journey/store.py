@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.state import Decision, Instance
-from services.journey.outgoing import outbox_headers
 from services.journey.tables import (
     decisions,
     instances,
@@ -26,7 +25,6 @@ from services.journey.tables import (
     snapshots,
 )
 from shared.db.driver import driver
-from shared.db.outbox import OutboxRow, written_rows
 
 Pair = tuple[str, str]  # (workspace_id, profile_id)
 _FIELDS = [c.name for c in instances.columns if c.name != "updated_at"]
@@ -297,21 +295,4 @@ async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) ->
                   "$4::varchar[], $5::varchar[], $6::timestamptz[], $7::varchar[], "
                   "$8::varchar[]) ON CONFLICT DO NOTHING",
             *[[row.get(c) for row in rows] for c in columns])
-
-
-async def add_to_outbox(conn: AsyncConnection, table: Any, topic: str, topic_short: str,
-                        messages: Sequence[tuple[bytes, str, bytes]]) -> list[OutboxRow]:
-    """Queue already-encoded (Kafka key, message id, value) rows for `topic`, in order;
-    returns the rows to publish after commit. Rows and headers are those of
-    `shared.db.add_to_outbox`; one statement over arrays, no per-row parameters."""
-    if not messages:
-        return []
-    headers = [outbox_headers(topic_short, msg_id) for _, msg_id, _ in messages]
-    keys, values = [key for key, _, _ in messages], [value for _, _, value in messages]
-    rows = await (await driver(conn)).fetch(
-        f"INSERT INTO {table.schema}.{table.name} (topic, key, value, headers) "
-        "SELECT $1, k, v, h::jsonb FROM unnest($2::bytea[], $3::bytea[], $4::text[]) "
-        "WITH ORDINALITY AS u(k, v, h, n) ORDER BY n RETURNING id",
-        topic, keys, values, headers)
-    return written_rows([row[0] for row in rows], [topic] * len(keys), keys, values, headers)
 

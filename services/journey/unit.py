@@ -33,7 +33,7 @@ from services.journey.outcomes import outcome_message
 from services.journey.outgoing import send_key, to_message
 from services.journey.policy import store as policy_store
 from services.journey.policy.store import Loaded
-from shared.db.outbox import OutboxRow
+from shared.db.outbox import OutboxRow, Pending, queue
 from shared.settings import Settings
 
 Pair = store.Pair
@@ -206,7 +206,7 @@ class Unit:
         for (kind, outcome), count in Counter(
                 (d.kind, d.outcome) for d in self.fx.decisions).items():
             metrics.DECISIONS.labels(kind, outcome).inc(count)
-        messages: dict[str, list[tuple[bytes, str, bytes]]] = {}
+        messages: dict[str, list[Pending]] = {}
         sent = []
         for out in self.fx.outgoing:
             inst = out.instance
@@ -216,7 +216,7 @@ class Unit:
             if made is None:
                 await store.save_decisions(self.conn, [_unaddressable(out, self.now)])
                 continue
-            messages.setdefault(made.topic, []).append((made.key, made.id, made.value))
+            messages.setdefault(made.short, []).append(made)
             if out.traits is None:
                 meta = (self.templates.get(inst.workspace_id, {}).get(out.send.template)
                         if out.send else None)
@@ -228,12 +228,11 @@ class Unit:
         for decision in self.fx.decisions:
             made = outcome_message(decision, self.now)
             if made is not None:
-                messages.setdefault(made.topic, []).append((made.key, made.id, made.value))
+                messages.setdefault(made.short, []).append(made)
         await store.record_sends(self.conn, sent)
         ids: list[OutboxRow] = []
-        for topic, batch in sorted(messages.items()):
-            ids += await store.add_to_outbox(self.conn, self.outbox, self.settings.topic(topic),
-                                             topic, batch)
+        for short, batch in sorted(messages.items()):
+            ids += await queue(self.conn, self.outbox, batch, topic=self.settings.topic(short))
         return ids
 
 

@@ -23,7 +23,7 @@ from services.messaging.providers.base import (
 )
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
-from shared.db.outbox import OutboxRow
+from shared.db.outbox import OutboxRow, Pending
 from shared.kafka.errors import is_transient
 from shared.runtime import ServiceRuntime
 
@@ -89,11 +89,11 @@ async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound) -> 
     raise AssertionError("unreachable")
 
 
-def _events(o: Outcome, now: datetime) -> list[DeliveryEvent | store.Encoded]:
+def _events(o: Outcome, now: datetime) -> list[DeliveryEvent | Pending]:
     p = o.prepared
     many = len(p.outbound) > 1
     # Bounces through the model, which bounds the address's length; the rest built directly.
-    events: list[DeliveryEvent | store.Encoded] = [
+    events: list[DeliveryEvent | Pending] = [
         event(p.cmd, p.message_id, DeliveryStatus.bounced, now, reason=why, address=addr,
               suffix=f":{store.address_hash('', addr)[:12]}" if many else "")
         for addr, why in o.dead]

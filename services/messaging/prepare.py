@@ -7,8 +7,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
 from services.messaging.domain.consent import suppression_reason
@@ -23,9 +21,10 @@ from services.messaging.domain.render import (
     with_unsubscribe_footer,
 )
 from services.messaging.providers.base import Outbound
-from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
+from shared.contracts.delivery import DeliveryEvent, DeliveryStatus, delivery_event_json
 from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.send import SendCommand
+from shared.db.outbox import Pending
 
 
 def event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,
@@ -40,34 +39,20 @@ def event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetim
 
 def send_event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,
                reason: str | None = None, template_version: int | None = None,
-               test: bool | None = None, codes: dict[str, str] | None = None) -> store.Encoded:
-    """`store.encoded(event(...))` without building and dumping the model (two events per
-    email: a few per cent of the CPU per email); test_messaging_events pins the bytes.
-    Nothing here can fail the model's validation: the id is a message id (a uuid) and a
-    status, the other fields come from the validated command. Events with an address keep
-    to `event` (the model bounds its length)."""
+               test: bool | None = None, codes: dict[str, str] | None = None) -> Pending:
+    """`store.encoded(event(...))` through the contract's fast writer, without building and
+    dumping the model (two events per email: a few per cent of the CPU per email)."""
     event_id = f"{message_id}:{status.value}"
-    body: dict[str, Any] = {
-        "id": event_id, "schema_version": 1, "workspace_id": cmd.workspace_id,
-        "produced_at": utcnow(), "profile_id": cmd.profile_id, "message_id": message_id,
-        "idempotency_key": cmd.idempotency_key, "status": status.value,
-        "channel": cmd.channel.value, "template": cmd.template}
-    if cmd.journey is not None:
-        body["journey"] = {k: v for k, v in cmd.journey.__dict__.items() if v is not None}
-    if template_version is not None:  # the model's field order: they follow `broadcast`
-        body["template_version"] = template_version
-    if test is not None:
-        body["test"] = test
-    if codes is not None:
-        body["codes"] = codes
-    if reason is not None:
-        body["reason"] = reason
-    body["occurred_at"] = at
-    return store.Encoded(
-        message_key(cmd.workspace_id, cmd.profile_id),
-        orjson.dumps(body, option=orjson.OPT_UTC_Z),  # datetimes as pydantic writes them
-        orjson.dumps([["content-type", "application/json"], ["schema", "delivery-events/v1"],
-                      ["message-id", event_id]]).decode())
+    value = delivery_event_json(
+        id=event_id, workspace_id=cmd.workspace_id, produced_at=utcnow(),
+        profile_id=cmd.profile_id, message_id=message_id, idempotency_key=cmd.idempotency_key,
+        status=status.value, channel=cmd.channel.value, template=cmd.template,
+        journey=None if cmd.journey is None else {
+            k: v for k, v in cmd.journey.__dict__.items() if v is not None},
+        template_version=template_version, test=test, codes=codes, reason=reason,
+        occurred_at=at)
+    return Pending("delivery-events", message_key(cmd.workspace_id, cmd.profile_id), event_id,
+                   value)
 
 
 @dataclass

@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
-import orjson
 from sqlalchemy import and_, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,8 +26,8 @@ from services.messaging.template_store import load_snippets
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.envelope import message_key
 from shared.db.driver import driver as sqlalchemy_driver
-from shared.db.outbox import OutboxRow, written_rows
-from shared.kafka.codec import encode, headers_for
+from shared.db.outbox import OutboxRow, Pending, queue
+from shared.kafka.codec import encode
 from shared.settings import Settings
 
 
@@ -66,38 +65,19 @@ async def driver(conn: AsyncConnection | Driver) -> Driver:
     return await sqlalchemy_driver(conn)
 
 
-_OUTBOX = (f"INSERT INTO {outbox.fullname} (topic, key, value, headers) "
-           "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[]) "
-           "RETURNING id")
-
-
-class Encoded(NamedTuple):
-    """A delivery event as its outbox row holds it."""
-
-    key: bytes
-    value: bytes
-    headers: str  # JSON [[name, value], ...]
-
-
-def encoded(e: DeliveryEvent) -> Encoded:
-    """The same row as `shared.db.add_to_outbox` writes."""
-    return Encoded(message_key(e.workspace_id, e.profile_id), encode(e),
-                   orjson.dumps([[k, v.decode()] for k, v in headers_for(e, "delivery-events")]
-                                ).decode())
+def encoded(e: DeliveryEvent) -> Pending:
+    """The row `shared.db.add_to_outbox` would write (its topic set by `emit`)."""
+    return Pending("delivery-events", message_key(e.workspace_id, e.profile_id), e.id,
+                   encode(e))
 
 
 async def emit(conn: AsyncConnection | Driver, settings: Settings,
-               events: Sequence[DeliveryEvent | Encoded]) -> list[OutboxRow]:
+               events: Sequence[DeliveryEvent | Pending]) -> list[OutboxRow]:
     """Delivery events into the outbox, in the caller's transaction, in order."""
     if not events:
         return []
-    rows_ = [e if isinstance(e, Encoded) else encoded(e) for e in events]
-    topics = [settings.topic("delivery-events")] * len(rows_)
-    keys = [r.key for r in rows_]
-    values = [r.value for r in rows_]
-    headers = [r.headers for r in rows_]
-    rows = await (await driver(conn)).fetch(_OUTBOX, topics, keys, values, headers)
-    return written_rows([r[0] for r in rows], topics, keys, values, headers)
+    return await queue(conn, outbox, [e if isinstance(e, Pending) else encoded(e) for e in events],
+                       topic=settings.topic("delivery-events"))
 
 
 @dataclass

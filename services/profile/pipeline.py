@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile import kpis_store, segment_store
 from services.profile import repository as repo
+from services.profile.change_ids import change_id
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.delivery import apply_delivery, event_name, event_properties
 from services.profile.domain.identity import (
@@ -36,18 +37,12 @@ from services.profile.domain.state import (
     iso,
     merge_into,
 )
-from services.profile.outbox_rows import (
-    Outgoing,
-    change_id,
-    json_time,
-    profile_change_json,
-    profile_event_json,
-    queue,
-)
+from services.profile.tables import outbox
 from shared.contracts.delivery import DeliveryEvent
-from shared.contracts.envelope import message_key, utcnow
+from shared.contracts.envelope import json_time, message_key, utcnow
 from shared.contracts.events import Event, EventType
-from shared.db.outbox import OutboxRow
+from shared.contracts.profile import profile_change_json, profile_event_json
+from shared.db.outbox import OutboxRow, Pending, queue
 from shared.settings import Settings
 
 
@@ -231,26 +226,26 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[O
     rows = [row for row, _ in encoded]
     # A profile's last snapshot is the profile as the batch leaves it: its changes carry it.
     finals = {m.profile_id: snap for m, (_, snap) in zip(b.published, encoded, strict=True)}
-    rows += [Outgoing(changes, "profile-changes", message_key(ws, pid), cid, profile_change_json(
-                 cid, ws, produced, pid, c.kind, c.data, now, finals.get(pid)))
+    rows += [Pending("profile-changes", message_key(ws, pid), cid, profile_change_json(
+                 cid, ws, produced, pid, c.kind, c.data, now, finals.get(pid)), changes)
              for ws, pid, cid, c in b.changes]
-    return await queue(conn, rows)
+    return await queue(conn, outbox, rows)
 
 
 def _event_row(m: _Published, members: dict[str, set[str]], topic: str,
-               produced: str) -> tuple[Outgoing, bytes]:
+               produced: str) -> tuple[Pending, bytes]:
     """The profile-events row, and its snapshot's JSON."""
     m.profile["segments"] = sorted(members.get(m.profile_id, ()))
     snap = orjson.dumps(m.profile)
-    return Outgoing(topic, "profile-events", message_key(m.workspace_id, m.profile_id),
-                    m.event_id, profile_event_json(m.event_id, m.workspace_id, produced,
-                                                   m.profile_id, m.event, snap)), snap
+    return Pending("profile-events", message_key(m.workspace_id, m.profile_id), m.event_id,
+                   profile_event_json(m.event_id, m.workspace_id, produced, m.profile_id,
+                                      m.event, snap), topic), snap
 
 
 async def _encode_events(published: list[_Published], members: dict[str, set[str]],
-                         topic: str, produced: str) -> list[tuple[Outgoing, bytes]]:
+                         topic: str, produced: str) -> list[tuple[Pending, bytes]]:
     """_event_row for each message, a slice at a time, yielding to the event loop between."""
-    rows: list[tuple[Outgoing, bytes]] = []
+    rows: list[tuple[Pending, bytes]] = []
     for start in range(0, len(published), _SLICE):
         rows += [_event_row(m, members, topic, produced)
                  for m in published[start:start + _SLICE]]

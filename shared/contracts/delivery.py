@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+import orjson
 from pydantic import Field
 
 from shared.contracts.envelope import Envelope, JourneyRef
@@ -60,3 +62,33 @@ class DeliveryEvent(Envelope):
     until: datetime | None = Field(default=None, description="On deferred: when it is "
                                                              "tried again.")
     occurred_at: datetime
+
+
+def delivery_event_json(*, id: str, workspace_id: str, produced_at: datetime, profile_id: str,
+                        message_id: str, idempotency_key: str, status: str, channel: str,
+                        template: str, journey: dict[str, Any] | None,
+                        template_version: int | None = None, test: bool | None = None,
+                        codes: dict[str, str] | None = None, reason: str | None = None,
+                        occurred_at: datetime) -> bytes:
+    """A DeliveryEvent's bytes (as `shared.kafka.codec.encode` writes the model) without
+    building it: messaging's send path writes two per email. Covers the send path's events
+    (no broadcast, url, address or policy fields: those keep to the model). `journey` is a
+    JourneyRef's non-None fields; the values come validated from a SendCommand, and `id`
+    (message id and status) is within the envelope's bound."""
+    body: dict[str, Any] = {
+        "id": id, "schema_version": 1, "workspace_id": workspace_id,
+        "produced_at": produced_at, "profile_id": profile_id, "message_id": message_id,
+        "idempotency_key": idempotency_key, "status": status, "channel": channel,
+        "template": template}
+    if journey is not None:
+        body["journey"] = journey
+    if template_version is not None:  # the model's field order: they follow `broadcast`
+        body["template_version"] = template_version
+    if test is not None:
+        body["test"] = test
+    if codes is not None:
+        body["codes"] = codes
+    if reason is not None:
+        body["reason"] = reason
+    body["occurred_at"] = occurred_at
+    return orjson.dumps(body, option=orjson.OPT_UTC_Z)  # datetimes as pydantic writes them

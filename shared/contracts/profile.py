@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts.envelope import Envelope
+from shared.contracts.envelope import Envelope, encode_fast
 from shared.contracts.events import Event
 
 
@@ -82,3 +83,30 @@ class ProfileChange(Envelope):
     data: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime
     profile: ProfileSnapshot | None = None
+
+
+# Fast writers: the bytes `shared.kafka.codec.encode` gives the models above, written without
+# building them (profile writes thousands a second); tests/contract/test_fast_writers.py runs
+# every example through both. Fields in the models' order, None fields left out.
+
+def profile_event_json(event_id: str, workspace_id: str, produced_at: str, profile_id: str,
+                       event: Event, profile: bytes) -> bytes:
+    """A ProfileEvent (schema_version 1); `produced_at` as `json_time` writes it, `profile`
+    the snapshot's JSON (its fields in order, None fields left out)."""
+    return orjson.dumps({
+        "id": event_id, "schema_version": 1, "workspace_id": workspace_id,
+        "produced_at": produced_at, "profile_id": profile_id,
+        "event": orjson.Fragment(encode_fast(event)), "profile": orjson.Fragment(profile)})
+
+
+def profile_change_json(change_id: str, workspace_id: str, produced_at: str, profile_id: str,
+                        kind: str, data: dict[str, Any], occurred_at: str,
+                        profile: bytes | None) -> bytes:
+    """A ProfileChange (schema_version 1); `profile` is the snapshot's JSON, or None."""
+    message: dict[str, Any] = {
+        "id": change_id, "schema_version": 1, "workspace_id": workspace_id,
+        "produced_at": produced_at, "profile_id": profile_id, "kind": kind, "data": data,
+        "occurred_at": occurred_at}
+    if profile is not None:
+        message["profile"] = orjson.Fragment(profile)
+    return orjson.dumps(message)

@@ -7,10 +7,10 @@ import orjson
 
 from services.journey.domain.document import Send, Webhook
 from services.journey.domain.state import Instance, Outgoing
-from services.journey.outgoing import outbox_headers, send_key, to_message
+from services.journey.outgoing import send_key, to_message
 from shared.contracts.events import Event
 from shared.contracts.send import SendCommand
-from shared.kafka.codec import encode, headers_for
+from shared.kafka.codec import encode, headers_for, headers_json
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 INST = Instance(id="i-1", workspace_id="w", journey_key="j", version=3, profile_id="p",
@@ -23,7 +23,7 @@ PROFILE = {"profile_id": "p", "user_id": "u", "email": "a@example.com", "phone":
 def roundtrip(out: Outgoing) -> tuple[str, bytes, dict]:
     made = to_message(out, send_key(out), PROFILE, NOW)
     assert made is not None
-    return made.topic, made.key, orjson.loads(made.value)
+    return made.short, made.key, orjson.loads(made.value)
 
 
 def test_send_commands_are_encoded_as_the_contract_encodes_them() -> None:
@@ -38,10 +38,10 @@ def test_send_commands_are_encoded_as_the_contract_encodes_them() -> None:
         made = to_message(out, send_key(out), profile, NOW)
         assert made is not None
         parsed = SendCommand.model_validate_json(made.value)
-        assert made.id == parsed.id
+        assert made.message_id == parsed.id
         assert made.value == encode(parsed)
-        assert orjson.loads(outbox_headers(made.topic, made.id)) == [
-            [k, v.decode()] for k, v in headers_for(parsed, made.topic)]
+        assert orjson.loads(headers_json(made.short, made.message_id)) == [
+            [k, v.decode()] for k, v in headers_for(parsed, made.short)]
 
 
 def test_send_command_matches_the_contract() -> None:

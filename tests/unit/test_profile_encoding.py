@@ -9,16 +9,15 @@ import orjson
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.snapshot import snapshot, snapshot_fields
 from services.profile.domain.state import ProfileState
-from services.profile.outbox_rows import (
-    encode_fast,
-    headers_json,
-    json_time,
+from shared.contracts.envelope import encode_fast, json_time
+from shared.contracts.events import Event
+from shared.contracts.profile import (
+    ProfileChange,
+    ProfileEvent,
     profile_change_json,
     profile_event_json,
 )
-from shared.contracts.events import Event
-from shared.contracts.profile import ProfileChange, ProfileEvent
-from shared.kafka.codec import encode, headers_for
+from shared.kafka.codec import encode, headers_for, headers_json
 
 NOW = datetime(2026, 11, 25, 4, 30, tzinfo=UTC)
 
@@ -103,7 +102,7 @@ def test_profile_change_bytes_equal_the_shared_codec() -> None:
 
 
 def test_change_ids_stay_within_the_envelope_limit_and_are_deterministic() -> None:
-    from services.profile.outbox_rows import MAX_ID, change_id
+    from services.profile.change_ids import MAX_ID, change_id
     from shared.contracts import ProfileChange
 
     assert change_id("evt-1", "merged", "0") == "evt-1:merged:0"  # short ids are readable

@@ -8,8 +8,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
-from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey import store
@@ -18,10 +16,10 @@ from services.journey.domain.broadcast import BroadcastDocument, classify, reaso
 from services.journey.domain.policy import ContactPolicy, local_due
 from services.journey.domain.timing import zone
 from services.journey.outcomes import delivery_outcome
-from services.journey.outgoing import Message
 from services.journey.policy import store as policy_store
 from shared.contracts.envelope import message_key, utcnow
-from shared.db.outbox import OutboxRow
+from shared.contracts.send import send_command_json
+from shared.db.outbox import OutboxRow, Pending, queue
 from shared.settings import Settings
 
 
@@ -53,22 +51,19 @@ async def freeze(conn: AsyncConnection, workspace_id: str, key: str, doc: Broadc
 
 
 def command(workspace_id: str, key: str, doc: BroadcastDocument, profile_id: str,
-            profile: dict[str, Any], now: datetime, expires_at: datetime | None) -> Message:
+            profile: dict[str, Any], now: datetime, expires_at: datetime | None) -> Pending:
     """The recipient's SendCommand, in the contract's field order (see outgoing.to_message)."""
     ident = recipient_key(key, profile_id)
     to = {"email": profile.get("email"), "phone": profile.get("phone"),
           "push_tokens": list(profile.get("push_tokens") or [])}
-    body: dict[str, Any] = {
-        "id": ident, "schema_version": 1, "workspace_id": workspace_id, "produced_at": utcnow(),
-        "profile_id": profile_id, "idempotency_key": ident, "channel": doc.channel,
-        "template": doc.template, "to": {k: v for k, v in to.items() if v is not None},
-        "broadcast": key}
-    if expires_at is not None:
-        body["expires_at"] = expires_at
-    body["context"] = {"profile": profile, "broadcast": {"key": key, "name": doc.name}}
-    body["requested_at"] = now
-    return Message("send-commands", message_key(workspace_id, profile_id), ident,
-                   orjson.dumps(body, option=orjson.OPT_UTC_Z, default=to_jsonable_python))
+    value = send_command_json(
+        id=ident, workspace_id=workspace_id, produced_at=utcnow(), profile_id=profile_id,
+        idempotency_key=ident, channel=doc.channel, template=doc.template,
+        to={k: v for k, v in to.items() if v is not None}, broadcast=key,
+        expires_at=expires_at,
+        context={"profile": profile, "broadcast": {"key": key, "name": doc.name}},
+        requested_at=now)
+    return Pending("send-commands", message_key(workspace_id, profile_id), ident, value)
 
 
 async def send_due(conn: AsyncConnection, settings: Settings, outbox: Any, workspace_id: str,
@@ -88,7 +83,7 @@ async def send_due(conn: AsyncConnection, settings: Settings, outbox: Any, works
     past = (await bstore.past_sends(conn, workspace_id, now - policy.lookback, ids)
             if policy.caps else {})
     snaps = await bstore.snapshots_of(conn, workspace_id, ids)
-    messages: dict[str, list[tuple[bytes, str, bytes]]] = {}
+    messages: dict[str, list[Pending]] = {}
     settled: list[tuple[str, str, datetime, datetime | None, str | None]] = []
     sent: list[dict[str, Any]] = []
     for pid, held_since in claimed:
@@ -115,10 +110,10 @@ async def send_due(conn: AsyncConnection, settings: Settings, outbox: Any, works
                                 reason_of(verdict)))
             else:
                 settled.append((pid, verdict.outcome, now, held_since, reason_of(verdict)))
-        messages.setdefault(made.topic, []).append((made.key, made.id, made.value))
+        messages.setdefault(made.short, []).append(made)
     await store.record_sends(conn, sent)
     await bstore.settle(conn, workspace_id, key, settled)
     rows: list[OutboxRow] = []
-    for topic, batch in sorted(messages.items()):
-        rows += await store.add_to_outbox(conn, outbox, settings.topic(topic), topic, batch)
+    for short, batch in sorted(messages.items()):
+        rows += await queue(conn, outbox, batch, topic=settings.topic(short))
     return len(claimed), rows

@@ -6,15 +6,50 @@ and never raises, so a bad value in one event cannot crash a consumer.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import TypeAdapter
+from pydantic import AfterValidator, TypeAdapter
 
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "contains", "exists", "within_last"]
 MISSING: Any = object()  # what `lookup` returns for an absent path
 _DATETIME = TypeAdapter(datetime)
 _DURATION = TypeAdapter(timedelta)
+# Bounds of what a rule may say: past them the arithmetic with `now` overflows (a 500 and a
+# recompute that fails every pass) and no marketer meant it.
+MAX_DURATION = timedelta(days=36525)  # 100 years
+FIRST_YEAR, LAST_YEAR = 1970, 2200
+_DATE_LIKE = re.compile(r"^\d{4,}-\d{2}-\d{2}")
+
+
+def bounded_duration(value: timedelta) -> timedelta:
+    """A rule's duration: at most 100 years either way (pydantic reports the ValueError)."""
+    if abs(value) > MAX_DURATION:
+        raise ValueError("duration over 100 years")
+    return value
+
+
+Duration = Annotated[timedelta, AfterValidator(bounded_duration)]
+
+
+def check_comparison(op: str, value: Any) -> None:
+    """Raise ValueError for a comparison no evaluation could do: a `within_last` that is not
+    an ISO-8601 duration up to 100 years, or a date outside 1970-2200."""
+    if op == "within_last":
+        try:
+            duration = _DURATION.validate_python(value)
+        except ValueError as exc:
+            raise ValueError("within_last takes an ISO-8601 duration, e.g. P30D") from exc
+        if duration <= timedelta(0):
+            raise ValueError("within_last: duration must be positive")
+        bounded_duration(duration)
+        return
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) and _DATE_LIKE.match(item):
+            year = int(item.split("-", 1)[0])
+            if not FIRST_YEAR <= year <= LAST_YEAR:
+                raise ValueError(f"date outside {FIRST_YEAR}-{LAST_YEAR}")
 
 
 def lookup(data: dict[str, Any], path: str) -> Any:
@@ -57,7 +92,7 @@ def compare(op: str, actual: Any, expected: Any, now: datetime | None = None) ->
                 when = _DATETIME.validate_python(actual)
                 reference = now or datetime.now(when.tzinfo)
                 return reference - _DURATION.validate_python(expected) <= when <= reference
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
     return False
 

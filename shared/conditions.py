@@ -30,7 +30,15 @@ def bounded_duration(value: timedelta) -> timedelta:
     return value
 
 
+def bounded_time(value: datetime) -> datetime:
+    """A rule's (or a simulation's) date: within 1970-2200."""
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"date outside {FIRST_YEAR}-{LAST_YEAR}")
+    return value
+
+
 Duration = Annotated[timedelta, AfterValidator(bounded_duration)]
+RuleTime = Annotated[datetime, AfterValidator(bounded_time)]
 
 
 def check_comparison(op: str, value: Any) -> None:

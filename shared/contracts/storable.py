@@ -17,6 +17,11 @@ from typing import Any
 MAX_DEPTH = 32
 # C0 controls except tab (\x09), newline (\x0a) and carriage return (\x0d).
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# The same characters in JSON text: raw, or as an escape (\u0000, \b, \f...) that is not
+# itself escaped (an even run of backslashes before it).
+JSON_CONTROL = re.compile(
+    rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|"
+    rb"(?<!\\)(?:\\\\)*\\(?:u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|[bf])")
 CONTROL_MESSAGE = "contains NUL or a control character"
 DEPTH_MESSAGE = f"nested deeper than {MAX_DEPTH} levels"
 
@@ -32,32 +37,44 @@ class Unstorable(ValueError):
         self.field, self.reason = field, reason
 
 
-def check_storable(document: Mapping[str, Any]) -> None:
+def check_storable(document: Mapping[str, Any], *, encoded: bytes | None = None) -> None:
     """Raise Unstorable for the first string (key or value) with a control character, or
     the first container nested deeper than MAX_DEPTH (a top-level field's value is level 1).
+
+    `encoded`: the document as orjson wrote it, when the caller has it (ingest does; orjson
+    always escapes control characters): the common case is then a few substring scans in C,
+    and the walk that names the field only runs when they find a control character or more
+    containers than MAX_DEPTH.
     """
+    strings, containers = True, True
+    if encoded is not None:
+        strings = (b"\\u00" in encoded or b"\\b" in encoded or b"\\f" in encoded) and \
+            JSON_CONTROL.search(encoded) is not None
+        containers = encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH
+        if not (strings or containers):
+            return
     for key, value in document.items():
-        _check(value, str(key), 1)
-        if isinstance(key, str) and CONTROL.search(key):
+        if strings and isinstance(key, str) and CONTROL.search(key):
             raise Unstorable(str(key), "field name " + CONTROL_MESSAGE)
+        _check(value, str(key), 1, strings)
 
 
-def _check(value: Any, path: str, depth: int) -> None:
+def _check(value: Any, path: str, depth: int, strings: bool) -> None:
     if isinstance(value, str):
-        if CONTROL.search(value):
+        if strings and CONTROL.search(value):
             raise Unstorable(path, CONTROL_MESSAGE)
     elif isinstance(value, dict):
         if depth > MAX_DEPTH:
             raise Unstorable(path, DEPTH_MESSAGE)
         for key, item in value.items():
-            if isinstance(key, str) and CONTROL.search(key):
+            if strings and isinstance(key, str) and CONTROL.search(key):
                 raise Unstorable(path, "a key " + CONTROL_MESSAGE)
-            _check(item, f"{path}.{key}", depth + 1)
+            _check(item, f"{path}.{key}", depth + 1, strings)
     elif isinstance(value, list | tuple):
         if depth > MAX_DEPTH:
             raise Unstorable(path, DEPTH_MESSAGE)
         for index, item in enumerate(value):
-            _check(item, f"{path}.{index}", depth + 1)
+            _check(item, f"{path}.{index}", depth + 1, strings)
 
 
 def has_control(text: str) -> bool:

@@ -12,7 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
-from shared.contracts.storable import CONTROL_MESSAGE, has_control
+from shared.contracts.storable import CONTROL_MESSAGE, JSON_CONTROL, has_control
 
 
 class BodySizeLimit:
@@ -91,10 +91,6 @@ class RequestMetrics:
                                          str(status["code"])).inc()
 
 
-# A JSON string escape of a C0 control other than tab, newline and CR (\u0000, \b, ...),
-# not itself escaped (an even run of backslashes before it).
-_JSON_CONTROL = re.compile(
-    rb"(?<!\\)(?:\\\\)*\\(?:u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|[bf])")
 _RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _CHECKED_BODIES = (b"application/json", b"application/x-www-form-urlencoded",
                    b"application/merge-patch+json", b"application/problem+json")
@@ -136,7 +132,7 @@ class RejectControlCharacters:
         if content_type.lower().endswith(b"urlencoded"):
             found = _RAW_CONTROL.search(unquote_to_bytes(body.replace(b"+", b" ")))
         else:
-            found = _RAW_CONTROL.search(body) or _JSON_CONTROL.search(body)
+            found = JSON_CONTROL.search(body)
         if found:
             return await _bad_input(send, "body")
         replayed = False

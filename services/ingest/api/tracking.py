@@ -21,7 +21,7 @@ from services.ingest.api.body import (
     MAX_EVENT_BYTES,
     TooDeep,
     authenticate,
-    encoded_size,
+    encoded,
     parse_json,
 )
 from services.ingest.domain.calls import Call, event_document
@@ -52,14 +52,14 @@ def _parse(item: Any, *, workspace_id: str, received_at: datetime,
     if not isinstance(item, dict):
         raise _Rejected([{"field": "body", "message": "expected an object"}])
     try:
-        size = encoded_size(item)
+        as_json = encoded(item)
     except TooDeep as exc:
         raise _Rejected([{"field": "body", "message": "nested more than 250 levels deep"}]) from exc
-    if size > MAX_EVENT_BYTES:
+    if len(as_json) > MAX_EVENT_BYTES:
         raise _Rejected([{"field": "body", "message": f"event exceeds {MAX_EVENT_BYTES} bytes"}],
                         status=413)
     try:  # the rule every reader of the topic applies too: accepted means applicable
-        check_storable(item)
+        check_storable(item, encoded=as_json)
     except Unstorable as exc:
         raise _Rejected([{"field": exc.field, "message": exc.reason}]) from exc
     try:

@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, TypeAdapter
+from pydantic import AfterValidator, TypeAdapter, ValidationInfo
 
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "contains", "exists", "within_last"]
 MISSING: Any = object()  # what `lookup` returns for an absent path
@@ -23,27 +23,48 @@ FIRST_YEAR, LAST_YEAR = 1970, 2200
 _DATE_LIKE = re.compile(r"^\d{4,}-\d{2}-\d{2}")
 
 
-def bounded_duration(value: timedelta) -> timedelta:
+STORED = {"stored": True}  # validation context for re-reading what was saved before
+
+
+def _stored(info: ValidationInfo | None) -> bool:
+    """Re-reading a document saved before these bounds existed: accept it as it was (it
+    failing to parse would stop a running journey or every segment of a workspace)."""
+    return bool(info is not None and isinstance(info.context, dict)
+                and info.context.get("stored"))
+
+
+def bounded_duration(value: timedelta, info: ValidationInfo | None = None) -> timedelta:
     """A rule's duration: at most 100 years either way (pydantic reports the ValueError)."""
-    if abs(value) > MAX_DURATION:
+    if abs(value) > MAX_DURATION and not _stored(info):
         raise ValueError("duration over 100 years")
     return value
 
 
-def bounded_time(value: datetime) -> datetime:
+def bounded_time(value: datetime, info: ValidationInfo | None = None) -> datetime:
     """A rule's (or a simulation's) date: within 1970-2200."""
-    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR and not _stored(info):
         raise ValueError(f"date outside {FIRST_YEAR}-{LAST_YEAR}")
     return value
 
 
-Duration = Annotated[timedelta, AfterValidator(bounded_duration)]
-RuleTime = Annotated[datetime, AfterValidator(bounded_time)]
+def _duration(value: timedelta, info: ValidationInfo) -> timedelta:
+    return bounded_duration(value, info)
 
 
-def check_comparison(op: str, value: Any) -> None:
+def _time(value: datetime, info: ValidationInfo) -> datetime:
+    return bounded_time(value, info)
+
+
+# pydantic passes `info` (and with it the STORED context) to two-argument validators only.
+Duration = Annotated[timedelta, AfterValidator(_duration)]
+RuleTime = Annotated[datetime, AfterValidator(_time)]
+
+
+def check_comparison(op: str, value: Any, info: ValidationInfo | None = None) -> None:
     """Raise ValueError for a comparison no evaluation could do: a `within_last` that is not
     an ISO-8601 duration up to 100 years, or a date outside 1970-2200."""
+    if _stored(info):
+        return
     if op == "within_last":
         try:
             duration = _DURATION.validate_python(value)

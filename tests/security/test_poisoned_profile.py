@@ -101,34 +101,48 @@ def _failures(scope: str) -> float:
                                      {"scope": scope}) or 0.0
 
 
-async def test_scheduled_recompute_isolates_a_failing_workspace(stack: Stack) -> None:
+async def test_scheduled_recompute_isolates_a_failing_workspace_and_profile(
+        stack: Stack) -> None:
     broken, healthy = f"ws-broken-{uuid.uuid4().hex[:8]}", f"ws-ok-{uuid.uuid4().hex[:8]}"
+    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
     engine = create_engine(stack.settings.database_url)
+    insert = text("INSERT INTO profile.profiles (id, workspace_id, first_seen_at, last_seen_at, "
+                  "order_count, gross_revenue, first_order_at, last_order_at) VALUES (:id, :ws, "
+                  "now(), now(), 1, 10, :first, now())")
     try:
         async with engine.begin() as conn:
-            for ws in (broken, healthy):
-                await conn.execute(text(
-                    "INSERT INTO profile.profiles (id, workspace_id, first_seen_at, last_seen_at,"
-                    " order_count, gross_revenue, first_order_at, last_order_at) VALUES (:id, :ws,"
-                    " now(), now(), 1, 10, now() - interval '3 days', now())"),
-                    {"id": str(uuid.uuid4()), "ws": ws})
-            # A rule stored before save-time validation existed: it fails every pass.
+            await conn.execute(insert, {"id": str(uuid.uuid4()), "ws": broken,
+                                        "first": datetime.now(UTC) - timedelta(days=3)})
+            await conn.execute(insert, {"id": good, "ws": healthy,
+                                        "first": datetime.now(UTC) - timedelta(days=3)})
+            # An order count without a first order: one profile the pass cannot score.
+            await conn.execute(insert, {"id": bad, "ws": healthy, "first": None})
+            # Settings no pass can read: the whole workspace fails.
+            await conn.execute(text(
+                "INSERT INTO profile.workspace_settings (workspace_id, conventions) VALUES "
+                "(:ws, CAST(:c AS jsonb))"),
+                {"ws": broken, "c": orjson.dumps({"ltv_horizon_days": "never"}).decode()})
+            # A rule stored before save-time bounds existed is read as it was, and evaluates.
             await conn.execute(text(
                 "INSERT INTO profile.segments (workspace_id, key, name, rule) VALUES "
-                "(:ws, 'recent', 'recent', CAST(:rule AS jsonb))"),
-                {"ws": broken, "rule": orjson.dumps({"field": "profile.last_seen_at",
-                                                     "op": "within_last",
-                                                     "value": "P99999Y"}).decode()})
-        before = _failures("workspace")
+                "(:ws, 'forever', 'forever', CAST(:rule AS jsonb))"),
+                {"ws": healthy, "rule": orjson.dumps({"all": [
+                    {"field": "profile.last_seen_at", "op": "within_last", "value": "P99999Y"},
+                    {"performed": {"event": "Viewed", "within": "P99999Y"}}]}).decode()})
+        workspace_failures, profile_failures = _failures("workspace"), _failures("profile")
         await RecomputeSchedule(engine, stack.settings, None, 3600).run_once()
         async with engine.connect() as conn:
             done = (await conn.execute(text(
                 "SELECT recomputed_at FROM profile.workspace_settings WHERE workspace_id = :ws"),
                 {"ws": healthy})).scalar_one_or_none()
+            scored = (await conn.execute(text(
+                "SELECT rfm FROM profile.profiles WHERE id = :id"), {"id": good})).scalar_one()
     finally:
         await engine.dispose()
     assert done is not None  # the healthy workspace was recomputed ...
-    assert _failures("workspace") >= before + 1  # ... and the broken one counted, not fatal
+    assert scored  # ... its good profile scored ...
+    assert _failures("workspace") >= workspace_failures + 1  # ... the broken workspace and
+    assert _failures("profile") >= profile_failures + 1  # the bad profile counted, not fatal
 
 
 @pytest.mark.parametrize("rule", [

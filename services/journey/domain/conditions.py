@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
 
 from shared.conditions import MISSING, Op, check_comparison, compare, lookup
 
@@ -19,8 +19,8 @@ class Comparison(BaseModel):
     value: Any = None
 
     @model_validator(mode="after")
-    def _evaluable(self) -> Comparison:
-        check_comparison(self.op, self.value)  # a bad duration or date is a 400 at save
+    def _evaluable(self, info: ValidationInfo) -> Comparison:
+        check_comparison(self.op, self.value, info)  # a bad duration or date: 400 at save
         return self
 
 

@@ -5,7 +5,6 @@ service carries a seeded email, phone or key."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import orjson
 import pytest
@@ -22,15 +21,21 @@ CLIENT_LOGGERS = ('"logger":"httpx"', '"logger":"httpcore', '"logger":"urllib3',
 
 
 async def test_nothing_accepted_was_dead_lettered(stack: Stack) -> None:
-    user = f"sentinel-{uuid.uuid4().hex[:8]}"
-    r = await stack.http.post(stack.url("ingest", "/v1/identify"), auth=stack.a.write,
-                              json={"userId": user, "traits": {"plan": "last"}})
-    assert r.status_code == 200, r.text
+    # Sentinels on several keys (so on every partition, most likely): once profile applied
+    # them, it has been through what the suite sent before them.
+    users = [f"sentinel-{i}-{uuid.uuid4().hex[:8]}" for i in range(6)]
+    for user in users:
+        r = await stack.http.post(stack.url("ingest", "/v1/identify"), auth=stack.a.write,
+                                  json={"userId": user, "traits": {"plan": "last"}})
+        assert r.status_code == 200, r.text
 
-    async def applied() -> dict[str, Any] | None:
-        r = await stack.http.get(stack.url("profile", "/v1/profiles/lookup"),
-                                 params={"user_id": user}, headers=stack.a.admin)
-        return r.json() if r.status_code == 200 else None
+    async def applied() -> bool:
+        for user in users:
+            r = await stack.http.get(stack.url("profile", "/v1/profiles/lookup"),
+                                     params={"user_id": user}, headers=stack.a.admin)
+            if r.status_code != 200:
+                return False
+        return True
 
     await eventually(applied)
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap)

@@ -57,7 +57,7 @@ def _time(value: datetime, info: ValidationInfo) -> datetime:
 
 # pydantic passes `info` (and with it the STORED context) to two-argument validators only.
 Duration = Annotated[timedelta, AfterValidator(_duration)]
-RuleTime = Annotated[datetime, AfterValidator(_time)]
+BoundedTime = Annotated[datetime, AfterValidator(_time)]
 
 
 def check_comparison(op: str, value: Any, info: ValidationInfo | None = None) -> None:

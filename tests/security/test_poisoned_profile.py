@@ -198,3 +198,14 @@ async def test_sane_rules_still_save(stack: Stack) -> None:
     r = await stack.http.post(stack.url("journey", "/v1/journeys/validate"),
                               headers=stack.a.admin, json=_journey())
     assert r.status_code == 200, r.text
+
+
+async def test_a_consent_decision_dated_year_1_is_a_400(stack: Stack) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    await _track(stack, {"userId": user, "event": "Viewed"})
+    profile = await eventually(lambda: _counted(stack, user, 1))
+    for at in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        r = await stack.http.put(stack.url("profile", f"/v1/profiles/{profile['id']}/consent"),
+                                 headers=stack.a.admin,
+                                 json={"channel": "email", "subscribed": False, "at": at})
+        assert r.status_code == 400, r.text

@@ -5,16 +5,20 @@ their values."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from base64 import b64encode
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from shared.db import create_engine
-from shared.http.problems import is_data_error
+from shared.http.problems import install_problem_handlers, is_data_error
+from shared.logging import JsonFormatter
 from shared.testing.topics import read_topic
 from tests.security.support import Stack
 
@@ -182,3 +186,28 @@ async def test_a_database_refusal_is_a_data_error_and_hides_its_parameters(
         await engine.dispose()
     assert is_data_error(caught.value)
     assert stack.a.email not in str(caught.value)
+
+
+async def test_an_unexpected_error_is_logged_without_values(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A 500 logs the exception type, method, route template and frames: not the raw path
+    nor the exception's message (both may carry an email)."""
+    email = f"leak.{uuid.uuid4().hex[:8]}@example.com"
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/v1/things/{thing_id}")
+    async def boom(thing_id: str) -> None:
+        raise RuntimeError(f"could not store {thing_id}")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    with caplog.at_level(logging.INFO):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            r = await http.get(f"/v1/things/{email}")
+    assert r.status_code == 500
+    assert r.headers["content-type"] == PROBLEM and email not in r.text
+    served = [rec for rec in caplog.records if not rec.name.startswith(("httpx", "httpcore"))]
+    lines = [JsonFormatter("t").format(rec) for rec in served]
+    assert any("RuntimeError" in line and "/v1/things/{thing_id}" in line for line in lines)
+    assert not any(email in line or email in rec.getMessage()
+                   for line, rec in zip(lines, served, strict=True))

@@ -66,9 +66,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else None
         return problem_response(exc.status_code, title, detail, headers=exc.headers)
 
+    # Database errors get handlers of their own: a refused value is the client's 400, and
+    # one handled here is not re-raised to the server (which would log it as a crash).
+    for database_error in (sqlalchemy.exc.DBAPIError, asyncpg.exceptions.PostgresError,
+                           asyncpg.exceptions.InterfaceError):
+        app.add_exception_handler(database_error, _database)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return unexpected_response(request.scope, exc)
+
+
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_response(request.scope, exc)
 
 
 def route_of(scope: Mapping[str, Any]) -> str:

@@ -211,3 +211,25 @@ async def test_an_unexpected_error_is_logged_without_values(
     assert any("RuntimeError" in line and "/v1/things/{thing_id}" in line for line in lines)
     assert not any(email in line or email in rec.getMessage()
                    for line, rec in zip(lines, served, strict=True))
+
+
+async def test_a_value_the_database_refuses_is_a_400_not_a_crash(stack: Stack) -> None:
+    """The cause behind the middleware: whatever route stores a value Postgres refuses
+    answers 400 problem+json, and the error is handled (not re-raised to the server)."""
+    engine = create_engine(stack.settings.database_url)
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/v1/notes")
+    async def store(body: dict[str, Any]) -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT CAST(:v AS text)"), {"v": body["v"]})
+
+    try:
+        transport = httpx.ASGITransport(app=app)  # raises what the app re-raises
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            r = await http.post("/v1/notes", json={"v": f"{stack.a.email}\u0000"})
+    finally:
+        await engine.dispose()
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == PROBLEM and stack.a.email not in r.text

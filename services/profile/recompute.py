@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -79,14 +79,18 @@ async def _scores(conn: AsyncConnection, ws: str, conv: Conventions,
     # Fitting is CPU work: keep it off the event loop so HTTP and consumers stay responsive.
     bg, gg = await asyncio.to_thread(lambda: (clv.fit_bgnbd(x, tx, T),
                                               clv.fit_gamma_gamma([n + 1 for n in x], means)))
+    fit = _Fit(now, conv, scores, x, tx, T, means, bg, gg)
     changes: list[tuple[str, Change]] = []
     updates: list[dict[str, Any]] = []
     for i, r in enumerate(rows):
         try:
-            stage = _rescore(r, i, scores, x, tx, T, means, bg, gg, now, conv, changes, updates)
+            update_row, rfm_change, stage = _rescore(r, i, fit)
         except Exception as exc:  # one profile's bad data never stops the pass
             _failed("profile", exc)
             continue
+        updates.append(update_row)
+        if rfm_change is not None:
+            changes.append((r.id, rfm_change))
         if stage != r.lifecycle_stage:
             # Only if no order arrived since we read the row (the consumer owns that column too).
             done = await conn.execute(update(p).where(
@@ -108,32 +112,44 @@ async def _scores(conn: AsyncConnection, ws: str, conv: Conventions,
     return {"customers": len(rows), "model": model}, changes
 
 
-def _rescore(r: Any, i: int, scores: dict[str, rfm.Score], x: list[int], tx: list[float],
-             T: list[float], means: list[float], bg: clv.BgNbd | None,
-             gg: clv.GammaGamma | None, now: datetime, conv: Conventions,
-             changes: list[tuple[str, Change]], updates: list[dict[str, Any]]) -> str | None:
-    """One profile's new RFM and predictions (appended to `updates`); its lifecycle stage."""
-    s = scores[r.id]
+@dataclass(frozen=True)
+class _Fit:
+    """What the pass computed over the whole workspace, to score each profile with."""
+
+    now: datetime
+    conv: Conventions
+    scores: dict[str, rfm.Score]
+    x: list[int]
+    tx: list[float]
+    T: list[float]
+    means: list[float]
+    bg: clv.BgNbd | None
+    gg: clv.GammaGamma | None
+
+
+def _rescore(r: Any, i: int, fit: _Fit) -> tuple[dict[str, Any], Change | None, str | None]:
+    """Profile `i`'s new scores (its update row), its RFM change if any, its lifecycle stage."""
+    s = fit.scores[r.id]
     new_rfm = {"r": s.r, "f": s.f, "m": s.m, "segment": s.segment}
     old_segment = (r.rfm or {}).get("segment")
     predictions: dict[str, Any] = {}
-    if bg is not None:
-        alive = clv.p_alive(bg, x[i], tx[i], T[i])
-        expected = clv.expected_orders(bg, x[i], tx[i], T[i], conv.ltv_horizon_days)
+    if fit.bg is not None:
+        x, tx, T = fit.x[i], fit.tx[i], fit.T[i]
+        alive = clv.p_alive(fit.bg, x, tx, T)
+        expected = clv.expected_orders(fit.bg, x, tx, T, fit.conv.ltv_horizon_days)
         predictions = {"p_alive": round(alive, 4), "churn_risk": round(1 - alive, 4),
                        "expected_orders": round(expected, 3)}
-        if gg is not None:
-            value = clv.expected_order_value(gg, r.order_count, means[i])
+        if fit.gg is not None:
+            value = clv.expected_order_value(fit.gg, r.order_count, fit.means[i])
             predictions["expected_order_value"] = round(value, 2)
             predictions["predicted_ltv"] = round(expected * value, 2)
     stage = lifecycle_stage(order_count=r.order_count, first_order_at=r.first_order_at,
-                                 last_order_at=r.last_order_at,
-                                 reactivated_at=r.reactivated_at, now=now, conv=conv)
-    updates.append({"pid": r.id, "rfm": new_rfm, "rfm_segment": s.segment,
-                    "predictions": predictions})
-    if old_segment != s.segment:
-        changes.append((r.id, Change("rfm_changed", {"from": old_segment, "to": s.segment})))
-    return stage
+                            last_order_at=r.last_order_at, reactivated_at=r.reactivated_at,
+                            now=fit.now, conv=fit.conv)
+    change = (Change("rfm_changed", {"from": old_segment, "to": s.segment})
+              if old_segment != s.segment else None)
+    return ({"pid": r.id, "rfm": new_rfm, "rfm_segment": s.segment,
+             "predictions": predictions}, change, stage)
 
 
 def _usable(row: Any, now: datetime) -> SimpleNamespace | None:

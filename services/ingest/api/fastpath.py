@@ -8,7 +8,6 @@ still apply. Everything else (GETs, OPTIONS, `/v1/keys`, ...) goes on to FastAPI
 
 from __future__ import annotations
 
-import logging
 from types import SimpleNamespace
 
 import orjson
@@ -17,7 +16,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.ingest.api.tracking import HANDLERS
 from shared.http.problems import Problem, problem_response, unexpected_response
 
-log = logging.getLogger(__name__)
 _JSON = [(b"content-type", b"application/json")]
 
 

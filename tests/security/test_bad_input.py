@@ -134,6 +134,7 @@ async def test_nul_in_path_query_or_body_of_every_route_is_a_400(stack: Stack) -
                                                     "headers": {"content-type":
                                                                 "application/json"}}))
             attempts.append((_fill(template, "x"), {"data": {"MessageStatus": "a\u0000"}}))
+            attempts.append((_fill(template, "x"), {"content": b'{"name": "\\b"}'}))
         tracking = service == "ingest" and not template.startswith("/v1/keys")
         auth = {"Authorization": "Basic " + b64encode(f"{stack.a.write_key}:".encode())
                 .decode()} if tracking else stack.a.admin

@@ -26,7 +26,7 @@ _DATE_LIKE = re.compile(r"^\d{4,}-\d{2}-\d{2}")
 STORED = {"stored": True}  # validation context for re-reading what was saved before
 
 
-def _stored(info: ValidationInfo | None) -> bool:
+def is_stored(info: ValidationInfo | None) -> bool:
     """Re-reading a document saved before these bounds existed: accept it as it was (it
     failing to parse would stop a running journey or every segment of a workspace)."""
     return bool(info is not None and isinstance(info.context, dict)
@@ -35,14 +35,14 @@ def _stored(info: ValidationInfo | None) -> bool:
 
 def bounded_duration(value: timedelta, info: ValidationInfo | None = None) -> timedelta:
     """A rule's duration: at most 100 years either way (pydantic reports the ValueError)."""
-    if abs(value) > MAX_DURATION and not _stored(info):
+    if abs(value) > MAX_DURATION and not is_stored(info):
         raise ValueError("duration over 100 years")
     return value
 
 
 def bounded_time(value: datetime, info: ValidationInfo | None = None) -> datetime:
     """A rule's (or a simulation's) date: within 1970-2200."""
-    if not FIRST_YEAR <= value.year <= LAST_YEAR and not _stored(info):
+    if not FIRST_YEAR <= value.year <= LAST_YEAR and not is_stored(info):
         raise ValueError(f"date outside {FIRST_YEAR}-{LAST_YEAR}")
     return value
 
@@ -63,7 +63,7 @@ BoundedTime = Annotated[datetime, AfterValidator(_time)]
 def check_comparison(op: str, value: Any, info: ValidationInfo | None = None) -> None:
     """Raise ValueError for a comparison no evaluation could do: a `within_last` that is not
     an ISO-8601 duration up to 100 years, or a date outside 1970-2200."""
-    if _stored(info):
+    if is_stored(info):
         return
     if op == "within_last":
         try:

@@ -160,6 +160,13 @@ async def test_segment_rule_out_of_range_is_a_400(stack: Stack, rule: dict[str, 
     assert r.json()["errors"]
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 def _journey(**changes: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "key": f"j-{uuid.uuid4().hex[:8]}", "name": "absurd",
@@ -179,6 +186,9 @@ def _journey(**changes: Any) -> dict[str, Any]:
     _journey(goal={"event": "Bought", "within": "P200Y"}),
     _journey(idle_timeout="P99999Y"),
     _journey(reentry_cooldown="P99999Y"),
+    # Traits an update_profile step would publish: nested past what events may hold.
+    _journey(stages=[{"key": "s", "enter": {"event": "Viewed"},
+                      "steps": [{"id": "u", "update_profile": {"deep": _nested(40)}}]}]),
 ])
 async def test_journey_duration_or_date_out_of_range_is_a_400(stack: Stack,
                                                               doc: dict[str, Any]) -> None:

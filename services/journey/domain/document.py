@@ -10,10 +10,18 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from services.journey.domain.conditions import Condition
-from shared.conditions import Duration
+from shared.conditions import Duration, is_stored
+from shared.contracts.storable import Unstorable, check_storable
 
 Key = str
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -124,6 +132,18 @@ class Step(_Strict):
     exit: bool | None = None
 
     _wait = field_validator("wait")(_positive)
+
+    @field_validator("update_profile")
+    @classmethod
+    def _storable(cls, traits: dict[str, Any] | None,
+                  info: ValidationInfo) -> dict[str, Any] | None:
+        # They become an identify event's traits: the rule ingest applies to every event.
+        if traits is not None and not is_stored(info):
+            try:
+                check_storable({"traits": traits})
+            except Unstorable as exc:
+                raise ValueError(str(exc)) from exc
+        return traits
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:

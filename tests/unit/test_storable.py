@@ -155,3 +155,23 @@ def test_logged_exceptions_carry_type_and_frames_never_the_message() -> None:
     line = JsonFormatter("test").format(record)
     assert secret not in line
     assert "RuntimeError" in line and "KeyError" in line and "test_storable.py" in line
+
+
+def test_documents_saved_before_the_bounds_are_re_read_as_they_were() -> None:
+    """Refused at save; yet a journey or segment stored earlier keeps loading (a parse
+    failure there would stop a running journey or every segment of a workspace)."""
+    from services.journey.domain.document import JourneyDocument
+    from services.profile.domain.segments import rule_adapter
+    from shared.conditions import STORED
+
+    rule = {"all": [{"field": "profile.last_seen_at", "op": "within_last", "value": "P99999Y"},
+                    {"performed": {"event": "Viewed", "within": "P99999Y"}}]}
+    doc = {"key": "k", "name": "n", "stages": [{"key": "s", "enter": {"event": "Viewed"}, "steps": [
+        {"id": "w", "wait": "P99999Y", "next": "u"},
+        {"id": "u", "update_profile": {"deep": nested(40)}}]}]}
+    for validate in (lambda: rule_adapter.validate_python(rule),
+                     lambda: JourneyDocument.model_validate(doc)):
+        with pytest.raises(ValidationError):
+            validate()
+    rule_adapter.validate_python(rule, context=STORED)
+    JourneyDocument.model_validate(doc, context=STORED)

@@ -175,3 +175,12 @@ def test_documents_saved_before_the_bounds_are_re_read_as_they_were() -> None:
             validate()
     rule_adapter.validate_python(rule, context=STORED)
     JourneyDocument.model_validate(doc, context=STORED)
+
+
+def test_the_event_model_refuses_what_orjson_cannot_encode_either() -> None:
+    """Past orjson's 255 levels the model falls back to the walk, which still refuses."""
+    call = Call.model_validate({"type": "identify", "userId": "u"})
+    document = event_document(call, workspace_id="ws", received_at=RECEIVED)
+    Event.model_validate({**document, "traits": {"big": 2**70}})  # a walk, and it passes
+    with pytest.raises(ValidationError):
+        Event.model_validate({**document, "traits": nested(300)})

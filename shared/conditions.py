@@ -20,7 +20,9 @@ _DURATION = TypeAdapter(timedelta)
 # recompute that fails every pass) and no marketer meant it.
 MAX_DURATION = timedelta(days=36525)  # 100 years
 FIRST_YEAR, LAST_YEAR = 1970, 2200
-_DATE_LIKE = re.compile(r"^\d{4,}-\d{2}-\d{2}")
+# An ISO date or date-time (a real month and day, then the end or a time): a SKU or a
+# number that merely starts with digits and dashes is not one.
+_DATE_LIKE = re.compile(r"^(\d{4,})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(?:$|[T ])")
 
 
 STORED = {"stored": True}  # validation context for re-reading what was saved before
@@ -75,9 +77,9 @@ def check_comparison(op: str, value: Any, info: ValidationInfo | None = None) ->
         bounded_duration(duration)
         return
     for item in value if isinstance(value, list) else [value]:
-        if isinstance(item, str) and _DATE_LIKE.match(item):
-            year = int(item.split("-", 1)[0])
-            if not FIRST_YEAR <= year <= LAST_YEAR:
+        found = _DATE_LIKE.match(item) if isinstance(item, str) else None
+        if found:
+            if not FIRST_YEAR <= int(found.group(1)) <= LAST_YEAR:
                 raise ValueError(f"date outside {FIRST_YEAR}-{LAST_YEAR}")
 
 

@@ -121,6 +121,8 @@ def test_sane_comparisons_and_durations_pass() -> None:
     check_comparison("within_last", "P100Y")
     check_comparison("eq", "2024-02-29")
     check_comparison("eq", "not a date 0001-01-01")
+    check_comparison("eq", "0044-20-7946")  # digits and dashes, not a date
+    check_comparison("eq", "0001-01-01-sku")
     check_comparison("gt", 5)
     assert bounded_duration(timedelta(days=36525)) == timedelta(days=36525)
     with pytest.raises(ValueError):

@@ -25,6 +25,7 @@ from services.journey.tables import (
     sends,
     snapshots,
 )
+from shared.conditions import STORED
 from shared.db.driver import driver
 from shared.db.outbox import OutboxRow, written_rows
 
@@ -42,7 +43,7 @@ class Documents:
               ) -> JourneyDocument:
         key = (workspace_id, str(document["key"]), version)
         if key not in self._parsed:  # grows with published versions only: never evicted
-            self._parsed[key] = JourneyDocument.model_validate(document)
+            self._parsed[key] = JourneyDocument.model_validate(document, context=STORED)
         return self._parsed[key]
 
     async def live(self, conn: AsyncConnection, workspaces: Iterable[str]

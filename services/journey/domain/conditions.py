@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
 
-from shared.conditions import MISSING, Op, compare, lookup
+from shared.conditions import MISSING, Op, check_comparison, compare, lookup
 
 FIELD_PATTERN = r"^(event|profile)(\.[A-Za-z0-9_\-$ ]+)+$"
 
@@ -17,6 +17,11 @@ class Comparison(BaseModel):
     field: str = Field(pattern=FIELD_PATTERN, description="`event.*` or `profile.*` path.")
     op: Op
     value: Any = None
+
+    @model_validator(mode="after")
+    def _evaluable(self, info: ValidationInfo) -> Comparison:
+        check_comparison(self.op, self.value, info)  # a bad duration or date: 400 at save
+        return self
 
 
 class All(BaseModel):

@@ -71,7 +71,11 @@ async def _register(settings: Settings, tenants: list[Tenant]) -> None:
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     run = uuid.uuid4().hex[:8]
-    own = settings.model_copy(update={"topic_prefix": f"test-sec-{run}."})
+    # The matrix sends hundreds of refused keys from one address on purpose: with the
+    # failed-auth throttle at its default they would turn into 429s (tested on its own in
+    # tests/integration/test_auth_throttle.py); here each refusal must be the real 401/403.
+    own = settings.model_copy(update={"topic_prefix": f"test-sec-{run}.",
+                                      "auth_failure_burst": 100_000})
     await ensure_topics(own)
     number = random.Random(run).randrange(0, 500)
     a, b = _tenant(run, "a", number), _tenant(run, "b", number + 500)

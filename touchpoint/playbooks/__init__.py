@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 NAMES = ("welcome", "abandoned-cart", "abandoned-browse", "review-request", "second-purchase",
@@ -78,9 +79,19 @@ def names() -> list[str]:
 
 
 def load(name: str) -> Playbook:
-    folder = _root() / name
+    """A shipped playbook by name, or a playbook folder on disk (`./my-playbooks/welcome`:
+    a name with a `/`), laid out the same way."""
+    if "/" in name or name in (".", ".."):
+        folder = Path(name)
+        if not (folder / "journey.json").is_file():
+            raise PlaybookError(f"{name}: not a playbook folder (no journey.json)")
+        return _load(folder.resolve().name, folder)
     if name not in names():
         raise PlaybookError(f"no playbook '{name}' (playbooks: {', '.join(names())})")
+    return _load(name, _root() / name)
+
+
+def _load(name: str, folder: Traversable) -> Playbook:
     journey = _json(folder / "journey.json")
     templates = {t.name.removesuffix(".json"): _json(t)
                  for t in sorted((folder / "templates").iterdir(), key=lambda t: t.name)
@@ -97,7 +108,8 @@ def _json(item: Traversable) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PlaybookError(f"{item.name}: line {exc.lineno}, column {exc.colno}: "
+        where = item if isinstance(item, Path) else item.name
+        raise PlaybookError(f"{where}: line {exc.lineno}, column {exc.colno}: "
                             f"{exc.msg}") from None
 
 

@@ -249,13 +249,23 @@ def events_send(
 
 
 @app.command()
-def demo(admin_key: AdminKey = None, write_key: WriteKey = None) -> None:
-    """Create an email template and a journey, send an event, and show what happened."""
+def demo(
+    customers: Annotated[int, typer.Option(min=10, max=5000, help="Synthetic customers "
+                                           "(the default keeps the load under 50 events/s "
+                                           "on 2 cores).")] = 150,
+    minutes: Annotated[float, typer.Option(min=0.1, help="Stop after this long.")] = 5.0,
+    yes: Annotated[bool, typer.Option("--yes", help="Run even when the stack's SMTP server "
+                                                    "is not the dev mail catcher.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same shop.")] = None,
+    admin_key: AdminKey = None, write_key: WriteKey = None,
+) -> None:
+    """A synthetic shop running every playbook, with a live dashboard (Ctrl-C stops)."""
     from touchpoint.demo import run_demo
 
     try:
         with api_client(admin_key=admin_key, write_key=write_key) as client:
-            run_demo(client, Console(highlight=False))
+            run_demo(client, Console(highlight=False), customers=customers, minutes=minutes,
+                     yes=yes, seed=seed)
     except ClientError as exc:
         fail(str(exc))
 

@@ -67,6 +67,7 @@ async def test_a_short_demo_sends_for_at_least_six_playbooks(
                             stack={"mail_catcher": True})
 
     state = await asyncio.to_thread(demo)
+    print(console.export_text()[-6000:])  # the dashboard, in the test's captured output
     entered = {k for k, row in state["playbooks"].items() if row["entries"]}
     sent = {k for k, row in state["playbooks"].items() if row["sent"]}
     assert len(entered) >= 6 and len(sent) >= 6, (state, console.export_text()[-3000:])

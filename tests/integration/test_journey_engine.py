@@ -307,6 +307,28 @@ async def test_redelivered_event_never_sends_twice(harness: Harness) -> None:
         (c["idempotency_key"], c["context"]["event"]["id"]) for c in harness.raw_sends(ws)]
 
 
+async def test_reentry_always_replaces_a_waiting_instance(harness: Harness) -> None:
+    """The old instance leaves the one-active index before its successor is written (the
+    replenishment playbook re-enters on every order while it waits)."""
+    ws, admin = await harness.workspace()
+    doc = {"key": "refill", "name": "Refill", "reentry": "always", "stages": [{
+        "key": "s", "enter": {"event": "Ordered"}, "steps": [
+            {"id": "nap", "wait": "P1D"},
+            {"id": "hi", "send": {"channel": "email", "template": "hi"}}]}]}
+    await harness.publish(admin, doc)
+    await harness.event(ws, "p9", "Ordered")
+    await harness.until(lambda: _count(harness, ws, 1))
+    await harness.event(ws, "p9", "Ordered")
+    rows = await harness.until(lambda: _count(harness, ws, 2))
+    assert sorted((r.status, r.exit_reason or "") for r in rows) == [
+        ("active", ""), ("exited", "re-entered on event 'Ordered' (reentry=always)")]
+
+
+async def _count(harness: Harness, ws: str, n: int) -> list[Any] | None:
+    rows = await harness.instances(ws)
+    return rows if len(rows) == n else None
+
+
 async def test_replicas_share_due_timers_and_each_fires_once(harness: Harness) -> None:
     """Two timer workers on separate connections claim with SKIP LOCKED: no double fire."""
     from services.journey.store import Documents

@@ -67,10 +67,12 @@ async def test_a_short_demo_sends_for_at_least_six_playbooks(
                             stack={"mail_catcher": True})
 
     state = await asyncio.to_thread(demo)
-    print(console.export_text()[-6000:])  # the dashboard, in the test's captured output
+    out = console.export_text()
+    print(out[-6000:])  # the dashboard, in the test's captured output
+    assert "history" in out and "published as version 1" in out
     entered = {k for k, row in state["playbooks"].items() if row["entries"]}
     sent = {k for k, row in state["playbooks"].items() if row["sent"]}
-    assert len(entered) >= 6 and len(sent) >= 6, (state, console.export_text()[-3000:])
+    assert len(entered) >= 6 and len(sent) >= 6, (state, out[-3000:])
 
     # The emails are in the SMTP sink, addressed to the demo's example.com customers.
     subjects = {key: load(name).templates[key]["subject"].split("{{")[0].strip()
@@ -80,5 +82,3 @@ async def test_a_short_demo_sends_for_at_least_six_playbooks(
     books = {key.split("-")[0] for key, start in subjects.items() if any(
         str(m["Subject"]).startswith(start) for m in demo_mail)}
     assert len(books) >= 5, books  # first words of template keys: welcome, abandoned, ...
-    out = console.export_text()
-    assert "history" in out and "published as version" in out

@@ -139,6 +139,28 @@ def _with_progress(console: Console, label: str, calls: list[dict[str, Any]],
             progress.advance(task, len(calls[i:i + BATCH * 2]))
 
 
+def _load_history(client: Client, console: Console, shop: Shop, pacer: Pacer,
+                  calls: list[dict[str, Any]], label: str) -> None:
+    """Send backdated calls, then wait until profile (and, a little later, journey) has
+    them, so that the playbooks published next only see live behaviour."""
+    _with_progress(console, label, calls, pacer)
+    if not _caught_up(client, shop, _count(calls), timeout=90):
+        console.print("profile is still busy with the history; going on", style="yellow")
+    time.sleep(2)  # journey reads what profile wrote: let it drain too
+
+
+def _pause(client: Client, keys: Iterable[str]) -> None:
+    for key in keys:
+        if _journey_status(client, key) == "published":
+            client.call("journey", "POST", f"/v1/journeys/{key}/pause")
+
+
+def _resume(client: Client, keys: Iterable[str]) -> None:
+    for key in keys:
+        if _journey_status(client, key) == "paused":
+            client.call("journey", "POST", f"/v1/journeys/{key}/resume")
+
+
 def _count(calls: Iterable[dict[str, Any]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for call in calls:
@@ -212,25 +234,23 @@ def run_demo(client: Client, console: Console, *, customers: int = DEFAULT_CUSTO
     try:
         books = [load(n) for n in names()]
         changes = plan(client, books, publish=True, demo=True)
-        live_now = [b.name for b in books if _journey_status(client, b.name) == "published"]
-        for key in live_now:  # history must not enter live journeys
-            client.call("journey", "POST", f"/v1/journeys/{key}/pause")
+        _pause(client, names())  # history must not enter playbooks live from an earlier run
         for line in apply(client, [c for c in changes if c.kind == "template"]):
             console.print(line)
         console.print(f"[bold]shop[/] {customers} customers (demo-{shop.run}-*, "
                       f"@example.com, trait demo=true), at most {rate:g} events/s")
         now = datetime.now(UTC)
-        past = shop.history(now, lapsing=False)
-        _with_progress(console, "history", past, pacer)
-        if not _caught_up(client, shop, _count(past), timeout=90):
-            console.print("profile is still busy with the history; going on", style="yellow")
-        time.sleep(2)  # journey reads what profile wrote: let it drain too
+        _load_history(client, console, shop, pacer, shop.history(now, lapsing=False),
+                      "history")
         for line in apply(client, [c for c in changes if c.kind == "journey"]):
             console.print(line)
-        for key in names():
-            if _journey_status(client, key) == "paused":
-                client.call("journey", "POST", f"/v1/journeys/{key}/resume")
-        _with_progress(console, "lapsing customers", shop.history(now, lapsing=True), pacer)
+        # The lapsing customers' history enters win-back only: profile computes their
+        # lifecycle as the orders arrive, and those changes are what win-back listens to.
+        _pause(client, [n for n in names() if n != "win-back"])
+        _resume(client, ["win-back"])
+        _load_history(client, console, shop, pacer, shop.history(now, lapsing=True),
+                      "lapsing customers")
+        _resume(client, names())
         try:
             client.call("profile", "POST", "/v1/profile-settings/recompute")
             console.print("profile: recompute requested (lifecycle, RFM, churn risk)")
@@ -256,6 +276,10 @@ def run_demo(client: Client, console: Console, *, customers: int = DEFAULT_CUSTO
                                           None if mail is None else mail - mail_before))
                 time.sleep(0.25)
     except KeyboardInterrupt:
-        console.print("stopped. The playbooks stay installed and live; customers inside "
+        try:
+            _resume(client, names())  # stopped while loading history: leave them live
+        except (ClientError, KeyboardInterrupt):
+            pass
+        console.print("\nstopped. The playbooks stay installed and live; customers inside "
                       "carry on.")
     return state

@@ -94,13 +94,15 @@ def history(c: Customer, now: datetime, rng: random.Random, run: str) -> list[di
     calls = [_identify(c, first - timedelta(days=2)),
              _track(c, "Signed Up", first - timedelta(days=2))]
     for k in range(count):
-        at = first + timedelta(days=c.rhythm_days * k, minutes=rng.uniform(0, 600))
+        at = min(first + timedelta(days=c.rhythm_days * k, minutes=rng.uniform(0, 600)),
+                 now - timedelta(hours=1))
         product_id, name, _ = rng.choice(PRODUCTS)
         calls.append(_track(c, "Product Viewed", at - timedelta(minutes=20),
                             product_id=product_id, name=name))
-        calls.append(_order(c, min(at, now - timedelta(hours=1)), rng, run))
+        calls.append(_order(c, at, rng, run))
         if rng.random() < 0.08:
-            calls.append(_track(c, "Order Refunded", at + timedelta(days=3),
+            calls.append(_track(c, "Order Refunded",
+                                min(at + timedelta(days=3), now - timedelta(minutes=10)),
                                 order_id=calls[-1]["properties"]["order_id"]))
     return calls
 

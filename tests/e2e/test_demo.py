@@ -25,7 +25,7 @@ from shared.testing.ready import wait_ready
 from shared.testing.servers import serve_app
 from shared.testing.smtp import Inbox
 from touchpoint.client import Client, Target
-from touchpoint.demo import DemoRefused, check_mail_catcher, run_demo
+from touchpoint.demo import run_demo
 from touchpoint.playbooks import NAMES, load
 
 pytestmark = pytest.mark.integration
@@ -44,15 +44,6 @@ async def target(settings: Settings, topics: list[str], unique: str) -> AsyncIte
             urls[name] = await stack.enter_async_context(serve_app(factory(mine)))
             await wait_ready(http, urls[name], timeout=30)
         yield Target(urls=urls, admin_key=admin, write_key=write)
-
-
-def test_the_demo_refuses_a_stack_without_the_dev_mail_catcher() -> None:
-    with pytest.raises(DemoRefused, match="--yes"):
-        check_mail_catcher({"pid": 1, "urls": {}}, yes=False)
-    with pytest.raises(DemoRefused, match="no `touchpoint up`"):
-        check_mail_catcher({}, yes=False)
-    assert check_mail_catcher({}, yes=True) is None
-    assert check_mail_catcher({"mail_catcher": True, "mail_dir": "/x"}, yes=False) == "/x"
 
 
 async def test_a_short_demo_sends_for_at_least_six_playbooks(

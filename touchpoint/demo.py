@@ -19,24 +19,23 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from touchpoint import demo_shop
 from touchpoint.client import ApiError, Client, ClientError, read_stack
 from touchpoint.commands.playbooks import apply, plan
+from touchpoint.demo_dashboard import dashboard, kpis, mail_count, snapshot
 from touchpoint.playbooks import load, names
 
 MAX_RATE = 40.0  # events/s sent to ingest: the stack stays under 50 events/s on 2 cores
 DEFAULT_CUSTOMERS = 150  # about 1,050 history calls (~26 s) and 360 live ones
 BATCH = 25
 REFRESH_S = 2.0
+KPI_EVERY_S = 10.0
 
 
 class DemoRefused(ClientError):
@@ -168,58 +167,6 @@ def _count(calls: Iterable[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def _mail_count(mail_dir: str | None) -> int | None:
-    if not mail_dir or not Path(mail_dir).is_dir():
-        return None
-    return sum(1 for _ in Path(mail_dir).glob("*.eml"))
-
-
-def snapshot(client: Client) -> dict[str, Any]:
-    """What the dashboard shows: per playbook, its journey stats and sent messages; KPIs."""
-    rows = {}
-    for key in names():
-        try:
-            stats = client.journey_stats(key)
-            sent = client.items(client.call("messaging", "GET", "/v1/messages", params={
-                "journey": key, "status": "sent", "limit": 500}))
-        except ApiError:
-            continue
-        rows[key] = {"entries": stats.get("entries", 0),
-                     "stages": {stage: sum(by.get(s, 0) for s in ("active",))
-                                for stage, by in (stats.get("stage_customers") or {}).items()},
-                     "decided": sum(outcomes.get("sent", 0)
-                                    for steps in (stats.get("sends") or {}).values()
-                                    for outcomes in steps.values()),
-                     "sent": len(sent)}
-    kpis = None
-    try:
-        kpis = client.call("profile", "GET", "/v1/kpis")
-    except ClientError:
-        pass  # not every stack has the KPI route yet: the dashboard leaves it out
-    return {"playbooks": rows, "kpis": kpis if isinstance(kpis, dict) else None}
-
-
-def dashboard(state: dict[str, Any], header: str, mail: int | None) -> Group:
-    table = Table("playbook", "entries", "active by stage", "send decisions", "sent",
-                  box=box.SIMPLE_HEAVY, title=header, title_justify="left")
-    for key, row in state["playbooks"].items():
-        stages = "  ".join(f"{s}:{n}" for s, n in row["stages"].items() if n) or "-"
-        table.add_row(key, str(row["entries"]), stages, str(row["decided"]),
-                      f"{row['sent']}{'+' if row['sent'] >= 500 else ''}")
-    parts: list[Any] = [table]
-    if mail is not None:
-        parts.append(f"mail catcher: {mail} emails this run")
-    if state.get("kpis"):
-        flat = [(k, v) for k, v in state["kpis"].items() if isinstance(v, int | float)][:8]
-        if flat:
-            kpi = Table("KPI", "value", box=box.SIMPLE, title="GET /v1/kpis",
-                        title_justify="left")
-            for k, v in flat:
-                kpi.add_row(k, f"{v:g}")
-            parts.append(kpi)
-    return Group(*parts)
-
-
 def run_demo(client: Client, console: Console, *, customers: int = DEFAULT_CUSTOMERS,
              minutes: float = 5.0, yes: bool = False, seed: int | None = None,
              rate: float = MAX_RATE, stack: dict[str, Any] | None = None,
@@ -230,7 +177,7 @@ def run_demo(client: Client, console: Console, *, customers: int = DEFAULT_CUSTO
     shop = Shop.new(customers, seed)
     pacer = Pacer(client, rate)
     state: dict[str, Any] = {"playbooks": {}, "kpis": None}
-    mail_before = _mail_count(mail_dir) or 0
+    mail_before = mail_count(mail_dir) or 0
     try:
         books = [load(n) for n in names()]
         changes = plan(client, books, publish=True, demo=True)
@@ -257,7 +204,8 @@ def run_demo(client: Client, console: Console, *, customers: int = DEFAULT_CUSTO
         except ApiError as exc:
             console.print(f"profile recompute: {exc}", style="yellow")
         schedule = shop.live(datetime.now(UTC))
-        started, refreshed = clock(), 0.0
+        started, refreshed, measured = clock(), 0.0, -KPI_EVERY_S
+        figures: list[tuple[str, float]] | None = None
         with Live(console=console, refresh_per_second=2, transient=False) as view:
             while clock() < deadline:
                 elapsed = clock() - started
@@ -267,8 +215,11 @@ def run_demo(client: Client, console: Console, *, customers: int = DEFAULT_CUSTO
                     pacer.send(due)
                 if clock() - refreshed >= REFRESH_S:
                     state = snapshot(client)
+                    if clock() - measured >= KPI_EVERY_S:  # a workspace-wide query: rarely
+                        figures, measured = kpis(client), clock()
+                    state["kpis"] = figures
                     refreshed = clock()
-                    mail = _mail_count(mail_dir)
+                    mail = mail_count(mail_dir)
                     left = max(deadline - clock(), 0)
                     header = (f"touchpoint demo: {elapsed:.0f}s live, {pacer.sent} events sent,"
                               f" {len(schedule)} to go, {left:.0f}s left (Ctrl-C stops)")

@@ -77,3 +77,12 @@ def test_the_demo_refuses_a_stack_without_the_dev_mail_catcher() -> None:
         check_mail_catcher({}, yes=False)
     assert check_mail_catcher({}, yes=True) is None
     assert check_mail_catcher({"mail_catcher": True, "mail_dir": "/x"}, yes=False) == "/x"
+
+
+def test_kpis_are_read_whatever_their_shape() -> None:
+    from touchpoint.demo_dashboard import flat_numbers
+
+    assert flat_numbers({"customers": 10, "active": True, "revenue": {"total": 5.5},
+                         "items": [{"name": "repeat_rate", "value": 0.25}], "zone": "UTC"}
+                        ) == [("customers", 10), ("revenue.total", 5.5),
+                              ("items.repeat_rate", 0.25)]

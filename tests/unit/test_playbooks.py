@@ -94,3 +94,16 @@ def test_knob_values_and_errors() -> None:
     assert parse_knob("grace=PT5M") == ("grace", "PT5M")
     with pytest.raises(PlaybookError):
         parse_knob("grace")
+
+
+def test_list_and_show_need_no_stack() -> None:
+    from typer.testing import CliRunner
+
+    from touchpoint.cli import app
+
+    listed = CliRunner().invoke(app, ["playbooks", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and all(name in listed.output for name in NAMES)
+    shown = CliRunner().invoke(app, ["playbooks", "show", "nps"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "KPIs to watch" in shown.output
+    missing = CliRunner().invoke(app, ["playbooks", "show", "nope"])
+    assert missing.exit_code == 1 and "no playbook 'nope'" in missing.output

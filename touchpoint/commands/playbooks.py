@@ -150,6 +150,18 @@ def list_playbooks() -> None:
     Console().print(table)
 
 
+@app.command("show")
+def show(name: Annotated[str, typer.Argument(help="Playbook name.")]) -> None:
+    """A playbook's README: purpose, stages, events, KPIs, knobs."""
+    try:
+        book = load(name)
+    except PlaybookError as exc:
+        fail(str(exc))
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(book.readme))
+
+
 @app.command("install")
 def install(
     name: Annotated[str | None, typer.Argument(help="Playbook name, or a playbook folder "

@@ -57,19 +57,22 @@ def check_mail_catcher(stack: dict[str, Any], yes: bool) -> str | None:
 
 @dataclass
 class Pacer:
-    """Sends Segment calls to ingest in batches, at most `rate` calls per second."""
+    """Sends Segment calls to ingest in batches, at most `rate` calls per second: each
+    batch waits for the time its calls take at that rate, so idle time never buys a burst."""
 
     client: Client
     rate: float = MAX_RATE
     sent: int = 0
-    started: float = field(default_factory=time.monotonic)
+    free_at: float = field(default_factory=time.monotonic)
+    sleep: Callable[[float], None] = time.sleep
 
     def send(self, calls: list[dict[str, Any]]) -> None:
         for i in range(0, len(calls), BATCH):
             chunk = calls[i:i + BATCH]
-            ahead = (self.sent + len(chunk)) / self.rate - (time.monotonic() - self.started)
-            if ahead > 0:
-                time.sleep(ahead)
+            now = time.monotonic()
+            if self.free_at > now:
+                self.sleep(self.free_at - now)
+            self.free_at = max(self.free_at, now) + len(chunk) / self.rate
             self.client.call("ingest", "POST", "/v1/batch", json={"batch": chunk},
                              auth="write")
             self.sent += len(chunk)

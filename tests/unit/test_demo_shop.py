@@ -86,3 +86,23 @@ def test_kpis_are_read_whatever_their_shape() -> None:
                          "items": [{"name": "repeat_rate", "value": 0.25}], "zone": "UTC"}
                         ) == [("customers", 10), ("revenue.total", 5.5),
                               ("items.repeat_rate", 0.25)]
+
+
+def test_the_pacer_never_exceeds_its_rate() -> None:
+    import time as real_time
+
+    from touchpoint.demo import Pacer
+
+    posted: list[tuple[float, int]] = []
+
+    class Ingest:
+        def call(self, service: str, method: str, path: str, **kwargs: object) -> None:
+            assert (service, method, path) == ("ingest", "POST", "/v1/batch")
+            posted.append((real_time.monotonic(), len(kwargs["json"]["batch"])))  # type: ignore[index]
+
+    pacer = Pacer(Ingest(), rate=500.0)  # type: ignore[arg-type]
+    real_time.sleep(0.2)  # idle time buys no burst
+    started = real_time.monotonic()
+    pacer.send([{"type": "track"}] * 100)
+    assert pacer.sent == 100 and [n for _, n in posted] == [25, 25, 25, 25]
+    assert posted[-1][0] - started >= 75 / 500 * 0.9  # three batches' worth of waiting

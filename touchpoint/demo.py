@@ -146,7 +146,7 @@ def _load_history(client: Client, console: Console, shop: Shop, pacer: Pacer,
     """Send backdated calls, then wait until profile (and, a little later, journey) has
     them, so that the playbooks published next only see live behaviour."""
     _with_progress(console, label, calls, pacer)
-    if not _caught_up(client, shop, _count(calls), timeout=90):
+    if not _caught_up(client, shop, _count(calls), timeout=45):
         console.print("profile is still busy with the history; going on", style="yellow")
     time.sleep(2)  # journey reads what profile wrote: let it drain too
 

@@ -26,6 +26,7 @@ from shared.testing.servers import serve_app
 from shared.testing.smtp import Inbox
 from touchpoint.client import Client, Target
 from touchpoint.demo import run_demo
+from touchpoint.demo_dashboard import snapshot
 from touchpoint.playbooks import NAMES, load
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,11 @@ async def target(settings: Settings, topics: list[str], unique: str) -> AsyncIte
         yield Target(urls=urls, admin_key=admin, write_key=write)
 
 
+def numbers(target: Target) -> dict:
+    with Client(target) as client:
+        return snapshot(client)
+
+
 async def test_a_short_demo_sends_for_at_least_six_playbooks(
         target: Target, smtp: tuple[str, Inbox]) -> None:
     _, inbox = smtp
@@ -57,19 +63,26 @@ async def test_a_short_demo_sends_for_at_least_six_playbooks(
             return run_demo(client, console, customers=60, minutes=1.5, seed=17,
                             stack={"mail_catcher": True})
 
-    state = await asyncio.to_thread(demo)
+    await asyncio.to_thread(demo)
     out = console.export_text()
     print(out[-6000:])  # the dashboard, in the test's captured output
     assert "history" in out and "published as version 1" in out
-    entered = {k for k, row in state["playbooks"].items() if row["entries"]}
-    sent = {k for k, row in state["playbooks"].items() if row["sent"]}
-    assert len(entered) >= 6 and len(sent) >= 6, (state, out[-3000:])
 
-    # The emails are in the SMTP sink, addressed to the demo's example.com customers.
+    # What the demo set off is still flowing when it stops: on a loaded machine, give the
+    # last sends a little time (the usual run has them all by now).
     starts = {(name, key): body["subject"].split("{{")[0].strip()
               for name in NAMES for key, body in load(name).templates.items()}
-    demo_mail = [m for m in inbox.messages[before:]
-                 if str(m["To"]).endswith("@example.com") and str(m["To"]).startswith("demo-")]
-    books = {name for (name, _), start in starts.items() if any(
-        str(m["Subject"]).startswith(start) for m in demo_mail)}
-    assert len(books) >= 6, books
+    deadline = asyncio.get_running_loop().time() + 45
+    while True:
+        state = await asyncio.to_thread(numbers, target)
+        entered = {k for k, row in state["playbooks"].items() if row["entries"]}
+        sent = {k for k, row in state["playbooks"].items() if row["sent"]}
+        # The emails are in the SMTP sink, addressed to the demo's example.com customers.
+        demo_mail = [m for m in inbox.messages[before:] if str(m["To"]).startswith("demo-")
+                     and str(m["To"]).endswith("@example.com")]
+        books = {name for (name, _), start in starts.items() if any(
+            str(m["Subject"]).startswith(start) for m in demo_mail)}
+        if min(len(entered), len(sent), len(books)) >= 6:
+            break
+        assert asyncio.get_running_loop().time() < deadline, (state, books, out[-3000:])
+        await asyncio.sleep(2)

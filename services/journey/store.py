@@ -256,10 +256,12 @@ async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> 
                                        if f == "context" else getattr(inst, f)
                                        for f in _MUTABLE)))
         inst.new = inst.dirty = False
-    if new:
-        await copy_rows(conn, instances, _FIELDS, new)
+    # Updates first: an instance a re-entry (or an exit then a new entry) ended in this batch
+    # must leave the one-active-instance index before its successor is inserted.
     if changed:
         await (await driver(conn)).executemany(_UPDATE, changed)
+    if new:
+        await copy_rows(conn, instances, _FIELDS, new)
 
 
 _DECISION_COLUMNS = ["workspace_id", "profile_id", "journey_key", "version", "instance_id",

@@ -71,7 +71,7 @@ class OnHold(_Strict):
     """What a send the contact policy holds does (domain/policy.py)."""
 
     defer: bool = Field(True, description="true: retry when the rule allows; false: skip.")
-    expire_after: timedelta | None = Field(
+    expire_after: Duration | None = Field(
         None, description="A deferred send older than this is dropped as `expired`.")
 
     @model_validator(mode="after")
@@ -112,6 +112,18 @@ class WaitUntil(_Strict):
     weekdays: list[Weekday] | None = Field(None, min_length=1)
 
 
+class WaitField(_Strict):
+    """Wait until a date read from the profile (or the stage's event), e.g. the customer's
+    `profile.metrics.next_order_expected_at`, shifted by `offset` (may be negative)."""
+
+    until_field: str = Field(pattern=r"^(event|profile)(\.[A-Za-z0-9_\-]+)+$")
+    offset: Duration | None = Field(None, description="Added to the date: `-P3D` is three "
+                                                       "days before it.")
+    missing: str | None = Field(None, description="Step when the field is missing or not a "
+                                                  "date; default `end` (the stage's flow "
+                                                  "ends).")
+
+
 class BranchCase(_Strict):
     when: Condition
     next: str
@@ -145,7 +157,7 @@ class Step(_Strict):
     id: str = Field(min_length=1, max_length=100, pattern=STEP_ID)
     next: str | None = None
     send: Send | None = None
-    wait: Duration | None = None
+    wait: Duration | WaitField | None = None
     wait_until: WaitUntil | None = None
     wait_for: WaitFor | None = None
     branch: Branch | None = None
@@ -155,7 +167,10 @@ class Step(_Strict):
     webhook: Webhook | None = None
     exit: bool | None = None
 
-    _wait = field_validator("wait")(_positive)
+    @field_validator("wait")
+    @classmethod
+    def _wait_positive(cls, value: timedelta | WaitField | None) -> timedelta | WaitField | None:
+        return _positive(value) if isinstance(value, timedelta) else value
 
     @field_validator("update_profile")
     @classmethod
@@ -197,6 +212,8 @@ class Step(_Strict):
             out += [(f"split.{i}.next", p.next) for i, p in enumerate(self.split)]
         if self.send:
             out.append(("send.fallback", self.send.fallback))
+        if isinstance(self.wait, WaitField):
+            out.append(("wait.missing", self.wait.missing))
         return [(where, target) for where, target in out if target is not None]
 
 

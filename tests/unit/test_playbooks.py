@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from services.journey.domain.document import JourneyDocument
-from services.messaging.domain.render import check_syntax, render
+from services.messaging.domain.render import render
+from services.messaging.domain.template_check import check_syntax
 from touchpoint.playbooks import NAMES, PlaybookError, get_path, load, names, parse_knob
 
 ROOT = Path(__file__).parents[2]

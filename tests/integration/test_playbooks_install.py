@@ -69,6 +69,9 @@ async def test_install_all_shows_the_diff_asks_and_is_idempotent(stack: dict[str
     code, out = await touchpoint(stack, "playbooks", "install", "--all", answer="y\n")
     assert code == 0, out
     assert "journey birthday: draft saved" in out
+    assert "code pool review-thanks: created with 5000 codes" in out
+    pool = (await get(stack, "messaging", "/v1/code-pools/review-thanks")).json()
+    assert pool["remaining"] == 5000
     for name in NAMES:
         summary = (await get(stack, "journey", f"/v1/journeys/{name}")).json()
         assert summary["status"] == "draft" and summary["draft"]["key"] == name

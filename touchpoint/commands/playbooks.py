@@ -29,7 +29,7 @@ TEMPLATE_FIELDS = {"channel": None, "subject": None, "html": None, "text": None,
 class Change:
     """One thing install would write: a template or a journey, new or changed."""
 
-    kind: str  # template | journey
+    kind: str  # code-pool | template | journey
     key: str
     body: dict[str, Any]
     before: dict[str, Any] | None  # None: new
@@ -73,6 +73,10 @@ def plan(client: Client, books: list[Playbook], *, publish: bool, demo: bool = F
         errors = check(book, document)
         if errors:
             raise PlaybookError(f"playbook {book.name} refused:\n  " + "\n  ".join(errors))
+        for key, body in book.code_pools.items():
+            # Only created: a pool in use is never refilled or replaced by a reinstall.
+            if _get(client, "messaging", f"/v1/code-pools/{key}") is None:
+                changes.append(Change("code-pool", key, body, None))
         for key, body in book.templates.items():
             wanted = _template(body)
             installed = _get(client, "messaging", f"/v1/templates/{key}")
@@ -115,10 +119,17 @@ def _get(client: Client, service: str, path: str) -> Any:
 
 
 def apply(client: Client, changes: list[Change]) -> list[str]:
-    """Write the changes, templates first (a journey may send as soon as it is live)."""
+    """Write the changes, code pools and templates first (a journey may send as soon as it
+    is live)."""
     done = []
-    for change in sorted(changes, key=lambda c: c.kind != "template"):
+    order = {"code-pool": 0, "template": 1, "journey": 2}
+    for change in sorted(changes, key=lambda c: order[c.kind]):
         try:
+            if change.kind == "code-pool":
+                answer = client.call("messaging", "PUT", f"/v1/code-pools/{change.key}",
+                                     json=change.body)
+                done.append(f"code pool {change.key}: created with {answer.get('total')} codes")
+                continue
             if change.kind == "template":
                 client.put_template(change.key, change.body)
                 done.append(f"template {change.key}: saved")

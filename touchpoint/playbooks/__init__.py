@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -45,6 +45,9 @@ class Playbook:
     templates: dict[str, dict[str, Any]]
     knobs: dict[str, Knob]
     readme: str
+    # Discount code pools its templates hand out (`{{ 'pool' | code }}`): created on install
+    # when missing, as messaging's `PUT /v1/code-pools/{key}` body (`generate` or `codes`).
+    code_pools: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -100,7 +103,8 @@ def _load(name: str, folder: Traversable) -> Playbook:
     knobs = {k: Knob(k, v["path"], v.get("description", ""), v.get("demo", _UNSET))
              for k, v in raw_knobs.items()}
     readme = (folder / "README.md").read_text("utf-8") if (folder / "README.md").is_file() else ""
-    return Playbook(name, journey, templates, knobs, readme)
+    pools = _json(folder / "code_pools.json") if (folder / "code_pools.json").is_file() else {}
+    return Playbook(name, journey, templates, knobs, readme, pools)
 
 
 def _json(item: Traversable) -> Any:

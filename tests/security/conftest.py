@@ -24,6 +24,7 @@ from services.ingest import tables as ingest_tables
 from services.ingest.app import create_app as ingest_app
 from services.journey import tables as journey_tables
 from services.journey.app import create_app as journey_app
+from services.journey.settings import JourneySettings
 from services.messaging import tables as messaging_tables
 from services.messaging.app import create_app as messaging_app
 from services.profile import tables as profile_tables
@@ -85,11 +86,17 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
     old_level = root.level
     root.addHandler(logs)
     root.setLevel(logging.INFO)
-    apps = {name: make(own) for name, (make, _table) in SERVICES.items()}
+    apps: dict[str, FastAPI] = {}
     try:
         async with AsyncExitStack() as stack_, httpx.AsyncClient(timeout=30) as http:
-            urls = {name: await stack_.enter_async_context(serve_app(app))
-                    for name, app in apps.items()}
+            urls: dict[str, str] = {}
+            # Journey last: it checks a journey's or broadcast's templates and segments with
+            # messaging and profile (the OpenAPI examples the fuzzer sends are valid ones).
+            for name in sorted(SERVICES, key=lambda n: n == "journey"):
+                config = own if name != "journey" else JourneySettings.from_base(own).model_copy(
+                    update={"messaging_url": urls["messaging"], "profile_url": urls["profile"]})
+                apps[name] = SERVICES[name][0](config)
+                urls[name] = await stack_.enter_async_context(serve_app(apps[name]))
             for url in urls.values():
                 await wait_ready(http, url, timeout=60)
             world = Stack(own, apps, urls, a, b, http, logs)

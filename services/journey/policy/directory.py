@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -53,7 +54,7 @@ class Directory:
                                          headers={"Authorization": f"Bearer {token}"})
         except httpx.HTTPError as exc:
             raise Problem(503, "Unavailable", f"{service} did not answer") from exc
-        if r.status_code == 404:
+        if r.status_code in (400, 404):  # a key the other service refuses names nothing
             raise Unknown(path)
         if r.status_code != 200:
             raise Problem(503, "Unavailable", f"{service} answered {r.status_code}")
@@ -64,15 +65,15 @@ class Directory:
     async def template(self, workspace_id: str, key: str, *, caller: str | None = None
                        ) -> TemplateMeta:
         body = await self._get(self.settings.messaging_url, "messaging",
-                               f"/v1/templates/{key}", workspace_id, caller)
+                               f"/v1/templates/{quote(key, safe='')}", workspace_id, caller)
         return TemplateMeta(body["channel"], body.get("category") or "marketing",
                             body.get("topic"))
 
     async def segment_exists(self, workspace_id: str, key: str, *, caller: str | None = None
                              ) -> bool:
         try:
-            await self._get(self.settings.profile_url, "profile", f"/v1/segments/{key}",
-                            workspace_id, caller)
+            await self._get(self.settings.profile_url, "profile",
+                            f"/v1/segments/{quote(key, safe='')}", workspace_id, caller)
         except Unknown:
             return False
         return True

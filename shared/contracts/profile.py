@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.contracts.envelope import Envelope, encode_fast
 from shared.contracts.events import Event
@@ -83,6 +83,82 @@ class ProfileChange(Envelope):
     data: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime
     profile: ProfileSnapshot | None = None
+
+    def details(self) -> ChangeData:
+        """`data` typed for this change's kind (see `CHANGE_DATA`)."""
+        return change_details(self.kind, self.data)
+
+
+
+# `ProfileChange.data` per kind (what `details()` reads it as). Lenient as v1 is: unknown
+# keys ignored, every key optional, and a value of the wrong type left out rather than
+# refused, so every message accepted as `dict` data parses.
+
+class ChangeData(BaseModel):
+    # Numbers as ids are ids: readers used to `str()` them.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, coerce_numbers_to_str=True)
+
+
+class MergedData(ChangeData):
+    merged_ids: list[str] = Field(default_factory=list,
+                                  description="Profiles that now live under profile_id.")
+
+
+class ErasedData(MergedData):
+    """Consumers drop everything about profile_id and `merged_ids`."""
+
+
+class TraitsChangedData(ChangeData):
+    traits: list[str] = Field(default_factory=list, description="Trait names that changed.")
+
+
+class StageChangedData(ChangeData):
+    """lifecycle_changed (stages) and rfm_changed (RFM segment names)."""
+
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+
+
+class SegmentData(ChangeData):
+    segment: str | None = None
+
+
+class ConsentData(ChangeData):
+    channel: str | None = None
+    topic: str | None = None
+    subscribed: bool | None = None
+    source: str | None = None
+
+
+class AddressData(ChangeData):
+    channel: str | None = None
+    deliverable: bool | None = None
+    reason: str | None = None
+    address: str | None = None
+
+
+CHANGE_DATA: dict[ChangeKind, type[ChangeData]] = {
+    ChangeKind.created: ChangeData, ChangeKind.merged: MergedData,
+    ChangeKind.erased: ErasedData, ChangeKind.traits_changed: TraitsChangedData,
+    ChangeKind.lifecycle_changed: StageChangedData, ChangeKind.rfm_changed: StageChangedData,
+    ChangeKind.segment_entered: SegmentData, ChangeKind.segment_exited: SegmentData,
+    ChangeKind.consent_changed: ConsentData, ChangeKind.address_changed: AddressData,
+}
+
+
+def change_details(kind: ChangeKind, data: dict[str, Any]) -> ChangeData:
+    """`data` as its kind's model; a value of the wrong type is left out (v1 never refused
+    one: readers skipped it)."""
+    model = CHANGE_DATA[kind]
+    fields = dict(data)
+    while True:
+        try:
+            return model.model_validate(fields)
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            if not bad & fields.keys():
+                raise
+            fields = {k: v for k, v in fields.items() if k not in bad}
 
 
 # Fast writers: the bytes `shared.kafka.codec.encode` gives the models above, written without

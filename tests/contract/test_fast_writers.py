@@ -16,8 +16,13 @@ from shared.contracts import TOPICS
 from shared.contracts.delivery import DeliveryEvent, delivery_event_json
 from shared.contracts.envelope import encode_fast, json_time
 from shared.contracts.profile import (
+    CHANGE_DATA,
+    ChangeKind,
+    ConsentData,
+    MergedData,
     ProfileChange,
     ProfileEvent,
+    change_details,
     profile_change_json,
     profile_event_json,
 )
@@ -96,3 +101,21 @@ def test_every_fast_writer_is_exercised_by_an_example() -> None:
         models = [TOPICS[t].model.model_validate(e)  # type: ignore[union-attr]
                   for t, _, e in EXAMPLES if t == topic]
         assert any(writer(m) is not None for m in models), topic
+
+
+@pytest.mark.parametrize("example", [e for t, _, e in EXAMPLES if t == "profile-changes"])
+def test_change_data_is_typed_per_kind(example: dict[str, Any]) -> None:
+    change = ProfileChange.model_validate(example)
+    details = change.details()
+    assert type(details) is CHANGE_DATA[change.kind]
+    dumped = details.model_dump(by_alias=True, exclude_unset=True)
+    assert dumped == {k: v for k, v in change.data.items() if k in dumped}
+    assert set(dumped) == {k for k in change.data
+                           if k in {f.alias or n for n, f in type(details).model_fields.items()}}
+
+
+def test_change_data_keeps_v1_leniency() -> None:
+    assert change_details(ChangeKind.merged, {"merged_ids": [7, "a"], "new": 1}) == MergedData(
+        merged_ids=["7", "a"])
+    odd = change_details(ChangeKind.consent_changed, {"channel": "email", "subscribed": "maybe"})
+    assert odd == ConsentData(channel="email")

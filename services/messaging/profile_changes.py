@@ -9,14 +9,12 @@ from services.messaging import store
 from services.messaging.domain.consent import ERASED
 from services.messaging.tables import inbox, profile_aliases
 from shared.contracts.profile import ChangeKind, ProfileChange
+from shared.contracts.send import ADDRESS_FIELD
 from shared.db import claim_new
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
 CONSUMER = "messaging.profile-changes"
-ADDRESS_FIELD = {"email": "email", "sms": "phone"}
-
-
 async def handle_profile_changes(rt: ServiceRuntime, records: list[Record]) -> None:
     """One transaction per batch; the inbox makes a redelivered change a no-op."""
     changes: list[ProfileChange] = [r.value for r in records]
@@ -78,5 +76,5 @@ async def _person_ids(conn: AsyncConnection, workspace_id: str, profile_id: str,
 def _snapshot_address(change: ProfileChange, channel: object) -> str | None:
     if change.profile is None or not isinstance(channel, str) or channel not in ADDRESS_FIELD:
         return None
-    value = getattr(change.profile, ADDRESS_FIELD[channel])
+    value = getattr(change.profile, ADDRESS_FIELD[channel], None)  # push: a list, no address
     return value if isinstance(value, str) else None

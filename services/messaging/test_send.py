@@ -14,11 +14,9 @@ from services.messaging.delivery import record, send, verdict_outcome
 from services.messaging.prepare import prepare, send_event
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
-from shared.contracts.send import Channel, Recipient, SendCommand
+from shared.contracts.send import ADDRESS_FIELD, Channel, Recipient, SendCommand
 from shared.db.outbox import OutboxRow
 from shared.runtime import ServiceRuntime
-
-_ADDRESS_FIELD = {"email": "email", "sms": "phone", "webhook": "url"}
 
 
 def test_command(*, workspace_id: str, template: str, channel: str, to: str,
@@ -26,7 +24,7 @@ def test_command(*, workspace_id: str, template: str, channel: str, to: str,
     """The send command a test send stands for (never published)."""
     key = f"test-send:{uuid.uuid4()}"
     recipient = (Recipient(push_tokens=[to]) if channel == "push"
-                 else Recipient(**{_ADDRESS_FIELD[channel]: to}))
+                 else Recipient(**{ADDRESS_FIELD[channel]: to}))
     profile_id = str(profile.get("profile_id") or profile.get("id") or "test-send")[:36]
     return SendCommand(id=key, workspace_id=workspace_id, profile_id=profile_id,
                        idempotency_key=key, channel=Channel(channel), template=template,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,11 +13,28 @@ from pydantic_core import to_jsonable_python
 from shared.contracts.envelope import Envelope, JourneyRef
 
 
+# Every channel (no docstring: it would change the exported JSON Schemas). Adding one:
+# docs/architecture.md, "Where to add things".
 class Channel(StrEnum):
     email = "email"
     sms = "sms"
     push = "push"
     webhook = "webhook"
+
+
+# The channels as types, for fields that hold a channel's name (a test checks they match).
+ChannelName = Literal["email", "sms", "push", "webhook"]
+# Channels that reach a customer at addresses the profile holds (consent, reachability,
+# broadcasts); `webhook` reaches a URL the journey names.
+ProfileChannel = Literal["email", "sms", "push"]
+PROFILE_CHANNELS: tuple[ProfileChannel, ...] = ("email", "sms", "push")
+# Where each channel's address lives, in a `Recipient` and in a `ProfileSnapshot`
+# (push: the list of device tokens; webhook: only a Recipient has `url`).
+ADDRESS_FIELD: dict[str, str] = {"email": "email", "sms": "phone", "push": "push_tokens",
+                                 "webhook": "url"}
+# How people read each channel (history, console).
+CHANNEL_LABEL: dict[str, str] = {"email": "Email", "sms": "SMS", "push": "Push Notification",
+                                 "webhook": "Webhook"}
 
 
 class Recipient(BaseModel):

@@ -7,7 +7,7 @@ it, so what is sent equals the preview minus what changed in between.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +22,7 @@ from services.journey.domain.policy import (
     TemplateMeta,
     check,
 )
+from shared.contracts.send import ProfileChannel
 
 KEY = r"^[a-z0-9][a-z0-9_\-]*$"
 STATES = ("draft", "scheduled", "sending", "sent", "cancelled")
@@ -34,7 +35,7 @@ class BroadcastDocument(BaseModel):
     segment: str | None = Field(None, min_length=1, max_length=200)
     condition: Condition | None = None
     template: str = Field(min_length=1, max_length=200)
-    channel: Literal["email", "sms", "push"] = "email"
+    channel: ProfileChannel = "email"
     send_at: AwareDatetime | None = None
     local_time: str | None = Field(None, pattern=HHMM, description="HH:MM in each customer's "
                                                                   "zone, on send_at's date.")

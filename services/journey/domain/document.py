@@ -21,6 +21,7 @@ from pydantic import (
 
 from services.journey.domain.conditions import Condition
 from shared.conditions import Duration, is_stored
+from shared.contracts.send import ChannelName
 from shared.contracts.storable import Unstorable, check_storable
 
 Key = str
@@ -85,7 +86,7 @@ class OnHold(_Strict):
 
 
 class Send(_Strict):
-    channel: Literal["email", "sms", "push", "webhook"]
+    channel: ChannelName
     template: str = Field(min_length=1, max_length=200)
     on_hold: OnHold | None = Field(None, description="Overrides the contact policy's "
                                                     "on_hold for this step.")
@@ -271,7 +272,7 @@ class JourneyDocument(_Strict):
     reentry: Literal["once", "after_exit", "always"] = "after_exit"
     reentry_cooldown: Duration | None = None
     holdout_percent: float = Field(0, ge=0, le=100)
-    frequency_cap: dict[Literal["email", "sms", "push", "webhook"], Cap] = Field(
+    frequency_cap: dict[ChannelName, Cap] = Field(
         default_factory=dict)
     quiet_hours: QuietHours | None = None
     idle_timeout: Duration = Field(

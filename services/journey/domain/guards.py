@@ -9,8 +9,7 @@ from typing import Any
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.state import Facts
 from services.journey.domain.timing import iso_duration, quiet_until
-
-_ADDRESS = {"email": "email", "sms": "phone", "push": "push_tokens"}
+from shared.contracts.send import ADDRESS_FIELD
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ def reachable(profile: dict[str, Any], channel: str) -> bool:
     if channel == "webhook":
         return True
     flags = profile.get("reachable") or {}
-    return bool(profile.get(_ADDRESS[channel])) and flags.get(channel, True) is not False
+    return bool(profile.get(ADDRESS_FIELD[channel])) and flags.get(channel, True) is not False
 
 
 def check_send(doc: JourneyDocument, channel: str, holdout: bool, facts: Facts) -> Verdict:

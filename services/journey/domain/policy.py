@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from services.journey.domain.document import OnHold, QuietHours
 from services.journey.domain.ids import bucket
 from services.journey.domain.timing import iso_duration, quiet_until
+from shared.contracts.send import ChannelName
 
-Channel = Literal["email", "sms", "push", "webhook"]
+Channel = ChannelName
 CALENDAR_DAY = "calendar_day"
 # How far back a `calendar_day` cap must read sends: a local day in any zone (UTC-12 to
 # UTC+14) starts less than two days ago.

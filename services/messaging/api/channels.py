@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -11,16 +11,15 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.messaging.api.deps import EngineDep, MessagingDep
 from services.messaging.api.schemas import ChannelList, ChannelOut
-from services.messaging.providers.registry import PROVIDERS
+from services.messaging.providers.registry import PROVIDERS, ProviderName
 from services.messaging.secrets import hint
 from services.messaging.tables import channels
+from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["channels"])
-ChannelName = Literal["email", "sms", "push", "webhook"]
-ProviderName = Literal["smtp", "twilio", "webpush", "fcm", "webhook"]
 
 
 class ChannelIn(BaseModel):

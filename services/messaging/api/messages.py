@@ -11,6 +11,7 @@ from services.messaging.api.deps import EngineDep
 from services.messaging.api.schemas import MessageOut, MessagePage
 from services.messaging.store import message_filter
 from services.messaging.tables import messages
+from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
 from shared.http.paging import Limit, Offset
@@ -26,7 +27,7 @@ SUMMARY = ("id", "profile_id", "channel", "template", "template_version", "statu
 @router.get("/messages", responses=answers(MessagePage))
 async def list_messages(engine: EngineDep, principal: AdminDep, profile_id: str | None = None,
                         journey: str | None = None, status: Status | None = None,
-                        channel: Literal["email", "sms", "push", "webhook"] | None = None,
+                        channel: ChannelName | None = None,
                         limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
     """The message log, newest first, filtered by profile, journey key, status, channel."""
     where = message_filter(principal.workspace_id, profile_id=profile_id, journey=journey,

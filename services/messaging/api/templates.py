@@ -22,6 +22,7 @@ from services.messaging.domain.template_check import SAMPLE_PROFILE, check_limit
 from services.messaging.prepare import render_options
 from services.messaging.tables import templates
 from services.messaging.test_send import test_command, test_send
+from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
 from shared.http.problems import Problem
@@ -38,7 +39,7 @@ class TemplateIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"channel": "email", "subject": "Thanks, {{ profile.first_name }}",
         "html": "<p>Your order is on its way.</p>"}]})
-    channel: Literal["email", "sms", "push", "webhook"]
+    channel: ChannelName
     subject: str | None = Field(None, max_length=1000)
     html: str | None = Field(None, max_length=256 * 1024)
     text: str | None = Field(None, max_length=256 * 1024)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -37,6 +38,13 @@ PROVIDERS: dict[str, ProviderKind] = {
                             lambda s, k, private, _url: webhook.WebhookProvider(
                                 s, k, allow_private=private)),
 }
+
+
+# The provider names the API takes: the registry's keys (a new provider is one entry above).
+if TYPE_CHECKING:
+    ProviderName = str
+else:
+    ProviderName = StrEnum("ProviderName", {name: name for name in PROVIDERS})
 
 
 def provider_for_address(channel: str, address: str, configured: list[str]) -> str | None:

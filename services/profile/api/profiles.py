@@ -30,6 +30,7 @@ from services.profile.tables import events, identities, profiles, segment_member
 from shared.auth import Principal
 from shared.conditions import BoundedTime
 from shared.contracts.profile import ProfileSnapshot
+from shared.contracts.send import PROFILE_CHANNELS
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
 from shared.http.paging import Limit, Offset
@@ -204,7 +205,7 @@ async def get_profile_consent(profile_id: str, request: Request,
 class ConsentUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"channel": "email", "subscribed": False, "source": "preference-center"}]})
-    channel: str | None = Field(default=None, pattern="^(email|sms|push)$")
+    channel: str | None = Field(default=None, pattern=f"^({'|'.join(PROFILE_CHANNELS)})$")
     topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,100}$")
     subscribed: bool
     source: str = Field(default="api", min_length=1, max_length=100)

@@ -10,8 +10,8 @@ from typing import Any
 
 from services.profile.domain.state import Change, ProfileState, mark_address, set_consent
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
+from shared.contracts.send import CHANNEL_LABEL
 
-_LABEL = {"email": "Email", "sms": "SMS", "push": "Push Notification", "webhook": "Webhook"}
 _VERB = {
     DeliveryStatus.queued: "Queued", DeliveryStatus.sent: "Sent",
     DeliveryStatus.delivered: "Delivered", DeliveryStatus.failed: "Failed",
@@ -26,7 +26,7 @@ _VERB = {
 def event_name(d: DeliveryEvent) -> str:
     if d.status is DeliveryStatus.unsubscribed:
         return "Unsubscribed"
-    return f"{_LABEL[d.channel.value]} {_VERB[d.status]}"
+    return f"{CHANNEL_LABEL[d.channel.value]} {_VERB[d.status]}"
 
 
 def event_properties(d: DeliveryEvent) -> dict[str, Any]:

@@ -11,8 +11,6 @@ from services.profile.domain.identity import normalise_email, normalise_phone
 from services.profile.domain.lifecycle import is_reactivation
 from shared.contracts.events import Event, EventType
 
-CHANNELS = ("email", "sms", "push")
-
 
 def iso(ts: datetime) -> str:
     """UTC ISO text: comparable as a string whatever offset the client sent."""

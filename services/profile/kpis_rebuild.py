@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.profile import kpis_store
 from services.profile import repository as repo
+from services.profile.domain.kpi_facts import KpiFacts
 from shared.contracts.delivery import DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ async def rebuild(engine: AsyncEngine, ws: str, report: Any) -> int:
             if not rows:
                 await _people(conn, ws, conv.timezone)
                 return done
-            facts = kpis_store.KpiFacts()
+            facts = KpiFacts()
             for r in rows:
                 props = r["properties"] or {}
                 if r["event_id"].startswith("delivery:"):
@@ -154,7 +155,7 @@ async def _people(conn: Any, ws: str, tz: str) -> None:
         "workspace_id = $1 GROUP BY 1, 2, 3, 4, 5, 6", ws)
 
 
-def _delivery(facts: kpis_store.KpiFacts, ws: str, r: Any, props: dict[str, Any]) -> None:
+def _delivery(facts: KpiFacts, ws: str, r: Any, props: dict[str, Any]) -> None:
     status = _STATUS.get(props.get("status"))  # type: ignore[arg-type]
     if status is None:
         return

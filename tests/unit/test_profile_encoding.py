@@ -102,7 +102,7 @@ def test_profile_change_bytes_equal_the_shared_codec() -> None:
 
 
 def test_change_ids_stay_within_the_envelope_limit_and_are_deterministic() -> None:
-    from services.profile.change_ids import MAX_ID, change_id
+    from services.profile.domain.change_ids import MAX_ID, change_id
     from shared.contracts import ProfileChange
 
     assert change_id("evt-1", "merged", "0") == "evt-1:merged:0"  # short ids are readable

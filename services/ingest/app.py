@@ -16,17 +16,14 @@ from services.ingest.api.keys import router as keys_router
 from services.ingest.api.tracking import HANDLERS
 from services.ingest.api.tracking import router as tracking_router
 from services.ingest.dedupe import Deduper
+from services.ingest.settings import IngestSettings
 from shared.http.app import build_app
 from shared.runtime import ServiceParts
 from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    if "producer_linger_ms" not in settings.model_fields_set:
-        # Every request waits for its own acks, so lingering only adds latency; the
-        # producer still batches concurrent requests while a produce request is in flight.
-        settings = settings.model_copy(update={"producer_linger_ms": 0})
+    settings = IngestSettings.from_base(settings or Settings())
     parts = ServiceParts(name="ingest", api_keys=tables.api_keys, seed_kinds=("admin", "write"))
     app = build_app(
         parts, settings, title="Touchpoint ingest",

@@ -1,16 +1,19 @@
-"""Messaging's consumer table."""
+"""Messaging's consumer table and background workers."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 
+from services.messaging import tables
 from services.messaging.bootstrap import Messaging
 from services.messaging.handlers import handle_send_commands
 from services.messaging.profile_changes import CONSUMER, handle_profile_changes
 from services.messaging.settings import MessagingSettings
 from shared.contracts import ProfileChange, SendCommand
+from shared.db.retention import RetentionWorker, inbox_prune
 from shared.kafka import ConsumerSpec
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, Worker
 
 
 def consumers(rt: ServiceRuntime, m: Messaging | None = None) -> list[ConsumerSpec]:
@@ -22,3 +25,10 @@ def consumers(rt: ServiceRuntime, m: Messaging | None = None) -> list[ConsumerSp
         ConsumerSpec(CONSUMER, s.topic("profile-changes"), ProfileChange,
                      partial(handle_profile_changes, rt)),
     ]
+
+
+def workers(rt: ServiceRuntime) -> list[Worker]:
+    # Only messaging.profile-changes uses the inbox; sends dedupe on idempotency keys.
+    keep = timedelta(hours=rt.settings.inbox_retention_hours)
+    return [RetentionWorker(rt.engine, {"inbox": inbox_prune(tables.inbox, keep)},
+                            rt.settings.retention_interval_s)]

@@ -1,13 +1,17 @@
-"""Profile's consumer table."""
+"""Profile's consumer table and background workers."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 
+from services.profile import recompute, tables
 from services.profile.handlers import handle_delivery_events, handle_events
+from services.profile.settings import ProfileSettings
 from shared.contracts import DeliveryEvent, Event
+from shared.db.retention import RetentionWorker, inbox_prune
 from shared.kafka import ConsumerSpec
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, Worker
 
 
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
@@ -17,3 +21,11 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
         ConsumerSpec("profile.delivery-events", s.topic("delivery-events"), DeliveryEvent,
                      partial(handle_delivery_events, rt)),
     ]
+
+
+def workers(rt: ServiceRuntime) -> list[Worker]:
+    interval = ProfileSettings.from_base(rt.settings).profile_recompute_interval_s
+    keep = timedelta(hours=rt.settings.inbox_retention_hours)
+    return [recompute.RecomputeSchedule(rt.engine, rt.settings, rt.relay, interval),
+            RetentionWorker(rt.engine, {"inbox": inbox_prune(tables.inbox, keep)},
+                            rt.settings.retention_interval_s)]

@@ -69,6 +69,8 @@ class Prepared:
     outbound: list[Outbound] = field(default_factory=list)
     content: dict[str, Any] | None = None
     addresses: list[str] = field(default_factory=list)  # the recipient's, live or not
+    tries: int = 0  # durable retry rounds already failed (the retry sweeper's messages)
+    retry_since: datetime | None = None  # the first transient failure, when retrying
 
 
 def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendState,

@@ -140,16 +140,6 @@ def _columns(rows: Iterable[tuple[str, ...]]) -> list[list[str]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-async def mark_sending(db: Driver, message_ids: list[str]) -> set[str]:
-    """queued -> sending; returns the ids this worker got (not those another one took)."""
-    if not message_ids:
-        return set()
-    rows = await db.fetch(f"UPDATE {messages.fullname} SET status = 'sending', updated_at = now() "
-                          "WHERE id = ANY($1::text[]) AND status = 'queued' RETURNING id",
-                          message_ids)
-    return {r[0] for r in rows}
-
-
 async def record_consent(conn: AsyncConnection, *, workspace_id: str, profile_id: str,
                          scope: str, subscribed: bool, source: str, at: datetime) -> None:
     """Upsert; an older change never overwrites a newer one (changes can arrive late). A

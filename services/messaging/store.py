@@ -207,7 +207,8 @@ async def erase_profile(conn: AsyncConnection, *, workspace_id: str, profile_id:
     result = await conn.execute(update(messages).where(
         messages.c.workspace_id == workspace_id, messages.c.profile_id == profile_id,
         messages.c.erased_at.is_(None)).values(
-        recipient=None, subject=None, body=None, content=None, erased_at=func.now()))
+        recipient=None, subject=None, body=None, content=None, command=None,
+        erased_at=func.now()))
     return result.rowcount
 
 

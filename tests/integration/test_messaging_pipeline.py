@@ -336,9 +336,8 @@ async def _channel(s: Stack, channel: str, provider: str, body: dict[str, Any]) 
     assert r.status_code == 200, r.text
 
 
-async def test_sms_retries_429_and_503_marks_500_unknown_and_fails_fast_on_4xx(stack: Stack, unique: str,
-                                                             fake: tuple[FakeProvider, str]
-                                                             ) -> None:
+async def test_sms_retries_429_503_marks_500_unknown_fails_fast_on_4xx(
+        stack: Stack, unique: str, fake: tuple[FakeProvider, str]) -> None:
     s, (provider, url) = stack, fake
     await _channel(s, "sms", "twilio", {
         "settings": {"base_url": url, "account_sid": "AC123", "sender": "+15550001"},

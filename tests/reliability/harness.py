@@ -147,11 +147,19 @@ def reconcile(name: str, rows: dict[str, dict[str, Any]], accepted: set[str],
     return f
 
 
+def _log(service: str) -> Any:
+    """TOUCHPOINT_TEST_LOGS=dir keeps each subprocess's log there (for debugging)."""
+    where = os.environ.get("TOUCHPOINT_TEST_LOGS")
+    if not where:
+        return subprocess.DEVNULL
+    return open(Path(where) / f"{service}-{os.getpid()}-{free_port()}.log", "wb")  # noqa: SIM115
+
+
 def serve(service: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     """`touchpoint serve <service>` as a subprocess in its own session (SIGKILL-able)."""
     exe = Path(sys.executable).parent / "touchpoint"
     return subprocess.Popen([str(exe), "serve", service, "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=_log(service),
                             start_new_session=True)
 
 

@@ -30,6 +30,7 @@ app.add_typer(events_app, name="events")
 
 # New command groups: a module in touchpoint/commands/ exporting `app`, one line here each.
 app.add_typer(__import__("touchpoint.commands.messages").commands.messages.app, name="messages")
+app.add_typer(__import__("touchpoint.commands.dlq").commands.dlq.app, name="dlq")
 
 def _check_service(name: str) -> str:
     if name not in SERVICES:

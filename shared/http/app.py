@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from shared.http.dlq import router as dlq_router
 from shared.http.health import router as health_router
 from shared.http.middleware import BodySizeLimit, RequestMetrics
 from shared.http.problems import install_problem_handlers
@@ -38,6 +39,7 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
     app.state.settings = settings
     install_problem_handlers(app)
     app.include_router(health_router)
+    app.include_router(dlq_router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

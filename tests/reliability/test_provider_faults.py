@@ -3,7 +3,9 @@ process with a recording SMTP server and a recording HTTP (Twilio-shaped) provid
 421/451 retried durably until sent, 550 bounces and suppresses the address, a send past its
 `expires_at` stops retrying, 429 honours Retry-After (in process when short, durably when
 long), an SMS 500 is reported `unknown` and resent only by an operator.
-(Push 404/410 -> bounced with the token: tests/integration/test_messaging_pipeline.py.)"""
+(Push 404/410 -> bounced with the token: tests/integration/test_messaging_pipeline.py.)
+Also the operator's tools on the same stack: `touchpoint messages resend --unknown`, and
+dead letters listed and replayed (`/v1/dlq`, `touchpoint dlq`)."""
 
 from __future__ import annotations
 
@@ -165,6 +167,7 @@ async def test_sms_429_retry_after_and_500_unknown_then_resend(stack: Stack,
     r = await s.http.post(f"{s.url}/v1/messages/{unknown['id']}/resend")
     assert r.status_code == 202, r.text
     assert r.json()["previous_status"] == "unknown" and "twice" in r.json()["duplicate_risk"]
+    assert r.json() == {**r.json(), "id": unknown["id"], "status": "retrying"}
     again = (await s.rows([cmds[maybe].idempotency_key], until={"sent"}))[
         cmds[maybe].idempotency_key]
     assert again["id"] == unknown["id"] and s.provider.count(maybe) == 2
@@ -172,3 +175,72 @@ async def test_sms_429_retry_after_and_500_unknown_then_resend(stack: Stack,
     assert r.status_code == 409 and r.json()["field"] == "status"
     r = await s.http.post(f"{s.url}/v1/messages/{uuid.uuid4()}/resend")
     assert r.status_code == 404
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from touchpoint.cli import app
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+async def test_resend_unknown_from_the_cli(stack: Stack, unique: str,
+                                          admin_headers: dict[str, str]) -> None:
+    s = stack
+    await _put(s, "/v1/channels/sms/twilio", {
+        "settings": {"base_url": s.provider_url, "account_sid": "AC123", "sender": "+15550001"},
+        "credentials": {"auth_token": "secret-token-123456"}, "allow_private_targets": True})
+    await _put(s, f"/v1/templates/cli-{unique}", {"channel": "sms", "text": "Hi"})
+    to = "+1555" + str(uuid.uuid4().int)[:6]
+    s.provider.script[to] = [(502, {}, {}), (201, {"sid": "SM-z"}, {})]
+    cmd = command(Channel.sms, f"cli-{unique}", Recipient(phone=to))
+    await s.send(cmd)
+    row = (await s.rows([cmd.idempotency_key]))[cmd.idempotency_key]
+    assert row["status"] == "unknown"
+    code, out = await asyncio.to_thread(
+        _cli, "messages", "resend", "--unknown", "--yes", "--url", s.url,
+        "--admin-key", admin_headers["Authorization"][7:])
+    assert code == 0, out
+    # (other tests' unknown messages of the workspace are resent too: at least this one)
+    assert "refused 0" in out and "duplicates" in out, out
+    row = (await s.rows([cmd.idempotency_key], until={"sent"}))[cmd.idempotency_key]
+    assert s.provider.count(to) == 2
+
+
+async def test_dead_letters_listed_filtered_and_replayed(stack: Stack, unique: str,
+                                                         admin_headers: dict[str, str]) -> None:
+    s = stack
+    poison = f"{{not a send command {unique}".encode()
+    await s.producer.send_and_wait(s.settings.topic("send-commands"), poison, key=b"k")
+    consumer = "messaging.send-commands"
+
+    async def letters(**params: Any) -> list[dict[str, Any]]:
+        r = await s.http.get(f"{s.url}/v1/dlq", params={"consumer": consumer, **params})
+        assert r.status_code == 200, r.text
+        return [d for d in r.json()["items"] if unique in (d["value"] or "")]
+
+    for _ in range(100):
+        if found := await letters(error="InvalidMessage"):
+            break
+        await asyncio.sleep(0.2)
+    assert len(found) == 1 and found[0]["topic"] == s.settings.topic("send-commands")
+    assert await letters(error="no such error") == []
+    assert await letters(since="2999-01-01T00:00:00Z") == []
+    r = await s.http.get(f"{s.url}/v1/dlq", params={"consumer": "profile.events"})
+    assert r.status_code == 422 and r.json()["field"] == "consumer"
+    code, out = await asyncio.to_thread(
+        _cli, "dlq", "list", "--consumer", consumer, "--error", "InvalidMessage",
+        "--url", s.url, "--admin-key", admin_headers["Authorization"][7:])
+    assert code == 0 and "InvalidMessage" in out, out
+
+    ref = {"partition": found[0]["partition"], "offset": found[0]["offset"]}
+    r = await s.http.post(f"{s.url}/v1/dlq/replay", json={"consumer": consumer,
+                                                          "records": [ref]})
+    assert r.status_code == 200 and r.json()["replayed"] == 1, r.text
+    # Still poison: read again by the consumer, dead-lettered a second time.
+    for _ in range(100):
+        if len(again := await letters()) == 2:
+            break
+        await asyncio.sleep(0.2)
+    assert len(again) == 2

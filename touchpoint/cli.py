@@ -74,10 +74,17 @@ def serve(
                                              help="Default: the service's own port.")] = None,
 ) -> None:
     """Run one service, its HTTP API and its consumers (what containers run)."""
+    import os
+    import socket
+
     import uvicorn
 
     from shared.logging import configure_logging
 
+    # Static consumer-group membership: the same process restarted (same host and port, the
+    # only one that can hold that port) rejoins at once (docs/reliability.md#recovery).
+    os.environ.setdefault("TOUCHPOINT_CONSUMER_INSTANCE_ID",
+                          f"{socket.gethostname()}:{port or DEFAULT_PORTS[service]}")
     settings = load_settings()  # fail here, readably, rather than inside the app factory
     configure_logging(service, settings.log_level)
     uvicorn.run(f"services.{service}.app:create_app", factory=True, host=host,

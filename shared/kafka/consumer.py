@@ -113,6 +113,8 @@ class ConsumerLoop:
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             rebalance_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=max(self.settings.consumer_session_timeout_ms // 10, 300),
+            group_instance_id=(f"{self.settings.consumer_instance_id}/{self.spec.name}"
+                               if self.settings.consumer_instance_id else None),
         )
         self._consumer = consumer
         await self._start(consumer)

@@ -126,7 +126,7 @@ def deferred(m: Messaging, p: Prepared, reason: str, retry_after: float | None,
 async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound,
                              attempts: int) -> str | None:
     for attempt in range(1, attempts + 1):
-        if route.limiter is not None and (wait := route.limiter.reserve()) > 0:
+        if route.limiter is not None and (wait := await route.limiter.reserve()) > 0:
             await asyncio.sleep(wait)
         try:
             return await route.provider.send(outbound)

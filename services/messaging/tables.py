@@ -98,6 +98,18 @@ undeliverable = Table(
     PrimaryKeyConstraint("workspace_id", "channel", "address_hash"),
 )
 
+# Provider rate limits shared by every replica: one token bucket per channel provider.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("provider", String(20), nullable=False),
+    Column("tokens", Float, nullable=False),
+    Column("stamp", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "channel", "provider"),
+)
+
 # The message log. The unique idempotency key is what makes a redelivered command a no-op.
 messages = Table(
     "messages",

@@ -244,3 +244,56 @@ async def test_dead_letters_listed_filtered_and_replayed(stack: Stack, unique: s
             break
         await asyncio.sleep(0.2)
     assert len(again) == 2
+
+
+async def test_status_webhooks_duplicated_out_of_order_unsigned_or_replayed(
+        stack: Stack, unique: str) -> None:
+    import base64
+    import json
+
+    from standardwebhooks.webhooks import Webhook
+
+    s = stack
+    secret = "whsec_" + base64.b64encode(b"status-secret-0123456789").decode()
+    host, port = s.settings.smtp_url.rsplit("/", 1)[1].split(":")
+    await _put(s, "/v1/channels/email/smtp", {
+        "settings": {"host": host, "port": int(port), "sender": "shop@example.com"},
+        "credentials": {"status_webhook_secret": secret}, "allow_private_targets": True})
+    try:
+        await _put(s, f"/v1/templates/wh-{unique}", {"channel": "email", "subject": "x",
+                                                     "text": "y"})
+        cmd = command(Channel.email, f"wh-{unique}", Recipient(email=f"wh-{unique}@example.com"))
+        await s.send(cmd)
+        row = (await s.rows([cmd.idempotency_key], until={"sent"}))[cmd.idempotency_key]
+        endpoint = f"{s.url}/v1/providers/smtp/status/default"
+
+        def signed(status: str, at: datetime, event_id: str) -> tuple[str, dict[str, str]]:
+            body = json.dumps({"message_id": row["id"], "status": status, "reason": "550"})
+            return body, {"webhook-id": event_id, "webhook-timestamp": str(int(at.timestamp())),
+                          "webhook-signature": Webhook(secret).sign(event_id, at, body)}
+
+        now = datetime.now(UTC)
+        body, headers = signed("bounced", now, "evt-b")
+        unsigned = {k: v for k, v in headers.items() if k != "webhook-signature"}
+        forged = {**headers, "webhook-signature": "v1,AAAA"}
+        old_body, old = signed("bounced", now - timedelta(minutes=6), "evt-old")
+        assert (await s.http.post(endpoint, content=body, headers=unsigned)).status_code in (
+            400, 401)
+        assert (await s.http.post(endpoint, content=body, headers=forged)).status_code == 401
+        assert (await s.http.post(endpoint, content=old_body, headers=old)).status_code == 401
+        async with s.engine.connect() as conn:
+            status = (await conn.execute(select(messages.c.status).where(
+                messages.c.id == row["id"]))).scalar()
+        assert status == "sent"  # none of those changed anything
+        for _ in range(2):  # duplicated
+            assert (await s.http.post(endpoint, content=body, headers=headers)).status_code \
+                == 204
+        late_body, late = signed("delivered", now, "evt-d")  # delivered after bounced
+        assert (await s.http.post(endpoint, content=late_body, headers=late)).status_code == 204
+        async with s.engine.connect() as conn:
+            final = (await conn.execute(select(messages.c.status, messages.c.delivered_at)
+                                        .where(messages.c.id == row["id"]))).one()
+        assert final.status == "bounced" and final.delivered_at is None
+    finally:
+        r = await s.http.delete(f"{s.url}/v1/channels/email/smtp")
+        assert r.status_code == 204

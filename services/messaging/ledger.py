@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 A = TypeVar("A")
 B = TypeVar("B")
 
+# How long a flush waits for more hand-ins while some send workers are still busy (their
+# provider call, or a wait for a connection of the pool): a few ms of each message's latency
+# buys flushes of many messages instead of one or two.
+LINGER_S = 0.01
 _MARK = (f"UPDATE {messages.fullname} SET status = 'sending', updated_at = now() "
          "WHERE id = ANY($1::text[]) AND status IN ('queued', 'retrying') RETURNING id")
 
@@ -45,7 +49,14 @@ class Ledger:
         self._marks: list[str] = []
         self._waiters: list[tuple[asyncio.Future[bool], str | None]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()
+        self.active = 0  # send workers running (see `running`)
         self.flushes = 0
+
+    def running(self, delta: int) -> None:
+        """A send worker started (+1) or finished (-1): a flush waits for the busy ones."""
+        self.active += delta
+        self._arrived.set()
 
     async def step(self, done: list[Outcome], mark: str | None) -> bool:
         """Record `done` and mark `mark` (a message id) `sending`, durably, together with
@@ -56,13 +67,22 @@ class Ledger:
         if mark is not None:
             self._marks.append(mark)
         self._waiters.append((future, mark))
+        self._arrived.set()
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush_all(), name="messaging-ledger")
         return await future
 
     async def _flush_all(self) -> None:
+        loop = asyncio.get_running_loop()
         await asyncio.sleep(0)  # every worker ready now joins the first flush
         while self._waiters:
+            deadline = loop.time() + LINGER_S
+            while len(self._waiters) < self.active and (left := deadline - loop.time()) > 0:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), left)
+                except TimeoutError:
+                    break
             outcomes, self._outcomes = self._outcomes, []
             marks, self._marks = self._marks, []
             waiters, self._waiters = self._waiters, []
@@ -136,24 +156,29 @@ async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: l
         else:
             carry[key] = [outcome]
 
-    await per_customer(list(groups.values()), m.settings.messaging_concurrency, one)
+    await per_customer(list(groups.values()), m.settings.messaging_concurrency, one,
+                       running=ledger.running)
 
 
-async def per_customer(groups: list[list[A]], limit: int,
-                       call: Callable[[A], Awaitable[B]]) -> list[B]:
+async def per_customer(groups: list[list[A]], limit: int, call: Callable[[A], Awaitable[B]], *,
+                       running: Callable[[int], None] = lambda _delta: None) -> list[B]:
     """`call` on every item, customers concurrently (at most `limit` at a time), each
     customer's items one after the other, in order; results in the groups' order. Workers
     take whole customers, so one customer is never on two workers at once: fewer tasks than
     a task per customer behind a semaphore, and no semaphore. Raises the first failure once
-    every worker stopped."""
+    every worker stopped. `running(+1|-1)` is told when a worker starts and ends."""
     results: list[list[B]] = [[] for _ in groups]
     todo = deque(zip(groups, results, strict=True))
 
     async def worker() -> None:
-        while todo:
-            items, done = todo.popleft()
-            for item in items:
-                done.append(await call(item))
+        running(1)
+        try:
+            while todo:
+                items, done = todo.popleft()
+                for item in items:
+                    done.append(await call(item))
+        finally:
+            running(-1)
 
     outcomes = await asyncio.gather(*(worker() for _ in range(min(limit, len(groups)))),
                                     return_exceptions=True)

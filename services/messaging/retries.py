@@ -17,6 +17,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
 from services.messaging.handlers import UNKNOWN, _addresses
@@ -42,6 +44,11 @@ _DUE = (f"UPDATE {messages.fullname} SET retry_at = now() + make_interval(secs =
         f"SELECT id FROM {messages.fullname} WHERE status = 'retrying' AND retry_at <= now() "
         "ORDER BY retry_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
         "RETURNING id, attempts, retry_since, command")
+
+
+_UNUSABLE = (f"UPDATE {messages.fullname} SET status = 'failed', retry_at = NULL, "
+             "error = 'retry: the kept send command no longer validates', updated_at = now() "
+             "WHERE id = ANY($1::text[]) AND status = 'retrying'")
 
 
 class RetrySweeper:
@@ -84,7 +91,16 @@ class RetrySweeper:
         return len(due)
 
     async def _send(self, due: list[Any]) -> None:
-        cmds = [(r, SendCommand.model_validate(r["command"])) for r in due]
+        cmds: list[tuple[Any, SendCommand]] = []
+        unusable: list[str] = []
+        for r in due:
+            try:
+                cmds.append((r, SendCommand.model_validate(r["command"])))
+            except ValidationError:
+                unusable.append(r["id"])
+        if unusable:  # never a crash loop over a row: failed, with the reason
+            async with store.transaction(self.rt.engine) as db:
+                await db.execute(_UNUSABLE, unusable)
         targets = [(r, c, _addresses(c)) for r, c in cmds]
         async with self.rt.engine.connect() as conn:
             state = await store.load_send_state(

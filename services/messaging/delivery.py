@@ -61,19 +61,36 @@ def verdict_outcome(p: Prepared) -> Outcome:
     return Outcome(p, p.verdict[0], p.verdict[1])
 
 
-async def send(rt: ServiceRuntime, m: Messaging, p: Prepared, *, attempts: int) -> Outcome:
+async def pace(rt: ServiceRuntime, m: Messaging, p: Prepared) -> float | None:
+    """Take a token of the rate limit of the message's first address, before it is marked
+    `sending` (a wait for a token is not a provider call in flight). Returns the seconds to
+    wait before sending, or None when no token was taken (no limit): `send` then takes
+    none for that first attempt when one was."""
+    if not p.outbound:
+        return None
+    first = p.outbound[0]
+    try:
+        route = await m.route(rt.engine, first.workspace_id, p.cmd.channel.value, first.to)
+        return None if route.limiter is None else await route.limiter.reserve()
+    except Exception:  # whatever it is, `send` meets it again and makes it the outcome
+        return None
+
+
+async def send(rt: ServiceRuntime, m: Messaging, p: Prepared, *, attempts: int,
+               paced: bool = False) -> Outcome:
     """Every live address of the message through its provider. Never raises for a provider
-    failure: that becomes the outcome."""
+    failure: that becomes the outcome. `paced`: the first address's first token is taken."""
     sent: list[tuple[str, str | None]] = []
     dead: list[tuple[str, str]] = []
     failure: str | None = None
     unknown: str | None = None
     transient: TransientFailure | None = None
-    for outbound in p.outbound:
+    for n, outbound in enumerate(p.outbound):
         try:
             route = await m.route(rt.engine, outbound.workspace_id, p.cmd.channel.value,
                                   outbound.to)
-            sent.append((route.name, await _send_with_retries(m, route, outbound, attempts)))
+            sent.append((route.name, await _send_with_retries(
+                m, route, outbound, attempts, paced=paced and n == 0)))
         except InvalidAddress as exc:
             dead.append((outbound.to, str(exc)))
         except OutcomeUnknown as exc:
@@ -124,9 +141,11 @@ def deferred(m: Messaging, p: Prepared, reason: str, retry_after: float | None,
 
 
 async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound,
-                             attempts: int) -> str | None:
+                             attempts: int, *, paced: bool = False) -> str | None:
     for attempt in range(1, attempts + 1):
-        if route.limiter is not None and (wait := await route.limiter.reserve()) > 0:
+        if paced and attempt == 1:
+            pass  # the token was taken before the message was marked `sending`
+        elif route.limiter is not None and (wait := await route.limiter.reserve()) > 0:
             await asyncio.sleep(wait)
         try:
             return await route.provider.send(outbound)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
-from services.messaging.delivery import Outcome, record_in, send, verdict_outcome
+from services.messaging.delivery import Outcome, pace, record_in, send, verdict_outcome
 from services.messaging.prepare import Prepared
 from services.messaging.tables import messages
 from shared.kafka.errors import is_transient
@@ -148,9 +148,16 @@ async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: l
     async def one(item: tuple[Prepared, bool]) -> None:
         p, last = item
         key = f"{p.cmd.workspace_id}:{p.cmd.profile_id}"
-        if not await ledger.step(carry.pop(key, []), p.message_id):
+        done = carry.pop(key, [])
+        wait = await pace(rt, m, p)  # a rate limit is waited for before the mark
+        if wait:
+            if done:  # the last outcome is not held back by the wait
+                await ledger.step(done, None)
+                done = []
+            await asyncio.sleep(wait)
+        if not await ledger.step(done, p.message_id):
             return  # another worker has it (rebalance)
-        outcome = await send(rt, m, p, attempts=attempts)
+        outcome = await send(rt, m, p, attempts=attempts, paced=wait is not None)
         if last:
             await ledger.step([outcome], None)
         else:

@@ -297,3 +297,25 @@ async def test_status_webhooks_duplicated_out_of_order_unsigned_or_replayed(
     finally:
         r = await s.http.delete(f"{s.url}/v1/channels/email/smtp")
         assert r.status_code == 204
+
+
+async def test_rate_limit_paces_sends_before_they_are_marked_sending(stack: Stack,
+                                                                     unique: str) -> None:
+    s = stack
+    channel = {"settings": {"base_url": s.provider_url, "account_sid": "AC123",
+                            "sender": "+15550001"},
+               "credentials": {"auth_token": "secret-token-123456"},
+               "allow_private_targets": True}
+    await _put(s, "/v1/channels/sms/twilio", {**channel, "rate_per_second": 5})
+    try:
+        await _put(s, f"/v1/templates/rate-{unique}", {"channel": "sms", "text": "Hi"})
+        tos = [f"+1666{n:03d}{str(uuid.uuid4().int)[:4]}" for n in range(10)]
+        cmds = [command(Channel.sms, f"rate-{unique}", Recipient(phone=to)) for to in tos]
+        await s.send(*cmds)
+        await s.rows([c.idempotency_key for c in cmds], until={"sent"})
+        times = sorted(t for k, t in s.provider.calls if k in set(tos))
+        assert len(times) == 10
+        # a burst of 5, then one every 0.2 s: the 10th about 1 s after the first
+        assert times[-1] - times[0] >= 0.9, times
+    finally:
+        await _put(s, "/v1/channels/sms/twilio", channel)

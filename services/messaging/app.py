@@ -22,7 +22,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     msettings = MessagingSettings.from_base(settings) if settings else MessagingSettings()
     messaging = Messaging(msettings)
     parts = ServiceParts(name="messaging", api_keys=tables.api_keys, outbox=tables.outbox,
-                         consumers=partial(consumers, m=messaging), workers=workers)
+                         consumers=partial(consumers, m=messaging),
+                         workers=partial(workers, m=messaging))
     app = build_app(parts, msettings, title="Touchpoint messaging",
                     description="Templates (Liquid), delivery over email/SMS/push/webhooks with "
                                 "consent checked at send time, open/click tracking, one-click "

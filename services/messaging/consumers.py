@@ -9,6 +9,7 @@ from services.messaging import tables
 from services.messaging.bootstrap import Messaging
 from services.messaging.handlers import handle_send_commands
 from services.messaging.profile_changes import CONSUMER, handle_profile_changes
+from services.messaging.retries import RetrySweeper
 from services.messaging.settings import MessagingSettings
 from shared.contracts import ProfileChange, SendCommand
 from shared.db.retention import RetentionWorker, inbox_prune
@@ -27,8 +28,9 @@ def consumers(rt: ServiceRuntime, m: Messaging | None = None) -> list[ConsumerSp
     ]
 
 
-def workers(rt: ServiceRuntime) -> list[Worker]:
+def workers(rt: ServiceRuntime, m: Messaging) -> list[Worker]:
     # Only messaging.profile-changes uses the inbox; sends dedupe on idempotency keys.
     keep = timedelta(hours=rt.settings.inbox_retention_hours)
     return [RetentionWorker(rt.engine, {"inbox": inbox_prune(tables.inbox, keep)},
-                            rt.settings.retention_interval_s)]
+                            rt.settings.retention_interval_s),
+            RetrySweeper(rt, m)]

@@ -24,18 +24,19 @@ import time
 import uuid
 from typing import Any
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import httpx
 
 from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.settings import SERVICES
-from shared.testing.broker import tansu_broker
-from shared.testing.measure import consumed
-from shared.testing.net import free_port
-from shared.testing.postgres import postgres_server, scratch_database
-from shared.testing.processes import die_with_parent
-from shared.testing.ready import wait_ready
-from shared.testing.smtp import smtp_sink
+from tests.support.broker import tansu_broker
+from tests.support.measure import consumed
+from tests.support.net import free_port
+from tests.support.postgres import postgres_server, scratch_database
+from tests.support.processes import die_with_parent
+from tests.support.ready import wait_ready
+from tests.support.smtp import smtp_sink
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 ADMIN, WRITE = f"tp_admin_bench_{uuid.uuid4().hex}", f"tp_write_bench_{uuid.uuid4().hex}"

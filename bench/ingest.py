@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import orjson
 import psutil
 from aiokafka import AIOKafkaProducer
@@ -40,11 +41,11 @@ from services.ingest.publisher import Outgoing
 from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.broker import tansu_broker
-from shared.testing.net import free_port, wait_for_port
-from shared.testing.postgres import postgres_server, scratch_database
-from shared.testing.processes import die_with_parent
-from shared.testing.topics import read_topic
+from tests.support.broker import tansu_broker
+from tests.support.net import free_port, wait_for_port
+from tests.support.postgres import postgres_server, scratch_database
+from tests.support.processes import die_with_parent
+from tests.support.topics import read_topic
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 WRITE = f"tp_write_bench_{uuid.uuid4().hex}"

@@ -44,6 +44,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import asyncpg
 import httpx
 import orjson
@@ -52,10 +53,10 @@ from aiokafka import AIOKafkaProducer
 from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.broker import tansu_broker
-from shared.testing.net import free_port
-from shared.testing.postgres import postgres_server, scratch_database
-from shared.testing.ready import wait_ready
+from tests.support.broker import tansu_broker
+from tests.support.net import free_port
+from tests.support.postgres import postgres_server, scratch_database
+from tests.support.ready import wait_ready
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 ADMIN = f"tp_admin_bench_{uuid.uuid4().hex}"

@@ -24,6 +24,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import asyncpg
 import orjson
 
@@ -31,7 +32,7 @@ from services.profile import kpis_read, kpis_rebuild, kpis_state
 from services.profile.domain.conventions import Conventions
 from shared.db import create_engine
 from shared.db.migrate import upgrade_all
-from shared.testing.postgres import postgres_server, scratch_database
+from tests.support.postgres import postgres_server, scratch_database
 
 WS = "bench-kpis"
 DAYS = 60

@@ -24,6 +24,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import aiosmtplib
 import httpx
 import psutil
@@ -42,12 +43,12 @@ from shared.db.migrate import upgrade_all
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.broker import tansu_broker
-from shared.testing.measure import consumed, cpu_seconds, processes
-from shared.testing.net import free_port, wait_for_port
-from shared.testing.postgres import postgres_server, scratch_database
-from shared.testing.processes import die_with_parent
-from shared.testing.ready import wait_ready
+from tests.support.broker import tansu_broker
+from tests.support.measure import consumed, cpu_seconds, processes
+from tests.support.net import free_port, wait_for_port
+from tests.support.postgres import postgres_server, scratch_database
+from tests.support.processes import die_with_parent
+from tests.support.ready import wait_ready
 
 ADMIN = f"tp_admin_bench_{uuid.uuid4().hex}"
 POOL = SmtpSettings(host="x", sender="x@x.io").pool_size

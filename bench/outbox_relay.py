@@ -13,6 +13,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 from sqlalchemy import func, select
 
 from services.profile.tables import outbox
@@ -23,8 +24,8 @@ from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.kafka.producer import create_producer
 from shared.settings import Settings
-from shared.testing.broker import tansu_broker
-from shared.testing.postgres import postgres_server, scratch_database
+from tests.support.broker import tansu_broker
+from tests.support.postgres import postgres_server, scratch_database
 
 WARMUP = 50
 

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import httpx
 import orjson
 import psutil
@@ -41,13 +42,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.broker import tansu_broker
-from shared.testing.measure import cpu_seconds, processes
-from shared.testing.net import free_port, wait_for_port
-from shared.testing.postgres import postgres_server, scratch_database
-from shared.testing.processes import die_with_parent
-from shared.testing.ready import wait_ready
-from shared.testing.topics import read_topic
+from tests.support.broker import tansu_broker
+from tests.support.measure import cpu_seconds, processes
+from tests.support.net import free_port, wait_for_port
+from tests.support.postgres import postgres_server, scratch_database
+from tests.support.processes import die_with_parent
+from tests.support.ready import wait_ready
+from tests.support.topics import read_topic
 
 HERE = Path(__file__).resolve().parent
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 from aiokafka import AIOKafkaProducer
 
 from shared.contracts.envelope import message_key
@@ -21,7 +22,7 @@ from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import Headers
 from shared.kafka.producer import create_producer, partition_for, send_batched
 from shared.settings import Settings
-from shared.testing.broker import tansu_broker
+from tests.support.broker import tansu_broker
 
 VALUE = (b'{"id":"123-4","workspace_id":"w","profile_id":"p3","kind":"traits_changed",'
          b'"data":{"traits":["plan"]},"occurred_at":"2026-11-25T09:00:00.123456Z"}')

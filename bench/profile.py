@@ -23,6 +23,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import asyncpg
 
 from services.profile.gc_tuning import tune_gc
@@ -32,7 +33,7 @@ from shared.contracts.events import Event
 from shared.db import claim_new, create_engine
 from shared.db.migrate import upgrade_all
 from shared.settings import Settings
-from shared.testing.postgres import postgres_server, scratch_database
+from tests.support.postgres import postgres_server, scratch_database
 
 
 def workload(n: int, users: int, workspace: str, seed: int = 1) -> list[Event]:

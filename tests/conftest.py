@@ -11,9 +11,9 @@ import pytest
 from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.broker import tansu_broker
-from shared.testing.postgres import postgres_server, scratch_database
-from shared.testing.smtp import Inbox, smtp_sink
+from tests.support.broker import tansu_broker
+from tests.support.postgres import postgres_server, scratch_database
+from tests.support.smtp import Inbox, smtp_sink
 
 RUN_ID = uuid.uuid4().hex[:8]
 ADMIN_KEY = f"tp_admin_test_{RUN_ID}_0123456789abcdef"

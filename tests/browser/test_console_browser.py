@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from shared.settings import Settings
-from shared.testing.console import ConsoleStack, console_stack
+from tests.support.console import ConsoleStack, console_stack
 
 pytestmark = pytest.mark.integration
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -21,9 +21,9 @@ from services.messaging.app import create_app as messaging_app
 from services.profile.app import create_app as profile_app
 from shared.auth import new_key
 from shared.settings import Settings
-from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
-from shared.testing.smtp import Inbox
+from tests.support.ready import wait_ready
+from tests.support.servers import serve_app
+from tests.support.smtp import Inbox
 from touchpoint.client import Client, Target
 from touchpoint.demo import run_demo
 from touchpoint.demo_dashboard import snapshot

@@ -31,8 +31,8 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.servers import serve_app
-from shared.testing.smtp import Inbox
+from tests.support.servers import serve_app
+from tests.support.smtp import Inbox
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from services.profile.tables import identities, inbox, tombstones
 from shared.db import create_engine
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.servers import serve_app
-from shared.testing.topics import read_until
+from tests.support.servers import serve_app
+from tests.support.topics import read_until
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from services.journey.app import create_app as journey_app
 from services.messaging.app import create_app as messaging_app
 from services.profile.app import create_app as profile_app
 from shared.settings import Settings
-from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
-from shared.testing.smtp import Inbox
-from shared.testing.topics import read_until
+from tests.support.ready import wait_ready
+from tests.support.servers import serve_app
+from tests.support.smtp import Inbox
+from tests.support.topics import read_until
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from shared.db import create_engine
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode, headers_for
 from shared.settings import Settings
-from shared.testing.servers import serve_app
-from shared.testing.topics import read_until
+from tests.support.servers import serve_app
+from tests.support.topics import read_until
 
 T = TypeVar("T")
 

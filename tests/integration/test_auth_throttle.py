@@ -15,7 +15,7 @@ import pytest
 
 from services.ingest.app import create_app as ingest_app
 from shared.settings import Settings
-from shared.testing.servers import serve_app
+from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.integration
 

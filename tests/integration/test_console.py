@@ -16,8 +16,8 @@ import pytest_asyncio
 
 from shared.contracts.profile import ProfileSnapshot
 from shared.settings import Settings
-from shared.testing.console import ConsoleStack, console_stack
-from shared.testing.servers import serve_app
+from tests.support.console import ConsoleStack, console_stack
+from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.integration
 ADMIN_KEY_PAGES = ("/journeys", "/customers", "/kpis", "/templates", "/broadcasts",

@@ -22,7 +22,7 @@ from shared.kafka import ConsumerLoop, ConsumerSpec, InvalidMessage, Record, cre
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import header
 from shared.settings import Settings
-from shared.testing.topics import read_until
+from tests.support.topics import read_until
 
 pytestmark = pytest.mark.integration
 

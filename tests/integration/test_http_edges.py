@@ -13,8 +13,8 @@ import pytest
 from services.ingest.app import create_app as ingest_app
 from services.journey.app import create_app as journey_app
 from shared.settings import Settings
-from shared.testing.net import free_port
-from shared.testing.servers import serve_app
+from tests.support.net import free_port
+from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.integration
 

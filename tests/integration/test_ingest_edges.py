@@ -13,9 +13,9 @@ import pytest
 
 from services.ingest.app import create_app
 from shared.settings import Settings
-from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
-from shared.testing.topics import with_own_topics
+from tests.support.ready import wait_ready
+from tests.support.servers import serve_app
+from tests.support.topics import with_own_topics
 
 pytestmark = pytest.mark.integration
 

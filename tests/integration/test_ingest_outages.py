@@ -20,11 +20,11 @@ import uvicorn
 from services.ingest.app import create_app
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.net import free_port, wait_for_port
-from shared.testing.proxy import TcpProxy
-from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
-from shared.testing.topics import read_topic, with_own_topics
+from tests.support.net import free_port, wait_for_port
+from tests.support.proxy import TcpProxy
+from tests.support.ready import wait_ready
+from tests.support.servers import serve_app
+from tests.support.topics import read_topic, with_own_topics
 from touchpoint.embedded import tansu_argv
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from segment.analytics.client import Client as SegmentClient
 
 from services.ingest.app import create_app
 from shared.settings import Settings
-from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
-from shared.testing.topics import read_topic, with_own_topics
+from tests.support.ready import wait_ready
+from tests.support.servers import serve_app
+from tests.support.topics import read_topic, with_own_topics
 
 pytestmark = pytest.mark.integration
 

@@ -34,8 +34,8 @@ from services.profile.app import create_app as profile_app
 from shared.auth import hash_key, new_key
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.servers import serve_app
 from tests.integration.test_journey_engine import Harness, running_harness
+from tests.support.servers import serve_app
 from touchpoint.cli import app as cli
 
 pytestmark = pytest.mark.integration

@@ -31,7 +31,7 @@ from shared.db.engine import create_engine
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode
 from shared.settings import Settings
-from shared.testing.servers import serve_app
+from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.integration
 

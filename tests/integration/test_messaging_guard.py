@@ -28,8 +28,8 @@ from services.messaging.tables import api_keys, channels
 from shared.auth import hash_key
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.servers import serve_app
-from shared.testing.smtp import Inbox
+from tests.support.servers import serve_app
+from tests.support.smtp import Inbox
 
 pytestmark = pytest.mark.integration
 LOOP = {"loop_scope": "session"}

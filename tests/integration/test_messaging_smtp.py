@@ -17,8 +17,8 @@ from services.messaging.providers.base import (
     TransientFailure,
 )
 from services.messaging.providers.email import Secrets, Settings, SmtpProvider
-from shared.testing.net import free_port
-from shared.testing.smtp import smtp_sink
+from tests.support.net import free_port
+from tests.support.smtp import smtp_sink
 
 pytestmark = pytest.mark.integration
 

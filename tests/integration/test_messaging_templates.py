@@ -25,10 +25,10 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.net import free_port
-from shared.testing.servers import serve_app
-from shared.testing.smtp import Inbox
-from shared.testing.topics import read_topic
+from tests.support.net import free_port
+from tests.support.servers import serve_app
+from tests.support.smtp import Inbox
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 LOOP = {"loop_scope": "session"}

@@ -20,7 +20,7 @@ from shared.contracts.profile import ProfileChange
 from shared.db import OutboxRelay, OutboxRow, add_to_outbox, create_engine, outbox_table
 from shared.kafka.producer import BATCH_FROM, send_batched
 from shared.settings import Settings
-from shared.testing.topics import read_topic
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ from services.journey.app import create_app as journey_app
 from services.messaging.app import create_app as messaging_app
 from shared.auth import new_key
 from shared.settings import Settings
-from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
+from tests.support.ready import wait_ready
+from tests.support.servers import serve_app
 from touchpoint import playbooks
 from touchpoint.cli import app as cli
 from touchpoint.playbooks import NAMES, load

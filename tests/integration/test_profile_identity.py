@@ -10,7 +10,7 @@ import pytest_asyncio
 from profile_support import ProfileWorld, eventually, profile_world
 
 from shared.settings import Settings
-from shared.testing.topics import read_until
+from tests.support.topics import read_until
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from shared.settings import APPS, SERVICES
-from shared.testing.net import free_port
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ import httpx
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request, Response
 
-from shared.testing.net import free_port
+from tests.support.net import free_port
 
 SOAK = os.environ.get("TOUCHPOINT_SOAK") == "1"
 ROUNDS = int(os.environ.get("TOUCHPOINT_SOAK_ROUNDS", "3")) if SOAK else 1

@@ -27,8 +27,8 @@ from shared.kafka import create_producer
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode
 from shared.settings import Settings
-from shared.testing.net import free_port
 from tests.reliability.harness import ROUNDS, Figures, kill, ready, serve
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 CUSTOMERS = 60

@@ -18,8 +18,8 @@ from shared.db import create_engine
 from shared.kafka import create_producer
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.net import free_port
 from tests.reliability.harness import ROUNDS, Figures, kill, ready, serve
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 USERS, PER_USER = 30, 10

@@ -26,8 +26,8 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.net import free_port
 from tests.reliability.harness import ROUNDS, kill, ready, reconcile, recording_smtp, serve
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 CONCURRENCY = 4

@@ -23,10 +23,10 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.net import free_port
-from shared.testing.proxy import TcpProxy
-from shared.testing.servers import serve_app
 from tests.reliability.harness import ROUNDS, reconcile, recording_smtp
+from tests.support.net import free_port
+from tests.support.proxy import TcpProxy
+from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.integration
 SENDS = 150

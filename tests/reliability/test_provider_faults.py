@@ -30,8 +30,8 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.servers import serve_app
 from tests.reliability.harness import RecordingHttp, RecordingSmtp, reconcile, recording_smtp
+from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.integration
 LOOP = {"loop_scope": "session"}

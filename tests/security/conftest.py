@@ -33,9 +33,9 @@ from shared.auth import hash_key
 from shared.db import create_engine
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
 from tests.security.support import CapturedLogs, Stack, Tenant
+from tests.support.ready import wait_ready
+from tests.support.servers import serve_app
 
 SERVICES: dict[str, tuple[Callable[[Settings], FastAPI], Table]] = {
     "ingest": (ingest_app, ingest_tables.api_keys),

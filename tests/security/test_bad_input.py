@@ -19,8 +19,8 @@ from sqlalchemy import text
 from shared.db import create_engine
 from shared.http.problems import install_problem_handlers, is_data_error
 from shared.logging import JsonFormatter
-from shared.testing.topics import read_topic
 from tests.security.support import Stack
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"

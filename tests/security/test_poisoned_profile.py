@@ -15,9 +15,9 @@ from sqlalchemy import text
 
 from services.profile.recompute import RecomputeSchedule
 from shared.db import create_engine
-from shared.testing.topics import read_topic
 from tests.integration.profile_support import eventually
 from tests.security.support import Stack
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 ABSURD = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "1969-12-31T23:59:59Z"]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from shared.testing.net import free_port
+from tests.support.net import free_port
 
 T = TypeVar("T")
 

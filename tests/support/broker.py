@@ -6,8 +6,8 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.testing.net import free_port, wait_for_port
-from shared.testing.processes import die_with_parent
+from tests.support.net import free_port, wait_for_port
+from tests.support.processes import die_with_parent
 from touchpoint.embedded import tansu_argv
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from shared.testing.net import free_port
+from tests.support.net import free_port
 
 
 class Inbox:

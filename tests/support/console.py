@@ -10,8 +10,8 @@ import httpx
 from fastapi import FastAPI
 
 from shared.settings import Settings
-from shared.testing.ready import wait_ready
-from shared.testing.servers import serve_app
+from tests.support.ready import wait_ready
+from tests.support.servers import serve_app
 
 
 @dataclass

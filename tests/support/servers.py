@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from shared.testing.net import free_port
+from tests.support.net import free_port
 
 
 @asynccontextmanager

@@ -30,6 +30,15 @@ from services.profile.domain.kpis import (
 )
 from services.profile.repository import fetch
 
+# Adds to a customer's count per figure, dimension and bucket; answers the rows as they are now.
+_ADD_PEOPLE = (
+    "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, interval, start, "
+    "profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[], $6::text[], $7::date[], $8::text[], $9::int[]) "
+    "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
+    "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
+    "key, segment, interval, start, profile_id, n")
+
 
 async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
                              ) -> dict[str, set[str]]:
@@ -267,13 +276,7 @@ async def flush(conn: AsyncConnection, r: Rollup) -> None:
     counter."""
     if r.people:
         cols = _columns(r.people, 8)
-        rows = await fetch(
-            conn, "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, "
-            "interval, start, profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], "
-            "$3::text[], $4::text[], $5::text[], $6::text[], $7::date[], $8::text[], $9::int[]) "
-            "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
-            "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
-            "key, segment, interval, start, profile_id, n", *cols, list(r.people.values()))
+        rows = await fetch(conn, _ADD_PEOPLE, *cols, list(r.people.values()))
         for row in rows:
             key = tuple(row.values())
             added = r.people[key[:8]]
@@ -309,14 +312,7 @@ async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
     for row in gone:
         moved[(*(row[c] for c in _PEOPLE), merges[row["profile_id"]])].append(row["n"])
     cols = _columns(moved, 8)
-    rows = await fetch(
-        conn, "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, "
-        "interval, start, profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], "
-        "$3::text[], $4::text[], $5::text[], $6::text[], $7::date[], $8::text[], $9::int[]) "
-        "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
-        "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
-        "key, segment, interval, start, profile_id, n", *cols,
-        [sum(ns) for ns in moved.values()])
+    rows = await fetch(conn, _ADD_PEOPLE, *cols, [sum(ns) for ns in moved.values()])
     r = Rollup()
     for row in rows:
         key = tuple(row.values())

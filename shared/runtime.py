@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import KeyRing, seed_bootstrap_keys
 from shared.db.engine import create_engine, ping
-from shared.db.outbox import OutboxRelay
+from shared.db.outbox import OutboxRelay, OutboxRow
 from shared.kafka.consumer import ConsumerLoop, ConsumerSpec
 from shared.kafka.producer import create_producer
 from shared.settings import Settings
@@ -151,6 +151,12 @@ class ServiceRuntime:
         checks.update({f"consumer:{loop.spec.name}": False for loop in self.loops
                        if loop.halted})
         return checks
+
+    async def publish(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish outbox rows right after their commit; a failure (or a service without an
+        outbox) leaves them to the sweeper."""
+        if self.relay is not None and rows:
+            await self.relay.publish(rows)
 
     async def stop(self, timeout: float = 4.0) -> None:
         """Fits `up`'s 10 s budget together with uvicorn's 5 s request drain."""

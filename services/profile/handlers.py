@@ -32,5 +32,4 @@ async def _handle(rt: ServiceRuntime, consumer: str, records: list[Record], cloc
                 fresh.discard(key)
                 items.append(record.value)
         ids = await apply_batch(conn, items, rt.settings, clock.now())
-    assert rt.relay is not None
-    await rt.relay.publish(ids)
+    await rt.publish(ids)

@@ -12,6 +12,7 @@ from services.ingest.tables import api_keys
 from shared.auth import hash_key, new_key
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
+from shared.http.deps import EngineDep
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
@@ -33,39 +34,39 @@ def _forget(request: Request) -> None:
 
 
 @router.post("", status_code=201, responses=answers(CreatedWriteKey, status=201))
-async def create_write_key(body: NewWriteKey, request: Request,
+async def create_write_key(body: NewWriteKey, request: Request, engine: EngineDep,
                            principal: AdminDep) -> dict[str, Any]:
     """Create a write key for the admin key's workspace. The key is shown only in this answer."""
     key = new_key("write")
     stmt = insert(api_keys).values(key_hash=hash_key(key), kind="write",
                                    workspace_id=principal.workspace_id,
                                    name=body.name).returning(api_keys)
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         row = (await conn.execute(stmt)).one()
     _forget(request)
     return {**_view(row), "key": key}
 
 
 @router.get("", responses=answers(WriteKeyPage))
-async def list_write_keys(request: Request, principal: AdminDep, limit: Limit = 100,
+async def list_write_keys(engine: EngineDep, principal: AdminDep, limit: Limit = 100,
                           offset: Offset = 0) -> dict[str, Any]:
     """The workspace's write keys, newest first (ids and names; keys are never shown again)."""
     t = api_keys
     stmt = (select(t).where(t.c.workspace_id == principal.workspace_id, t.c.kind == "write")
             .order_by(t.c.created_at.desc(), t.c.key_hash).limit(limit).offset(offset))
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
     return {"items": [_view(r) for r in rows], "limit": limit, "offset": offset}
 
 
 @router.post("/{key_id}/revoke", responses=answers(WriteKeyOut, 404))
-async def revoke_write_key(key_id: KeyId, request: Request,
+async def revoke_write_key(key_id: KeyId, request: Request, engine: EngineDep,
                            principal: AdminDep) -> dict[str, Any]:
     """Revoke a write key: tracking calls with it get 401. Idempotent."""
     t = api_keys
     scope = (t.c.workspace_id == principal.workspace_id, t.c.kind == "write",
              t.c.key_hash.startswith(key_id, autoescape=True))
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         await conn.execute(update(t).where(*scope, t.c.revoked_at.is_(None))
                            .values(revoked_at=func.now()))
         row = (await conn.execute(select(t).where(*scope))).first()

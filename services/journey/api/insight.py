@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import Float, and_, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,6 +13,7 @@ from services.journey.domain.uplift import conversion, uplift
 from services.journey.tables import decisions, instances, journeys
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
+from shared.http.deps import EngineDep
 from shared.http.paging import Limit
 from shared.http.problems import Problem
 
@@ -55,7 +56,7 @@ ended); the other numbers come from instances, which are kept.
 
 @router.get("/v1/journeys/{key}/stats", description=_STATS_DESCRIPTION,
             responses=answers(JourneyStats, 404))
-async def journey_stats(key: str, request: Request, principal: AdminDep,
+async def journey_stats(key: str, engine: EngineDep, principal: AdminDep,
                         version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
     """Instances and distinct customers per stage and step, entries, transitions, time in
     stage, sends per step, goal conversion of treated and holdout customers, and the uplift
@@ -67,7 +68,7 @@ async def journey_stats(key: str, request: Request, principal: AdminDep,
     scope_d = and_(d.workspace_id == ws, d.journey_key == key,
                    *([d.version == version] if version else []))
     n, people = func.count().label("n"), func.count(i.profile_id.distinct()).label("people")
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         await _known(conn, ws, key)
         customers = (await conn.execute(select(func.count(i.profile_id.distinct()))
                                         .where(scope_i))).scalar_one()
@@ -152,11 +153,11 @@ def _instance(row: Any) -> dict[str, Any]:
 
 
 @router.get("/v1/profiles/{profile_id}/journeys", responses=answers(ProfileJourneys))
-async def profile_journeys(profile_id: ProfileId, request: Request, principal: AdminDep,
+async def profile_journeys(profile_id: ProfileId, engine: EngineDep, principal: AdminDep,
                            limit: Limit = 100) -> dict[str, Any]:
     """Every journey instance of one customer, newest first: where they stand and why."""
     i = instances.c
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(select(instances).where(
             i.workspace_id == principal.workspace_id, i.profile_id == profile_id)
             .order_by(i.entered_at.desc()).limit(limit))).all()
@@ -165,14 +166,14 @@ async def profile_journeys(profile_id: ProfileId, request: Request, principal: A
 
 @router.get("/v1/profiles/{profile_id}/journeys/{key}/trace",
             responses=answers(ProfileTrace, 404))
-async def profile_trace(profile_id: ProfileId, key: str, request: Request, principal: AdminDep,
+async def profile_trace(profile_id: ProfileId, key: str, engine: EngineDep, principal: AdminDep,
                         limit: Annotated[int, Query(ge=1, le=5000)] = 1000) -> dict[str, Any]:
     """Why did (or didn't) this customer get that message: every decision the engine made
     for them in this journey, oldest first (entry rules with the values they saw, branches,
     sends held, deferred or skipped and by which rule, exits)."""
     i, d = instances.c, decisions.c
     ws = principal.workspace_id
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         await _known(conn, ws, key)
         runs = (await conn.execute(select(instances).where(
             i.workspace_id == ws, i.profile_id == profile_id, i.journey_key == key)

@@ -31,6 +31,7 @@ from services.journey.policy.store import remember_templates
 from services.journey.tables import decisions, instances, journey_versions, journeys
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers, json_body
+from shared.http.deps import EngineDep
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
@@ -88,13 +89,14 @@ async def validate_journey(body: JSONBody, principal: AdminDep) -> dict[str, Any
 
 @router.post("", status_code=201, responses=answers(JourneySaved, 409, status=201),
              openapi_extra=JOURNEY_BODY)
-async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> dict[str, Any]:
+async def save_draft(body: JSONBody, request: Request, engine: EngineDep,
+                     principal: AdminDep) -> dict[str, Any]:
     """Create a journey or replace its draft. Published versions are never changed."""
     doc = parse_document(body)
     draft = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
     metas = await check_references(request.app.state.directory, principal.workspace_id, doc,
                                    caller_key(request.headers.get("authorization")))
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         await remember_templates(conn, principal.workspace_id, metas)
         warnings = await cap_warnings(conn, principal.workspace_id, doc)
         existing = (await conn.execute(select(journeys.c.status).where(
@@ -112,14 +114,14 @@ async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> d
 
 
 @router.get("", responses=answers(JourneyList))
-async def list_journeys(request: Request, principal: AdminDep,
+async def list_journeys(engine: EngineDep, principal: AdminDep,
                         include: Annotated[Literal["stats"] | None, Query(
                             description="`stats`: add each journey's counts (one query for "
                                         "all): entries, active, customers, converted.")] = None,
                         ) -> dict[str, Any]:
     """All journeys of the workspace (with `include=stats`, their counts too)."""
     ws = principal.workspace_id
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(select(journeys).where(
             journeys.c.workspace_id == ws).order_by(journeys.c.key))).mappings().all()
         counts = {}
@@ -140,9 +142,9 @@ async def list_journeys(request: Request, principal: AdminDep,
 
 
 @router.get("/{key}", responses=answers(JourneyOut, 404))
-async def get_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
+async def get_journey(key: str, engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """One journey: summary, draft and the list of its published versions."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         row = await _journey(conn, principal.workspace_id, key)
         versions = (await conn.execute(
             select(journey_versions.c.version, journey_versions.c.published_at).where(
@@ -153,10 +155,10 @@ async def get_journey(key: str, request: Request, principal: AdminDep) -> dict[s
 
 
 @router.get("/{key}/versions/{version}", responses=answers(JourneyVersionOut, 404))
-async def get_version(key: str, version: int, request: Request,
+async def get_version(key: str, version: int, engine: EngineDep,
                       principal: AdminDep) -> dict[str, Any]:
     """One published version's document (immutable)."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         row = (await conn.execute(select(journey_versions).where(
             journey_versions.c.workspace_id == principal.workspace_id,
             journey_versions.c.key == key, journey_versions.c.version == version))).first()
@@ -167,11 +169,12 @@ async def get_version(key: str, version: int, request: Request,
 
 
 @router.post("/{key}/publish", responses=answers(JourneyPublished, 404, 409))
-async def publish_journey(key: str, request: Request, principal: AdminDep) -> dict[str, Any]:
+async def publish_journey(key: str, request: Request, engine: EngineDep,
+                          principal: AdminDep) -> dict[str, Any]:
     """Freeze the draft as the next immutable version and make it live. Customers already
     inside finish on the version they entered."""
     ws = principal.workspace_id
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         row = await _journey(conn, ws, key, lock=True)
         if row["status"] == "archived":
             raise Problem(409, "Archived", f"journey '{key}' is archived")
@@ -245,7 +248,7 @@ async def _exit_everyone(conn: AsyncConnection, ws: str, key: str, now: datetime
 
 
 @router.post("/{key}/simulate", responses=answers(SimulationOut, 404))
-async def simulate_journey(key: str, body: SimulateRequest, request: Request,
+async def simulate_journey(key: str, body: SimulateRequest, request: Request, engine: EngineDep,
                            principal: AdminDep,
                            version: Annotated[int | None, Query(
                                ge=1, description="A published version; default: the draft, "
@@ -253,7 +256,7 @@ async def simulate_journey(key: str, body: SimulateRequest, request: Request,
                            ) -> dict[str, Any]:
     """Run the journey against a given profile and events on virtual time; sends nothing.
     Returns the decision trace and the sends that would have gone out."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         row = await _journey(conn, principal.workspace_id, key)
         document = row["draft"] if version is None else None
         used = "draft"

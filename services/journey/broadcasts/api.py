@@ -22,6 +22,7 @@ from services.journey.policy.directory import Directory, Unknown, caller_key
 from services.journey.tables import broadcast_audience, broadcasts
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers, json_body
+from shared.http.deps import EngineDep
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"])
@@ -72,7 +73,7 @@ def _directory(request: Request) -> Directory:
             openapi_extra=json_body(BroadcastDocument, {
                 "name": "Spring sale", "segment": "vip", "template": "spring-sale",
                 "channel": "email", "send_at": "2026-03-20T09:00:00Z", "local_time": "09:00"}))
-async def put_broadcast(key: Key, body: BroadcastBody, request: Request,
+async def put_broadcast(key: Key, body: BroadcastBody, request: Request, engine: EngineDep,
                         principal: AdminDep) -> BroadcastOut:
     """Create or replace a draft broadcast (409 once it is scheduled, sent or cancelled)."""
     doc = parse_or_400(BroadcastDocument, body, "Invalid broadcast")
@@ -95,7 +96,7 @@ async def put_broadcast(key: Key, body: BroadcastBody, request: Request,
         raise Problem(400, "Invalid broadcast", f"segment: no segment '{doc.segment}'",
                       errors=[{"field": "segment", "message": "unknown segment"}])
     document = doc.model_dump(mode="json", exclude_none=True)
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         row = await bstore.load(conn, ws, key, lock=True)
         if row is not None and row["status"] != "draft":
             raise Problem(409, "Not editable", f"broadcast '{key}' is {row['status']}")
@@ -109,9 +110,9 @@ async def put_broadcast(key: Key, body: BroadcastBody, request: Request,
 
 
 @router.get("", response_model=BroadcastList)
-async def list_broadcasts(request: Request, principal: AdminDep) -> BroadcastList:
+async def list_broadcasts(engine: EngineDep, principal: AdminDep) -> BroadcastList:
     """The workspace's broadcasts, by key."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(select(broadcasts).where(
             broadcasts.c.workspace_id == principal.workspace_id,
             broadcasts.c.key.not_like("~%")).order_by(broadcasts.c.key))
@@ -135,7 +136,8 @@ async def get_broadcast(key: Key, request: Request, principal: AdminDep) -> Broa
 
 
 @router.post("/{key}/preview", response_model=PreviewOut, responses=answers(None, 404))
-async def preview_broadcast(key: Key, request: Request, principal: AdminDep) -> PreviewOut:
+async def preview_broadcast(key: Key, request: Request, engine: EngineDep,
+                            principal: AdminDep) -> PreviewOut:
     """Who would get it and who would not, and why, as of its scheduled time: one
     set-based query over journey's profile snapshots."""
     ws = principal.workspace_id
@@ -145,7 +147,7 @@ async def preview_broadcast(key: Key, request: Request, principal: AdminDep) -> 
     at = sender.start_moment(doc, now)
     ws_zone = await _directory(request).timezone(
         ws, caller=caller_key(request.headers.get("authorization")))
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         loaded = (await policy_store.load_policies(conn, [ws])).get(ws)
         policy = loaded.policy if loaded else ContactPolicy()
         meta = (await policy_store.load_templates(conn, [ws])).get(ws, {}).get(doc.template)
@@ -174,13 +176,14 @@ async def preview_broadcast(key: Key, request: Request, principal: AdminDep) -> 
 
 
 @router.post("/{key}/send", response_model=BroadcastOut, responses=answers(None, 404, 409))
-async def send_broadcast(key: Key, request: Request, principal: AdminDep) -> BroadcastOut:
+async def send_broadcast(key: Key, request: Request, engine: EngineDep,
+                         principal: AdminDep) -> BroadcastOut:
     """Send now, or schedule at `send_at`; resume a cancelled one (only those not yet
     sent). 409 once sent."""
     ws, now = principal.workspace_id, request.app.state.clock.now()
     ws_zone = await _directory(request).timezone(
         ws, caller=caller_key(request.headers.get("authorization")))
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         row = await bstore.load(conn, ws, key, lock=True)
         if row is None:
             raise Problem(404, "Not found", f"no broadcast '{key}'")
@@ -204,10 +207,11 @@ async def send_broadcast(key: Key, request: Request, principal: AdminDep) -> Bro
 
 @router.post("/{key}/cancel", response_model=BroadcastOut,
              responses=answers(None, 404, 409))
-async def cancel_broadcast(key: Key, request: Request, principal: AdminDep) -> BroadcastOut:
+async def cancel_broadcast(key: Key, request: Request, engine: EngineDep,
+                           principal: AdminDep) -> BroadcastOut:
     """Stop a scheduled or sending broadcast; `/send` resumes it. 409 when sent or draft."""
     ws, now = principal.workspace_id, request.app.state.clock.now()
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         row = await bstore.load(conn, ws, key, lock=True)
         if row is None:
             raise Problem(404, "Not found", f"no broadcast '{key}'")
@@ -234,12 +238,12 @@ class RecipientList(BaseModel):
 
 @profile_router.get("/{profile_id}/broadcasts", response_model=RecipientList)
 async def profile_broadcasts(profile_id: Annotated[str, Path(min_length=1, max_length=36)],
-                             request: Request, principal: AdminDep) -> RecipientList:
+                             engine: EngineDep, principal: AdminDep) -> RecipientList:
     """Why did (or didn't) this customer get a broadcast: each broadcast they were in the
     audience of, with its outcome (sent, pending with its due time, deferred since,
     suppressed, held or expired, and the reason)."""
     a = broadcast_audience.c
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(select(broadcast_audience).where(
             a.workspace_id == principal.workspace_id, a.profile_id == profile_id,
             a.broadcast_key.not_like("~%")).order_by(a.updated_at.desc()).limit(500))).all()

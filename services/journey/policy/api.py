@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from pydantic import BaseModel, ValidationError
 
 from services.journey.domain.policy import ContactPolicy
 from services.journey.policy import store
 from shared.http.auth import AdminDep
 from shared.http.contracts import json_body
+from shared.http.deps import EngineDep
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["policy"])
@@ -54,9 +55,9 @@ PolicyBody = Annotated[Any, Body(description="A contact policy (see docs/journey
 
 
 @router.get("/policy", response_model=PolicyOut)
-async def get_policy(request: Request, principal: AdminDep) -> PolicyOut:
+async def get_policy(engine: EngineDep, principal: AdminDep) -> PolicyOut:
     """The workspace's contact policy (an empty one when none was saved)."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         row = await store.get_policy(conn, principal.workspace_id)
     if row is None:
         return PolicyOut(policy=ContactPolicy().model_dump(mode="json"))
@@ -66,10 +67,10 @@ async def get_policy(request: Request, principal: AdminDep) -> PolicyOut:
 @router.put("/policy", response_model=PolicyOut, openapi_extra=json_body(ContactPolicy, {
     "caps": [{"channel": "email", "max": 3, "per": "P7D"}],
     "quiet_hours": {"start": "21:00", "end": "09:00"}}))
-async def put_policy(body: PolicyBody, request: Request, principal: AdminDep) -> PolicyOut:
+async def put_policy(body: PolicyBody, engine: EngineDep, principal: AdminDep) -> PolicyOut:
     """Replace the contact policy; it applies to every send from now on."""
     policy = parse_or_400(ContactPolicy, body, "Invalid policy")
     document = policy.model_dump(mode="json", exclude_defaults=False)
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         row = await store.save_policy(conn, principal.workspace_id, document)
     return PolicyOut(policy=row["document"], updated_at=row["updated_at"].isoformat())

@@ -16,6 +16,7 @@ from services.profile.domain.kpis import local_day
 from services.profile.settings import ProfileSettings
 from shared.contracts.send import Channel
 from shared.http.auth import AdminDep
+from shared.http.deps import RuntimeDep
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
@@ -50,7 +51,7 @@ def _bad(field: str, message: str) -> Problem:
 
 
 @router.get("", response_model=KpiAnswer)
-async def get_kpis(request: Request, principal: AdminDep,
+async def get_kpis(request: Request, rt: RuntimeDep, principal: AdminDep,
                    from_: Annotated[date | None, Query(alias="from")] = None,
                    to: Annotated[date | None, Query()] = None,
                    interval: Annotated[str, Query()] = "day",
@@ -70,7 +71,6 @@ async def get_kpis(request: Request, principal: AdminDep,
     if len(chosen) > 1:
         raise _bad(chosen[1][0], f"combine at most one of channel, journey, broadcast, "
                                  f"template (with {chosen[0][0]})")
-    rt = request.app.state.runtime
     ws = principal.workspace_id
     async with rt.engine.connect() as conn:
         conv = (await repo.conventions_for(conn, [ws]))[ws]
@@ -124,18 +124,16 @@ async def _uplift(request: Request, keys: list[str]) -> tuple[dict[str, Any] | N
 
 
 @router.post("/rebuild", status_code=202, response_model=RebuildRun)
-async def start_rebuild(request: Request, principal: AdminDep) -> dict[str, Any]:
+async def start_rebuild(rt: RuntimeDep, principal: AdminDep) -> dict[str, Any]:
     """Recompute the event-based rollups from the stored history; follow it with GET."""
-    rt = request.app.state.runtime
     run: dict[str, Any] = await kpis_rebuild.start(rt.engine, principal.workspace_id)
     return run
 
 
 @router.get("/rebuild/{run_id}", response_model=RebuildRun)
-async def get_rebuild(request: Request, principal: AdminDep,
+async def get_rebuild(rt: RuntimeDep, principal: AdminDep,
                       run_id: str = Path(max_length=36)) -> dict[str, Any]:
     """Progress of one rebuild."""
-    rt = request.app.state.runtime
     run: dict[str, Any] | None = await kpis_rebuild.progress(rt.engine, principal.workspace_id,
                                                               run_id)
     if run is None:

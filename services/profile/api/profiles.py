@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,6 +33,7 @@ from shared.contracts.profile import ProfileSnapshot
 from shared.contracts.send import PROFILE_CHANNELS
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
+from shared.http.deps import EngineDep, RuntimeDep
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
@@ -67,7 +68,7 @@ async def _full(conn: AsyncConnection, p: ProfileState) -> dict[str, Any]:
 
 @router.get("", responses=answers(ProfilePage))
 async def search_profiles(
-    request: Request, principal: AdminDep, limit: Limit = 50, offset: Offset = 0,
+    engine: EngineDep, principal: AdminDep, limit: Limit = 50, offset: Offset = 0,
     q: Annotated[str | None, Query(min_length=1, max_length=100,
                                    description="Part of email, user id, phone or name.")] = None,
     segment: Annotated[str | None, Query(max_length=100)] = None,
@@ -91,7 +92,7 @@ async def search_profiles(
         stmt = stmt.where(profiles.c.lifecycle_stage == lifecycle_stage)
     if rfm_segment:
         stmt = stmt.where(profiles.c.rfm_segment == rfm_segment)
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(stmt.order_by(profiles.c.last_seen_at.desc(), profiles.c.id)
                                    .limit(limit).offset(offset))).mappings().all()
     return {"items": [summary(repo.state_from_row(r)) for r in rows],
@@ -99,7 +100,7 @@ async def search_profiles(
 
 
 @router.get("/lookup", responses=answers(ProfileOut, 404))
-async def lookup_profile(request: Request, principal: AdminDep, user_id: Text = None,
+async def lookup_profile(engine: EngineDep, principal: AdminDep, user_id: Text = None,
                          anonymous_id: Text = None, email: Text = None,
                          phone: Text = None) -> dict[str, Any]:
     """Find a profile by any identifier: user_id, anonymous_id, email or phone (first given)."""
@@ -117,7 +118,7 @@ async def lookup_profile(request: Request, principal: AdminDep, user_id: Text = 
     kind, value = pairs[0]
     # An id only ever seen as alias's previous id is stored as kind `alias`.
     kinds = [kind, "alias"] if kind in ("user_id", "anonymous_id") else [kind]
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         pid = (await conn.execute(select(identities.c.profile_id).where(
             identities.c.workspace_id == principal.workspace_id, identities.c.kind.in_(kinds),
             identities.c.value == value[:320]).order_by(identities.c.kind.desc()).limit(1)
@@ -128,19 +129,19 @@ async def lookup_profile(request: Request, principal: AdminDep, user_id: Text = 
 
 
 @router.get("/{profile_id}", responses=answers(ProfileOut, 404))
-async def get_profile(profile_id: str, request: Request, principal: AdminDep) -> dict[str, Any]:
+async def get_profile(profile_id: str, engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """One profile by id (an id merged into another profile answers with the survivor)."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         return await _full(conn, await _load(conn, principal, profile_id))
 
 
 @router.get("/{profile_id}/events", responses=answers(ProfileEventPage, 404))
 async def list_profile_events(
-    profile_id: str, request: Request, principal: AdminDep, limit: Limit = 50,
+    profile_id: str, engine: EngineDep, principal: AdminDep, limit: Limit = 50,
     offset: Offset = 0, name: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """The profile's event history, newest first (tracked events and delivery outcomes)."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         p = await _load(conn, principal, profile_id)
         stmt = select(events).where(events.c.workspace_id == principal.workspace_id,
                                     events.c.profile_id == p.id)
@@ -155,10 +156,10 @@ async def list_profile_events(
 
 
 @router.get("/{profile_id}/metrics", responses=answers(ProfileMetricsOut, 404))
-async def get_profile_metrics(profile_id: str, request: Request,
+async def get_profile_metrics(profile_id: str, engine: EngineDep,
                               principal: AdminDep) -> dict[str, Any]:
     """Computed metrics: orders, revenue, RFM, lifecycle, churn risk, predicted LTV, NPS."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         p = await _load(conn, principal, profile_id)
         conv = (await repo.conventions_for(conn, [p.workspace_id]))[p.workspace_id]
     return {"profile_id": p.id, "lifecycle_stage": p.lifecycle_stage,
@@ -167,10 +168,10 @@ async def get_profile_metrics(profile_id: str, request: Request,
 
 
 @router.get("/{profile_id}/segments", responses=answers(ProfileSegments, 404))
-async def get_profile_segments(profile_id: str, request: Request,
+async def get_profile_segments(profile_id: str, engine: EngineDep,
                                principal: AdminDep) -> dict[str, Any]:
     """The segments the profile is a member of, with when it entered."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         p = await _load(conn, principal, profile_id)
         rows = (await conn.execute(select(segment_members.c.segment_key,
                                           segment_members.c.entered_at)
@@ -182,10 +183,10 @@ async def get_profile_segments(profile_id: str, request: Request,
 
 @router.get("/{profile_id}/snapshot", response_model=ProfileSnapshot,
             responses=answers(None, 404))
-async def get_profile_snapshot(profile_id: str, request: Request,
+async def get_profile_snapshot(profile_id: str, engine: EngineDep,
                                principal: AdminDep) -> ProfileSnapshot:
     """The profile snapshot that send commands carry (for previews that match a real send)."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         p = await _load(conn, principal, profile_id)
         conv = (await repo.conventions_for(conn, [p.workspace_id]))[p.workspace_id]
         members = (await repo.memberships(conn, [p.id]))[p.id]
@@ -193,10 +194,10 @@ async def get_profile_snapshot(profile_id: str, request: Request,
 
 
 @router.get("/{profile_id}/consent", responses=answers(ProfileConsent, 404))
-async def get_profile_consent(profile_id: str, request: Request,
+async def get_profile_consent(profile_id: str, engine: EngineDep,
                               principal: AdminDep) -> dict[str, Any]:
     """Consent per channel and topic (with source and time), and address validity."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         p = await _load(conn, principal, profile_id)
     return {"profile_id": p.id, "consent": p.consent, "addresses": p.addresses,
             "push_tokens": [{"token": t, **v} for t, v in p.push_tokens.items()]}
@@ -220,10 +221,9 @@ class ConsentUpdate(BaseModel):
 
 
 @router.put("/{profile_id}/consent", responses=answers(ConsentRecorded, 404))
-async def put_profile_consent(profile_id: str, body: ConsentUpdate, request: Request,
+async def put_profile_consent(profile_id: str, body: ConsentUpdate, rt: RuntimeDep,
                               principal: AdminDep) -> dict[str, Any]:
     """Record a subscribe/unsubscribe for a channel or a topic; emits consent_changed."""
-    rt = request.app.state.runtime
     at = body.at or datetime.now(UTC)
     if at.tzinfo is None:
         raise Problem(400, "Invalid request", "at: needs a time zone",
@@ -233,17 +233,16 @@ async def put_profile_consent(profile_id: str, body: ConsentUpdate, request: Req
         p = await _load(conn, principal, profile_id, lock=True)
         ids = await commands.record_consent(conn, rt.settings, p, key, body.subscribed,
                                             body.source, at)
-    await rt.relay.publish(ids)
+    await rt.publish(ids)
     return {"profile_id": p.id, "consent": p.consent}
 
 
 @router.delete("/{profile_id}", responses=answers(Erased, 404))
-async def erase_profile(profile_id: str, request: Request, principal: AdminDep) -> dict[str, Any]:
+async def erase_profile(profile_id: str, rt: RuntimeDep, principal: AdminDep) -> dict[str, Any]:
     """GDPR erasure: delete personal data and history; keep hashed identifiers as a tombstone."""
-    rt = request.app.state.runtime
     async with rt.engine.begin() as conn:
         p = await _load(conn, principal, profile_id)
         ids = await commands.erase(conn, rt.settings, principal.workspace_id, p.id,
                                    datetime.now(UTC))
-    await rt.relay.publish(ids)
+    await rt.publish(ids)
     return {"id": p.id, "erased": True}

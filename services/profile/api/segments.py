@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.profile import segment_admin, segment_store
 from services.profile.api.schemas import SegmentCount, SegmentMemberPage, SegmentOut, SegmentPage
@@ -16,6 +17,7 @@ from services.profile.domain.segments import Rule, rule_adapter
 from services.profile.tables import segment_members, segments
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
+from shared.http.deps import EngineDep, RuntimeDep
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
@@ -46,11 +48,10 @@ def _public(row: Any, count: int | None = None) -> dict[str, Any]:
 
 
 @router.put("/{key}", responses=answers(SegmentOut))
-async def put_segment(body: SegmentBody, request: Request, principal: AdminDep,
+async def put_segment(body: SegmentBody, rt: RuntimeDep, principal: AdminDep,
                       key: str = Key) -> dict[str, Any]:
     """Create or replace a segment; membership is computed now (`computed` false: the
     scheduled pass finishes a large workspace) and kept live as events arrive."""
-    rt = request.app.state.runtime
     ws = principal.workspace_id
     rule_json = rule_adapter.dump_python(body.rule, mode="json", by_alias=True,
                                          exclude_defaults=True)
@@ -71,28 +72,28 @@ async def put_segment(body: SegmentBody, request: Request, principal: AdminDep,
         async with rt.engine.begin() as conn:
             ids, last = await segment_admin.reevaluate(conn, rt.settings, ws, {key: body.rule},
                                                        now, after=after)
-        await rt.relay.publish(ids)
+        await rt.publish(ids)
         pages += 1
         if last is None:
             async with rt.engine.begin() as conn:
                 await segment_store.mark_computed(conn, ws, {key: row.updated_at})
             break
         after = last
-    return {**_public(row, await _count(request, ws, key)), "computed": last is None}
+    return {**_public(row, await _count(rt.engine, ws, key)), "computed": last is None}
 
 
-async def _count(request: Request, ws: str, key: str) -> int:
-    async with request.app.state.runtime.engine.connect() as conn:
+async def _count(engine: AsyncEngine, ws: str, key: str) -> int:
+    async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(segment_members).where(
             segment_members.c.workspace_id == ws,
             segment_members.c.segment_key == key))).scalar_one())
 
 
 @router.get("", responses=answers(SegmentPage))
-async def list_segments(request: Request, principal: AdminDep, limit: Limit = 50,
+async def list_segments(engine: EngineDep, principal: AdminDep, limit: Limit = 50,
                         offset: Offset = 0) -> dict[str, Any]:
     """The workspace's segments, by key."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(select(segments).where(
             segments.c.workspace_id == principal.workspace_id).order_by(segments.c.key)
             .limit(limit).offset(offset))).all()
@@ -100,31 +101,31 @@ async def list_segments(request: Request, principal: AdminDep, limit: Limit = 50
 
 
 @router.get("/{key}", responses=answers(SegmentOut, 404))
-async def get_segment(request: Request, principal: AdminDep, key: str = Key) -> dict[str, Any]:
+async def get_segment(engine: EngineDep, principal: AdminDep, key: str = Key) -> dict[str, Any]:
     """One segment with its member count."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         row = (await conn.execute(select(segments).where(
             segments.c.workspace_id == principal.workspace_id, segments.c.key == key))).first()
     if row is None:
         raise Problem(404, "Not found", f"no segment '{key}'")
-    return _public(row, await _count(request, principal.workspace_id, key))
+    return _public(row, await _count(engine, principal.workspace_id, key))
 
 
 @router.get("/{key}/count", responses=answers(SegmentCount, 404))
-async def count_segment(request: Request, principal: AdminDep,
+async def count_segment(engine: EngineDep, principal: AdminDep,
                         key: str = Key) -> dict[str, Any]:
     """How many profiles are in the segment now."""
-    await get_segment(request, principal, key)
-    return {"key": key, "count": await _count(request, principal.workspace_id, key)}
+    await get_segment(engine, principal, key)
+    return {"key": key, "count": await _count(engine, principal.workspace_id, key)}
 
 
 @router.get("/{key}/members", responses=answers(SegmentMemberPage, 404))
-async def list_segment_members(request: Request, principal: AdminDep, key: str = Key,
+async def list_segment_members(engine: EngineDep, principal: AdminDep, key: str = Key,
                                limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
     """Members, earliest entry first: profile id and when they entered."""
-    await get_segment(request, principal, key)
+    await get_segment(engine, principal, key)
     m = segment_members
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(select(m.c.profile_id, m.c.entered_at).where(
             m.c.workspace_id == principal.workspace_id, m.c.segment_key == key)
             .order_by(m.c.entered_at, m.c.profile_id).limit(limit).offset(offset))).all()
@@ -133,12 +134,11 @@ async def list_segment_members(request: Request, principal: AdminDep, key: str =
 
 
 @router.delete("/{key}", status_code=204, responses=answers(None, 404))
-async def delete_segment(request: Request, principal: AdminDep, key: str = Key) -> None:
+async def delete_segment(rt: RuntimeDep, principal: AdminDep, key: str = Key) -> None:
     """Delete a segment; every member exits (segment_exited is emitted)."""
-    rt = request.app.state.runtime
     async with rt.engine.begin() as conn:
         ids = await segment_admin.drop(conn, rt.settings, principal.workspace_id, key,
                                        datetime.now(UTC))
         await conn.execute(delete(segments).where(
             segments.c.workspace_id == principal.workspace_id, segments.c.key == key))
-    await rt.relay.publish(ids)
+    await rt.publish(ids)

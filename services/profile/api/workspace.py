@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
@@ -15,6 +15,7 @@ from services.profile.domain.conventions import Conventions
 from services.profile.tables import workspace_settings
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
+from shared.http.deps import EngineDep, RuntimeDep
 
 router = APIRouter(prefix="/v1/profile-settings", tags=["profile settings"])
 CONVENTIONS = {"order_events": ["Order Completed"], "refund_events": ["Order Refunded"],
@@ -23,9 +24,9 @@ EXAMPLES = {"defaults": {"value": CONVENTIONS}}
 
 
 @router.get("", responses=answers(ProfileSettingsOut))
-async def get_profile_settings(request: Request, principal: AdminDep) -> dict[str, Any]:
+async def get_profile_settings(engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """Conventions (which events are orders, refunds, surveys), last model fit and recompute."""
-    async with request.app.state.runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         row = (await conn.execute(select(workspace_settings).where(
             workspace_settings.c.workspace_id == principal.workspace_id))).first()
     conv = Conventions.model_validate(row.conventions) if row else Conventions()
@@ -36,10 +37,10 @@ async def get_profile_settings(request: Request, principal: AdminDep) -> dict[st
 
 @router.put("/conventions", responses=answers(ConventionsOut))
 async def put_conventions(body: Annotated[Conventions, Body(openapi_examples=EXAMPLES)],
-                          request: Request, principal: AdminDep) -> dict[str, Any]:
+                          engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """Replace the conventions; they apply to events processed from now on."""
     conventions = body.model_dump(mode="json")
-    async with request.app.state.runtime.engine.begin() as conn:
+    async with engine.begin() as conn:
         await conn.execute(insert(workspace_settings).values(
             workspace_id=principal.workspace_id, conventions=conventions).on_conflict_do_update(
             index_elements=["workspace_id"], set_={"conventions": conventions,
@@ -48,8 +49,7 @@ async def put_conventions(body: Annotated[Conventions, Body(openapi_examples=EXA
 
 
 @router.post("/recompute", responses=answers(RecomputeOut))
-async def recompute_now(request: Request, principal: AdminDep) -> dict[str, Any]:
+async def recompute_now(rt: RuntimeDep, principal: AdminDep) -> dict[str, Any]:
     """Run the scheduled pass now: RFM, lifecycle, churn/LTV fit, time-based segments."""
-    rt = request.app.state.runtime
     return await recompute.recompute_workspace(rt.engine, rt.settings, principal.workspace_id,
                                                datetime.now(UTC), rt.relay)

@@ -20,7 +20,7 @@ from services.journey.policy.directory import caller_key
 from services.journey.policy.store import remember_templates
 from services.journey.tables import decisions, instances, journey_versions, journeys
 from shared.http.auth import AdminDep
-from shared.http.problems import Problem
+from shared.http.problems import Problem, field_path
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
 
@@ -34,7 +34,7 @@ def _summary(row: Any) -> dict[str, Any]:
 def _errors(exc: ValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
+        loc = field_path(err.get("loc", ()))
         out.append({"field": loc or "body", "message": str(err.get("msg"))})
     return out
 

@@ -13,7 +13,7 @@ from sqlalchemy import and_, delete, select, update
 
 from services.journey import store
 from services.journey.domain.signals import Signal
-from services.journey.policy.directory import zones
+from services.journey.policy.directory import revenue_names, zones
 from services.journey.publisher import OutboxPublisher
 from services.journey.tables import decisions, inbox, instances, outbox, sends, snapshots
 from services.journey.unit import Unit
@@ -56,8 +56,9 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
             return
         unit = Unit(conn, docs, rt.settings, outbox, clock.now())
         parts = getattr(rt, "parts", None)
-        unit.zones = await zones(parts.extras.get("directory") if parts else None,
-                                 {s.workspace_id for s in todo})
+        directory = parts.extras.get("directory") if parts else None
+        unit.zones = await zones(directory, {s.workspace_id for s in todo})
+        unit.revenue_names = await revenue_names(directory, {s.workspace_id for s in todo})
         # Snapshots first: a profile seen for the first time gets its control group
         # membership here, under the policy of that moment, and keeps it.
         await unit.load_policies({s.workspace_id for s in todo})

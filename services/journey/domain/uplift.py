@@ -16,6 +16,22 @@ from scipy.stats import t as student_t
 Z95 = 1.959963984540054
 
 
+def goal_value(properties: dict[str, Any], names: tuple[str, ...] | list[str]) -> float:
+    """What a goal event is worth: the first of profile's `revenue_properties` holding a
+    number (a numeric string counts, as in profile's order value); else 0."""
+    for name in names:
+        value = properties.get(name)
+        if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if number == number and abs(number) < 1e12:  # not NaN, not absurd
+            return number
+    return 0.0
+
+
 def conversion(converted: int, total: int) -> float | None:
     return converted / total if total else None
 

@@ -44,6 +44,11 @@ Fields:
   `instances`, `converted_instances`. Holdout is drawn per customer, so `uplift` and
   `ci95` compare customers. `ci95` is Newcombe's hybrid score interval (1998, method 10;
   `ci_method`), informative for small holdouts; `holdout_size` is the holdout's customers.
+  Global control-group members are in neither arm (`control_group_excluded` counts them).
+- `goal.*.revenue` / `revenue_per_customer`: the arm's goal values (the goal event's first
+  `revenue_properties` number, profile's convention; else 0) and their mean per customer;
+  `goal.revenue_per_customer`: the difference treated - holdout with Welch's 95 % interval
+  (`df`). Read from the goal decisions, so they cover the trace retention.
 
 Transitions, times in stage and sends come from decisions, which are kept for the trace
 retention (`TOUCHPOINT_JOURNEY_TRACE_RETENTION_DAYS`, default 90 days after an instance

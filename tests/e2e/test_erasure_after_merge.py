@@ -268,8 +268,8 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
 # erased: statistics) and the erasure marker that stops commands already on their way.
 # Inboxes keep the ids of processed messages (which may name the profile) until their
 # retention pass (docs/reliability.md).
-KEEPS_BARE_ID = {"messaging.messages", "messaging.consents", "ingest.inbox", "profile.inbox",
-                 "journey.inbox", "messaging.inbox"}
+KEEPS_BARE_ID = {"messaging.messages", "messaging.consents", "profile.inbox", "journey.inbox",
+                 "messaging.inbox"}
 
 
 async def _until_in_segment(engine: AsyncEngine, profile_id: str, segment: str) -> None:

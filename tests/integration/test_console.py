@@ -261,6 +261,9 @@ async def test_template_preview_follows_edits_and_customer(
         assert r.status_code == 303
         listing = await client.get("/templates")
         assert key in listing.text and ".console-preview" not in listing.text
+        async with httpx.AsyncClient(trust_env=False, headers=admin_headers) as http:
+            saved = (await http.get(f"{urls['messaging']}/v1/templates")).json()["items"]
+        assert not [t for t in saved if t["key"].startswith(key + ".")]  # previews save nothing
         # Test send: messaging's answer, or a clear panel where the route is missing.
         async with httpx.AsyncClient(trust_env=False) as http:
             route = (await http.get(f"{urls['messaging']}/openapi.json")).json()["paths"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from sqlalchemy import delete, func, select, update
@@ -97,6 +98,11 @@ async def _forget(conn: AsyncConnection, workspace_id: str, person: list[str],
             messages.c.workspace_id == workspace_id, messages.c.recipient.in_(addresses),
             messages.c.erased_at.is_(None)).values(
             recipient=None, subject=None, body=None, content=None, erased_at=func.now()))
+    for address in addresses:  # a provider's reply may quote the address in `error`
+        await conn.execute(update(messages).where(
+            messages.c.workspace_id == workspace_id,
+            func.strpos(func.lower(messages.c.error), address.lower()) > 0).values(
+            error=func.regexp_replace(messages.c.error, re.escape(address), "[erased]", "gi")))
     await conn.execute(delete(consents).where(
         consents.c.workspace_id == workspace_id, consents.c.profile_id.in_(person),
         consents.c.scope != ERASED))

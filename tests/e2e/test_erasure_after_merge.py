@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.app import create_app as ingest_app
@@ -333,6 +333,9 @@ async def test_erasure_reaches_profiles_merged_long_before(
                         context={"profile": {"traits": {"email": email}}}))],
                       topic_short="send-commands")
         await smtp[1].wait_for_mail(email, "Hi")
+        async with engine.begin() as conn:  # as a provider's reply quoting the address
+            await conn.execute(update(messages).where(messages.c.idempotency_key == key)
+                               .values(error=f"550 <{email.upper()}>: mailbox full"))
         # Two merges long before (one profile, then the other: a chain), then the erasure.
         for changes in ([change(ChangeKind.merged, middle, [first])],
                         [change(ChangeKind.merged, survivor, [middle]),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,27 @@ class _Abandon(Exception):
     """The batch can't be finished here (shutdown or partition revoked): don't commit."""
 
 
+class DeadLetterRatio:
+    """The share of the last `window` records that went to the DLQ. Above `max_ratio` (once
+    at least a fifth of the window was seen) the consumer halts: most of its input failing
+    is a bad deploy or a bad upstream, not a few poison records, and dead-lettering it all
+    would empty the topic into the DLQ."""
+
+    def __init__(self, max_ratio: float, window: int) -> None:
+        self.max_ratio, self.window = max_ratio, window
+        self._seen: deque[bool] = deque(maxlen=window)
+
+    def add(self, good: int, dead: int) -> None:
+        self._seen.extend([True] * dead + [False] * good)
+
+    @property
+    def ratio(self) -> float:
+        return sum(self._seen) / len(self._seen) if self._seen else 0.0
+
+    def exceeded(self) -> bool:
+        return len(self._seen) >= max(1, self.window // 5) and self.ratio > self.max_ratio
+
+
 class ConsumerLoop:
     def __init__(self, spec: ConsumerSpec, settings: Settings, producer: AIOKafkaProducer) -> None:
         self.spec = spec
@@ -69,6 +91,10 @@ class ConsumerLoop:
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
+        self.dead_ratio = DeadLetterRatio(settings.consumer_dlq_max_ratio,
+                                          settings.consumer_dlq_window)
+        self._dead_in_poll = 0
+        self.halted: str | None = None  # why it stopped committing (the DLQ ratio limit)
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit and leave the group."""
@@ -87,6 +113,8 @@ class ConsumerLoop:
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             rebalance_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=max(self.settings.consumer_session_timeout_ms // 10, 300),
+            group_instance_id=(f"{self.settings.consumer_instance_id}/{self.spec.name}"
+                               if self.settings.consumer_instance_id else None),
         )
         self._consumer = consumer
         await self._start(consumer)
@@ -102,6 +130,8 @@ class ConsumerLoop:
                     await self._process(consumer, batches)
                 except _Abandon:
                     continue
+                if self.halted:
+                    await self._halt(consumer)
         finally:
             self.running = False
             await consumer.stop()
@@ -118,9 +148,21 @@ class ConsumerLoop:
                 delay = min(delay * 2, 10)
         raise asyncio.CancelledError
 
+    async def _halt(self, consumer: AIOKafkaConsumer) -> None:
+        """Hold the partitions without reading or committing until the process restarts:
+        the group keeps them here (heartbeats go on), so another replica running the same
+        code does not dead-letter them either."""
+        log.error("consumer %s: halted: %s; not committing, /readyz is 503 until a restart",
+                  self.group, self.halted)
+        metrics.PAUSED.labels(self.spec.name).set(1)
+        while not self._stopping.is_set():
+            consumer.pause(*consumer.assignment())
+            await consumer.getmany(timeout_ms=500)
+
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
+        self._dead_in_poll = 0
         records: list[Record] = []
         for messages in batches.values():
             for msg in messages:
@@ -135,9 +177,15 @@ class ConsumerLoop:
         if records:
             with metrics.HANDLER_SECONDS.labels(self.spec.name).time():
                 await self._handle(consumer, records)
+        size = sum(len(m) for m in batches.values())
+        self.dead_ratio.add(size - self._dead_in_poll, self._dead_in_poll)
+        if self.dead_ratio.exceeded():
+            self.halted = (f"dead-lettered {self.dead_ratio.ratio:.0%} of the last "
+                           f"{self.dead_ratio.window} records (limit "
+                           f"{self.dead_ratio.max_ratio:.0%})")
+            return  # not committed: the records are read again after the restart
         committed = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
         await self._commit(consumer, committed)
-        size = sum(len(m) for m in batches.values())
         metrics.CONSUMED.labels(self.spec.name).inc(size)
         metrics.BATCH_RECORDS.labels(self.spec.name).observe(size)
         for tp, position in committed.items():
@@ -236,6 +284,7 @@ class ConsumerLoop:
             try:
                 await dead_letter(self.producer, self.settings, self.spec.name, msg, exc)
                 metrics.DEAD_LETTERED.labels(self.spec.name).inc()
+                self._dead_in_poll += 1
                 return
             except KafkaError:
                 await self._pause_for(consumer, {TopicPartition(msg.topic, msg.partition)}, delay)

@@ -97,7 +97,8 @@ async def _forget(conn: AsyncConnection, workspace_id: str, person: list[str],
         await conn.execute(update(messages).where(
             messages.c.workspace_id == workspace_id, messages.c.recipient.in_(addresses),
             messages.c.erased_at.is_(None)).values(
-            recipient=None, subject=None, body=None, content=None, erased_at=func.now()))
+            recipient=None, subject=None, body=None, content=None, command=None,
+            erased_at=func.now()))
     for address in addresses:  # a provider's reply may quote the address in `error`
         await conn.execute(update(messages).where(
             messages.c.workspace_id == workspace_id,

@@ -333,9 +333,16 @@ async def test_erasure_reaches_profiles_merged_long_before(
                         context={"profile": {"traits": {"email": email}}}))],
                       topic_short="send-commands")
         await smtp[1].wait_for_mail(email, "Hi")
-        async with engine.begin() as conn:  # as a provider's reply quoting the address
-            await conn.execute(update(messages).where(messages.c.idempotency_key == key)
-                               .values(error=f"550 <{email.upper()}>: mailbox full"))
+        async with engine.begin() as conn:  # a provider's reply quoting the address, and
+            # the send command kept for a retry (as a transient failure leaves them)
+            sent = (await conn.execute(select(messages.c.id).where(
+                messages.c.idempotency_key == key))).scalar_one()
+            await conn.execute(update(messages).where(messages.c.id == sent).values(
+                error=f"550 <{email.upper()}>: mailbox full",
+                command=SendCommand(
+                    id=key, workspace_id="default", profile_id=first, idempotency_key=key,
+                    channel=Channel.email, template=f"early-{unique}",
+                    to=Recipient(email=email), requested_at=now).model_dump(mode="json")))
         # Two merges long before (one profile, then the other: a chain), then the erasure.
         for changes in ([change(ChangeKind.merged, middle, [first])],
                         [change(ChangeKind.merged, survivor, [middle]),

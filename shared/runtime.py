@@ -86,17 +86,20 @@ class ServiceRuntime:
                 delay = min(delay * 2, 10)
         if self._stopping.is_set():
             return
-        for spec in self.parts.consumers(self):
-            loop = ConsumerLoop(spec, self.settings, self.producer)
+        if specs := self.parts.consumers(self):
+            # One consumer (one group, `<prefix><service>`) for all the service's topics:
+            # half the fetches and commits of a loop per topic (shared/kafka/consumer.py).
+            loop = ConsumerLoop(specs, self.settings, self.producer, name=self.parts.name)
             self.loops.append(loop)
-            self._tasks.append(asyncio.create_task(self._supervise(loop), name=spec.name))
+            self._tasks.append(asyncio.create_task(self._supervise(loop), name=loop.name))
         for worker in self.parts.workers(self):
             self.workers.append(worker)
             self._tasks.append(asyncio.create_task(self._keep_running(worker),
                                                    name=type(worker).__name__))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run_sweeper(), name="outbox"))
-        log.info("%s: connected, %d consumer(s) running", self.parts.name, len(self.loops))
+        log.info("%s: connected, consumer for %d topic(s) running", self.parts.name,
+                 sum(len(loop.specs) for loop in self.loops))
 
     async def _supervise(self, loop: ConsumerLoop) -> None:
         """A crashed loop restarts from its last commit (at-least-once), with backoff."""
@@ -108,7 +111,7 @@ class ServiceRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("consumer %s crashed; restarting from last commit", loop.spec.name)
+                log.exception("consumer %s crashed; restarting from last commit", loop.name)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
 

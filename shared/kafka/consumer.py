@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from shared import metrics
 from shared.kafka.dlq import dead_letter
 from shared.kafka.errors import InvalidMessage, is_transient
+from shared.kafka.group_offsets import StartFromLegacyGroups
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,31 @@ class _Abandon(Exception):
 
 
 class ConsumerLoop:
-    def __init__(self, spec: ConsumerSpec, settings: Settings, producer: AIOKafkaProducer) -> None:
-        self.spec = spec
+    """One consumer group over one or more topics, each with its spec (model, handler, DLQ).
+
+    A service runs one loop for all its topics (`name` = the service: group
+    `<prefix><service>`), which halves the fetches and commits of two loops. Each poll's
+    records go to their topic's handler (the handlers of one poll run concurrently, as two
+    loops did), then one commit covers every partition. A partition the group never
+    committed starts where the per-topic group it replaces (`<prefix><spec name>`) left off
+    (shared/kafka/group_offsets.py). A loop built from a single spec keeps that spec's name
+    as its group.
+    """
+
+    def __init__(self, specs: ConsumerSpec | Sequence[ConsumerSpec], settings: Settings,
+                 producer: AIOKafkaProducer, *, name: str | None = None) -> None:
+        self.specs = [specs] if isinstance(specs, ConsumerSpec) else list(specs)
+        if not self.specs or len({s.topic for s in self.specs}) != len(self.specs):
+            raise ValueError("a consumer loop needs specs for distinct topics")
+        self.spec = self.specs[0]
+        self.name = name or self.spec.name
         self.settings = settings
         self.producer = producer  # for the DLQ
-        self.group = f"{settings.topic_prefix}{spec.name}"
+        self.group = f"{settings.topic_prefix}{self.name}"
+        self._by_topic = {s.topic: s for s in self.specs}
+        # The groups this one replaces, per topic (none when a spec's name is the group's).
+        self.legacy = {s.topic: f"{settings.topic_prefix}{s.name}" for s in self.specs
+                       if s.name != self.name}
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
@@ -76,7 +97,6 @@ class ConsumerLoop:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            self.spec.topic,
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=self.group,
             client_id=self.group,
@@ -88,6 +108,9 @@ class ConsumerLoop:
             rebalance_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=max(self.settings.consumer_session_timeout_ms // 10, 300),
         )
+        listener = StartFromLegacyGroups(self.settings.kafka_bootstrap, self.group, self.legacy,
+                                         lambda: self._consumer)
+        consumer.subscribe(list(self._by_topic), listener=listener)
         self._consumer = consumer
         await self._start(consumer)
         self.running = True
@@ -96,6 +119,8 @@ class ConsumerLoop:
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.consumer_max_records
                 )
+                if listener.failed is not None:
+                    raise listener.failed  # nothing handled: the restart asks again
                 if not batches or self._stopping.is_set():
                     continue
                 try:
@@ -121,87 +146,110 @@ class ConsumerLoop:
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
+        if len(self.specs) == 1:
+            await self._process_topic(consumer, self.spec, batches)
+        else:
+            per_topic: dict[str, dict[TopicPartition, list[ConsumerRecord]]] = {}
+            for tp, messages in batches.items():
+                per_topic.setdefault(tp.topic, {})[tp] = messages
+            done = await asyncio.gather(
+                *(self._process_topic(consumer, self._by_topic[topic], part)
+                  for topic, part in per_topic.items()), return_exceptions=True)
+            if failure := next((d for d in done if isinstance(d, BaseException)), None):
+                raise failure  # nothing committed: the other topic's batch is redelivered
+        committed = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
+        await self._commit(consumer, committed)
+        for tp, position in committed.items():
+            # The high watermark comes with each fetch response: no extra request.
+            if (end := consumer.highwater(tp)) is not None:
+                metrics.LAG.labels(self._by_topic[tp.topic].name,
+                                   str(tp.partition)).set(max(end - position, 0))
+
+    async def _process_topic(
+        self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+    ) -> None:
         records: list[Record] = []
         for messages in batches.values():
             for msg in messages:
                 try:
-                    records.append(self._parse(msg))
+                    records.append(self._parse(spec, msg))
                 except UnknownVariant as exc:
                     # A newer producer's addition (a status, kind or type this reader does not
                     # know yet): skipped and counted, never dead-lettered.
-                    metrics.SKIPPED_UNKNOWN.labels(self.spec.name, exc.field).inc()
+                    metrics.SKIPPED_UNKNOWN.labels(spec.name, exc.field).inc()
                 except InvalidMessage as exc:
-                    await self._dead_letter(consumer, msg, exc)
+                    await self._dead_letter(consumer, spec, msg, exc)
         if records:
-            with metrics.HANDLER_SECONDS.labels(self.spec.name).time():
-                await self._handle(consumer, records)
-        committed = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
-        await self._commit(consumer, committed)
+            with metrics.HANDLER_SECONDS.labels(spec.name).time():
+                await self._handle(consumer, spec, records)
         size = sum(len(m) for m in batches.values())
-        metrics.CONSUMED.labels(self.spec.name).inc(size)
-        metrics.BATCH_RECORDS.labels(self.spec.name).observe(size)
-        for tp, position in committed.items():
-            # The high watermark comes with each fetch response: no extra request.
-            if (end := consumer.highwater(tp)) is not None:
-                metrics.LAG.labels(self.spec.name, str(tp.partition)).set(max(end - position, 0))
+        metrics.CONSUMED.labels(spec.name).inc(size)
+        metrics.BATCH_RECORDS.labels(spec.name).observe(size)
 
-    def _parse(self, msg: ConsumerRecord) -> Record:
+    def _parse(self, spec: ConsumerSpec, msg: ConsumerRecord) -> Record:
         try:
-            value = self.spec.model.model_validate_json(msg.value or b"")
+            value = spec.model.model_validate_json(msg.value or b"")
         except ValidationError as exc:
             if field := _unknown_variant(exc):
                 raise UnknownVariant(field) from exc
             raise InvalidMessage(_short(exc)) from exc
         return Record(value, msg.topic, msg.partition, msg.offset, msg.key, msg)
 
-    async def _handle(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
+    async def _handle(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+                      records: list[Record]) -> None:
         try:
-            await self._handle_until_done(consumer, records)
+            await self._handle_until_done(consumer, spec, records)
         finally:
-            metrics.PAUSED.labels(self.spec.name).set(0)
+            metrics.PAUSED.labels(spec.name).set(0)
 
-    async def _handle_until_done(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
+    async def _handle_until_done(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+                                 records: list[Record]) -> None:
         attempt = 0
         delay = 0.2
         while True:
             try:
-                await self.spec.handler(records)
+                await spec.handler(records)
                 return
             except InvalidMessage as exc:
                 if len(records) > 1:
-                    return await self._one_by_one(consumer, records)
-                return await self._dead_letter(consumer, records[0].raw, exc)
+                    return await self._one_by_one(consumer, spec, records)
+                return await self._dead_letter(consumer, spec, records[0].raw, exc)
             except Exception as exc:
                 if is_transient(exc):
                     # An outage: wait it out without leaving the group, then retry.
-                    log.warning("consumer %s: dependency down (%s), pausing", self.group,
+                    log.warning("consumer %s: dependency down (%s), pausing", spec.name,
                                 type(exc).__name__)
-                    metrics.PAUSED.labels(self.spec.name).set(1)
+                    metrics.PAUSED.labels(spec.name).set(1)
                     await self._pause_for(consumer, _partitions(records), delay)
                     delay = min(delay * 2, 15)
                     continue
                 if len(records) > 1:
-                    return await self._one_by_one(consumer, records)
+                    return await self._one_by_one(consumer, spec, records)
                 attempt += 1
-                if attempt >= self.spec.max_attempts:
-                    log.exception("consumer %s: giving up on offset %s", self.group,
+                if attempt >= spec.max_attempts:
+                    log.exception("consumer %s: giving up on offset %s", spec.name,
                                   records[0].offset)
-                    return await self._dead_letter(consumer, records[0].raw, exc)
+                    return await self._dead_letter(consumer, spec, records[0].raw, exc)
                 await self._sleep(delay * attempt)
 
-    async def _one_by_one(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
+    async def _one_by_one(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+                          records: list[Record]) -> None:
         for record in records:
-            await self._handle(consumer, [record])
+            await self._handle(consumer, spec, [record])
 
     async def _pause_for(
         self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition], delay: float
     ) -> None:
-        """Sleep with jitter while keeping group membership; abandon if stopping or revoked."""
-        assigned = consumer.assignment()
+        """Sleep with jitter while keeping group membership; abandon if stopping or revoked.
+
+        Only `partitions` are paused: another topic's handler running beside this one keeps
+        its own. The sleep itself is a plain wait; the group's heartbeats run on their own
+        task, and the poll interval (10 min) is far longer than any backoff here."""
+        assigned = partitions & consumer.assignment()
         consumer.pause(*assigned)
         try:
-            # getmany on paused partitions returns nothing but keeps the poll interval alive.
-            await consumer.getmany(timeout_ms=int(delay * (0.8 + 0.4 * random.random()) * 1000))
+            await self._sleep(delay * (0.8 + 0.4 * random.random()))
         finally:
             current = consumer.assignment()
             consumer.resume(*[p for p in assigned if p in current])
@@ -228,14 +276,15 @@ class ConsumerLoop:
     async def _dead_letter(
         self,
         consumer: AIOKafkaConsumer,
+        spec: ConsumerSpec,
         msg: ConsumerRecord,
         exc: BaseException,
     ) -> None:
         delay = 0.2
         while True:
             try:
-                await dead_letter(self.producer, self.settings, self.spec.name, msg, exc)
-                metrics.DEAD_LETTERED.labels(self.spec.name).inc()
+                await dead_letter(self.producer, self.settings, spec.name, msg, exc)
+                metrics.DEAD_LETTERED.labels(spec.name).inc()
                 return
             except KafkaError:
                 await self._pause_for(consumer, {TopicPartition(msg.topic, msg.partition)}, delay)

@@ -38,7 +38,7 @@ WORKDIR /home/touchpoint
 # Numeric so Kubernetes `runAsNonRoot` can verify it.
 USER 10001:10001
 
-EXPOSE 8001 8002 8003 8004
+EXPOSE 8000 8001 8002 8003 8004
 
 # No curl in slim: probe whichever service port is listening with the stdlib.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

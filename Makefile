@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install up test test-unit lint schemas bench clean
+.PHONY: install up test test-unit lint schemas bench browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
@@ -20,7 +20,11 @@ install: $(STAMP)
 up: install
 	$(VENV)/bin/touchpoint up
 
-test: install
+# Debian's chromium + chromium-driver for tests/browser (quick when already installed).
+browser:
+	./scripts/install-browser
+
+test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: install

@@ -9,6 +9,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("ingest", "profile", "journey", "messaging")
 DEFAULT_PORTS = {"ingest": 8001, "profile": 8002, "journey": 8003, "messaging": 8004}
+# Apps: processes `serve` runs that are not Kafka services (no database, topics or consumers
+# of their own): the web console, on the port before ingest's. Kept apart from SERVICES,
+# which code iterates for migrations, topics and API discovery.
+APPS = ("console",)
+APP_PORTS = {"console": 8000}
 
 
 class Settings(BaseSettings):

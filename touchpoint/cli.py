@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shared.settings import DEFAULT_PORTS, SERVICES
+from shared.settings import APP_PORTS, APPS, DEFAULT_PORTS, SERVICES
 from touchpoint.client import ClientError, discover, load_documents, parse_properties, stats_table
 from touchpoint.commands import broadcasts, policy
+from touchpoint.commands import templates as templates_commands
 from touchpoint.commands.common import AdminKey, Url, WriteKey, api_client, fail, load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -32,17 +33,20 @@ app.add_typer(events_app, name="events")
 # New command groups: a module in touchpoint/commands/ exporting `app`, one line here each.
 app.add_typer(broadcasts.app, name="broadcasts")
 app.add_typer(policy.app, name="policy")
+app.add_typer(templates_commands.app, name="templates")
+
 
 def _check_service(name: str) -> str:
-    if name not in SERVICES:
-        raise typer.BadParameter(f"choose one of {', '.join(SERVICES)}")
+    if name not in (*SERVICES, *APPS):
+        raise typer.BadParameter(f"choose one of {', '.join((*SERVICES, *APPS))}")
     return name
 
 
 @app.command()
 def up(
     ports_from: Annotated[int, typer.Option(envvar="TOUCHPOINT_UP_PORTS_FROM", min=1, max=65532,
-                                            help="Port of ingest; the others follow it.")] = 8001,
+                                            help="Port of ingest; the others follow it, "
+                                                 "the console takes the one before.")] = 8001,
     pg_port: Annotated[int, typer.Option(envvar="TOUCHPOINT_UP_PG_PORT", min=1, max=65535,
                                          help="Port of the embedded Postgres.")] = 55432,
     kafka_port: Annotated[int, typer.Option(envvar="TOUCHPOINT_UP_KAFKA_PORT", min=1, max=65535,
@@ -55,11 +59,16 @@ def up(
         ".touchpoint"),
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for /readyz.")] = 120.0,
 ) -> None:
-    """Run the whole stack: Postgres and Kafka (embedded unless configured), the four services."""
+    """Run the whole stack: Postgres and Kafka (embedded unless configured), the four services
+    and the web console."""
     from touchpoint.up import UpOptions, launch
 
     first = DEFAULT_PORTS[SERVICES[0]]
-    ports = {name: ports_from + DEFAULT_PORTS[name] - first for name in SERVICES}
+    ports = {name: ports_from + APP_PORTS[name] - first for name in APPS}
+    ports |= {name: ports_from + DEFAULT_PORTS[name] - first for name in SERVICES}
+    if min(ports.values()) < 1:
+        raise typer.BadParameter("leave room for the console before ingest's port",
+                                 param_hint="--ports-from")
     options = UpOptions(ports=ports, host=host, pg_port=pg_port, kafka_port=kafka_port,
                         smtp_port=smtp_port,
                         state_dir=state_dir, ready_timeout=ready_timeout)
@@ -68,13 +77,13 @@ def up(
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.",
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join((*SERVICES, *APPS))}.",
                                            callback=_check_service)],
     host: Annotated[str, typer.Option(envvar="TOUCHPOINT_HOST")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(envvar="TOUCHPOINT_PORT", show_default=False,
                                              help="Default: the service's own port.")] = None,
 ) -> None:
-    """Run one service, its HTTP API and its consumers (what containers run)."""
+    """Run one service, its HTTP API and its consumers (what containers run); or the console."""
     import uvicorn
 
     from shared.logging import configure_logging
@@ -82,7 +91,7 @@ def serve(
     settings = load_settings()  # fail here, readably, rather than inside the app factory
     configure_logging(service, settings.log_level)
     uvicorn.run(f"services.{service}.app:create_app", factory=True, host=host,
-                port=port or DEFAULT_PORTS[service], log_config=None,
+                port=port or (DEFAULT_PORTS | APP_PORTS)[service], log_config=None,
                 log_level=settings.log_level.lower(), server_header=False,
                 access_log=False,  # request metrics are in /metrics; logs stay readable
                 # SIGTERM: stop taking requests, give in-flight ones 5 s, then run the lifespan

@@ -3,7 +3,8 @@
 Order of things: take the lock, clean up after an `up` that was killed, check the ports,
 then start Postgres and Kafka (embedded unless TOUCHPOINT_DATABASE_URL /
 TOUCHPOINT_KAFKA_BOOTSTRAP are set), create the topics, migrate, start the four services,
-wait for their /readyz and print where everything is. Ctrl-C or SIGTERM stops it all in
+then the web console (which finds them at TOUCHPOINT_<SERVICE>_URL), wait for their /readyz
+and print where everything is. Ctrl-C or SIGTERM stops it all in
 reverse order (services, broker, Postgres) within 10 seconds.
 """
 
@@ -26,14 +27,14 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from shared.settings import SERVICES, Settings
+from shared.settings import APPS, SERVICES, Settings
 from touchpoint import embedded
 from touchpoint.embedded import EmbeddedError, EmbeddedPostgres, Key
 from touchpoint.preflight import AlreadyRunning, RunLock, port_holder
 from touchpoint.supervisor import ChildSpec, Supervisor, reap_orphans
 
-COLORS = {"ingest": "cyan", "profile": "magenta", "journey": "green", "messaging": "yellow",
-          "kafka": "blue", "migrate": "bright_black", "mail": "white"}
+COLORS = {"console": "bright_cyan", "ingest": "cyan", "profile": "magenta", "journey": "green",
+          "messaging": "yellow", "kafka": "blue", "migrate": "bright_black", "mail": "white"}
 # Stop budget is 10 s in all: services get 6 s (uvicorn drains 5 s), the broker 1 s, Postgres 2 s.
 SERVICE_GRACE, BROKER_GRACE, POSTGRES_GRACE = 6.0, 1.0, 2.0
 
@@ -194,7 +195,8 @@ async def _start(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key
     if code := await supervisor.run_once(ChildSpec("migrate", [*cli, "migrate"], env,
                                                    COLORS["migrate"])):
         raise StartupError(f"migrations failed (exit {code}); see the `migrate` lines above")
-    cleanup.push_async_callback(supervisor.stop, list(SERVICES), SERVICE_GRACE)
+    # The console stops with the services (in parallel: it holds no state to flush).
+    cleanup.push_async_callback(supervisor.stop, [*SERVICES, *APPS], SERVICE_GRACE)
     # Listening on all interfaces still means "call me on loopback" from this machine.
     url_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
     urls = {name: f"http://{url_host}:{port}" for name, port in options.ports.items()}
@@ -204,6 +206,11 @@ async def _start(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key
     for name in SERVICES:
         argv = [*cli, "serve", name, "--host", options.host, "--port", str(options.ports[name])]
         await supervisor.start(ChildSpec(name, argv, env, COLORS[name]))
+    apps = [name for name in APPS if name in options.ports]
+    app_env = env | {f"TOUCHPOINT_{name.upper()}_URL": urls[name] for name in SERVICES}
+    for name in apps:
+        argv = [*cli, "serve", name, "--host", options.host, "--port", str(options.ports[name])]
+        await supervisor.start(ChildSpec(name, argv, app_env, COLORS[name]))
     stack_file = options.state_dir / "stack.json"
     stack_file.write_text(json.dumps({"pid": os.getpid(), "urls": urls,
                                       "kafka_bootstrap": settings.kafka_bootstrap}))

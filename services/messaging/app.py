@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from services.messaging import tables
-from services.messaging.api import channels, messages, templates, tracking
+from services.messaging.api import channels, code_pools, messages, snippets, templates, tracking
 from services.messaging.bootstrap import Messaging
 from services.messaging.consumers import consumers
 from services.messaging.settings import MessagingSettings
@@ -40,8 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 "unsubscribe, the message log. Management API auth: "
                                 "`Authorization: Bearer <admin key>`; tracking, unsubscribe "
                                 "and provider status endpoints are public and signed.",
-                    routers=[templates.router, channels.router, messages.router,
-                             tracking.router])
+                    routers=[templates.router, snippets.router, code_pools.router,
+                             channels.router, messages.router, tracking.router])
     app.state.messaging = messaging
     inner = app.router.lifespan_context
 

@@ -99,9 +99,10 @@ def _events(o: Outcome, now: datetime) -> list[DeliveryEvent | store.Encoded]:
         for addr, why in o.dead]
     if o.status in ("failed", "suppressed"):
         events.append(send_event(p.cmd, p.message_id, DeliveryStatus.failed, now,
-                                 reason=o.reason))
+                                 reason=o.reason, **p.event_fields()))
     elif o.status == "sent":
-        events.append(send_event(p.cmd, p.message_id, DeliveryStatus.sent, now))
+        events.append(send_event(p.cmd, p.message_id, DeliveryStatus.sent, now,
+                                 codes=p.codes or None, **p.event_fields()))
     return events
 
 

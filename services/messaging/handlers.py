@@ -36,6 +36,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
+from services.messaging.codes import hand_out_codes, release_unsent
 from services.messaging.delivery import record, send, verdict_outcome
 from services.messaging.prepare import Prepared, prepare, send_event
 from services.messaging.tables import messages
@@ -111,6 +112,7 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
     # Checked and rendered before the claim, under a fresh id: a redelivered command's
     # work is wasted (rare), and the claim can mark the rest `sending` in its transaction.
     prepared = [prepare(m, cmd, str(uuid.uuid4()), state, addresses) for cmd, addresses in cmds]
+    prepared = await hand_out_codes(rt, m, prepared, state)  # discount codes, if asked for
     # Channel configs are loaded before anything is marked `sending`: a database outage
     # here leaves no message `sending`, so the retried batch still sends them all.
     for workspace_id in {p.cmd.workspace_id for p in prepared if not p.verdict}:
@@ -118,6 +120,7 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
     claimed, resumed, outbox_ids = await _claim(rt, prepared)
     if resumed:  # rendered again under their own ids, then marked `sending` as before
         again = [prepare(m, p.cmd, mid, state, p.addresses) for p, mid in resumed]
+        again = await hand_out_codes(rt, m, again, state)
         async with store.transaction(rt.engine) as db:
             mine = await store.mark_sending(db, [p.message_id for p in again if not p.verdict])
         # the others were taken by another worker (rebalance)
@@ -131,7 +134,10 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
             per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
     sent = await _per_customer(list(per_customer.values()), m.settings.messaging_concurrency,
                                lambda p: send(rt, m, p))
-    return outbox_ids + await record(rt, refused + sent)
+    outcomes = refused + sent
+    recorded = await record(rt, outcomes)
+    await release_unsent(rt, outcomes)  # codes of messages that failed before a provider
+    return outbox_ids + recorded
 
 
 async def _per_customer(groups: list[list[A]], limit: int,
@@ -169,9 +175,9 @@ def _addresses(cmd: SendCommand) -> list[str]:
 
 # The claim on asyncpg directly (see `store.transaction`): one statement for the wave.
 _CLAIM = (f"INSERT INTO {messages.fullname} (id, workspace_id, idempotency_key, profile_id, "
-          "channel, template, status, recipient, journey, journey_key) "
+          "channel, template, status, recipient, journey, journey_key, template_version) "
           "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-          "$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[]) "
+          "$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::int[]) "
           "ON CONFLICT DO NOTHING RETURNING id")
 # A redelivered command's row, still unfinished.
 _LEFTOVER = (f"SELECT id, workspace_id, idempotency_key, status FROM {messages.fullname} "
@@ -196,10 +202,12 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
             ["queued" if p.verdict else "sending" for p in prepared],
             [", ".join(p.addresses)[:2000] or None for p in prepared],
             [c.journey.model_dump_json() if c.journey else None for c in cmds],
-            [c.journey.key if c.journey else None for c in cmds])
+            [c.journey.key if c.journey else None for c in cmds],
+            [p.template_version for p in prepared])
         fresh_ids = {r["id"] for r in inserted}
         fresh = [p for p in prepared if p.message_id in fresh_ids]
-        events = [send_event(p.cmd, p.message_id, DeliveryStatus.queued, now) for p in fresh]
+        events = [send_event(p.cmd, p.message_id, DeliveryStatus.queued, now,
+                             **p.event_fields()) for p in fresh]
         resumed: list[tuple[Prepared, str]] = []
         if leftover := {(p.cmd.workspace_id, p.cmd.idempotency_key): p for p in prepared
                         if p.message_id not in fresh_ids}:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +12,9 @@ import orjson
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
 from services.messaging.domain.consent import suppression_reason
+from services.messaging.domain.filters import RenderOptions
 from services.messaging.domain.links import track_links
+from services.messaging.domain.plain_text import html_to_text
 from services.messaging.domain.render import (
     Rendered,
     RenderError,
@@ -37,7 +39,8 @@ def event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetim
 
 
 def send_event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,
-               reason: str | None = None) -> store.Encoded:
+               reason: str | None = None, template_version: int | None = None,
+               test: bool | None = None, codes: dict[str, str] | None = None) -> store.Encoded:
     """`store.encoded(event(...))` without building and dumping the model (two events per
     email: a few per cent of the CPU per email); test_messaging_events pins the bytes.
     Nothing here can fail the model's validation: the id is a message id (a uuid) and a
@@ -51,6 +54,12 @@ def send_event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: da
         "channel": cmd.channel.value, "template": cmd.template}
     if cmd.journey is not None:
         body["journey"] = {k: v for k, v in cmd.journey.__dict__.items() if v is not None}
+    if template_version is not None:  # the model's field order: they follow `broadcast`
+        body["template_version"] = template_version
+    if test is not None:
+        body["test"] = test
+    if codes is not None:
+        body["codes"] = codes
     if reason is not None:
         body["reason"] = reason
     body["occurred_at"] = at
@@ -69,14 +78,26 @@ class Prepared:
     outbound: list[Outbound] = field(default_factory=list)
     content: dict[str, Any] | None = None
     addresses: list[str] = field(default_factory=list)  # the recipient's, live or not
+    template_version: int | None = None
+    pools: list[str] = field(default_factory=list)  # code pools the template asks for
+    codes: dict[str, str] | None = None  # the codes it got (see codes.hand_out_codes)
+    test: bool | None = None  # a test send (POST /v1/templates/{key}/test-send)
+
+    def event_fields(self) -> dict[str, Any]:
+        """What every delivery event of this message carries besides the command's."""
+        return {"template_version": self.template_version, "test": self.test}
 
 
 def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendState,
-            addresses: list[str]) -> Prepared:
-    """Consent, suppression and rendering, with the state loaded for the batch."""
-    p = Prepared(cmd, message_id, addresses=addresses)
+            addresses: list[str], *, codes: dict[str, str] | None = None,
+            test: bool | None = None) -> Prepared:
+    """Consent, suppression and rendering, with the state loaded for the batch. Without
+    `codes`, a template's `code` filters only name their pools (`Prepared.pools`): the
+    codes are handed out, and the message rendered again, by `codes.hand_out_codes`."""
+    p = Prepared(cmd, message_id, addresses=addresses, codes=codes, test=test)
     channel, ws = cmd.channel.value, cmd.workspace_id
     tpl = state.templates.get((ws, cmd.template))
+    p.template_version = tpl["version"] if tpl is not None else None
     if tpl is None and channel != "webhook":
         p.verdict = ("failed", f"template '{cmd.template}' does not exist")
         return p
@@ -100,15 +121,20 @@ def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendSt
         return p
     unsubscribe = m.unsubscribe_url(ws, cmd.profile_id, message_id, channel, topic)
     data = template_data(cmd.context, message_id=message_id, unsubscribe_url=unsubscribe)
+    options = render_options(m.settings, profile, codes)
     try:
-        rendered = (render(subject=tpl["subject"], html=tpl["html"], text=tpl["text"], data=data)
+        rendered = (render(subject=tpl["subject"], html=tpl["html"], text=tpl["text"], data=data,
+                           strict=tpl["strict"], snippets=state.snippets.get(ws), options=options)
                     if tpl is not None else Rendered(None, None, None))
     except RenderError as exc:
-        p.verdict = ("failed", f"render: {exc}")
+        p.verdict = ("failed", str(exc) if exc.limit else f"render: {exc}")
         return p
+    p.pools = options.pools
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if channel == "email" and tpl is not None:
+        if rendered.html and not tpl["text"]:  # a text alternative, as mailboxes expect
+            rendered = replace(rendered, text=html_to_text(rendered.html))
         rendered = with_unsubscribe_footer(rendered, url=unsubscribe,
                                            sources=(tpl["html"], tpl["text"]))
         if rendered.html and m.settings.messaging_track_links:
@@ -131,6 +157,18 @@ def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendSt
                            subject=rendered.subject, html=rendered.html, text=rendered.text,
                            headers=headers, data=extra) for a in live]
     return p
+
+
+def render_options(settings: Any, profile: dict[str, Any],
+                   codes: dict[str, str] | None = None) -> RenderOptions:
+    """Currency and zone for `money` and `date`: the profile snapshot's (`currency`,
+    `timezone`), else the workspace's (messaging settings)."""
+    currency, zone = profile.get("currency"), profile.get("timezone")
+    return RenderOptions(
+        currency=currency if isinstance(currency, str) and currency else
+        settings.messaging_currency,
+        timezone=zone if isinstance(zone, str) and zone else settings.messaging_timezone,
+        codes=codes)
 
 
 def _bools(value: Any) -> dict[str, bool]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from pydantic import Field
 
 from shared.settings import Settings
@@ -22,6 +24,10 @@ class MessagingSettings(Settings):
     # Messages marked `sending` together: bounds what a crash mid-send leaves unsent.
     messaging_wave_size: int = Field(default=64, ge=1, le=1000)
     messaging_track_links: bool = True
+    # `money` and `date` filters: the workspace's currency and zone, unless the profile
+    # snapshot has its own (`currency`, `timezone`).
+    messaging_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    messaging_timezone: str = "UTC"
 
     def model_post_init(self, context: object) -> None:
         super().model_post_init(context)
@@ -29,3 +35,7 @@ class MessagingSettings(Settings):
                                    or len(self.messaging_secret_key) < 32):
             raise ValueError("TOUCHPOINT_MESSAGING_SECRET_KEY must be set (>= 32 chars) in prod")
         self.messaging_public_url = self.messaging_public_url.rstrip("/")
+        try:
+            ZoneInfo(self.messaging_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("TOUCHPOINT_MESSAGING_TIMEZONE must be an IANA zone") from exc

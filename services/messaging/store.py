@@ -23,6 +23,7 @@ from services.messaging.tables import (
     templates,
     undeliverable,
 )
+from services.messaging.template_store import load_snippets
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.envelope import message_key
 from shared.db.driver import driver as sqlalchemy_driver
@@ -106,6 +107,7 @@ class SendState:
     templates: dict[tuple[str, str], Any] = field(default_factory=dict)
     consent: dict[tuple[str, str], dict[str, bool]] = field(default_factory=dict)
     dead: set[tuple[str, str, str]] = field(default_factory=set)  # ws, channel, address hash
+    snippets: dict[str, dict[str, str]] = field(default_factory=dict)  # ws -> name -> source
 
 
 _TEMPLATES = (f"SELECT * FROM {templates.fullname} WHERE (workspace_id, key) IN "
@@ -127,6 +129,7 @@ async def load_send_state(conn: AsyncConnection, *, template_keys: set[tuple[str
     if template_keys:
         rows = await db.fetch(_TEMPLATES, *_columns(template_keys))
         state.templates = {(r["workspace_id"], r["key"]): r for r in rows}
+        state.snippets = await load_snippets(conn, {w for w, _ in template_keys})
     if profiles:
         for r in await db.fetch(_CONSENTS, *_columns(profiles)):
             state.consent.setdefault((r[0], r[1]), {})[r[2]] = r[3]

@@ -39,7 +39,65 @@ templates = Table(
     Column("category", String(20), nullable=False, server_default="marketing"),
     Column("topic", String(100)),  # subscription topic: consent `topic:<key>` is checked too
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    # undefined variables fail the render (templates saved before lax became the default)
+    Column("strict", Boolean, nullable=False, server_default="false"),
+    Column("version", Integer, nullable=False, server_default="1"),  # the latest save's
     PrimaryKeyConstraint("workspace_id", "key"),
+)
+
+# Every save of a template, immutable: sends record the version they rendered.
+template_versions = Table(
+    "template_versions",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("subject", Text),
+    Column("html", Text),
+    Column("text", Text),
+    Column("category", String(20), nullable=False),
+    Column("topic", String(100)),
+    Column("strict", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "key", "version"),
+)
+
+# Liquid partials: `{% render 'footer' %}` reads the workspace's snippet `footer`.
+snippets = Table(
+    "snippets",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "name"),
+)
+
+# Discount code pools, and their codes. A code's profile_id is its assignment: at most one
+# code per (customer, pool), and a code is free while profile_id is null.
+code_pools = Table(
+    "code_pools",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "key"),
+)
+
+codes = Table(
+    "codes",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("pool", String(200), nullable=False),
+    Column("code", String(200), nullable=False),
+    Column("profile_id", String(36)),
+    Column("message_id", String(36)),  # the message that handed it out
+    Column("assigned_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("workspace_id", "pool", "code"),
+    UniqueConstraint("workspace_id", "pool", "profile_id", name="codes_one_per_customer"),
+    Index("codes_free", "workspace_id", "pool", postgresql_where="profile_id IS NULL"),
 )
 
 # Provider configuration per workspace and channel. `secrets` is a Fernet token (encrypted
@@ -107,6 +165,7 @@ messages = Table(
     Column("profile_id", String(36), nullable=False),
     Column("channel", String(20), nullable=False),
     Column("template", String(200), nullable=False),
+    Column("template_version", Integer),
     # queued -> sending -> sent -> delivered | bounced; or failed | suppressed
     Column("status", String(20), nullable=False),
     Column("recipient", Text),

@@ -21,7 +21,7 @@ _FIELDS = ("id", "workspace_id", "user_id", "email", "phone", "timezone", "trait
            "event_count", "first_seen_at", "last_seen_at", "order_count", "gross_revenue",
            "refund_count", "refunded", "first_order_at", "last_order_at", "reactivated_at",
            "last_open_at", "last_click_at", "nps_score", "nps_at", "consent", "addresses",
-           "push_tokens", "lifecycle_stage", "rfm", "predictions")
+           "push_tokens", "lifecycle_stage", "rfm", "predictions", "codes")
 
 
 class IdentityRace(DependencyUnavailable):
@@ -129,6 +129,7 @@ _PROFILE_TYPES = {
     "last_click_at": "timestamptz", "nps_score": "int2", "nps_at": "timestamptz",
     "consent": "jsonb", "addresses": "jsonb", "push_tokens": "jsonb",
     "lifecycle_stage": "text", "rfm": "jsonb", "rfm_segment": "text", "predictions": "jsonb",
+    "codes": "jsonb",
 }
 
 

@@ -62,6 +62,7 @@ profiles = Table(
     Column("rfm", JSONB, nullable=False, server_default="{}"),
     Column("rfm_segment", String(40)),
     Column("predictions", JSONB, nullable=False, server_default="{}"),
+    Column("codes", JSONB, nullable=False, server_default="{}"),  # discount code per pool
     Index("profiles_ws_user", "workspace_id", "user_id"),
     Index("profiles_ws_stage", "workspace_id", "lifecycle_stage"),
     Index("profiles_ws_rfm", "workspace_id", "rfm_segment"),

@@ -36,6 +36,9 @@ class ProfileSnapshot(BaseModel):
                     "undeliverable (hard bounce, invalid token).")
     lifecycle_stage: str | None = None
     rfm_segment: str | None = Field(default=None, description="Champions, Loyal, At Risk, ...")
+    codes: dict[str, str] | None = Field(
+        default=None, description="Discount codes the customer was sent, by code pool key "
+                                  "(`profile.codes.<pool>` in templates); absent when none.")
 
 
 class ProfileEvent(Envelope):

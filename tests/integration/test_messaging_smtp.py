@@ -125,9 +125,10 @@ class Envelopes:
 
 
 @contextmanager
-def _server(handler: Envelopes) -> Iterator[int]:
+def _server(handler: Envelopes, *, smtputf8: bool = False) -> Iterator[int]:
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port,
+                            enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield port
@@ -194,7 +195,6 @@ async def test_refused_mail_from(reply: str, error: type[Exception]) -> None:
     # ... and what it leaves unsafe (whitespace) or not ASCII is a ValueError.
     ("shop@x.io", "RSET b@x.io\r\n", ValueError),
     ("shop@x.io", "a b@x.io", ValueError),
-    ("shop@x.io", "b\u00e9@x.io", ValueError),
     ("RSET shop@x.io\r\n", "b@x.io", ValueError),
 ])
 async def test_unsafe_addresses_never_reach_the_command_line(
@@ -210,3 +210,51 @@ async def test_unsafe_addresses_never_reach_the_command_line(
                 await provider.send(_mail(to))
         await provider.close()
     assert handler.received == ([delivered] if isinstance(delivered, tuple) else [])
+
+
+class Utf8Inbox(Envelopes):
+    def __init__(self) -> None:
+        super().__init__()
+        self.contents: list[bytes] = []
+        self.options: list[list[str]] = []
+
+    async def handle_MAIL(self, _server: Any, _session: Any, envelope: Any,  # noqa: N802
+                          address: str, options: list[str]) -> str:
+        self.options.append(options)
+        return await super().handle_MAIL(_server, _session, envelope, address, options)
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+        self.contents.append(envelope.original_content or envelope.content)
+        return await super().handle_DATA(_server, _session, envelope)
+
+
+async def test_non_ascii_addresses_go_under_smtputf8_when_offered() -> None:
+    from email import message_from_string, policy
+
+    handler = Utf8Inbox()
+    with _server(handler, smtputf8=True) as port:
+        provider = _provider(port)
+        await provider.send(_mail("Zoë Ünal <zoë@bücher.de>", 0))
+        await provider.send(_mail("Zoë Ünal <zoe@bücher.de>", 1))  # IDNA domain: plain ASCII
+        await provider.close()
+    assert handler.received == [("shop@x.io", ["zoë@xn--bcher-kva.de"]),
+                                ("shop@x.io", ["zoe@xn--bcher-kva.de"])]
+    assert handler.options[0] == ["SMTPUTF8"] and handler.options[1] == []
+    first = message_from_string(handler.contents[0].decode(), policy=policy.default)
+    assert first["To"].addresses[0].display_name == "Zoë Ünal"
+    assert first["To"].addresses[0].addr_spec == "zoë@xn--bcher-kva.de"
+    second = message_from_string(handler.contents[1].decode(), policy=policy.default)
+    assert second["To"].addresses[0].display_name == "Zoë Ünal"
+    assert second["To"].addresses[0].addr_spec == "zoe@xn--bcher-kva.de"
+    assert handler.contents[1].isascii()
+
+
+async def test_non_ascii_address_without_smtputf8_fails_with_a_clear_reason() -> None:
+    handler = Envelopes()
+    with _server(handler) as port:
+        provider = _provider(port)
+        with pytest.raises(PermanentFailure, match="SMTPUTF8"):
+            await provider.send(_mail("b\u00e9@x.io"))
+        await provider.send(_mail("Zoë <zoe@x.io>", 1))  # a non-ASCII name needs nothing
+        await provider.close()
+    assert handler.received == [("shop@x.io", ["zoe@x.io"])]

@@ -117,3 +117,18 @@ async def test_conventions_search_and_client_errors(world: ProfileWorld) -> None
     r = await world.http.get(f"/v1/profiles/{p['id']}/events", headers=h,
                              params={"limit": 501})
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "query.limit"
+
+
+async def test_sent_codes_are_kept_as_profile_codes(world: ProfileWorld) -> None:
+    ws, h = await world.workspace()
+    await world.send(ws, {"type": "identify", "user_id": "ann",
+                          "traits": {"email": "ann@example.com"}})
+    pid = (await _profile(world, h, lambda p: True))["id"]
+    await world.deliver(ws, {"profile_id": pid, "status": "sent", "template": "thanks",
+                             "template_version": 2, "codes": {"thanks-20": "TH-7K2M"}},
+                        {"profile_id": pid, "status": "sent", "test": True,
+                         "codes": {"thanks-20": "TEST-ONLY"}})
+    p = await _profile(world, h, lambda p: p["event_count"] == 3)
+    assert p["codes"] == {"thanks-20": "TH-7K2M"}
+    events = await world.profile_events(ws, lambda es: len(es) >= 3)
+    assert events[-1]["profile"]["codes"] == {"thanks-20": "TH-7K2M"}

@@ -71,6 +71,8 @@ async def test_two_devices_merge_and_keep_both_histories(world: ProfileWorld) ->
     # The merged-away id still resolves, to the survivor.
     r = await world.http.get(f"/v1/profiles/{laptop['id']}", headers=h)
     assert r.status_code == 200 and r.json()["id"] == merged["id"]
+    # ... and the survivor names it (its messages and journeys keep the old id).
+    assert r.json()["merged_ids"] == [laptop["id"]] and laptop["merged_ids"] == []
     changes = await world.changes(ws, lambda cs: any(c["kind"] == "merged" for c in cs))
     merge = next(c for c in changes if c["kind"] == "merged")
     assert merge["profile_id"] == merged["id"] and merge["data"]["merged_ids"] == [laptop["id"]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -22,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from shared.settings import SERVICES
+from shared.settings import APPS, SERVICES
 from shared.testing.net import free_port
 
 pytestmark = pytest.mark.integration
@@ -61,8 +62,9 @@ class Up:
         self.pick_ports()
 
     def pick_ports(self) -> None:
-        self.ports_from = free_port_block(len(SERVICES))
-        block = range(self.ports_from, self.ports_from + len(SERVICES))
+        # The console takes the port before ingest's.
+        self.ports_from = free_port_block(len(APPS) + len(SERVICES)) + len(APPS)
+        block = range(self.ports_from - len(APPS), self.ports_from + len(SERVICES))
         pg_port = kafka_port = self.ports_from
         while pg_port in block:
             pg_port = free_port()
@@ -78,7 +80,9 @@ class Up:
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{self.ports_from + i}" for i in range(len(SERVICES))]
+        # The four services in order, then the console (the port before ingest's).
+        return [*(f"http://127.0.0.1:{self.ports_from + i}" for i in range(len(SERVICES))),
+                f"http://127.0.0.1:{self.ports_from - 1}"]
 
     def start(self) -> None:
         for _attempt in range(3):
@@ -154,8 +158,10 @@ def test_up_runs_the_stack_and_stops_everything_on_sigterm(up: Up) -> None:
     started = up.started_processes()
     names = " ".join(" ".join(p.cmdline()) for p in started)
     assert "tansu" in names and "postgres" in names
-    for service in SERVICES:
+    for service in (*SERVICES, *APPS):
         assert f"serve {service}" in names
+    # The summary table has the console's URL.
+    assert re.search(rf"console\W+http://127\.0\.0\.1:{up.ports_from - 1}\b", up.log())
     assert "touchpoint.mailcatcher" in names
 
     # No SMTP server configured: the dev mail catcher keeps what the services send.

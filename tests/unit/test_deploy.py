@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from services.console.settings import ConsoleSettings
 from services.journey.settings import JourneySettings
 from services.messaging.settings import MessagingSettings
-from shared.settings import DEFAULT_PORTS, SERVICES, Settings
+from shared.settings import APP_PORTS, APPS, DEFAULT_PORTS, SERVICES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -25,6 +26,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 
 # Fixed in DESIGN.md; users' firewalls and SDK configs depend on them.
 PORTS = {"ingest": 8001, "profile": 8002, "journey": 8003, "messaging": 8004}
+CONSOLE_PORT = 8000  # the web console: the port before ingest's
 REQUIRED_ENV = (
     "TOUCHPOINT_DATABASE_URL",
     "TOUCHPOINT_KAFKA_BOOTSTRAP",
@@ -88,6 +90,35 @@ def _dockerfile() -> list[tuple[str, str]]:
 def test_settings_ports_match_design() -> None:
     assert DEFAULT_PORTS == PORTS
     assert tuple(SERVICES) == tuple(PORTS)
+    assert APPS == ("console",) and APP_PORTS == {"console": CONSOLE_PORT}
+
+
+def test_compose_runs_the_console(services: dict[str, Any]) -> None:
+    console = services["console"]
+    assert console["command"] == ["serve", "console"]
+    assert f"{CONSOLE_PORT}:{CONSOLE_PORT}" in [str(p) for p in console["ports"]]
+    assert console["restart"] == "unless-stopped"
+    assert f":{CONSOLE_PORT}/healthz" in " ".join(console["healthcheck"]["test"])
+    env = console["environment"]
+    for name, port in PORTS.items():  # it finds the services as the CLI does
+        assert env[f"TOUCHPOINT_{name.upper()}_URL"] == f"http://{name}:{port}"
+        assert console["depends_on"][name]["condition"] == "service_healthy"
+    assert env["TOUCHPOINT_BOOTSTRAP_ADMIN_KEY"].startswith("${")
+
+
+def test_k8s_console(k8s_docs: list[dict[str, Any]]) -> None:
+    pod = _k8s(k8s_docs, "Deployment")["console"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["serve", "console"]
+    assert [p["containerPort"] for p in container["ports"]] == [CONSOLE_PORT]
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert container[probe]["httpGet"]["path"] == path
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for name, port in PORTS.items():
+        assert env[f"TOUCHPOINT_{name.upper()}_URL"] == f"http://{name}:{port}"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    (svc_port,) = _k8s(k8s_docs, "Service")["console"]["spec"]["ports"]
+    assert svc_port["port"] == CONSOLE_PORT
 
 
 def test_compose_runs_the_whole_stack(services: dict[str, Any]) -> None:
@@ -281,7 +312,7 @@ def test_every_touchpoint_env_name_is_a_settings_field() -> None:
     docs = [ROOT / "deploy" / "README.md", ROOT / "docs" / "deployment.md"]
     files = [COMPOSE_FILE, DOCKERFILE, *K8S_DIR.glob("*.yaml"), *docs]
     fields = (set(Settings.model_fields) | set(MessagingSettings.model_fields)
-              | set(JourneySettings.model_fields))
+              | set(JourneySettings.model_fields) | set(ConsoleSettings.model_fields))
     for path in files:
         if not path.exists():
             continue

@@ -48,6 +48,29 @@ def test_send_events_are_the_models_bytes(monkeypatch: pytest.MonkeyPatch,
             assert direct == encoded(model)  # key, value and headers, byte for byte
 
 
+@pytest.mark.parametrize("extra", [
+    {"template_version": 1},
+    {"template_version": 12, "test": True},
+    {"test": False},
+    {"codes": {"thanks-20": "TH-7K2M9QXA"}, "template_version": 3},
+    {"codes": {"wïn \"back\"": "Grüße-1", "b": "2"}, "test": True, "template_version": 2},
+])
+@pytest.mark.parametrize("journey", JOURNEYS[:2])
+def test_send_events_with_version_test_and_codes_are_the_models_bytes(
+        monkeypatch: pytest.MonkeyPatch, extra: dict[str, object],
+        journey: JourneyRef | None) -> None:
+    produced = TIMES[1]
+    monkeypatch.setattr(prepare_module, "utcnow", lambda: produced)
+    cmd = command(Channel.email, journey)
+    for status, reason in ((DeliveryStatus.queued, None), (DeliveryStatus.sent, None),
+                           (DeliveryStatus.failed, "code pool x empty")):
+        model = event(cmd, "5d9e2a7c-1b1f-4f37-a3c2-0d9b8f1e6a41", status, TIMES[0],
+                      produced_at=produced, reason=reason, **extra)
+        direct = send_event(cmd, "5d9e2a7c-1b1f-4f37-a3c2-0d9b8f1e6a41", status, TIMES[0],
+                            reason=reason, **extra)  # type: ignore[arg-type]
+        assert direct == encoded(model)
+
+
 def test_events_with_an_address_keep_the_models_bound() -> None:
     from pydantic import ValidationError
 

@@ -143,6 +143,17 @@ def test_delivery_outcomes() -> None:
     assert change.kind == "consent_changed" and p.consent["email"]["subscribed"] is False
     apply_delivery(p, delivery("clicked"))
     assert p.last_click_at == T0 and p.last_open_at == T0
+
+
+def test_sent_codes_are_kept_per_pool_and_test_sends_are_not() -> None:
+    p = state()
+    sent = delivery("sent").model_copy(update={"codes": {"thanks-20": "TH-1"}})
+    assert apply_delivery(p, sent) == [] and p.codes == {"thanks-20": "TH-1"}
+    apply_delivery(p, delivery("sent").model_copy(update={"codes": {"nps": "N-9"}}))
+    apply_delivery(p, delivery("sent").model_copy(update={"codes": {"nps": "T"}, "test": True}))
+    assert p.codes == {"thanks-20": "TH-1", "nps": "N-9"}
+    assert snapshot(p, [], T0, CONV).codes == {"thanks-20": "TH-1", "nps": "N-9"}
+    assert snapshot(state(), [], T0, CONV).codes is None
     assert event_name(delivery("clicked")) == "Email Link Clicked"
     assert event_name(delivery("opened", channel="push")) == "Push Notification Opened"
     assert event_name(delivery("unsubscribed")) == "Unsubscribed"

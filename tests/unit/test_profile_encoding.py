@@ -30,7 +30,8 @@ def _state() -> ProfileState:
                      order_count=3, gross_revenue=123.456, first_order_at=NOW - timedelta(30),
                      last_order_at=NOW - timedelta(days=2), lifecycle_stage="active",
                      rfm={"r": 5, "f": 4, "m": 3, "segment": "Champions"},
-                     consent={"email": {"subscribed": False, "source": "x", "at": "t"}})
+                     consent={"email": {"subscribed": False, "source": "x", "at": "t"}},
+                     codes={"thanks-20": "TH-7K2M9QXA", "wïn": "Grüße-1"})
     p.push_tokens["tok-12345678"] = {"deliverable": True, "reason": None, "at": "t"}
     return p
 

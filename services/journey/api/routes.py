@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import ValidationError
@@ -93,13 +93,31 @@ async def save_draft(body: JSONBody, request: Request, principal: AdminDep) -> d
 
 
 @router.get("")
-async def list_journeys(request: Request, principal: AdminDep) -> dict[str, Any]:
-    """All journeys of the workspace."""
+async def list_journeys(request: Request, principal: AdminDep,
+                        include: Annotated[Literal["stats"] | None, Query(
+                            description="`stats`: add each journey's counts (one query for "
+                                        "all): entries, active, customers, converted.")] = None,
+                        ) -> dict[str, Any]:
+    """All journeys of the workspace (with `include=stats`, their counts too)."""
+    ws = principal.workspace_id
     async with request.app.state.runtime.engine.connect() as conn:
         rows = (await conn.execute(select(journeys).where(
-            journeys.c.workspace_id == principal.workspace_id).order_by(journeys.c.key)
-        )).mappings().all()
-    return {"items": [_summary(r) for r in rows]}
+            journeys.c.workspace_id == ws).order_by(journeys.c.key))).mappings().all()
+        counts = {}
+        if include == "stats":
+            i = instances.c
+            counts = {r.journey_key: {
+                "entries": r.entries, "active": r.active, "customers": r.customers,
+                "converted": r.converted} for r in (await conn.execute(select(
+                    i.journey_key, func.count().label("entries"),
+                    func.count().filter(i.status == "active").label("active"),
+                    func.count(i.profile_id.distinct()).label("customers"),
+                    func.count(i.profile_id.distinct()).filter(
+                        i.goal_at.is_not(None), i.holdout.is_(False)).label("converted"))
+                .where(i.workspace_id == ws).group_by(i.journey_key))).all()}
+    empty = {"entries": 0, "active": 0, "customers": 0, "converted": 0}
+    return {"items": [_summary(r) | ({"stats": counts.get(r["key"], empty)}
+                                     if include == "stats" else {}) for r in rows]}
 
 
 @router.get("/{key}")

@@ -16,8 +16,9 @@ from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 Status = Literal["queued", "sending", "sent", "delivered", "bounced", "failed", "suppressed"]
-SUMMARY = ("id", "profile_id", "channel", "template", "status", "error", "journey", "provider",
-           "created_at", "sent_at", "delivered_at", "opened_at", "clicked_at")
+SUMMARY = ("id", "profile_id", "channel", "template", "template_version", "status", "error",
+           "journey", "provider", "created_at", "sent_at", "delivered_at", "opened_at",
+           "clicked_at")
 
 
 @router.get("/messages")

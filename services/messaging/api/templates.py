@@ -1,28 +1,33 @@
-"""Templates: CRUD and preview."""
+"""Templates: CRUD, versions and preview."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, select
 
-from services.messaging.api.deps import EngineDep, MessagingDep
+from services.messaging import template_store
+from services.messaging.api.deps import EngineDep, MessagingDep, publish
+from services.messaging.domain.plain_text import html_to_text
 from services.messaging.domain.render import (
     RenderError,
-    check_syntax,
     render,
     template_data,
     with_unsubscribe_footer,
 )
+from services.messaging.domain.template_check import SAMPLE_PROFILE, check_limits, check_source
+from services.messaging.prepare import render_options
 from services.messaging.tables import templates
+from services.messaging.test_send import test_command, test_send
 from shared.http.auth import AdminDep
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["templates"])
 TemplateKey = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-.]+$")
+PARTS = ("subject", "html", "text")
 
 
 class TemplateIn(BaseModel):
@@ -38,6 +43,9 @@ class TemplateIn(BaseModel):
         "marketing", description="transactional sends ignore unsubscribes (never bounces)")
     topic: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-.]+$",
                               description="subscription topic: consent `topic:<key>` applies")
+    strict: bool | None = Field(
+        None, description="undefined variables fail the send instead of rendering blank; "
+                          "omitted: the template's earlier choice, false for a new one")
 
 
 class PreviewIn(BaseModel):
@@ -47,14 +55,78 @@ class PreviewIn(BaseModel):
     journey: dict[str, Any] = Field(default_factory=dict)
 
 
+class TestSendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=3, max_length=4096,
+                    description="the tester's address: email, phone, push token or URL")
+    profile: dict[str, Any] | None = Field(
+        None, description="profile snapshot to render with; omitted: a sample profile")
+    event: dict[str, Any] = Field(default_factory=dict)
+
+
+class TestSendOut(BaseModel):
+    message_id: str
+    status: str = Field(description="sent, failed, suppressed or bounced")
+    reason: str | None
+    template_version: int | None
+
+
+class UndefinedOut(BaseModel):
+    name: str
+    line: int
+    column: int
+    part: str
+
+
+class PreviewOut(BaseModel):
+    subject: str | None
+    html: str | None
+    text: str | None
+    undefined: list[UndefinedOut] = Field(
+        description="undefined variables met (blank in a lax template), with their place")
+
+
+class TemplateOut(BaseModel):
+    key: str
+    channel: str
+    subject: str | None
+    html: str | None
+    text: str | None
+    category: str
+    topic: str | None
+    strict: bool
+    version: int
+    updated_at: Any
+
+
+class TemplateList(BaseModel):
+    items: list[TemplateOut]
+
+
+class VersionOut(BaseModel):
+    version: int
+    channel: str
+    subject: str | None
+    html: str | None
+    text: str | None
+    category: str
+    topic: str | None
+    strict: bool
+    created_at: Any
+
+
+class VersionList(BaseModel):
+    items: list[VersionOut]
+
+
 def _out(row: Any) -> dict[str, Any]:
-    return {k: row[k] for k in ("key", "channel", "subject", "html", "text", "category", "topic",
-                                "updated_at")}
+    return {k: row[k] for k in TemplateOut.model_fields}
 
 
-def _check(body: TemplateIn) -> None:
-    errors = [{"field": name, "message": err} for name in ("subject", "html", "text")
-              if (err := check_syntax(getattr(body, name)))]
+def check_template(body: TemplateIn, snippets: dict[str, str]) -> None:
+    """400 with every problem (field, message, line, column), or nothing."""
+    errors = [{"field": name, **problem} for name in PARTS
+              for problem in check_source(getattr(body, name), snippets=snippets)]
     needs = {"email": ("subject", "html or text", body.subject and (body.html or body.text)),
              "sms": ("text", "text", body.text), "push": ("text", "text", body.text),
              "webhook": ("text", "text", body.text)}[body.channel]
@@ -63,25 +135,30 @@ def _check(body: TemplateIn) -> None:
                                                      f"{needs[1]}" + (" and a subject"
                                                                       if body.channel == "email"
                                                                       else "")})
+    if not errors and (limit := check_limits(subject=body.subject, html=body.html,
+                                             text=body.text, snippets=snippets)):
+        errors.append({"field": "html" if body.html else "text", "message": limit})
     if errors:
-        raise Problem(400, "Invalid template", errors[0]["message"], errors=errors)
+        first = errors[0]
+        where = f" (line {first['line']}, column {first['column']})" if "line" in first else ""
+        raise Problem(400, "Invalid template", f"{first['field']}: {first['message']}{where}",
+                      errors=errors)
 
 
-@router.put("/templates/{key}")
+@router.put("/templates/{key}", response_model=TemplateOut)
 async def put_template(body: TemplateIn, engine: EngineDep, principal: AdminDep,
                        key: str = TemplateKey) -> dict[str, Any]:
-    """Create or replace a Liquid template."""
-    _check(body)
-    values = body.model_dump()
-    stmt = insert(templates).values(workspace_id=principal.workspace_id, key=key, **values)
-    stmt = stmt.on_conflict_do_update(index_elements=[templates.c.workspace_id, templates.c.key],
-                                      set_={**values, "updated_at": func.now()})
+    """Create or replace a Liquid template; every save is a new version."""
     async with engine.begin() as conn:
-        row = (await conn.execute(stmt.returning(templates))).mappings().one()
+        snippets = (await template_store.load_snippets(conn, [principal.workspace_id]))[
+            principal.workspace_id]
+        check_template(body, snippets)
+        row = await template_store.save_template(conn, workspace_id=principal.workspace_id,
+                                                 key=key, values=body.model_dump())
     return _out(row)
 
 
-@router.get("/templates")
+@router.get("/templates", response_model=TemplateList)
 async def list_templates(engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """All templates of the workspace."""
     async with engine.connect() as conn:
@@ -91,7 +168,7 @@ async def list_templates(engine: EngineDep, principal: AdminDep) -> dict[str, An
     return {"items": [_out(r) for r in rows]}
 
 
-async def _load(engine: EngineDep, workspace_id: str, key: str) -> Any:
+async def load_template(engine: EngineDep, workspace_id: str, key: str) -> Any:
     async with engine.connect() as conn:
         row = (await conn.execute(select(templates).where(
             templates.c.workspace_id == workspace_id, templates.c.key == key))).mappings().first()
@@ -100,11 +177,22 @@ async def _load(engine: EngineDep, workspace_id: str, key: str) -> Any:
     return row
 
 
-@router.get("/templates/{key}")
+@router.get("/templates/{key}", response_model=TemplateOut)
 async def get_template(engine: EngineDep, principal: AdminDep,
                        key: str = TemplateKey) -> dict[str, Any]:
-    """One template."""
-    return _out(await _load(engine, principal.workspace_id, key))
+    """One template (its latest version)."""
+    return _out(await load_template(engine, principal.workspace_id, key))
+
+
+@router.get("/templates/{key}/versions", response_model=VersionList)
+async def list_versions(engine: EngineDep, principal: AdminDep,
+                        key: str = TemplateKey) -> dict[str, Any]:
+    """Every saved version of a template, newest first."""
+    async with engine.connect() as conn:
+        rows = await template_store.versions(conn, workspace_id=principal.workspace_id, key=key)
+    if not rows:
+        raise Problem(404, "Not found", f"no template '{key}'")
+    return {"items": [{k: r[k] for k in VersionOut.model_fields} for r in rows]}
 
 
 @router.delete("/templates/{key}", status_code=204)
@@ -117,18 +205,45 @@ async def delete_template(engine: EngineDep, principal: AdminDep, key: str = Tem
         raise Problem(404, "Not found", f"no template '{key}'")
 
 
-@router.post("/templates/{key}/preview")
+@router.post("/templates/{key}/test-send", response_model=TestSendOut)
+async def test_send_template(body: TestSendIn, request: Request, engine: EngineDep,
+                             m: MessagingDep, principal: AdminDep,
+                             key: str = TemplateKey) -> dict[str, Any]:
+    """Send a template to a tester through the real provider; events carry `test: true`."""
+    row = await load_template(engine, principal.workspace_id, key)
+    if row["channel"] == "email" and "@" not in body.to:
+        raise Problem(400, "Invalid test send", "to: not an email address",
+                      errors=[{"field": "to", "message": "not an email address"}])
+    cmd = test_command(workspace_id=principal.workspace_id, template=key,
+                       channel=row["channel"], to=body.to,
+                       profile=SAMPLE_PROFILE if body.profile is None else body.profile,
+                       event=body.event)
+    result, rows = await test_send(request.app.state.runtime, m, cmd)
+    await publish(request, rows)
+    return result
+
+
+@router.post("/templates/{key}/preview", response_model=PreviewOut)
 async def preview_template(body: PreviewIn, engine: EngineDep, m: MessagingDep,
                            principal: AdminDep, key: str = TemplateKey) -> dict[str, Any]:
-    """Render a template with a sample profile, event and journey; nothing is sent.
-    422 names the missing variable when the data can't render it."""
-    row = await _load(engine, principal.workspace_id, key)
+    """Render a template with a sample profile, event and journey; nothing is sent and no
+    discount code is handed out. 422 names what can't render (a strict template's
+    missing variable, a render limit)."""
+    row = await load_template(engine, principal.workspace_id, key)
+    async with engine.connect() as conn:
+        snippets = (await template_store.load_snippets(conn, [principal.workspace_id]))[
+            principal.workspace_id]
     unsubscribe = f"{m.settings.messaging_public_url}/u/preview"
     data = template_data(body.model_dump(), message_id="preview", unsubscribe_url=unsubscribe)
     try:
-        out = render(subject=row["subject"], html=row["html"], text=row["text"], data=data)
+        out = render(subject=row["subject"], html=row["html"], text=row["text"], data=data,
+                     strict=row["strict"], snippets=snippets,
+                     options=render_options(m.settings, body.profile))
     except RenderError as exc:
         raise Problem(422, "Cannot render", str(exc)) from exc
     if row["channel"] == "email":
+        if out.html and not row["text"]:
+            out = replace(out, text=html_to_text(out.html))
         out = with_unsubscribe_footer(out, url=unsubscribe, sources=(row["html"], row["text"]))
-    return {"subject": out.subject, "html": out.html, "text": out.text}
+    return {"subject": out.subject, "html": out.html, "text": out.text,
+            "undefined": out.undefined}

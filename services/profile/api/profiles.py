@@ -14,10 +14,11 @@ from services.profile import commands
 from services.profile import repository as repo
 from services.profile.api.views import public_profile, summary
 from services.profile.domain.identity import normalise_email, normalise_phone
-from services.profile.domain.snapshot import metrics
+from services.profile.domain.snapshot import metrics, snapshot
 from services.profile.domain.state import ProfileState
 from services.profile.tables import events, identities, profiles, segment_members
 from shared.auth import Principal
+from shared.contracts.profile import ProfileSnapshot
 from shared.http.auth import AdminDep
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
@@ -42,7 +43,13 @@ async def _load(conn: AsyncConnection, principal: Principal, profile_id: str,
 async def _full(conn: AsyncConnection, p: ProfileState) -> dict[str, Any]:
     conv = (await repo.conventions_for(conn, [p.workspace_id]))[p.workspace_id]
     members = (await repo.memberships(conn, [p.id]))[p.id]
-    return public_profile(p, sorted(members), conv, datetime.now(UTC))
+    # Ids of profiles merged into this one (their messages and journeys keep the old id).
+    merged = (await conn.execute(select(identities.c.value).where(
+        identities.c.profile_id == p.id, identities.c.workspace_id == p.workspace_id,
+        identities.c.kind == "profile_id", identities.c.value != p.id)
+        .order_by(identities.c.value))).scalars().all()
+    return public_profile(p, sorted(members), conv, datetime.now(UTC)) | {
+        "merged_ids": list(merged)}
 
 
 @router.get("")
@@ -158,6 +165,17 @@ async def get_profile_segments(profile_id: str, request: Request,
                                    .order_by(segment_members.c.segment_key))).all()
     return {"profile_id": p.id, "items": [{"segment": r.segment_key,
                                            "entered_at": r.entered_at.isoformat()} for r in rows]}
+
+
+@router.get("/{profile_id}/snapshot", response_model=ProfileSnapshot)
+async def get_profile_snapshot(profile_id: str, request: Request,
+                               principal: AdminDep) -> ProfileSnapshot:
+    """The profile snapshot that send commands carry (for previews that match a real send)."""
+    async with request.app.state.runtime.engine.connect() as conn:
+        p = await _load(conn, principal, profile_id)
+        conv = (await repo.conventions_for(conn, [p.workspace_id]))[p.workspace_id]
+        members = (await repo.memberships(conn, [p.id]))[p.id]
+    return snapshot(p, sorted(members), datetime.now(UTC), conv)
 
 
 @router.get("/{profile_id}/consent")

@@ -22,7 +22,7 @@ def public_profile(p: ProfileState, segments: list[str], conv: Conventions,
         "metrics": metrics(p, now, conv), "lifecycle_stage": p.lifecycle_stage,
         "rfm_segment": p.rfm.get("segment") if p.rfm else None,
         "segments": sorted(segments), "consent": p.consent, "reachable": reachable(p),
-        "addresses": p.addresses,
+        "addresses": p.addresses, "codes": p.codes,
         "push_tokens": [{"token": t, **v} for t, v in p.push_tokens.items()],
     }
 

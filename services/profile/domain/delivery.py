@@ -65,6 +65,8 @@ def apply_delivery(p: ProfileState, d: DeliveryEvent) -> list[Change]:
         return set_consent(p, channel, False, f"unsubscribe:{d.template or 'message'}", at)
     elif d.status is DeliveryStatus.complained and channel != "webhook":
         return set_consent(p, channel, False, "spam complaint", at)
+    elif d.status is DeliveryStatus.sent and d.codes and not d.test:
+        p.codes.update(d.codes)  # kept as `profile.codes.<pool>`; a test send's are not real
     elif _undeliverable(d) and channel != "webhook":
         return mark_address(p, channel, False, d.reason or d.status.value, at, token=d.address)
     return []

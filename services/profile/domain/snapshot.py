@@ -76,6 +76,8 @@ def snapshot_fields(p: ProfileState, now: datetime, conv: Conventions) -> dict[s
         out["lifecycle_stage"] = p.lifecycle_stage
     if p.rfm and p.rfm.get("segment") is not None:
         out["rfm_segment"] = p.rfm["segment"]
+    if p.codes:
+        out["codes"] = dict(p.codes)
     return out
 
 

@@ -53,6 +53,7 @@ class ProfileState:
     lifecycle_stage: str | None = None
     rfm: dict[str, Any] = field(default_factory=dict)  # {"r", "f", "m", "segment"}
     predictions: dict[str, Any] = field(default_factory=dict)  # churn_risk, predicted_ltv, ...
+    codes: dict[str, str] = field(default_factory=dict)  # discount code per pool (sent events)
     created: bool = False  # not in the database yet
 
 

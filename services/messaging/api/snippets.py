@@ -1,0 +1,81 @@
+"""Snippets: Liquid partials a template includes with `{% render 'name' %}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from services.messaging import template_store
+from services.messaging.api.deps import EngineDep
+from services.messaging.domain.template_check import check_limits, check_source
+from services.messaging.tables import snippets
+from shared.http.auth import AdminDep
+from shared.http.problems import Problem
+
+router = APIRouter(prefix="/v1", tags=["templates"])
+SnippetName = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-.]+$")
+
+
+class SnippetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(max_length=64 * 1024, description="Liquid source")
+
+
+class SnippetOut(BaseModel):
+    name: str
+    source: str
+    updated_at: Any
+
+
+@router.put("/snippets/{name}", response_model=SnippetOut)
+async def put_snippet(body: SnippetIn, engine: EngineDep, principal: AdminDep,
+                      name: str = SnippetName) -> dict[str, Any]:
+    """Create or replace a snippet; refused with line and column when it doesn't parse, uses
+    an unknown filter or partial, or goes over a render limit (renders itself, say)."""
+    ws = principal.workspace_id
+    async with engine.begin() as conn:
+        known = (await template_store.load_snippets(conn, [ws]))[ws]
+        with_it = {**known, name: body.source}
+        problems = check_source(body.source, snippets=with_it)
+        if not problems and (limit := check_limits(subject=None, html=None, text=body.source,
+                                                   snippets=with_it)):
+            problems = [{"message": limit, "line": 1, "column": 0}]
+        if problems:
+            first = problems[0]
+            raise Problem(400, "Invalid snippet", f"source: {first['message']} (line "
+                                                  f"{first['line']}, column {first['column']})",
+                          errors=[{"field": "source", **p} for p in problems])
+        stmt = insert(snippets).values(workspace_id=ws, name=name, source=body.source)
+        row = (await conn.execute(stmt.on_conflict_do_update(
+            index_elements=[snippets.c.workspace_id, snippets.c.name],
+            set_={"source": body.source, "updated_at": func.now()}).returning(snippets)
+        )).mappings().one()
+    return {k: row[k] for k in SnippetOut.model_fields}
+
+
+@router.get("/snippets/{name}", response_model=SnippetOut)
+async def get_snippet(engine: EngineDep, principal: AdminDep,
+                      name: str = SnippetName) -> dict[str, Any]:
+    """One snippet."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(snippets).where(
+            snippets.c.workspace_id == principal.workspace_id, snippets.c.name == name)
+        )).mappings().first()
+    if row is None:
+        raise Problem(404, "Not found", f"no snippet '{name}'")
+    return {k: row[k] for k in SnippetOut.model_fields}
+
+
+@router.delete("/snippets/{name}", status_code=204)
+async def delete_snippet(engine: EngineDep, principal: AdminDep,
+                         name: str = SnippetName) -> None:
+    """Delete a snippet; templates that render it fail to render until it is back."""
+    async with engine.begin() as conn:
+        result = await conn.execute(delete(snippets).where(
+            snippets.c.workspace_id == principal.workspace_id, snippets.c.name == name))
+    if result.rowcount == 0:
+        raise Problem(404, "Not found", f"no snippet '{name}'")

@@ -1,0 +1,61 @@
+"""Templates' database side: snippets, versions and the code pools a render reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.messaging.tables import snippets, template_versions, templates
+
+
+async def load_snippets(conn: AsyncConnection, workspace_ids: Iterable[str]
+                        ) -> dict[str, dict[str, str]]:
+    """The snippets of these workspaces, by workspace then name."""
+    ids = sorted(set(workspace_ids))
+    found: dict[str, dict[str, str]] = {w: {} for w in ids}
+    if ids:
+        rows = await conn.execute(select(snippets.c.workspace_id, snippets.c.name,
+                                         snippets.c.source)
+                                  .where(snippets.c.workspace_id.in_(ids)))
+        for workspace_id, name, source in rows:
+            found[workspace_id][name] = source
+    return found
+
+
+async def save_template(conn: AsyncConnection, *, workspace_id: str, key: str,
+                        values: dict[str, Any]) -> Any:
+    """Create or replace a template as a new immutable version; returns the template row.
+    Concurrent saves of one key are serialised on the template row."""
+    current = (await conn.execute(select(templates.c.version, templates.c.strict).where(
+        templates.c.workspace_id == workspace_id, templates.c.key == key).with_for_update()
+    )).first()
+    if values.get("strict") is None:  # an earlier save's choice is kept
+        values = {**values, "strict": bool(current.strict) if current else False}
+    if current is not None:
+        version = current.version + 1
+    else:  # deleted and created again: its versions go on
+        version = 1 + ((await conn.execute(select(func.max(template_versions.c.version)).where(
+            template_versions.c.workspace_id == workspace_id,
+            template_versions.c.key == key))).scalar() or 0)
+    if current is None:
+        row = (await conn.execute(templates.insert().values(
+            workspace_id=workspace_id, key=key, version=version, **values
+        ).returning(templates))).mappings().one()
+    else:
+        row = (await conn.execute(templates.update().where(
+            templates.c.workspace_id == workspace_id, templates.c.key == key
+        ).values(version=version, updated_at=func.now(), **values).returning(templates)
+        )).mappings().one()
+    await conn.execute(template_versions.insert().values(
+        workspace_id=workspace_id, key=key, version=version, **values))
+    return row
+
+
+async def versions(conn: AsyncConnection, *, workspace_id: str, key: str) -> list[Any]:
+    rows = await conn.execute(select(template_versions).where(
+        template_versions.c.workspace_id == workspace_id, template_versions.c.key == key
+    ).order_by(template_versions.c.version.desc()))
+    return list(rows.mappings().all())

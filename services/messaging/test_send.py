@@ -1,0 +1,62 @@
+"""A test send: one template rendered for a tester's address and sent through the real
+provider path, its message logged and its delivery events marked `test: true` (KPIs
+leave them out). It hands out no discount code: `code` writes `[pool code]`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from services.messaging import store
+from services.messaging.bootstrap import Messaging
+from services.messaging.delivery import record, send, verdict_outcome
+from services.messaging.prepare import prepare, send_event
+from services.messaging.tables import messages
+from shared.contracts.delivery import DeliveryStatus
+from shared.contracts.send import Channel, Recipient, SendCommand
+from shared.db.outbox import OutboxRow
+from shared.runtime import ServiceRuntime
+
+_ADDRESS_FIELD = {"email": "email", "sms": "phone", "webhook": "url"}
+
+
+def test_command(*, workspace_id: str, template: str, channel: str, to: str,
+                 profile: dict[str, Any], event: dict[str, Any]) -> SendCommand:
+    """The send command a test send stands for (never published)."""
+    key = f"test-send:{uuid.uuid4()}"
+    recipient = (Recipient(push_tokens=[to]) if channel == "push"
+                 else Recipient(**{_ADDRESS_FIELD[channel]: to}))
+    profile_id = str(profile.get("profile_id") or profile.get("id") or "test-send")[:36]
+    return SendCommand(id=key, workspace_id=workspace_id, profile_id=profile_id,
+                       idempotency_key=key, channel=Channel(channel), template=template,
+                       to=recipient, context={"profile": profile, "event": event},
+                       requested_at=datetime.now(UTC))
+
+
+async def test_send(rt: ServiceRuntime, m: Messaging, cmd: SendCommand
+                    ) -> tuple[dict[str, Any], list[OutboxRow]]:
+    """Render, log, send and record one test message; returns its outcome and the outbox
+    rows to publish."""
+    address = cmd.to.email or cmd.to.phone or cmd.to.url or cmd.to.push_tokens[0]
+    async with rt.engine.connect() as conn:
+        state = await store.load_send_state(
+            conn, template_keys={(cmd.workspace_id, cmd.template)}, profiles=set(),
+            addresses={(cmd.workspace_id, cmd.channel.value,
+                        store.address_hash(cmd.channel, address))})
+    p = prepare(m, cmd, str(uuid.uuid4()), state, [address], test=True)
+    now = datetime.now(UTC)
+    async with store.transaction(rt.engine) as db:
+        await db.execute(
+            f"INSERT INTO {messages.fullname} (id, workspace_id, idempotency_key, profile_id, "
+            "channel, template, template_version, status, recipient) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            p.message_id, cmd.workspace_id, cmd.idempotency_key, cmd.profile_id,
+            cmd.channel.value, cmd.template, p.template_version,
+            "queued" if p.verdict else "sending", address[:2000])
+        rows = await store.emit(db, rt.settings, [send_event(
+            cmd, p.message_id, DeliveryStatus.queued, now, **p.event_fields())])
+    outcome = verdict_outcome(p) if p.verdict else await send(rt, m, p)
+    rows += await record(rt, [outcome])
+    return ({"message_id": p.message_id, "status": outcome.status, "reason": outcome.reason,
+             "template_version": p.template_version}, rows)

@@ -166,4 +166,6 @@ class ServiceRuntime:
             await asyncio.gather(*pending, return_exceptions=True)
         if self.producer_started:
             await self.producer.stop()
+        if self.relay is not None:
+            await self.relay.close()
         await self.engine.dispose()

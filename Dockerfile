@@ -9,13 +9,13 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject alone, so code changes reuse this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+# Dependencies first, from the hashed lock alone, so code changes reuse this layer. The
+# image runs services only: the `local` and `dev` extras (embedded Postgres, the broker
+# binary, test tools) are not in requirements-prod.lock (`make lock` writes both locks).
+COPY requirements-prod.lock ./
+RUN pip install --require-hashes -r requirements-prod.lock
 
-# The project itself: a regular (not editable) install into the venv.
+# The project itself: a regular (not editable) install into the venv, dependencies above.
 COPY . .
 RUN pip install --no-deps . \
  && touchpoint --help > /dev/null

@@ -63,20 +63,27 @@ class Principal:
 
 
 class KeyRing:
-    """Looks keys up with a short cache, so auth costs no query on the hot path."""
+    """Looks keys up with a short cache, so auth costs no query on the hot path.
+
+    Unknown keys are remembered apart from known ones: a stream of wrong keys fills and
+    clears only its own cache, never evicting the keys real clients use."""
 
     def __init__(self, engine: AsyncEngine, table: Table, ttl_s: float = 10.0) -> None:
         self.engine = engine
         self.table = table
         self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._misses: dict[str, float] = {}
 
     async def lookup(self, key: str, kind: str) -> Principal | None:
         digest = hash_key(key)
         now = time.monotonic()
         hit = self._cache.get(digest)
+        principal: Principal | None
         if hit and hit[0] > now:
             principal = hit[1]
+        elif self._misses.get(digest, 0.0) > now:
+            principal = None
         else:
             t = self.table
             async with self.engine.connect() as conn:
@@ -88,10 +95,16 @@ class KeyRing:
                     )
                 ).first()
             principal = Principal(row.workspace_id, row.kind) if row else None
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + self.ttl_s, principal)
+            if principal is None:
+                if len(self._misses) > 10_000:
+                    self._misses.clear()
+                self._misses[digest] = now + self.ttl_s
+            else:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = (now + self.ttl_s, principal)
         return principal if principal and principal.kind == kind else None
 
     def forget(self) -> None:
         self._cache.clear()
+        self._misses.clear()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Public values: each is accepted only in its own environment (model_post_init).
+DEV_SECRET = "touchpoint-dev-only-secret-change-me-not-for-real-mail"
+TEST_SECRET = "touchpoint-test-only-secret-never-used-outside-tests"
 SERVICES = ("ingest", "profile", "journey", "messaging")
 DEFAULT_PORTS = {"ingest": 8001, "profile": 8002, "journey": 8003, "messaging": 8004}
 # Apps: processes `serve` runs that are not Kafka services (no database, topics or consumers
@@ -19,7 +22,8 @@ APP_PORTS = {"console": 8000}
 class Settings(BaseSettings):
     """What every service needs. Fails fast on unsafe values outside `dev`."""
 
-    model_config = SettingsConfigDict(env_prefix="TOUCHPOINT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TOUCHPOINT_", extra="ignore",
+                                      populate_by_name=True)
 
     @classmethod
     def from_base(cls, settings: Settings) -> Self:
@@ -42,6 +46,21 @@ class Settings(BaseSettings):
     smtp_url: str = "smtp://127.0.0.1:1025"
     email_from: str = "Touchpoint <no-reply@touchpoint.localhost>"
     log_level: str = "INFO"
+    # The installation secret: signs link and unsubscribe tokens, encrypts provider
+    # credentials. `touchpoint up` generates one (.touchpoint/secret); elsewhere it is required
+    # outside dev. TOUCHPOINT_MESSAGING_SECRET_KEY is its former name, still read.
+    secret: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOUCHPOINT_SECRET",
+                                                    "TOUCHPOINT_MESSAGING_SECRET_KEY"),
+        description="Installation secret (TOUCHPOINT_SECRET), >= 32 chars outside dev.")
+    secret_previous: str = Field(
+        default="", description="Earlier secrets, comma-separated, newest first "
+                                "(TOUCHPOINT_SECRET_PREVIOUS): they still verify and decrypt, "
+                                "never sign.")
+    # Failed authentication per source address: a token bucket of `burst` failures that
+    # refills at `per_second`; a source with an empty bucket gets 429 without key lookup.
+    auth_failure_burst: int = Field(default=20, ge=1, le=100_000)
+    auth_failure_per_second: float = Field(default=1.0, gt=0, le=100_000)
     # Consumers: keep fetch waits small (latency budget is ~100 ms end to end).
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=0, le=5000)
     # A restarted member waits for the old one's session to expire (Tansu ignores LeaveGroup).
@@ -57,6 +76,17 @@ class Settings(BaseSettings):
         default=336, ge=1, le=24 * 3650,
         description="How long a consumer remembers an applied message id "
                     "(TOUCHPOINT_INBOX_RETENTION_HOURS).")
+    # Topics: how long a record (personal data included) stays; set when a topic is created.
+    topic_retention_hours: float = Field(
+        default=168, gt=0, le=24 * 3650,
+        description="retention.ms of every topic but the DLQ (TOUCHPOINT_TOPIC_RETENTION_HOURS).")
+    dlq_retention_hours: float = Field(
+        default=168, gt=0, le=24 * 3650,
+        description="retention.ms of the DLQ (TOUCHPOINT_DLQ_RETENTION_HOURS).")
+    topic_segment_hours: float = Field(
+        default=24, gt=0, le=24 * 365,
+        description="segment.ms of every topic: a record outlives retention by up to this "
+                    "(TOUCHPOINT_TOPIC_SEGMENT_HOURS).")
     retention_interval_s: float = Field(
         default=3600, ge=1, le=86_400,
         description="How often old rows are pruned (TOUCHPOINT_RETENTION_INTERVAL_S).")
@@ -76,12 +106,24 @@ class Settings(BaseSettings):
         return value
 
     def model_post_init(self, _context: object) -> None:
+        if self.secret is None and self.env != "prod":
+            self.secret = DEV_SECRET if self.env == "dev" else TEST_SECRET
         if self.env == "prod":
             for name in ("bootstrap_admin_key", "bootstrap_write_key"):
                 key = getattr(self, name)
                 if key is not None and len(key) < 24:
                     raise ValueError(
                         f"TOUCHPOINT_{name.upper()} is too short for prod (>= 24 chars)")
+            if self.secret is None or self.secret in (DEV_SECRET, TEST_SECRET) \
+                    or len(self.secret) < 32:
+                raise ValueError("TOUCHPOINT_SECRET must be set to a generated value "
+                                 "(>= 32 chars) in prod: `openssl rand -hex 32`")
+
+    @property
+    def secrets(self) -> list[str]:
+        """The current secret (signs, encrypts) first, then the earlier ones (verify only)."""
+        earlier = [s.strip() for s in self.secret_previous.split(",") if s.strip()]
+        return [self.secret or DEV_SECRET, *(s for s in earlier if s != self.secret)]
 
     def topic(self, name: str) -> str:
         """Full topic name for a short name such as `events` -> `touchpoint.events`."""

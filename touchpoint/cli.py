@@ -17,7 +17,8 @@ from rich.table import Table
 
 from shared.settings import APP_PORTS, APPS, DEFAULT_PORTS, SERVICES
 from touchpoint.client import ClientError, discover, load_documents, parse_properties, stats_table
-from touchpoint.commands import broadcasts, policy
+from touchpoint.commands import broadcasts, kpis, policy
+from touchpoint.commands import secret as secret_commands
 from touchpoint.commands import templates as templates_commands
 from touchpoint.commands.common import AdminKey, Url, WriteKey, api_client, fail, load_settings
 
@@ -34,6 +35,9 @@ app.add_typer(events_app, name="events")
 app.add_typer(broadcasts.app, name="broadcasts")
 app.add_typer(policy.app, name="policy")
 app.add_typer(templates_commands.app, name="templates")
+app.add_typer(kpis.app, name="kpis")
+app.command("report")(kpis.report)
+app.add_typer(secret_commands.app, name="secret")
 
 
 def _check_service(name: str) -> str:

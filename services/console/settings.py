@@ -28,10 +28,9 @@ class ConsoleSettings(Settings):
 
     def cookie_secret(self) -> bytes:
         """32 bytes: the console's own secret, else one derived from the installation's secret
-        (the per-install secret when there is one, else the bootstrap admin key); a random
-        one per process as the last resort (sessions then end with the process)."""
-        base = (self.console_secret_key or getattr(self, "secret_key", None)
-                or self.bootstrap_admin_key)
+        (`TOUCHPOINT_SECRET`, or `.touchpoint/secret` under `up`), else the bootstrap admin
+        key; a random one per process as the last resort (sessions then end with the process)."""
+        base = self.console_secret_key or self.secret or self.bootstrap_admin_key
         if not base:
             return secrets.token_bytes(32)
         return hashlib.sha256(b"touchpoint-console-cookie\x00" + str(base).encode()).digest()

@@ -36,7 +36,7 @@ class Route:
 class Messaging:
     def __init__(self, settings: MessagingSettings) -> None:
         self.settings = settings
-        self.box = SecretBox(settings.messaging_secret_key)
+        self.box = SecretBox(settings.secrets)
         self._configs: dict[str, tuple[float, list[Any]]] = {}
         self._built: dict[tuple[str, str, str], tuple[Any, Route]] = {}
         self._default_smtp: Route | None = None
@@ -87,8 +87,11 @@ class Messaging:
                 raise PermanentFailure(f"{name} credentials unusable: {exc}"[:300]) from exc
             status_url = f"{self.settings.messaging_public_url}/v1/providers/{name}/status/" \
                          f"{workspace_id}"
+            # A stored allow is honoured only while the operator allows private targets.
+            private = row["allow_private_targets"] and \
+                self.settings.messaging_allow_private_targets
             provider = kind.build(kind.settings.model_validate(row["settings"]), secrets,
-                                  row["allow_private_targets"], status_url)
+                                  private, status_url)
             rate = row["rate_per_second"]
             fresh = Route(name, provider, TokenBucket(rate, clock=time.monotonic)
                           if rate else None)
@@ -101,8 +104,10 @@ class Messaging:
         if self._default_smtp is None:
             smtp_settings, smtp_secrets = email.settings_from_url(self.settings.smtp_url,
                                                                   self.settings.email_from)
-            self._default_smtp = Route("smtp", email.SmtpProvider(smtp_settings, smtp_secrets),
-                                       None)
+            # The operator's own TOUCHPOINT_SMTP_URL is trusted: a mail catcher or relay on
+            # loopback or the private network is what it usually is.
+            self._default_smtp = Route("smtp", email.SmtpProvider(smtp_settings, smtp_secrets,
+                                                                  allow_private=True), None)
         return self._default_smtp
 
     async def close(self) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.messaging import store
 from services.messaging.domain.consent import ERASED
-from services.messaging.tables import inbox
+from services.messaging.tables import inbox, profile_aliases
 from shared.contracts.profile import ChangeKind, ProfileChange
 from shared.db import claim_new
 from shared.kafka import Record
@@ -49,16 +50,29 @@ async def _apply(conn: AsyncConnection, change: ProfileChange) -> None:
                 await store.mark_deliverable(conn, workspace_id=ws, channel=channel,
                                              address=address)
         case ChangeKind.erased:
-            await store.erase_profile(conn, workspace_id=ws, profile_id=pid)
-            # Commands emitted before the erasure must not reach the customer any more.
-            await store.record_consent(conn, workspace_id=ws, profile_id=pid, scope=ERASED,
-                                       subscribed=False, source="erasure",
-                                       at=change.occurred_at)
+            # The person is the profile and every profile ever merged into it: those the
+            # change names and those this service saw merged (a merge long ago included).
+            for erased in await _person_ids(conn, ws, pid, data.get("merged_ids")):
+                await store.erase_profile(conn, workspace_id=ws, profile_id=erased)
+                # Commands emitted before the erasure must not reach the customer any more.
+                await store.record_consent(conn, workspace_id=ws, profile_id=erased,
+                                           scope=ERASED, subscribed=False, source="erasure",
+                                           at=change.occurred_at)
         case ChangeKind.merged:
             merged = [str(i) for i in data.get("merged_ids") or []]
             await store.merge_consents(conn, workspace_id=ws, into=pid, merged=merged)
         case _:
             return
+
+
+async def _person_ids(conn: AsyncConnection, workspace_id: str, profile_id: str,
+                      merged_ids: object) -> list[str]:
+    named = [str(i) for i in merged_ids] if isinstance(merged_ids, list) else []
+    # merge_consents keeps every alias pointing at the end of its chain of merges.
+    aliases = (await conn.execute(select(profile_aliases.c.profile_id).where(
+        profile_aliases.c.workspace_id == workspace_id,
+        profile_aliases.c.merged_into.in_([profile_id, *named])))).scalars().all()
+    return list(dict.fromkeys([profile_id, *named, *aliases]))
 
 
 def _snapshot_address(change: ProfileChange, channel: object) -> str | None:

@@ -1,4 +1,4 @@
-"""Messaging's settings: the base ones plus its secret key and public URL."""
+"""Messaging's settings: the base ones plus its public URL and sending limits."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ from pydantic import Field
 
 from shared.settings import Settings
 
-DEV_SECRET = "touchpoint-dev-only-messaging-secret-change-me"
-
 
 class MessagingSettings(Settings):
-    """`TOUCHPOINT_MESSAGING_SECRET_KEY` encrypts provider credentials and signs tracking
-    links; `TOUCHPOINT_MESSAGING_PUBLIC_URL` is where recipients reach the tracking and
-    unsubscribe endpoints."""
+    """The installation secret (`TOUCHPOINT_SECRET`, shared settings) encrypts provider
+    credentials and signs tracking links; `TOUCHPOINT_MESSAGING_PUBLIC_URL` is where
+    recipients reach the tracking and unsubscribe endpoints."""
 
-    messaging_secret_key: str = DEV_SECRET
     messaging_public_url: str = "http://127.0.0.1:8004"
     messaging_provider_attempts: int = Field(default=4, ge=1, le=10)
     messaging_retry_base_seconds: float = Field(default=0.2, ge=0, le=10)
@@ -28,12 +25,12 @@ class MessagingSettings(Settings):
     # snapshot has its own (`currency`, `timezone`).
     messaging_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     messaging_timezone: str = "UTC"
+    # Channels an admin configures through the API may reach private addresses (the
+    # channel's `allow_private_targets`) only when the operator allows it here.
+    messaging_allow_private_targets: bool = False
 
     def model_post_init(self, context: object) -> None:
         super().model_post_init(context)
-        if self.env == "prod" and (self.messaging_secret_key == DEV_SECRET
-                                   or len(self.messaging_secret_key) < 32):
-            raise ValueError("TOUCHPOINT_MESSAGING_SECRET_KEY must be set (>= 32 chars) in prod")
         self.messaging_public_url = self.messaging_public_url.rstrip("/")
         try:
             ZoneInfo(self.messaging_timezone)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from services.profile import recompute, tables
+from services.profile.api.kpis import router as kpis_router
 from services.profile.api.profiles import router as profiles_router
 from services.profile.api.segments import router as segments_router
 from services.profile.api.workspace import router as workspace_router
@@ -36,4 +37,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                      description="Unified customer profiles: identity resolution, traits, "
                                  "computed metrics, RFM, lifecycle, segments, consent, erasure. "
                                  "Auth: `Authorization: Bearer <admin key>`.",
-                     routers=[profiles_router, segments_router, workspace_router])
+                     routers=[profiles_router, segments_router, workspace_router, kpis_router])

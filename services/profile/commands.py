@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.profile import kpis_store
 from services.profile import repository as repo
 from services.profile.domain.identity import identifier_hash
 from services.profile.domain.snapshot import snapshot
@@ -75,6 +76,7 @@ async def erase(conn: AsyncConnection, settings: Settings, workspace_id: str, pr
         segment_members.c.workspace_id == workspace_id,
         segment_members.c.profile_id == profile_id))
     await conn.execute(delete(profiles).where(profiles.c.id == profile_id))
+    await kpis_store.forget(conn, workspace_id, profile_id)
     message = ProfileChange(id=f"erased:{profile_id}", workspace_id=workspace_id,
                             profile_id=profile_id, kind=ChangeKind.erased, occurred_at=at,
                             data={"merged_ids": sorted(r.value for r in idents

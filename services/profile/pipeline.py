@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.profile import kpis_store, segment_store
 from services.profile import repository as repo
-from services.profile import segment_store
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.delivery import apply_delivery, event_name, event_properties
 from services.profile.domain.identity import (
@@ -75,6 +75,7 @@ class _Batch:
     touched: dict[str, str] = field(default_factory=dict)  # profile id -> workspace
     merged_into: dict[str, str] = field(default_factory=dict)  # loser -> survivor, this batch
     produced: datetime = field(default_factory=utcnow)  # produced_at of the batch's messages
+    kpi: kpis_store.KpiFacts = field(default_factory=kpis_store.KpiFacts)
 
     def live(self, pid: str) -> str:
         """Where rows queued for `pid` belong now (it may have been merged since)."""
@@ -171,9 +172,11 @@ def _apply_one(b: _Batch, item: Event | DeliveryEvent, ids: list[Identifier],
         p.event_count += 1
         p.last_seen_at = max(p.last_seen_at, ts)
         changes += apply_delivery(p, item)
+        b.kpi.note_delivery(p.id, item)
     else:
         event = ev
         changes += apply_event(p, ev, conv)
+        b.kpi.note_event(p.id, ev, conv)
         renamed = [] if before_traits is p.traits else sorted(
             k for k in p.traits if before_traits.get(k, object()) != p.traits[k])
         if renamed and not res.created:
@@ -212,6 +215,12 @@ async def _write(conn: AsyncConnection, b: _Batch, settings: Settings) -> list[O
         await repo.save_profiles(conn, (b.states[pid] for pid in b.touched))
         await repo.add_history(conn, b.history)
         members = await _segments(conn, b, current)
+        # The KPI rollups, in this same transaction (docs/metrics.md).
+        await kpis_store.write(conn, b.kpi, b.conventions, b.live,
+                               {loser: (b.states[b.live(loser)].workspace_id, b.live(loser))
+                                for loser, _ in b.merges}, members,
+                               [(ws, c.data["from"], c.data["to"]) for ws, _, _, c in b.changes
+                                if c.kind == "lifecycle_changed"], b.now)
         encoded = await encoder
     finally:
         encoder.cancel()  # a no-op once it is done; stops it when a write failed

@@ -13,8 +13,8 @@ from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.profile import kpis_state, segment_admin, segment_store
 from services.profile import repository as repo
-from services.profile import segment_admin, segment_store
 from services.profile.domain import clv, rfm
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.lifecycle import DAY, lifecycle_stage
@@ -51,6 +51,8 @@ async def recompute_workspace(engine: AsyncEngine, settings: Settings, workspace
     if backfill:
         async with engine.begin() as conn:
             await segment_store.mark_computed(conn, workspace_id, backfill)
+    async with engine.begin() as conn:  # today's state figures for the KPIs
+        await kpis_state.take(conn, workspace_id, conv, now)
     return {"workspace_id": workspace_id, **summary, "segments_evaluated": len(chosen)}
 
 

@@ -2,6 +2,7 @@
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -132,6 +133,8 @@ segments = Table(
     # Set once membership was computed over the whole workspace for this version of the rule;
     # null means the scheduled pass still has to finish it.
     Column("computed_at", DateTime(timezone=True)),
+    # 0004: facts of members are also counted per segment in the KPI rollups.
+    Column("reporting", Boolean, nullable=False, server_default="false"),
     PrimaryKeyConstraint("workspace_id", "key"),
 )
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from shared.http.auth import AuthFailureThrottle, FailedAuthThrottle
 from shared.http.health import router as health_router
 from shared.http.middleware import BodySizeLimit, RequestMetrics
 from shared.http.problems import install_problem_handlers
@@ -40,6 +41,9 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
+    app.state.auth_throttle = FailedAuthThrottle(settings.auth_failure_burst,
+                                                 settings.auth_failure_per_second)
+    app.add_middleware(AuthFailureThrottle, throttle=app.state.auth_throttle)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, service=parts.name)
     return app

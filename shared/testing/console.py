@@ -30,6 +30,7 @@ async def console_stack(settings: Settings) -> AsyncIterator[ConsoleStack]:
     from services.console.settings import ConsoleSettings
     from services.ingest.app import create_app as ingest_app
     from services.journey.app import create_app as journey_app
+    from services.journey.settings import JourneySettings
     from services.messaging.app import create_app as messaging_app
     from services.profile.app import create_app as profile_app
 
@@ -37,9 +38,14 @@ async def console_stack(settings: Settings) -> AsyncIterator[ConsoleStack]:
         urls: dict[str, str] = {}
         apps: dict[str, FastAPI] = {}
         for name, factory in (("ingest", ingest_app), ("profile", profile_app),
-                              ("journey", journey_app), ("messaging", messaging_app)):
+                              ("messaging", messaging_app)):
             apps[name] = factory(settings)
             urls[name] = await stack.enter_async_context(serve_app(apps[name]))
+        # Journey asks messaging and profile about templates and segments (broadcasts).
+        apps["journey"] = journey_app(JourneySettings(
+            **settings.model_dump(), messaging_url=urls["messaging"],
+            profile_url=urls["profile"]))
+        urls["journey"] = await stack.enter_async_context(serve_app(apps["journey"]))
         for url in urls.values():
             await wait_ready(http, url, timeout=30)
         console_settings = ConsoleSettings.model_validate(

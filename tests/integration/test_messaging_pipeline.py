@@ -101,6 +101,8 @@ async def stack(settings: Settings, smtp: tuple[str, Inbox],
     app = create_app(own)
     app.state.messaging.settings.messaging_public_url = f"http://127.0.0.1:{port}"
     app.state.messaging.settings.messaging_retry_base_seconds = 0.01
+    # The test's providers listen on loopback: the operator's allow, as for a private network.
+    app.state.messaging.settings.messaging_allow_private_targets = True
     producer = create_producer(own, client_id="test-messaging")
     await producer.start()
     async with serve_app(app, port) as url, httpx.AsyncClient(headers=admin_headers,

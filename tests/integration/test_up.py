@@ -176,7 +176,14 @@ def test_up_runs_the_stack_and_stops_everything_on_sigterm(up: Up) -> None:
     keys = json.loads(keys_file.read_text())
     assert keys["write_key"] and keys["admin_key"]
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
-    assert keys["admin_key"] in up.log()  # the one-time key table
+    # This output goes to a file, not a terminal: keys are named there, never written out.
+    assert keys["admin_key"] not in up.log() and keys["admin_key"][:10] in up.log()
+    assert keys["write_key"] not in up.log()
+    # The installation secret: generated once, owner-only, never in the output.
+    secret_file = up.workdir / ".touchpoint" / "secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret = secret_file.read_text().split()[0]
+    assert len(secret) >= 32 and secret not in up.log()
 
     # A service that dies is restarted, and `up` says so.
     journey = next(p for p in started if "serve journey" in " ".join(p.cmdline()))

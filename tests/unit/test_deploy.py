@@ -35,7 +35,9 @@ REQUIRED_ENV = (
     "TOUCHPOINT_BOOTSTRAP_WRITE_KEY",
     "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY",
 )
-BOOTSTRAP_KEYS = ("TOUCHPOINT_BOOTSTRAP_WRITE_KEY", "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY")
+# Required from the environment, never a default: the bootstrap keys and the secret.
+BOOTSTRAP_KEYS = ("TOUCHPOINT_BOOTSTRAP_WRITE_KEY", "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY",
+                  "TOUCHPOINT_SECRET")
 ONE_SHOT = {"migrate": ["migrate"], "topics": ["topics", "create"]}
 ENV_NAME = re.compile(r"\bTOUCHPOINT_[A-Z][A-Z0-9_]*")
 
@@ -299,6 +301,8 @@ def test_k8s_env_is_complete_and_secrets_are_placeholders(k8s_docs: list[dict[st
     _settings_from({**config, **secret})
     with pytest.raises(ValueError, match="too short"):  # left unreplaced, prod refuses to boot
         Settings.model_validate({"env": "prod", "bootstrap_admin_key": secret[BOOTSTRAP_KEYS[1]]})
+    with pytest.raises(ValueError, match="TOUCHPOINT_SECRET"):
+        Settings.model_validate({"env": "prod", "secret": secret["TOUCHPOINT_SECRET"]})
     for workload in [*_k8s(k8s_docs, "Deployment").values(), *_k8s(k8s_docs, "Job").values()]:
         refs = workload["spec"]["template"]["spec"]["containers"][0]["envFrom"]
         assert {"configMapRef": {"name": "touchpoint-config"}} in refs

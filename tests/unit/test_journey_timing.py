@@ -87,4 +87,5 @@ def test_uplift_has_a_confidence_interval() -> None:
     assert result["uplift"] == 0.1
     low, high = result["ci95"]
     assert low < 0.1 < high and high - low < 0.2
-    assert uplift((3, 10), (0, 0)) == {"uplift": None, "ci95": None}
+    assert uplift((3, 10), (0, 0)) == {"uplift": None, "ci95": None, "ci_method": "newcombe",
+                                       "holdout_size": 0}

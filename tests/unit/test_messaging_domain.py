@@ -101,7 +101,7 @@ def test_credentials_are_sealed_and_hinted() -> None:
     box = SecretBox("a secret that is long enough for the test")
     sealed = box.seal({"auth_token": "abcdef123456"})
     assert b"abcdef" not in sealed and box.open(sealed) == {"auth_token": "abcdef123456"}
-    with pytest.raises(ValueError, match="secret key"):
+    with pytest.raises(ValueError, match="TOUCHPOINT_SECRET"):
         SecretBox("another secret").open(sealed)
     assert hint("abcdef123456") == "****3456" and hint("short") == "****"
 

@@ -42,7 +42,8 @@ Fields:
 - `goal.treated` / `goal.holdout`: `customers` (distinct), `converted` (customers with at
   least one instance that reached the goal), `conversion` = converted / customers, and
   `instances`, `converted_instances`. Holdout is drawn per customer, so `uplift` and
-  `ci95` compare customers.
+  `ci95` compare customers. `ci95` is Newcombe's hybrid score interval (1998, method 10;
+  `ci_method`), informative for small holdouts; `holdout_size` is the holdout's customers.
 
 Transitions, times in stage and sends come from decisions, which are kept for the trace
 retention (`TOUCHPOINT_JOURNEY_TRACE_RETENTION_DAYS`, default 90 days after an instance

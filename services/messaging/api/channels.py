@@ -31,8 +31,9 @@ class ChannelIn(BaseModel):
     rate_per_second: float | None = Field(None, gt=0, le=100_000,
                                           description="provider rate limit, per process")
     allow_private_targets: bool = Field(
-        False, description="let this channel reach loopback/private addresses (tests, "
-                           "on-premise providers); off by default against SSRF")
+        False, description="let this channel reach loopback/private addresses (on-premise "
+                           "providers); refused (400) unless the operator set "
+                           "TOUCHPOINT_MESSAGING_ALLOW_PRIVATE_TARGETS")
 
 
 def _out(row: Any) -> dict[str, Any]:
@@ -62,6 +63,12 @@ async def put_channel(channel: ChannelName, provider: ProviderName, body: Channe
         raise Problem(400, "Invalid channel configuration",
                       f"provider {provider} serves {kind.channel}, not {channel}",
                       errors=[{"field": "provider", "message": f"serves {kind.channel}"}])
+    if body.allow_private_targets and not m.settings.messaging_allow_private_targets:
+        raise Problem(400, "Invalid channel configuration",
+                      "private targets are not allowed on this installation (the operator "
+                      "sets TOUCHPOINT_MESSAGING_ALLOW_PRIVATE_TARGETS)",
+                      errors=[{"field": "allow_private_targets",
+                               "message": "not allowed on this installation"}])
     ws = principal.workspace_id
     credentials = body.credentials
     if credentials is None:

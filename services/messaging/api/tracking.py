@@ -33,7 +33,7 @@ Token = Path(min_length=10, max_length=8192)
 
 
 def _token(m: MessagingDep, token: str, kind: str) -> dict[str, Any]:
-    payload = verify_token(m.box.token_key, token, kind=kind)
+    payload = verify_token(m.box.token_keys, token, kind=kind)
     if payload is None:
         raise Problem(404, "Not found", "this link is invalid or was altered")
     return payload
@@ -59,7 +59,7 @@ async def _engagement(request: Request, engine: EngineDep, t: dict[str, Any], co
 async def open_pixel(request: Request, engine: EngineDep, m: MessagingDep,
                      token: str = Token) -> Response:
     """Open pixel: the first open of a message emits `opened`."""
-    payload = verify_token(m.box.token_key, token, kind="o")
+    payload = verify_token(m.box.token_keys, token, kind="o")
     if payload is not None:
         await _engagement(request, engine, payload, "opened_at", DeliveryStatus.opened)
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -41,14 +42,21 @@ def sign_token(key: bytes, payload: dict[str, Any]) -> str:
     return f"{body}.{_b64(mac.digest()[:_SIG_BYTES])}"
 
 
-def verify_token(key: bytes, token: str, *, kind: str) -> dict[str, Any] | None:
-    """The payload when the signature holds and the token is of `kind`, else None."""
+def verify_token(keys: bytes | Sequence[bytes], token: str, *,
+                 kind: str) -> dict[str, Any] | None:
+    """The payload when the signature holds under one of `keys` (the current key, then the
+    ones before a rotation) and the token is of `kind`, else None."""
     body, _, sig = token.partition(".")
     if not body or not sig or len(token) > 8192:
         return None
-    expected = hmac.new(key, body.encode(), hashlib.sha256).digest()[:_SIG_BYTES]
+    candidates = [keys] if isinstance(keys, bytes) else keys
     try:
-        if not hmac.compare_digest(expected, _unb64(sig)):
+        given = _unb64(sig)
+        # Every key is tried (no early exit): the time taken does not say which one matched.
+        matched = [hmac.compare_digest(
+            hmac.new(key, body.encode(), hashlib.sha256).digest()[:_SIG_BYTES], given)
+            for key in candidates]
+        if not any(matched):
             return None
         payload = json.loads(_unb64(body))
     except (ValueError, UnicodeDecodeError):

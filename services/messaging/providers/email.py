@@ -28,6 +28,7 @@ from services.messaging.providers.base import (
     PermanentFailure,
     TransientFailure,
 )
+from services.messaging.providers.guard import connect_pinned
 from services.messaging.providers.webhook import SigningSecret
 
 CRLF = "\r\n"
@@ -169,8 +170,12 @@ def message_id_header(message_id: str) -> str:
 
 
 class SmtpProvider:
-    def __init__(self, settings: Settings, secrets: Secrets) -> None:
-        self.settings, self.secrets = settings, secrets
+    """SMTP through the address guard: the host is resolved and checked on every new
+    connection, which goes to the checked address (`allow_private` only for trusted ones)."""
+
+    def __init__(self, settings: Settings, secrets: Secrets, *,
+                 allow_private: bool = False) -> None:
+        self.settings, self.secrets, self.allow_private = settings, secrets, allow_private
         self._idle: list[aiosmtplib.SMTP] = []
         self._slots = asyncio.Semaphore(settings.pool_size)
         self._envelope_sender = parseaddr(settings.sender)[1] or settings.sender
@@ -181,13 +186,17 @@ class SmtpProvider:
 
     async def _open(self) -> aiosmtplib.SMTP:
         s = self.settings
-        client = aiosmtplib.SMTP(hostname=s.host, port=s.port, use_tls=s.security == "tls",
+        sock = await connect_pinned(s.host, s.port, allow_private=self.allow_private,
+                                    timeout=s.timeout_seconds)
+        # On the checked socket; the host name stays for TLS (SNI and certificate check).
+        client = aiosmtplib.SMTP(hostname=s.host, sock=sock, use_tls=s.security == "tls",
                                  start_tls=True if s.security == "starttls" else False,
                                  username=self.secrets.username,
                                  password=self.secrets.password, timeout=s.timeout_seconds)
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:  # never got to a transaction
+            sock.close()
             raise TransientFailure(f"SMTP connect failed: {type(exc).__name__}") from exc
         return client
 

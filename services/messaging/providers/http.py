@@ -1,19 +1,17 @@
-"""HTTP for providers: outcome classification and a guard against private targets."""
+"""HTTP for providers: outcome classification, and targets pinned through the guard."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from services.messaging.domain.targets import is_public_address
 from services.messaging.providers.base import (
     OutcomeUnknown,
     PermanentFailure,
     TransientFailure,
 )
+from services.messaging.providers.guard import allowed_addresses
 
 
 async def pinned_target(url: str, *, allow_private: bool) -> tuple[str, dict[str, str],
@@ -25,16 +23,7 @@ async def pinned_target(url: str, *, allow_private: bool) -> tuple[str, dict[str
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PermanentFailure("target must be an http(s) URL")
     host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port,
-                                                             type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise TransientFailure(f"cannot resolve {host}") from exc
-    addresses = [str(info[4][0]) for info in infos]
-    if not allow_private and not all(is_public_address(a) for a in addresses):
-        raise PermanentFailure(f"blocked: {host} resolves to a private or loopback address "
-                               "(allow_private_targets is off for this channel)")
-    ip = addresses[0]
+    _family, ip = (await allowed_addresses(host, port, allow_private=allow_private))[0]
     netloc = (f"[{ip}]" if ":" in ip else ip) + (f":{parts.port}" if parts.port else "")
     pinned = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
     host_header = parts.netloc.rsplit("@", 1)[-1]

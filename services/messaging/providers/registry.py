@@ -23,7 +23,8 @@ class ProviderKind:
 
 PROVIDERS: dict[str, ProviderKind] = {
     "smtp": ProviderKind("email", email.Settings, email.Secrets,
-                         lambda s, k, _private, _url: email.SmtpProvider(s, k)),
+                         lambda s, k, private, _url: email.SmtpProvider(
+                             s, k, allow_private=private)),
     "twilio": ProviderKind("sms", sms.Settings, sms.Secrets,
                            lambda s, k, private, url: sms.TwilioProvider(
                                s, k, allow_private=private, status_url=url)),

@@ -28,12 +28,15 @@ class SegmentBody(BaseModel):
     description: str = Field(default="", max_length=2000)
     rule: Rule = Field(description="Condition tree over `profile.*` plus `performed` "
                                    "aggregates; see docs/profile.md.")
+    reporting: bool = Field(default=False, description="Count the KPIs of its members "
+                            "apart: /v1/kpis?segment=KEY (docs/metrics.md).")
 
 
 def _public(row: Any, count: int | None = None) -> dict[str, Any]:
     out = {"key": row.key, "name": row.name, "description": row.description, "rule": row.rule,
            "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
-           "computed": row.computed_at is not None}
+           "computed": row.computed_at is not None,
+           "reporting": row.reporting}
     if count is not None:
         out["count"] = count
     return out
@@ -50,11 +53,13 @@ async def put_segment(body: SegmentBody, request: Request, principal: AdminDep,
                                          exclude_defaults=True)
     async with rt.engine.begin() as conn:
         stmt = insert(segments).values(workspace_id=ws, key=key, name=body.name,
-                                       description=body.description, rule=rule_json)
+                                       description=body.description, rule=rule_json,
+                                       reporting=body.reporting)
         row = (await conn.execute(stmt.on_conflict_do_update(
             index_elements=["workspace_id", "key"],
             set_={"name": body.name, "description": body.description, "rule": rule_json,
-                  "updated_at": func.now(), "computed_at": None}).returning(segments))).one()
+                  "reporting": body.reporting, "updated_at": func.now(),
+                  "computed_at": None}).returning(segments))).one()
     # Membership is computed in pages, one transaction each. A large workspace is finished
     # by the scheduled pass (`computed` false until then), so the request stays short.
     now, after, pages = datetime.now(UTC), "", 0

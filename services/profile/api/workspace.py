@@ -24,7 +24,7 @@ async def get_profile_settings(request: Request, principal: AdminDep) -> dict[st
         row = (await conn.execute(select(workspace_settings).where(
             workspace_settings.c.workspace_id == principal.workspace_id))).first()
     conv = Conventions.model_validate(row.conventions) if row else Conventions()
-    return {"conventions": conv.model_dump(), "model": row.model if row else {},
+    return {"conventions": conv.model_dump(mode="json"), "model": row.model if row else {},
             "recomputed_at": row.recomputed_at.isoformat() if row and row.recomputed_at
             else None}
 
@@ -33,7 +33,7 @@ async def get_profile_settings(request: Request, principal: AdminDep) -> dict[st
 async def put_conventions(body: Conventions, request: Request,
                           principal: AdminDep) -> dict[str, Any]:
     """Replace the conventions; they apply to events processed from now on."""
-    conventions = body.model_dump()
+    conventions = body.model_dump(mode="json")
     async with request.app.state.runtime.engine.begin() as conn:
         await conn.execute(insert(workspace_settings).values(
             workspace_id=principal.workspace_id, conventions=conventions).on_conflict_do_update(

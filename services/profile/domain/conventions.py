@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Conventions(BaseModel):
@@ -30,6 +32,36 @@ class Conventions(BaseModel):
     lapsed_after: float = Field(default=3.0, gt=0, description="x the customer's rhythm")
     churned_after: float = Field(default=6.0, gt=0, description="x the customer's rhythm")
     ltv_horizon_days: int = Field(default=365, ge=1, le=3650)
+    timezone: str = Field(
+        default="UTC", min_length=1, max_length=64,
+        description="The workspace time zone (IANA name): KPI days, weeks and months, and the "
+                    "zone campaigns and templates use.")
+    currency: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$",
+        description="The workspace currency (ISO 4217); orders in another one are counted "
+                    "apart in the KPIs. None: the currency of the first order seen.")
+    attribution_click_window: timedelta = Field(
+        default=timedelta(days=5), description="ISO 8601 duration: an order is attributed to "
+        "the message last clicked within this long before it ...")
+    attribution_open_window: timedelta = Field(
+        default=timedelta(days=1), description="... else to the one last opened within this.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as "
+                             "Europe/Berlin)") from exc
+        return value
+
+    @field_validator("attribution_click_window", "attribution_open_window")
+    @classmethod
+    def _sane_window(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(days=90):
+            raise ValueError("must be positive and at most P90D")
+        return value
 
     @model_validator(mode="after")
     def _stages_in_order(self) -> Conventions:

@@ -36,6 +36,10 @@ def event_properties(d: DeliveryEvent) -> dict[str, Any]:
         props["template"] = d.template
     if d.journey:
         props["journey"] = d.journey.model_dump(exclude_none=True)
+    if d.broadcast:
+        props["broadcast"] = d.broadcast
+    if d.test:
+        props["test"] = True
     if d.reason:
         props["reason"] = d.reason
     if d.url:

@@ -1,0 +1,182 @@
+"""KPI answer time against a plain SQL scan of the same figures, on a loaded workspace.
+
+Loads N profiles and M history events (sends, delivery outcomes, opens, clicks, orders,
+refunds, NPS answers over 60 days) with COPY into a scratch database of the Postgres the tests
+use and prints the load time; builds the rollups with the rebuild (`kpis_rebuild.rebuild`,
+the path behind `POST /v1/kpis/rebuild`: prints its time, target <= 10 min at full size on 2
+cores) and a state snapshot; then times the KPI answer for 30 days (`kpis_read.answer`, what
+`GET /v1/kpis` runs after validation) with no filter and with each single filter, next to a
+plain SQL scan of the same event-based figures over `profile.events`, p50 / p99 side by side.
+
+    .venv/bin/python bench/kpis.py [--scale 1.0] [--profiles 1000000] [--events 10000000]
+                                   [--repeat 50]
+
+Default sizes are the issue's (1 M profiles, 10 M events); `--scale 0.01` runs a hundredth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.profile import kpis_read, kpis_rebuild, kpis_state
+from services.profile.domain.conventions import Conventions
+from shared.db import create_engine
+from shared.db.migrate import upgrade_all
+from shared.testing.postgres import postgres_server, scratch_database
+
+WS = "bench-kpis"
+DAYS = 60
+JOURNEYS = [f"journey-{i}" for i in range(8)]
+TEMPLATES = [f"template-{i}" for i in range(20)]
+CONV = Conventions()
+
+
+def events(profiles: list[str], n: int, end: datetime, seed: int = 7) -> Any:
+    """History rows as profile stores them (delivery outcomes as `delivery:` events)."""
+    rng = random.Random(seed)
+    start = end - timedelta(days=DAYS)
+    span = DAYS * 86400
+    i = 0
+    while i < n:
+        pid = rng.choice(profiles)
+        at = start + timedelta(seconds=rng.randrange(span))
+        journey, template = rng.choice(JOURNEYS), rng.choice(TEMPLATES)
+        message = f"m{i}"
+        # One message's life: sent, delivered, maybe opened, maybe clicked.
+        for status, p in (("sent", 1.0), ("delivered", 0.95), ("opened", 0.4),
+                          ("clicked", 0.12)):
+            if i >= n or rng.random() > p:
+                break
+            at += timedelta(minutes=rng.randrange(1, 240))
+            props = {"message_id": message, "channel": "email", "status": status,
+                     "template": template, "journey": {"key": journey, "version": 1}}
+            yield (WS, f"delivery:{message}:{status}", pid, "track", f"Email {status}",
+                   orjson.dumps(props).decode(), at, at)
+            i += 1
+        if i < n and rng.random() < 0.3:
+            order_at = at + timedelta(hours=rng.randrange(1, 72))
+            props = {"order_id": f"o{i}", "revenue": round(rng.uniform(5, 300), 2),
+                     "currency": "EUR"}
+            yield (WS, f"e{i}", pid, "track", "Order Completed", orjson.dumps(props).decode(),
+                   order_at, order_at)
+            i += 1
+            if i < n and rng.random() < 0.05:
+                refund = {"order_id": props["order_id"], "revenue": props["revenue"] / 2}
+                yield (WS, f"e{i}", pid, "track", "Order Refunded",
+                       orjson.dumps(refund).decode(), order_at + timedelta(days=2),
+                       order_at + timedelta(days=2))
+                i += 1
+        if i < n and rng.random() < 0.02:
+            yield (WS, f"e{i}", pid, "track", "NPS Survey Submitted",
+                   orjson.dumps({"score": rng.randrange(11)}).decode(), at, at)
+            i += 1
+
+
+SCAN = """
+SELECT (timestamp AT TIME ZONE 'UTC')::date AS day,
+  count(*) FILTER (WHERE properties->>'status' = 'sent') AS sent,
+  count(*) FILTER (WHERE properties->>'status' = 'delivered') AS delivered,
+  count(DISTINCT properties->>'message_id') FILTER (WHERE properties->>'status'
+    IN ('opened', 'clicked')) AS unique_opens,
+  count(DISTINCT properties->>'message_id') FILTER (WHERE properties->>'status' = 'clicked')
+    AS unique_clicks,
+  count(DISTINCT profile_id) FILTER (WHERE properties->>'status' = 'sent') AS reached,
+  count(DISTINCT properties->>'order_id') FILTER (WHERE name = 'Order Completed') AS orders,
+  sum((properties->>'revenue')::float8) FILTER (WHERE name = 'Order Completed') AS revenue,
+  count(DISTINCT profile_id) FILTER (WHERE name = 'Order Completed') AS customers
+FROM profile.events WHERE workspace_id = $1 AND timestamp >= $2 AND timestamp < $3 {extra}
+GROUP BY 1
+"""
+FILTERS: list[tuple[str, str, str]] = [
+    ("", "", ""), ("channel", "email", "AND properties->>'channel' = 'email'"),
+    ("journey", JOURNEYS[0], f"AND properties->'journey'->>'key' = '{JOURNEYS[0]}'"),
+    ("template", TEMPLATES[0], f"AND properties->>'template' = '{TEMPLATES[0]}'"),
+    ("broadcast", "none", "AND properties->>'broadcast' = 'none'")]
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def main(n_profiles: int, n_events: int, repeat: int) -> None:
+    end = datetime.now(UTC).replace(microsecond=0)
+    with postgres_server() as server, scratch_database(server) as url:
+        await asyncio.to_thread(upgrade_all, url)
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncpg.connect(dsn)
+        profiles = [str(uuid.uuid4()) for _ in range(n_profiles)]
+        t0 = time.perf_counter()
+        first = end - timedelta(days=DAYS)
+        await conn.copy_records_to_table(
+            "profiles", schema_name="profile",
+            columns=["id", "workspace_id", "first_seen_at", "last_seen_at", "email"],
+            records=((p, WS, first, end, f"{p[:8]}@example.com") for p in profiles))
+        t1 = time.perf_counter()
+        await conn.copy_records_to_table(
+            "events", schema_name="profile",
+            columns=["workspace_id", "event_id", "profile_id", "type", "name", "properties",
+                     "timestamp", "received_at"],
+            records=events(profiles, n_events, end))
+        await conn.execute("ANALYZE profile.events; ANALYZE profile.profiles")
+        t2 = time.perf_counter()
+        print(f"load (COPY): {n_profiles} profiles {t1 - t0:.1f} s, {n_events} events "
+              f"{t2 - t1:.1f} s")
+        engine = create_engine(url)
+
+        async def progress(done: int) -> None:
+            return None
+
+        t3 = time.perf_counter()
+        await kpis_rebuild.rebuild(engine, WS, progress)
+        t4 = time.perf_counter()
+        async with engine.begin() as c:
+            await kpis_state.take(c, WS, CONV, end)
+        t5 = time.perf_counter()
+        await conn.execute("ANALYZE profile.kpi_counts; ANALYZE profile.kpi_people")
+        print(f"rollups: rebuild {t4 - t3:.1f} s ({n_events / max(t4 - t3, 1e-9):,.0f} "
+              f"events/s), state snapshot {t5 - t4:.2f} s")
+        last = end.date()
+        first_day: date = last - timedelta(days=29)
+        print(f"{'filter':<28} {'kpis p50':>10} {'kpis p99':>10} {'scan p50':>10} "
+              f"{'scan p99':>10}   (ms, {repeat} runs each, 30 days)")
+        for dim, key, extra in FILTERS:
+            w = kpis_read.Window(WS, first_day, last, "day", dim, key, "")
+            answer_times, scan_times = [], []
+            for _ in range(repeat):
+                s = time.perf_counter()
+                async with engine.connect() as c:
+                    await kpis_read.answer(c, w, CONV)
+                answer_times.append(time.perf_counter() - s)
+                s = time.perf_counter()
+                await conn.fetch(SCAN.format(extra=extra), WS,
+                                 datetime.combine(first_day, datetime.min.time(), UTC),
+                                 datetime.combine(last + timedelta(days=1),
+                                                  datetime.min.time(), UTC))
+                scan_times.append(time.perf_counter() - s)
+            label = f"{dim}={key}" if dim else "(none)"
+            print(f"{label:<28} {pct(answer_times, 0.5):>10.1f} {pct(answer_times, 0.99):>10.1f}"
+                  f" {pct(scan_times, 0.5):>10.1f} {pct(scan_times, 0.99):>10.1f}")
+        await engine.dispose()
+        await conn.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args()
+    asyncio.run(main(max(1, int(args.profiles * args.scale)),
+                     max(1, int(args.events * args.scale)), args.repeat))

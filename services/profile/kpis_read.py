@@ -1,0 +1,224 @@
+"""The KPI answer, read from the rollups only (never the event history). Never writes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.profile.domain import kpi_figures as fig
+from services.profile.domain.conventions import Conventions
+from services.profile.domain.kpis import (
+    DIMENSIONS,
+    cover,
+    interval_start,
+    next_start,
+    whole_intervals,
+)
+from services.profile.repository import fetch
+
+BY = ("journey", "broadcast", "template", "channel")
+_START = ("CASE $5::text WHEN 'week' THEN day - (extract(isodow FROM day)::int - 1) "
+          "WHEN 'month' THEN date_trunc('month', day)::date ELSE day END")
+
+
+@dataclass(frozen=True)
+class Window:
+    workspace_id: str
+    first: date
+    last: date  # inclusive
+    interval: str  # day | week | month
+    dim: str  # "" or the filtered dimension
+    key: str  # "" or its value
+    segment: str  # "" or a reporting segment
+
+
+async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[str, Any]:
+    sums = await _counts(conn, w)
+    people = await _people(conn, w, sums)
+    states = await _states(conn, w)
+    previous, kept = await _retention(conn, w)
+    cohort_rows = await _cohorts(conn, w)
+    main = fig.main_currency(sums.get((None, "", ""), {}), conv.currency)
+    total_state = _last_state(states, w.first, w.last)
+    totals = _groups(sums, people, None, w, main, total_state,
+                     _new_profiles(states, w.first, w.last))
+    totals["retention"] = fig.retention(previous, kept) | {"cohorts": fig.cohorts(cohort_rows)}
+    series = []
+    start = interval_start(w.first, w.interval)
+    while start <= w.last:
+        end = min(_next(start, w.interval) - timedelta(days=1), w.last)
+        lo = max(start, w.first)
+        entry = {"start": start.isoformat()} | _groups(
+            sums, people, start, w, main, _last_state(states, lo, end),
+            _new_profiles(states, lo, end))
+        series.append(entry)
+        start = _next(start, w.interval)
+    by: dict[str, dict[str, Any]] = {dim: {} for dim in BY}
+    for (start_, dim, key), m in sums.items():
+        if start_ is None and dim in by and dim != "":
+            all_revenue = totals["sales"]["revenue"]
+            by[dim][key] = {"communication": fig.communication(m, None, None),
+                            "attribution": fig.attribution(m, main, all_revenue)}
+    return {"window": {"from": w.first.isoformat(), "to": w.last.isoformat(),
+                       "interval": w.interval, "timezone": conv.timezone,
+                       "filters": {k: v for k, v in ((w.dim, w.key), ("segment", w.segment))
+                                   if k and v},
+                       "whole_intervals": whole_intervals(w.first, w.last, w.interval),
+                       "distinct": "exact"},
+            "totals": totals, "series": series, "by": by}
+
+
+def _groups(sums: dict[tuple[date | None, str, str], fig.Sums],
+            people: dict[tuple[date | None, str], tuple[int, int]], start: date | None,
+            w: Window, main: str, state: dict[str, Any] | None,
+            new_profiles: int | None) -> dict[str, Any]:
+    scoped = sums.get((start, w.dim, w.key), {})
+    everyone = sums.get((start, "", ""), {})
+    reached = people.get((start, "reached"), (0, 0))[0]
+    customers, repeaters = people.get((start, "customer"), (0, 0))
+    base = dict(state["base"]) if state else None
+    if base is not None:
+        base["new_profiles"] = new_profiles
+    sales = fig.sales(everyone, main, customers, repeaters)
+    if state:
+        sales["active_customers"] = state["active_customers"]
+        sales["active_share"] = fig.ratio(state["active_customers"], state["customers"])
+    else:
+        sales["active_customers"] = sales["active_share"] = None
+    return {"base": base,
+            "communication": fig.communication(scoped, reached,
+                                               base["profiles"] if base else None),
+            "sales": sales,
+            "attribution": fig.attribution(scoped, main, sales["revenue"]),
+            "lifecycle": {"stages": state["lifecycle"] if state else None,
+                          "moves": fig.moves(everyone)},
+            "value": state["value"] if state else None,
+            "nps": fig.nps(everyone)}
+
+
+def _next(start: date, interval: str) -> date:
+    return next_start(start, interval)
+
+
+async def _counts(conn: AsyncConnection, w: Window
+                  ) -> dict[tuple[date | None, str, str], fig.Sums]:
+    """(interval start | None for the window, dim, key) -> metric -> currency -> sum."""
+    dims = list({"", w.dim, *BY})
+    rows = await fetch(
+        conn, f"SELECT {_START} AS start, dim, key, metric, currency, sum(value) "  # noqa: S608
+        "FROM profile.kpi_counts WHERE workspace_id = $1 AND segment = $2 AND day BETWEEN $3 "
+        "AND $4 AND dim = ANY($6::text[]) GROUP BY 1, 2, 3, 4, 5",
+        w.workspace_id, w.segment, w.first, w.last, w.interval, dims)
+    out: dict[tuple[date | None, str, str], fig.Sums] = {}
+    for start, dim, key, metric, currency, value in rows:
+        for slot in ((start, dim, key), (None, dim, key)):
+            bucket = out.setdefault(slot, defaultdict(lambda: defaultdict(float)))
+            bucket[metric][currency] += value
+    return out
+
+
+async def _people(conn: AsyncConnection, w: Window,
+                  sums: dict[tuple[date | None, str, str], fig.Sums]
+                  ) -> dict[tuple[date | None, str], tuple[int, int]]:
+    """(interval start | None for the window, figure) -> (distinct people, people with two
+    facts or more). A whole interval of the series, or a window that is one whole day, week
+    or month, reads that set's counters; anything else is the exact union of the fewest
+    whole months, weeks and days that make it up (`cover`)."""
+    out: dict[tuple[date | None, str], tuple[int, int]] = {}
+    scope = {"reached": (w.dim, w.key), "customer": ("", "")}
+    unions: dict[str, list[tuple[str, date]]] = {}
+
+    start = interval_start(w.first, w.interval)
+    while start <= w.last:
+        end = next_start(start, w.interval) - timedelta(days=1)
+        if start >= w.first and end <= w.last:  # a whole interval: its set's counters
+            for figure, (dim, key) in scope.items():
+                m = sums.get((start, dim, key), {})
+                out[(start, figure)] = (
+                    int(m.get(f"{figure}@{w.interval}", {}).get("", 0.0)),
+                    int(m.get(f"{figure}@{w.interval}:repeat", {}).get("", 0.0)))
+        else:
+            unions[start.isoformat()] = cover(max(start, w.first), min(end, w.last))
+        start = next_start(start, w.interval)
+    whole = cover(w.first, w.last)
+    if len(whole) == 1 and whole[0][0] == w.interval:
+        out.update({(None, f): out[(whole[0][1], f)] for f in scope if (whole[0][1], f) in out})
+    else:
+        unions["window"] = whole
+    if unions:
+        labels, intervals, starts = _columns3([(label, i, s) for label, sets in unions.items()
+                                               for i, s in sets])
+        rows = await fetch(
+            conn, "WITH c AS (SELECT * FROM unnest($5::text[], $6::text[], $7::date[]) AS "
+            "c(label, interval, start)), x AS (SELECT c.label, p.figure, p.profile_id, "
+            "sum(p.n) AS n FROM profile.kpi_people p JOIN c ON p.interval = c.interval AND "
+            "p.start = c.start WHERE p.workspace_id = $1 AND p.segment = $2 AND "
+            "((p.figure = 'reached' AND p.dim = $3 AND p.key = $4) OR (p.figure = 'customer' "
+            "AND p.dim = '' AND p.key = '')) GROUP BY 1, 2, 3) SELECT label, figure, count(*), "
+            "count(*) FILTER (WHERE n >= 2) FROM x GROUP BY 1, 2",
+            w.workspace_id, w.segment, w.dim, w.key, labels, intervals, starts)
+        for label, figure, n, twice in rows:
+            out[(None if label == "window" else date.fromisoformat(label), figure)] = (n, twice)
+    return out
+
+
+def _columns3(rows: list[tuple[str, str, date]]) -> tuple[list[str], list[str], list[date]]:
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+async def _retention(conn: AsyncConnection, w: Window) -> tuple[int, int]:
+    """Customers of the previous window of equal length, and how many of them ordered in
+    this one (both exact, over the day sets)."""
+    days = (w.last - w.first).days + 1
+    row = (await fetch(
+        conn, "SELECT count(*) FILTER (WHERE prev), count(*) FILTER (WHERE prev AND cur) FROM "
+        "(SELECT profile_id, bool_or(start < $3) AS prev, bool_or(start >= $3) AS cur FROM "
+        "profile.kpi_people WHERE workspace_id = $1 AND segment = $2 AND figure = 'customer' "
+        "AND dim = '' AND key = '' AND interval = 'day' AND start BETWEEN $4 AND $5 "
+        "GROUP BY 1) x", w.workspace_id, w.segment, w.first, w.first - timedelta(days=days),
+        w.last))[0]
+    return int(row[0]), int(row[1])
+
+
+async def _cohorts(conn: AsyncConnection, w: Window) -> list[tuple[str, int, int]]:
+    """Customers whose first order month (as far as the rollups go) is one of the window's
+    months, and in which later months (up to the window's last) they ordered: month sets."""
+    rows = await fetch(
+        conn, "WITH m AS (SELECT profile_id, start FROM profile.kpi_people WHERE "
+        "workspace_id = $1 AND segment = $2 AND figure = 'customer' AND dim = '' AND "
+        "key = '' AND interval = 'month' AND start <= $4), f AS (SELECT profile_id, "
+        "min(start) AS first FROM m GROUP BY 1 HAVING min(start) >= date_trunc('month', "
+        "$3::date)) SELECT to_char(f.first, 'YYYY-MM'), ((extract(year FROM m.start) - "
+        "extract(year FROM f.first)) * 12 + extract(month FROM m.start) - extract(month FROM "
+        "f.first))::int, count(*) FROM f JOIN m USING (profile_id) GROUP BY 1, 2",
+        w.workspace_id, w.segment, w.first, w.last)
+    return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+
+async def _states(conn: AsyncConnection, w: Window) -> dict[date, dict[str, Any]]:
+    """End-of-day snapshots in the window, and the last one before it."""
+    rows = await fetch(
+        conn, "(SELECT day, figures FROM profile.kpi_state WHERE workspace_id = $1 AND "
+        "segment = $2 AND day BETWEEN $3 AND $4) UNION ALL (SELECT day, figures FROM "
+        "profile.kpi_state WHERE workspace_id = $1 AND segment = $2 AND day < $3 "
+        "ORDER BY day DESC LIMIT 1)", w.workspace_id, w.segment, w.first, w.last)
+    return {r[0]: r[1] for r in rows}
+
+
+def _last_state(states: dict[date, dict[str, Any]], first: date, last: date
+                ) -> dict[str, Any] | None:
+    """The state at the end of first..last: the last snapshot taken on or before `last`."""
+    days = [d for d in states if d <= last]
+    return states[max(days)] if days else None
+
+
+def _new_profiles(states: dict[date, dict[str, Any]], first: date, last: date) -> int | None:
+    days = [d for d in states if first <= d <= last]
+    return sum(int(states[d]["base"]["new_profiles"]) for d in days) if days else None
+
+
+__all__ = ["DIMENSIONS", "Window", "answer"]

@@ -1,0 +1,438 @@
+"""KPI rollups, written in the batch's own transaction: one statement per table per batch.
+
+The consumer notes each message's facts while it applies the batch (`KpiFacts`); `write`
+turns them into rollup rows (counters, distinct-people sets, unique opens and clicks, touches,
+orders and their attribution). Redelivery is harmless: the inbox drops repeated message ids,
+orders are keyed by order_id, first opens/clicks by message id. Never commits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.profile.domain.conventions import Conventions, order_value
+from services.profile.domain.kpis import (
+    ALL,
+    COUNTED,
+    TOUCHES,
+    Rollup,
+    Touch,
+    attribute,
+    dims_of,
+    local_day,
+    nps_bucket,
+)
+from services.profile.repository import fetch
+from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
+from shared.contracts.events import Event
+
+
+class _Delivery(NamedTuple):
+    ws: str
+    pid: str
+    message_id: str
+    status: DeliveryStatus
+    channel: str
+    journey: str | None
+    broadcast: str | None
+    template: str | None
+    at: datetime
+
+
+class _Order(NamedTuple):
+    ws: str
+    pid: str
+    key: str
+    at: datetime
+    revenue: float
+    currency: str
+
+
+class _Refund(NamedTuple):
+    ws: str
+    pid: str
+    order_key: str | None
+    at: datetime
+    amount: float
+    currency: str
+
+
+@dataclass
+class KpiFacts:
+    """What one batch contributes to the KPIs, noted per message (cheap: no I/O)."""
+
+    deliveries: list[_Delivery] = field(default_factory=list)
+    orders: list[_Order] = field(default_factory=list)
+    refunds: list[_Refund] = field(default_factory=list)
+    nps: list[tuple[str, str, datetime, float]] = field(default_factory=list)  # ws pid at score
+
+    def note_delivery(self, pid: str, d: DeliveryEvent) -> None:
+        self.delivery(d.workspace_id, pid, d.message_id, d.status, d.channel.value,
+                      d.journey.key if d.journey else None, d.broadcast, d.template,
+                      d.occurred_at, bool(d.test))
+
+    def delivery(self, ws: str, pid: str, message_id: str, status: DeliveryStatus,
+                 channel: str, journey: str | None, broadcast: str | None,
+                 template: str | None, at: datetime, test: bool) -> None:
+        if not test and (status in COUNTED or status in TOUCHES):
+            self.deliveries.append(_Delivery(
+                ws, pid, message_id[:200], status, channel, journey and journey[:200],
+                broadcast and broadcast[:200], template and template[:200], at))
+
+    def note_event(self, pid: str, ev: Event, conv: Conventions) -> None:
+        if ev.event:
+            self.track(ev.workspace_id, pid, ev.id, ev.event, ev.properties, ev.timestamp, conv)
+
+    def track(self, ws: str, pid: str, event_id: str, name: str, props: dict[str, Any],
+              at: datetime, conv: Conventions) -> None:
+        if name in conv.order_events:
+            key = props.get("order_id")
+            self.orders.append(_Order(ws, pid, str(key)[:200] if key else
+                                      f"event:{event_id}"[:200], at,
+                                      order_value(props, conv), _currency(props)))
+        elif name in conv.refund_events:
+            key = props.get("order_id")
+            self.refunds.append(_Refund(ws, pid, str(key)[:200] if key else None, at,
+                                        abs(order_value(props, conv)), _currency(props)))
+        elif name in conv.nps_events:
+            score = props.get(conv.nps_property)
+            if isinstance(score, int | float) and not isinstance(score, bool) \
+                    and 0 <= score <= 10:
+                self.nps.append((ws, pid, at, float(score)))
+
+    def __bool__(self) -> bool:
+        return bool(self.deliveries or self.orders or self.refunds or self.nps)
+
+
+def _currency(props: dict[str, Any]) -> str:
+    value = props.get("currency")
+    return value.strip().upper()[:8] if isinstance(value, str) else ""
+
+
+async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
+                             ) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = defaultdict(set)
+    wanted = list(set(workspaces))
+    if wanted:
+        # The shared lock a rebuild of the workspace takes exclusively: a batch waits for it.
+        # UNION ALL runs both branches, so the lock is taken whatever segments there are.
+        for r in await fetch(
+                conn, "SELECT NULL::text, NULL::text FROM (SELECT count("
+                "pg_advisory_xact_lock_shared(hashtext('profile-kpis:' || w))) FROM "
+                "unnest($1::text[]) AS w) AS l UNION ALL SELECT workspace_id, key FROM "
+                "profile.segments WHERE reporting AND workspace_id = ANY($1::text[])", wanted):
+            if r[0] is not None:
+                out[r[0]].add(r[1])
+    return out
+
+
+async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
+                live: Callable[[str], str], merges: dict[str, tuple[str, str]],
+                members: dict[str, set[str]], moves: list[tuple[str, str | None, str]],
+                now: datetime, *, people: bool = True) -> None:
+    """Apply one batch's facts. `merges`: loser -> (workspace, survivor); `members`: segment keys by
+    profile id after the batch; `moves`: (workspace, from, to) lifecycle changes."""
+    if not facts and not moves and not merges:
+        return
+    reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
+    if merges:
+        await repoint(conn, {loser: s for loser, (_, s) in merges.items()})
+
+    def segs(ws: str, pid: str) -> list[str]:
+        keys = reporting.get(ws)
+        return sorted(keys & members.get(pid, set())) if keys else []
+
+    r = Rollup(with_people=people)
+    await _deliveries(conn, facts, convs, live, segs, r)
+    new_orders = await _orders(conn, facts, convs, live, segs, r)
+    await _refunds(conn, facts, convs, live, segs, r)
+    # Orders a new open or click may now claim (up to the click window after it), and every
+    # order of a merged profile (the other profile's touches may claim them).
+    probes = {(ws, live(pid), at, at + convs[ws].attribution_click_window)
+              for ws, pid, at in _touch_times(facts)}
+    probes |= {(ws, s, _EVER[0], _EVER[1]) for ws, s in merges.values()}
+    await _attribute(conn, convs, new_orders, sorted(probes), r)
+    for ws, pid, at, score in facts.nps:
+        pid = live(pid)
+        day = local_day(at, convs[ws].timezone)
+        r.count(ws, day, [ALL], segs(ws, pid), nps_bucket(score))
+        r.count(ws, day, [ALL], segs(ws, pid), "nps_responses")
+    for ws, old, new in moves:
+        r.count(ws, local_day(now, convs[ws].timezone), [ALL], [], f"move:{old or 'none'}>{new}")
+    await flush(conn, r)
+
+
+_EVER = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
+
+
+def _touch_times(facts: KpiFacts) -> list[tuple[str, str, datetime]]:
+    return [(d.ws, d.pid, d.at) for d in facts.deliveries if d.status in TOUCHES]
+
+
+async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
+                      live: Callable[[str], str], segs: Callable[[str, str], list[str]],
+                      r: Rollup) -> None:
+    firsts: dict[tuple[str, str, str], tuple[date, list[tuple[str, str]], list[str]]] = {}
+    touches: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    for d in facts.deliveries:
+        pid, ws = live(d.pid), d.ws
+        day = local_day(d.at, convs[ws].timezone)
+        dims = dims_of(d.channel, d.journey, d.broadcast, d.template)
+        metric = COUNTED.get(d.status)
+        if metric is not None:
+            r.count(ws, day, dims, segs(ws, pid), metric)
+            if metric == "sent":
+                r.person(ws, "reached", day, dims, segs(ws, pid), pid)
+            continue
+        kind = TOUCHES[d.status]
+        for k in ("open", "click") if kind == "click" else ("open",):
+            firsts.setdefault((ws, d.message_id, k), (day, dims, segs(ws, pid)))
+        key = (ws, d.message_id, kind)
+        held = touches.get(key)
+        if held is None or d.at > held[4]:
+            touches[key] = (ws, d.message_id, kind, pid, d.at, d.channel, d.journey,
+                            d.broadcast, d.template)
+    if firsts:
+        ws_, mid, kind_ = _columns(firsts, 3)
+        fresh = await fetch(
+            conn, "INSERT INTO profile.kpi_firsts (workspace_id, message_id, kind) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) "
+            "ON CONFLICT DO NOTHING RETURNING workspace_id, message_id, kind", ws_, mid, kind_)
+        for row in fresh:
+            day, dims, seg = firsts[(row[0], row[1], row[2])]
+            r.count(row[0], day, dims, seg, "unique_opens" if row[2] == "open"
+                    else "unique_clicks")
+    if touches:
+        cols = _columns(touches.values(), 9)
+        await fetch(
+            conn, "INSERT INTO profile.kpi_touches (workspace_id, message_id, kind, profile_id, "
+            "at, channel, journey, broadcast, template) SELECT * FROM unnest($1::text[], "
+            "$2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], "
+            "$8::text[], $9::text[]) ON CONFLICT (workspace_id, message_id, kind) DO UPDATE "
+            "SET at = greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id",
+            *cols)
+
+
+async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
+                  live: Callable[[str], str], segs: Callable[[str, str], list[str]],
+                  r: Rollup) -> list[_Order]:
+    """Insert the batch's orders; the ones not seen before (by order_id) are counted."""
+    batch: dict[tuple[str, str], _Order] = {}
+    for o in facts.orders:
+        batch.setdefault((o.ws, o.key), o._replace(pid=live(o.pid)))
+    if not batch:
+        return []
+    rows = [(o.ws, o.key, o.pid, o.at, local_day(o.at, convs[o.ws].timezone), o.revenue,
+             o.currency, segs(o.ws, o.pid)) for o in batch.values()]
+    cols = _columns(rows, 8)
+    fresh = await fetch(
+        conn, "INSERT INTO profile.kpi_orders (workspace_id, order_key, profile_id, at, day, "
+        "revenue, currency, segments) SELECT ws, k, p, at, d, v, c, "
+        "string_to_array(s, chr(31)) FROM unnest($1::text[], $2::text[], $3::text[], "
+        "$4::timestamptz[], $5::date[], $6::float8[], $7::text[], $8::text[]) "
+        "AS t(ws, k, p, at, d, v, c, s) ON CONFLICT DO NOTHING RETURNING workspace_id, order_key",
+        *cols[:7], [chr(31).join(s) for s in cols[7]])
+    out = []
+    for ws, key in fresh:
+        o = batch[(ws, key)]
+        day, seg = local_day(o.at, convs[ws].timezone), segs(ws, o.pid)
+        r.count(ws, day, [ALL], seg, "orders", 1, o.currency)
+        r.count(ws, day, [ALL], seg, "revenue", o.revenue, o.currency)
+        r.person(ws, "customer", day, [ALL], seg, o.pid)
+        out.append(o)
+    return out
+
+
+async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
+                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
+                   r: Rollup) -> None:
+    per_order: dict[tuple[str, str], float] = defaultdict(float)
+    for f in facts.refunds:
+        pid = live(f.pid)
+        day = local_day(f.at, convs[f.ws].timezone)
+        r.count(f.ws, day, [ALL], segs(f.ws, pid), "refunds", 1, f.currency)
+        r.count(f.ws, day, [ALL], segs(f.ws, pid), "refunded", f.amount, f.currency)
+        if f.order_key:
+            per_order[(f.ws, f.order_key)] += f.amount
+    if not per_order:
+        return
+    ws_, keys = _columns(per_order, 2)
+    rows = await fetch(
+        conn, "UPDATE profile.kpi_orders o SET refunded = o.refunded + t.v FROM "
+        "unnest($1::text[], $2::text[], $3::float8[]) AS t(ws, k, v) WHERE "
+        "o.workspace_id = t.ws AND o.order_key = t.k RETURNING o.workspace_id, o.order_key, "
+        "o.currency, o.segments, o.message_id, o.channel, o.journey, o.broadcast, o.template",
+        ws_, keys, list(per_order.values()))
+    for row in rows:
+        if row["message_id"] is None:
+            continue  # not attributed: nothing of the attributed revenue to take back
+        dims = dims_of(row["channel"], row["journey"], row["broadcast"], row["template"])
+        for f in facts.refunds:
+            if (f.ws, f.order_key) == (row["workspace_id"], row["order_key"]):
+                r.count(f.ws, local_day(f.at, convs[f.ws].timezone), dims, row["segments"],
+                        "attributed_refunded", f.amount, row["currency"])
+
+
+async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
+                     new_orders: list[_Order],
+                     probes: list[tuple[str, str, datetime, datetime]], r: Rollup) -> None:
+    """(Re)decide the attribution of the new orders and of the orders of (workspace,
+    profile) between two times in `probes`; count what moved."""
+    if not new_orders and not probes:
+        return
+    keys = [(o.ws, o.key) for o in new_orders]
+    pw, pk = _columns(keys, 2) if keys else ([], [])
+    tw, tp, tlo, thi = _columns(probes, 4) if probes else ([], [], [], [])
+    orders = await fetch(
+        conn, "SELECT o.* FROM profile.kpi_orders o WHERE (o.workspace_id, o.order_key) IN "
+        "(SELECT * FROM unnest($1::text[], $2::text[])) UNION SELECT o.* FROM "
+        "profile.kpi_orders o JOIN unnest($3::text[], $4::text[], $5::timestamptz[], "
+        "$6::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id = t.ws AND "
+        "o.profile_id = t.p AND o.at BETWEEN t.lo AND t.hi", pw, pk, tw, tp, tlo, thi)
+    if not orders:
+        return
+    span: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for o in orders:
+        k = (o["workspace_id"], o["profile_id"])
+        lo = o["at"] - max(convs[k[0]].attribution_click_window,
+                           convs[k[0]].attribution_open_window)
+        held = span.get(k)
+        span[k] = (min(held[0], lo), max(held[1], o["at"])) if held else (lo, o["at"])
+    sw, sp, slo, shi = _columns([(*k, *v) for k, v in span.items()], 4)
+    found: dict[tuple[str, str], list[Touch]] = defaultdict(list)
+    for t in await fetch(
+            conn, "SELECT t.* FROM profile.kpi_touches t JOIN unnest($1::text[], $2::text[], "
+            "$3::timestamptz[], $4::timestamptz[]) AS s(ws, p, lo, hi) ON t.workspace_id = s.ws "
+            "AND t.profile_id = s.p AND t.at BETWEEN s.lo AND s.hi", sw, sp, slo, shi):
+        found[(t["workspace_id"], t["profile_id"])].append(Touch(
+            t["message_id"], t["kind"], t["at"], t["channel"], t["journey"], t["broadcast"],
+            t["template"]))
+    updates = []
+    for o in orders:
+        ws, conv = o["workspace_id"], convs[o["workspace_id"]]
+        best = attribute(o["at"], found.get((ws, o["profile_id"]), []),
+                         conv.attribution_click_window, conv.attribution_open_window)
+        if (best.message_id if best else None) == o["message_id"]:
+            continue
+        day = o["day"]
+        net = o["revenue"]
+        for sign, dims in ((-1, None if o["message_id"] is None else dims_of(
+                o["channel"], o["journey"], o["broadcast"], o["template"])),
+                (1, None if best is None else dims_of(best.channel, best.journey,
+                                                      best.broadcast, best.template))):
+            if dims is None:
+                continue
+            r.count(ws, day, dims, o["segments"], "attributed_orders", sign, o["currency"])
+            r.count(ws, day, dims, o["segments"], "attributed_revenue", sign * net,
+                    o["currency"])
+            if o["refunded"]:
+                r.count(ws, day, dims, o["segments"], "attributed_refunded",
+                        sign * o["refunded"], o["currency"])
+        updates.append((ws, o["order_key"], best.message_id if best else None,
+                        best.channel if best else None, best.journey if best else None,
+                        best.broadcast if best else None, best.template if best else None))
+    if updates:
+        await fetch(
+            conn, "UPDATE profile.kpi_orders o SET message_id = t.m, channel = t.c, "
+            "journey = t.j, broadcast = t.b, template = t.t FROM unnest($1::text[], $2::text[], "
+            "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(ws, k, m, c, j, "
+            "b, t) WHERE o.workspace_id = t.ws AND o.order_key = t.k", *_columns(updates, 7))
+
+
+async def flush(conn: AsyncConnection, r: Rollup) -> None:
+    """Add the batch's people and counters to the rollups (one upsert each). People first:
+    a person new to a set adds 1 to that set's counter, one reaching 2 facts to its repeat
+    counter."""
+    if r.people:
+        cols = _columns(r.people, 8)
+        rows = await fetch(
+            conn, "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, "
+            "interval, start, profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], "
+            "$3::text[], $4::text[], $5::text[], $6::text[], $7::date[], $8::text[], $9::int[]) "
+            "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
+            "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
+            "key, segment, interval, start, profile_id, n", *cols, list(r.people.values()))
+        for row in rows:
+            key = tuple(row.values())
+            added = r.people[key[:8]]
+            n = row["n"]
+            r.people_moved(key[:7], distinct=1 if n == added else 0,
+                           repeat=int(n >= 2) - int(n - added >= 2))
+    if r.counts:
+        cols = _columns(r.counts, 7)
+        await fetch(
+            conn, "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, "
+            "currency, value) SELECT * FROM unnest($1::text[], $2::date[], $3::text[], "
+            "$4::text[], $5::text[], $6::text[], $7::text[], $8::float8[]) ON CONFLICT "
+            "(workspace_id, dim, key, segment, day, metric, currency) DO UPDATE SET "
+            "value = kpi_counts.value + excluded.value", *cols, list(r.counts.values()))
+
+
+_PEOPLE = ("workspace_id", "figure", "dim", "key", "segment", "interval", "start")
+
+
+async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
+    """Merged profiles: their touches, orders and people rows become the survivor's. Two rows
+    of one set fold into one, and the set's counters say so: distinct counts stay distinct."""
+    losers, survivors = list(merges), list(merges.values())
+    for table in ("kpi_touches", "kpi_orders"):
+        await fetch(conn, f"UPDATE profile.{table} x SET profile_id = m.s FROM "  # noqa: S608
+                    "unnest($1::text[], $2::text[]) AS m(l, s) WHERE x.profile_id = m.l",
+                    losers, survivors)
+    gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = "
+                       "ANY($1::text[]) RETURNING *", losers)
+    if not gone:
+        return
+    moved: dict[tuple[Any, ...], list[int]] = defaultdict(list)  # survivor row -> losers' n
+    for row in gone:
+        moved[(*(row[c] for c in _PEOPLE), merges[row["profile_id"]])].append(row["n"])
+    cols = _columns(moved, 8)
+    rows = await fetch(
+        conn, "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, "
+        "interval, start, profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], "
+        "$3::text[], $4::text[], $5::text[], $6::text[], $7::date[], $8::text[], $9::int[]) "
+        "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
+        "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
+        "key, segment, interval, start, profile_id, n", *cols,
+        [sum(ns) for ns in moved.values()])
+    r = Rollup()
+    for row in rows:
+        key = tuple(row.values())
+        ns = moved[key[:8]]
+        n, added = row["n"], sum(ns)
+        had = n != added  # the survivor was in the set already
+        before_repeat = sum(x >= 2 for x in ns) + int(had and n - added >= 2)
+        r.people_moved(key[:7], distinct=1 - len(ns) - int(had),
+                       repeat=int(n >= 2) - before_repeat)
+    await flush(conn, r)
+
+
+async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> None:
+    """Erasure: the person leaves the distinct-people sets (and their counters) and the
+    touches; the anonymous counters (orders, revenue, sends) keep what happened."""
+    gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = $1 "
+                       "RETURNING *", profile_id)
+    r = Rollup()
+    for row in gone:
+        r.people_moved(tuple(row[c] for c in _PEOPLE),
+                       distinct=-1, repeat=-int(row["n"] >= 2))
+    await flush(conn, r)
+    await fetch(conn, "DELETE FROM profile.kpi_touches WHERE workspace_id = $1 AND "
+                "profile_id = $2", workspace_id, profile_id)
+    await fetch(conn, "UPDATE profile.kpi_orders SET profile_id = 'erased' WHERE "
+                "workspace_id = $1 AND profile_id = $2", workspace_id, profile_id)
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], n: int) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(n)]
+    for row in rows:
+        for i in range(n):
+            cols[i].append(row[i])
+    return cols
+

@@ -8,7 +8,9 @@ quiet stack sees: a fetch that brings a round, then a handler call, then a commi
 per batch size: records per poll, the CPU this process spent inside the consumer's poll
 handling (`ConsumerLoop._process`: parse, handler, outbox publish, commit) per poll, and
 the CPU of the whole process per poll over the rounds (fetches, heartbeats and the idle
-fetch polls while the child produces included), beside the idle CPU per second.
+fetch polls while the child produces included), beside the idle CPU of this process and
+of the broker (Tansu answering this one consumer's fetch polls) over 5 s without input;
+and the socket writes to Postgres and to the broker per poll (statements, requests).
 
 CPU time, not wall time: on a loaded machine it stays close to what the code costs.
 Compare two builds in one run by pointing PYTHONPATH at the other tree::
@@ -28,6 +30,7 @@ import os
 import sys
 import time
 import uuid
+from asyncio.selector_events import _SelectorSocketTransport
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 
 from shared.db.migrate import upgrade_all
 from shared.kafka import ConsumerLoop
@@ -48,12 +52,24 @@ INPUT = {"profile": "events"}
 
 
 class Counter:
-    """Polls, records and CPU inside `ConsumerLoop._process`, whichever build runs."""
+    """Polls, records and CPU inside `ConsumerLoop._process`, whichever build runs; and the
+    socket writes of the whole process per peer port (a request or a round trip each)."""
 
     def __init__(self) -> None:
         self.polls = self.records = 0
         self.cpu = 0.0
+        self.writes: dict[int, int] = {}
         original = ConsumerLoop._process
+        write = _SelectorSocketTransport.write
+        writes = self.writes
+
+        def counted_write(transport: Any, data: Any) -> None:
+            peer = transport.get_extra_info("peername")
+            port = peer[1] if isinstance(peer, tuple) else 0
+            writes[port] = writes.get(port, 0) + 1
+            write(transport, data)
+
+        _SelectorSocketTransport.write = counted_write  # type: ignore[method-assign]
 
         async def counted(loop: Any, consumer: Any, batches: Any) -> None:
             cpu0 = time.process_time()
@@ -118,10 +134,13 @@ async def measure(service: str, settings: Settings, size: int, rounds: int,
         while not rt.loops or not all(loop.running for loop in rt.loops):
             await asyncio.sleep(0.05)
         await asyncio.sleep(3)  # the group joined, the first idle fetches done
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        await asyncio.sleep(3)
+        children = [c for c in psutil.Process().children(recursive=True) if c.pid != proc.pid]
+        cpu0, wall0, broker0 = time.process_time(), time.perf_counter(), _cpu(children)
+        await asyncio.sleep(5)
         idle = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        broker_idle = (_cpu(children) - broker0) / (time.perf_counter() - wall0)
         polls0, records0, inside0 = counter.polls, counter.records, counter.cpu
+        writes0 = dict(counter.writes)
         profiler = _cprofile().Profile(time.process_time) if profile else None
         if profiler:
             profiler.enable()
@@ -141,9 +160,27 @@ async def measure(service: str, settings: Settings, size: int, rounds: int,
     parent.send(False)
     proc.join(10)
     polls = counter.polls - polls0
-    return {"size": size, "polls": polls, "per_poll": (counter.records - records0) / polls,
+    pg_port = int(settings.database_url.rsplit(":", 1)[1].split("/")[0])
+    kafka_port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+
+    def sent(port: int) -> float:
+        return (counter.writes.get(port, 0) - writes0.get(port, 0)) / polls
+
+    return {"pg": sent(pg_port), "kafka": sent(kafka_port),
+            "size": size, "polls": polls, "per_poll": (counter.records - records0) / polls,
             "inside_ms": (counter.cpu - inside0) / polls * 1e3, "process_ms": total / polls * 1e3,
-            "idle_pct": idle * 100}
+            "idle_pct": idle * 100, "broker_idle_pct": broker_idle * 100}
+
+
+def _cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def _cprofile() -> Any:
@@ -169,7 +206,8 @@ async def run_sizes(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     print(f"{args.service}: CPU per poll (ms), {args.rounds} rounds per size (fewer for "
           "large ones)")
     print(f"{'records':>8} {'polls':>6} {'rec/poll':>9} {'in _process':>12} "
-          f"{'whole process':>14} {'idle % core':>12}")
+          f"{'whole process':>14} {'idle % core':>12} {'Tansu idle %':>13} {'pg writes':>10} "
+          f"{'kafka writes':>13}")
     for size in (int(s) for s in args.sizes.split(",")):
         settings = Settings(env="test", database_url=url, kafka_bootstrap=bootstrap,
                             topic_prefix=f"pc{size}-{uuid.uuid4().hex[:6]}.",
@@ -177,7 +215,9 @@ async def run_sizes(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         rounds = max(args.rounds // max(size // 10, 1), 5)
         r = await measure(args.service, settings, size, rounds, counter, args.profile)
         print(f"{size:>8} {r['polls']:>6} {r['per_poll']:>9.1f} {r['inside_ms']:>12.2f} "
-              f"{r['process_ms']:>14.2f} {r['idle_pct']:>12.1f}", flush=True)
+              f"{r['process_ms']:>14.2f} {r['idle_pct']:>12.1f} {r['broker_idle_pct']:>13.1f} "
+              f"{r['pg']:>10.1f} "
+              f"{r['kafka']:>13.1f}", flush=True)
 
 
 def main() -> None:

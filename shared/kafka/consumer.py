@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from shared import metrics
 from shared.kafka.dlq import dead_letter
 from shared.kafka.errors import InvalidMessage, is_transient
+from shared.kafka.fetch_wait import FetchWait
 from shared.kafka.group_offsets import StartFromLegacyGroups
 from shared.settings import Settings
 
@@ -114,6 +115,7 @@ class ConsumerLoop:
         self._consumer = consumer
         await self._start(consumer)
         self.running = True
+        wait = FetchWait(consumer, self.settings)
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
@@ -121,6 +123,7 @@ class ConsumerLoop:
                 )
                 if listener.failed is not None:
                     raise listener.failed  # nothing handled: the restart asks again
+                wait.polled(bool(batches))
                 if not batches or self._stopping.is_set():
                     continue
                 try:

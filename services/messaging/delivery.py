@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ import orjson
 from services.messaging import store
 from services.messaging.bootstrap import Messaging, Route
 from services.messaging.domain.pacing import backoff_delay
+from services.messaging.metrics import PROVIDER_SECONDS, SENDS
 from services.messaging.prepare import Prepared, event, send_event
 from services.messaging.providers.base import (
     InvalidAddress,
@@ -79,13 +81,22 @@ async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound) -> 
     for attempt in range(1, attempts + 1):
         if route.limiter is not None and (wait := route.limiter.reserve()) > 0:
             await asyncio.sleep(wait)
+        started, result = time.perf_counter(), "error"
         try:
-            return await route.provider.send(outbound)
+            provider_id = await route.provider.send(outbound)
+            result = "ok"
+            return provider_id
         except TransientFailure as exc:
+            result = "transient"
             if attempt == attempts:
                 raise PermanentFailure(f"gave up after {attempts} attempts: {exc}") from exc
             await asyncio.sleep(backoff_delay(attempt, base=m.settings.messaging_retry_base_seconds,
                                               retry_after=exc.retry_after))
+        except PermanentFailure:
+            result = "permanent"
+            raise
+        finally:
+            PROVIDER_SECONDS.labels(route.name, result).observe(time.perf_counter() - started)
     raise AssertionError("unreachable")
 
 
@@ -147,7 +158,10 @@ async def record(rt: ServiceRuntime, outcomes: list[Outcome]) -> list[OutboxRow]
                         await store.mark_undeliverable(
                             db, workspace_id=cmd.workspace_id, channel=cmd.channel.value,
                             addresses=[a for a, _ in o.dead], reason=o.dead[0][1])
-                return await store.emit(db, rt.settings, events)
+                rows = await store.emit(db, rt.settings, events)
+            for o in outcomes:  # committed: counted once (a retried wave is a no-op then)
+                SENDS.labels(o.prepared.cmd.channel.value, o.status).inc()
+            return rows
         except Exception as exc:
             if not is_transient(exc) or delay > 30:
                 raise

@@ -242,7 +242,9 @@ async def _start(options: UpOptions, supervisor: Supervisor, keys: dict[str, Key
         await supervisor.start(ChildSpec(name, argv, app_env, COLORS[name]))
     stack_file = options.state_dir / "stack.json"
     stack_file.write_text(json.dumps({"pid": os.getpid(), "urls": urls,
-                                      "kafka_bootstrap": settings.kafka_bootstrap}))
+                                      "kafka_bootstrap": settings.kafka_bootstrap,
+                                      "mail_catcher": options.mail_catcher,
+                                      "mail_dir": str(options.state_dir.resolve() / "mail")}))
     cleanup.callback(stack_file.unlink, missing_ok=True)
     status = await _wait_ready(urls, options.ready_timeout, supervisor)
     _print_summary(supervisor.console, options, settings, urls, status, keys)

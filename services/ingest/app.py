@@ -13,6 +13,7 @@ from services.ingest import tables
 from services.ingest.acceptance import Acceptor
 from services.ingest.api.fastpath import TrackingFastPath
 from services.ingest.api.keys import router as keys_router
+from services.ingest.api.tracking import HANDLERS
 from services.ingest.api.tracking import router as tracking_router
 from services.ingest.dedupe import Deduper
 from shared.http.app import build_app
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "as user name and an empty password, or `writeKey` in the body. Write-key "
                     "management (`/v1/keys`) takes `Authorization: Bearer <admin key>`.",
         routers=[tracking_router, keys_router],
+        body_exempt=HANDLERS,  # each tracking call is checked, a batch item by item
     )
     shared_lifespan = app.router.lifespan_context
 

@@ -25,6 +25,7 @@ from services.journey.tables import (
     sends,
     snapshots,
 )
+from shared.conditions import STORED
 from shared.db.driver import driver
 from shared.db.outbox import OutboxRow, written_rows
 
@@ -42,7 +43,7 @@ class Documents:
               ) -> JourneyDocument:
         key = (workspace_id, str(document["key"]), version)
         if key not in self._parsed:  # grows with published versions only: never evicted
-            self._parsed[key] = JourneyDocument.model_validate(document)
+            self._parsed[key] = JourneyDocument.model_validate(document, context=STORED)
         return self._parsed[key]
 
     async def live(self, conn: AsyncConnection, workspaces: Iterable[str]
@@ -255,10 +256,12 @@ async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> 
                                        if f == "context" else getattr(inst, f)
                                        for f in _MUTABLE)))
         inst.new = inst.dirty = False
-    if new:
-        await copy_rows(conn, instances, _FIELDS, new)
+    # Updates first: an instance a re-entry (or an exit then a new entry) ended in this batch
+    # must leave the one-active-instance index before its successor is inserted.
     if changed:
         await (await driver(conn)).executemany(_UPDATE, changed)
+    if new:
+        await copy_rows(conn, instances, _FIELDS, new)
 
 
 _DECISION_COLUMNS = ["workspace_id", "profile_id", "journey_key", "version", "instance_id",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -47,6 +47,7 @@ from services.profile.outbox_rows import (
 from shared.contracts.delivery import DeliveryEvent
 from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.events import Event, EventType
+from shared.contracts.storable import plausible_event_time
 from shared.db.outbox import OutboxRow
 from shared.settings import Settings
 
@@ -97,9 +98,11 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
     """Apply fresh (already inbox-claimed) messages; returns the outbox rows to publish."""
     if not items:
         return []
-    for item in items:  # a client-side time without a zone is read as UTC, never a crash
-        if isinstance(item, Event) and item.timestamp.tzinfo is None:
-            item.timestamp = item.timestamp.replace(tzinfo=UTC)
+    for item in items:  # a client-side time without a zone is read as UTC, never a crash;
+        # one before 1970 or days ahead (an event published before ingest corrected it) is
+        # read as its receipt time: year 1 or 9999 would be stored as -/+infinity.
+        if isinstance(item, Event):
+            item.timestamp = plausible_event_time(item.timestamp, item.received_at)
     convs = await repo.conventions_for(conn, {i.workspace_id for i in items})
     # Each message's identifiers, computed once: (claimable, lookup-only).
     idents = [(_ids_of(i, convs[i.workspace_id]),

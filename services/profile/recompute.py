@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,10 +23,14 @@ from services.profile.domain.lifecycle import DAY, lifecycle_stage
 from services.profile.domain.segments import is_time_based
 from services.profile.domain.state import Change
 from services.profile.tables import profiles, workspace_settings
+from shared.contracts.storable import finite_time
 from shared.db import OutboxRelay, OutboxRow
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+RECOMPUTE_FAILURES = Counter(
+    "touchpoint_profile_recompute_failures_total",
+    "Workspaces or profiles a scheduled recompute pass skipped after an error", ["scope"])
 
 
 async def recompute_workspace(engine: AsyncEngine, settings: Settings, workspace_id: str,
@@ -59,10 +65,11 @@ async def recompute_workspace(engine: AsyncEngine, settings: Settings, workspace
 async def _scores(conn: AsyncConnection, ws: str, conv: Conventions,
                   now: datetime) -> tuple[dict[str, Any], list[tuple[str, Change]]]:
     p = profiles
-    rows = (await conn.execute(select(
+    read = (await conn.execute(select(
         p.c.id, p.c.order_count, p.c.gross_revenue, p.c.refunded, p.c.first_order_at,
         p.c.last_order_at, p.c.reactivated_at, p.c.lifecycle_stage, p.c.rfm)
         .where(p.c.workspace_id == ws, p.c.order_count > 0))).all()
+    rows = [r for r in (_usable(row, now) for row in read) if r is not None]
     customers = [rfm.Customer(r.id, (now - r.last_order_at).total_seconds() / DAY,
                               r.order_count, r.gross_revenue - r.refunded) for r in rows]
     scores = rfm.score_all(customers)
@@ -74,33 +81,22 @@ async def _scores(conn: AsyncConnection, ws: str, conv: Conventions,
     # Fitting is CPU work: keep it off the event loop so HTTP and consumers stay responsive.
     bg, gg = await asyncio.to_thread(lambda: (clv.fit_bgnbd(x, tx, T),
                                               clv.fit_gamma_gamma([n + 1 for n in x], means)))
+    fit = _Fit(now, conv, scores, x, tx, T, means, bg, gg)
     changes: list[tuple[str, Change]] = []
     updates: list[dict[str, Any]] = []
     for i, r in enumerate(rows):
-        s = scores[r.id]
-        new_rfm = {"r": s.r, "f": s.f, "m": s.m, "segment": s.segment}
-        old_segment = (r.rfm or {}).get("segment")
-        if old_segment != s.segment:
-            changes.append((r.id, Change("rfm_changed", {"from": old_segment, "to": s.segment})))
-        predictions: dict[str, Any] = {}
-        if bg is not None:
-            alive = clv.p_alive(bg, x[i], tx[i], T[i])
-            expected = clv.expected_orders(bg, x[i], tx[i], T[i], conv.ltv_horizon_days)
-            predictions = {"p_alive": round(alive, 4), "churn_risk": round(1 - alive, 4),
-                           "expected_orders": round(expected, 3)}
-            if gg is not None:
-                value = clv.expected_order_value(gg, r.order_count, means[i])
-                predictions["expected_order_value"] = round(value, 2)
-                predictions["predicted_ltv"] = round(expected * value, 2)
-        stage = lifecycle_stage(order_count=r.order_count, first_order_at=r.first_order_at,
-                                last_order_at=r.last_order_at, reactivated_at=r.reactivated_at,
-                                now=now, conv=conv)
-        updates.append({"pid": r.id, "rfm": new_rfm, "rfm_segment": s.segment,
-                        "predictions": predictions})
+        try:
+            update_row, rfm_change, stage = _rescore(r, i, fit)
+        except Exception as exc:  # one profile's bad data never stops the pass
+            _failed("profile", exc)
+            continue
+        updates.append(update_row)
+        if rfm_change is not None:
+            changes.append((r.id, rfm_change))
         if stage != r.lifecycle_stage:
             # Only if no order arrived since we read the row (the consumer owns that column too).
             done = await conn.execute(update(p).where(
-                p.c.id == r.id, p.c.last_order_at == r.last_order_at,
+                p.c.id == r.id, p.c.last_order_at == r.stored_last_order_at,
                 p.c.order_count == r.order_count).values(lifecycle_stage=stage))
             if done.rowcount:
                 changes.append((r.id, Change("lifecycle_changed",
@@ -116,6 +112,65 @@ async def _scores(conn: AsyncConnection, ws: str, conv: Conventions,
         index_elements=["workspace_id"], set_={"model": model, "recomputed_at": now,
                                                "updated_at": func.now()}))
     return {"customers": len(rows), "model": model}, changes
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What the pass computed over the whole workspace, to score each profile with."""
+
+    now: datetime
+    conv: Conventions
+    scores: dict[str, rfm.Score]
+    x: list[int]
+    tx: list[float]
+    T: list[float]
+    means: list[float]
+    bg: clv.BgNbd | None
+    gg: clv.GammaGamma | None
+
+
+def _rescore(r: Any, i: int, fit: _Fit) -> tuple[dict[str, Any], Change | None, str | None]:
+    """Profile `i`'s new scores (its update row), its RFM change if any, its lifecycle stage."""
+    s = fit.scores[r.id]
+    new_rfm = {"r": s.r, "f": s.f, "m": s.m, "segment": s.segment}
+    old_segment = (r.rfm or {}).get("segment")
+    predictions: dict[str, Any] = {}
+    if fit.bg is not None:
+        x, tx, T = fit.x[i], fit.tx[i], fit.T[i]
+        alive = clv.p_alive(fit.bg, x, tx, T)
+        expected = clv.expected_orders(fit.bg, x, tx, T, fit.conv.ltv_horizon_days)
+        predictions = {"p_alive": round(alive, 4), "churn_risk": round(1 - alive, 4),
+                       "expected_orders": round(expected, 3)}
+        if fit.gg is not None:
+            value = clv.expected_order_value(fit.gg, r.order_count, fit.means[i])
+            predictions["expected_order_value"] = round(value, 2)
+            predictions["predicted_ltv"] = round(expected * value, 2)
+    stage = lifecycle_stage(order_count=r.order_count, first_order_at=r.first_order_at,
+                            last_order_at=r.last_order_at, reactivated_at=r.reactivated_at,
+                            now=fit.now, conv=fit.conv)
+    change = (Change("rfm_changed", {"from": old_segment, "to": s.segment})
+              if old_segment != s.segment else None)
+    return ({"pid": r.id, "rfm": new_rfm, "rfm_segment": s.segment,
+             "predictions": predictions}, change, stage)
+
+
+def _usable(row: Any, now: datetime) -> SimpleNamespace | None:
+    """The row with +-infinity times read as 1970/now; None (counted) if still unusable."""
+    try:
+        r = SimpleNamespace(**row._asdict(), stored_last_order_at=row.last_order_at)
+        for name in ("first_order_at", "last_order_at", "reactivated_at"):
+            setattr(r, name, finite_time(getattr(r, name), now))
+        (now - r.last_order_at).total_seconds()
+        (r.last_order_at - r.first_order_at).total_seconds()
+    except Exception as exc:
+        _failed("profile", exc)
+        return None
+    return r
+
+
+def _failed(scope: str, exc: BaseException) -> None:
+    RECOMPUTE_FAILURES.labels(scope).inc()
+    log.warning("profile recompute skipped a %s after %s", scope, type(exc).__name__)
 
 
 async def _emit(conn: AsyncConnection, settings: Settings, ws: str,
@@ -156,14 +211,25 @@ class RecomputeSchedule:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
-            try:
-                for ws in await workspaces(self.engine):
-                    await recompute_workspace(self.engine, self.settings, ws, datetime.now(UTC),
-                                              self.relay)
-            except Exception as exc:
-                log.warning("profile recompute failed (%s); next pass in %.0f s",
-                            type(exc).__name__, self.interval_s)
+            await self.run_once()
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.interval_s)
             except TimeoutError:
                 pass
+
+    async def run_once(self) -> None:
+        """One pass over every workspace: one's failure is logged, counted and skipped."""
+        try:
+            found = await workspaces(self.engine)
+        except Exception as exc:
+            log.warning("profile recompute failed (%s); next pass in %.0f s",
+                        type(exc).__name__, self.interval_s)
+            return
+        for ws in found:
+            if self._stopping.is_set():
+                return
+            try:
+                await recompute_workspace(self.engine, self.settings, ws, datetime.now(UTC),
+                                          self.relay)
+            except Exception as exc:
+                _failed("workspace", exc)

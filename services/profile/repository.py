@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.state import ProfileState
+from shared.contracts.storable import finite_time
 from shared.db.driver import driver
 from shared.kafka.errors import DependencyUnavailable
 
@@ -28,8 +30,18 @@ class IdentityRace(DependencyUnavailable):
     """Another writer claimed an identifier or merged a profile meanwhile: retry the batch."""
 
 
+_TIMES = ("first_seen_at", "last_seen_at", "first_order_at", "last_order_at", "reactivated_at",
+          "last_open_at", "last_click_at", "nps_at")
+
+
 def state_from_row(row: Any) -> ProfileState:
-    return ProfileState(**{f: row[f] for f in _FIELDS})
+    state = ProfileState(**{f: row[f] for f in _FIELDS})
+    if any(row[f] is not None and row[f].tzinfo is None for f in _TIMES):
+        # +-infinity stored before ingest corrected absurd timestamps: never a crash.
+        now = datetime.now(UTC)
+        for f in _TIMES:
+            setattr(state, f, finite_time(getattr(state, f), now))
+    return state
 
 
 async def conventions_for(conn: AsyncConnection, workspace_ids: Iterable[str]

@@ -15,6 +15,8 @@ from services.profile.domain.segments import Aggregate, Rule, aggregates, matche
 from services.profile.domain.state import Change
 from services.profile.repository import fetch
 from services.profile.tables import events, segment_members, segments
+from shared.conditions import STORED
+from shared.contracts.storable import EARLIEST_EVENT_TIME
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ async def rules_for(conn: AsyncConnection, workspace_ids: Iterable[str]
     if wanted:
         for r in await fetch(conn, "SELECT workspace_id, key, rule FROM profile.segments "
                              "WHERE workspace_id = ANY($1::text[])", list(wanted)):
-            out[r[0]][r[1]] = rule_adapter.validate_python(r[2])
+            out[r[0]][r[1]] = rule_adapter.validate_python(r[2], context=STORED)
     return out
 
 
@@ -62,7 +64,9 @@ async def count_events(conn: AsyncConnection, workspace_id: str, profile_ids: li
     for i, agg in enumerate(unique):
         cond = [events.c.name == agg.event]
         if agg.within is not None:
-            cond.append(events.c.timestamp >= now - agg.within)
+            # min(): a rule stored before durations were bounded must not overflow.
+            since = now - min(agg.within, now - EARLIEST_EVENT_TIME)
+            cond.append(events.c.timestamp >= since)
         if agg.properties:
             cond.append(events.c.properties.contains(agg.properties))
         columns.append(func.count().filter(and_(*cond)).label(f"c{i}"))

@@ -19,6 +19,8 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_timeout=5,
         connect_args={"timeout": 3, "command_timeout": 30},
+        # Errors and logs never quote the SQL parameters: they hold emails, phones, traits.
+        hide_parameters=True,
         json_serializer=_dumps,  # JSONB parameters: orjson is several times faster than json
         json_deserializer=orjson.loads,
     )

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
 from shared.http.auth import AuthFailureThrottle, FailedAuthThrottle
 from shared.http.health import router as health_router
-from shared.http.middleware import BodySizeLimit, RequestMetrics
+from shared.http.middleware import BodySizeLimit, RejectControlCharacters, RequestMetrics
 from shared.http.problems import install_problem_handlers
 from shared.runtime import ServiceParts, ServiceRuntime
 from shared.settings import Settings
 
 
 def build_app(parts: ServiceParts, settings: Settings, *, title: str, description: str,
-              routers: list[APIRouter]) -> FastAPI:
+              routers: list[APIRouter], body_exempt: Collection[str] = ()) -> FastAPI:
+    """The service app; `body_exempt`: paths whose routes check bodies for control
+    characters themselves (see RejectControlCharacters)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = ServiceRuntime(parts, settings)
@@ -41,6 +43,8 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
+    app.add_middleware(RejectControlCharacters, body_exempt=body_exempt)
+    # Added last, so outermost: a throttled source is answered before any body is read.
     app.state.auth_throttle = FailedAuthThrottle(settings.auth_failure_burst,
                                                  settings.auth_failure_per_second)
     app.add_middleware(AuthFailureThrottle, throttle=app.state.auth_throttle)

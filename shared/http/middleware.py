@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Collection
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
+from shared.contracts.storable import CONTROL_MESSAGE, JSON_CONTROL, has_control
 
 
 class BodySizeLimit:
@@ -85,3 +89,71 @@ class RequestMetrics:
             metrics.HTTP_SECONDS.labels(self.service, path).observe(time.perf_counter() - start)
             metrics.HTTP_REQUESTS.labels(self.service, scope["method"], path,
                                          str(status["code"])).inc()
+
+
+_RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_CHECKED_BODIES = (b"application/json", b"application/x-www-form-urlencoded",
+                   b"application/merge-patch+json", b"application/problem+json")
+
+
+class RejectControlCharacters:
+    """400 problem+json for NUL or another C0 control (tab, newline, CR aside) in the path,
+    the query or a JSON/form body: the rule of `shared.contracts.storable`, applied before
+    any route runs, so no such value reaches Postgres (which cannot store NUL) or a log.
+
+    `body_exempt` paths validate their own bodies (ingest's batch rejects item by item).
+    """
+
+    def __init__(self, app: ASGIApp, body_exempt: Collection[str] = ()) -> None:
+        self.app, self.body_exempt = app, frozenset(body_exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if has_control(scope["path"]):
+            return await _bad_input(send, "path")
+        query: bytes = scope.get("query_string", b"")
+        if query and _RAW_CONTROL.search(unquote_to_bytes(query.replace(b"+", b" "))):
+            return await _bad_input(send, "query")
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") or \
+                scope["path"] in self.body_exempt:
+            return await self.app(scope, receive, send)
+        content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip()
+        # No content type: FastAPI reads such a body as JSON, so it is checked as JSON.
+        if content_type and content_type.lower() not in _CHECKED_BODIES:
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if content_type.lower().endswith(b"urlencoded"):
+            found = _RAW_CONTROL.search(unquote_to_bytes(body.replace(b"+", b" ")))
+        else:
+            found = JSON_CONTROL.search(body)
+        if found:
+            return await _bad_input(send, "body")
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _bad_input(send: Send, where: str) -> None:
+    message = CONTROL_MESSAGE
+    body = orjson.dumps({"type": "about:blank", "title": "Invalid request", "status": 400,
+                         "detail": f"{where}: {message}",
+                         "errors": [{"field": where, "message": message}]})
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"application/problem+json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

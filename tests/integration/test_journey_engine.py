@@ -307,6 +307,50 @@ async def test_redelivered_event_never_sends_twice(harness: Harness) -> None:
         (c["idempotency_key"], c["context"]["event"]["id"]) for c in harness.raw_sends(ws)]
 
 
+async def test_reentry_always_replaces_a_waiting_instance(harness: Harness) -> None:
+    """The old instance leaves the one-active index before its successor is written (the
+    replenishment playbook re-enters on every order while it waits)."""
+    ws, admin = await harness.workspace()
+    doc = {"key": "refill", "name": "Refill", "reentry": "always", "stages": [{
+        "key": "s", "enter": {"event": "Ordered"}, "steps": [
+            {"id": "nap", "wait": "P1D"},
+            {"id": "hi", "send": {"channel": "email", "template": "hi"}}]}]}
+    await harness.publish(admin, doc)
+    await harness.event(ws, "p9", "Ordered")
+    await harness.until(lambda: _count(harness, ws, 1))
+    await harness.event(ws, "p9", "Ordered")
+    rows = await harness.until(lambda: _count(harness, ws, 2))
+    assert sorted((r.status, r.exit_reason or "") for r in rows) == [
+        ("active", ""), ("exited", "re-entered on event 'Ordered' (reentry=always)")]
+
+
+async def test_wait_until_a_date_from_the_profile(harness: Harness) -> None:
+    """`wait.until_field` through the service: the date comes from the event's snapshot,
+    the durable timer fires on it; a profile without the date ends the flow unsent."""
+    ws, admin = await harness.workspace()
+    doc = {"key": "refill", "name": "Refill", "stages": [{
+        "key": "s", "enter": {"event": "Ordered"}, "steps": [
+            {"id": "until", "wait": {"until_field": "profile.metrics.next_order_expected_at",
+                                     "offset": "-PT1S"}},
+            {"id": "remind", "send": {"channel": "email", "template": "refill"}}]}]}
+    await harness.publish(admin, doc)
+    due = harness.clock.now() + timedelta(seconds=2)
+    await harness.event(ws, "p10", "Ordered",
+                        snapshot={"metrics": {"next_order_expected_at": due.isoformat()}})
+    await harness.event(ws, "p11", "Ordered")
+    [sent] = await harness.sends(ws, 1)
+    assert sent["to"]["email"] == "p10@example.com"
+    assert datetime.fromisoformat(sent["requested_at"]) >= due - timedelta(seconds=1)
+    rows = await harness.until(lambda: _count(harness, ws, 2))
+    statuses = {r.profile_id: r.status for r in rows}
+    assert statuses["p11"] == "completed"
+
+
+async def _count(harness: Harness, ws: str, n: int) -> list[Any] | None:
+    rows = await harness.instances(ws)
+    return rows if len(rows) == n else None
+
+
 async def test_replicas_share_due_timers_and_each_fires_once(harness: Harness) -> None:
     """Two timer workers on separate connections claim with SKIP LOCKED: no double fire."""
     from services.journey.store import Documents

@@ -126,11 +126,12 @@ async def test_redelivery_and_reordering_give_the_same_result(world: ProfileWorl
 async def test_a_poison_event_goes_to_the_dlq_and_its_neighbours_are_applied(
         world: ProfileWorld) -> None:
     ws, h = await world.workspace()
-    # Postgres refuses a NUL character inside JSONB: this event can never be stored.
-    await world.send(ws, {"type": "track", "event": "Viewed", "user_id": "p1"},
-                     {"type": "track", "event": "Viewed", "user_id": "p1", "id": "poison-1",
-                      "properties": {"note": "nul \u0000 here"}},
-                     {"type": "track", "event": "Viewed", "user_id": "p1"})
+    # A NUL character can never be stored (Postgres refuses it in JSONB). Ingest refuses it,
+    # and so does the events model: published anyway, it is a poison message.
+    await world.send(ws, {"type": "track", "event": "Viewed", "user_id": "p1"})
+    await world.send(ws, {"type": "track", "event": "Viewed", "user_id": "p1", "id": "poison-1",
+                          "properties": {"note": "nul \u0000 here"}}, checked=False)
+    await world.send(ws, {"type": "track", "event": "Viewed", "user_id": "p1"})
     p = await _until(world, h, lambda p: p["event_count"] == 2, user_id="p1")
     assert p["event_count"] == 2
     dead = await read_until(world.settings.kafka_bootstrap, world.settings.topic("dlq"),

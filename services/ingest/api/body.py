@@ -77,9 +77,9 @@ class TooDeep(ValueError):
     """Nested deeper than the JSON encoder (and any sane event) goes."""
 
 
-def encoded_size(item: Any) -> int:
-    """Size of the call as JSON; raises TooDeep past orjson's ~250 levels of nesting."""
+def encoded(item: Any) -> bytes:
+    """The call as JSON; raises TooDeep past orjson's ~250 levels of nesting."""
     try:
-        return len(orjson.dumps(item))
+        return orjson.dumps(item)
     except TypeError as exc:  # orjson's JSONEncodeError: "Recursion limit reached"
         raise TooDeep("nested too deeply") from exc

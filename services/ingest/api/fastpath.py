@@ -8,17 +8,14 @@ still apply. Everything else (GETs, OPTIONS, `/v1/keys`, ...) goes on to FastAPI
 
 from __future__ import annotations
 
-import logging
 from types import SimpleNamespace
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ingest.api.tracking import HANDLERS
-from shared.http.problems import Problem, problem_response
-from shared.kafka.errors import is_transient
+from shared.http.problems import Problem, problem_response, unexpected_response
 
-log = logging.getLogger(__name__)
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -47,16 +44,7 @@ class TrackingFastPath:
                                         **exc.extra)
             return await response(scope, receive, send)
         except Exception as exc:
-            if is_transient(exc):
-                log.warning("dependency unavailable on %s: %s", scope["path"],
-                            type(exc).__name__)
-                response = problem_response(
-                    503, "Service unavailable",
-                    "A dependency (database or broker) is unreachable; retry.",
-                    headers={"Retry-After": "2"})
-            else:
-                log.exception("unhandled error on %s", scope["path"])
-                response = problem_response(500, "Internal error")
+            response = unexpected_response(scope, exc)
             return await response(scope, receive, send)
         body = orjson.dumps(result)
         await send({"type": "http.response.start", "status": 200,

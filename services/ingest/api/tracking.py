@@ -21,11 +21,12 @@ from services.ingest.api.body import (
     MAX_EVENT_BYTES,
     TooDeep,
     authenticate,
-    encoded_size,
+    encoded,
     parse_json,
 )
 from services.ingest.domain.calls import Call, event_document
 from services.ingest.publisher import Outgoing
+from shared.contracts.storable import Unstorable, check_storable
 from shared.http.problems import Problem
 
 CALL_TYPES = ("track", "identify", "page", "screen", "group", "alias")
@@ -51,24 +52,24 @@ def _parse(item: Any, *, workspace_id: str, received_at: datetime,
     if not isinstance(item, dict):
         raise _Rejected([{"field": "body", "message": "expected an object"}])
     try:
-        size = encoded_size(item)
+        as_json = encoded(item)
     except TooDeep as exc:
         raise _Rejected([{"field": "body", "message": "nested more than 250 levels deep"}]) from exc
-    if size > MAX_EVENT_BYTES:
+    if len(as_json) > MAX_EVENT_BYTES:
         raise _Rejected([{"field": "body", "message": f"event exceeds {MAX_EVENT_BYTES} bytes"}],
                         status=413)
+    try:  # the rule every reader of the topic applies too: accepted means applicable
+        check_storable(item, encoded=as_json)
+    except Unstorable as exc:
+        raise _Rejected([{"field": exc.field, "message": exc.reason}]) from exc
     try:
         call = Call.model_validate(item)
     except ValidationError as exc:
         raise _Rejected(_errors(exc)) from exc
     if problems := call.problems():
         raise _Rejected(problems)
-    try:
-        return Outgoing.of(event_document(call, workspace_id=workspace_id,
-                                          received_at=received_at, batch_sent_at=batch_sent_at))
-    except OverflowError as exc:
-        raise _Rejected([{"field": "timestamp",
-                          "message": "out of range once corrected by sentAt"}]) from exc
+    return Outgoing.of(event_document(call, workspace_id=workspace_id,
+                                      received_at=received_at, batch_sent_at=batch_sent_at))
 
 
 def call_handler(call_type: str) -> Handler:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.events import Event
+from shared.contracts.storable import plausible_event_time
 
 # No Python validators here: this model runs once per event on the hot path, so every
 # rule is one pydantic-core does natively. What it cannot say (an empty id is no id, a
@@ -71,14 +72,18 @@ def corrected_timestamp(
 ) -> datetime:
     """Segment's skew correction: timestamp + (receivedAt - sentAt) when the client sent sentAt.
 
-    Raises OverflowError when the correction leaves the representable range (absurd input).
+    A result before 1970 or more than 24 h after receivedAt (or past the representable
+    range) is a broken clock: the event happened when it was received (the caller keeps
+    the client's value as `originalTimestamp`).
     """
     timestamp, sent_at = _aware(timestamp), _aware(sent_at)
     if timestamp is None:
         return received_at
-    if sent_at is None:
-        return timestamp
-    return timestamp + (received_at - sent_at)
+    try:
+        corrected = timestamp if sent_at is None else timestamp + (received_at - sent_at)
+    except OverflowError:
+        return received_at
+    return plausible_event_time(corrected, received_at)
 
 
 def event_document(call: Call, *, workspace_id: str, received_at: datetime,

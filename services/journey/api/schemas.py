@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.journey.domain.simulate import SimEvent
+from shared.conditions import BoundedTime, Duration
 from shared.contracts.profile import ChangeKind, ProfileSnapshot
 
 
@@ -20,8 +21,8 @@ class SimulatedEvent(BaseModel):
     properties: dict[str, Any] = Field(default_factory=dict)
     change: ChangeKind | None = Field(None, description="A profile change kind instead.")
     data: dict[str, Any] = Field(default_factory=dict, description="The change's data.")
-    at: datetime | None = Field(None, description="When; or give `after`.")
-    after: timedelta | None = Field(None, description="Offset from the simulation's start.")
+    at: BoundedTime | None = Field(None, description="When; or give `after`.")
+    after: Duration | None = Field(None, description="Offset from the simulation's start.")
     id: str | None = Field(None, max_length=200)
 
     @model_validator(mode="after")
@@ -38,7 +39,7 @@ class SimulateRequest(BaseModel):
 
     profile: ProfileSnapshot = Field(description="The profile snapshot to run against.")
     events: list[SimulatedEvent] = Field(default_factory=list, max_length=1000)
-    start: datetime | None = Field(None, description="Virtual start time; default now.")
+    start: BoundedTime | None = Field(None, description="Virtual start time; default now.")
     horizon: timedelta = Field(timedelta(days=60), description="Stop after this much virtual "
                                                                "time.")
 

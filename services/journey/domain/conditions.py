@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
 
-from shared.conditions import MISSING, Op, compare, lookup
+from services.journey.domain.dates import is_anniversary
+from services.journey.domain.timing import zone
+from shared.conditions import MISSING, Op, check_comparison, compare, lookup
 
 FIELD_PATTERN = r"^(event|profile)(\.[A-Za-z0-9_\-$ ]+)+$"
 
@@ -15,8 +17,15 @@ FIELD_PATTERN = r"^(event|profile)(\.[A-Za-z0-9_\-$ ]+)+$"
 class Comparison(BaseModel):
     model_config = ConfigDict(extra="forbid")
     field: str = Field(pattern=FIELD_PATTERN, description="`event.*` or `profile.*` path.")
-    op: Op
+    op: Op | Literal["anniversary"] = Field(
+        description="`anniversary`: the field's month and day are today's in the customer's "
+                    "zone (`value`: days ahead, default 0).")
     value: Any = None
+
+    @model_validator(mode="after")
+    def _evaluable(self, info: ValidationInfo) -> Comparison:
+        check_comparison(self.op, self.value, info)  # a bad duration or date: 400 at save
+        return self
 
 
 class All(BaseModel):
@@ -49,6 +58,10 @@ def evaluate(cond: Condition, data: dict[str, Any], now: datetime | None = None)
         return any(evaluate(c, data, now) for c in cond.any)
     if isinstance(cond, Not):
         return not evaluate(cond.not_, data, now)
+    if cond.op == "anniversary":
+        profile = data.get("profile")
+        tz = zone(profile.get("timezone") if isinstance(profile, dict) else None)
+        return is_anniversary(lookup(data, cond.field), now or datetime.now(tz), tz, cond.value)
     return compare(cond.op, lookup(data, cond.field), cond.value, now)
 
 

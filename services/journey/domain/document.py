@@ -10,9 +10,18 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from services.journey.domain.conditions import Condition
+from shared.conditions import Duration, is_stored
+from shared.contracts.storable import Unstorable, check_storable
 
 Key = str
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -62,7 +71,7 @@ class OnHold(_Strict):
     """What a send the contact policy holds does (domain/policy.py)."""
 
     defer: bool = Field(True, description="true: retry when the rule allows; false: skip.")
-    expire_after: timedelta | None = Field(
+    expire_after: Duration | None = Field(
         None, description="A deferred send older than this is dropped as `expired`.")
 
     @model_validator(mode="after")
@@ -87,7 +96,7 @@ class Send(_Strict):
 class WaitFor(_Strict):
     event: str = Field(min_length=1, max_length=200)
     where: Condition | None = None
-    timeout: timedelta
+    timeout: Duration
     then: str = Field(description="Step when the event arrives.")
     else_: str = Field(alias="else", description="Step when the timeout passes.")
 
@@ -101,6 +110,18 @@ class WaitUntil(_Strict):
     time: str = Field(pattern=HHMM, description="Local time of day, HH:MM, in the customer's "
                                                 "time zone (UTC when unknown).")
     weekdays: list[Weekday] | None = Field(None, min_length=1)
+
+
+class WaitField(_Strict):
+    """Wait until a date read from the profile (or the stage's event), e.g. the customer's
+    `profile.metrics.next_order_expected_at`, shifted by `offset` (may be negative)."""
+
+    until_field: str = Field(pattern=r"^(event|profile)(\.[A-Za-z0-9_\-]+)+$")
+    offset: Duration | None = Field(None, description="Added to the date: `-P3D` is three "
+                                                       "days before it.")
+    missing: str | None = Field(None, description="Step when the field is missing or not a "
+                                                  "date; default `end` (the stage's flow "
+                                                  "ends).")
 
 
 class BranchCase(_Strict):
@@ -123,7 +144,7 @@ class Webhook(_Strict):
     url: str = Field(pattern=r"^https?://", max_length=2000)
     template: str = Field("webhook", min_length=1, max_length=200,
                           description="Messaging template rendered as the request body.")
-    timeout: timedelta = timedelta(seconds=5)
+    timeout: Duration = timedelta(seconds=5)
 
     _timeout = field_validator("timeout")(_positive)
 
@@ -136,7 +157,7 @@ class Step(_Strict):
     id: str = Field(min_length=1, max_length=100, pattern=STEP_ID)
     next: str | None = None
     send: Send | None = None
-    wait: timedelta | None = None
+    wait: Duration | WaitField | None = None
     wait_until: WaitUntil | None = None
     wait_for: WaitFor | None = None
     branch: Branch | None = None
@@ -146,7 +167,22 @@ class Step(_Strict):
     webhook: Webhook | None = None
     exit: bool | None = None
 
-    _wait = field_validator("wait")(_positive)
+    @field_validator("wait")
+    @classmethod
+    def _wait_positive(cls, value: timedelta | WaitField | None) -> timedelta | WaitField | None:
+        return _positive(value) if isinstance(value, timedelta) else value
+
+    @field_validator("update_profile")
+    @classmethod
+    def _storable(cls, traits: dict[str, Any] | None,
+                  info: ValidationInfo) -> dict[str, Any] | None:
+        # They become an identify event's traits: the rule ingest applies to every event.
+        if traits is not None and not is_stored(info):
+            try:
+                check_storable({"traits": traits})
+            except Unstorable as exc:
+                raise ValueError(str(exc)) from exc
+        return traits
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -176,6 +212,8 @@ class Step(_Strict):
             out += [(f"split.{i}.next", p.next) for i, p in enumerate(self.split)]
         if self.send:
             out.append(("send.fallback", self.send.fallback))
+        if isinstance(self.wait, WaitField):
+            out.append(("wait.missing", self.wait.missing))
         return [(where, target) for where, target in out if target is not None]
 
 
@@ -193,7 +231,7 @@ class Goal(_Strict):
     event: str | None = None
     where: Condition | None = None
     stage: str | None = None
-    within: timedelta | None = None
+    within: Duration | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> Goal:
@@ -206,7 +244,7 @@ class Goal(_Strict):
 
 class Cap(_Strict):
     max: int = Field(ge=1)
-    per: timedelta
+    per: Duration
 
     _per = field_validator("per")(_positive)
 
@@ -231,12 +269,12 @@ class JourneyDocument(_Strict):
     exit_when: list[EventRule] = Field(default_factory=list)
     goal: Goal | None = None
     reentry: Literal["once", "after_exit", "always"] = "after_exit"
-    reentry_cooldown: timedelta | None = None
+    reentry_cooldown: Duration | None = None
     holdout_percent: float = Field(0, ge=0, le=100)
     frequency_cap: dict[Literal["email", "sms", "push", "webhook"], Cap] = Field(
         default_factory=dict)
     quiet_hours: QuietHours | None = None
-    idle_timeout: timedelta = Field(
+    idle_timeout: Duration = Field(
         timedelta(days=30), description="A customer whose stage flow finished waits this long "
                                         "for a later stage's rule, then completes.")
 

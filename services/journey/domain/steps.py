@@ -10,12 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.journey.domain.conditions import evaluate, seen_values
-from services.journey.domain.document import JourneyDocument, Stage, Step
+from services.journey.domain.dates import as_datetime
+from services.journey.domain.document import JourneyDocument, Stage, Step, WaitField
 from services.journey.domain.guards import check_send
 from services.journey.domain.ids import bucket, idempotency_key
 from services.journey.domain.policy import PastSend, check
 from services.journey.domain.state import Effects, Facts, Instance, Outgoing
 from services.journey.domain.timing import next_local_time
+from shared.conditions import MISSING, lookup
 
 MAX_STEPS_PER_RUN = 100  # a `next` loop without a wait must not spin forever
 
@@ -99,6 +101,8 @@ def _execute(doc: JourneyDocument, stage: Stage, step: Step, inst: Instance, fac
     if step.wait is not None:
         if resume == "timer":
             return then
+        if isinstance(step.wait, WaitField):
+            return _wait_field(step.wait, inst, fx, facts, step, event, then)
         return _wait(inst, fx, facts, step, now + step.wait, "wait", "wait")
     if step.wait_until is not None:
         if resume == "timer":
@@ -209,6 +213,27 @@ def message_key(inst: Instance, stage: str, step: str, seq: int) -> str:
     """The send's idempotency key (as services/journey/outgoing.send_key makes it)."""
     return idempotency_key(inst.workspace_id, inst.journey_key, inst.version, inst.id,
                            inst.instance_key, stage, inst.epoch, step, seq)
+
+
+def _wait_field(spec: WaitField, inst: Instance, fx: Effects, facts: Facts, step: Step,
+                event: dict[str, Any], then: str) -> str:
+    """Sleep until the date at `spec.until_field` (+ offset). Missing or not a date: go to
+    `spec.missing` (default: end the flow). Already past: go on at once."""
+    value = lookup({"event": event, "profile": facts.profile}, spec.until_field)
+    due = as_datetime(None if value is MISSING else value, facts.tz)
+    if due is None:
+        target = spec.missing or "end"
+        why = "missing" if value is MISSING or value is None else "not a date"
+        fx.decide(inst, "wait", "skipped", facts.now, step=step.id,
+                  reason=f"{spec.until_field}: {why}", detail={"to": target})
+        return target
+    due += spec.offset or timedelta(0)
+    if due <= facts.now:
+        fx.decide(inst, "wait", "passed", facts.now, step=step.id,
+                  reason=f"{spec.until_field}: the date has passed",
+                  detail={"until": due.isoformat()})
+        return then
+    return _wait(inst, fx, facts, step, due, "wait", "wait", {"field": spec.until_field})
 
 
 def _wait(inst: Instance, fx: Effects, facts: Facts, step: Step, due: Any, kind: str,

@@ -18,6 +18,7 @@ from services.profile.domain.snapshot import metrics, snapshot
 from services.profile.domain.state import ProfileState
 from services.profile.tables import events, identities, profiles, segment_members
 from shared.auth import Principal
+from shared.conditions import BoundedTime
 from shared.contracts.profile import ProfileSnapshot
 from shared.http.auth import AdminDep
 from shared.http.paging import Limit, Offset
@@ -194,7 +195,8 @@ class ConsentUpdate(BaseModel):
     topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,100}$")
     subscribed: bool
     source: str = Field(default="api", min_length=1, max_length=100)
-    at: datetime | None = Field(default=None, description="When the decision was made; now.")
+    at: BoundedTime | None = Field(default=None, description="When the decision was made "
+                                                              "(1970-2200); default now.")
 
     @model_validator(mode="after")
     def _one_target(self) -> ConsentUpdate:

@@ -10,12 +10,12 @@ as journey conditions), or an event aggregate
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
 
-from shared.conditions import Op, compare, lookup
+from shared.conditions import Duration, Op, check_comparison, compare, lookup
 
 CountOp = Literal["eq", "neq", "gt", "gte", "lt", "lte"]
 PROFILE_FIELD = r"^profile(\.[A-Za-z0-9_\-$ ]+)+$"
@@ -28,13 +28,19 @@ class Comparison(BaseModel):
     op: Op
     value: Any = None
 
+    @model_validator(mode="after")
+    def _evaluable(self, info: ValidationInfo) -> Comparison:
+        check_comparison(self.op, self.value, info)  # a bad duration or date: 400 at save
+        return self
+
 
 class Aggregate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event: str = Field(min_length=1, max_length=200)
     op: CountOp = "gte"
     count: int = Field(default=1, ge=0, le=1_000_000)
-    within: timedelta | None = Field(default=None, description="ISO-8601 duration, e.g. P90D.")
+    within: Duration | None = Field(default=None, description="ISO-8601 duration, e.g. P90D "
+                                                                "(at most 100 years).")
     properties: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=10)
 
     def key(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.profile.domain.conventions import Conventions
@@ -34,6 +34,10 @@ def metrics(p: ProfileState, now: datetime, conv: Conventions) -> dict[str, Any]
         "mean_interpurchase_days": (
             round(rhythm_days(p.order_count, p.first_order_at, p.last_order_at, conv), 2)
             if p.order_count >= 2 else None),
+        "next_order_expected_at": _iso(
+            p.last_order_at + timedelta(days=rhythm_days(p.order_count, p.first_order_at,
+                                                        p.last_order_at, conv))
+            if p.last_order_at is not None else None),
         "purchase_frequency": _per_month(p.order_count, p.first_order_at, now),
         "days_since_last_seen": _days(now, p.last_seen_at),
         "last_open_at": _iso(p.last_open_at),

@@ -13,7 +13,10 @@ of the broker (Tansu answering this one consumer's fetch polls) over 5 s without
 and the socket writes to Postgres and to the broker per poll (statements, requests).
 
 CPU time, not wall time: on a loaded machine it stays close to what the code costs.
-Compare two builds in one run by pointing PYTHONPATH at the other tree::
+`--profile` adds cProfile's view (CPU clock) of each size's rounds, sorted by
+`POLL_COST_SORT` (cumtime) and filtered by `POLL_COST_FILTER` (a regex; `-` prints
+none), and the Python function calls per poll. Compare two builds by pointing PYTHONPATH
+at the other tree::
 
     .venv/bin/python bench/poll_cost.py [--service profile] [--rounds 200] [--sizes 1,3,100]
     cd /tmp/base && PYTHONPATH=/tmp/base /work/wt/throughput/.venv/bin/python \
@@ -155,7 +158,8 @@ async def measure(service: str, settings: Settings, size: int, rounds: int,
         total = time.process_time() - cpu0
         if profiler:
             profiler.disable()
-            stats = importlib.import_module("pstats").Stats(profiler).sort_stats("cumtime")
+            stats = importlib.import_module("pstats").Stats(profiler)
+            stats.sort_stats(os.environ.get("POLL_COST_SORT", "cumtime"))
             if (only := os.environ.get("POLL_COST_FILTER")) != "-":
                 stats.print_stats(only or "", 45)
             # A count, not a time: the same on a loaded machine (what callgrind would give).

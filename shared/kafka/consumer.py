@@ -149,12 +149,12 @@ class ConsumerLoop:
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
-        if len(self.specs) == 1:
-            await self._process_topic(consumer, self.spec, batches)
+        per_topic: dict[str, dict[TopicPartition, list[ConsumerRecord]]] = {}
+        for tp, messages in batches.items():
+            per_topic.setdefault(tp.topic, {})[tp] = messages
+        if len(per_topic) == 1:  # most polls: no tasks to make
+            await self._process_topic(consumer, self._by_topic[tp.topic], batches)
         else:
-            per_topic: dict[str, dict[TopicPartition, list[ConsumerRecord]]] = {}
-            for tp, messages in batches.items():
-                per_topic.setdefault(tp.topic, {})[tp] = messages
             done = await asyncio.gather(
                 *(self._process_topic(consumer, self._by_topic[topic], part)
                   for topic, part in per_topic.items()), return_exceptions=True)

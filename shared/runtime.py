@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import tracing
 from shared.auth import KeyRing, seed_bootstrap_keys
 from shared.db.engine import create_engine, ping
 from shared.db.outbox import OutboxRelay
@@ -52,6 +53,7 @@ class ServiceRuntime:
     def __init__(self, parts: ServiceParts, settings: Settings) -> None:
         self.parts = parts
         self.settings = settings
+        tracing.setup(parts.name)  # only if the OTEL_* variables ask
         self.engine: AsyncEngine = create_engine(settings.database_url)
         self.producer: AIOKafkaProducer = create_producer(settings, client_id=parts.name)
         self.keyring = KeyRing(self.engine, parts.api_keys)

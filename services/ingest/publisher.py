@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from shared import tracing
 from shared.contracts.envelope import message_key
 from shared.kafka.producer import partition_for
 
@@ -60,8 +61,9 @@ async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing]
     which events may reach the broker later.
     """
     partitions = sorted(await producer.partitions_for(topic))
+    trace = tracing.current_headers()  # [] unless tracing is on (shared/tracing.py)
     for event in events:
         future = await producer.send(topic, event.value, key=event.key,
                                      partition=partition_for(event.key, partitions),
-                                     headers=event.headers)
+                                     headers=event.headers + trace if trace else event.headers)
         into.parts.append((future, [event.id]))

@@ -24,6 +24,7 @@ from services.messaging.providers.base import (
     TransientFailure,
 )
 from services.messaging.tables import messages
+from shared import tracing
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.db.outbox import OutboxRow
 from shared.kafka.errors import is_transient
@@ -83,7 +84,10 @@ async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound) -> 
             await asyncio.sleep(wait)
         started, result = time.perf_counter(), "error"
         try:
-            provider_id = await route.provider.send(outbound)
+            with tracing.span("provider send", "messaging", kind="client",
+                              attributes={"touchpoint.provider": route.name,
+                                          "touchpoint.attempt": attempt}):
+                provider_id = await route.provider.send(outbound)
             result = "ok"
             return provider_id
         except TransientFailure as exc:

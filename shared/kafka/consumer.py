@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import BaseModel, ValidationError
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.kafka.dlq import dead_letter
 from shared.kafka.errors import InvalidMessage, is_transient
 from shared.kafka.fetch_wait import FetchWait
@@ -185,7 +185,19 @@ class ConsumerLoop:
                     await self._dead_letter(consumer, spec, msg, exc)
         if records:
             with metrics.HANDLER_SECONDS.labels(spec.name).time():
-                await self._handle(consumer, spec, records)
+                if tracing.enabled():
+                    # The batch's span: child of its first record's trace, linked to the
+                    # others'; the handler's outbox rows carry it on.
+                    with tracing.span(f"{spec.name} process", self.name, kind="consumer",
+                                      parent=records[0].raw.headers,
+                                      links=[r.raw.headers for r in records[1:]],
+                                      attributes={"messaging.system": "kafka",
+                                                  "messaging.destination.name": spec.topic,
+                                                  "messaging.batch.message_count":
+                                                      len(records)}):
+                        await self._handle(consumer, spec, records)
+                else:
+                    await self._handle(consumer, spec, records)
         size = sum(len(m) for m in batches.values())
         metrics.CONSUMED.labels(spec.name).inc(size)
         metrics.BATCH_RECORDS.labels(spec.name).observe(size)

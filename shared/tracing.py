@@ -3,8 +3,9 @@ ask for them (`OTEL_TRACES_EXPORTER` other than `none`, or `OTEL_EXPORTER_OTLP_E
 `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and the `otel` extra is installed.
 
 One event is followed from the HTTP request through the topics to the provider call: the
-W3C `traceparent` of the current span goes into the Kafka headers (ingest's produce, and
-the outbox rows' stored headers, which the relay publishes as they are), and each
+W3C `traceparent` of the current span goes into the Kafka headers through the shared
+header code (`shared.kafka.codec.headers_for`, `trace_headers`, `with_trace`: ingest's
+produce, and the outbox rows' stored headers, which the relay publishes as they are), and each
 consumer's batch span takes the records' context as its parent (the first record's; the
 others are links). Off, nothing here creates a span or adds a header: every entry point
 checks one module-level value first, and opentelemetry is not even imported.
@@ -75,10 +76,10 @@ def _otlp_exporter() -> Any:
     protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc
+        return grpc.OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter as http
+    return http.OTLPSpanExporter()
 
 
 def use(provider: Any) -> None:
@@ -126,15 +127,6 @@ def current_headers() -> list[tuple[str, bytes]]:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
     return [(k, v.encode()) for k, v in carrier.items() if k == TRACE_HEADER]
-
-
-def with_trace(headers_json: list[str]) -> list[str]:
-    """Outbox rows' stored headers (JSON arrays of pairs) with the current `traceparent`
-    added: the relay publishes them as stored. The same list when tracing is off."""
-    if _tracer is None or not (extra := current_headers()):
-        return headers_json
-    pair = f',["{extra[0][0]}","{extra[0][1].decode()}"]]'
-    return [h[:-1] + pair if h.endswith("]") and h != "[]" else h for h in headers_json]
 
 
 class TraceRequests:

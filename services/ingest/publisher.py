@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from shared import tracing
 from shared.contracts.envelope import message_key
+from shared.kafka.codec import trace_headers
 from shared.kafka.producer import partition_for
 
 
@@ -61,7 +61,7 @@ async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing]
     which events may reach the broker later.
     """
     partitions = sorted(await producer.partitions_for(topic))
-    trace = tracing.current_headers()  # [] unless tracing is on (shared/tracing.py)
+    trace = trace_headers()  # [] unless tracing is on (shared/tracing.py)
     for event in events:
         future = await producer.send(topic, event.value, key=event.key,
                                      partition=partition_for(event.key, partitions),

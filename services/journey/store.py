@@ -28,7 +28,7 @@ from services.journey.tables import (
 from shared.conditions import STORED
 from shared.db.driver import driver
 from shared.db.outbox import OutboxRow, written_rows
-from shared.tracing import with_trace
+from shared.kafka.codec import with_trace
 
 Pair = tuple[str, str]  # (workspace_id, profile_id)
 _FIELDS = [c.name for c in instances.columns if c.name != "updated_at"]

@@ -28,9 +28,8 @@ from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.envelope import message_key
 from shared.db.driver import driver as sqlalchemy_driver
 from shared.db.outbox import OutboxRow, written_rows
-from shared.kafka.codec import encode, headers_for
+from shared.kafka.codec import encode, headers_for, with_trace
 from shared.settings import Settings
-from shared.tracing import with_trace
 
 
 def address_hash(channel: str, address: str) -> str:

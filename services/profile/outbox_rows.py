@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.contracts.events import Event
 from shared.db.driver import driver
 from shared.db.outbox import OutboxRow, written_rows
-from shared.tracing import with_trace
+from shared.kafka.codec import with_trace
 
 MAX_ID = 200  # the envelope's limit on a message id
 

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared import metrics, tracing
+from shared import metrics
 from shared.db.bulk import insert_unnest
 from shared.db.driver import driver
 from shared.kafka.codec import encode, headers_for
@@ -96,10 +96,6 @@ async def add_to_outbox(
         }
         for key, msg in messages
     ]
-    if tracing.enabled():
-        for row, traced in zip(rows, tracing.with_trace([r["headers"] for r in rows]),
-                               strict=True):
-            row["headers"] = traced
     result = await insert_unnest(conn, table, _OUTBOX_TYPES, rows, "RETURNING id")
     return written_rows(list(result.scalars()), [r["topic"] for r in rows],
                         [r["key"] for r in rows], [r["value"] for r in rows],

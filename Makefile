@@ -62,3 +62,9 @@ $(VENV)/bin/uv:
 
 clean:
 	rm -rf $(VENV) .touchpoint .pytest_cache
+
+# The fault suite in full, repeated (TOUCHPOINT_SOAK_ROUNDS rounds, default 3); `make test`
+# runs one round of each scenario. Figures are printed (-s).
+.PHONY: soak
+soak: install
+	TOUCHPOINT_SOAK=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/reliability

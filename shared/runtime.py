@@ -132,7 +132,8 @@ class ServiceRuntime:
                 delay = min(delay * 2, 30)
 
     async def ready(self) -> dict[str, bool]:
-        """Is each dependency reachable right now (bounded to ~1 s)?"""
+        """Is each dependency reachable right now (bounded to ~1 s), and is no consumer halted
+        (`consumer:<name>: false`, see ConsumerLoop.halted)?"""
         async def db() -> bool:
             try:
                 await asyncio.wait_for(ping(self.engine), 1.0)
@@ -150,7 +151,11 @@ class ServiceRuntime:
                 return False
 
         postgres, broker = await asyncio.gather(db(), kafka())
-        return {"postgres": postgres, "kafka": broker}
+        checks = {"postgres": postgres, "kafka": broker}
+        # A consumer halted by its DLQ ratio limit needs a restart (a bad deploy): say which.
+        checks.update({f"consumer:{name}": False for loop in self.loops
+                       for name in loop.halted_specs})
+        return checks
 
     async def stop(self, timeout: float = 4.0) -> None:
         """Fits `up`'s 10 s budget together with uvicorn's 5 s request drain."""

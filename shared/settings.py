@@ -67,8 +67,17 @@ class Settings(BaseSettings):
         default=100, ge=0, le=5000,
         description="Fetch wait once a consumer has had no records for 2 s (0: always "
                     "consumer_fetch_max_wait_ms); the first records end it.")
-    # A restarted member waits for the old one's session to expire (Tansu ignores LeaveGroup).
-    consumer_session_timeout_ms: int = Field(default=10_000, ge=3_000, le=300_000)
+    # A restarted member waits for the old one's session to expire (Tansu ignores LeaveGroup):
+    # this bounds recovery after a crash (docs/reliability.md#recovery-after-a-crash).
+    consumer_session_timeout_ms: int = Field(default=6_000, ge=3_000, le=300_000)
+    # A consumer that dead-letters more than this share of its last `consumer_dlq_window`
+    # records (a bad deploy) stops committing and turns /readyz to 503 until restarted.
+    consumer_dlq_max_ratio: float = Field(default=0.5, gt=0, le=1)
+    consumer_dlq_window: int = Field(default=100, ge=10, le=100_000)
+    # Static group membership (KIP-345): a restarted process with the same id takes its old
+    # place at once instead of waiting for the old member's session to expire. Must be
+    # unique among live processes; `touchpoint serve` sets it to <hostname>:<port>.
+    consumer_instance_id: str | None = Field(default=None, max_length=200)
     consumer_max_records: int = Field(default=500, ge=1, le=10_000)
     producer_linger_ms: int = Field(default=1, ge=0, le=1000)
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)

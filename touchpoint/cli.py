@@ -18,6 +18,8 @@ from rich.table import Table
 from shared.settings import APP_PORTS, APPS, DEFAULT_PORTS, SERVICES
 from touchpoint.client import ClientError, discover, load_documents, parse_properties, stats_table
 from touchpoint.commands import broadcasts, kpis, playbooks, policy
+from touchpoint.commands import dlq as dlq_commands
+from touchpoint.commands import messages as messages_commands
 from touchpoint.commands import secret as secret_commands
 from touchpoint.commands import templates as templates_commands
 from touchpoint.commands.common import AdminKey, Url, WriteKey, api_client, fail, load_settings
@@ -39,6 +41,8 @@ app.add_typer(kpis.app, name="kpis")
 app.command("report")(kpis.report)
 app.add_typer(secret_commands.app, name="secret")
 app.add_typer(playbooks.app, name="playbooks")
+app.add_typer(messages_commands.app, name="messages")
+app.add_typer(dlq_commands.app, name="dlq")
 
 
 def _check_service(name: str) -> str:
@@ -89,10 +93,17 @@ def serve(
                                              help="Default: the service's own port.")] = None,
 ) -> None:
     """Run one service, its HTTP API and its consumers (what containers run); or the console."""
+    import os
+    import socket
+
     import uvicorn
 
     from shared.logging import configure_logging
 
+    # Static consumer-group membership: the same process restarted (same host and port, the
+    # only one that can hold that port) rejoins at once (docs/reliability.md#recovery).
+    os.environ.setdefault("TOUCHPOINT_CONSUMER_INSTANCE_ID",
+                          f"{socket.gethostname()}:{port or (DEFAULT_PORTS | APP_PORTS)[service]}")
     settings = load_settings()  # fail here, readably, rather than inside the app factory
     configure_logging(service, settings.log_level)
     uvicorn.run(f"services.{service}.app:create_app", factory=True, host=host,

@@ -12,6 +12,7 @@ from services.messaging import tables
 from services.messaging.api import channels, code_pools, messages, snippets, templates, tracking
 from services.messaging.bootstrap import Messaging
 from services.messaging.consumers import consumers
+from services.messaging.retries import RetrySweeper
 from services.messaging.settings import MessagingSettings
 from shared.db.retention import RetentionWorker, inbox_prune
 from shared.http.app import build_app
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Only messaging.profile-changes uses the inbox; sends dedupe on idempotency keys.
         keep = timedelta(hours=rt.settings.inbox_retention_hours)
         return [RetentionWorker(rt.engine, {"inbox": inbox_prune(tables.inbox, keep)},
-                                rt.settings.retention_interval_s)]
+                                rt.settings.retention_interval_s),
+                RetrySweeper(rt, messaging)]
 
     parts = ServiceParts(name="messaging", api_keys=tables.api_keys, outbox=tables.outbox,
                          consumers=consumer_table, workers=workers)

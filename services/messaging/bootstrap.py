@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.messaging.domain.pacing import TokenBucket
+from services.messaging import store
 from services.messaging.domain.tokens import sign_token
 from services.messaging.providers import email
 from services.messaging.providers.base import PermanentFailure, Provider
@@ -25,12 +25,27 @@ CONFIG_TTL = 5.0  # seconds another replica may keep using a changed channel con
 
 
 @dataclass
+class SharedLimit:
+    """A channel's `rate_per_second`, for all replicas together: a token bucket in Postgres
+    (one UPDATE per send, only on channels with a rate limit)."""
+
+    engine: AsyncEngine
+    key: tuple[str, str, str]  # workspace, channel, provider
+    rate: float
+
+    async def reserve(self) -> float:
+        """Take a token; the seconds to wait before sending."""
+        async with store.transaction(self.engine) as db:
+            return await store.take_token(db, self.key, self.rate, max(1.0, self.rate))
+
+
+@dataclass
 class Route:
     """The provider chosen for one send."""
 
     name: str
     provider: Provider
-    limiter: TokenBucket | None
+    limiter: SharedLimit | None
 
 
 class Messaging:
@@ -93,8 +108,7 @@ class Messaging:
             provider = kind.build(kind.settings.model_validate(row["settings"]), secrets,
                                   private, status_url)
             rate = row["rate_per_second"]
-            fresh = Route(name, provider, TokenBucket(rate, clock=time.monotonic)
-                          if rate else None)
+            fresh = Route(name, provider, SharedLimit(engine, key, rate) if rate else None)
             if built:
                 await built[1].provider.close()
             self._built[key] = (row["updated_at"], fresh)

@@ -23,7 +23,6 @@ from prometheus_client import Counter
 
 from services.messaging import store
 from services.messaging.tables import codes as codes_table
-from shared.kafka.errors import is_transient
 
 if TYPE_CHECKING:
     from services.messaging.bootstrap import Messaging
@@ -112,20 +111,12 @@ def _maybe_delivered(reason: str | None) -> bool:
     return "outcome unknown" in (reason or "")
 
 
-async def release_unsent(rt: ServiceRuntime, outcomes: list[Outcome]) -> None:
-    """Codes handed out by messages that failed unsent go back to their pools (a code
-    already the customer's from an earlier message stays theirs, and so does one whose
-    provider call has an unknown outcome: it may have reached them)."""
+async def release_unsent(db: store.Driver, outcomes: list[Outcome]) -> None:
+    """In the transaction that records `outcomes`: codes handed out by messages that failed
+    unsent go back to their pools (a code already the customer's from an earlier message
+    stays theirs, and so does one whose provider call has an unknown outcome: it may have
+    reached them)."""
     ids = [o.prepared.message_id for o in outcomes
            if o.status == "failed" and o.prepared.codes and not _maybe_delivered(o.reason)]
-    if not ids:
-        return
-    try:
-        async with store.transaction(rt.engine) as db:
-            await db.execute(_RELEASE, ids)
-    except Exception as exc:
-        # Best effort: the outcomes are recorded; a code left with its customer is reused
-        # by their next send, so an outage here must not fail (and retry) the batch.
-        if not is_transient(exc):
-            raise
-        log.warning("releasing unsent codes: database unavailable; %d kept", len(ids))
+    if ids:
+        await db.execute(_RELEASE, ids)

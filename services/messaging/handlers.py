@@ -5,23 +5,20 @@ copy, the undeliverable addresses), then work in waves of about `messaging_wave_
 messages (a customer's messages all in one wave), two waves in flight:
 1. check consent and suppression and render each message, under a fresh message id;
 2. claim, in one transaction: insert every new command's message row (unique on the
-   idempotency key) with its `queued` delivery event; rows about to be sent go in as
-   `sending` at once, refused ones as `queued`. A redelivered command finds its row and is
-   skipped, except: a row still `queued` (the crash came before any provider call) is
-   rendered again under its own id and sent now; a row left `sending` (the crash came
-   during the provider call) is never re-sent but reported `failed`, outcome unknown;
-3. call the providers (customers concurrently, one customer's messages in order), then
-   record every outcome (suppressed and failed ones too) with its delivery events in one
-   transaction;
-4. publish the wave's outbox rows in the background (in order, one wave after the other),
-   so the next wave need not wait for the broker's acks; the rows are durable and the
-   sweeper publishes whatever a crash leaves behind.
-Two transactions per wave, and no batch-wide step but the state load: one wave's rendering
-overlaps the other's provider round trips and commits, and the first emails of a large
-batch go out without waiting for the whole batch to be claimed.
+   idempotency key), `queued`, with its `queued` delivery event. A redelivered command finds
+   its row and is skipped, except: a row still `queued` (the crash came before its provider
+   call) is rendered again under its own id and sent now; a row left `sending` (the crash
+   came during its provider call) is never re-sent automatically but reported `unknown`,
+   for an operator to resend (POST /v1/messages/{id}/resend);
+3. send through the ledger (ledger.py): each message is marked `sending` right before its
+   own provider call, in one UPDATE with every other mark and outcome ready at that moment
+   (group commit), and its outcome is recorded with its delivery events in the next one;
+4. the outbox rows of each flush are published in the background (in order); the rows are
+   durable and the sweeper publishes whatever a crash leaves behind.
 
-The window left: a crash during a wave's provider calls. Its messages stay `sending`:
-those already accepted went out once, the others are not sent, and none is sent twice.
+The window left: a crash during a provider call. Only the messages whose call was in
+flight (at most `messaging_concurrency` per wave) stay `sending` and become `unknown`;
+those not yet attempted are still `queued` and are sent when the command is redelivered.
 docs/messaging.md explains how the SMTP side of that window is narrowed.
 """
 
@@ -29,15 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
-from services.messaging.codes import hand_out_codes, release_unsent
-from services.messaging.delivery import record, send, verdict_outcome
+from services.messaging.codes import hand_out_codes
+from services.messaging.ledger import Ledger, send_all
 from services.messaging.prepare import Prepared, prepare, send_event
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
@@ -47,11 +42,9 @@ from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
 T = TypeVar("T", bound="_ForCustomer")
-A = TypeVar("A")
-B = TypeVar("B")
 WAVES_IN_FLIGHT = 2  # one wave's commits overlap the other's provider calls
-UNKNOWN = ("outcome unknown: the service stopped between the provider call and recording "
-           "its result; not sent again to avoid a duplicate")
+UNKNOWN = ("outcome unknown: the service stopped during the provider call; not sent again "
+           "automatically (an operator may resend it, at the risk of a duplicate)")
 
 
 async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[Record]) -> None:
@@ -69,11 +62,11 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
             addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
                        for c, addresses in cmds for a in addresses})
     in_flight = asyncio.Semaphore(WAVES_IN_FLIGHT)
+    ledger = Ledger(rt, m)  # both waves' transitions go in the same flushes
 
     async def run(wave: list[Command]) -> None:
         async with in_flight:
-            ids = await _wave(rt, m, wave, state)
-        m.publish_in_background(rt, ids)  # each wave's events as soon as they are durable
+            await _wave(rt, m, wave, state, ledger)
 
     waves = _waves(cmds, m.settings.messaging_wave_size)
     results = await asyncio.gather(*(run(w) for w in waves), return_exceptions=True)
@@ -107,56 +100,23 @@ def _waves(items: list[T], size: int) -> list[list[T]]:
 
 
 async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
-                state: store.SendState) -> list[OutboxRow]:
-    """One wave, start to end; returns the outbox rows written."""
+                state: store.SendState, ledger: Ledger) -> None:
+    """One wave, start to end."""
     # Checked and rendered before the claim, under a fresh id: a redelivered command's
-    # work is wasted (rare), and the claim can mark the rest `sending` in its transaction.
+    # work is wasted (rare), and the claim needs only one transaction.
     prepared = [prepare(m, cmd, str(uuid.uuid4()), state, addresses) for cmd, addresses in cmds]
     prepared = await hand_out_codes(rt, m, prepared, state)  # discount codes, if asked for
-    # Channel configs are loaded before anything is marked `sending`: a database outage
-    # here leaves no message `sending`, so the retried batch still sends them all.
+    # Channel configs are loaded before anything is marked `sending`.
     for workspace_id in {p.cmd.workspace_id for p in prepared if not p.verdict}:
         await m.channel_configs(rt.engine, workspace_id)
     claimed, resumed, outbox_ids = await _claim(rt, prepared)
-    if resumed:  # rendered again under their own ids, then marked `sending` as before
+    m.publish_in_background(rt, outbox_ids)
+    if resumed:  # rendered again under their own ids, with the codes they already hold
         again = [prepare(m, p.cmd, mid, state, p.addresses) for p, mid in resumed]
-        again = await hand_out_codes(rt, m, again, state)
-        async with store.transaction(rt.engine) as db:
-            mine = await store.mark_sending(db, [p.message_id for p in again if not p.verdict])
-        # the others were taken by another worker (rebalance)
-        claimed += [p for p in again if p.verdict or p.message_id in mine]
+        claimed += await hand_out_codes(rt, m, again, state)
         order = {id(p.cmd): i for i, p in enumerate(prepared)}  # a customer's in command order
         claimed.sort(key=lambda p: order[id(p.cmd)])
-    refused = [verdict_outcome(p) for p in claimed if p.verdict]
-    per_customer: dict[str, list[Prepared]] = {}
-    for p in claimed:
-        if not p.verdict:
-            per_customer.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
-    sent = await _per_customer(list(per_customer.values()), m.settings.messaging_concurrency,
-                               lambda p: send(rt, m, p))
-    outcomes = refused + sent
-    recorded = await record(rt, outcomes)
-    await release_unsent(rt, outcomes)  # codes of messages that failed before a provider
-    return outbox_ids + recorded
-
-
-async def _per_customer(groups: list[list[A]], limit: int,
-                        call: Callable[[A], Awaitable[B]]) -> list[B]:
-    """`call` on every item, customers concurrently (at most `limit` at a time), each
-    customer's items one after the other, in order; results in the groups' order. Workers
-    take whole customers, so one customer is never on two workers at once: fewer tasks than
-    a task per customer behind a semaphore, and no semaphore."""
-    results: list[list[B]] = [[] for _ in groups]
-    todo = deque(zip(groups, results, strict=True))
-
-    async def worker() -> None:
-        while todo:
-            items, done = todo.popleft()
-            for item in items:
-                done.append(await call(item))
-
-    await asyncio.gather(*(worker() for _ in range(min(limit, len(groups)))))
-    return [r for rs in results for r in rs]
+    await send_all(rt, m, ledger, claimed, attempts=m.settings.messaging_provider_attempts)
 
 
 def _addresses(cmd: SendCommand) -> list[str]:
@@ -184,14 +144,16 @@ _LEFTOVER = (f"SELECT id, workspace_id, idempotency_key, status FROM {messages.f
              "WHERE (workspace_id, idempotency_key) IN "
              "(SELECT * FROM unnest($1::text[], $2::text[])) "
              "AND status IN ('queued', 'sending') FOR UPDATE")
-_UNKNOWN = f"UPDATE {messages.fullname} SET status = 'failed', error = $2 WHERE id = ANY($1)"
+_UNKNOWN = (f"UPDATE {messages.fullname} AS m SET status = 'unknown', error = $3, "
+            "command = u.command, updated_at = now() "
+            "FROM unnest($1::text[], $2::jsonb[]) AS u(id, command) WHERE m.id = u.id")
 
 
 async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
                  ) -> tuple[list[Prepared], list[tuple[Prepared, str]], list[OutboxRow]]:
-    """Insert the wave's new message rows, `sending` when they are about to be sent (the
-    idempotency key is recorded before any provider call). Returns the new messages, the
-    redelivered ones still `queued` with their ids, and the outbox rows written."""
+    """Insert the wave's new message rows, `queued` (the idempotency key is recorded before
+    any provider call). Returns the new messages, the redelivered ones still `queued` with
+    their ids, and the outbox rows written. Rows a crash left `sending` become `unknown`."""
     cmds = [p.cmd for p in prepared]
     now = datetime.now(UTC)
     async with store.transaction(rt.engine) as db:
@@ -199,7 +161,7 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
             _CLAIM, [p.message_id for p in prepared], [c.workspace_id for c in cmds],
             [c.idempotency_key for c in cmds], [c.profile_id for c in cmds],
             [c.channel.value for c in cmds], [c.template for c in cmds],
-            ["queued" if p.verdict else "sending" for p in prepared],
+            ["queued"] * len(prepared),
             [", ".join(p.addresses)[:2000] or None for p in prepared],
             [c.journey.model_dump_json() if c.journey else None for c in cmds],
             [c.journey.key if c.journey else None for c in cmds],
@@ -216,8 +178,9 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
                        for r in again if r["status"] == "queued"]
             if unknown := {r["id"]: leftover[r["workspace_id"], r["idempotency_key"]]
                            for r in again if r["status"] == "sending"}:
-                await db.execute(_UNKNOWN, list(unknown), UNKNOWN)
-                events += [send_event(p.cmd, mid, DeliveryStatus.failed, now, reason=UNKNOWN)
+                await db.execute(_UNKNOWN, list(unknown),
+                                 [p.cmd.model_dump_json() for p in unknown.values()], UNKNOWN)
+                events += [send_event(p.cmd, mid, DeliveryStatus.unknown, now, reason=UNKNOWN)
                            for mid, p in unknown.items()]
         ids = await store.emit(db, rt.settings, events)
     return fresh, resumed, ids

@@ -82,6 +82,8 @@ class Prepared:
     pools: list[str] = field(default_factory=list)  # code pools the template asks for
     codes: dict[str, str] | None = None  # the codes it got (see codes.hand_out_codes)
     test: bool | None = None  # a test send (POST /v1/templates/{key}/test-send)
+    tries: int = 0  # durable retry rounds already failed (the retry sweeper's messages)
+    retry_since: datetime | None = None  # the first transient failure, when retrying
 
     def event_fields(self) -> dict[str, Any]:
         """What every delivery event of this message carries besides the command's."""

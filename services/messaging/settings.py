@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
@@ -15,10 +16,16 @@ class MessagingSettings(Settings):
     recipients reach the tracking and unsubscribe endpoints."""
 
     messaging_public_url: str = "http://127.0.0.1:8004"
-    messaging_provider_attempts: int = Field(default=4, ge=1, le=10)
+    # In-process attempts of one provider call before it is deferred to a durable retry.
+    messaging_provider_attempts: int = Field(default=3, ge=1, le=10)
     messaging_retry_base_seconds: float = Field(default=0.2, ge=0, le=10)
+    # Durable retries of transient provider failures: first delay, cap, and for how long.
+    messaging_retry_delay_seconds: float = Field(default=30, ge=0.1, le=3600)
+    messaging_retry_max_delay_seconds: float = Field(default=1800, ge=1, le=86_400)
+    messaging_retry_for: timedelta = Field(default=timedelta(hours=6))
+    # Provider calls in flight per wave: what a crash mid-send can leave `unknown`.
     messaging_concurrency: int = Field(default=64, ge=1, le=1000)
-    # Messages marked `sending` together: bounds what a crash mid-send leaves unsent.
+    # Messages checked and rendered together (a customer's messages in one wave).
     messaging_wave_size: int = Field(default=64, ge=1, le=1000)
     messaging_track_links: bool = True
     # `money` and `date` filters: the workspace's currency and zone, unless the profile

@@ -20,6 +20,7 @@ from services.messaging.tables import (
     messages,
     outbox,
     profile_aliases,
+    rate_buckets,
     templates,
     undeliverable,
 )
@@ -143,14 +144,19 @@ def _columns(rows: Iterable[tuple[str, ...]]) -> list[list[str]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-async def mark_sending(db: Driver, message_ids: list[str]) -> set[str]:
-    """queued -> sending; returns the ids this worker got (not those another one took)."""
-    if not message_ids:
-        return set()
-    rows = await db.fetch(f"UPDATE {messages.fullname} SET status = 'sending', updated_at = now() "
-                          "WHERE id = ANY($1::text[]) AND status = 'queued' RETURNING id",
-                          message_ids)
-    return {r[0] for r in rows}
+_TAKE = (f"INSERT INTO {rate_buckets.fullname} AS b (workspace_id, channel, provider, tokens, "
+         "stamp) VALUES ($1, $2, $3, $5 - 1, clock_timestamp()) "
+         "ON CONFLICT (workspace_id, channel, provider) DO UPDATE SET "
+         "tokens = LEAST($5, b.tokens + EXTRACT(EPOCH FROM clock_timestamp() - b.stamp) * $4)"
+         " - 1, stamp = clock_timestamp() RETURNING tokens")
+
+
+async def take_token(db: Driver, key: tuple[str, str, str], rate: float, burst: float) -> float:
+    """Take one token of the shared bucket `key` (workspace, channel, provider); returns the
+    seconds to wait before using it. The row lock orders concurrent takers, across
+    replicas: the bucket may go into debt, each taker waiting for its own slot."""
+    tokens = await db.fetchval(_TAKE, *key, rate, burst)
+    return 0.0 if tokens >= 0 else float(-tokens / rate)
 
 
 async def record_consent(conn: AsyncConnection, *, workspace_id: str, profile_id: str,
@@ -220,7 +226,8 @@ async def erase_profile(conn: AsyncConnection, *, workspace_id: str, profile_id:
     result = await conn.execute(update(messages).where(
         messages.c.workspace_id == workspace_id, messages.c.profile_id == profile_id,
         messages.c.erased_at.is_(None)).values(
-        recipient=None, subject=None, body=None, content=None, erased_at=func.now()))
+        recipient=None, subject=None, body=None, content=None, command=None,
+        erased_at=func.now()))
     return result.rowcount
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -155,6 +156,18 @@ undeliverable = Table(
     PrimaryKeyConstraint("workspace_id", "channel", "address_hash"),
 )
 
+# Provider rate limits shared by every replica: one token bucket per channel provider.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("provider", String(20), nullable=False),
+    Column("tokens", Float, nullable=False),
+    Column("stamp", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "channel", "provider"),
+)
+
 # The message log. The unique idempotency key is what makes a redelivered command a no-op.
 messages = Table(
     "messages",
@@ -166,7 +179,9 @@ messages = Table(
     Column("channel", String(20), nullable=False),
     Column("template", String(200), nullable=False),
     Column("template_version", Integer),
-    # queued -> sending -> sent -> delivered | bounced; or failed | suppressed
+    # queued -> sending -> sent -> delivered | bounced; or failed | suppressed | expired;
+    # sending -> retrying -> sending (transient provider failure); sending -> unknown (a
+    # crash during the provider call: resendable by an operator)
     Column("status", String(20), nullable=False),
     Column("recipient", Text),
     Column("subject", Text),
@@ -183,6 +198,9 @@ messages = Table(
     Column("opened_at", DateTime(timezone=True)),
     Column("clicked_at", DateTime(timezone=True)),
     Column("erased_at", DateTime(timezone=True)),
+    Column("retry_at", DateTime(timezone=True)),  # retrying: when; sweeper's claim: lease end
+    Column("retry_since", DateTime(timezone=True)),  # first transient failure (or resend)
+    Column("command", JSONB),  # the send command, while it may still be (re)sent
     Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
     Column("updated_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
     UniqueConstraint("workspace_id", "idempotency_key", name="messages_idempotency"),
@@ -190,4 +208,6 @@ messages = Table(
     Index("messages_journey", "workspace_id", "journey_key", "created_at"),
     Index("messages_status", "workspace_id", "status", "created_at"),
     Index("messages_provider_id", "provider", "provider_message_id"),
+    Index("messages_retry_due", "retry_at",
+          postgresql_where=text("status IN ('retrying', 'sending')")),
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
-from services.messaging.delivery import record, send, verdict_outcome
+from services.messaging.delivery import record_in, send, verdict_outcome
 from services.messaging.prepare import prepare, send_event
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
@@ -56,7 +56,9 @@ async def test_send(rt: ServiceRuntime, m: Messaging, cmd: SendCommand
             "queued" if p.verdict else "sending", address[:2000])
         rows = await store.emit(db, rt.settings, [send_event(
             cmd, p.message_id, DeliveryStatus.queued, now, **p.event_fields())])
-    outcome = verdict_outcome(p) if p.verdict else await send(rt, m, p)
-    rows += await record(rt, [outcome])
+    outcome = verdict_outcome(p) if p.verdict else await send(
+        rt, m, p, attempts=m.settings.messaging_provider_attempts)
+    async with store.transaction(rt.engine) as db:
+        rows += await record_in(db, rt, [outcome])
     return ({"message_id": p.message_id, "status": outcome.status, "reason": outcome.reason,
              "template_version": p.template_version}, rows)

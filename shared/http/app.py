@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from shared import tracing
 from shared.http.auth import AuthFailureThrottle, FailedAuthThrottle
+from shared.http.dlq import router as dlq_router
 from shared.http.health import router as health_router
 from shared.http.middleware import BodySizeLimit, RejectControlCharacters, RequestMetrics
 from shared.http.problems import install_problem_handlers
@@ -42,6 +43,7 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
     app.state.settings = settings
     install_problem_handlers(app)
     app.include_router(health_router)
+    app.include_router(dlq_router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(RejectControlCharacters, body_exempt=body_exempt)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,27 @@ class _Abandon(Exception):
     """The batch can't be finished here (shutdown or partition revoked): don't commit."""
 
 
+class DeadLetterRatio:
+    """The share of the last `window` records that went to the DLQ. Above `max_ratio` (once
+    at least a fifth of the window was seen) the consumer halts: most of its input failing
+    is a bad deploy or a bad upstream, not a few poison records, and dead-lettering it all
+    would empty the topic into the DLQ."""
+
+    def __init__(self, max_ratio: float, window: int) -> None:
+        self.max_ratio, self.window = max_ratio, window
+        self._seen: deque[bool] = deque(maxlen=window)
+
+    def add(self, good: int, dead: int) -> None:
+        self._seen.extend([True] * dead + [False] * good)
+
+    @property
+    def ratio(self) -> float:
+        return sum(self._seen) / len(self._seen) if self._seen else 0.0
+
+    def exceeded(self) -> bool:
+        return len(self._seen) >= max(1, self.window // 5) and self.ratio > self.max_ratio
+
+
 class ConsumerLoop:
     """One consumer group over one or more topics, each with its spec (model, handler, DLQ).
 
@@ -91,6 +113,17 @@ class ConsumerLoop:
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
+        # Per topic: its DLQ ratio limit, and why it stopped committing when it hit it.
+        self.dead_ratio = {s.name: DeadLetterRatio(settings.consumer_dlq_max_ratio,
+                                                   settings.consumer_dlq_window)
+                           for s in self.specs}
+        self._dead_in_poll: dict[str, int] = {}
+        self.halted_specs: dict[str, str] = {}
+
+    @property
+    def halted(self) -> str | None:
+        """Why a topic of this loop stopped committing (its DLQ ratio limit), if one did."""
+        return "; ".join(f"{name}: {why}" for name, why in self.halted_specs.items()) or None
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit and leave the group."""
@@ -108,6 +141,8 @@ class ConsumerLoop:
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             rebalance_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=max(self.settings.consumer_session_timeout_ms // 10, 300),
+            group_instance_id=(f"{self.settings.consumer_instance_id}/{self.name}"
+                               if self.settings.consumer_instance_id else None),
         )
         listener = StartFromLegacyGroups(self.settings.kafka_bootstrap, self.group, self.legacy,
                                          lambda: self._consumer)
@@ -130,6 +165,8 @@ class ConsumerLoop:
                     await self._process(consumer, batches)
                 except _Abandon:
                     continue
+                if self.halted_specs:
+                    self._hold_halted(consumer)
         finally:
             self.running = False
             await consumer.stop()
@@ -146,22 +183,37 @@ class ConsumerLoop:
                 delay = min(delay * 2, 10)
         raise asyncio.CancelledError
 
+    def _hold_halted(self, consumer: AIOKafkaConsumer) -> None:
+        """Keep the halted topics' partitions paused (a rebalance resumes what it assigns):
+        held without reading or committing until the process restarts, while the group
+        keeps them here (heartbeats go on), so another replica running the same code does
+        not dead-letter them either. The service's other topic keeps flowing."""
+        halted = {s.topic for s in self.specs if s.name in self.halted_specs}
+        consumer.pause(*[tp for tp in consumer.assignment() if tp.topic in halted])
+
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
         per_topic: dict[str, dict[TopicPartition, list[ConsumerRecord]]] = {}
         for tp, messages in batches.items():
-            per_topic.setdefault(tp.topic, {})[tp] = messages
+            if self._by_topic[tp.topic].name not in self.halted_specs:  # fetched before
+                per_topic.setdefault(tp.topic, {})[tp] = messages  # the pause: not handled
         if len(per_topic) == 1:  # most polls: no tasks to make
-            await self._process_topic(consumer, self._by_topic[tp.topic], batches)
-        else:
+            topic, part = next(iter(per_topic.items()))
+            await self._process_topic(consumer, self._by_topic[topic], part)
+        elif per_topic:
             done = await asyncio.gather(
                 *(self._process_topic(consumer, self._by_topic[topic], part)
                   for topic, part in per_topic.items()), return_exceptions=True)
             if failure := next((d for d in done if isinstance(d, BaseException)), None):
                 raise failure  # nothing committed: the other topic's batch is redelivered
-        committed = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
-        await self._commit(consumer, committed)
+        # A topic that just hit its DLQ ratio limit is not committed: its records are read
+        # again after the restart. The other topic's are.
+        committed = {tp: msgs[-1].offset + 1 for topic, part in per_topic.items()
+                     if self._by_topic[topic].name not in self.halted_specs
+                     for tp, msgs in part.items()}
+        if committed:
+            await self._commit(consumer, committed)
         for tp, position in committed.items():
             # The high watermark comes with each fetch response: no extra request.
             if (end := consumer.highwater(tp)) is not None:
@@ -172,6 +224,7 @@ class ConsumerLoop:
         self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
         batches: dict[TopicPartition, list[ConsumerRecord]],
     ) -> None:
+        self._dead_in_poll[spec.name] = 0
         records: list[Record] = []
         for messages in batches.values():
             for msg in messages:
@@ -199,8 +252,20 @@ class ConsumerLoop:
                 else:
                     await self._handle(consumer, spec, records)
         size = sum(len(m) for m in batches.values())
+        dead = self._dead_in_poll[spec.name]
+        ratio = self.dead_ratio[spec.name]
+        ratio.add(size - dead, dead)
+        if ratio.exceeded():
+            self.halted_specs[spec.name] = (
+                f"dead-lettered {ratio.ratio:.0%} of the last {ratio.window} records "
+                f"(limit {ratio.max_ratio:.0%})")
+            log.error("consumer %s: %s halted: %s; not committing it, /readyz is 503 until a "
+                      "restart", self.group, spec.name, self.halted_specs[spec.name])
+            metrics.PAUSED.labels(spec.name).set(1)
+            return
         metrics.CONSUMED.labels(spec.name).inc(size)
         metrics.BATCH_RECORDS.labels(spec.name).observe(size)
+
 
     def _parse(self, spec: ConsumerSpec, msg: ConsumerRecord) -> Record:
         try:
@@ -300,6 +365,7 @@ class ConsumerLoop:
             try:
                 await dead_letter(self.producer, self.settings, spec.name, msg, exc)
                 metrics.DEAD_LETTERED.labels(spec.name).inc()
+                self._dead_in_poll[spec.name] = self._dead_in_poll.get(spec.name, 0) + 1
                 return
             except KafkaError:
                 await self._pause_for(consumer, {TopicPartition(msg.topic, msg.partition)}, delay)

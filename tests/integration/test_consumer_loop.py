@@ -214,3 +214,39 @@ async def test_invalid_message_raised_by_handler_is_dead_lettered_alone(world) -
                                  producer), lambda: _count_is(engine, effects, 2))
     await producer.stop()
     assert sorted(calls) == ["e1", "e3"]
+
+
+async def test_dead_letter_ratio_limit_halts_without_committing(world) -> None:
+    settings, engine, effects, inbox, topic = world
+    own = settings.model_copy(update={"consumer_dlq_window": 20, "consumer_dlq_max_ratio": 0.5})
+    await produce(own, topic, [event(1)] + [b"{broken" for _ in range(29)])
+    calls: list[str] = []
+    producer = create_producer(own)
+    await producer.start()
+    spec = ConsumerSpec(f"loop-ratio-{topic[-6:]}", topic, Event,
+                        recording_handler(engine, effects, inbox, calls))
+    loop = ConsumerLoop(spec, own, producer)
+
+    async def halted() -> bool:
+        return loop.halted is not None
+
+    await run_until(loop, halted)
+    await producer.stop()
+    assert loop.halted and "limit 50%" in loop.halted
+    # Nothing committed: the restarted consumer reads the whole topic again.
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    probe = AIOKafkaConsumer(bootstrap_servers=own.kafka_bootstrap, group_id=loop.group,
+                             enable_auto_commit=False)
+    await probe.start()
+    try:
+        for partition in range(own.topic_partitions):
+            assert await probe.committed(TopicPartition(topic, partition)) is None
+    finally:
+        await probe.stop()
+    # /readyz names it.
+    from shared.runtime import ServiceParts, ServiceRuntime
+    runtime = ServiceRuntime(ServiceParts("test", inbox), own)
+    runtime.loops.append(loop)
+    checks = await runtime.ready()
+    assert checks[f"consumer:{spec.name}"] is False
+    await runtime.engine.dispose()

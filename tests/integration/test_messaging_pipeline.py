@@ -344,32 +344,35 @@ async def _channel(s: Stack, channel: str, provider: str, body: dict[str, Any]) 
     assert r.status_code == 200, r.text
 
 
-async def test_sms_retries_429_and_5xx_and_fails_fast_on_4xx(stack: Stack, unique: str,
-                                                             fake: tuple[FakeProvider, str]
-                                                             ) -> None:
+async def test_sms_retries_429_503_marks_500_unknown_fails_fast_on_4xx(
+        stack: Stack, unique: str, fake: tuple[FakeProvider, str]) -> None:
     s, (provider, url) = stack, fake
     await _channel(s, "sms", "twilio", {
         "settings": {"base_url": url, "account_sid": "AC123", "sender": "+15550001"},
         "credentials": {"auth_token": "secret-token-123456"}, "allow_private_targets": True})
     await _template(s, f"sms-{unique}", {"channel": "sms", "text": "Code {{ event.code }}"})
     provider.script["+1555429"] = [(429, {}), (201, {"sid": "SM-a"})]
-    provider.script["+1555503"] = [(503, {}), (500, {}), (201, {"sid": "SM-b"})]
+    provider.script["+1555503"] = [(503, {}), (503, {}), (201, {"sid": "SM-b"})]
+    provider.script["+1555500"] = [(500, {})]  # may have been accepted: not resent
     provider.script["+1555400"] = [(400, {"code": 21211, "message": "invalid To"})]
     provider.script["+1555422"] = [(422, {"message": "nope"})]
     cmds = {to: command(Channel.sms, f"sms-{unique}", Recipient(phone=to),
                         context={"event": {"code": "42"}})
-            for to in ("+1555429", "+1555503", "+1555400", "+1555422")}
+            for to in ("+1555429", "+1555503", "+1555400", "+1555422", "+1555500")}
     await s.send(*cmds.values())
-    rows = {to: await s.message(c.idempotency_key, until={"sent", "failed", "bounced"})
+    rows = {to: await s.message(c.idempotency_key,
+                                until={"sent", "failed", "bounced", "unknown"})
             for to, c in cmds.items()}
     assert rows["+1555429"]["status"] == "sent" and rows["+1555429"]["provider_message_id"] == \
         "SM-a"
     assert rows["+1555503"]["status"] == "sent"
     assert rows["+1555400"]["status"] == "bounced"
     assert rows["+1555422"]["status"] == "failed" and "422" in rows["+1555422"]["error"]
+    assert rows["+1555500"]["status"] == "unknown" and "500" in rows["+1555500"]["error"]
     calls = [b for p, _h, b in provider.requests if p.endswith("Messages.json")]
     count = {to: sum(1 for b in calls if to.replace("+", "%2B").encode() in b) for to in cmds}
-    assert count == {"+1555429": 2, "+1555503": 3, "+1555400": 1, "+1555422": 1}
+    assert count == {"+1555429": 2, "+1555503": 3, "+1555400": 1, "+1555422": 1,
+                     "+1555500": 1}
     assert b"Body=Code+42" in calls[0]
     bounced = await s.events(rows["+1555400"]["id"], {"bounced"})
     assert next(e for e in bounced if e["status"] == "bounced")["address"] == "+1555400"

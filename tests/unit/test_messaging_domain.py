@@ -138,7 +138,7 @@ def test_waves_keep_each_customer_in_one_wave_in_order() -> None:
 def test_per_customer_bounds_concurrency_and_keeps_each_customer_in_order(limit: int) -> None:
     import asyncio
 
-    from services.messaging.handlers import _per_customer
+    from services.messaging.ledger import per_customer as _per_customer
 
     sizes = {"a": 3, "b": 1, "c": 2, "d": 1, "e": 3}
     groups = [[f"{c}{n}" for n in range(size)] for c, size in sizes.items()]

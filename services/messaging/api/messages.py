@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Path
-from sqlalchemy import select
+from pydantic import BaseModel
+from sqlalchemy import func, select, update
 
 from services.messaging.api.deps import EngineDep
 from services.messaging.store import message_filter
@@ -15,10 +16,15 @@ from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["messages"])
-Status = Literal["queued", "sending", "sent", "delivered", "bounced", "failed", "suppressed"]
+Status = Literal["queued", "sending", "sent", "delivered", "bounced", "failed", "suppressed",
+                 "unknown", "retrying", "expired"]
+DUPLICATE_RISK = ("A message left 'unknown' may already have reached the recipient (the "
+                  "provider call was in flight when the service stopped): resending it can "
+                  "deliver it twice. Emails keep their Message-ID, which some mailbox "
+                  "providers use to drop the copy; SMS and push have no such safeguard.")
 SUMMARY = ("id", "profile_id", "channel", "template", "template_version", "status", "error",
            "journey", "provider", "created_at", "sent_at", "delivered_at", "opened_at",
-           "clicked_at")
+           "clicked_at", "retry_at")
 
 
 @router.get("/messages")
@@ -51,3 +57,37 @@ async def get_message(engine: EngineDep, principal: AdminDep,
             "recipient": row["recipient"], "content": row["content"],
             "provider_message_id": row["provider_message_id"], "erased_at": row["erased_at"],
             "attempts": row["attempts"]}
+
+
+class Resent(BaseModel):
+    id: str
+    status: Literal["retrying"]
+    previous_status: Literal["unknown", "failed"]
+    duplicate_risk: str
+
+
+@router.post("/messages/{message_id}/resend", status_code=202, response_model=Resent)
+async def resend_message(engine: EngineDep, principal: AdminDep,
+                         message_id: str = Path(min_length=1, max_length=36)) -> Resent:
+    """Send an `unknown` or `failed` message again (the retry sweeper picks it up within a
+    second); an `unknown` one may be delivered twice."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(messages.c.status, messages.c.command.is_not(None))
+                                  .where(messages.c.workspace_id == principal.workspace_id,
+                                         messages.c.id == message_id)
+                                  .with_for_update())).first()
+        if row is None:
+            raise Problem(404, "Not found", f"no message '{message_id}'")
+        status, kept = row
+        if status not in ("unknown", "failed"):
+            raise Problem(409, "Not resendable", f"message is '{status}'; only 'unknown' and "
+                          "'failed' messages can be resent", field="status")
+        if not kept:
+            raise Problem(409, "Not resendable", "the send command was not kept (the message "
+                          "failed before this version, or its profile was erased)",
+                          field="command")
+        await conn.execute(update(messages).where(messages.c.id == message_id).values(
+            status="retrying", retry_at=func.now(), retry_since=func.now(),
+            updated_at=func.now()))
+    return Resent(id=message_id, status="retrying", previous_status=status,
+                  duplicate_risk=DUPLICATE_RISK)

@@ -147,6 +147,8 @@ async def _status_update(request: Request, engine: EngineDep, *, workspace_id: s
         if row is None:
             raise Problem(404, "Not found", "no such message")
         events: list[DeliveryEvent] = []
+        if outcome == "delivered" and row["status"] == "bounced":
+            return  # out of order (a bounce is final): the state only moves forward
         if outcome == "delivered":
             await store.touch_message(conn, workspace_id=workspace_id, message_id=row["id"],
                                       column="delivered_at", status="delivered")

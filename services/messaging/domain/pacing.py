@@ -17,6 +17,15 @@ def backoff_delay(attempt: int, *, base: float = 0.2, cap: float = 10.0,
     return jittered
 
 
+def retry_delay(tries: int, *, base: float, cap: float, retry_after: float | None = None,
+                rand: Callable[[float, float], float] = random.uniform) -> float:
+    """Seconds until the next durable retry after `tries` failed rounds (1-based):
+    `base` doubling up to `cap`, +-20 % jitter so a recovered provider is not hit by every
+    deferred message at once; a provider's Retry-After wins when it asks for longer."""
+    delay = min(cap, base * 2 ** max(0, tries - 1)) * rand(0.8, 1.2)
+    return float(max(delay, retry_after or 0.0))
+
+
 class TokenBucket:
     """`rate` sends per second with bursts of up to `burst`; `reserve` says how long to wait."""
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
-from services.messaging.providers.base import InvalidAddress, Outbound, PermanentFailure
+from services.messaging.providers.base import (
+    InvalidAddress,
+    Outbound,
+    OutcomeUnknown,
+    PermanentFailure,
+)
 from services.messaging.providers.http import pinned_target, post, raise_for_outcome
 
 # Twilio error codes that mean this number will never receive: invalid / unreachable
@@ -57,6 +62,13 @@ class TwilioProvider:
             if code in DEAD_NUMBER_CODES:
                 raise InvalidAddress(f"SMS provider error {code}: number cannot receive")
             raise PermanentFailure(f"SMS provider rejected the message (error {code})")
+        if response.status_code >= 500 and response.status_code != 503:
+            # The provider may have created the message before failing (Twilio has no
+            # idempotency key, and without a sid there is nothing to look up): not resent
+            # blindly but reported `unknown`, for an operator to resend. 503 (unavailable)
+            # and 429 are refusals: retried.
+            raise OutcomeUnknown(f"outcome unknown: SMS provider answered HTTP "
+                                 f"{response.status_code}; not retried to avoid a duplicate")
         raise_for_outcome(response, "SMS provider")
         sid = _json(response).get("sid")
         return str(sid) if sid else None

@@ -1,0 +1,199 @@
+"""Group commit of the send path's state transitions.
+
+A send worker, before each provider call, hands the ledger the outcome of its previous call
+(if any) and the id of the message it is about to send. The ledger writes everything handed
+in meanwhile in ONE transaction: the outcomes with their delivery events and the
+`queued|retrying -> sending` mark of the next messages. While it commits, new hand-ins
+collect for the next flush, so the number of transactions follows the database's pace, not
+the number of messages: a wave of 64 messages costs a few flushes, not 64 round trips.
+
+What this buys: a message is `sending` only while its own provider call is in flight or its
+outcome waits for the next flush (at most one per send worker, so at most
+`messaging_concurrency` per wave in flight). A crash leaves exactly those `unknown`; every
+message not yet marked is still `queued` (or `retrying`) and is sent after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from services.messaging import store
+from services.messaging.bootstrap import Messaging
+from services.messaging.codes import release_unsent
+from services.messaging.delivery import Outcome, pace, record_in, send, verdict_outcome
+from services.messaging.metrics import SENDS
+from services.messaging.prepare import Prepared
+from services.messaging.tables import messages
+from shared.kafka.errors import is_transient
+from shared.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+A = TypeVar("A")
+B = TypeVar("B")
+
+# How long a flush waits for more hand-ins while some send workers are still busy (their
+# provider call, or a wait for a connection of the pool): a few ms of each message's latency
+# buys flushes of many messages instead of one or two.
+LINGER_S = 0.01
+_MARK = (f"UPDATE {messages.fullname} SET status = 'sending', updated_at = now() "
+         "WHERE id = ANY($1::text[]) AND status IN ('queued', 'retrying') RETURNING id")
+
+
+class Ledger:
+    def __init__(self, rt: ServiceRuntime, m: Messaging) -> None:
+        self.rt, self.m = rt, m
+        self._outcomes: list[Outcome] = []
+        self._marks: list[str] = []
+        self._waiters: list[tuple[asyncio.Future[bool], str | None]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()
+        self.active = 0  # send workers running (see `running`)
+        self.flushes = 0
+
+    def running(self, delta: int) -> None:
+        """A send worker started (+1) or finished (-1): a flush waits for the busy ones."""
+        self.active += delta
+        self._arrived.set()
+
+    async def step(self, done: list[Outcome], mark: str | None) -> bool:
+        """Record `done` and mark `mark` (a message id) `sending`, durably, together with
+        whatever other workers handed in meanwhile. True when `mark` is now this worker's to
+        send (False: another worker took it, e.g. after a rebalance)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._outcomes += done
+        if mark is not None:
+            self._marks.append(mark)
+        self._waiters.append((future, mark))
+        self._arrived.set()
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_all(), name="messaging-ledger")
+        return await future
+
+    async def _flush_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)  # every worker ready now joins the first flush
+        while self._waiters:
+            deadline = loop.time() + LINGER_S
+            while len(self._waiters) < self.active and (left := deadline - loop.time()) > 0:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), left)
+                except TimeoutError:
+                    break
+            outcomes, self._outcomes = self._outcomes, []
+            marks, self._marks = self._marks, []
+            waiters, self._waiters = self._waiters, []
+            try:
+                marked, rows = await self._flush(outcomes, marks)
+            except BaseException as exc:
+                for future, _ in waiters:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            self.flushes += 1
+            for future, mark in waiters:
+                if not future.done():
+                    future.set_result(mark is None or mark in marked)
+            self.m.publish_in_background(self.rt, rows)
+
+    async def _flush(self, outcomes: list[Outcome], marks: list[str]
+                     ) -> tuple[set[str], list[Any]]:
+        """One transaction. A database outage is waited out for a while: the outcomes are
+        of messages that went out, their record must not be lost."""
+        delay = 0.2
+        while True:
+            try:
+                async with store.transaction(self.rt.engine) as db:
+                    rows = await record_in(db, self.rt, outcomes)
+                    await release_unsent(db, outcomes)  # codes of messages never sent
+                    marked = ({r[0] for r in await db.fetch(_MARK, marks)} if marks
+                              else set())
+                for o in outcomes:  # committed: counted once
+                    SENDS.labels(o.prepared.cmd.channel.value, o.status).inc()
+                return marked, rows
+            except Exception as exc:
+                if not is_transient(exc) or delay > 30:
+                    raise
+                log.warning("recording message outcomes: database unavailable, retrying")
+                await asyncio.sleep(delay)
+                delay *= 2
+
+
+async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: list[Prepared],
+                   *, attempts: int) -> None:
+    """Send `prepared` (customers concurrently, one customer's messages in order), each
+    marked `sending` just before its own provider call, its outcome recorded with the next
+    mark. Refused and expired messages are recorded at once."""
+    now = datetime.now(UTC)
+    done = [verdict_outcome(p) for p in prepared if p.verdict]
+    live: list[Prepared] = []
+    for p in prepared:
+        if p.verdict:
+            continue
+        if p.cmd.expires_at is not None and p.cmd.expires_at <= now:
+            done.append(Outcome(p, "expired", reason="expired before it could be sent"))
+        else:
+            live.append(p)
+    if done:
+        await ledger.step(done, None)
+    groups: dict[str, list[tuple[Prepared, bool]]] = {}
+    for p in live:
+        groups.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append((p, False))
+    for group in groups.values():
+        group[-1] = (group[-1][0], True)
+    carry: dict[str, list[Outcome]] = {}  # a customer's last outcome, recorded with its next
+
+    async def one(item: tuple[Prepared, bool]) -> None:
+        p, last = item
+        key = f"{p.cmd.workspace_id}:{p.cmd.profile_id}"
+        done = carry.pop(key, [])
+        wait = await pace(rt, m, p)  # a rate limit is waited for before the mark
+        if wait:
+            if done:  # the last outcome is not held back by the wait
+                await ledger.step(done, None)
+                done = []
+            await asyncio.sleep(wait)
+        if not await ledger.step(done, p.message_id):
+            return  # another worker has it (rebalance)
+        outcome = await send(rt, m, p, attempts=attempts, paced=wait is not None)
+        if last:
+            await ledger.step([outcome], None)
+        else:
+            carry[key] = [outcome]
+
+    await per_customer(list(groups.values()), m.settings.messaging_concurrency, one,
+                       running=ledger.running)
+
+
+async def per_customer(groups: list[list[A]], limit: int, call: Callable[[A], Awaitable[B]], *,
+                       running: Callable[[int], None] = lambda _delta: None) -> list[B]:
+    """`call` on every item, customers concurrently (at most `limit` at a time), each
+    customer's items one after the other, in order; results in the groups' order. Workers
+    take whole customers, so one customer is never on two workers at once: fewer tasks than
+    a task per customer behind a semaphore, and no semaphore. Raises the first failure once
+    every worker stopped. `running(+1|-1)` is told when a worker starts and ends."""
+    results: list[list[B]] = [[] for _ in groups]
+    todo = deque(zip(groups, results, strict=True))
+
+    async def worker() -> None:
+        running(1)
+        try:
+            while todo:
+                items, done = todo.popleft()
+                for item in items:
+                    done.append(await call(item))
+        finally:
+            running(-1)
+
+    outcomes = await asyncio.gather(*(worker() for _ in range(min(limit, len(groups)))),
+                                    return_exceptions=True)
+    if failure := next((r for r in outcomes if isinstance(r, BaseException)), None):
+        raise failure
+    return [r for rs in results for r in rs]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
@@ -139,3 +140,55 @@ async def _at_least(calls: list[str], n: int) -> bool:
 
 async def _count_at_least(engine: AsyncEngine, effects: Table, n: int) -> bool:
     return await count(engine, effects) >= n
+
+
+async def test_a_dlq_stop_on_one_topic_does_not_stall_the_other(
+        world: World, unique: str) -> None:
+    settings, engine, effects, inbox, first, second = world
+    own = settings.model_copy(update={"consumer_dlq_window": 20, "consumer_dlq_max_ratio": 0.5})
+    calls: list[str] = []
+    handler = recording_handler(engine, effects, inbox, calls)
+    await produce(own, {first: [event("a1")] + [b"{broken" for _ in range(29)],
+                        second: [event(f"b{i}") for i in range(3)]})
+    producer = create_producer(own)
+    await producer.start()
+    specs = [ConsumerSpec(f"svc-{unique}.a", first, Event, handler),
+             ConsumerSpec(f"svc-{unique}.b", second, Event, handler)]
+    loop = ConsumerLoop(specs, own, producer, name=f"svc-{unique}")
+
+    async def halted_and_flowing() -> bool:
+        if loop.halted_specs and len(calls) == 4:  # b0..b2 and a1
+            await produce(own, {second: [event("b-after")]})
+            return True
+        return False
+
+    task = asyncio.create_task(loop.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 45
+        while not await halted_and_flowing():
+            assert not task.done() and asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        # The other topic keeps flowing after the stop.
+        while "b-after" not in calls:
+            assert not task.done() and asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 15)
+    await producer.stop()
+    assert list(loop.halted_specs) == [f"svc-{unique}.a"]
+    assert loop.halted and "limit 50%" in loop.halted
+    own_offsets = await committed_offsets(
+        own.kafka_bootstrap, loop.group,
+        [TopicPartition(t, p) for t in (first, second) for p in range(own.topic_partitions)])
+    assert not [tp for tp in own_offsets if tp.topic == first]  # read again after a restart
+    assert sum(v for tp, v in own_offsets.items() if tp.topic == second) == 4
+
+    # /readyz names the stopped topic's consumer only.
+    from shared.runtime import ServiceParts, ServiceRuntime
+    runtime = ServiceRuntime(ServiceParts("test", inbox), own)
+    runtime.loops.append(loop)
+    checks = await runtime.ready()
+    assert checks[f"consumer:svc-{unique}.a"] is False
+    assert f"consumer:svc-{unique}.b" not in checks
+    await runtime.engine.dispose()

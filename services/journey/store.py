@@ -28,6 +28,7 @@ from services.journey.tables import (
 from shared.conditions import STORED
 from shared.db.driver import driver
 from shared.db.outbox import OutboxRow, written_rows
+from shared.kafka.codec import with_trace
 
 Pair = tuple[str, str]  # (workspace_id, profile_id)
 _FIELDS = [c.name for c in instances.columns if c.name != "updated_at"]
@@ -309,7 +310,7 @@ async def add_to_outbox(conn: AsyncConnection, table: Any, topic: str, topic_sho
     `shared.db.add_to_outbox`; one statement over arrays, no per-row parameters."""
     if not messages:
         return []
-    headers = [outbox_headers(topic_short, msg_id) for _, msg_id, _ in messages]
+    headers = with_trace([outbox_headers(topic_short, msg_id) for _, msg_id, _ in messages])
     keys, values = [key for key, _, _ in messages], [value for _, _, value in messages]
     rows = await (await driver(conn)).fetch(
         f"INSERT INTO {table.schema}.{table.name} (topic, key, value, headers) "

@@ -29,7 +29,7 @@ from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.envelope import message_key
 from shared.db.driver import driver as sqlalchemy_driver
 from shared.db.outbox import OutboxRow, written_rows
-from shared.kafka.codec import encode, headers_for
+from shared.kafka.codec import encode, headers_for, with_trace
 from shared.settings import Settings
 
 
@@ -96,7 +96,7 @@ async def emit(conn: AsyncConnection | Driver, settings: Settings,
     topics = [settings.topic("delivery-events")] * len(rows_)
     keys = [r.key for r in rows_]
     values = [r.value for r in rows_]
-    headers = [r.headers for r in rows_]
+    headers = with_trace([r.headers for r in rows_])
     rows = await (await driver(conn)).fetch(_OUTBOX, topics, keys, values, headers)
     return written_rows([r[0] for r in rows], topics, keys, values, headers)
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.contracts.events import Event
 from shared.db.driver import driver
 from shared.db.outbox import OutboxRow, written_rows
+from shared.kafka.codec import with_trace
 
 MAX_ID = 200  # the envelope's limit on a message id
 
@@ -99,6 +100,6 @@ async def queue(conn: AsyncConnection, rows: Sequence[Outgoing]) -> list[OutboxR
     if not rows:
         return []
     topics, keys, values = [r.topic for r in rows], [r.key for r in rows], [r.value for r in rows]
-    headers = [headers_json(r.short, r.message_id) for r in rows]
+    headers = with_trace([headers_json(r.short, r.message_id) for r in rows])
     got = await (await driver(conn)).fetch(_INSERT, topics, keys, values, headers)
     return written_rows([r[0] for r in got], topics, keys, values, headers)

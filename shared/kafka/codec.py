@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import orjson
 from pydantic import BaseModel
 
+from shared import tracing
+
 Headers = list[tuple[str, bytes]]
 
 
@@ -17,11 +19,29 @@ def encode(message: BaseModel) -> bytes:
 def headers_for(message: BaseModel, topic_short: str, version: int = 1) -> Headers:
     """Headers let a reader route or filter without parsing the body."""
     msg_id = str(getattr(message, "id", ""))
-    return [
+    headers = [
         ("content-type", b"application/json"),
         ("schema", f"{topic_short}/v{version}".encode()),
         ("message-id", msg_id.encode()),
     ]
+    return headers + trace_headers() if tracing.enabled() else headers
+
+
+def trace_headers() -> Headers:
+    """The current span's W3C `traceparent` ([] when tracing is off: shared/tracing.py)."""
+    return tracing.current_headers()
+
+
+def with_trace(headers_json: list[str]) -> list[str]:
+    """Outbox rows' stored headers (JSON arrays of pairs, as the fast writers make them)
+    with the current `traceparent` added, once: the relay publishes them as stored. The
+    same list, untouched, when tracing is off."""
+    if not tracing.enabled() or not (extra := trace_headers()):
+        return headers_json
+    name, value = extra[0]
+    pair = f',["{name}","{value.decode()}"]]'
+    return [h[:-1] + pair if h.endswith("]") and h != "[]" and f'"{name}"' not in h else h
+            for h in headers_json]
 
 
 def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | None:

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import tracing
 from shared.auth import KeyRing, seed_bootstrap_keys
 from shared.db.engine import create_engine, ping
 from shared.db.outbox import OutboxRelay, OutboxRow
@@ -52,6 +53,7 @@ class ServiceRuntime:
     def __init__(self, parts: ServiceParts, settings: Settings) -> None:
         self.parts = parts
         self.settings = settings
+        tracing.setup(parts.name)  # only if the OTEL_* variables ask
         self.engine: AsyncEngine = create_engine(settings.database_url)
         self.producer: AIOKafkaProducer = create_producer(settings, client_id=parts.name)
         self.keyring = KeyRing(self.engine, parts.api_keys)
@@ -86,17 +88,20 @@ class ServiceRuntime:
                 delay = min(delay * 2, 10)
         if self._stopping.is_set():
             return
-        for spec in self.parts.consumers(self):
-            loop = ConsumerLoop(spec, self.settings, self.producer)
+        if specs := self.parts.consumers(self):
+            # One consumer (one group, `<prefix><service>`) for all the service's topics:
+            # half the fetches and commits of a loop per topic (shared/kafka/consumer.py).
+            loop = ConsumerLoop(specs, self.settings, self.producer, name=self.parts.name)
             self.loops.append(loop)
-            self._tasks.append(asyncio.create_task(self._supervise(loop), name=spec.name))
+            self._tasks.append(asyncio.create_task(self._supervise(loop), name=loop.name))
         for worker in self.parts.workers(self):
             self.workers.append(worker)
             self._tasks.append(asyncio.create_task(self._keep_running(worker),
                                                    name=type(worker).__name__))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run_sweeper(), name="outbox"))
-        log.info("%s: connected, %d consumer(s) running", self.parts.name, len(self.loops))
+        log.info("%s: connected, consumer for %d topic(s) running", self.parts.name,
+                 sum(len(loop.specs) for loop in self.loops))
 
     async def _supervise(self, loop: ConsumerLoop) -> None:
         """A crashed loop restarts from its last commit (at-least-once), with backoff."""
@@ -108,7 +113,7 @@ class ServiceRuntime:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("consumer %s crashed; restarting from last commit", loop.spec.name)
+                log.exception("consumer %s crashed; restarting from last commit", loop.name)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
 
@@ -148,8 +153,8 @@ class ServiceRuntime:
         postgres, broker = await asyncio.gather(db(), kafka())
         checks = {"postgres": postgres, "kafka": broker}
         # A consumer halted by its DLQ ratio limit needs a restart (a bad deploy): say which.
-        checks.update({f"consumer:{loop.spec.name}": False for loop in self.loops
-                       if loop.halted})
+        checks.update({f"consumer:{name}": False for loop in self.loops
+                       for name in loop.halted_specs})
         return checks
 
     async def publish(self, rows: Sequence[OutboxRow]) -> None:
@@ -174,4 +179,6 @@ class ServiceRuntime:
             await asyncio.gather(*pending, return_exceptions=True)
         if self.producer_started:
             await self.producer.stop()
+        if self.relay is not None:
+            await self.relay.close()
         await self.engine.dispose()

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     auth_failure_per_second: float = Field(default=1.0, gt=0, le=100_000)
     # Consumers: keep fetch waits small (latency budget is ~100 ms end to end).
     consumer_fetch_max_wait_ms: int = Field(default=20, ge=0, le=5000)
+    consumer_fetch_idle_wait_ms: int = Field(
+        default=100, ge=0, le=5000,
+        description="Fetch wait once a consumer has had no records for 2 s (0: always "
+                    "consumer_fetch_max_wait_ms); the first records end it.")
     # A restarted member waits for the old one's session to expire (Tansu ignores LeaveGroup):
     # this bounds recovery after a crash (docs/reliability.md#recovery-after-a-crash).
     consumer_session_timeout_ms: int = Field(default=6_000, ge=3_000, le=300_000)

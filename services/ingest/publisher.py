@@ -10,7 +10,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from shared.contracts.envelope import message_key
-from shared.kafka.codec import Headers, header_pairs
+from shared.kafka.codec import Headers, header_pairs, trace_headers
 from shared.kafka.producer import partition_for
 
 
@@ -59,8 +59,9 @@ async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing]
     which events may reach the broker later.
     """
     partitions = sorted(await producer.partitions_for(topic))
+    trace = trace_headers()  # [] unless tracing is on (shared/tracing.py)
     for event in events:
         future = await producer.send(topic, event.value, key=event.key,
                                      partition=partition_for(event.key, partitions),
-                                     headers=event.headers)
+                                     headers=event.headers + trace if trace else event.headers)
         into.parts.append((future, [event.id]))

@@ -7,15 +7,24 @@ commit together; the outbox is published right after commit.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from sqlalchemy import and_, delete, select, update
 
 from services.journey import store
 from services.journey.domain.signals import Signal
-from services.journey.policy.directory import zones
+from services.journey.policy.directory import revenue_names, zones
 from services.journey.publisher import OutboxPublisher
-from services.journey.tables import decisions, inbox, instances, outbox, sends, snapshots
+from services.journey.tables import (
+    broadcast_audience,
+    decisions,
+    inbox,
+    instances,
+    outbox,
+    sends,
+    snapshots,
+)
 from services.journey.unit import Unit
 from shared.clock import Clock
 from shared.contracts.profile import ChangeKind, ProfileChange, ProfileEvent
@@ -56,8 +65,9 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
             return
         unit = Unit(conn, docs, rt.settings, outbox, clock.now())
         parts = getattr(rt, "parts", None)
-        unit.zones = await zones(parts.extras.get("directory") if parts else None,
-                                 {s.workspace_id for s in todo})
+        directory = parts.extras.get("directory") if parts else None
+        unit.zones = await zones(directory, {s.workspace_id for s in todo})
+        unit.revenue_names = await revenue_names(directory, {s.workspace_id for s in todo})
         # Snapshots first: a profile seen for the first time gets its control group
         # membership here, under the policy of that moment, and keeps it.
         await unit.load_policies({s.workspace_id for s in todo})
@@ -127,7 +137,8 @@ async def handle_profile_changes(rt: ServiceRuntime, clock: Clock, docs: store.D
                 await merge(conn, change.workspace_id, change.profile_id,
                             [str(i) for i in change.data.get("merged_ids", [])])
             elif change.kind is ChangeKind.erased:
-                await erase(conn, change.workspace_id, change.profile_id)
+                await erase(conn, change.workspace_id, change.profile_id,
+                            [str(i) for i in change.data.get("merged_ids") or []])
             else:
                 rest.append(signal)
         return rest
@@ -169,8 +180,22 @@ async def merge(conn: Any, workspace_id: str, into: str, merged: list[str]) -> N
         snapshots.c.workspace_id == workspace_id, snapshots.c.profile_id.in_(merged)))
 
 
-async def erase(conn: Any, workspace_id: str, profile_id: str) -> None:
-    """Right to erasure: nothing journey keeps about the customer survives."""
+async def erase(conn: Any, workspace_id: str, profile_id: str,
+                merged: list[str] | None = None) -> None:
+    """Right to erasure: nothing journey keeps about the customer (the profile and the ids
+    merged into it) survives. A broadcast's audience keeps its rows for the broadcast's
+    counts, under an id that names nobody; a pending (deferred) one is suppressed."""
+    person = list(dict.fromkeys([profile_id, *(merged or [])]))
     for table in (instances, decisions, sends, snapshots):
         await conn.execute(delete(table).where(table.c.workspace_id == workspace_id,
-                                               table.c.profile_id == profile_id))
+                                               table.c.profile_id.in_(person)))
+    a = broadcast_audience.c
+    rows = (await conn.execute(select(a.broadcast_key, a.profile_id, a.status).where(
+        a.workspace_id == workspace_id, a.profile_id.in_(person)))).all()
+    for row in rows:
+        values: dict[str, Any] = {"profile_id": f"erased:{uuid.uuid4().hex[:29]}"}
+        if row.status == "pending":
+            values |= {"status": "suppressed", "reason": "erased", "held_since": None}
+        await conn.execute(update(broadcast_audience).where(
+            a.workspace_id == workspace_id, a.broadcast_key == row.broadcast_key,
+            a.profile_id == row.profile_id).values(**values))

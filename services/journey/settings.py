@@ -21,7 +21,8 @@ class JourneySettings(Settings):
                                   "category and topic there (TOUCHPOINT_MESSAGING_URL).")
     profile_url: str | None = Field(
         default=None, description="Profile's base URL: journey checks segment keys and the "
-                                  "workspace time zone there (TOUCHPOINT_PROFILE_URL).")
+                                  "workspace time zone and revenue_properties (goal values) there "
+                                  "(TOUCHPOINT_PROFILE_URL).")
     service_key: str | None = Field(
         default=None, description="The admin key journey calls messaging and profile with "
                                   "when no caller's key is at hand; default: the bootstrap "

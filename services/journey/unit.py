@@ -64,6 +64,7 @@ class Unit:
         self.past: dict[Pair, list[PastSend]] = {}
         self.control: dict[Pair, bool] = {}
         self.zones: dict[str, str] = {}  # workspace zone: for customers without one
+        self.revenue_names: dict[str, tuple[str, ...]] = {}  # profile's revenue_properties
 
     async def load_policies(self, workspaces: set[str]) -> None:
         missing = workspaces - set(self.policies)
@@ -157,7 +158,9 @@ class Unit:
                      recent_sends=self.sends.setdefault(pair, []),
                      policy=loaded.policy if loaded else None,
                      templates=self.templates.get(workspace_id, {}),
-                     past=self.past.setdefault(pair, []), control=self.control.get(pair, False))
+                     past=self.past.setdefault(pair, []), control=self.control.get(pair, False),
+                     **({"revenue_properties": self.revenue_names[workspace_id]}
+                        if workspace_id in self.revenue_names else {}))
 
     def apply_signal(self, signal: Signal) -> None:
         pair = (signal.workspace_id, signal.profile_id)

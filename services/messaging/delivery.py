@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,15 +25,18 @@ import orjson
 from services.messaging import store
 from services.messaging.bootstrap import Messaging, Route
 from services.messaging.domain.pacing import backoff_delay, retry_delay
+from services.messaging.metrics import PROVIDER_SECONDS
 from services.messaging.prepare import Prepared, event, send_event
 from services.messaging.providers.base import (
     InvalidAddress,
     Outbound,
     OutcomeUnknown,
+    PermanentFailure,
     ProviderError,
     TransientFailure,
 )
 from services.messaging.tables import messages
+from shared import tracing
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.db.outbox import Pending
 from shared.kafka.errors import is_transient
@@ -148,14 +152,26 @@ async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound,
             pass  # the token was taken before the message was marked `sending`
         elif route.limiter is not None and (wait := await route.limiter.reserve()) > 0:
             await asyncio.sleep(wait)
+        started, result = time.perf_counter(), "error"
         try:
-            return await route.provider.send(outbound)
+            with tracing.span("provider send", "messaging", kind="client",
+                              attributes={"touchpoint.provider": route.name,
+                                          "touchpoint.attempt": attempt}):
+                provider_id = await route.provider.send(outbound)
+            result = "ok"
+            return provider_id
         except TransientFailure as exc:
+            result = "transient"
             if attempt == attempts or (exc.retry_after or 0) > IN_PROCESS_WAIT_CAP:
                 raise  # deferred to a durable retry
             await asyncio.sleep(backoff_delay(attempt, base=m.settings.messaging_retry_base_seconds,
                                               cap=IN_PROCESS_WAIT_CAP,
                                               retry_after=exc.retry_after))
+        except PermanentFailure:
+            result = "permanent"
+            raise
+        finally:
+            PROVIDER_SECONDS.labels(route.name, result).observe(time.perf_counter() - started)
     raise AssertionError("unreachable")
 
 

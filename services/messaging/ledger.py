@@ -26,6 +26,7 @@ from services.messaging import store
 from services.messaging.bootstrap import Messaging
 from services.messaging.codes import release_unsent
 from services.messaging.delivery import Outcome, pace, record_in, send, verdict_outcome
+from services.messaging.metrics import SENDS
 from services.messaging.prepare import Prepared
 from services.messaging.tables import messages
 from shared.kafka.errors import is_transient
@@ -114,6 +115,8 @@ class Ledger:
                     await release_unsent(db, outcomes)  # codes of messages never sent
                     marked = ({r[0] for r in await db.fetch(_MARK, marks)} if marks
                               else set())
+                for o in outcomes:  # committed: counted once
+                    SENDS.labels(o.prepared.cmd.channel.value, o.status).inc()
                 return marked, rows
             except Exception as exc:
                 if not is_transient(exc) or delay > 30:

@@ -76,11 +76,11 @@ async def erase(conn: AsyncConnection, settings: Settings, workspace_id: str, pr
         segment_members.c.workspace_id == workspace_id,
         segment_members.c.profile_id == profile_id))
     await conn.execute(delete(profiles).where(profiles.c.id == profile_id))
-    await kpis_store.forget(conn, workspace_id, profile_id)
+    merged = sorted(r.value for r in idents if r.kind == "profile_id" and r.value != profile_id)
+    for person in (profile_id, *merged):  # KPI rows written before a merge keep the old id
+        await kpis_store.forget(conn, workspace_id, person)
     message = ProfileChange(id=f"erased:{profile_id}", workspace_id=workspace_id,
                             profile_id=profile_id, kind=ChangeKind.erased, occurred_at=at,
-                            data={"merged_ids": sorted(r.value for r in idents
-                                                       if r.kind == "profile_id"
-                                                       and r.value != profile_id)})
+                            data={"merged_ids": merged})
     return await add_to_outbox(conn, outbox, settings.topic("profile-changes"), "profile-changes",
                                [(message_key(workspace_id, profile_id), message)])

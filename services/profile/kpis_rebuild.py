@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 PAGE = 20000  # events per page: the rollup statements are summed per page
 _STATUS = {s.value: s for s in DeliveryStatus}
 _TASKS: set[asyncio.Task[None]] = set()
-_EMPTIED = ("kpi_people", "kpi_firsts", "kpi_touches", "kpi_orders")
+_EMPTIED = ("kpi_people", "kpi_firsts", "kpi_touches", "kpi_orders", "kpi_customer_days")
 
 
 async def start(engine: AsyncEngine, workspace_id: str) -> dict[str, Any]:
@@ -141,6 +141,14 @@ async def _people(conn: Any, ws: str, tz: str) -> None:
         "('broadcast', left(x.p->>'broadcast', 200)), ('template', left(x.p->>'template', "
         f"200))) AS d(dim, key) {_SEGMENTS} {_INTERVALS} WHERE d.dim = '' OR d.key <> '' "
         "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8", ws, tz)
+    # The CRM uplift's control arm: members whose send journey suppressed (kpis_uplift).
+    await repo.fetch(
+        conn, _INSERT + f"SELECT $1, 'control', '', '', s.seg, i.interval, {_START}, "
+        "x.profile_id, count(*) FROM (SELECT profile_id, (timestamp AT TIME ZONE $2)::date AS "
+        "day FROM profile.events WHERE workspace_id = $1 AND event_id LIKE 'delivery:%' AND "
+        "properties->>'status' = 'suppressed' AND properties->>'rule' = 'control_group' AND "
+        "coalesce(properties->>'test', 'false') <> 'true') AS x "
+        f"{_SEGMENTS} {_INTERVALS} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8", ws, tz)
     await repo.fetch(
         conn, _INSERT + f"SELECT $1, 'customer', '', '', s.seg, i.interval, {_START}, "
         "x.profile_id, count(*) FROM (SELECT profile_id, day, segments FROM profile.kpi_orders "
@@ -164,4 +172,4 @@ def _delivery(facts: KpiFacts, ws: str, r: Any, props: dict[str, Any]) -> None:
                    str(props.get("channel") or ""),
                    journey.get("key") if isinstance(journey, dict) else None,
                    props.get("broadcast"), props.get("template"), r["timestamp"],
-                   bool(props.get("test")))
+                   bool(props.get("test")), props.get("rule"))

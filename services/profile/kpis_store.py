@@ -28,6 +28,7 @@ from services.profile.domain.kpis import (
     local_day,
     nps_bucket,
 )
+from services.profile.kpis_uplift import Money, customer_days, fold, known_control
 from services.profile.repository import fetch
 
 # Adds to a customer's count per figure, dimension and bucket; answers the rows as they are now.
@@ -74,9 +75,12 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         return sorted(keys & members.get(pid, set())) if keys else []
 
     r = Rollup(with_people=people)
+    money: Money = defaultdict(lambda: [0, 0.0])
     await _deliveries(conn, facts, convs, live, segs, r)
-    new_orders = await _orders(conn, facts, convs, live, segs, r)
-    await _refunds(conn, facts, convs, live, segs, r)
+    await _control(conn, facts, convs, live, segs, r)
+    new_orders = await _orders(conn, facts, convs, live, segs, r, money)
+    await _refunds(conn, facts, convs, live, segs, r, money)
+    await customer_days(conn, money)
     # Orders a new open or click may now claim (up to the click window after it), and every
     # order of a merged profile (the other profile's touches may claim them).
     probes = {(ws, live(pid), at, at + convs[ws].attribution_click_window)
@@ -144,9 +148,22 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
             *cols)
 
 
+async def _control(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
+                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
+                   r: Rollup) -> None:
+    """Control-group members: known from their first suppressed send, and in the day's,
+    week's and month's `control` sets (the CRM uplift's control arm)."""
+    first: dict[tuple[str, str], datetime] = {}
+    for ws, pid, at in facts.control:
+        pid = live(pid)
+        r.person(ws, "control", local_day(at, convs[ws].timezone), [ALL], segs(ws, pid), pid)
+        first[(ws, pid)] = min(at, first.get((ws, pid), at))
+    await known_control(conn, first)
+
+
 async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
-                  r: Rollup) -> list[Order]:
+                  r: Rollup, money: Money) -> list[Order]:
     """Insert the batch's orders; the ones not seen before (by order_id) are counted."""
     batch: dict[tuple[str, str], Order] = {}
     for o in facts.orders:
@@ -170,17 +187,21 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
         r.count(ws, day, [ALL], seg, "orders", 1, o.currency)
         r.count(ws, day, [ALL], seg, "revenue", o.revenue, o.currency)
         r.person(ws, "customer", day, [ALL], seg, o.pid)
+        spent = money[(ws, o.pid, day, o.currency)]
+        spent[0] += 1
+        spent[1] += o.revenue
         out.append(o)
     return out
 
 
 async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                    live: Callable[[str], str], segs: Callable[[str, str], list[str]],
-                   r: Rollup) -> None:
+                   r: Rollup, money: Money) -> None:
     per_order: dict[tuple[str, str], float] = defaultdict(float)
     for f in facts.refunds:
         pid = live(f.pid)
         day = local_day(f.at, convs[f.ws].timezone)
+        money[(f.ws, pid, day, f.currency)][1] -= f.amount
         r.count(f.ws, day, [ALL], segs(f.ws, pid), "refunds", 1, f.currency)
         r.count(f.ws, day, [ALL], segs(f.ws, pid), "refunded", f.amount, f.currency)
         if f.order_key:
@@ -304,6 +325,7 @@ async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
         await fetch(conn, f"UPDATE profile.{table} x SET profile_id = m.s FROM "  # noqa: S608
                     "unnest($1::text[], $2::text[]) AS m(l, s) WHERE x.profile_id = m.l",
                     losers, survivors)
+    await fold(conn, losers, survivors)
     gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = "
                        "ANY($1::text[]) RETURNING *", losers)
     if not gone:
@@ -326,8 +348,9 @@ async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
 
 
 async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> None:
-    """Erasure: the person leaves the distinct-people sets (and their counters) and the
-    touches; the anonymous counters (orders, revenue, sends) keep what happened."""
+    """Erasure: the person leaves the distinct-people sets (and their counters), the
+    touches, the control group and the per-customer days; the anonymous counters (orders,
+    revenue, sends) keep what happened."""
     gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = $1 "
                        "RETURNING *", profile_id)
     r = Rollup()
@@ -335,8 +358,9 @@ async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> N
         r.people_moved(tuple(row[c] for c in _PEOPLE),
                        distinct=-1, repeat=-int(row["n"] >= 2))
     await flush(conn, r)
-    await fetch(conn, "DELETE FROM profile.kpi_touches WHERE workspace_id = $1 AND "
-                "profile_id = $2", workspace_id, profile_id)
+    for table in ("kpi_touches", "kpi_control", "kpi_customer_days"):
+        await fetch(conn, f"DELETE FROM profile.{table} WHERE workspace_id = $1 AND "  # noqa: S608
+                    "profile_id = $2", workspace_id, profile_id)
     await fetch(conn, "UPDATE profile.kpi_orders SET profile_id = 'erased' WHERE "
                 "workspace_id = $1 AND profile_id = $2", workspace_id, profile_id)
 

@@ -17,10 +17,21 @@ async def driver(conn: AsyncConnection) -> Any:
 
     SQLAlchemy sends BEGIN lazily, with its first statement: a statement sent straight to
     the driver before that would run outside the transaction (a FOR UPDATE lock released at
-    once, a write kept although the transaction rolls back). JSONB goes through the codec
-    the engine installed: written as JSON text, read decoded.
+    once, a write kept although the transaction rolls back). So when `conn` is in a
+    transaction the driver is not yet in, BEGIN is sent here, through SQLAlchemy's own
+    adapter so that its COMMIT/ROLLBACK end it: one round trip, the BEGIN the first
+    statement would have cost anyway. JSONB goes through the codec the engine installed:
+    written as JSON text, read decoded.
     """
-    raw: Any = (await conn.get_raw_connection()).driver_connection
+    fairy = await conn.get_raw_connection()
+    raw: Any = fairy.driver_connection
     if conn.in_transaction() and not raw.is_in_transaction():
-        await conn.exec_driver_sql("SELECT 1")
+        adapted: Any = fairy.dbapi_connection
+        start = getattr(adapted, "_start_transaction", None)
+        if start is None or getattr(adapted, "_transaction", True) is not None:
+            await conn.exec_driver_sql("SELECT 1")  # another SQLAlchemy: its own way in
+        else:
+            async with adapted._execute_mutex:
+                if adapted._transaction is None:
+                    await start()
     return raw

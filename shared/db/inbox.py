@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db.bulk import insert_unnest
+from shared.db.driver import driver
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -33,13 +33,29 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
+_CLAIM: dict[tuple[str | None, str], str] = {}
+
+
+def _claim_sql(table: Table) -> str:
+    key = (table.schema, table.name)
+    if (sql := _CLAIM.get(key)) is None:
+        name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+        sql = _CLAIM[key] = (
+            f"INSERT INTO {name} (consumer, message_id) SELECT $1, m "
+            "FROM unnest($2::text[]) AS m ON CONFLICT DO NOTHING RETURNING message_id")
+    return sql
+
+
 async def claim_new(
     conn: AsyncConnection, table: Table, consumer: str, message_ids: Iterable[str]
 ) -> set[str]:
-    """Record the ids; return those not seen before. Call inside the effect's transaction."""
-    rows = [{"consumer": consumer, "message_id": m} for m in dict.fromkeys(message_ids)]
-    if not rows:
+    """Record the ids; return those not seen before. Call inside the effect's transaction.
+
+    One statement straight to asyncpg (prepared once per connection, no SQLAlchemy
+    statement or result handling); as the transaction's first statement it costs the
+    BEGIN it would have cost anyway (shared/db/driver.py)."""
+    ids = list(dict.fromkeys(message_ids))
+    if not ids:
         return set()
-    result = await insert_unnest(conn, table, {"consumer": "text", "message_id": "text"}, rows,
-                                 "ON CONFLICT DO NOTHING RETURNING message_id")
-    return set(result.scalars())
+    rows = await (await driver(conn)).fetch(_claim_sql(table), consumer, ids)
+    return {r[0] for r in rows}

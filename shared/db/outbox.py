@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
@@ -39,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
 from shared.db.driver import driver
-from shared.kafka.codec import encode, headers_json
+from shared.kafka.codec import encode, headers_json, with_trace
 from shared.kafka.producer import send_batched
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ async def queue(conn: AsyncConnection | Any, table: Table, rows: Sequence[Pendin
     topics = [r.topic for r in rows] if topic is None else [topic] * len(rows)
     keys = [r.key for r in rows]
     values = [r.value for r in rows]
-    headers = [headers_json(r.short, r.message_id) for r in rows]
+    headers = with_trace([headers_json(r.short, r.message_id) for r in rows])
     raw = await driver(conn) if isinstance(conn, AsyncConnection) else conn
     name = f"{table.schema}.{table.name}" if table.schema else table.name
     got = await raw.fetch(_insert(name), topics, keys, values, headers)
@@ -141,6 +142,11 @@ class OutboxRelay:
         self.sweep_after_s = sweep_after_s
         self.batch = batch
         self._stopping = asyncio.Event()
+        # The fast path's deletes go over a connection of the relay's own: publishing never
+        # waits for the pool (which the handlers hold under load) nor pays a checkout.
+        self._conn: Any = None
+        self._conn_lock = asyncio.Lock()
+        self._acked: list[int] = []  # ids whose delete is waiting for the connection
         name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
         # asyncpg directly: one statement text each (prepared once per connection), and no
         # SQLAlchemy parameter or result processing on the per-batch path.
@@ -160,9 +166,7 @@ class OutboxRelay:
             await self._produce(rows)
             # Only after every ack. Rows a sweeper holds make this wait for its commit
             # (after which they are gone); the sweeper itself never waits (SKIP LOCKED).
-            async with self.engine.connect() as conn:
-                raw = await driver(conn)  # no SQLAlchemy transaction here
-                await raw.execute(self._delete, [r.id for r in rows])  # autocommits
+            await self._delete_acked([r.id for r in rows])
         except Exception as exc:  # the rows stay; the sweeper gets them
             log.warning("%s outbox: publish deferred to sweeper (%s)", self.service,
                         type(exc).__name__)
@@ -197,6 +201,34 @@ class OutboxRelay:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def close(self) -> None:
+        """Close the relay's own connection (the runtime calls this after stop)."""
+        async with self._conn_lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await conn.close(timeout=2)
+
+    async def _delete_acked(self, ids: list[int]) -> None:
+        """Delete published rows (autocommit). Calls that arrive while a delete is running
+        go out together in the next statement. A failure leaves the rows to the sweeper
+        (published again, deduplicated by the consumers) and reconnects next time."""
+        self._acked += ids
+        async with self._conn_lock:
+            if not self._acked:
+                return  # the call before took ours along
+            todo, self._acked = self._acked, []
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    url = self.engine.url.set(drivername="postgresql")
+                    self._conn = await asyncpg.connect(url.render_as_string(hide_password=False),
+                                                       timeout=3, command_timeout=30)
+                await self._conn.execute(self._delete, todo)
+            except Exception:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    conn.terminate()
+                raise
 
     async def _produce(self, rows: Sequence[OutboxRow]) -> None:
         """Send in row order and wait for every ack (raises if any fails or takes over 10 s).

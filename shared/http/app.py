@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from shared import tracing
 from shared.http.auth import AuthFailureThrottle, FailedAuthThrottle
 from shared.http.contracts import contract_openapi
 from shared.http.dlq import router as dlq_router
@@ -54,4 +55,6 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
     app.add_middleware(AuthFailureThrottle, throttle=app.state.auth_throttle)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, service=parts.name)
+    if tracing.wanted() or tracing.enabled():  # OTEL_* set: a span per request
+        app.add_middleware(tracing.TraceRequests, service=parts.name)
     return app

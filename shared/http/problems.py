@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -11,6 +11,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.kafka.errors import is_transient
@@ -39,13 +40,17 @@ def problem_response(status: int, title: str, detail: str | None = None, *,
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 
-def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+def field_path(loc: Sequence[Any]) -> str:
+    """A pydantic error location as the client's dotted field path: without FastAPI's `body`
+    prefix and without the tags pydantic puts on a union's members
+    (`wait.function-after[_duration(), timedelta]` is the client's `wait`)."""
+    return ".".join(str(p) for p in loc if p != "body" and "[" not in str(p))
+
+
+def field_errors(exc: RequestValidationError | ValidationError) -> list[dict[str, str]]:
     """Pydantic errors as [{field, message}], without echoing the input back."""
-    out = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        out.append({"field": ".".join(loc) or "body", "message": str(err.get("msg"))})
-    return out
+    return [{"field": field_path(err.get("loc", ())) or "body", "message": str(err.get("msg"))}
+            for err in exc.errors()]
 
 
 def install_problem_handlers(app: FastAPI) -> None:

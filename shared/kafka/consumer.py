@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import BaseModel, ValidationError
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.kafka.dlq import dead_letter
 from shared.kafka.errors import InvalidMessage, is_transient
+from shared.kafka.fetch_wait import FetchWait
+from shared.kafka.group_offsets import StartFromLegacyGroups
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,18 +85,45 @@ class DeadLetterRatio:
 
 
 class ConsumerLoop:
-    def __init__(self, spec: ConsumerSpec, settings: Settings, producer: AIOKafkaProducer) -> None:
-        self.spec = spec
+    """One consumer group over one or more topics, each with its spec (model, handler, DLQ).
+
+    A service runs one loop for all its topics (`name` = the service: group
+    `<prefix><service>`), which halves the fetches and commits of two loops. Each poll's
+    records go to their topic's handler (the handlers of one poll run concurrently, as two
+    loops did), then one commit covers every partition. A partition the group never
+    committed starts where the per-topic group it replaces (`<prefix><spec name>`) left off
+    (shared/kafka/group_offsets.py). A loop built from a single spec keeps that spec's name
+    as its group.
+    """
+
+    def __init__(self, specs: ConsumerSpec | Sequence[ConsumerSpec], settings: Settings,
+                 producer: AIOKafkaProducer, *, name: str | None = None) -> None:
+        self.specs = [specs] if isinstance(specs, ConsumerSpec) else list(specs)
+        if not self.specs or len({s.topic for s in self.specs}) != len(self.specs):
+            raise ValueError("a consumer loop needs specs for distinct topics")
+        self.spec = self.specs[0]
+        self.name = name or self.spec.name
         self.settings = settings
         self.producer = producer  # for the DLQ
-        self.group = f"{settings.topic_prefix}{spec.name}"
+        self.group = f"{settings.topic_prefix}{self.name}"
+        self._by_topic = {s.topic: s for s in self.specs}
+        # The groups this one replaces, per topic (none when a spec's name is the group's).
+        self.legacy = {s.topic: f"{settings.topic_prefix}{s.name}" for s in self.specs
+                       if s.name != self.name}
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self.running = False
-        self.dead_ratio = DeadLetterRatio(settings.consumer_dlq_max_ratio,
-                                          settings.consumer_dlq_window)
-        self._dead_in_poll = 0
-        self.halted: str | None = None  # why it stopped committing (the DLQ ratio limit)
+        # Per topic: its DLQ ratio limit, and why it stopped committing when it hit it.
+        self.dead_ratio = {s.name: DeadLetterRatio(settings.consumer_dlq_max_ratio,
+                                                   settings.consumer_dlq_window)
+                           for s in self.specs}
+        self._dead_in_poll: dict[str, int] = {}
+        self.halted_specs: dict[str, str] = {}
+
+    @property
+    def halted(self) -> str | None:
+        """Why a topic of this loop stopped committing (its DLQ ratio limit), if one did."""
+        return "; ".join(f"{name}: {why}" for name, why in self.halted_specs.items()) or None
 
     def stop(self) -> None:
         """Ask the loop to finish its current batch, commit and leave the group."""
@@ -102,7 +131,6 @@ class ConsumerLoop:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            self.spec.topic,
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=self.group,
             client_id=self.group,
@@ -113,25 +141,32 @@ class ConsumerLoop:
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             rebalance_timeout_ms=self.settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=max(self.settings.consumer_session_timeout_ms // 10, 300),
-            group_instance_id=(f"{self.settings.consumer_instance_id}/{self.spec.name}"
+            group_instance_id=(f"{self.settings.consumer_instance_id}/{self.name}"
                                if self.settings.consumer_instance_id else None),
         )
+        listener = StartFromLegacyGroups(self.settings.kafka_bootstrap, self.group, self.legacy,
+                                         lambda: self._consumer)
+        consumer.subscribe(list(self._by_topic), listener=listener)
         self._consumer = consumer
         await self._start(consumer)
         self.running = True
+        wait = FetchWait(consumer, self.settings)
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.consumer_max_records
                 )
+                if listener.failed is not None:
+                    raise listener.failed  # nothing handled: the restart asks again
+                wait.polled(bool(batches))
                 if not batches or self._stopping.is_set():
                     continue
                 try:
                     await self._process(consumer, batches)
                 except _Abandon:
                     continue
-                if self.halted:
-                    await self._halt(consumer)
+                if self.halted_specs:
+                    self._hold_halted(consumer)
         finally:
             self.running = False
             await consumer.stop()
@@ -148,108 +183,153 @@ class ConsumerLoop:
                 delay = min(delay * 2, 10)
         raise asyncio.CancelledError
 
-    async def _halt(self, consumer: AIOKafkaConsumer) -> None:
-        """Hold the partitions without reading or committing until the process restarts:
-        the group keeps them here (heartbeats go on), so another replica running the same
-        code does not dead-letter them either."""
-        log.error("consumer %s: halted: %s; not committing, /readyz is 503 until a restart",
-                  self.group, self.halted)
-        metrics.PAUSED.labels(self.spec.name).set(1)
-        while not self._stopping.is_set():
-            consumer.pause(*consumer.assignment())
-            await consumer.getmany(timeout_ms=500)
+    def _hold_halted(self, consumer: AIOKafkaConsumer) -> None:
+        """Keep the halted topics' partitions paused (a rebalance resumes what it assigns):
+        held without reading or committing until the process restarts, while the group
+        keeps them here (heartbeats go on), so another replica running the same code does
+        not dead-letter them either. The service's other topic keeps flowing."""
+        halted = {s.topic for s in self.specs if s.name in self.halted_specs}
+        consumer.pause(*[tp for tp in consumer.assignment() if tp.topic in halted])
 
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
-        self._dead_in_poll = 0
+        per_topic: dict[str, dict[TopicPartition, list[ConsumerRecord]]] = {}
+        for tp, messages in batches.items():
+            if self._by_topic[tp.topic].name not in self.halted_specs:  # fetched before
+                per_topic.setdefault(tp.topic, {})[tp] = messages  # the pause: not handled
+        if len(per_topic) == 1:  # most polls: no tasks to make
+            topic, part = next(iter(per_topic.items()))
+            await self._process_topic(consumer, self._by_topic[topic], part)
+        elif per_topic:
+            done = await asyncio.gather(
+                *(self._process_topic(consumer, self._by_topic[topic], part)
+                  for topic, part in per_topic.items()), return_exceptions=True)
+            if failure := next((d for d in done if isinstance(d, BaseException)), None):
+                raise failure  # nothing committed: the other topic's batch is redelivered
+        # A topic that just hit its DLQ ratio limit is not committed: its records are read
+        # again after the restart. The other topic's are.
+        committed = {tp: msgs[-1].offset + 1 for topic, part in per_topic.items()
+                     if self._by_topic[topic].name not in self.halted_specs
+                     for tp, msgs in part.items()}
+        if committed:
+            await self._commit(consumer, committed)
+        for tp, position in committed.items():
+            # The high watermark comes with each fetch response: no extra request.
+            if (end := consumer.highwater(tp)) is not None:
+                metrics.LAG.labels(self._by_topic[tp.topic].name,
+                                   str(tp.partition)).set(max(end - position, 0))
+
+    async def _process_topic(
+        self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+    ) -> None:
+        self._dead_in_poll[spec.name] = 0
         records: list[Record] = []
         for messages in batches.values():
             for msg in messages:
                 try:
-                    records.append(self._parse(msg))
+                    records.append(self._parse(spec, msg))
                 except UnknownVariant as exc:
                     # A newer producer's addition (a status, kind or type this reader does not
                     # know yet): skipped and counted, never dead-lettered.
-                    metrics.SKIPPED_UNKNOWN.labels(self.spec.name, exc.field).inc()
+                    metrics.SKIPPED_UNKNOWN.labels(spec.name, exc.field).inc()
                 except InvalidMessage as exc:
-                    await self._dead_letter(consumer, msg, exc)
+                    await self._dead_letter(consumer, spec, msg, exc)
         if records:
-            with metrics.HANDLER_SECONDS.labels(self.spec.name).time():
-                await self._handle(consumer, records)
+            with metrics.HANDLER_SECONDS.labels(spec.name).time():
+                if tracing.enabled():
+                    # The batch's span: child of its first record's trace, linked to the
+                    # others'; the handler's outbox rows carry it on.
+                    with tracing.span(f"{spec.name} process", self.name, kind="consumer",
+                                      parent=records[0].raw.headers,
+                                      links=[r.raw.headers for r in records[1:]],
+                                      attributes={"messaging.system": "kafka",
+                                                  "messaging.destination.name": spec.topic,
+                                                  "messaging.batch.message_count":
+                                                      len(records)}):
+                        await self._handle(consumer, spec, records)
+                else:
+                    await self._handle(consumer, spec, records)
         size = sum(len(m) for m in batches.values())
-        self.dead_ratio.add(size - self._dead_in_poll, self._dead_in_poll)
-        if self.dead_ratio.exceeded():
-            self.halted = (f"dead-lettered {self.dead_ratio.ratio:.0%} of the last "
-                           f"{self.dead_ratio.window} records (limit "
-                           f"{self.dead_ratio.max_ratio:.0%})")
-            return  # not committed: the records are read again after the restart
-        committed = {tp: msgs[-1].offset + 1 for tp, msgs in batches.items()}
-        await self._commit(consumer, committed)
-        metrics.CONSUMED.labels(self.spec.name).inc(size)
-        metrics.BATCH_RECORDS.labels(self.spec.name).observe(size)
-        for tp, position in committed.items():
-            # The high watermark comes with each fetch response: no extra request.
-            if (end := consumer.highwater(tp)) is not None:
-                metrics.LAG.labels(self.spec.name, str(tp.partition)).set(max(end - position, 0))
+        dead = self._dead_in_poll[spec.name]
+        ratio = self.dead_ratio[spec.name]
+        ratio.add(size - dead, dead)
+        if ratio.exceeded():
+            self.halted_specs[spec.name] = (
+                f"dead-lettered {ratio.ratio:.0%} of the last {ratio.window} records "
+                f"(limit {ratio.max_ratio:.0%})")
+            log.error("consumer %s: %s halted: %s; not committing it, /readyz is 503 until a "
+                      "restart", self.group, spec.name, self.halted_specs[spec.name])
+            metrics.PAUSED.labels(spec.name).set(1)
+            return
+        metrics.CONSUMED.labels(spec.name).inc(size)
+        metrics.BATCH_RECORDS.labels(spec.name).observe(size)
 
-    def _parse(self, msg: ConsumerRecord) -> Record:
+
+    def _parse(self, spec: ConsumerSpec, msg: ConsumerRecord) -> Record:
         try:
-            value = self.spec.model.model_validate_json(msg.value or b"")
+            value = spec.model.model_validate_json(msg.value or b"")
         except ValidationError as exc:
             if field := _unknown_variant(exc):
                 raise UnknownVariant(field) from exc
             raise InvalidMessage(_short(exc)) from exc
         return Record(value, msg.topic, msg.partition, msg.offset, msg.key, msg)
 
-    async def _handle(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
+    async def _handle(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+                      records: list[Record]) -> None:
         try:
-            await self._handle_until_done(consumer, records)
+            await self._handle_until_done(consumer, spec, records)
         finally:
-            metrics.PAUSED.labels(self.spec.name).set(0)
+            metrics.PAUSED.labels(spec.name).set(0)
 
-    async def _handle_until_done(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
+    async def _handle_until_done(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+                                 records: list[Record]) -> None:
         attempt = 0
         delay = 0.2
         while True:
             try:
-                await self.spec.handler(records)
+                await spec.handler(records)
                 return
             except InvalidMessage as exc:
                 if len(records) > 1:
-                    return await self._one_by_one(consumer, records)
-                return await self._dead_letter(consumer, records[0].raw, exc)
+                    return await self._one_by_one(consumer, spec, records)
+                return await self._dead_letter(consumer, spec, records[0].raw, exc)
             except Exception as exc:
                 if is_transient(exc):
                     # An outage: wait it out without leaving the group, then retry.
-                    log.warning("consumer %s: dependency down (%s), pausing", self.group,
+                    log.warning("consumer %s: dependency down (%s), pausing", spec.name,
                                 type(exc).__name__)
-                    metrics.PAUSED.labels(self.spec.name).set(1)
+                    metrics.PAUSED.labels(spec.name).set(1)
                     await self._pause_for(consumer, _partitions(records), delay)
                     delay = min(delay * 2, 15)
                     continue
                 if len(records) > 1:
-                    return await self._one_by_one(consumer, records)
+                    return await self._one_by_one(consumer, spec, records)
                 attempt += 1
-                if attempt >= self.spec.max_attempts:
-                    log.exception("consumer %s: giving up on offset %s", self.group,
+                if attempt >= spec.max_attempts:
+                    log.exception("consumer %s: giving up on offset %s", spec.name,
                                   records[0].offset)
-                    return await self._dead_letter(consumer, records[0].raw, exc)
+                    return await self._dead_letter(consumer, spec, records[0].raw, exc)
                 await self._sleep(delay * attempt)
 
-    async def _one_by_one(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
+    async def _one_by_one(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+                          records: list[Record]) -> None:
         for record in records:
-            await self._handle(consumer, [record])
+            await self._handle(consumer, spec, [record])
 
     async def _pause_for(
         self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition], delay: float
     ) -> None:
-        """Sleep with jitter while keeping group membership; abandon if stopping or revoked."""
-        assigned = consumer.assignment()
+        """Sleep with jitter while keeping group membership; abandon if stopping or revoked.
+
+        Only `partitions` are paused: another topic's handler running beside this one keeps
+        its own. The sleep itself is a plain wait; the group's heartbeats run on their own
+        task, and the poll interval (10 min) is far longer than any backoff here."""
+        assigned = partitions & consumer.assignment()
         consumer.pause(*assigned)
         try:
-            # getmany on paused partitions returns nothing but keeps the poll interval alive.
-            await consumer.getmany(timeout_ms=int(delay * (0.8 + 0.4 * random.random()) * 1000))
+            await self._sleep(delay * (0.8 + 0.4 * random.random()))
         finally:
             current = consumer.assignment()
             consumer.resume(*[p for p in assigned if p in current])
@@ -276,15 +356,16 @@ class ConsumerLoop:
     async def _dead_letter(
         self,
         consumer: AIOKafkaConsumer,
+        spec: ConsumerSpec,
         msg: ConsumerRecord,
         exc: BaseException,
     ) -> None:
         delay = 0.2
         while True:
             try:
-                await dead_letter(self.producer, self.settings, self.spec.name, msg, exc)
-                metrics.DEAD_LETTERED.labels(self.spec.name).inc()
-                self._dead_in_poll += 1
+                await dead_letter(self.producer, self.settings, spec.name, msg, exc)
+                metrics.DEAD_LETTERED.labels(spec.name).inc()
+                self._dead_in_poll[spec.name] = self._dead_in_poll.get(spec.name, 0) + 1
                 return
             except KafkaError:
                 await self._pause_for(consumer, {TopicPartition(msg.topic, msg.partition)}, delay)

@@ -119,6 +119,12 @@ async def test_journey_list_stats_and_stage_map_counts(
         {"key": "bought", "enter": {"event": f"Bought {unique}"}}]}
     api, urls = admin_headers, stack.urls
     async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        # Journey checks the templates a journey names with messaging on save.
+        tpl = f"{urls['messaging']}/v1/templates/welcome"
+        if (await http.get(tpl, headers=api)).status_code == 404:
+            r = await http.put(tpl, headers=api, json={"channel": "email", "subject": "Welcome",
+                                                       "text": "Hello"})
+            assert r.status_code == 200, r.text
         assert (await http.post(f"{urls['journey']}/v1/journeys", headers=api,
                                 json=document)).status_code == 201
         assert (await http.post(f"{urls['journey']}/v1/journeys/{key}/publish",
@@ -261,6 +267,9 @@ async def test_template_preview_follows_edits_and_customer(
         assert r.status_code == 303
         listing = await client.get("/templates")
         assert key in listing.text and ".console-preview" not in listing.text
+        async with httpx.AsyncClient(trust_env=False, headers=admin_headers) as http:
+            saved = (await http.get(f"{urls['messaging']}/v1/templates")).json()["items"]
+        assert not [t for t in saved if t["key"].startswith(key + ".")]  # previews save nothing
         # Test send: messaging's answer, or a clear panel where the route is missing.
         async with httpx.AsyncClient(trust_env=False) as http:
             route = (await http.get(f"{urls['messaging']}/openapi.json")).json()["paths"]

@@ -38,3 +38,25 @@ async def test_a_driver_statement_first_in_a_transaction_is_inside_it(
         assert by_driver == by_sqlalchemy
     finally:
         await engine.dispose()
+
+
+async def test_a_driver_write_first_in_a_transaction_rolls_back_with_it(
+        settings: Settings, unique: str) -> None:
+    engine = create_engine(settings.database_url)
+    table = f"public.t_{unique}"
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f"CREATE TABLE {table} (id int)")
+        with pytest.raises(RuntimeError):
+            async with engine.begin() as conn:
+                await (await driver(conn)).execute(f"INSERT INTO {table} VALUES (1)")
+                raise RuntimeError("the handler failed after its first write")
+        async with engine.begin() as conn:
+            await (await driver(conn)).execute(f"INSERT INTO {table} VALUES (2)")
+        async with engine.connect() as conn:
+            rows = (await conn.exec_driver_sql(f"SELECT id FROM {table}")).scalars().all()
+        assert rows == [2]  # the first rolled back, the second committed
+    finally:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        await engine.dispose()

@@ -25,8 +25,9 @@ from sqlalchemy.dialects.postgresql import insert
 from typer.testing import CliRunner
 
 from services.journey.app import create_app as journey_app
+from services.journey.domain.uplift import welch
 from services.journey.settings import JourneySettings
-from services.journey.tables import api_keys, snapshots
+from services.journey.tables import api_keys, instances, snapshots
 from services.messaging import tables as messaging_tables
 from services.messaging.app import create_app as messaging_app
 from services.profile import tables as profile_tables
@@ -607,3 +608,84 @@ async def test_max_per_second_paces_all_broadcasts_of_a_workspace(stack: Stack) 
     elapsed = asyncio.get_running_loop().time() - started
     # 32 sends at 8/s, with at most one second's worth at once: at least three seconds.
     assert elapsed >= 2.9, elapsed
+
+
+async def test_holdout_uplift_leaves_the_control_group_out_and_values_goals(
+        stack: Stack) -> None:
+    """Control-group members are in neither arm of a journey's holdout uplift; revenue per
+    customer comes from the goal events' value under profile's `revenue_properties`."""
+    ws, admin = await workspace(stack)
+    http, harness = stack.journey.http, stack.journey
+    # The engine asks profile with its service key (here the bootstrap admin key), so the
+    # convention is set in that key's workspace.
+    service = {"Authorization": f"Bearer {harness.settings.bootstrap_admin_key}"}
+    r = await http.put(f"{stack.profile}/v1/profile-settings/conventions", headers=service,
+                       json={"revenue_properties": ["amount", "revenue"]})
+    assert r.status_code == 200, r.text
+    try:
+        await _holdout_uplift(stack, ws, admin)
+    finally:
+        await http.put(f"{stack.profile}/v1/profile-settings/conventions", headers=service,
+                       json={})
+
+
+async def _holdout_uplift(stack: Stack, ws: str, admin: dict[str, str]) -> None:
+    http, harness = stack.journey.http, stack.journey
+    await put_policy(stack, admin, {"control_group_percent": 40})
+    await harness.publish(admin, _journey(1) | {
+        "reentry": "once", "holdout_percent": 50,
+        "goal": {"event": "Buy", "within": "P14D"}})
+    ids = [f"u{n:02d}" for n in range(40)]
+    for pid in ids:
+        await harness.event(ws, pid, "Go1")
+
+    async def stats() -> dict[str, Any]:
+        r = await http.get(f"{harness.url}/v1/journeys/j1/stats", headers=admin)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+    await harness.until(lambda: _entered(stats, 40), timeout=30)
+    # Half of them buy: amounts 10, 20, 30, 40 in turn ("revenue" is not read: "amount"
+    # comes first); one buys with no value at all and counts 0.
+    worth = {pid: float(10 * (n % 4 + 1)) for n, pid in enumerate(ids[:19])} | {ids[19]: 0.0}
+    for pid, amount in worth.items():
+        await harness.event(ws, pid, "Buy", **({"amount": amount, "revenue": 999}
+                                               if amount else {}))
+    async with harness.engine.connect() as conn:
+        async def converted() -> bool:
+            n = (await conn.execute(select(func.count()).select_from(instances).where(
+                instances.c.workspace_id == ws,
+                instances.c.goal_at.is_not(None)))).scalar_one()
+            return bool(n == 20)
+        await harness.until(converted, timeout=30)
+        arm = dict((await conn.execute(select(instances.c.profile_id, instances.c.holdout)
+                                       .where(instances.c.workspace_id == ws))).all())
+        control = {p for (p,) in (await conn.execute(select(snapshots.c.profile_id).where(
+            snapshots.c.workspace_id == ws, snapshots.c.control))).all()}
+    body = (await stats())["goal"]
+    groups = {flag: [p for p in ids if arm[p] is flag and p not in control]
+              for flag in (False, True)}
+    assert control and all(len(g) >= 2 for g in groups.values())
+    assert body["control_group_excluded"] == len(control)
+    for name, flag in (("treated", False), ("holdout", True)):
+        people = groups[flag]
+        values = [worth.get(p, 0.0) for p in people]
+        assert body[name]["customers"] == len(people)
+        assert body[name]["converted"] == len([p for p in people if p in worth])
+        assert body[name]["revenue"] == sum(values)
+        assert body[name]["revenue_per_customer"] == pytest.approx(sum(values) / len(values))
+    assert body["treated"]["customers"] + body["holdout"]["customers"] + len(control) == 40
+    samples = [_mean_var([worth.get(p, 0.0) for p in groups[flag]]) for flag in (False, True)]
+    expected = welch(samples[0], samples[1])
+    money = body["revenue_per_customer"]
+    assert money["ci_method"] == "welch" and money["difference"] == expected["difference"]
+    assert money["ci95"] == expected["ci95"]
+
+
+async def _entered(stats: Any, n: int) -> bool:
+    return bool((await stats())["customers"] == n)
+
+
+def _mean_var(values: list[float]) -> tuple[float, float, int]:
+    mean = sum(values) / len(values)
+    return mean, sum((v - mean) ** 2 for v in values) / (len(values) - 1), len(values)

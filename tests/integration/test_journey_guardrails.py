@@ -163,7 +163,8 @@ async def test_stats_count_customers_and_instances_apart(harness: Harness) -> No
     assert stats["active_by_step"] == {"bought": {"nap": 3}}
     assert stats["active_customers_by_step"] == {"bought": {"nap": 2}}
     assert stats["goal"]["treated"] == {"customers": 2, "converted": 1, "conversion": 0.5,
-                                        "instances": 3, "converted_instances": 1}
+                                        "instances": 3, "converted_instances": 1,
+                                        "revenue": 0.0, "revenue_per_customer": 0.0}
     assert stats["goal"]["holdout"]["customers"] == 0 and stats["goal"]["uplift"] is None
     spec = (await harness.http.get(f"{harness.url}/openapi.json")).json()
     described = spec["paths"]["/v1/journeys/{key}/stats"]["get"]["description"]
@@ -203,7 +204,8 @@ async def test_trace_answers_why_not_and_stats_count_stages(harness: Harness) ->
     assert stats["time_in_stage"]["purchased"]["count"] == 1
     assert stats["sends"]["purchased"] == {"ask": {"sent": 1}, "thanks": {"sent": 1}}
     assert stats["goal"]["treated"] == {"customers": 1, "converted": 1, "conversion": 1.0,
-                                        "instances": 1, "converted_instances": 1}
+                                        "instances": 1, "converted_instances": 1,
+                                        "revenue": 0.0, "revenue_per_customer": 0.0}
     # The same trace through the CLI.
     key = admin["Authorization"].split()[1]
     args = ["journeys", "why", "t1", "post-purchase-review", "--url", harness.url,

@@ -101,7 +101,12 @@ async def test_consumer_path_counts_once_and_uplift_degrades(world: ProfileWorld
             t["communication"]["unique_opens"]) == (1, 1, 1)
     assert (t["sales"]["orders"], t["sales"]["revenue"]) == (1, 42.0)
     assert t["attribution"]["revenue"] == 42.0
-    assert t["uplift"] is None and got["warnings"][0].startswith("uplift: journey unavailable")
+    # Journey unavailable: no journey's uplift, a warning; the CRM uplift is profile's own.
+    assert set(t["uplift"]) == {"crm"}
+    assert got["warnings"][0].startswith("uplift: journey unavailable")
+    crm = t["uplift"]["crm"]
+    assert (crm["treated"]["customers"], crm["treated"]["converted"],
+            crm["treated"]["revenue"], crm["control_size"]) == (1, 1, 42.0, 0)
     assert len(got["series"]) == 30 and got["window"]["interval"] == "day"
     assert got["by"]["journey"]["welcome"]["attribution"]["orders"] == 1
 

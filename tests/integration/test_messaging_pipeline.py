@@ -182,6 +182,12 @@ async def test_email_content_headers_tracking_and_log(stack: Stack, unique: str)
     r = await s.http.get(f"{s.url}/v1/messages", params={"journey": "welcome", "status": "sent"})
     assert row["id"] in [m["id"] for m in r.json()["items"]]
 
+    # Messaging's own metrics: the send by channel and outcome, the provider call's latency.
+    metrics = (await s.http.get(f"{s.url}/metrics")).text
+    assert 'touchpoint_messaging_sends_total{channel="email",outcome="sent"}' in metrics
+    assert 'touchpoint_messaging_provider_seconds_count{provider="' in metrics
+    assert 'result="ok"}' in metrics
+
 
 async def test_one_click_unsubscribe_suppresses_the_next_send(stack: Stack, unique: str) -> None:
     s = stack

@@ -212,6 +212,55 @@ async def test_codes_one_per_customer_reused_and_never_consumed_by_preview(
     assert (await http.get(f"{a.url}/v1/code-pools/{pool}")).json()["remaining"] == 0
 
 
+async def test_inline_preview_renders_unsaved_sources_like_a_saved_one(
+        replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str) -> None:
+    """`POST /v1/templates/preview` renders the sources in the request: the same answer as
+    the saved template's preview, nothing saved, no code handed out, problems at their
+    field."""
+    a, _, http = replicas
+    pool = f"inl-{unique}"
+    await http.put(f"{a.url}/v1/code-pools/{pool}", json={"codes": ["KEEP"]})
+    source = {"channel": "email", "subject": "Hi {{ profile.traits.name }}",
+              "html": f"<p>{{{{ event.total | money }}}} {{{{ '{pool}' | code }}}}</p>"
+                      "{{ profile.traits.nope }}"}
+    context = {"profile": {"traits": {"name": "Ada"}, "currency": "EUR"},
+               "event": {"total": 5}}
+    r = await http.post(f"{a.url}/v1/templates/preview", json={"template": source, **context})
+    assert r.status_code == 200, r.text
+    inline = r.json()
+    assert inline["subject"] == "Hi Ada" and f"[{pool} code]" in inline["html"]
+    assert "5" in inline["text"] and "/u/preview" in inline["text"]  # text from html + footer
+    assert [u["name"] for u in inline["undefined"]] == ["profile.traits.nope"]
+    listing = (await http.get(f"{a.url}/v1/templates")).json()["items"]
+    assert not [t for t in listing if pool in (t["html"] or "")]  # nothing saved
+    assert (await http.get(f"{a.url}/v1/code-pools/{pool}")).json()["remaining"] == 1
+    r = await http.put(f"{a.url}/v1/templates/inl-{unique}", json=source)
+    assert r.status_code == 200
+    saved = await http.post(f"{a.url}/v1/templates/inl-{unique}/preview", json=context)
+    assert saved.json() == inline
+
+    r = await http.post(f"{a.url}/v1/templates/preview",
+                        json={"template": source | {"strict": True}, **context})
+    assert r.status_code == 422 and "nope" in r.json()["detail"]
+    r = await http.post(f"{a.url}/v1/templates/preview",
+                        json={"template": {"channel": "email", "subject": "x",
+                                           "html": "{% if %}"}})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "template.html"
+    assert r.json()["errors"][0]["line"] == 1
+    r = await http.post(f"{a.url}/v1/templates/preview",
+                        json={"template": {"channel": "sms"}})
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "template.text"
+    attack = "{{ 'aaaaaaaaa' " + "| replace: 'a', 'aaaaa' " * 10 + "}}"
+    r = await http.post(f"{a.url}/v1/templates/preview",
+                        json={"template": {"channel": "sms", "text": attack}})
+    assert r.status_code == 400 and "template limit" in r.json()["detail"]
+    r = await http.post(f"{a.url}/v1/templates/preview", json={"profile": {}})
+    assert r.status_code in (400, 422) and "template" in r.text
+    r = await http.post(f"{a.url}/v1/templates/preview", json={"template": source},
+                        headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+
+
 async def test_codes_are_never_given_twice_by_two_replicas(
         replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str) -> None:
     a, b, http = replicas

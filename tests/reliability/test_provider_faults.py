@@ -76,6 +76,7 @@ async def stack(settings: Settings, admin_headers: dict[str, str]) -> AsyncItera
         app = create_app(own)
         ms = app.state.messaging.settings
         ms.messaging_provider_attempts = 1  # every transient failure goes the durable way
+        ms.messaging_allow_private_targets = True  # the recording providers are on loopback
         ms.messaging_retry_delay_seconds = 0.3
         ms.messaging_retry_max_delay_seconds = 1.0
         producer = create_producer(own, client_id="test-reliability")

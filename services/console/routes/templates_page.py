@@ -74,24 +74,17 @@ async def preview(request: Request, key: str, session: SessionDep,
                   topic: Annotated[str, Form(max_length=100)] = "",
                   csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
     """The preview fragment: the edited (unsaved) sources rendered against a customer's
-    snapshot, the one a real send carries. The API previews saved templates, so the edit is
-    put under a scratch key (`<key>.console-preview`), rendered, and deleted again: the
-    template itself changes only on Save."""
+    snapshot, the one a real send carries, by messaging's inline preview (nothing saved)."""
     check_csrf(session, csrf)
-    a = api(request)
     snapshot: dict[str, Any] = {}
     who = customer.strip()
-    scratch = f"{key}.console-preview"[:200]
     body = _fields(channel, subject, html, text, category, topic)
+    source = {k: body[k] for k in ("channel", "subject", "html", "text")}
     try:
         if who:
             snapshot = await _snapshot(request, session.key, who)
-        await a.call(session.key, "templates.put", key=scratch, json=body)
-        try:
-            out = await a.call(session.key, "templates.preview", key=scratch,
-                               json={"profile": snapshot})
-        finally:
-            await a.call(session.key, "templates.delete", key=scratch)
+        out = await api(request).call(session.key, "templates.preview_inline",
+                                      json={"template": source, "profile": snapshot})
     except ApiProblem as exc:
         return render(request, "_problem.html", {"title": exc.title, "detail": exc.detail,
                                                  "errors": exc.errors})

@@ -9,8 +9,8 @@ from sqlalchemy import Float, and_, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.api.schemas import JourneyStats, ProfileJourneys, ProfileTrace
-from services.journey.domain.uplift import conversion, uplift
-from services.journey.tables import decisions, instances, journeys
+from services.journey.domain.uplift import conversion, uplift, welch
+from services.journey.tables import decisions, instances, journeys, snapshots
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
 from shared.http.deps import EngineDep
@@ -47,6 +47,11 @@ Fields:
   `instances`, `converted_instances`. Holdout is drawn per customer, so `uplift` and
   `ci95` compare customers. `ci95` is Newcombe's hybrid score interval (1998, method 10;
   `ci_method`), informative for small holdouts; `holdout_size` is the holdout's customers.
+  Global control-group members are in neither arm (`control_group_excluded` counts them).
+- `goal.*.revenue` / `revenue_per_customer`: the arm's goal values (the goal event's first
+  `revenue_properties` number, profile's convention; else 0) and their mean per customer;
+  `goal.revenue_per_customer`: the difference treated - holdout with Welch's 95 % interval
+  (`df`). Read from the goal decisions, so they cover the trace retention.
 
 Transitions, times in stage and sends come from decisions, which are kept for the trace
 retention (`TOUCHPOINT_JOURNEY_TRACE_RETENTION_DAYS`, default 90 days after an instance
@@ -78,10 +83,19 @@ async def journey_stats(key: str, engine: EngineDep, principal: AdminDep,
             scope_i, i.status == "active").group_by(i.stage, i.step))).all()
         exits = (await conn.execute(select(i.exit_reason, func.count().label("n")).where(
             scope_i, i.status == "exited").group_by(i.exit_reason))).all()
+        # Global control-group members are in neither arm: they get no marketing message
+        # whichever arm they drew, so they would dilute the treated arm's effect.
+        s = snapshots.c
+        control = select(s.profile_id).where(s.workspace_id == ws,
+                                             s.profile_id == i.profile_id, s.control).exists()
         goals = (await conn.execute(select(
             i.holdout, n, people, func.count(i.goal_at).label("converted"),
             func.count(i.profile_id.distinct()).filter(i.goal_at.is_not(None))
-            .label("people_converted")).where(scope_i).group_by(i.holdout))).all()
+            .label("people_converted")).where(scope_i, ~control).group_by(i.holdout))).all()
+        in_control = (await conn.execute(select(func.count(i.profile_id.distinct())).where(
+            scope_i, control))).scalar_one()
+        revenue = {bool(r.holdout): r for r in (await conn.execute(
+            _revenue_per_customer(scope_i, scope_d, control))).all()}
         moves = (await conn.execute(select(
             d.detail["from"].astext.label("source"), d.stage, func.count().label("n")).where(
             scope_d, d.kind == "stage", d.outcome == "entered",
@@ -109,7 +123,9 @@ async def journey_stats(key: str, engine: EngineDep, principal: AdminDep,
     for row in step_sends:
         sends.setdefault(row.stage, {}).setdefault(row.step, {})[row.outcome] = row.n
     by_arm = {bool(r.holdout): r for r in goals}
-    treated, holdout = _arm(by_arm.get(False)), _arm(by_arm.get(True))
+    treated = _arm(by_arm.get(False)) | _money(revenue.get(False))
+    holdout = _arm(by_arm.get(True)) | _money(revenue.get(True))
+    money = welch(_sample(revenue.get(False)), _sample(revenue.get(True)))
     return {
         "key": key, "version": version,
         "entries": sum(r.n for r in by_stage),
@@ -124,10 +140,42 @@ async def journey_stats(key: str, engine: EngineDep, principal: AdminDep,
                                     "p50_s": _round(r.p50), "p90_s": _round(r.p90)}
                           for r in stays},
         "sends": sends,
-        "goal": {"treated": treated, "holdout": holdout} | uplift(
+        "goal": {"treated": treated, "holdout": holdout,
+                 "control_group_excluded": in_control} | uplift(
             (treated["converted"], treated["customers"]),
-            (holdout["converted"], holdout["customers"])),
+            (holdout["converted"], holdout["customers"])) | {
+            "revenue_per_customer": {"difference": money["difference"], "ci95": money["ci95"],
+                                     "ci_method": "welch", "df": money["df"]}},
     }
+
+
+def _revenue_per_customer(scope_i: Any, scope_d: Any, control: Any) -> Any:
+    """Per arm: customers, and the mean and sample variance of each customer's goal revenue
+    (the `revenue` of their goal decisions in this journey; 0 for those without)."""
+    i, d = instances.c, decisions.c
+    people = (select(i.profile_id, func.bool_or(i.holdout).label("holdout"))
+              .where(scope_i, ~control).group_by(i.profile_id).subquery())
+    worth = (select(d.profile_id, func.sum(cast(d.detail["revenue"].astext, Float))
+                    .label("revenue"))
+             .where(scope_d, d.kind == "goal", d.outcome == "reached",
+                    d.detail.has_key("revenue"))
+             .group_by(d.profile_id).subquery())
+    value = func.coalesce(worth.c.revenue, 0.0)
+    return (select(people.c.holdout, func.count().label("n"), func.sum(value).label("total"),
+                   func.avg(value).label("mean"), func.var_samp(value).label("var"))
+            .select_from(people.outerjoin(worth, worth.c.profile_id == people.c.profile_id))
+            .group_by(people.c.holdout))
+
+
+def _money(row: Any) -> dict[str, Any]:
+    return {"revenue": round(float(row.total), 2) if row else 0.0,
+            "revenue_per_customer": round(float(row.mean), 6) if row else None}
+
+
+def _sample(row: Any) -> tuple[float, float, int]:
+    if row is None:
+        return 0.0, 0.0, 0
+    return float(row.mean), float(row.var or 0.0), int(row.n)
 
 
 def _arm(row: Any) -> dict[str, Any]:

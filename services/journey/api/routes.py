@@ -32,7 +32,7 @@ from services.journey.tables import decisions, instances, journey_versions, jour
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers, json_body
 from shared.http.deps import EngineDep
-from shared.http.problems import Problem
+from shared.http.problems import Problem, field_path
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
 
@@ -46,7 +46,7 @@ def _summary(row: Any) -> dict[str, Any]:
 def _errors(exc: ValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
+        loc = field_path(err.get("loc", ()))
         out.append({"field": loc or "body", "message": str(err.get("msg"))})
     return out
 

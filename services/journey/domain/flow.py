@@ -20,6 +20,7 @@ from services.journey.domain.signals import Signal, concerns, instance_key_of, r
 from services.journey.domain.state import Effects, Facts, Instance
 from services.journey.domain.steps import complete, exit_instance, run_flow
 from services.journey.domain.timing import iso_duration
+from services.journey.domain.uplift import goal_value
 
 GOAL_WINDOW_DEFAULT = timedelta(days=365)  # a goal without `within` still needs an end
 
@@ -130,7 +131,9 @@ def on_signal(doc: JourneyDocument, inst: Instance, signal: Signal, facts: Facts
     if (goal and goal.event and goal.event == signal.name and signal.kind == "event"
             and inst.goal_at is None and (inst.goal_until is None or now <= inst.goal_until)
             and (goal.where is None or evaluate(goal.where, signal.data, now))):
-        _goal(inst, facts, fx, f"event '{signal.name}'")
+        _goal(inst, facts, fx, f"event '{signal.name}'",
+              revenue=goal_value(_event(signal).get("properties") or {},
+                                 facts.revenue_properties))
     if not inst.active:
         return
     stage = doc.stage(inst.stage)
@@ -164,11 +167,16 @@ def on_timer(doc: JourneyDocument, inst: Instance, facts: Facts, fx: Effects) ->
              resume="timeout" if kind == "timeout" else "timer")
 
 
-def _goal(inst: Instance, facts: Facts, fx: Effects, reason: str) -> None:
+def _goal(inst: Instance, facts: Facts, fx: Effects, reason: str,
+          revenue: float | None = None) -> None:
+    """`revenue`: the goal event's value (a goal reached by entering a stage has none); the
+    stats' revenue per customer sums it (`detail.revenue`)."""
     if inst.goal_at is None and (inst.goal_until is None or facts.now <= inst.goal_until):
         inst.goal_at, inst.dirty = facts.now, True
-        fx.decide(inst, "goal", "reached", facts.now, reason=reason,
-                  detail={"holdout": inst.holdout})
+        detail: dict[str, Any] = {"holdout": inst.holdout}
+        if revenue is not None:
+            detail["revenue"] = revenue
+        fx.decide(inst, "goal", "reached", facts.now, reason=reason, detail=detail)
 
 
 def _event(signal: Signal) -> dict[str, Any]:

@@ -103,6 +103,8 @@ class Facts:
     templates: dict[str, TemplateMeta] = field(default_factory=dict)
     past: list[PastSend] = field(default_factory=list)
     control: bool = False
+    # Profile's `revenue_properties` convention: what a goal event is worth (uplift.py).
+    revenue_properties: tuple[str, ...] = ("revenue", "total")
 
 
 @dataclass

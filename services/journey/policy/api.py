@@ -13,7 +13,7 @@ from services.journey.policy import store
 from shared.http.auth import AdminDep
 from shared.http.contracts import json_body
 from shared.http.deps import EngineDep
-from shared.http.problems import Problem
+from shared.http.problems import Problem, field_path
 
 router = APIRouter(prefix="/v1", tags=["policy"])
 M = TypeVar("M", bound=BaseModel)
@@ -25,7 +25,7 @@ def errors_of(exc: ValidationError) -> list[dict[str, str]]:
     message (`caps.1: ...`), which becomes the field."""
     out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
+        loc = field_path(err.get("loc", ()))
         msg = str(err.get("msg"))
         match = _PATH.match(msg)
         if match and (not loc or match.group(1).startswith(loc.split(".")[0])):

@@ -78,21 +78,32 @@ class Directory:
             return False
         return True
 
-    async def timezone(self, workspace_id: str, *, caller: str | None = None) -> str:
-        """The workspace's zone (profile-settings `timezone`); UTC when absent or unknown."""
+    async def _settings(self, workspace_id: str, caller: str | None) -> dict[str, Any]:
+        """Profile's workspace settings (cached); {} when profile is not configured."""
         if not self.settings.profile_url:
-            return "UTC"
+            return {}
         try:
             body = await self._get(self.settings.profile_url, "profile",
                                    "/v1/profile-settings", workspace_id, caller)
         except (Unknown, Problem):
-            # Profile unreachable: UTC for now, and not asked again before the TTL (the
+            # Profile unreachable: defaults for now, and not asked again before the TTL (the
             # engine's batches ask too, and must not wait on a service that is down).
             body = {}
             self._cache[("profile", workspace_id, "/v1/profile-settings")] = (
                 time.monotonic() + self.settings.directory_ttl_s, body)
+        return body if isinstance(body, dict) else {}
+
+    async def timezone(self, workspace_id: str, *, caller: str | None = None) -> str:
+        """The workspace's zone (profile-settings `timezone`); UTC when absent or unknown."""
+        body = await self._settings(workspace_id, caller)
         zone = body.get("timezone") or (body.get("conventions") or {}).get("timezone")
         return str(zone) if zone else "UTC"
+
+    async def revenue_properties(self, workspace_id: str) -> tuple[str, ...] | None:
+        """Profile's `revenue_properties` convention; None when unknown (the default)."""
+        body = await self._settings(workspace_id, None)
+        names = (body.get("conventions") or {}).get("revenue_properties")
+        return tuple(str(n) for n in names) if isinstance(names, list) and names else None
 
 
 async def zones(directory: Directory | None, workspaces: set[str]) -> dict[str, str]:
@@ -105,3 +116,13 @@ async def zones(directory: Directory | None, workspaces: set[str]) -> dict[str, 
 def caller_key(authorization: str | None) -> str | None:
     scheme, _, token = (authorization or "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def revenue_names(directory: Directory | None, workspaces: set[str]
+                        ) -> dict[str, tuple[str, ...]]:
+    """Each workspace's `revenue_properties` where profile says (cached, same request as the
+    zone); a workspace left out uses the default."""
+    if directory is None or not directory.settings.profile_url:
+        return {}
+    found = {ws: await directory.revenue_properties(ws) for ws in workspaces}
+    return {ws: names for ws, names in found.items() if names}

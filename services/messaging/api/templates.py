@@ -61,6 +61,21 @@ class PreviewIn(BaseModel):
     journey: dict[str, Any] = Field(default_factory=dict)
 
 
+class InlineTemplateIn(BaseModel):
+    """The sources to render (not saved): as `PUT /v1/templates/{key}`'s body."""
+
+    model_config = ConfigDict(extra="forbid")
+    channel: Literal["email", "sms", "push", "webhook"]
+    subject: str | None = Field(None, max_length=1000)
+    html: str | None = Field(None, max_length=256 * 1024)
+    text: str | None = Field(None, max_length=256 * 1024)
+    strict: bool = Field(False, description="undefined variables fail the render")
+
+
+class InlinePreviewIn(PreviewIn):
+    template: InlineTemplateIn
+
+
 class TestSendIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"to": "qa@example.com"}]})
@@ -130,8 +145,10 @@ def _out(row: Any) -> dict[str, Any]:
     return {k: row[k] for k in TemplateOut.model_fields}
 
 
-def check_template(body: TemplateIn, snippets: dict[str, str]) -> None:
-    """400 with every problem (field, message, line, column), or nothing."""
+def check_template(body: TemplateIn | InlineTemplateIn, snippets: dict[str, str],
+                   prefix: str = "") -> None:
+    """400 with every problem (field, message, line, column), or nothing; `prefix` is put
+    before each field's name (`template.` for an inline preview)."""
     errors = [{"field": name, **problem} for name in PARTS
               for problem in check_source(getattr(body, name), snippets=snippets)]
     needs = {"email": ("subject", "html or text", body.subject and (body.html or body.text)),
@@ -145,6 +162,8 @@ def check_template(body: TemplateIn, snippets: dict[str, str]) -> None:
     if not errors and (limit := check_limits(subject=body.subject, html=body.html,
                                              text=body.text, snippets=snippets)):
         errors.append({"field": "html" if body.html else "text", "message": limit})
+    for error in errors:
+        error["field"] = prefix + error["field"]
     if errors:
         first = errors[0]
         where = f" (line {first['line']}, column {first['column']})" if "line" in first else ""
@@ -232,6 +251,42 @@ async def test_send_template(body: TestSendIn, request: Request, engine: EngineD
     return result
 
 
+async def _snippets(engine: EngineDep, workspace_id: str) -> dict[str, str]:
+    async with engine.connect() as conn:
+        return (await template_store.load_snippets(conn, [workspace_id]))[workspace_id]
+
+
+def _preview(source: Any, body: PreviewIn, m: Any, snippets: dict[str, str]) -> dict[str, Any]:
+    """Render `source` (channel, subject, html, text, strict) as a preview: 422 names what
+    can't render."""
+    unsubscribe = f"{m.settings.messaging_public_url}/u/preview"
+    data = template_data(body.model_dump(include={"profile", "event", "journey"}),
+                         message_id="preview", unsubscribe_url=unsubscribe)
+    try:
+        out = render(subject=source["subject"], html=source["html"], text=source["text"],
+                     data=data, strict=source["strict"], snippets=snippets,
+                     options=render_options(m.settings, body.profile))
+    except RenderError as exc:
+        raise Problem(422, "Cannot render", str(exc)) from exc
+    if source["channel"] == "email":
+        if out.html and not source["text"]:
+            out = replace(out, text=html_to_text(out.html))
+        out = with_unsubscribe_footer(out, url=unsubscribe,
+                                      sources=(source["html"], source["text"]))
+    return {"subject": out.subject, "html": out.html, "text": out.text,
+            "undefined": out.undefined}
+
+
+@router.post("/templates/preview", response_model=PreviewOut, responses=answers(None, 422))
+async def preview_inline(body: InlinePreviewIn, engine: EngineDep, m: MessagingDep,
+                         principal: AdminDep) -> dict[str, Any]:
+    """Render a template given in the request (not saved) like a saved template's preview;
+    400 names a source error, 422 what can't render; no discount code is handed out."""
+    snippets = await _snippets(engine, principal.workspace_id)
+    check_template(body.template, snippets, prefix="template.")
+    return _preview(body.template.model_dump(), body, m, snippets)
+
+
 @router.post("/templates/{key}/preview", response_model=PreviewOut,
              responses=answers(None, 404, 422))
 async def preview_template(body: PreviewIn, engine: EngineDep, m: MessagingDep,
@@ -240,20 +295,4 @@ async def preview_template(body: PreviewIn, engine: EngineDep, m: MessagingDep,
     discount code is handed out. 422 names what can't render (a strict template's
     missing variable, a render limit)."""
     row = await load_template(engine, principal.workspace_id, key)
-    async with engine.connect() as conn:
-        snippets = (await template_store.load_snippets(conn, [principal.workspace_id]))[
-            principal.workspace_id]
-    unsubscribe = f"{m.settings.messaging_public_url}/u/preview"
-    data = template_data(body.model_dump(), message_id="preview", unsubscribe_url=unsubscribe)
-    try:
-        out = render(subject=row["subject"], html=row["html"], text=row["text"], data=data,
-                     strict=row["strict"], snippets=snippets,
-                     options=render_options(m.settings, body.profile))
-    except RenderError as exc:
-        raise Problem(422, "Cannot render", str(exc)) from exc
-    if row["channel"] == "email":
-        if out.html and not row["text"]:
-            out = replace(out, text=html_to_text(out.html))
-        out = with_unsubscribe_footer(out, url=unsubscribe, sources=(row["html"], row["text"]))
-    return {"subject": out.subject, "html": out.html, "text": out.text,
-            "undefined": out.undefined}
+    return _preview(row, body, m, await _snippets(engine, principal.workspace_id))

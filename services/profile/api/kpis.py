@@ -10,7 +10,7 @@ import httpx
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from services.profile import kpis_read, kpis_rebuild
+from services.profile import kpis_read, kpis_rebuild, kpis_uplift
 from services.profile import repository as repo
 from services.profile.domain.kpis import local_day
 from services.profile.settings import ProfileSettings
@@ -88,9 +88,16 @@ async def get_kpis(request: Request, rt: RuntimeDep, principal: AdminDep,
         dim, key = chosen[0] if chosen else ("", "")
         w = kpis_read.Window(ws, first, last, interval, dim, key, segment or "")
         out = await kpis_read.answer(conn, w, conv)
+        crm = await kpis_uplift.crm(conn, ws, first, last, segment or "",
+                                    out["totals"]["sales"]["currency"] or "")
     out["warnings"] = []
     uplift, warning = await _uplift(request, sorted(out["by"]["journey"]))
-    out["totals"]["uplift"] = uplift
+    # Journeys' figures under their keys (none when journey is unavailable: a warning says
+    # so), and `crm`: treated customers against the global control group, from profile's
+    # own rollups. A journey keyed `crm` keeps its figures in `by.journey.crm.uplift`.
+    for key, figures in (uplift or {}).items():
+        out["by"]["journey"].setdefault(key, {})["uplift"] = figures
+    out["totals"]["uplift"] = (uplift or {}) | {"crm": crm}
     if warning:
         out["warnings"].append(warning)
     return out

@@ -44,6 +44,8 @@ def event_properties(d: DeliveryEvent) -> dict[str, Any]:
         props["reason"] = d.reason
     if d.url:
         props["url"] = d.url
+    if d.rule:  # journey's held/suppressed outcomes: the KPI rebuild finds the control group
+        props["rule"] = d.rule
     return props
 
 

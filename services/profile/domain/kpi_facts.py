@@ -12,6 +12,7 @@ from services.profile.domain.kpis import COUNTED, TOUCHES
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.events import Event
 
+CONTROL_RULE = "control_group"  # journey's rule on a control-group member's suppressed send
 
 class Delivery(NamedTuple):
     ws: str
@@ -51,16 +52,21 @@ class KpiFacts:
     orders: list[Order] = field(default_factory=list)
     refunds: list[Refund] = field(default_factory=list)
     nps: list[tuple[str, str, datetime, float]] = field(default_factory=list)  # ws pid at score
+    # Global control-group members whose send journey suppressed: (ws, pid, at).
+    control: list[tuple[str, str, datetime]] = field(default_factory=list)
 
     def note_delivery(self, pid: str, d: DeliveryEvent) -> None:
         self.delivery(d.workspace_id, pid, d.message_id, d.status, d.channel.value,
                       d.journey.key if d.journey else None, d.broadcast, d.template,
-                      d.occurred_at, bool(d.test))
+                      d.occurred_at, bool(d.test), d.rule)
 
     def delivery(self, ws: str, pid: str, message_id: str, status: DeliveryStatus,
                  channel: str, journey: str | None, broadcast: str | None,
-                 template: str | None, at: datetime, test: bool) -> None:
-        if not test and (status in COUNTED or status in TOUCHES):
+                 template: str | None, at: datetime, test: bool,
+                 rule: str | None = None) -> None:
+        if status is DeliveryStatus.suppressed and rule == CONTROL_RULE and not test:
+            self.control.append((ws, pid, at))
+        elif not test and (status in COUNTED or status in TOUCHES):
             self.deliveries.append(Delivery(
                 ws, pid, message_id[:200], status, channel, journey and journey[:200],
                 broadcast and broadcast[:200], template and template[:200], at))
@@ -87,7 +93,8 @@ class KpiFacts:
                 self.nps.append((ws, pid, at, float(score)))
 
     def __bool__(self) -> bool:
-        return bool(self.deliveries or self.orders or self.refunds or self.nps)
+        return bool(self.deliveries or self.orders or self.refunds or self.nps
+                    or self.control)
 
 
 def _currency(props: dict[str, Any]) -> str:

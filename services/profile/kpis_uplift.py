@@ -1,0 +1,116 @@
+"""The CRM uplift's rollups (`uplift.crm` of `GET /v1/kpis`): control-group members and each
+customer's orders and net revenue per local day. Written in the consumer's batch
+transaction (called from kpis_store), read without scanning the event history."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.profile.domain.kpis import cover
+from services.profile.repository import fetch
+from shared.uplift import conversion, newcombe, welch
+
+# (workspace, profile, local day, currency) -> [new orders, net revenue]: kpi_customer_days.
+Money = dict[tuple[str, str, date, str], list[Any]]
+
+
+def _columns(rows: list[tuple[Any, ...]], n: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(n)]
+
+
+async def known_control(conn: AsyncConnection, first: dict[tuple[str, str], datetime]
+                        ) -> None:
+    """Members as profile learns them: (workspace, profile) -> first suppressed send."""
+    if first:
+        await fetch(conn, "INSERT INTO profile.kpi_control (workspace_id, profile_id, since) "
+                    "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
+                    "ON CONFLICT DO NOTHING",
+                    *_columns([(*k, v) for k, v in first.items()], 3))
+
+
+async def customer_days(conn: AsyncConnection, money: Money) -> None:
+    """Add the batch's new orders and net revenue to each customer's local days."""
+    if money:
+        rows = [(*k, v[0], v[1]) for k, v in money.items()]
+        await fetch(
+            conn, "INSERT INTO profile.kpi_customer_days (workspace_id, profile_id, day, "
+            "currency, orders, revenue) SELECT * FROM unnest($1::text[], $2::text[], "
+            "$3::date[], $4::text[], $5::int[], $6::float8[]) ON CONFLICT (workspace_id, "
+            "profile_id, day, currency) DO UPDATE SET orders = kpi_customer_days.orders + "
+            "excluded.orders, revenue = kpi_customer_days.revenue + excluded.revenue",
+            *_columns(rows, 6))
+
+
+async def fold(conn: AsyncConnection, losers: list[str], survivors: list[str]) -> None:
+    """Merges: a loser's days fold into the survivor's, and a loser in the control group
+    makes the survivor a member (its `control` sets move with the other people sets)."""
+    await fetch(
+        conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m(l, s)), g AS ("
+        "DELETE FROM profile.kpi_customer_days x USING m WHERE x.profile_id = m.l RETURNING "
+        "x.*, m.s) INSERT INTO profile.kpi_customer_days (workspace_id, profile_id, day, "
+        "currency, orders, revenue) SELECT workspace_id, s, day, currency, sum(orders), "
+        "sum(revenue) FROM g GROUP BY 1, 2, 3, 4 ON CONFLICT (workspace_id, profile_id, day, "
+        "currency) DO UPDATE SET orders = kpi_customer_days.orders + excluded.orders, "
+        "revenue = kpi_customer_days.revenue + excluded.revenue", losers, survivors)
+    await fetch(
+        conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m(l, s)), g AS ("
+        "DELETE FROM profile.kpi_control x USING m WHERE x.profile_id = m.l RETURNING x.*, "
+        "m.s) INSERT INTO profile.kpi_control (workspace_id, profile_id, since) SELECT "
+        "workspace_id, s, min(since) FROM g GROUP BY 1, 2 ON CONFLICT DO NOTHING",
+        losers, survivors)
+
+
+async def crm(conn: AsyncConnection, ws: str, first: date, last: date, segment: str,
+              currency: str) -> dict[str, Any]:
+    """All treated customers (sent a message in the window, not control-group members)
+    against the control group's members whose marketing send was suppressed in the window:
+    conversion (an order in the window) with Newcombe's interval, net revenue per customer
+    (in the workspace currency) with Welch's. Exact: unions of whole day, week and month
+    sets, and each customer's days."""
+    intervals, starts = _columns(cover(first, last), 2)
+    currencies = sorted({currency, ""})
+    rows = await fetch(
+        conn, "WITH c AS (SELECT * FROM unnest($3::text[], $4::date[]) AS c(interval, start)), "
+        "arm AS (SELECT p.profile_id, bool_or(p.figure = 'control') AS control FROM "
+        "profile.kpi_people p JOIN c ON p.interval = c.interval AND p.start = c.start WHERE "
+        "p.workspace_id = $1 AND p.segment = $2 AND p.dim = '' AND p.key = '' AND p.figure = "
+        "ANY(ARRAY['reached', 'control']) GROUP BY 1), money AS (SELECT profile_id, "
+        "sum(orders) AS orders, sum(revenue) FILTER (WHERE currency = ANY($7::text[])) AS "
+        "revenue FROM profile.kpi_customer_days WHERE workspace_id = $1 AND day BETWEEN $5 "
+        "AND $6 GROUP BY 1), who AS (SELECT a.profile_id, a.control OR EXISTS (SELECT 1 FROM "
+        "profile.kpi_control k WHERE k.workspace_id = $1 AND k.profile_id = a.profile_id) "
+        "AS control FROM arm a) SELECT who.control, count(*) AS n, count(*) FILTER (WHERE "
+        "m.orders > 0) AS converted, coalesce(sum(m.revenue), 0) AS total, "
+        "avg(coalesce(m.revenue, 0)) AS mean, var_samp(coalesce(m.revenue, 0)) AS var FROM "
+        "who LEFT JOIN money m USING (profile_id) GROUP BY 1",
+        ws, segment, intervals, starts, first, last, currencies)
+    arms = {bool(r["control"]): r for r in rows}
+    treated, control = _arm(arms.get(False)), _arm(arms.get(True))
+    interval = newcombe((treated["converted"], treated["customers"]),
+                        (control["converted"], control["customers"]))
+    money = welch(_sample(arms.get(False)), _sample(arms.get(True)))
+    rt, rc = treated["conversion"], control["conversion"]
+    return {"treated": treated, "control": control, "currency": currency or None,
+            "uplift": None if rt is None or rc is None else round(rt - rc, 6),
+            "ci95": None if interval is None else [round(interval[0], 6),
+                                                   round(interval[1], 6)],
+            "ci_method": "newcombe", "treated_size": treated["customers"],
+            "control_size": control["customers"],
+            "revenue_per_customer": {"difference": money["difference"], "ci95": money["ci95"],
+                                     "ci_method": "welch", "df": money["df"]}}
+
+
+def _arm(row: Any) -> dict[str, Any]:
+    n, converted = (int(row["n"]), int(row["converted"])) if row else (0, 0)
+    return {"customers": n, "converted": converted, "conversion": conversion(converted, n),
+            "revenue": round(float(row["total"]), 2) if row else 0.0,
+            "revenue_per_customer": round(float(row["mean"]), 6) if row else None}
+
+
+def _sample(row: Any) -> tuple[float, float, int]:
+    if row is None:
+        return 0.0, 0.0, 0
+    return float(row["mean"]), float(row["var"] or 0.0), int(row["n"])

@@ -148,9 +148,11 @@ def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendSt
 
 def render_options(settings: Any, profile: dict[str, Any],
                    codes: dict[str, str] | None = None) -> RenderOptions:
-    """Currency and zone for `money` and `date`: the profile snapshot's (`currency`,
-    `timezone`), else the workspace's (messaging settings)."""
-    currency, zone = profile.get("currency"), profile.get("timezone")
+    """Currency and zone for `money` and `date`: the customer's (snapshot `currency`,
+    `timezone`), else the workspace's (profile conventions, carried in the snapshot as
+    `workspace_currency` / `workspace_timezone`), else messaging's settings."""
+    currency = profile.get("currency") or profile.get("workspace_currency")
+    zone = profile.get("timezone") or profile.get("workspace_timezone")
     return RenderOptions(
         currency=currency if isinstance(currency, str) and currency else
         settings.messaging_currency,

@@ -40,6 +40,13 @@ class ProfileSnapshot(BaseModel):
     codes: dict[str, str] | None = Field(
         default=None, description="Discount codes the customer was sent, by code pool key "
                                   "(`profile.codes.<pool>` in templates); absent when none.")
+    workspace_currency: str | None = Field(
+        default=None, description="The workspace's currency (profile conventions `currency`), "
+                                  "for templates' `money`; absent when none is set.")
+    workspace_timezone: str | None = Field(
+        default=None, description="The workspace's time zone (profile conventions `timezone`), "
+                                  "for templates' `date` when the customer has none; absent "
+                                  "when it is UTC.")
 
 
 class ProfileEvent(Envelope):

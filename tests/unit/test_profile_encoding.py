@@ -112,3 +112,34 @@ def test_change_ids_stay_within_the_envelope_limit_and_are_deterministic() -> No
     ProfileChange.model_validate({"id": long, "workspace_id": "w", "profile_id": "p",
                                   "kind": "merged", "data": {},
                                   "occurred_at": "2026-01-01T00:00:00Z"})
+
+
+def test_snapshot_carries_the_workspace_currency_and_zone_byte_for_byte() -> None:
+    """Messaging's `money` and `date` filters fall back to the workspace's conventions,
+    which travel in the snapshot (absent when unset / UTC, so default snapshots are as
+    before)."""
+    conv = Conventions(currency="EUR", timezone="Europe/Berlin")
+    fields = snapshot_fields(_state(), NOW, conv)
+    assert (fields["workspace_currency"], fields["workspace_timezone"]) == ("EUR",
+                                                                            "Europe/Berlin")
+    fields["segments"] = []
+    model = snapshot(_state(), [], NOW, conv)
+    assert orjson.dumps(fields) == orjson.dumps(model.model_dump(mode="json", exclude_none=True))
+    plain = snapshot_fields(_state(), NOW, Conventions())
+    assert "workspace_currency" not in plain and "workspace_timezone" not in plain
+
+
+def test_templates_use_the_customer_then_the_workspace_then_messaging_settings() -> None:
+    from services.messaging.prepare import render_options
+    from services.messaging.settings import MessagingSettings
+
+    settings = MessagingSettings(env="test", messaging_currency="USD",
+                                 messaging_timezone="UTC")
+    workspace = {"workspace_currency": "EUR", "workspace_timezone": "Europe/Berlin"}
+    own = render_options(settings, {**workspace, "currency": "GBP",
+                                    "timezone": "America/New_York"})
+    assert (own.currency, own.timezone) == ("GBP", "America/New_York")
+    ws = render_options(settings, workspace)
+    assert (ws.currency, ws.timezone) == ("EUR", "Europe/Berlin")
+    bare = render_options(settings, {})
+    assert (bare.currency, bare.timezone) == ("USD", "UTC")

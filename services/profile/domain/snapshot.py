@@ -82,6 +82,10 @@ def snapshot_fields(p: ProfileState, now: datetime, conv: Conventions) -> dict[s
         out["rfm_segment"] = p.rfm["segment"]
     if p.codes:
         out["codes"] = dict(p.codes)
+    if conv.currency:  # the workspace's, for messaging's `money` and `date` filters
+        out["workspace_currency"] = conv.currency
+    if conv.timezone != "UTC":
+        out["workspace_timezone"] = conv.timezone
     return out
 
 

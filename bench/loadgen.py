@@ -47,7 +47,9 @@ class Connection:
                 length = int(line[15:])
         if length:
             await self.reader.readexactly(length)
-        return int(status_line.split(b" ", 2)[1]) if status_line else 0
+        if not status_line:
+            raise ConnectionResetError("closed by the server")
+        return int(status_line.split(b" ", 2)[1])
 
 
 class Pool:
@@ -75,18 +77,27 @@ class Pool:
             self.freed.notify()
 
 
+_BROKEN = (OSError, RuntimeError, asyncio.IncompleteReadError, ValueError, IndexError)
+
+
 async def customer(pool: Pool, requests: list[bytes], user: str, due: int,
                    results: list[str]) -> None:
-    statuses = []
-    conn: Connection | None = await pool.take()
-    try:
-        for raw in requests:
-            statuses.append(await conn.request(raw))
-    except (OSError, asyncio.IncompleteReadError, ValueError):
-        statuses.append(0)
-        conn.writer.close()
-        conn = None
-    await pool.give(conn)
+    statuses: list[int] = []
+    conn: Connection | None = None
+    for _attempt in range(2):  # a kept-alive connection the server closed: once more, fresh
+        conn = await pool.take()
+        try:
+            while len(statuses) < len(requests):
+                statuses.append(await conn.request(requests[len(statuses)]))
+            break
+        except _BROKEN:
+            conn.writer.close()
+            await pool.give(None)
+            conn = None
+    if conn is None:
+        statuses += [0] * (len(requests) - len(statuses))
+    else:
+        await pool.give(conn)
     results.append(f"{user}\t{due}\t{statuses[0]}\t{statuses[-1]}\n")
 
 

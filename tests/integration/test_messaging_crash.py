@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +27,8 @@ from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.support.net import free_port
+from tests.support.processes import serve
+from tests.support.ready import ready
 
 pytestmark = pytest.mark.integration
 
@@ -60,26 +59,6 @@ def sink() -> Iterator[tuple[int, KillingSink]]:
         controller.stop()
 
 
-def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).parent / "touchpoint"
-    return subprocess.Popen([str(exe), "serve", "messaging", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-async def ready(url: str, timeout: float = 60) -> None:
-    async with httpx.AsyncClient() as http:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(url)
-
-
 async def test_crash_after_provider_accepted_never_sends_twice(
         settings: Settings, admin_headers: dict[str, str]) -> None:
     own = settings.model_copy(update={"topic_prefix": f"crash-{uuid.uuid4().hex[:8]}."})
@@ -97,7 +76,7 @@ async def test_crash_after_provider_accepted_never_sends_twice(
                "TOUCHPOINT_CONSUMER_SESSION_TIMEOUT_MS": "6000",
                "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10"}
         url = f"http://127.0.0.1:{port}"
-        proc = serve(env, port)
+        proc = serve("messaging", env, port)
         try:
             await ready(url)
             async with httpx.AsyncClient(headers=admin_headers) as http:
@@ -124,7 +103,8 @@ async def test_crash_after_provider_accepted_never_sends_twice(
                     messages.c.idempotency_key == "crash-" + profile + "-1"))).scalar()
             assert status == "sending"  # the outcome never committed: the window
 
-            proc = serve(env, port)  # same consumer group: re-reads the uncommitted command
+            # same consumer group: re-reads the uncommitted command
+            proc = serve("messaging", env, port)
             await ready(url)
             await publish(producer, own.topic("send-commands"),
                           [(message_key("default", profile), cmd(2))],

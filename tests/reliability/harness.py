@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,11 +18,13 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request, Response
 
 from tests.support.net import free_port
+from tests.support.processes import kill as kill  # re-exported for the scenarios
+from tests.support.processes import serve as support_serve
+from tests.support.ready import ready as ready  # re-exported for the scenarios
 
 SOAK = os.environ.get("TOUCHPOINT_SOAK") == "1"
 ROUNDS = int(os.environ.get("TOUCHPOINT_SOAK_ROUNDS", "3")) if SOAK else 1
@@ -156,26 +156,7 @@ def _log(service: str) -> Any:
 
 
 def serve(service: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """`touchpoint serve <service>` as a subprocess in its own session (SIGKILL-able)."""
-    exe = Path(sys.executable).parent / "touchpoint"
-    return subprocess.Popen([str(exe), "serve", service, "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=_log(service),
-                            start_new_session=True)
+    """`touchpoint serve <service>`, its log kept where TOUCHPOINT_TEST_LOGS says."""
+    return support_serve(service, env, port, stderr=_log(service))
 
 
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-
-
-async def ready(url: str, timeout: float = 60) -> None:
-    async with httpx.AsyncClient() as http:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(url)

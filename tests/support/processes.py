@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+import subprocess
 import sys
+from pathlib import Path
+from typing import IO
 
 _PR_SET_PDEATHSIG = 1
 
@@ -18,3 +22,17 @@ def die_with_parent() -> None:
     """
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def serve(service: str, env: dict[str, str], port: int,
+          stderr: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """`touchpoint serve <service>` as a subprocess in its own session (SIGKILL-able)."""
+    exe = Path(sys.executable).parent / "touchpoint"
+    return subprocess.Popen([str(exe), "serve", service, "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL: no shutdown hook runs, as when a machine dies."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)

@@ -19,3 +19,9 @@ async def wait_ready(http: httpx.AsyncClient, url: str, timeout: float = 15.0) -
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{url} not ready after {timeout} s")
         await asyncio.sleep(0.05)
+
+
+async def ready(url: str, timeout: float = 60) -> None:
+    """`wait_ready` with a client of its own (for a subprocess being started or restarted)."""
+    async with httpx.AsyncClient() as http:
+        await wait_ready(http, url, timeout)

@@ -32,7 +32,7 @@ from services.journey.tables import decisions, instances, journey_versions, jour
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers, json_body
 from shared.http.deps import EngineDep
-from shared.http.problems import Problem, field_path
+from shared.http.problems import Problem, field_errors
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
 
@@ -43,20 +43,12 @@ def _summary(row: Any) -> dict[str, Any]:
             "updated_at": row["updated_at"]}
 
 
-def _errors(exc: ValidationError) -> list[dict[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = field_path(err.get("loc", ()))
-        out.append({"field": loc or "body", "message": str(err.get("msg"))})
-    return out
-
-
 def parse_document(body: Any) -> JourneyDocument:
     """A journey document or a 400 naming each wrong field and why."""
     try:
         return JourneyDocument.model_validate(body)
     except ValidationError as exc:
-        errors = _errors(exc)
+        errors = field_errors(exc)
         raise Problem(400, "Invalid journey", "; ".join(
             f"{e['field']}: {e['message']}" for e in errors[:5]), errors=errors) from exc
 

@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.messaging import prepare as prepare_module
-from services.messaging.prepare import event, send_event
-from services.messaging.store import encoded
+from services.messaging import delivery_events as prepare_module
+from services.messaging.delivery_events import encoded, event, send_event
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.envelope import JourneyRef
 from shared.contracts.send import Channel, Recipient, SendCommand

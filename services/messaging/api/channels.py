@@ -102,7 +102,7 @@ async def put_channel(channel: ChannelName, provider: ProviderName, body: Channe
         set_={**values, "updated_at": func.now()})
     async with engine.begin() as conn:
         row = (await conn.execute(stmt.returning(channels))).mappings().one()
-    m.forget(ws)
+    m.routes.forget(ws)
     return _out(row)
 
 
@@ -141,4 +141,4 @@ async def delete_channel(channel: ChannelName, provider: ProviderName, engine: E
             channels.c.provider == provider))
     if result.rowcount == 0:
         raise Problem(404, "Not found", f"no {provider} provider for {channel}")
-    m.forget(principal.workspace_id)
+    m.routes.forget(principal.workspace_id)

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from services.messaging import template_store
 from services.messaging.api.deps import EngineDep
 from services.messaging.domain.template_check import check_limits, check_source
+from services.messaging.store import templates as template_store
 from services.messaging.tables import snippets
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
-from services.messaging import template_store
 from services.messaging.api.deps import EngineDep, MessagingDep, publish
 from services.messaging.domain.plain_text import html_to_text
 from services.messaging.domain.render import (
@@ -20,6 +19,7 @@ from services.messaging.domain.render import (
 )
 from services.messaging.domain.template_check import SAMPLE_PROFILE, check_limits, check_source
 from services.messaging.prepare import render_options
+from services.messaging.store import templates as template_store
 from services.messaging.tables import templates
 from services.messaging.test_send import test_command, test_send
 from shared.contracts.send import ChannelName

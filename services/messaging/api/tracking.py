@@ -20,6 +20,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from services.messaging import store
 from services.messaging.api.deps import EngineDep, MessagingDep, publish
 from services.messaging.api.schemas import EmailStatusReport, TwilioStatus
+from services.messaging.delivery_events import event_from_row
 from services.messaging.domain.tokens import verify_token
 from services.messaging.providers.sms import DEAD_NUMBER_CODES
 from services.messaging.tables import channels, messages
@@ -62,7 +63,7 @@ async def _engagement(request: Request, engine: EngineDep, t: dict[str, Any], co
                                                    message_id=t["m"], column=column)
             ids = []
             if row is not None and (first or suffix):
-                ids = await store.emit(conn, request.app.state.settings, [store.event_from_row(
+                ids = await store.emit(conn, request.app.state.settings, [event_from_row(
                     row, status, datetime.now(UTC), suffix=suffix, **fields)])
         await publish(request, ids)
     except Exception:
@@ -124,7 +125,7 @@ async def unsubscribe(request: Request, engine: EngineDep, m: MessagingDep,
                                    subscribed=False, source="unsubscribe-link", at=now)
         row = (await conn.execute(select(messages).where(
             messages.c.workspace_id == t["w"], messages.c.id == t["m"]))).mappings().first()
-        event = (store.event_from_row(row, DeliveryStatus.unsubscribed, now, reason=scope)
+        event = (event_from_row(row, DeliveryStatus.unsubscribed, now, reason=scope)
                  if row is not None else
                  DeliveryEvent(id=f"{t['m']}:unsubscribed", workspace_id=t["w"],
                                profile_id=t["p"], message_id=t["m"], channel=t["c"],
@@ -166,7 +167,7 @@ async def _status_update(request: Request, engine: EngineDep, *, workspace_id: s
         if outcome == "delivered":
             await store.touch_message(conn, workspace_id=workspace_id, message_id=row["id"],
                                       column="delivered_at", status="delivered")
-            events.append(store.event_from_row(row, DeliveryStatus.delivered, now))
+            events.append(event_from_row(row, DeliveryStatus.delivered, now))
         elif outcome == "bounced":
             await store.touch_message(conn, workspace_id=workspace_id, message_id=row["id"],
                                       column="updated_at", status="bounced")
@@ -175,16 +176,16 @@ async def _status_update(request: Request, engine: EngineDep, *, workspace_id: s
                 await store.mark_undeliverable(conn, workspace_id=workspace_id,
                                                channel=row["channel"], addresses=[address],
                                                reason=reason or "hard bounce")
-            events.append(store.event_from_row(row, DeliveryStatus.bounced, now,
+            events.append(event_from_row(row, DeliveryStatus.bounced, now,
                                                reason=reason or "hard bounce", address=address))
         elif outcome == "complained":
             await store.record_consent(conn, workspace_id=workspace_id,
                                        profile_id=row["profile_id"], scope=row["channel"],
                                        subscribed=False, source="complaint", at=now)
-            events.append(store.event_from_row(row, DeliveryStatus.complained, now,
+            events.append(event_from_row(row, DeliveryStatus.complained, now,
                                                reason=reason))
         elif outcome == "failed":
-            events.append(store.event_from_row(row, DeliveryStatus.failed, now,
+            events.append(event_from_row(row, DeliveryStatus.failed, now,
                                                suffix=":provider", reason=reason))
         ids = await store.emit(conn, request.app.state.settings, events)
     await publish(request, ids)

@@ -1,4 +1,4 @@
-"""Templates' database side: snippets, versions and the code pools a render reads."""
+"""Templates, their versions and snippets: what a save writes and a render reads."""
 
 from __future__ import annotations
 

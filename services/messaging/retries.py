@@ -27,6 +27,7 @@ from services.messaging.parts import Messaging
 from services.messaging.prepare import prepare, recipient_addresses
 from services.messaging.store import emit, load_send_state, transaction
 from services.messaging.store.sends import fail_unusable, lease_due, stale_to_unknown
+from shared.clock import pause
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import SendCommand
 from shared.kafka.errors import is_transient
@@ -55,10 +56,7 @@ class RetrySweeper:
                     raise
                 log.warning("retry sweeper: dependency down (%s)", type(exc).__name__)
             if not busy:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), self.interval)
-                except TimeoutError:
-                    pass
+                await pause(self._stopping, self.interval)
 
     async def sweep(self) -> int:
         """One pass; returns how many due messages it claimed."""

@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
+from shared.clock import pause
 from shared.db.driver import driver
 from shared.kafka.codec import encode, headers_json, with_trace
 from shared.kafka.producer import send_batched
@@ -223,10 +224,7 @@ class OutboxRelay:
                     pass
             except Exception as exc:
                 log.warning("%s outbox sweeper: %s", self.service, type(exc).__name__)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), interval_s)
-            except TimeoutError:
-                pass
+            await pause(self._stopping, interval_s)
 
     def stop(self) -> None:
         self._stopping.set()

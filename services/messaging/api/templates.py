@@ -108,8 +108,9 @@ class PreviewOut(BaseModel):
         description="undefined variables met (blank in a lax template), with their place")
 
 
-class TemplateOut(BaseModel):
-    key: str
+class _TemplateParts(BaseModel):
+    """What a template and each of its versions hold."""
+
     channel: str
     subject: str | None
     html: str | None
@@ -117,6 +118,10 @@ class TemplateOut(BaseModel):
     category: str
     topic: str | None
     strict: bool
+
+
+class TemplateOut(_TemplateParts):
+    key: str
     version: int
     updated_at: Any
 
@@ -125,15 +130,8 @@ class TemplateList(BaseModel):
     items: list[TemplateOut]
 
 
-class VersionOut(BaseModel):
+class VersionOut(_TemplateParts):
     version: int
-    channel: str
-    subject: str | None
-    html: str | None
-    text: str | None
-    category: str
-    topic: str | None
-    strict: bool
     created_at: Any
 
 

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
 
 from services.messaging.api.deps import EngineDep, MessagingDep, publish
 from services.messaging.domain.plain_text import html_to_text
@@ -20,7 +19,6 @@ from services.messaging.domain.render import (
 from services.messaging.domain.template_check import SAMPLE_PROFILE, check_limits, check_source
 from services.messaging.prepare import render_options
 from services.messaging.store import templates as template_store
-from services.messaging.tables import templates
 from services.messaging.test_send import test_command, test_send
 from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
@@ -186,16 +184,13 @@ async def put_template(body: TemplateIn, engine: EngineDep, principal: AdminDep,
 async def list_templates(engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """All templates of the workspace."""
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(templates).where(
-            templates.c.workspace_id == principal.workspace_id).order_by(templates.c.key)
-        )).mappings().all()
+        rows = await template_store.template_rows(conn, principal.workspace_id)
     return {"items": [_out(r) for r in rows]}
 
 
 async def load_template(engine: EngineDep, workspace_id: str, key: str) -> Any:
     async with engine.connect() as conn:
-        row = (await conn.execute(select(templates).where(
-            templates.c.workspace_id == workspace_id, templates.c.key == key))).mappings().first()
+        row = await template_store.template_row(conn, workspace_id, key)
     if row is None:
         raise Problem(404, "Not found", f"no template '{key}'")
     return row
@@ -224,9 +219,8 @@ async def list_versions(engine: EngineDep, principal: AdminDep,
 async def delete_template(engine: EngineDep, principal: AdminDep, key: str = TemplateKey) -> None:
     """Delete a template; sends that name it fail with a clear reason."""
     async with engine.begin() as conn:
-        result = await conn.execute(delete(templates).where(
-            templates.c.workspace_id == principal.workspace_id, templates.c.key == key))
-    if result.rowcount == 0:
+        deleted = await template_store.delete_template(conn, principal.workspace_id, key)
+    if not deleted:
         raise Problem(404, "Not found", f"no template '{key}'")
 
 

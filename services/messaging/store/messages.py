@@ -1,8 +1,9 @@
-"""The message log outside the send path: the API's filter and the marks of opens, clicks
-and provider status reports."""
+"""The message log outside the send path: what the API reads and resends, and the marks of
+opens, clicks and provider status reports."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -41,3 +42,41 @@ async def touch_message(conn: AsyncConnection, *, workspace_id: str, message_id:
     row = (await conn.execute(update(messages).where(messages.c.id == message_id)
                               .values(**values).returning(messages))).mappings().one()
     return row, before[0] is None
+
+
+async def message_page(conn: AsyncConnection, where: Any, columns: Sequence[str], *,
+                       limit: int, offset: int) -> list[Any]:
+    """`columns` of the messages `where` (see `message_filter`) says, newest first."""
+    return list((await conn.execute(select(*(messages.c[c] for c in columns)).where(where)
+                                    .order_by(messages.c.created_at.desc(), messages.c.id)
+                                    .limit(limit).offset(offset))).mappings().all())
+
+
+async def message_row(conn: AsyncConnection, workspace_id: str, message_id: str) -> Any:
+    """One message's row, or None."""
+    return (await conn.execute(select(messages).where(
+        messages.c.workspace_id == workspace_id, messages.c.id == message_id))).mappings().first()
+
+
+async def message_by_provider(conn: AsyncConnection, workspace_id: str, provider: str,
+                              provider_id: str) -> Any:
+    """The message a provider knows by its own id, or None."""
+    return (await conn.execute(select(messages).where(
+        messages.c.workspace_id == workspace_id, messages.c.provider == provider,
+        messages.c.provider_message_id == provider_id))).mappings().first()
+
+
+async def lock_for_resend(conn: AsyncConnection, workspace_id: str,
+                          message_id: str) -> tuple[str, bool] | None:
+    """A message's status and whether its send command was kept, locked; None if unknown."""
+    row = (await conn.execute(select(messages.c.status, messages.c.command.is_not(None))
+                              .where(messages.c.workspace_id == workspace_id,
+                                     messages.c.id == message_id)
+                              .with_for_update())).first()
+    return None if row is None else (row[0], bool(row[1]))
+
+
+async def mark_for_resend(conn: AsyncConnection, message_id: str) -> None:
+    """`retrying`, due now: the retry sweeper sends it within a second."""
+    await conn.execute(update(messages).where(messages.c.id == message_id).values(
+        status="retrying", retry_at=func.now(), retry_since=func.now(), updated_at=func.now()))

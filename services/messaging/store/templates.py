@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.messaging.tables import snippets, template_versions, templates
@@ -59,3 +60,44 @@ async def versions(conn: AsyncConnection, *, workspace_id: str, key: str) -> lis
         template_versions.c.workspace_id == workspace_id, template_versions.c.key == key
     ).order_by(template_versions.c.version.desc()))
     return list(rows.mappings().all())
+
+
+async def template_rows(conn: AsyncConnection, workspace_id: str) -> list[Any]:
+    """The workspace's templates, by key."""
+    return list((await conn.execute(select(templates).where(
+        templates.c.workspace_id == workspace_id).order_by(templates.c.key))).mappings().all())
+
+
+async def template_row(conn: AsyncConnection, workspace_id: str, key: str) -> Any:
+    """One template's row (its latest version), or None."""
+    return (await conn.execute(select(templates).where(
+        templates.c.workspace_id == workspace_id, templates.c.key == key))).mappings().first()
+
+
+async def delete_template(conn: AsyncConnection, workspace_id: str, key: str) -> bool:
+    """False when there was no such template (its versions stay)."""
+    result = await conn.execute(delete(templates).where(
+        templates.c.workspace_id == workspace_id, templates.c.key == key))
+    return bool(result.rowcount)
+
+
+async def save_snippet(conn: AsyncConnection, workspace_id: str, name: str,
+                       source: str) -> Any:
+    """Create or replace a snippet; returns its row."""
+    stmt = insert(snippets).values(workspace_id=workspace_id, name=name, source=source)
+    return (await conn.execute(stmt.on_conflict_do_update(
+        index_elements=[snippets.c.workspace_id, snippets.c.name],
+        set_={"source": source, "updated_at": func.now()}).returning(snippets))).mappings().one()
+
+
+async def snippet_row(conn: AsyncConnection, workspace_id: str, name: str) -> Any:
+    """One snippet's row, or None."""
+    return (await conn.execute(select(snippets).where(
+        snippets.c.workspace_id == workspace_id, snippets.c.name == name))).mappings().first()
+
+
+async def delete_snippet(conn: AsyncConnection, workspace_id: str, name: str) -> bool:
+    """False when there was no such snippet."""
+    result = await conn.execute(delete(snippets).where(
+        snippets.c.workspace_id == workspace_id, snippets.c.name == name))
+    return bool(result.rowcount)

@@ -1,6 +1,6 @@
 """Every delivery event messaging writes, built here: the send path's (claim, outcomes,
-bounces), those about a logged message (tracking, unsubscribes, provider status, the
-retry sweeper's `unknown`), and the outbox row each becomes."""
+bounces; through the contract's fast writer where it can), and those about a logged
+message (tracking, unsubscribes, provider status, the retry sweeper's `unknown`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from shared.contracts.delivery import DeliveryEvent, DeliveryStatus, delivery_ev
 from shared.contracts.envelope import message_key, utcnow
 from shared.contracts.send import SendCommand
 from shared.db.outbox import Pending
-from shared.kafka.codec import encode
 
 
 def event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,
@@ -29,7 +28,7 @@ def event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetim
 def send_event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,
                reason: str | None = None, template_version: int | None = None,
                test: bool | None = None, codes: dict[str, str] | None = None) -> Pending:
-    """`encoded(event(...))` through the contract's fast writer, without building and
+    """`store.outbox.encoded(event(...))` through the contract's fast writer, without building and
     dumping the model (two events per email: a few per cent of the CPU per email)."""
     event_id = f"{message_id}:{status.value}"
     value = delivery_event_json(
@@ -52,12 +51,6 @@ def event_from_row(row: Any, status: DeliveryStatus, at: datetime, *, suffix: st
                          message_id=row["id"], idempotency_key=row["idempotency_key"],
                          status=status, channel=row["channel"], template=row["template"],
                          journey=row["journey"], occurred_at=at, **fields)
-
-
-def encoded(e: DeliveryEvent) -> Pending:
-    """The outbox row of a delivery event built as a model (its topic set by `store.emit`)."""
-    return Pending("delivery-events", message_key(e.workspace_id, e.profile_id), e.id,
-                   encode(e))
 
 
 def outcome_events(o: Outcome, now: datetime) -> list[DeliveryEvent | Pending]:

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.messaging import delivery_events
-from services.messaging.delivery_events import encoded, event, send_event
+from services.messaging.delivery_events import event, send_event
+from services.messaging.store.outbox import encoded
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.envelope import JourneyRef
 from shared.contracts.send import Channel, Recipient, SendCommand

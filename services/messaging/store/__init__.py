@@ -1,5 +1,5 @@
-"""Messaging's database operations, all of its SQL outside the HTTP routes' own queries
-and the migrations. Functions take a connection; callers own transactions.
+"""Messaging's database operations: all of its SQL but the migrations'. Functions take a
+connection; callers own transactions.
 
 - connection.py: asyncpg transactions and connections (why: see there);
 - send_state.py: what send-time checks read for a batch;

@@ -81,6 +81,19 @@ async def pace(rt: ServiceRuntime, m: Messaging, p: Prepared) -> float | None:
         return None
 
 
+async def slot_for(rt: ServiceRuntime, m: Messaging, p: Prepared) -> asyncio.Semaphore | None:
+    """The in-flight slots of the route of the message's first address (None: no route;
+    `send` meets the reason again, without a provider call, and makes it the outcome)."""
+    if not p.outbound:
+        return None
+    first = p.outbound[0]
+    try:
+        return (await m.route(rt.engine, first.workspace_id, p.cmd.channel.value,
+                              first.to)).slots
+    except Exception:
+        return None
+
+
 async def send(rt: ServiceRuntime, m: Messaging, p: Prepared, *, attempts: int,
                paced: bool = False) -> Outcome:
     """Every live address of the message through its provider. Never raises for a provider

@@ -48,6 +48,7 @@ class Route:
     provider: Provider
     limiter: SharedLimit | None
     slots: asyncio.Semaphore
+    pool: int  # how many slots
 
 
 HTTP_POOL = 100  # httpx's default connection limit, which the HTTP providers' clients keep
@@ -57,7 +58,7 @@ def route_for(name: str, provider: Provider, limiter: SharedLimit | None) -> Rou
     """A route whose slots are its provider's connection pool (SMTP's `pool_size`)."""
     pool = provider.settings.pool_size if isinstance(provider, email.SmtpProvider) \
         else HTTP_POOL
-    return Route(name, provider, limiter, asyncio.Semaphore(pool))
+    return Route(name, provider, limiter, asyncio.Semaphore(pool), pool)
 
 
 class Messaging:

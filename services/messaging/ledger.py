@@ -32,8 +32,8 @@ from services.messaging.delivery import (
     Outcome,
     pace,
     record_in,
+    route_of,
     send,
-    slot_for,
     verdict_outcome,
 )
 from services.messaging.metrics import SENDS
@@ -158,6 +158,13 @@ async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: l
     groups: dict[str, list[Prepared]] = {}
     for p in live:
         groups.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
+    routes = {p.message_id: await route_of(rt, m, p) for p in live}  # cached lookups
+    # No more workers than slots: a worker keeps its slot from customer to customer, each
+    # outcome recorded with its next mark, instead of every worker taking a customer and
+    # then waiting for a slot (a flush per message on each side of every call).
+    pools = {id(r.slots): r.pool for r in routes.values() if r is not None}
+    workers = min(m.settings.messaging_concurrency,
+                  sum(pools.values()) or m.settings.messaging_concurrency)
     # Per send worker (its task): the outcome of its last call, not yet recorded, and the
     # slot that message still holds.
     held: dict[object, tuple[list[Outcome], asyncio.Semaphore | None]] = {}
@@ -176,7 +183,8 @@ async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: l
 
     async def one(p: Prepared) -> None:
         wait = await pace(rt, m, p)  # a rate limit is waited for before the mark
-        want = await slot_for(rt, m, p)
+        route = routes[p.message_id]
+        want = route.slots if route is not None else None
         done, slot = held.pop(asyncio.current_task(), ([], None))
         if done and (wait or slot is not want):  # the last outcome can't ride on this mark
             await settle(done, slot)
@@ -200,8 +208,7 @@ async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: l
             return
         held[asyncio.current_task()] = ([outcome], slot)
 
-    await per_customer(list(groups.values()), m.settings.messaging_concurrency, one,
-                       running=ledger.running, idle=idle)
+    await per_customer(list(groups.values()), workers, one, running=ledger.running, idle=idle)
 
 
 async def _acquire(slot: asyncio.Semaphore, ledger: Ledger) -> None:

@@ -3,9 +3,9 @@ restart, and reconcile every accepted send with the recording SMTP server and Po
 
 Pass: nothing lost, nothing delivered twice; the messages left `unknown` are at most the
 provider calls in flight at the kill, which the SMTP connection pool bounds (8), though
-twice TOUCHPOINT_MESSAGING_CONCURRENCY (32 here) send workers are busy: a message is marked
-`sending` only once it holds a pooled connection. Prints the figures and the recovery time
-(kill to the first delivery after the restart)."""
+TOUCHPOINT_MESSAGING_CONCURRENCY allows 16 per wave, two waves in flight (the bound was 32
+before): a message is marked `sending` only once it holds a pooled connection. Prints the
+figures and the recovery time (kill to the first delivery after the restart)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from tests.reliability.harness import ROUNDS, kill, ready, reconcile, recording_
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
-CONCURRENCY = 16  # per wave, two waves in flight: 32 workers for 8 connections
+CONCURRENCY = 16  # per wave, two waves in flight: 32 marks allowed before, 8 connections
 POOL = SmtpSettings.model_fields["pool_size"].default  # the default SMTP route's pool
 SENDS = 60
 
@@ -109,7 +109,7 @@ async def test_sigkill_messaging_mid_flow_loses_nothing_sends_nothing_twice(
                     {k: r["status"] for k, r in rows.items() if r["status"] != "sent"}
                 await asyncio.sleep(0.1)
             figures = reconcile(f"kill-messaging#{round_}", rows, set(keys), smtp.delivered)
-            figures.bound = (f"bound={POOL} (pool; workers {2 * CONCURRENCY}) recovery="
+            figures.bound = (f"bound={POOL} (pool; concurrency {CONCURRENCY} x 2 waves) recovery="
                              f"{(first_after or time.monotonic()) - killed_at[0]:.1f}s")
             figures.show()
             assert not figures.lost and not figures.duplicated and not figures.unexpected

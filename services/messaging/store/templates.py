@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -68,17 +68,32 @@ async def template_rows(conn: AsyncConnection, workspace_id: str) -> list[Any]:
         templates.c.workspace_id == workspace_id).order_by(templates.c.key))).mappings().all())
 
 
+def _named(table: Table, workspace_id: str, name: str) -> Any:
+    """A template (by key) or snippet (by name) of a workspace."""
+    return (table.c.workspace_id == workspace_id) & (table.c[_NAME[table.name]] == name)
+
+
+_NAME = {"templates": "key", "snippets": "name"}
+
+
+async def _row(conn: AsyncConnection, table: Table, workspace_id: str, name: str) -> Any:
+    return (await conn.execute(select(table).where(_named(table, workspace_id, name)))
+            ).mappings().first()
+
+
+async def _delete(conn: AsyncConnection, table: Table, workspace_id: str, name: str) -> bool:
+    result = await conn.execute(delete(table).where(_named(table, workspace_id, name)))
+    return bool(result.rowcount)
+
+
 async def template_row(conn: AsyncConnection, workspace_id: str, key: str) -> Any:
     """One template's row (its latest version), or None."""
-    return (await conn.execute(select(templates).where(
-        templates.c.workspace_id == workspace_id, templates.c.key == key))).mappings().first()
+    return await _row(conn, templates, workspace_id, key)
 
 
 async def delete_template(conn: AsyncConnection, workspace_id: str, key: str) -> bool:
     """False when there was no such template (its versions stay)."""
-    result = await conn.execute(delete(templates).where(
-        templates.c.workspace_id == workspace_id, templates.c.key == key))
-    return bool(result.rowcount)
+    return await _delete(conn, templates, workspace_id, key)
 
 
 async def save_snippet(conn: AsyncConnection, workspace_id: str, name: str,
@@ -92,12 +107,9 @@ async def save_snippet(conn: AsyncConnection, workspace_id: str, name: str,
 
 async def snippet_row(conn: AsyncConnection, workspace_id: str, name: str) -> Any:
     """One snippet's row, or None."""
-    return (await conn.execute(select(snippets).where(
-        snippets.c.workspace_id == workspace_id, snippets.c.name == name))).mappings().first()
+    return await _row(conn, snippets, workspace_id, name)
 
 
 async def delete_snippet(conn: AsyncConnection, workspace_id: str, name: str) -> bool:
     """False when there was no such snippet."""
-    result = await conn.execute(delete(snippets).where(
-        snippets.c.workspace_id == workspace_id, snippets.c.name == name))
-    return bool(result.rowcount)
+    return await _delete(conn, snippets, workspace_id, name)

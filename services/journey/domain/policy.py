@@ -207,6 +207,22 @@ def rank(policy: ContactPolicy, sender: str | None) -> int:
     return len(policy.priority)
 
 
+def applicable_caps(policy: ContactPolicy, channel: str, meta: TemplateMeta | None
+                    ) -> list[tuple[int, PolicyCap]]:
+    """The caps (with their index) that count a send of this template on this channel:
+    none for a transactional template or a webhook, which no cap holds."""
+    if channel == "webhook" or (meta is not None and meta.category == "transactional"):
+        return []
+    topic = meta.topic if meta else None
+    return [(index, cap) for index, cap in enumerate(policy.caps)
+            if cap.channel == channel and (cap.topic is None or cap.topic == topic)]
+
+
+def cap_since(cap: PolicyCap, now: datetime, tz: ZoneInfo) -> datetime:
+    """Sends after this moment (and not after `now`) count toward `cap`."""
+    return now - cap.per if isinstance(cap.per, timedelta) else local_day_start(now, tz)
+
+
 def _blocked(policy: ContactPolicy, channel: str, topic: str | None, sends: list[PastSend],
              now: datetime, tz: ZoneInfo) -> Outcome | None:
     """The first rule that stops a send now (quiet hours, then caps), or None."""
@@ -218,13 +234,8 @@ def _blocked(policy: ContactPolicy, channel: str, topic: str | None, sends: list
                                                       f"{tz.key}", f"{q.start}-{q.end}",
                            until=until)
     worst: Outcome | None = None
-    for index, cap in enumerate(policy.caps):
-        if cap.channel != channel or (cap.topic is not None and cap.topic != topic):
-            continue
-        if isinstance(cap.per, timedelta):
-            since = now - cap.per
-        else:
-            since = local_day_start(now, tz)
+    for index, cap in applicable_caps(policy, channel, TemplateMeta(channel, topic=topic)):
+        since = cap_since(cap, now, tz)
         counted = sorted(s.at for s in sends if s.channel == channel and s.at > since
                          and s.at <= now and s.category != "transactional"
                          and (cap.topic is None or s.topic == cap.topic))

@@ -377,6 +377,46 @@ async def test_two_replicas_firing_at_once_never_exceed_a_cap(stack: Stack) -> N
     assert {e["status"] for e in outcomes()} == {"deferred"}
 
 
+async def test_simulate_applies_the_workspace_policy(stack: Stack) -> None:
+    """A simulation sees what the engine would: the policy's cap (counting the simulated
+    sends), the template's category from messaging, control group membership as journey
+    keeps it."""
+    ws, admin = await workspace(stack)
+    await put_policy(stack, admin, {"caps": [{"channel": "email", "max": 1, "per": "P1D"}]})
+    doc = _journey(1) | {"key": "sim"}
+    doc["stages"][0]["steps"] = [
+        {"id": "a", "send": {"channel": "email", "template": "promo"}},
+        {"id": "b", "send": {"channel": "email", "template": "promo"}},
+        {"id": "r", "send": {"channel": "email", "template": "receipt"}}]
+    r = await stack.journey.http.post(f"{stack.journey.url}/v1/journeys", headers=admin,
+                                      json=doc)
+    assert r.status_code == 201, r.text
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+    async def simulate(pid: str) -> dict[str, Any]:
+        r = await stack.journey.http.post(
+            f"{stack.journey.url}/v1/journeys/sim/simulate", headers=admin, json={
+                "profile": {"profile_id": pid, "email": f"{pid}@x.test"},
+                "events": [{"event": "Go1"}], "start": start.isoformat(), "horizon": "P3D"})
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+    body = await simulate("sim-a")
+    assert [(s["step"], datetime.fromisoformat(s["at"])) for s in body["sends"]] == [
+        ("a", start), ("b", start + timedelta(days=1)), ("r", start + timedelta(days=1))]
+    [held] = [t for t in body["trace"] if t["outcome"] == "deferred"]
+    assert held["detail"]["rule"] == "caps.0"
+    await customers(stack, ws, ["sim-c"])
+    async with stack.journey.engine.begin() as conn:
+        await conn.execute(snapshots.update().where(
+            snapshots.c.workspace_id == ws, snapshots.c.profile_id == "sim-c").values(
+            control=True))
+    body = await simulate("sim-c")
+    assert [s["step"] for s in body["sends"]] == ["r"]
+    assert {t["detail"]["rule"] for t in body["trace"] if t["outcome"] == "suppressed"} == {
+        "control_group"}
+
+
 async def test_quiet_hours_in_two_zones(stack: Stack) -> None:
     ws, admin = await workspace(stack)
     harness = stack.journey

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from services.journey.app import create_app as journey_app
 from services.journey.domain.uplift import welch
+from services.journey.policy.directory import Directory, revenue_names, zones
 from services.journey.settings import JourneySettings
 from services.journey.tables import api_keys, instances, snapshots
 from services.messaging import tables as messaging_tables
@@ -48,6 +49,9 @@ class Stack:
     messaging: str
     profile: str
     outcomes: list[dict[str, Any]]
+    # A workspace whose admin key journey holds (TOUCHPOINT_SERVICE_KEYS): the engine reads
+    # its conventions from profile with that key.
+    served: tuple[str, str]
 
 
 async def _ready(http: httpx.AsyncClient, url: str) -> None:
@@ -83,22 +87,26 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         profile = await stack.enter_async_context(serve_app(profile_app(others)))
         await _ready(http, messaging)
         await _ready(http, profile)
+        served = (f"ws-{uuid.uuid4().hex[:10]}", new_key("admin"))
         own = JourneySettings(**settings.model_dump(), messaging_url=messaging,
-                              profile_url=profile, directory_ttl_s=0)
+                              profile_url=profile, directory_ttl_s=0,
+                              service_keys=dict([served]))
         harness = await stack.enter_async_context(running_harness(own))
         outcomes: list[dict[str, Any]] = []
         reader = asyncio.create_task(_read_outcomes(harness.settings, outcomes))
         try:
-            yield Stack(harness, messaging, profile, outcomes)
+            yield Stack(harness, messaging, profile, outcomes, served)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 
 
-async def workspace(s: Stack) -> tuple[str, dict[str, str]]:
-    """A fresh workspace whose admin key every service knows, with an email template
-    `news` (marketing, topic news), a transactional `receipt` and a segment `vip`."""
-    ws, key = f"ws-{uuid.uuid4().hex[:10]}", new_key("admin")
+async def workspace(s: Stack, named: tuple[str, str] | None = None
+                    ) -> tuple[str, dict[str, str]]:
+    """A fresh workspace (or this one) whose admin key every service knows, with an email
+    template `news` (marketing, topic news), a transactional `receipt` and a segment
+    `vip`."""
+    ws, key = named or (f"ws-{uuid.uuid4().hex[:10]}", new_key("admin"))
     for table in (messaging_tables.api_keys, profile_tables.api_keys):
         async with s.journey.engine.begin() as conn:
             await conn.execute(insert(table).values(key_hash=hash_key(key), kind="admin",
@@ -653,20 +661,39 @@ async def test_max_per_second_paces_all_broadcasts_of_a_workspace(stack: Stack) 
 async def test_holdout_uplift_leaves_the_control_group_out_and_values_goals(
         stack: Stack) -> None:
     """Control-group members are in neither arm of a journey's holdout uplift; revenue per
-    customer comes from the goal events' value under profile's `revenue_properties`."""
-    ws, admin = await workspace(stack)
-    http, harness = stack.journey.http, stack.journey
-    # The engine asks profile with its service key (here the bootstrap admin key), so the
-    # convention is set in that key's workspace.
-    service = {"Authorization": f"Bearer {harness.settings.bootstrap_admin_key}"}
-    r = await http.put(f"{stack.profile}/v1/profile-settings/conventions", headers=service,
-                       json={"revenue_properties": ["amount", "revenue"]})
+    customer comes from the goal events' value under profile's `revenue_properties`, which
+    the engine reads with the workspace's own key (TOUCHPOINT_SERVICE_KEYS)."""
+    ws, admin = await workspace(stack, stack.served)
+    r = await stack.journey.http.put(f"{stack.profile}/v1/profile-settings/conventions",
+                                     headers=admin,
+                                     json={"revenue_properties": ["amount", "revenue"]})
     assert r.status_code == 200, r.text
+    await _holdout_uplift(stack, ws, admin)
+
+
+async def test_each_workspace_conventions_are_read_with_its_own_key(stack: Stack) -> None:
+    """Two workspaces with their own zone and revenue_properties: journey reads each with
+    that workspace's key; a workspace it holds no key for gets the defaults, not another's;
+    a key filed under the wrong workspace is refused."""
+    (a, admin_a), (b, admin_b), (c, _) = [await workspace(stack) for _ in range(3)]
+    for admin, conventions in ((admin_a, {"timezone": "Asia/Tokyo",
+                                          "revenue_properties": ["amount"]}),
+                               (admin_b, {"timezone": "Europe/Paris",
+                                          "revenue_properties": ["value", "total"]})):
+        r = await stack.journey.http.put(f"{stack.profile}/v1/profile-settings/conventions",
+                                         headers=admin, json=conventions)
+        assert r.status_code == 200, r.text
+    keys = {ws: admin["Authorization"].split()[1] for ws, admin in ((a, admin_a),
+                                                                    (b, admin_b))}
+    directory = Directory(JourneySettings(**stack.journey.settings.model_dump(exclude={
+        "service_keys"}), service_keys=keys | {"ws-misfiled": keys[a]}))
     try:
-        await _holdout_uplift(stack, ws, admin)
+        assert await zones(directory, {a, b, c, "ws-misfiled"}) == {
+            a: "Asia/Tokyo", b: "Europe/Paris", c: "UTC", "ws-misfiled": "UTC"}
+        assert await revenue_names(directory, {a, b, c, "ws-misfiled"}) == {
+            a: ("amount",), b: ("value", "total")}
     finally:
-        await http.put(f"{stack.profile}/v1/profile-settings/conventions", headers=service,
-                       json={})
+        await directory.close()
 
 
 async def _holdout_uplift(stack: Stack, ws: str, admin: dict[str, str]) -> None:

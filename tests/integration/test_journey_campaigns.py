@@ -375,14 +375,16 @@ async def test_two_replicas_firing_at_once_never_exceed_a_cap(stack: Stack) -> N
         await _ready(harness.http, second)
         for n in range(12):
             await harness.event(ws, "racer", "Race", n=n)
-        await harness.sends(ws, 1, timeout=30)
+        # Generous waits: on a loaded machine (after tests/reliability) the two replicas
+        # take long to get there; what is asserted does not depend on how long.
+        await harness.sends(ws, 1, timeout=90)
 
         def outcomes() -> list[dict[str, Any]]:
             return [e for e in stack.outcomes if e["workspace_id"] == ws]
-        await harness.until(lambda: len(outcomes()) >= 11, timeout=30)
+        await harness.until(lambda: len(outcomes()) >= 11, timeout=90)
         await asyncio.sleep(1.0)
     assert len({c["idempotency_key"] for c in harness.raw_sends(ws)}) == 1
-    assert {e["status"] for e in outcomes()} == {"deferred"}
+    assert len(outcomes()) == 11 and {e["status"] for e in outcomes()} == {"deferred"}
 
 
 async def test_simulate_applies_the_workspace_policy(stack: Stack) -> None:

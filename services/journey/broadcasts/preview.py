@@ -58,18 +58,16 @@ class Preview:
 
 @dataclass(frozen=True)
 class _Caps:
-    """The caps that count this broadcast's sends, with the moments they count from, per
-    zone where they depend on it (`local_time`, `calendar_day`)."""
+    """The caps that count this broadcast's sends, with the moment each counts from, per
+    zone where it depends on it (`local_time`, `calendar_day`)."""
 
     caps: list[tuple[int, PolicyCap]]
-    when: dict[str, datetime]
     since: list[dict[str, datetime]]
-    default_when: datetime
     default_since: list[datetime]
 
     @property
     def zoned(self) -> bool:
-        return bool(self.when) or any(self.since)
+        return any(self.since)
 
     def lookback(self) -> datetime:
         return min([*self.default_since, *(t for s in self.since for t in s.values())])
@@ -85,13 +83,13 @@ def _by_zone(p: Params, values: dict[str, datetime], default: datetime) -> str:
 
 def _counted(p: Params, caps: _Caps) -> list[str]:
     """Per cap: which of a customer's sends (`x`, joined to their snapshot `s` where the
-    moments depend on the zone) count."""
-    when = _by_zone(p, caps.when, caps.default_when)
+    moment depends on the zone) count: those since the cap's window began (as
+    policy._blocked counts them)."""
     out = []
     for (_index, cap), since, default in zip(caps.caps, caps.since, caps.default_since,
                                              strict=True):
         topic = f" AND x.topic = {p(cap.topic, 'text')}" if cap.topic else ""
-        out.append(f"x.sent_at > {_by_zone(p, since, default)} AND x.sent_at <= {when}{topic}")
+        out.append(f"x.sent_at > {_by_zone(p, since, default)}{topic}")
     return out
 
 
@@ -186,11 +184,10 @@ async def _caps(conn: AsyncConnection, aud: Audience, policy: ContactPolicy,
     zoned = aud.doc.local_time is not None or any(
         not isinstance(cap.per, timedelta) for _, cap in caps)
     if not caps or not zoned:
-        return _Caps(caps, {}, [{} for _ in caps], default_when, default_since)
+        return _Caps(caps, [{} for _ in caps], default_since)
     moments = {raw: moment(raw) for raw in await aud_sql.zones(conn, aud)}
-    return _Caps(caps, {raw: when for raw, (when, _tz) in moments.items()},
-                 [{raw: cap_since(cap, when, tz) for raw, (when, tz) in moments.items()}
-                  for _, cap in caps], default_when, default_since)
+    return _Caps(caps, [{raw: cap_since(cap, when, tz) for raw, (when, tz) in moments.items()}
+                        for _, cap in caps], default_since)
 
 
 async def _plan_for_a_scan(conn: AsyncConnection) -> None:

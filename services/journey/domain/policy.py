@@ -236,8 +236,11 @@ def _blocked(policy: ContactPolicy, channel: str, topic: str | None, sends: list
     worst: Outcome | None = None
     for index, cap in applicable_caps(policy, channel, TemplateMeta(channel, topic=topic)):
         since = cap_since(cap, now, tz)
+        # No upper bound at `now`: a send another replica stamped a moment after this
+        # one read its clock (then committed while this one waited on the customer's
+        # lock) counts, or both would send past the cap.
         counted = sorted(s.at for s in sends if s.channel == channel and s.at > since
-                         and s.at <= now and s.category != "transactional"
+                         and s.category != "transactional"
                          and (cap.topic is None or s.topic == cap.topic))
         if len(counted) < cap.max:
             continue

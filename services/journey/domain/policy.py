@@ -182,7 +182,7 @@ def check(policy: ContactPolicy, channel: str, meta: TemplateMeta | None, profil
                        f"held since {held_since.isoformat() if held_since else ''}; expired "
                        f"after {iso_duration(policy.on_hold.expire_after or timedelta(0))}",
                        window=iso_duration(policy.on_hold.expire_after or timedelta(0)))
-    blocked = _blocked(policy, channel, topic, sends, now, tz)
+    blocked = _blocked(policy, channel, meta, sends, now, tz)
     if blocked is None:
         return Outcome("send", expires_at=expires_at)
     if not policy.on_hold.defer:
@@ -223,8 +223,8 @@ def cap_since(cap: PolicyCap, now: datetime, tz: ZoneInfo) -> datetime:
     return now - cap.per if isinstance(cap.per, timedelta) else local_day_start(now, tz)
 
 
-def _blocked(policy: ContactPolicy, channel: str, topic: str | None, sends: list[PastSend],
-             now: datetime, tz: ZoneInfo) -> Outcome | None:
+def _blocked(policy: ContactPolicy, channel: str, meta: TemplateMeta | None,
+             sends: list[PastSend], now: datetime, tz: ZoneInfo) -> Outcome | None:
     """The first rule that stops a send now (quiet hours, then caps), or None."""
     if policy.quiet_hours is not None:
         q = policy.quiet_hours
@@ -234,7 +234,7 @@ def _blocked(policy: ContactPolicy, channel: str, topic: str | None, sends: list
                                                       f"{tz.key}", f"{q.start}-{q.end}",
                            until=until)
     worst: Outcome | None = None
-    for index, cap in applicable_caps(policy, channel, TemplateMeta(channel, topic=topic)):
+    for index, cap in applicable_caps(policy, channel, meta):
         since = cap_since(cap, now, tz)
         # No upper bound at `now`: a send another replica stamped a moment after this
         # one read its clock (then committed while this one waited on the customer's

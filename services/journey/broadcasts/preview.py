@@ -5,10 +5,11 @@ LIMIT.
 A member's fate depends only on: control group membership, whether the channel's address
 is deliverable, whether they unsubscribed (channel or the template's topic), their zone
 (quiet hours, `local_time`, a `calendar_day` cap), and whether their sends already reach a
-cap. SQL computes those per member and groups by them (caps through a count of the
-workspace's sends per member); each class is then judged by `judge`, the function the
-sending worker applies to each recipient, on a stand-in profile with the same facts. So
-the preview is what will be sent, without reading 200,000 snapshots into Python.
+cap. One grouped scan counts the members per class of the first four; the customers at a
+cap come from the sends (usually far fewer), and move to their class's capped twin. Each
+class is then judged by `judge`, the function the sending worker applies to each
+recipient, on a stand-in profile with the same facts. So the preview is what will be
+sent, without reading 200,000 snapshots into Python.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.journey.broadcasts import audience as aud_sql
 from services.journey.broadcasts.audience import SNAPSHOTS, ZONE, Audience
 from services.journey.broadcasts.condition_sql import Params
 from services.journey.domain.broadcast import judge, reason_of
@@ -73,26 +73,6 @@ class _Caps:
         return min([*self.default_since, *(t for s in self.since for t in s.values())])
 
 
-def _by_zone(p: Params, values: dict[str, datetime], default: datetime) -> str:
-    if not values:
-        return p(default, "timestamptz")
-    cases = " ".join(f"WHEN {p(z, 'text')} THEN {p(t, 'timestamptz')}" for z, t in
-                     sorted(values.items()))
-    return f"(CASE {ZONE} {cases} ELSE {p(default, 'timestamptz')} END)"
-
-
-def _counted(p: Params, caps: _Caps) -> list[str]:
-    """Per cap: which of a customer's sends (`x`, joined to their snapshot `s` where the
-    moment depends on the zone) count: those since the cap's window began (as
-    policy._blocked counts them)."""
-    out = []
-    for (_index, cap), since, default in zip(caps.caps, caps.since, caps.default_since,
-                                             strict=True):
-        topic = f" AND x.topic = {p(cap.topic, 'text')}" if cap.topic else ""
-        out.append(f"x.sent_at > {_by_zone(p, since, default)}{topic}")
-    return out
-
-
 def _sends_of(p: Params, workspace: str, channel: str, caps: _Caps) -> str:
     return (f"x.workspace_id = {p(workspace, 'varchar')} AND x.channel = {p(channel, 'text')} "
             f"AND x.category IS DISTINCT FROM 'transactional' "
@@ -131,16 +111,18 @@ async def preview(conn: AsyncConnection, aud: Audience, key: str, policy: Contac
             else at
         return when, tz
 
-    caps = await _caps(conn, aud, policy, meta, moment)
     await _plan_for_a_scan(conn)
+    counts = await _classes(conn, aud, meta)
+    caps = _caps(aud, policy, meta, moment, {klass[3] for klass in counts})
     capped = await _capped(conn, aud, caps)
-    p = Params()
-    where = aud.where(p)
-    columns = _member_columns(p, doc.channel, meta, capped)
-    rows = await (await driver(conn)).fetch(
-        f"SELECT m.control, m.deliverable, m.refused, m.zone, m.capped, count(*) FROM "
-        f"(SELECT {columns} FROM {SNAPSHOTS} s WHERE {where}) m GROUP BY 1, 2, 3, 4, 5",
-        *p.args)
+    if capped:
+        # Those at a cap move to their class's capped twin (a few rows, by primary key).
+        for _pid, control, deliverable, refused, raw, _no in await _members(
+                conn, aud, meta, capped):
+            counts[(control, deliverable, refused, raw, False)] -= 1
+            twin = (control, deliverable, refused, raw, True)
+            counts[twin] = counts.get(twin, 0) + 1
+    rows = [(*klass, n) for klass, n in counts.items() if n > 0]
     reasons: dict[Klass, str | None] = {}
     suppressed: dict[str, int] = {}
     recipients = 0
@@ -175,9 +157,31 @@ def _reason(aud: Audience, policy: ContactPolicy, meta: TemplateMeta | None, kla
     return "cap" if capped else None
 
 
-async def _caps(conn: AsyncConnection, aud: Audience, policy: ContactPolicy,
-                meta: TemplateMeta | None,
-                moment: Callable[[str], tuple[datetime, ZoneInfo]]) -> _Caps:
+async def _classes(conn: AsyncConnection, aud: Audience, meta: TemplateMeta | None
+                   ) -> dict[Klass, int]:
+    """How many members per class, caps aside (one grouped scan of the audience)."""
+    p = Params()
+    where = aud.where(p)
+    columns = _member_columns(p, aud.doc.channel, meta, [])
+    rows = await (await driver(conn)).fetch(
+        f"SELECT m.control, m.deliverable, m.refused, m.zone, count(*) FROM "
+        f"(SELECT {columns} FROM {SNAPSHOTS} s WHERE {where}) m GROUP BY 1, 2, 3, 4", *p.args)
+    return {(c, d, r, z, False): n for c, d, r, z, n in rows}
+
+
+async def _members(conn: AsyncConnection, aud: Audience, meta: TemplateMeta | None,
+                   ids: list[str]) -> list[Any]:
+    """These customers' rows of the audience (those of them in it), with their facts."""
+    p = Params()
+    where = aud.where(p)
+    columns = _member_columns(p, aud.doc.channel, meta, [])
+    return list(await (await driver(conn)).fetch(
+        f"SELECT {columns} FROM {SNAPSHOTS} s WHERE {where} AND s.profile_id = "
+        f"ANY({p(ids, 'varchar[]')})", *p.args))
+
+
+def _caps(aud: Audience, policy: ContactPolicy, meta: TemplateMeta | None,
+          moment: Callable[[str], tuple[datetime, ZoneInfo]], zones: set[str]) -> _Caps:
     caps = applicable_caps(policy, aud.doc.channel, meta)
     default_when, default_tz = moment("")
     default_since = [cap_since(cap, default_when, default_tz) for _, cap in caps]
@@ -185,7 +189,7 @@ async def _caps(conn: AsyncConnection, aud: Audience, policy: ContactPolicy,
         not isinstance(cap.per, timedelta) for _, cap in caps)
     if not caps or not zoned:
         return _Caps(caps, [{} for _ in caps], default_since)
-    moments = {raw: moment(raw) for raw in await aud_sql.zones(conn, aud)}
+    moments = {raw: moment(raw) for raw in zones}
     return _Caps(caps, [{raw: cap_since(cap, when, tz) for raw, (when, tz) in moments.items()}
                         for _, cap in caps], default_since)
 
@@ -202,21 +206,41 @@ async def _plan_for_a_scan(conn: AsyncConnection) -> None:
 
 async def _capped(conn: AsyncConnection, aud: Audience, caps: _Caps) -> list[str]:
     """The workspace's customers whose sends already reach one of the caps at their
-    moment: read from the sends since the longest window, usually far fewer than the
-    audience."""
+    moment (as policy._blocked counts them: sends since the window began), read from the
+    sends, usually far fewer than the audience. Where the window's start depends on the
+    zone, SQL counts from the earliest start (a superset) and each candidate is decided
+    with their own zone."""
     if not caps.caps:
         return []
     p = Params()
-    counted = _counted(p, caps)
+    counted: list[str] = []
+    for (_index, cap), by_zone, default in zip(caps.caps, caps.since, caps.default_since,
+                                               strict=True):
+        topic = f" AND x.topic = {p(cap.topic, 'text')}" if cap.topic else ""
+        earliest = min([*by_zone.values(), default])
+        counted.append(f"count(*) FILTER (WHERE x.sent_at > {p(earliest, 'timestamptz')}"
+                       f"{topic}) >= {p(cap.max, 'int')}")
     rows = await (await driver(conn)).fetch(
-        f"SELECT x.profile_id FROM {_SENDS} x "
-        + (f"JOIN {SNAPSHOTS} s ON s.workspace_id = x.workspace_id AND "
-           "s.profile_id = x.profile_id " if caps.zoned else "")
-        + f"WHERE {_sends_of(p, aud.workspace_id, aud.doc.channel, caps)} "
-        "GROUP BY x.profile_id HAVING " + " OR ".join(
-            f"count(*) FILTER (WHERE {c}) >= {p(cap.max, 'int')}"
-            for c, (_i, cap) in zip(counted, caps.caps, strict=True)), *p.args)
-    return [pid for (pid,) in rows]
+        f"SELECT x.profile_id, array_agg(x.sent_at), array_agg(x.topic) FROM {_SENDS} x "
+        f"WHERE {_sends_of(p, aud.workspace_id, aud.doc.channel, caps)} "
+        f"GROUP BY x.profile_id HAVING {' OR '.join(counted)}", *p.args)
+    if not caps.zoned:
+        return [pid for pid, _at, _topics in rows]
+    p = Params()
+    zones = dict(await (await driver(conn)).fetch(
+        f"SELECT s.profile_id, {ZONE} FROM {SNAPSHOTS} s WHERE s.workspace_id = "
+        f"{p(aud.workspace_id, 'varchar')} AND s.profile_id = "
+        f"ANY({p([r[0] for r in rows], 'varchar[]')})", *p.args))
+    out = []
+    for pid, times, topics in rows:
+        raw = zones.get(pid, "")
+        for n, (_index, cap) in enumerate(caps.caps):
+            start = caps.since[n].get(raw, caps.default_since[n])
+            if sum(1 for at, topic in zip(times, topics, strict=True) if at > start and (
+                    cap.topic is None or topic == cap.topic)) >= cap.max:
+                out.append(pid)
+                break
+    return out
 
 
 async def _sample(conn: AsyncConnection, aud: Audience, meta: TemplateMeta | None,

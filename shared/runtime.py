@@ -36,6 +36,16 @@ class Worker(Protocol):
     def stop(self) -> None: ...
 
 
+class Stoppable:
+    """A worker's stop signal: `stop` sets `_stopping`, which its `run` loop checks."""
+
+    def __init__(self) -> None:
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
 @dataclass
 class ServiceParts:
     """What makes one service: its tables and its consumer table."""

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,12 +17,12 @@ import uvicorn
 from services.ingest.app import create_app
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.support.net import free_port, wait_for_port
+from tests.support.broker import broker_behind
+from tests.support.net import free_port
 from tests.support.proxy import TcpProxy
 from tests.support.ready import wait_ready
 from tests.support.servers import serve_app
 from tests.support.topics import read_topic, with_own_topics
-from touchpoint.embedded import tansu_argv
 
 pytestmark = pytest.mark.integration
 
@@ -50,24 +47,6 @@ async def post_until_200(http: httpx.AsyncClient, url: str, auth: tuple[str, str
         refused += 1
         assert time.monotonic() < deadline, "ingest did not recover"
         await asyncio.sleep(0.2)
-
-
-@contextmanager
-def broker_behind(proxy_port: int) -> Iterator[int]:
-    """A Tansu broker that advertises the proxy's port, so every client connection (data
-    included, not only bootstrap) goes through the proxy: cutting the proxy is a real
-    outage, and the broker keeps its state. Yields the broker's own port."""
-    port = free_port()
-    argv = tansu_argv(port)
-    argv[argv.index("--advertised-listener-url") + 1] = f"tcp://127.0.0.1:{proxy_port}"
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        wait_for_port(port)
-        yield port
-    finally:
-        proc.kill()  # no state worth a graceful stop: memory storage
-        proc.wait(5)
 
 
 async def test_broker_outage_is_503_then_recovers_and_nothing_doubles(

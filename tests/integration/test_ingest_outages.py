@@ -15,6 +15,8 @@ import pytest
 import uvicorn
 
 from services.ingest.app import create_app
+from services.ingest.publisher import Outgoing, Sending, enqueue
+from shared.kafka import create_producer
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.support.broker import broker_behind
@@ -155,3 +157,47 @@ async def test_shutdown_drains_in_flight_requests(cfg: Settings,
                                lambda rs: any(dict(r.headers)["message-id"] == f"late-{unique}"
                                               .encode() for r in rs))
     assert records
+
+
+async def test_a_requests_events_for_one_customer_are_delivered_together_in_order(
+        settings: Settings, unique: str) -> None:
+    """While the broker is away the producer's batch for a partition fills up; appended
+    one by one, a request's identify could close that batch and its track open the next,
+    and the two batches expire apart (the later one delivered, the earlier one failed: the
+    retry would put the identify behind the track). A request's events for one partition
+    are one batch of their own: one future, delivered or failed together, in order."""
+    proxy_port = free_port()
+    cfg = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{proxy_port}",
+                                      "topic_prefix": f"order-{unique}."})
+    with broker_behind(proxy_port) as broker_port:
+        proxy = TcpProxy("127.0.0.1", broker_port, proxy_port)
+        await proxy.restore()
+        await ensure_topics(cfg)
+        producer = create_producer(cfg, client_id="test-order")
+        await producer.start()
+        topic = cfg.topic("events")
+        try:
+            await producer.partitions_for(topic)
+            await proxy.cut()
+
+            def event(n: int) -> Outgoing:
+                return Outgoing.of({"id": f"{unique}-{n}", "workspace_id": "w", "type": "track",
+                                    "user_id": "same", "event": "x" * 300})
+
+            filler = Sending()  # single-event requests: they share the producer's batches
+            for n in range(60):
+                await enqueue(producer, topic, [event(n)], filler)
+            pair = Sending()  # its own batch waits behind the partition's queued ones
+            enqueued = asyncio.create_task(enqueue(producer, topic, [event(60), event(61)],
+                                                   pair))
+            await asyncio.sleep(0.5)
+            await proxy.restore()
+            await asyncio.wait_for(enqueued, 30)
+            assert [ids for _, ids in pair.parts] == [[f"{unique}-60", f"{unique}-61"]]
+            await asyncio.wait_for(asyncio.gather(*filler.futures, *pair.futures), 30)
+            records = await read_topic(cfg.kafka_bootstrap, topic, lambda rs: len(rs) >= 62)
+            assert [orjson.loads(r.value)["id"] for r in records] == [
+                f"{unique}-{n}" for n in range(62)]
+        finally:
+            await producer.stop()
+            await proxy.cut()

@@ -119,7 +119,10 @@ async def test_broker_cut_under_load_every_service_resumes_nothing_lost_or_twice
                     refusals.append((started, took, r.headers.get("retry-after")))
                     await asyncio.sleep(1.0)  # an SDK honours Retry-After more or less
 
-            async with httpx.AsyncClient(auth=(write, ""), timeout=30) as http:
+            # A connection per waiting customer: httpx's default pool (100) would queue
+            # requests in the client and count that wait as ingest's.
+            async with httpx.AsyncClient(auth=(write, ""), timeout=30, limits=httpx.Limits(
+                    max_connections=None, max_keepalive_connections=None)) as http:
                 tasks: list[asyncio.Task[None]] = []
 
                 async def feed(seconds: float) -> None:

@@ -53,6 +53,11 @@ class Sending:
                 for message_id in ids}
 
 
+# A request's events for one customer and partition up to this size go as one batch
+# (the producer's max_request_size is 2 MiB; a request body is at most 500 KiB).
+TOGETHER_MAX_BYTES = 1024 * 1024
+
+
 async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing],
                   into: Sending) -> None:
     """Hand the events to the producer. Futures land in `into` as they are made, so a
@@ -81,10 +86,15 @@ async def enqueue(producer: AIOKafkaProducer, topic: str, events: list[Outgoing]
         into.parts.append((future, [event.id]))
     for partition, group in together.items():
         records = [(e.key, e.value, e.headers + trace if trace else e.headers) for e in group]
-        # Sized for the whole group (a request body is at most 500 KiB; max_request_size
-        # is 2 MiB), so that it never splits.
-        batch = BatchBuilder(sum(len(k) + len(v) + sum(len(n) + len(x) for n, x in h) + 64
-                                 for k, v, h in records) + 1024, 0)  # 0: uncompressed
+        size = sum(len(k) + len(v) + sum(len(n) + len(x) for n, x in h) + 64
+                   for k, v, h in records) + 1024
+        if size > TOGETHER_MAX_BYTES:  # beyond a produce request: one by one, as before
+            for event, (key, value, headers) in zip(group, records, strict=True):
+                future = await producer.send(topic, value, key=key, partition=partition,
+                                             headers=headers)
+                into.parts.append((future, [event.id]))
+            continue
+        batch = BatchBuilder(size, 0)  # sized for the whole group: it never splits; 0: raw
         for key, value, headers in records:
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise RuntimeError("a request's events outgrew their record batch")

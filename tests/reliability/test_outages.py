@@ -3,8 +3,8 @@ messaging sends: the consumer pauses and resumes alone, and the reconciliation f
 nothing lost (no offset committed ahead of a durable state) and nothing sent twice.
 Then Postgres stopped or slowed (2 s latency) with messaging SIGKILLed during the fault:
 what it had committed is all the restart has, and still nothing is lost or sent twice.
-(The broker cut, ingest's 503 + Retry-After within 2 s and never a 200 for an event not
-handed over: tests/integration/test_ingest_outages.py, part of the same `make test`.)"""
+(The broker cut under load for the whole stack, with ingest's 503 + Retry-After within
+2 s: test_broker_cut.py.)"""
 
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ async def test_scale_messaging_1_3_1_under_load(settings: Settings,
                     break
                 assert asyncio.get_running_loop().time() < deadline, len(rows)
                 await asyncio.sleep(0.2)
-            figures = reconcile("scale-1-3-1", rows, set(keys), smtp.delivered)
+            figures = reconcile("scale-messaging-1-3-1", rows, set(keys), smtp.delivered)
             figures.show()
             assert not figures.lost and not figures.duplicated and not figures.unexpected
             assert figures.unknown == 0  # nobody was killed

@@ -1,12 +1,14 @@
 """Due timers piled up while journey was down, then two replicas started: every timer fires
-exactly once (one send command, one idempotency key per customer), none before its time,
-and the lateness is printed.
+exactly once (one idempotency key per customer; a command the outbox re-publishes under the
+same key is counted apart, messaging drops it), none before its time, both replicas take a
+share, and the lateness is printed.
 
 Seeding: one customer enters the journey for real (its instance waits on a 1-hour timer and
 its snapshot is stored); journey stops; that instance and snapshot are cloned in bulk SQL
 into `TIMERS` customers (new ids, profile ids and addresses). Most are due while journey is
-down (from 30 s before the restart to just before it); a tenth fall due in the seconds after
-the restart, so "none early" is tested against a live clock, not only against a backlog.
+down (from 30 s before the restart to just before it); a tenth fall due 12 to 17 s after
+it, once the replicas serve, so "none early" is tested against a running worker's clock, not
+only against a backlog, and their lateness is a running worker's.
 `make test` seeds 2,000; `make soak` 50,000 (TOUCHPOINT_SOAK_TIMERS overrides)."""
 
 from __future__ import annotations

@@ -83,19 +83,7 @@ async def journey_stats(key: str, engine: EngineDep, principal: AdminDep,
             scope_i, i.status == "active").group_by(i.stage, i.step))).all()
         exits = (await conn.execute(select(i.exit_reason, func.count().label("n")).where(
             scope_i, i.status == "exited").group_by(i.exit_reason))).all()
-        # Global control-group members are in neither arm: they get no marketing message
-        # whichever arm they drew, so they would dilute the treated arm's effect.
-        s = snapshots.c
-        control = select(s.profile_id).where(s.workspace_id == ws,
-                                             s.profile_id == i.profile_id, s.control).exists()
-        goals = (await conn.execute(select(
-            i.holdout, n, people, func.count(i.goal_at).label("converted"),
-            func.count(i.profile_id.distinct()).filter(i.goal_at.is_not(None))
-            .label("people_converted")).where(scope_i, ~control).group_by(i.holdout))).all()
-        in_control = (await conn.execute(select(func.count(i.profile_id.distinct())).where(
-            scope_i, control))).scalar_one()
-        revenue = {bool(r.holdout): r for r in (await conn.execute(
-            _revenue_per_customer(scope_i, scope_d, control))).all()}
+        goal = (await goal_figures(conn, ws, [key], version))[key]
         moves = (await conn.execute(select(
             d.detail["from"].astext.label("source"), d.stage, func.count().label("n")).where(
             scope_d, d.kind == "stage", d.outcome == "entered",
@@ -122,10 +110,6 @@ async def journey_stats(key: str, engine: EngineDep, principal: AdminDep,
     sends: dict[str, dict[str, dict[str, int]]] = {}
     for row in step_sends:
         sends.setdefault(row.stage, {}).setdefault(row.step, {})[row.outcome] = row.n
-    by_arm = {bool(r.holdout): r for r in goals}
-    treated = _arm(by_arm.get(False)) | _money(revenue.get(False))
-    holdout = _arm(by_arm.get(True)) | _money(revenue.get(True))
-    money = welch(_sample(revenue.get(False)), _sample(revenue.get(True)))
     return {
         "key": key, "version": version,
         "entries": sum(r.n for r in by_stage),
@@ -140,31 +124,71 @@ async def journey_stats(key: str, engine: EngineDep, principal: AdminDep,
                                     "p50_s": _round(r.p50), "p90_s": _round(r.p90)}
                           for r in stays},
         "sends": sends,
-        "goal": {"treated": treated, "holdout": holdout,
-                 "control_group_excluded": in_control} | uplift(
-            (treated["converted"], treated["customers"]),
-            (holdout["converted"], holdout["customers"])) | {
-            "revenue_per_customer": {"difference": money["difference"], "ci95": money["ci95"],
-                                     "ci_method": "welch", "df": money["df"]}},
+        "goal": goal,
     }
 
 
-def _revenue_per_customer(scope_i: Any, scope_d: Any, control: Any) -> Any:
-    """Per arm: customers, and the mean and sample variance of each customer's goal revenue
-    (the `revenue` of their goal decisions in this journey; 0 for those without)."""
+async def goal_figures(conn: AsyncConnection, ws: str, keys: list[str],
+                       version: int | None = None) -> dict[str, dict[str, Any]]:
+    """The `goal` block of the stats of each journey in `keys` (a version of one journey
+    with `version`), in three grouped queries whatever the number of journeys: what the
+    list's `include=goal` and profile's KPI uplift read without one call per journey."""
     i, d = instances.c, decisions.c
-    people = (select(i.profile_id, func.bool_or(i.holdout).label("holdout"))
-              .where(scope_i, ~control).group_by(i.profile_id).subquery())
-    worth = (select(d.profile_id, func.sum(cast(d.detail["revenue"].astext, Float))
-                    .label("revenue"))
+    scope_i = and_(i.workspace_id == ws, i.journey_key.in_(keys),
+                   *([i.version == version] if version else []))
+    scope_d = and_(d.workspace_id == ws, d.journey_key.in_(keys),
+                   *([d.version == version] if version else []))
+    n, people = func.count().label("n"), func.count(i.profile_id.distinct()).label("people")
+    # Global control-group members are in neither arm: they get no marketing message
+    # whichever arm they drew, so they would dilute the treated arm's effect.
+    s = snapshots.c
+    control = select(s.profile_id).where(s.workspace_id == ws,
+                                         s.profile_id == i.profile_id, s.control).exists()
+    goals = (await conn.execute(select(
+        i.journey_key, i.holdout, n, people, func.count(i.goal_at).label("converted"),
+        func.count(i.profile_id.distinct()).filter(i.goal_at.is_not(None))
+        .label("people_converted")).where(scope_i, ~control)
+        .group_by(i.journey_key, i.holdout))).all()
+    in_control = dict((await conn.execute(select(
+        i.journey_key, func.count(i.profile_id.distinct())).where(scope_i, control)
+        .group_by(i.journey_key))).tuples().all())
+    revenue = (await conn.execute(_revenue_per_customer(scope_i, scope_d, control))).all()
+    by_arm = {(r.journey_key, bool(r.holdout)): r for r in goals}
+    money_of = {(r.journey_key, bool(r.holdout)): r for r in revenue}
+    out = {}
+    for key in keys:
+        treated = _arm(by_arm.get((key, False))) | _money(money_of.get((key, False)))
+        holdout = _arm(by_arm.get((key, True))) | _money(money_of.get((key, True)))
+        money = welch(_sample(money_of.get((key, False))), _sample(money_of.get((key, True))))
+        out[key] = {"treated": treated, "holdout": holdout,
+                    "control_group_excluded": int(in_control.get(key, 0))} | uplift(
+            (treated["converted"], treated["customers"]),
+            (holdout["converted"], holdout["customers"])) | {
+            "revenue_per_customer": {"difference": money["difference"], "ci95": money["ci95"],
+                                     "ci_method": "welch", "df": money["df"]}}
+    return out
+
+
+def _revenue_per_customer(scope_i: Any, scope_d: Any, control: Any) -> Any:
+    """Per journey and arm: customers, and the mean and sample variance of each customer's
+    goal revenue (the `revenue` of their goal decisions in that journey; 0 for those
+    without)."""
+    i, d = instances.c, decisions.c
+    people = (select(i.journey_key, i.profile_id, func.bool_or(i.holdout).label("holdout"))
+              .where(scope_i, ~control).group_by(i.journey_key, i.profile_id).subquery())
+    worth = (select(d.journey_key, d.profile_id,
+                    func.sum(cast(d.detail["revenue"].astext, Float)).label("revenue"))
              .where(scope_d, d.kind == "goal", d.outcome == "reached",
                     d.detail.has_key("revenue"))
-             .group_by(d.profile_id).subquery())
+             .group_by(d.journey_key, d.profile_id).subquery())
     value = func.coalesce(worth.c.revenue, 0.0)
-    return (select(people.c.holdout, func.count().label("n"), func.sum(value).label("total"),
-                   func.avg(value).label("mean"), func.var_samp(value).label("var"))
-            .select_from(people.outerjoin(worth, worth.c.profile_id == people.c.profile_id))
-            .group_by(people.c.holdout))
+    return (select(people.c.journey_key, people.c.holdout, func.count().label("n"),
+                   func.sum(value).label("total"), func.avg(value).label("mean"),
+                   func.var_samp(value).label("var"))
+            .select_from(people.outerjoin(worth, and_(
+                worth.c.profile_id == people.c.profile_id,
+                worth.c.journey_key == people.c.journey_key)))
+            .group_by(people.c.journey_key, people.c.holdout))
 
 
 def _money(row: Any) -> dict[str, Any]:

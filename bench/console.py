@@ -190,10 +190,12 @@ async def seed_bulk(dsn: str, real: int, profiles: int, events: int,
         # messages brings the log to `messages` in all.
         short = messages - await conn.fetchval("SELECT count(*) FROM messaging.messages")
         if short > 0:
-            await clone(conn, "messaging.messages", by_src.format(t="messaging.messages")
-                        + f" WHERE m.g < (SELECT min(g) FROM public.bench_map) + {int(short)}"
-                        " AND s.id = (SELECT min(x.id) FROM messaging.messages x "
-                        "WHERE x.profile_id = m.src)", {
+            first = ("(SELECT DISTINCT ON (x.profile_id) x.* FROM messaging.messages x "
+                     "WHERE x.profile_id IN (SELECT src FROM public.bench_map) "
+                     "ORDER BY x.profile_id, x.id)")
+            await clone(conn, "messaging.messages", f"FROM public.bench_map m JOIN {first} s "
+                        "ON s.profile_id = m.src WHERE m.g < (SELECT min(g) FROM "
+                        f"public.bench_map) + {int(short)}", {
                 "id": "md5(s.id || '-b-' || m.g)::uuid::text", "profile_id": "m.id",
                 "idempotency_key": "s.idempotency_key || '-b-' || m.g",
                 "recipient": "'u' || m.g || '@bench.test'",

@@ -149,7 +149,7 @@ async def goal_figures(conn: AsyncConnection, ws: str, keys: list[str],
         func.count(i.profile_id.distinct()).filter(i.goal_at.is_not(None))
         .label("people_converted")).where(scope_i, ~control)
         .group_by(i.journey_key, i.holdout))).all()
-    in_control = dict((await conn.execute(select(
+    in_control: dict[str, int] = dict((await conn.execute(select(
         i.journey_key, func.count(i.profile_id.distinct())).where(scope_i, control)
         .group_by(i.journey_key))).tuples().all())
     revenue = (await conn.execute(_revenue_per_customer(scope_i, scope_d, control))).all()

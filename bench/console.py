@@ -27,6 +27,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import _root  # noqa: F401  (the repository root on sys.path: tests.support)
@@ -201,17 +204,17 @@ async def seed_bulk(dsn: str, real: int, profiles: int, events: int,
                 "recipient": "'u' || m.g || '@bench.test'",
                 "created_at": "s.created_at - interval '1 day'"})
         have = await conn.fetchval("SELECT count(*) FROM profile.events")
-        per = max(1, -(-(events - have) // max(1, profiles - real)))
         names = "(ARRAY['Viewed Product', 'Added to Cart', 'Searched', 'Bought'])"
+        # Event e goes to copied customer e % copies: `events` in all, about 10 each.
         status = await conn.execute(
             "INSERT INTO profile.events (workspace_id, event_id, profile_id, type, name, "
-            "properties, timestamp, received_at) SELECT 'default', 'bench-' || m.g || '-' || k, "
-            f"m.id, 'track', {names}[1 + (m.g + k) % 4], jsonb_build_object('sku', "
-            "'sku-' || (m.g * k) % 997, 'revenue', 10 + (m.g + k) % 90), t, t "
-            "FROM public.bench_map m CROSS JOIN generate_series(1, $1::int) k CROSS JOIN "
-            "LATERAL (SELECT now() - ((m.g * 7919 + k * 104729) % 129600) * "
-            "interval '1 minute' AS t) x", per)
-        counts["events"] = have + int(status.split()[-1])
+            "properties, timestamp, received_at) SELECT 'default', 'bench-' || e, m.id, "
+            f"'track', {names}[1 + e % 4], jsonb_build_object('sku', 'sku-' || e % 997, "
+            "'revenue', 10 + e % 90), t, t FROM generate_series(0, $1::bigint - 1) e "
+            "JOIN public.bench_map m ON m.g = $2::int + e % $3::int CROSS JOIN LATERAL "
+            "(SELECT now() - ((e * 7919) % 129600) * interval '1 minute' AS t) x",
+            max(0, events - have), real, profiles - real)
+        counts["events"] = int(status.split()[-1])
         await conn.execute("DROP TABLE public.bench_map")
         await conn.execute("ANALYZE")
         for table in ("profile.profiles", "profile.events", "journey.instances",
@@ -240,7 +243,8 @@ async def measure(http: httpx.AsyncClient, console: str, paths: dict[str, str],
             timing = dict(TIMING.findall(r.headers.get("server-timing", "")))
             app.append(float(timing.get("app", 0)))
             api.append(float(timing.get("api", 0)))
-            calls = int(CALLS.search(r.headers.get("server-timing", "")).group(1))
+            found = CALLS.search(r.headers.get("server-timing", ""))
+            calls = int(found.group(1)) if found else 0
         rows.append((name, pct(app, 50), pct(app, 95), pct(api, 50), pct(api, 95), calls,
                      max(statuses)))
     return rows
@@ -259,11 +263,80 @@ async def rebuild_kpis(http: httpx.AsyncClient, profile: str) -> None:
         raise RuntimeError(f"KPI rebuild failed: {run}")
 
 
-async def main(scale: float, n: int) -> None:
+async def seed(http: httpx.AsyncClient, url: dict[str, str], dsn: str, scale: float,
+               profiles: int, n_journeys: int) -> None:
+    """The three timed parts: real pipeline, SQL copies, KPI rebuild."""
+    started = time.perf_counter()
+    real = await seed_real(http, url, REAL_PEOPLE, n_journeys)
+    real_s = time.perf_counter() - started
+    started = time.perf_counter()
+    counts = await seed_bulk(dsn, REAL_PEOPLE, profiles, int(1_000_000 * scale),
+                             int(200_000 * scale))
+    bulk_s = time.perf_counter() - started
+    started = time.perf_counter()
+    await rebuild_kpis(http, url["profile"])
+    kpi_s = time.perf_counter() - started
+    print(f"seeded: {REAL_PEOPLE} customers ({real} calls) through the pipeline in "
+          f"{real_s:.0f} s; copied in SQL in {bulk_s:.0f} s ("
+          + ", ".join(f"{v:,} {k}" for k, v in counts.items() if "." not in k)
+          + "); in all: "
+          + ", ".join(f"{v:,} {k}" for k, v in counts.items() if "." in k)
+          + f"; KPI rollups rebuilt from the events in {kpi_s:.0f} s", flush=True)
+
+
+@contextmanager
+def kept_database(server: str, name: str) -> Iterator[str]:
+    """A database that outlives the run (--db): created if missing (or left half-seeded),
+    never dropped."""
+    async def create() -> None:
+        dsn = server.rsplit("/", 1)[0] + "/" + name
+        conn = await asyncpg.connect(server)
+        try:
+            if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                target = await asyncpg.connect(dsn)
+                try:
+                    done = await target.fetchval("SELECT to_regclass('public.bench_seeded')")
+                finally:
+                    await target.close()
+                if done:
+                    return
+                await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # half-seeded
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:  # called inside the bench's running loop
+        pool.submit(asyncio.run, create()).result()
+    yield server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+
+
+async def seeded_before(dsn: str, profiles: int) -> bool:
+    """Did an earlier run finish seeding this database at this size (its marker)?"""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass('public.bench_seeded')") is None:
+            return False
+        return bool(await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM public.bench_seeded WHERE profiles = $1)", profiles))
+    finally:
+        await conn.close()
+
+
+async def mark_seeded(dsn: str, profiles: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE public.bench_seeded AS SELECT $1::int AS profiles",
+                           profiles)
+    finally:
+        await conn.close()
+
+
+async def main(scale: float, n: int, db: str | None) -> None:
     profiles = max(2 * REAL_PEOPLE, int(100_000 * scale))
     n_journeys = 50
     with tansu_broker() as bootstrap, postgres_server() as server, \
-            scratch_database(server) as db_url, smtp_sink() as (smtp_url, _inbox):
+            (kept_database(server, db) if db else scratch_database(server)) as db_url, \
+            smtp_sink() as (smtp_url, _inbox):
         await asyncio.to_thread(upgrade_all, db_url)
         from shared.settings import Settings
         await ensure_topics(Settings(database_url=db_url, kafka_bootstrap=bootstrap,
@@ -284,22 +357,13 @@ async def main(scale: float, n: int) -> None:
             async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
                 for base in url.values():
                     await wait_ready(http, base, timeout=60)
-                started = time.perf_counter()
-                real = await seed_real(http, url, REAL_PEOPLE, n_journeys)
-                real_s = time.perf_counter() - started
-                started = time.perf_counter()
-                counts = await seed_bulk(db_url.replace("+asyncpg", ""), REAL_PEOPLE, profiles,
-                                         int(1_000_000 * scale), int(200_000 * scale))
-                bulk_s = time.perf_counter() - started
-                started = time.perf_counter()
-                await rebuild_kpis(http, url["profile"])
-                kpi_s = time.perf_counter() - started
-                print(f"seeded: {REAL_PEOPLE} customers ({real} calls) through the pipeline in "
-                      f"{real_s:.0f} s; copied in SQL in {bulk_s:.0f} s ("
-                      + ", ".join(f"{v:,} {k}" for k, v in counts.items() if "." not in k)
-                      + "); in all: "
-                      + ", ".join(f"{v:,} {k}" for k, v in counts.items() if "." in k)
-                      + f"; KPI rollups rebuilt from the events in {kpi_s:.0f} s", flush=True)
+                dsn = db_url.replace("+asyncpg", "")
+                if db and await seeded_before(dsn, profiles):
+                    print(f"database {db} was seeded by an earlier run: not seeding", flush=True)
+                else:
+                    await seed(http, url, dsn, scale, profiles, n_journeys)
+                    if db:
+                        await mark_seeded(dsn, profiles)
                 admin = {"Authorization": f"Bearer {ADMIN}"}
                 someone = (await http.get(f"{url['profile']}/v1/profiles/lookup", headers=admin,
                                           params={"user_id": f"u{profiles - 2}"})).json()["id"]
@@ -332,5 +396,7 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=float, default=1.0,
                         help="1 = 100,000 profiles, 1M events, 200,000 messages")
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--db", help="keep the seeded database under this name (not dropped; "
+                                     "a later run with the same name skips the seeding)")
     args = parser.parse_args()
-    asyncio.run(main(args.scale, args.requests))
+    asyncio.run(main(args.scale, args.requests, args.db))

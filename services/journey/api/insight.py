@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import Float, and_, cast, func, select
+from sqlalchemy import Float, and_, cast, false, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.api.schemas import JourneyStats, ProfileJourneys, ProfileTrace
@@ -140,17 +140,20 @@ async def goal_figures(conn: AsyncConnection, ws: str, keys: list[str],
                    *([d.version == version] if version else []))
     n, people = func.count().label("n"), func.count(i.profile_id.distinct()).label("people")
     # Global control-group members are in neither arm: they get no marketing message
-    # whichever arm they drew, so they would dilute the treated arm's effect.
+    # whichever arm they drew, so they would dilute the treated arm's effect. Most
+    # workspaces have none (one probe of the partial index snapshots_control); else they are
+    # a small set, excluded as one hashed list rather than a lookup per instance.
     s = snapshots.c
-    control = select(s.profile_id).where(s.workspace_id == ws,
-                                         s.profile_id == i.profile_id, s.control).exists()
+    members = select(s.profile_id).where(s.workspace_id == ws, s.control)
+    any_control = (await conn.execute(members.limit(1))).first() is not None
+    control: Any = i.profile_id.in_(members) if any_control else false()
     goals = (await conn.execute(select(
         i.journey_key, i.holdout, n, people, func.count(i.goal_at).label("converted"),
         func.count(i.profile_id.distinct()).filter(i.goal_at.is_not(None))
         .label("people_converted")).where(scope_i, ~control)
         .group_by(i.journey_key, i.holdout))).all()
-    in_control: dict[str, int] = dict((await conn.execute(select(
-        i.journey_key, func.count(i.profile_id.distinct())).where(scope_i, control)
+    in_control: dict[str, int] = {} if not any_control else dict((await conn.execute(
+        select(i.journey_key, func.count(i.profile_id.distinct())).where(scope_i, control)
         .group_by(i.journey_key))).tuples().all())
     revenue = (await conn.execute(_revenue_per_customer(scope_i, scope_d, control))).all()
     by_arm = {(r.journey_key, bool(r.holdout)): r for r in goals}

@@ -14,7 +14,7 @@ reports p50 / p95 of the console's own Server-Timing (`app`: the whole request, 
 `api`: the time in its calls to the services). The issue's target: p95 < 300 ms for every
 page and fragment.
 
-    .venv/bin/python bench/console.py [--scale 1] [--requests 100]
+    .venv/bin/python bench/console.py [--scale 1] [--requests 50] [--db NAME]
 """
 
 from __future__ import annotations
@@ -395,7 +395,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0,
                         help="1 = 100,000 profiles, 1M events, 200,000 messages")
-    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--db", help="keep the seeded database under this name (not dropped; "
                                      "a later run with the same name skips the seeding)")
     args = parser.parse_args()

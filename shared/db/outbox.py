@@ -5,7 +5,9 @@ encoded, by `shared.kafka.codec.encode` or a contract's fast writer) in one stat
 returns the rows it wrote (`OutboxRow`: id and payload, still in memory); `add_to_outbox`
 does the same for contract models. After commit the caller hands them to
 the relay, which produces them at once (low latency), waits for the broker's acks and
-only then deletes them by id: no second transaction reading the payloads back. A sweeper
+only then deletes them by id: no second transaction reading the payloads back. Handlers
+that need not wait for the acks hand the rows to `publish_soon` instead (in the
+background, in order; `drain` waits for what it holds). A sweeper
 publishes whatever a crash or an outage left behind (rows older than `sweep_after_s`),
 claiming them with SKIP LOCKED so that replicas never take the same row in one sweep.
 A message can be published twice (crash between ack and delete, or a fast path slower
@@ -39,7 +41,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
+from shared.clock import pause
 from shared.db.driver import driver
+from shared.faults import crash_point
 from shared.kafka.codec import encode, headers_json, with_trace
 from shared.kafka.producer import send_batched
 
@@ -147,6 +151,8 @@ class OutboxRelay:
         self._conn: Any = None
         self._conn_lock = asyncio.Lock()
         self._acked: list[int] = []  # ids whose delete is waiting for the connection
+        self._soon: list[OutboxRow] = []  # handed to `publish_soon`, not yet published
+        self._publishing: asyncio.Task[None] | None = None
         name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
         # asyncpg directly: one statement text each (prepared once per connection), and no
         # SQLAlchemy parameter or result processing on the per-batch path.
@@ -162,8 +168,10 @@ class OutboxRelay:
         rows stay and the sweeper retries them."""
         if not rows:
             return
+        crash_point("after_commit_before_produce")  # test-only (shared/faults.py)
         try:
             await self._produce(rows)
+            crash_point("after_produce_before_commit")
             # Only after every ack. Rows a sweeper holds make this wait for its commit
             # (after which they are gone); the sweeper itself never waits (SKIP LOCKED).
             await self._delete_acked([r.id for r in rows])
@@ -172,6 +180,31 @@ class OutboxRelay:
                         type(exc).__name__)
             return
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
+
+    def publish_soon(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish committed rows in the background, in order, without waiting for the
+        acks. Rows that come in while a publish waits for the broker go out together in
+        the next one: rows leave at once when the service is idle, and under load the
+        relay is called a few times per batch rather than once per handler call (each call
+        is a wait for acks and a delete). Rows are durable before they are handed in, so
+        nothing depends on this queue: after a crash the sweeper publishes them."""
+        if not rows:
+            return
+        self._soon += rows
+        if self._publishing is None or self._publishing.done():
+            self._publishing = asyncio.create_task(self._publish_soon(),
+                                                   name=f"{self.service}-publish")
+
+    async def _publish_soon(self) -> None:
+        while self._soon:
+            rows, self._soon = self._soon[:self.batch], self._soon[self.batch:]
+            await self.publish(rows)  # never raises: failures are left to the sweeper
+
+    async def drain(self) -> None:
+        """Wait until every row handed to `publish_soon` was published (or left to the
+        sweeper)."""
+        while self._publishing is not None and not self._publishing.done():
+            await self._publishing
 
     async def sweep_once(self) -> int:
         """Claim old rows by deleting them, publish, and commit only once the broker acked:
@@ -184,6 +217,7 @@ class OutboxRelay:
                 if not rows:
                     return 0
                 await self._produce(rows)
+                crash_point("after_produce_before_commit")  # test-only (shared/faults.py)
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)
 
@@ -194,10 +228,7 @@ class OutboxRelay:
                     pass
             except Exception as exc:
                 log.warning("%s outbox sweeper: %s", self.service, type(exc).__name__)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), interval_s)
-            except TimeoutError:
-                pass
+            await pause(self._stopping, interval_s)
 
     def stop(self) -> None:
         self._stopping.set()

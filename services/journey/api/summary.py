@@ -1,0 +1,73 @@
+"""The journey list's workspace-wide figures (`include=stats`, `include=goal`), kept per
+process so a large workspace is not scanned on every request.
+
+Both figures read every instance of the workspace (distinct customers, goal arms), which
+takes seconds at hundreds of thousands of instances. A small workspace (under `LARGE`
+instances at its last count) is computed on each request, so its figures are exact. A large
+one is served from the last computation while a fresh one runs in the background (one at a
+time per workspace and figure): the answer is at most `STALE_S` old (older, the request
+waits for the fresh one). The console refreshes its counts every 5 s anyway; the per-journey
+`/stats` stays exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LARGE = 20_000  # instances; below this, figures are computed on every request
+REFRESH_S = 1.0  # a large workspace's figures are recomputed when older than this...
+STALE_S = 5.0  # ...and served while younger than this
+
+# compute() -> (figures, instances counted)
+Compute = Callable[[], Awaitable[tuple[dict[str, Any], int]]]
+
+
+@dataclass
+class _Entry:
+    figures: dict[str, Any] | None = None
+    size: int = 0
+    started: float = 0.0  # monotonic time the figures' computation began
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Summaries:
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], _Entry] = {}
+
+    async def get(self, workspace: str, figure: str, compute: Compute) -> dict[str, Any]:
+        entry = self._entries.setdefault((workspace, figure), _Entry())
+        if entry.figures is None or entry.size < LARGE:
+            await self._run(entry, compute, time.monotonic())
+            assert entry.figures is not None
+            return entry.figures
+        age = time.monotonic() - entry.started
+        if age >= REFRESH_S and entry.task is None:
+            entry.task = asyncio.create_task(self._refresh(entry, compute))
+        if age < STALE_S or entry.task is None:
+            return entry.figures
+        await asyncio.shield(entry.task)  # too old: wait (a cancelled request leaves it run)
+        return entry.figures
+
+    @staticmethod
+    async def _run(entry: _Entry, compute: Compute, started: float) -> None:
+        figures, size = await compute()
+        if started >= entry.started:  # a slower, older computation never overwrites
+            entry.figures, entry.size, entry.started = figures, size, started
+
+    async def _refresh(self, entry: _Entry, compute: Compute) -> None:
+        try:
+            await self._run(entry, compute, time.monotonic())
+        except Exception as exc:  # the last figures stay; the next request tries again
+            log.warning("journey summary refresh failed (%s)", type(exc).__name__)
+        finally:
+            entry.task = None
+
+
+summaries = Summaries()

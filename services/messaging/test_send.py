@@ -1,22 +1,31 @@
 """A test send: one template rendered for a tester's address and sent through the real
 provider path, its message logged and its delivery events marked `test: true` (KPIs
-leave them out). It hands out no discount code: `code` writes `[pool code]`."""
+leave them out). It hands out no discount code: `code` writes `[pool code]`.
+
+A test send is answered at once and never retried later. One made without a chosen
+customer (the sample profile, or a snapshot without an id; logged under `NO_CUSTOMER`)
+belongs to no profile, so no erasure would find it: its address and content are blanked
+as soon as it is answered (docs/messaging.md)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
-from services.messaging.delivery import record_in, send, verdict_outcome
+from services.messaging.delivery import Outcome, record_in, send, verdict_outcome
+from services.messaging.domain.template_check import SAMPLE_PROFILE
 from services.messaging.prepare import prepare, send_event
 from services.messaging.tables import messages
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import ADDRESS_FIELD, Channel, Recipient, SendCommand
 from shared.db.outbox import OutboxRow
 from shared.runtime import ServiceRuntime
+
+NO_CUSTOMER = "test-send"  # the profile id of a test send made without a chosen customer
 
 
 def test_command(*, workspace_id: str, template: str, channel: str, to: str,
@@ -25,7 +34,10 @@ def test_command(*, workspace_id: str, template: str, channel: str, to: str,
     key = f"test-send:{uuid.uuid4()}"
     recipient = (Recipient(push_tokens=[to]) if channel == "push"
                  else Recipient(**{ADDRESS_FIELD[channel]: to}))
-    profile_id = str(profile.get("profile_id") or profile.get("id") or "test-send")[:36]
+    # A snapshot naming a profile is that customer's; the sample, or none, is nobody's.
+    chosen = profile.get("profile_id") or profile.get("id")
+    profile_id = NO_CUSTOMER if not chosen or chosen == SAMPLE_PROFILE["id"] else \
+        str(chosen)[:36]
     return SendCommand(id=key, workspace_id=workspace_id, profile_id=profile_id,
                        idempotency_key=key, channel=Channel(channel), template=template,
                        to=recipient, context={"profile": profile, "event": event},
@@ -56,7 +68,24 @@ async def test_send(rt: ServiceRuntime, m: Messaging, cmd: SendCommand
             cmd, p.message_id, DeliveryStatus.queued, now, **p.event_fields())])
     outcome = verdict_outcome(p) if p.verdict else await send(
         rt, m, p, attempts=m.settings.messaging_provider_attempts)
+    if outcome.status == "retrying":  # the tester is answered now: no durable retry
+        outcome = Outcome(p, "failed", reason=f"not retried (a test send): {outcome.reason}"
+                          [:1000], dead=outcome.dead)
     async with store.transaction(rt.engine) as db:
         rows += await record_in(db, rt, [outcome])
+        if cmd.profile_id == NO_CUSTOMER:
+            await _forget_address(db, cmd.workspace_id, p.message_id, address)
     return ({"message_id": p.message_id, "status": outcome.status, "reason": outcome.reason,
              "template_version": p.template_version}, rows)
+
+
+async def _forget_address(db: store.Driver, workspace_id: str, message_id: str,
+                          address: str) -> None:
+    """Keep the log line (status, template, provider id: delivery webhooks still find it)
+    without the address, the content or the command; a provider error quoting the address
+    reads `[erased]`. A later bounce then marks no address undeliverable."""
+    await db.execute(
+        f"UPDATE {messages.fullname} SET recipient = NULL, subject = NULL, body = NULL, "
+        "content = NULL, command = NULL, erased_at = now(), "
+        "error = regexp_replace(error, $3, '[erased]', 'gi') "
+        "WHERE workspace_id = $1 AND id = $2", workspace_id, message_id, re.escape(address))

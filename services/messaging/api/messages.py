@@ -87,7 +87,8 @@ async def resend_message(engine: EngineDep, principal: AdminDep,
                           "'failed' messages can be resent", field="status")
         if not kept:
             raise Problem(409, "Not resendable", "the send command was not kept (the message "
-                          "failed before this version, or its profile was erased)",
+                          "failed before this version, its profile was erased, or it "
+                          "was a test send)",
                           field="command")
         await conn.execute(update(messages).where(messages.c.id == message_id).values(
             status="retrying", retry_at=func.now(), retry_since=func.now(),

@@ -14,7 +14,7 @@ from services.messaging.store import message_filter
 from services.messaging.tables import messages
 from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
-from shared.http.contracts import answers
+from shared.http.contracts import answers, problems
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
@@ -69,7 +69,8 @@ class Resent(BaseModel):
     duplicate_risk: str
 
 
-@router.post("/messages/{message_id}/resend", status_code=202, response_model=Resent)
+@router.post("/messages/{message_id}/resend", status_code=202, response_model=Resent,
+             responses=problems(404, 409))
 async def resend_message(engine: EngineDep, principal: AdminDep,
                          message_id: str = Path(min_length=1, max_length=36)) -> Resent:
     """Send an `unknown` or `failed` message again (the retry sweeper picks it up within a

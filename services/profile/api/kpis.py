@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Path, Query, Request
@@ -14,8 +14,9 @@ from services.profile import kpis_read, kpis_rebuild, kpis_uplift
 from services.profile import repository as repo
 from services.profile.domain.kpis import local_day
 from services.profile.settings import ProfileSettings
-from shared.contracts.send import Channel
+from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
+from shared.http.contracts import problems
 from shared.http.deps import RuntimeDep
 from shared.http.problems import Problem
 
@@ -54,18 +55,15 @@ def _bad(field: str, message: str) -> Problem:
 async def get_kpis(request: Request, rt: RuntimeDep, principal: AdminDep,
                    from_: Annotated[date | None, Query(alias="from")] = None,
                    to: Annotated[date | None, Query()] = None,
-                   interval: Annotated[str, Query()] = "day",
-                   channel: Value = None, journey: Value = None, broadcast: Value = None,
+                   interval: Annotated[Literal["day", "week", "month"], Query()] = "day",
+                   channel: Annotated[ChannelName | None, Query()] = None,
+                   journey: Value = None, broadcast: Value = None,
                    template: Value = None, segment: Value = None) -> dict[str, Any]:
     """The KPI groups of a window (workspace time zone), totals, series per interval and
     breakdowns by journey, broadcast, template and channel; see docs/metrics.md."""
     unknown = sorted(set(request.query_params) - PARAMS)
     if unknown:
         raise _bad(unknown[0], "unknown parameter")
-    if interval not in ("day", "week", "month"):
-        raise _bad("interval", "one of day, week, month")
-    if channel is not None and channel not in {c.value for c in Channel}:
-        raise _bad("channel", "unknown channel")
     chosen = [(k, v) for k, v in (("channel", channel), ("journey", journey),
                                   ("broadcast", broadcast), ("template", template)) if v]
     if len(chosen) > 1:
@@ -137,7 +135,7 @@ async def start_rebuild(rt: RuntimeDep, principal: AdminDep) -> dict[str, Any]:
     return run
 
 
-@router.get("/rebuild/{run_id}", response_model=RebuildRun)
+@router.get("/rebuild/{run_id}", response_model=RebuildRun, responses=problems(404))
 async def get_rebuild(rt: RuntimeDep, principal: AdminDep,
                       run_id: str = Path(max_length=36)) -> dict[str, Any]:
     """Progress of one rebuild."""

@@ -35,7 +35,7 @@ EXAMPLES = 12  # per operation and generation mode
 # the reason given. Every other check runs on them as on the rest.
 UNSAYABLE: dict[str, tuple[str, ...]] = {
     # Which provider serves which channel, and the settings it needs, follow the path.
-    "PUT /v1/channels/{channel}/{provider}": ("provider", "settings"),
+    "PUT /v1/channels/{channel}/{provider}": ("provider", "settings", "credentials"),
     # At least one of four optional parameters; a phone number that exists.
     "GET /v1/profiles/lookup": ("query",),
     # A reporting segment that exists; at most one of four breakdown parameters.
@@ -45,10 +45,11 @@ UNSAYABLE: dict[str, tuple[str, ...]] = {
     # Thresholds in order; windows are durations up to 90 days; a zone the tz database has.
     "PUT /v1/profile-settings/conventions": ("body", "attribution_open_window",
                                              "attribution_click_window", "timezone"),
-    # Caps that can be reached; a positive expiry only for deferred sends.
-    "PUT /v1/policy": ("caps", "on_hold"),
-    # The template must exist; a positive expiry only for deferred sends.
-    "PUT /v1/broadcasts/{key}": ("template", "on_hold"),
+    # Caps that can be reached; a positive expiry only for deferred sends; quiet hours
+    # that start and end at different times.
+    "PUT /v1/policy": ("caps", "on_hold", "quiet_hours"),
+    # The template must exist; a positive expiry only for deferred sends; a rule's durations.
+    "PUT /v1/broadcasts/{key}": ("template", "on_hold", "condition"),
     # The templates the steps send must exist; a rule's durations at most 100 years.
     "POST /v1/journeys": ("stages", "exit", "goal"),
     "POST /v1/journeys/validate": ("stages", "exit", "goal"),

@@ -15,7 +15,11 @@ from shared.contracts.profile import ChangeKind, ProfileSnapshot
 class SimulatedEvent(BaseModel):
     """One input of a simulation: a track event or a profile change, at a virtual time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [  # `_one_kind`
+        {"required": ["event"], "properties": {"event": {"type": "string"}}},
+        {"required": ["change"], "properties": {"change": {"type": "string"}}}],
+        "anyOf": [{"not": {"required": [name]}} for name in ("at", "after")] + [
+            {"properties": {name: {"type": "null"}}} for name in ("at", "after")]})
 
     event: str | None = Field(None, min_length=1, max_length=200, description="Event name.")
     properties: dict[str, Any] = Field(default_factory=dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Path, Query, Request
@@ -14,7 +14,7 @@ from services.profile import kpis_read, kpis_rebuild, kpis_uplift
 from services.profile import repository as repo
 from services.profile.domain.kpis import local_day
 from services.profile.settings import ProfileSettings
-from shared.contracts.send import ChannelName
+from shared.contracts.send import Channel
 from shared.http.auth import AdminDep
 from shared.http.contracts import problems
 from shared.http.deps import RuntimeDep
@@ -24,6 +24,7 @@ router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 MAX_DAYS = 3 * 366  # the longest window one request may ask for
 PARAMS = {"from", "to", "interval", "channel", "journey", "broadcast", "template", "segment"}
 Value = Annotated[str | None, Query(min_length=1, max_length=200)]
+INTERVALS = ("day", "week", "month")
 
 
 class KpiAnswer(BaseModel):
@@ -55,12 +56,18 @@ def _bad(field: str, message: str) -> Problem:
 async def get_kpis(request: Request, rt: RuntimeDep, principal: AdminDep,
                    from_: Annotated[date | None, Query(alias="from")] = None,
                    to: Annotated[date | None, Query()] = None,
-                   interval: Annotated[Literal["day", "week", "month"], Query()] = "day",
-                   channel: Annotated[ChannelName | None, Query()] = None,
+                   interval: Annotated[str, Query(json_schema_extra={
+                       "enum": list(INTERVALS)})] = "day",
+                   channel: Annotated[str | None, Query(json_schema_extra={
+                       "enum": [c.value for c in Channel]})] = None,
                    journey: Value = None, broadcast: Value = None,
                    template: Value = None, segment: Value = None) -> dict[str, Any]:
     """The KPI groups of a window (workspace time zone), totals, series per interval and
     breakdowns by journey, broadcast, template and channel; see docs/metrics.md."""
+    if interval not in INTERVALS:
+        raise _bad("interval", "one of day, week, month")
+    if channel is not None and channel not in {c.value for c in Channel}:
+        raise _bad("channel", "unknown channel")
     unknown = sorted(set(request.query_params) - PARAMS)
     if unknown:
         raise _bad(unknown[0], "unknown parameter")

@@ -21,23 +21,20 @@ from services.journey.tables import instances, outbox
 from services.journey.unit import Unit
 from shared.clock import Clock
 from shared.kafka import is_transient
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, Stoppable
 
 log = logging.getLogger(__name__)
 
 
-class TimerWorker:
+class TimerWorker(Stoppable):
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents,
                  publisher: OutboxPublisher | None = None, *, batch: int = 500,
                  idle_s: float = 0.05, directory: Directory | None = None) -> None:
         self.rt, self.clock, self.docs, self.publisher = rt, clock, docs, publisher
         self.batch, self.idle_s = batch, idle_s
         self.directory = directory  # the workspaces' zones (None: UTC)
-        self._stopping = asyncio.Event()
+        super().__init__()
         self.fired = 0
-
-    def stop(self) -> None:
-        self._stopping.set()
 
     async def run(self) -> None:
         delay = 0.2

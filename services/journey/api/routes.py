@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -180,7 +180,8 @@ async def get_journey(key: str, engine: EngineDep, principal: AdminDep) -> dict[
 
 
 @router.get("/{key}/versions/{version}", responses=answers(JourneyVersionOut, 404))
-async def get_version(key: str, version: int, engine: EngineDep,
+async def get_version(key: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+                      engine: EngineDep,
                       principal: AdminDep) -> dict[str, Any]:
     """One published version's document (immutable)."""
     async with engine.connect() as conn:

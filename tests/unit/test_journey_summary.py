@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.journey.api import summary
 from services.journey.api.summary import Summaries
@@ -88,3 +89,10 @@ async def test_a_failed_refresh_keeps_the_last_figures(monkeypatch: pytest.Monke
     assert (await cache.get("ws", "stats", compute))["n"] == 1  # starts the next refresh
     await settle(cache)
     assert (await cache.get("ws", "stats", compute))["n"] == 3
+
+
+def test_each_engine_has_its_own_figures() -> None:
+    one = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1/one")
+    two = create_async_engine("postgresql+asyncpg://postgres@127.0.0.1/two")
+    assert summary.summaries(one) is summary.summaries(one)
+    assert summary.summaries(one) is not summary.summaries(two)

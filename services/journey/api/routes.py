@@ -125,9 +125,10 @@ async def list_journeys(engine: EngineDep, principal: AdminDep,
     async with engine.connect() as conn:
         rows = (await conn.execute(select(journeys).where(
             journeys.c.workspace_id == ws).order_by(journeys.c.key))).mappings().all()
-    counts = (await summaries.get(ws, "stats", lambda: _counts(engine, ws))
+    cache = summaries(engine)
+    counts = (await cache.get(ws, "stats", lambda: _counts(engine, ws))
               if "stats" in wanted else {})
-    goals = (await summaries.get(ws, "goal", lambda: _goals(engine, ws))
+    goals = (await cache.get(ws, "goal", lambda: _goals(engine, ws))
              if "goal" in wanted and rows else {})
     if "goal" in wanted and (new := [r["key"] for r in rows if r["key"] not in goals]):
         async with engine.connect() as conn:  # created since the figures were computed

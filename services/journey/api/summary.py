@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -70,4 +73,13 @@ class Summaries:
             entry.task = None
 
 
-summaries = Summaries()
+# One cache per engine (so per app): two apps in one process (tests) may share workspace ids
+# over different databases or schemas.
+_caches: weakref.WeakKeyDictionary[AsyncEngine, Summaries] = weakref.WeakKeyDictionary()
+
+
+def summaries(engine: AsyncEngine) -> Summaries:
+    cache = _caches.get(engine)
+    if cache is None:
+        cache = _caches[engine] = Summaries()
+    return cache

@@ -4,10 +4,10 @@ process so a large workspace is not scanned on every request.
 Both figures read every instance of the workspace (distinct customers, goal arms), which
 takes seconds at hundreds of thousands of instances. A small workspace (under `LARGE`
 instances at its last count) is computed on each request, so its figures are exact. A large
-one is served from the last computation while a fresh one runs in the background (one at a
-time per workspace and figure): the answer is at most `STALE_S` old (older, the request
-waits for the fresh one). The console refreshes its counts every 5 s anyway; the per-journey
-`/stats` stays exact.
+one is served from the last computation while a background task recomputes it every
+`REFRESH_S` for as long as someone asked within `WATCH_S` (one task per workspace and
+figure): the answer is at most `STALE_S` old (older, the request computes fresh figures).
+The console refreshes its counts every 5 s; the per-journey `/stats` stays exact.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = logging.getLogger(__name__)
 
 LARGE = 20_000  # instances; below this, figures are computed on every request
-REFRESH_S = 1.0  # a large workspace's figures are recomputed when older than this...
-STALE_S = 5.0  # ...and served while younger than this
+REFRESH_S = 1.0  # pause between a large workspace's background computations...
+WATCH_S = 30.0  # ...which go on while someone asked this recently
+STALE_S = 5.0  # figures are served while younger than this
 
 # compute() -> (figures, instances counted)
 Compute = Callable[[], Awaitable[tuple[dict[str, Any], int]]]
@@ -37,6 +38,7 @@ class _Entry:
     figures: dict[str, Any] | None = None
     size: int = 0
     started: float = 0.0  # monotonic time the figures' computation began
+    asked: float = 0.0  # monotonic time of the last request
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -46,16 +48,12 @@ class Summaries:
 
     async def get(self, workspace: str, figure: str, compute: Compute) -> dict[str, Any]:
         entry = self._entries.setdefault((workspace, figure), _Entry())
-        if entry.figures is None or entry.size < LARGE:
-            await self._run(entry, compute, time.monotonic())
-            assert entry.figures is not None
-            return entry.figures
-        age = time.monotonic() - entry.started
-        if age >= REFRESH_S and entry.task is None:
+        now = entry.asked = time.monotonic()
+        if entry.figures is None or entry.size < LARGE or now - entry.started >= STALE_S:
+            await self._run(entry, compute, now)
+        if entry.size >= LARGE and entry.task is None:
             entry.task = asyncio.create_task(self._refresh(entry, compute))
-        if age < STALE_S or entry.task is None:
-            return entry.figures
-        await asyncio.shield(entry.task)  # too old: wait (a cancelled request leaves it run)
+        assert entry.figures is not None
         return entry.figures
 
     @staticmethod
@@ -66,8 +64,12 @@ class Summaries:
 
     async def _refresh(self, entry: _Entry, compute: Compute) -> None:
         try:
-            await self._run(entry, compute, time.monotonic())
-        except Exception as exc:  # the last figures stay; the next request tries again
+            while True:
+                await asyncio.sleep(REFRESH_S)
+                await self._run(entry, compute, time.monotonic())
+                if time.monotonic() - entry.asked > WATCH_S or entry.size < LARGE:
+                    return
+        except Exception as exc:  # the last figures stay; the next request starts a new task
             log.warning("journey summary refresh failed (%s)", type(exc).__name__)
         finally:
             entry.task = None

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = logging.getLogger(__name__)
 
 LARGE = 20_000  # instances; below this, figures are computed on every request
-REFRESH_S = 1.0  # pause between a large workspace's background computations...
-WATCH_S = 30.0  # ...which go on while someone asked this recently
+REFRESH_S = 2.0  # pause between a large workspace's background computations...
+WATCH_S = 15.0  # ...which go on while someone asked this recently
 STALE_S = 5.0  # figures are served while younger than this
 
 # compute() -> (figures, instances counted)

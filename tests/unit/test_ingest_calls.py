@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from pydantic import ValidationError
 
 from services.ingest.domain.calls import Call, corrected_timestamp, event_document, to_event
 from services.ingest.publisher import Outgoing
@@ -71,3 +72,15 @@ def test_cached_partitioning_is_kafkas_default_partitioner() -> None:
         for i in range(300):
             key = f"workspace-{i % 5}:customer-{i}".encode()
             assert partition_for(key, partitions) == partitioner(key, partitions, partitions)
+
+
+@pytest.mark.parametrize("field", ["timestamp", "originalTimestamp", "sentAt"])
+@pytest.mark.parametrize("value", [1700000000, -2.5e-30, True, {"t": 1}])
+def test_times_are_iso_strings_never_numbers(field: str, value: object) -> None:
+    # pydantic alone would read a number as Unix seconds or milliseconds by its size; the
+    # OpenAPI says a date-time string, and the fuzzer holds the server to it.
+    with pytest.raises(ValidationError):
+        Call.model_validate({"type": "track", "userId": "u", "event": "e", field: value})
+    ok = Call.model_validate({"type": "track", "userId": "u", "event": "e",
+                              field: "2026-01-15T10:30:00Z"})
+    assert getattr(ok, field) == datetime(2026, 1, 15, 10, 30, tzinfo=UTC)

@@ -6,17 +6,30 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from shared.contracts.events import Event
 from shared.contracts.storable import plausible_event_time
 
-# No Python validators here: this model runs once per event on the hot path, so every
-# rule is one pydantic-core does natively. What it cannot say (an empty id is no id, a
-# null object is an empty one) is read that way by `problems` and `event_document`.
+# One Python validator only (`Time`'s type check): this model runs once per event on the
+# hot path, so every other rule is one pydantic-core does natively. What it cannot say (an
+# empty id is no id, a null object is an empty one) is read that way by `problems` and
+# `event_document`.
 Id = Annotated[str, Field(max_length=255)]
 Name = Annotated[str, Field(max_length=200, strict=True)]  # names are never numbers
 Object = dict[str, Any] | None  # some SDKs send `"properties": null`: it means none
+
+
+def _iso_only(value: Any) -> Any:
+    """Times are ISO-8601 strings (Segment's spec and our OpenAPI): pydantic would read a
+    number as Unix seconds or milliseconds by its size, which no client can rely on."""
+    if value is None or isinstance(value, str | datetime):
+        return value
+    raise ValueError("expected an ISO-8601 date-time string")
+
+
+# The one Python validator of the model: a type check, and only on the time fields sent.
+Time = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class Call(BaseModel):
@@ -40,9 +53,9 @@ class Call(BaseModel):
     traits: Object = None
     context: Object = None
     integrations: Object = None
-    timestamp: datetime | None = None
-    originalTimestamp: datetime | None = None
-    sentAt: datetime | None = None
+    timestamp: Time | None = None
+    originalTimestamp: Time | None = None
+    sentAt: Time | None = None
 
     def problems(self) -> list[dict[str, str]]:
         """The spec's rules beyond types: which ids and names each call needs."""

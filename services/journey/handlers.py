@@ -25,7 +25,7 @@ from services.journey.tables import (
     sends,
     snapshots,
 )
-from services.journey.unit import Unit
+from services.journey.unit import Unit, announce_timers
 from shared.clock import Clock
 from shared.contracts.profile import ChangeKind, ProfileChange, ProfileEvent
 from shared.db import claim_new
@@ -52,6 +52,7 @@ def change_signal(change: ProfileChange) -> Signal:
 async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
                         publisher: OutboxPublisher | None, consumer: str, ids: list[str],
                         signals: list[Signal], before: Any = None) -> None:
+    unit: Unit | None = None
     async with rt.engine.begin() as conn:
         fresh = await claim_new(conn, inbox, consumer, ids)
         todo = []
@@ -78,6 +79,7 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         for signal in todo:
             unit.apply_signal(signal)
         ids_out = await unit.flush()
+    announce_timers(unit)
     if publisher is not None:
         publisher.publish_soon(ids_out)
 

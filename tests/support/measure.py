@@ -42,12 +42,12 @@ def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
 
 def cpu_delta(groups: dict[str, list[psutil.Process]], seconds_before: dict[int, float]
               ) -> dict[str, float]:
-    """CPU seconds each group spent since `seconds_before` (from `cpu_of`), over the processes
-    alive at both ends: one that ended (another database's backend, an autovacuum worker)
-    is left out instead of counting its whole life negative."""
+    """CPU seconds each group spent since `seconds_before` (from `cpu_of`). A process not in
+    `seconds_before` started since and counts whole (a backend a pool opened meanwhile);
+    one that ended is left out instead of counting its whole life negative."""
     after = cpu_of(groups)
-    return {name: sum(after[p.pid] - seconds_before[p.pid] for p in procs
-                      if p.pid in after and p.pid in seconds_before)
+    return {name: sum(after[p.pid] - seconds_before.get(p.pid, 0.0) for p in procs
+                      if p.pid in after)
             for name, procs in groups.items()}
 
 

@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 
 
 class TimerWorker:
+    MAX_IDLE_S = 1.0  # the longest sleep after a claim that found nothing
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents,
                  publisher: OutboxPublisher | None = None, *, batch: int = 500,
-                 idle_s: float = 0.05, max_idle_s: float = 1.0,
+                 idle_s: float = 0.05, max_idle_s: float | None = None,
                  directory: Directory | None = None) -> None:
         self.rt, self.clock, self.docs, self.publisher = rt, clock, docs, publisher
-        self.batch, self.idle_s, self.max_idle_s = batch, idle_s, max_idle_s
+        self.batch, self.idle_s = batch, idle_s
+        self.max_idle_s = self.MAX_IDLE_S if max_idle_s is None else max_idle_s
         self.directory = directory  # the workspaces' zones (None: UTC)
         self._stopping = asyncio.Event()
         self.fired = 0

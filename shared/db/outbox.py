@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
 from shared.db.driver import driver
+from shared.faults import crash_point
 from shared.kafka.codec import encode, headers_json, with_trace
 from shared.kafka.producer import send_batched
 
@@ -170,8 +171,10 @@ class OutboxRelay:
         rows stay and the sweeper retries them."""
         if not rows:
             return
+        crash_point("after_commit_before_produce")  # test-only (shared/faults.py)
         try:
             await self._produce(rows)
+            crash_point("after_produce_before_commit")  # acked, not deleted yet
         except Exception as exc:  # the rows stay; the sweeper gets them
             log.warning("%s outbox: publish deferred to sweeper (%s)", self.service,
                         type(exc).__name__)
@@ -203,6 +206,7 @@ class OutboxRelay:
                 if not rows:
                     return 0
                 await self._produce(rows)
+                crash_point("after_produce_before_commit")  # test-only (shared/faults.py)
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)
 

@@ -220,7 +220,7 @@ async def measure(stack: Stack, http: httpx.AsyncClient, bootstrap: str, prefix:
     loadgen = subprocess.Popen([sys.executable, str(HERE / "loadgen.py"), "--plan", str(plan),
                                 "--out", str(sent_file)], preexec_fn=die_with_parent)
     groups["loadgen"] = [psutil.Process(loadgen.pid)]
-    groups["postgres"] = await database_postgres(stack.database_url)
+    groups.update(await database_postgres(stack.database_url))
     cpu_before = cpu_of(groups)
     started = time.time()
     wanted = {f"{u}@bench.test" for u in users}
@@ -246,7 +246,7 @@ async def measure(stack: Stack, http: httpx.AsyncClient, bootstrap: str, prefix:
         await asyncio.sleep(0.2)
     del groups["loadgen"]  # it has exited: it reports its own CPU in its output
     # This database's backends (those opened during the run count whole), not other users'.
-    groups["postgres"] = await database_postgres(stack.database_url)
+    groups.update(await database_postgres(stack.database_url))
     spent = cpu_delta(groups, cpu_before)
     loadgen.wait(60)
     wall = time.time() - started
@@ -313,10 +313,10 @@ async def idle_cpu(stack: Stack, settle_s: int, seconds: int, database_url: str)
     backends and the server's background processes (other users' queries left out)."""
     await asyncio.sleep(settle_s)
     groups = stack.groups()
-    groups["postgres"] = await database_postgres(database_url)
+    groups.update(await database_postgres(database_url))
     before = cpu_of(groups)
     await asyncio.sleep(seconds)
-    groups["postgres"] = await database_postgres(database_url)
+    groups.update(await database_postgres(database_url))
     spent = {n: v for n, v in cpu_delta(groups, before).items() if n not in TOOLS + ("bench",)}
     print(f"idle stack over {seconds} s after {settle_s} s: "
           f"{100 * sum(spent.values()) / seconds:.1f} % of one core (target <= 10 %): "

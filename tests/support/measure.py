@@ -64,22 +64,24 @@ def cpu_of(groups: dict[str, list[psutil.Process]]) -> dict[int, float]:
     return out
 
 
-async def database_postgres(database_url: str) -> list[psutil.Process]:
-    """The Postgres processes of one database (its backends) and the server's background
-    processes (checkpointer, WAL writer, ...; these also work for other databases). On a
-    machine shared with other users' tests this is the stack's Postgres, not theirs."""
+async def database_postgres(database_url: str) -> dict[str, list[psutil.Process]]:
+    """The Postgres processes of one database: "postgres", its backends, and "postgres-bg",
+    the server's background processes (checkpointer, WAL writer, ...; these also work for
+    other databases). On a machine shared with other users' tests these are the stack's
+    Postgres, not theirs."""
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
     conn = await asyncpg.connect(dsn)
     try:
-        pids = [r[0] for r in await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
-            "(datname = current_database() OR backend_type <> 'client backend')")]
+        rows = await conn.fetch(
+            "SELECT pid, backend_type = 'client backend' FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND "
+            "(datname = current_database() OR backend_type <> 'client backend')")
     finally:
         await conn.close()
-    found = []
-    for pid in pids:
+    found: dict[str, list[psutil.Process]] = {"postgres": [], "postgres-bg": []}
+    for pid, client in rows:
         try:
-            found.append(psutil.Process(pid))
+            found["postgres" if client else "postgres-bg"].append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             pass
     return found

@@ -30,8 +30,8 @@ import httpx
 import psutil
 import uvloop
 
-from services.messaging.bootstrap import Messaging
 from services.messaging.domain.render import Rendered, render, template_data
+from services.messaging.parts import Messaging
 from services.messaging.prepare import prepare
 from services.messaging.providers.email import Settings as SmtpSettings
 from services.messaging.providers.email import build_email

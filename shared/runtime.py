@@ -36,6 +36,16 @@ class Worker(Protocol):
     def stop(self) -> None: ...
 
 
+class Stoppable:
+    """A worker's stop signal: `stop` sets `_stopping`, which its `run` loop checks."""
+
+    def __init__(self) -> None:
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
 @dataclass
 class ServiceParts:
     """What makes one service: its tables and its consumer table."""
@@ -163,6 +173,11 @@ class ServiceRuntime:
         if self.relay is not None and rows:
             await self.relay.publish(rows)
 
+    def publish_soon(self, rows: Sequence[OutboxRow]) -> None:
+        """`OutboxRelay.publish_soon`: in the background; without an outbox the rows wait."""
+        if self.relay is not None:
+            self.relay.publish_soon(rows)
+
     async def stop(self, timeout: float = 4.0) -> None:
         """Fits `up`'s 10 s budget together with uvicorn's 5 s request drain."""
         self._stopping.set()
@@ -177,6 +192,11 @@ class ServiceRuntime:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self.relay is not None:  # what the stopped handlers committed, while we can
+            try:  # bounded: an unreachable broker leaves the rows to the next sweeper
+                await asyncio.wait_for(self.relay.drain(), 2.0)
+            except TimeoutError:
+                pass
         if self.producer_started:
             await self.producer.stop()
         if self.relay is not None:

@@ -44,6 +44,8 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "templates.put": ("messaging", "PUT", "/v1/templates/{key}"),
     "templates.preview_inline": ("messaging", "POST", "/v1/templates/preview"),
     "templates.test_send": ("messaging", "POST", "/v1/templates/{key}/test-send"),
+    "policy.get": ("journey", "GET", "/v1/policy"),
+    "policy.put": ("journey", "PUT", "/v1/policy"),
     "kpis": ("profile", "GET", "/v1/kpis"),
     "broadcasts.list": ("journey", "GET", "/v1/broadcasts"),
     "broadcasts.get": ("journey", "GET", "/v1/broadcasts/{key}"),

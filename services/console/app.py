@@ -24,6 +24,7 @@ from services.console.routes import (
     customers,
     journeys,
     kpis,
+    policy,
     segments,
     templates_page,
 )
@@ -77,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus metrics."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (auth, journeys, customers, segments, kpis, templates_page, broadcasts):
+    for module in (auth, journeys, customers, segments, kpis, templates_page, broadcasts,
+                   policy):
         app.include_router(module.router)
     _install_handlers(app)
 

@@ -34,7 +34,7 @@ from services.ingest.acks import AckWriter
 
 log = logging.getLogger(__name__)
 
-# Longer than a claim's outcome can stay open: 2 s publish timeout, then up to 25 s for
+# Longer than a claim's outcome can stay open: 1 s to publish, then up to 25 s for
 # the producer to settle a failed publish (services/ingest/acceptance.py).
 CLAIM_LEASE_S = 60.0
 WINDOW_HOURS = 48  # the issue asks for >= 24 h; purge keeps the table bounded

@@ -45,7 +45,7 @@ def consumers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Cons
 def workers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Worker]:
     parts = parts or EngineParts()
     publisher = parts.publisher
-    publisher.relay = rt.relay
+    publisher.relay = rt.relay  # the runtime drains it on stop
     # Two timer workers: while one waits on Postgres the other computes (SKIP LOCKED keeps
     # them apart, as it does across replicas).
     out: list[Worker] = [TimerWorker(rt, parts.clock, parts.docs, publisher,
@@ -56,4 +56,4 @@ def workers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[Worker
     settings = JourneySettings.from_base(rt.settings)
     out.append(RetentionWorker(rt.engine, journey_prunes(settings),
                                settings.retention_interval_s))
-    return [publisher, *out] if rt.relay is not None else out
+    return out

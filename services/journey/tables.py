@@ -148,6 +148,8 @@ snapshots = Table(
     Column("control", Boolean, nullable=False, server_default=false()),
     PrimaryKeyConstraint("workspace_id", "profile_id"),
     Index("snapshots_segments", "segments", postgresql_using="gin"),
+    # The control group's members (journey_0006): the stats exclude them as one small set.
+    Index("snapshots_control", "workspace_id", "profile_id", postgresql_where=text("control")),
 )
 
 # One contact policy per workspace (services/journey/domain/policy.py); `salt` keys the

@@ -26,12 +26,12 @@ from services.journey.unit import Unit
 from shared.alarm import Alarm
 from shared.clock import Clock
 from shared.kafka import is_transient
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, Stoppable
 
 log = logging.getLogger(__name__)
 
 
-class TimerWorker:
+class TimerWorker(Stoppable):
     MAX_IDLE_S = 1.0  # the longest sleep after a claim that found nothing
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents,
                  publisher: OutboxPublisher | None = None, *, batch: int = 500,
@@ -41,13 +41,10 @@ class TimerWorker:
         self.batch, self.idle_s = batch, idle_s
         self.max_idle_s = self.MAX_IDLE_S if max_idle_s is None else max_idle_s
         self.directory = directory  # the workspaces' zones (None: UTC)
-        self._stopping = asyncio.Event()
+        super().__init__()
         self.fired = 0
         # When the last claim found nothing: the earliest timer then (None: no timer).
         self.next_wake: datetime | None = None
-
-    def stop(self) -> None:
-        self._stopping.set()
 
     async def run(self) -> None:
         alarm = Alarm()

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from services.messaging import tables
 from services.messaging.api import channels, code_pools, messages, snippets, templates, tracking
-from services.messaging.bootstrap import Messaging
 from services.messaging.consumers import consumers, workers
+from services.messaging.parts import Messaging
 from services.messaging.settings import MessagingSettings
 from shared.http.app import build_app
 from shared.runtime import ServiceParts

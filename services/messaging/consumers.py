@@ -6,8 +6,8 @@ from datetime import timedelta
 from functools import partial
 
 from services.messaging import tables
-from services.messaging.bootstrap import Messaging
 from services.messaging.handlers import handle_send_commands
+from services.messaging.parts import Messaging
 from services.messaging.profile_changes import CONSUMER, handle_profile_changes
 from services.messaging.retries import RetrySweeper
 from services.messaging.settings import MessagingSettings

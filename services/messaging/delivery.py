@@ -1,4 +1,4 @@
-"""Provider calls with retries and rate limits, and the outcomes recorded in one batch.
+"""Provider calls with retries and rate limits, and what their failures become.
 
 What a provider failure becomes (see providers/base.py for who raises what):
 - TransientFailure: retried in process (`messaging_provider_attempts`, short backoff), then
@@ -16,17 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import orjson
-
-from services.messaging import store
-from services.messaging.bootstrap import Messaging, Route
 from services.messaging.domain.pacing import backoff_delay, retry_delay
+from services.messaging.message import Outcome, Prepared
 from services.messaging.metrics import PROVIDER_SECONDS
-from services.messaging.prepare import Prepared, event, send_event
+from services.messaging.parts import Messaging
 from services.messaging.providers.base import (
     InvalidAddress,
     Outbound,
@@ -35,10 +30,8 @@ from services.messaging.providers.base import (
     ProviderError,
     TransientFailure,
 )
-from services.messaging.tables import messages
+from services.messaging.providers.routing import Route
 from shared import tracing
-from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
-from shared.db.outbox import Pending
 from shared.kafka.errors import is_transient
 from shared.runtime import ServiceRuntime
 
@@ -46,24 +39,6 @@ log = logging.getLogger(__name__)
 
 
 IN_PROCESS_WAIT_CAP = 10.0  # a longer Retry-After defers the message durably at once
-KEEP_COMMAND = frozenset({"retrying", "failed", "unknown"})  # may still be (re)sent
-
-
-@dataclass
-class Outcome:
-    prepared: Prepared
-    status: str  # sent | bounced | failed | suppressed | unknown | retrying | expired
-    reason: str | None = None
-    provider: str | None = None
-    provider_id: str | None = None
-    dead: list[tuple[str, str]] = field(default_factory=list)  # (address, why)
-    retry_at: datetime | None = None  # retrying: when
-    retry_since: datetime | None = None  # retrying: the first transient failure
-
-
-def verdict_outcome(p: Prepared) -> Outcome:
-    assert p.verdict is not None
-    return Outcome(p, p.verdict[0], p.verdict[1])
 
 
 async def pace(rt: ServiceRuntime, m: Messaging, p: Prepared) -> float | None:
@@ -75,7 +50,8 @@ async def pace(rt: ServiceRuntime, m: Messaging, p: Prepared) -> float | None:
         return None
     first = p.outbound[0]
     try:
-        route = await m.route(rt.engine, first.workspace_id, p.cmd.channel.value, first.to)
+        route = await m.routes.route(rt.engine, first.workspace_id, p.cmd.channel.value,
+                                     first.to)
         return None if route.limiter is None else await route.limiter.reserve()
     except Exception:  # whatever it is, `send` meets it again and makes it the outcome
         return None
@@ -88,7 +64,8 @@ async def route_of(rt: ServiceRuntime, m: Messaging, p: Prepared) -> Route | Non
         return None
     first = p.outbound[0]
     try:
-        return await m.route(rt.engine, first.workspace_id, p.cmd.channel.value, first.to)
+        return await m.routes.route(rt.engine, first.workspace_id, p.cmd.channel.value,
+                                    first.to)
     except Exception:
         return None
 
@@ -104,7 +81,7 @@ async def send(rt: ServiceRuntime, m: Messaging, p: Prepared, *, attempts: int,
     transient: TransientFailure | None = None
     for n, outbound in enumerate(p.outbound):
         try:
-            route = await m.route(rt.engine, outbound.workspace_id, p.cmd.channel.value,
+            route = await m.routes.route(rt.engine, outbound.workspace_id, p.cmd.channel.value,
                                   outbound.to)
             sent.append((route.name, await _send_with_retries(
                 m, route, outbound, attempts, paced=paced and n == 0)))
@@ -185,68 +162,3 @@ async def _send_with_retries(m: Messaging, route: Route, outbound: Outbound,
         finally:
             PROVIDER_SECONDS.labels(route.name, result).observe(time.perf_counter() - started)
     raise AssertionError("unreachable")
-
-
-def _events(o: Outcome, now: datetime) -> list[DeliveryEvent | Pending]:
-    p = o.prepared
-    many = len(p.outbound) > 1
-    # Bounces through the model, which bounds the address's length; the rest built directly.
-    events: list[DeliveryEvent | Pending] = [
-        event(p.cmd, p.message_id, DeliveryStatus.bounced, now, reason=why, address=addr,
-              suffix=f":{store.address_hash('', addr)[:12]}" if many else "")
-        for addr, why in o.dead]
-    if o.status in ("failed", "suppressed"):
-        events.append(send_event(p.cmd, p.message_id, DeliveryStatus.failed, now,
-                                 reason=o.reason, **p.event_fields()))
-    elif o.status in ("unknown", "expired"):
-        events.append(send_event(p.cmd, p.message_id, DeliveryStatus(o.status), now,
-                                 reason=o.reason, **p.event_fields()))
-    elif o.status == "sent":
-        events.append(send_event(p.cmd, p.message_id, DeliveryStatus.sent, now,
-                                 codes=p.codes or None, **p.event_fields()))
-    return events
-
-
-# One statement for many outcomes, on asyncpg directly (see `store.transaction`).
-_RECORD = (f"UPDATE {messages.fullname} AS m SET status = o.status, error = o.error, "
-           "updated_at = now(), attempts = m.attempts + 1, provider = o.provider, "
-           "provider_message_id = o.provider_id, sent_at = o.sent_at, content = o.content, "
-           "subject = o.subject, body = o.body, retry_at = o.retry_at, "
-           "retry_since = o.retry_since, command = o.command "
-           "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-           "$6::timestamptz[], $7::jsonb[], $8::text[], $9::text[], $10::timestamptz[], "
-           "$11::timestamptz[], $12::jsonb[]) "
-           "AS o(id, status, error, provider, provider_id, sent_at, content, subject, body, "
-           "retry_at, retry_since, command) "
-           "WHERE m.id = o.id")
-
-
-async def record_in(db: store.Driver, rt: ServiceRuntime,
-                    outcomes: list[Outcome]) -> list[Any]:
-    """Outcomes, their delivery events and undeliverable addresses, in the caller's
-    transaction. Returns the outbox rows written."""
-    if not outcomes:
-        return []
-    now = datetime.now(UTC)
-    columns: list[list[Any]] = [[] for _ in range(12)]
-    for o in outcomes:
-        content = o.prepared.content if o.status in ("sent", "bounced") else None
-        row = (o.prepared.message_id, o.status, o.reason, o.provider, o.provider_id,
-               now if o.status == "sent" else None,
-               orjson.dumps(content).decode() if content else None,
-               content["subject"] if content else None,
-               (content.get("text") or content.get("body") or content["html"])
-               if content else None,
-               o.retry_at, o.retry_since,
-               o.prepared.cmd.model_dump_json() if o.status in KEEP_COMMAND else None)
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    events = [e for o in outcomes for e in _events(o, now)]
-    await db.execute(_RECORD, *columns)
-    for o in outcomes:
-        if o.dead:
-            cmd = o.prepared.cmd
-            await store.mark_undeliverable(
-                db, workspace_id=cmd.workspace_id, channel=cmd.channel.value,
-                addresses=[a for a, _ in o.dead], reason=o.dead[0][1])
-    return await store.emit(db, rt.settings, events)

@@ -30,12 +30,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
 
-from services.messaging import store
-from services.messaging.bootstrap import Messaging
 from services.messaging.codes import hand_out_codes
+from services.messaging.delivery_events import send_event
 from services.messaging.ledger import Ledger, send_all
-from services.messaging.prepare import Prepared, prepare, send_event
-from services.messaging.tables import messages
+from services.messaging.message import UNKNOWN, Prepared
+from services.messaging.parts import Messaging
+from services.messaging.prepare import prepare, recipient_addresses
+from services.messaging.store import SendState, emit, load_send_state, transaction
+from services.messaging.store.sends import insert_queued, mark_unknown, unfinished
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import SendCommand
 from shared.db.outbox import OutboxRow
@@ -44,8 +46,6 @@ from shared.runtime import ServiceRuntime
 
 T = TypeVar("T", bound="_ForCustomer")
 WAVES_IN_FLIGHT = 2  # one wave's commits overlap the other's provider calls
-UNKNOWN = ("outcome unknown: the service stopped during the provider call; not sent again "
-           "automatically (an operator may resend it, at the risk of a duplicate)")
 
 
 async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[Record]) -> None:
@@ -53,15 +53,12 @@ async def handle_send_commands(rt: ServiceRuntime, m: Messaging, records: list[R
     for record_ in records:
         cmd: SendCommand = record_.value
         unique.setdefault((cmd.workspace_id, cmd.idempotency_key), cmd)
-    cmds = [Command(c, _addresses(c)) for c in unique.values()]  # addresses looked up once
+    # Addresses looked up once.
+    cmds = [Command(c, recipient_addresses(c)) for c in unique.values()]
     if not cmds:
         return
     async with rt.engine.connect() as conn:
-        state = await store.load_send_state(
-            conn, template_keys={(c.workspace_id, c.template) for c, _ in cmds},
-            profiles={(c.workspace_id, c.profile_id) for c, _ in cmds},
-            addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
-                       for c, addresses in cmds for a in addresses})
+        state = await load_send_state(conn, cmds)
     in_flight = asyncio.Semaphore(WAVES_IN_FLIGHT)
     ledger = Ledger(rt, m)  # both waves' transitions go in the same flushes
 
@@ -101,7 +98,7 @@ def _waves(items: list[T], size: int) -> list[list[T]]:
 
 
 async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
-                state: store.SendState, ledger: Ledger) -> None:
+                state: SendState, ledger: Ledger) -> None:
     """One wave, start to end."""
     # Checked and rendered before the claim, under a fresh id: a redelivered command's
     # work is wasted (rare), and the claim needs only one transaction.
@@ -109,45 +106,15 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
     prepared = await hand_out_codes(rt, m, prepared, state)  # discount codes, if asked for
     # Channel configs are loaded before anything is marked `sending`.
     for workspace_id in {p.cmd.workspace_id for p in prepared if not p.verdict}:
-        await m.channel_configs(rt.engine, workspace_id)
-    claimed, resumed, outbox_ids = await _claim(rt, prepared)
-    m.publish_in_background(rt, outbox_ids)
+        await m.routes.channel_configs(rt.engine, workspace_id)
+    claimed, resumed, outbox_rows = await _claim(rt, prepared)
+    rt.publish_soon(outbox_rows)
     if resumed:  # rendered again under their own ids, with the codes they already hold
         again = [prepare(m, p.cmd, mid, state, p.addresses) for p, mid in resumed]
         claimed += await hand_out_codes(rt, m, again, state)
         order = {id(p.cmd): i for i, p in enumerate(prepared)}  # a customer's in command order
         claimed.sort(key=lambda p: order[id(p.cmd)])
     await send_all(rt, m, ledger, claimed, attempts=m.settings.messaging_provider_attempts)
-
-
-def _addresses(cmd: SendCommand) -> list[str]:
-    profile = cmd.context.get("profile") or {}
-    match cmd.channel.value:
-        case "email":
-            found = cmd.to.email or profile.get("email")
-        case "sms":
-            found = cmd.to.phone or profile.get("phone")
-        case "push":
-            return list(dict.fromkeys(cmd.to.push_tokens or profile.get("push_tokens") or []))
-        case _:
-            found = cmd.to.url
-    return [found] if isinstance(found, str) and found else []
-
-
-# The claim on asyncpg directly (see `store.transaction`): one statement for the wave.
-_CLAIM = (f"INSERT INTO {messages.fullname} (id, workspace_id, idempotency_key, profile_id, "
-          "channel, template, status, recipient, journey, journey_key, template_version) "
-          "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-          "$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::int[]) "
-          "ON CONFLICT DO NOTHING RETURNING id")
-# A redelivered command's row, still unfinished.
-_LEFTOVER = (f"SELECT id, workspace_id, idempotency_key, status FROM {messages.fullname} "
-             "WHERE (workspace_id, idempotency_key) IN "
-             "(SELECT * FROM unnest($1::text[], $2::text[])) "
-             "AND status IN ('queued', 'sending') FOR UPDATE")
-_UNKNOWN = (f"UPDATE {messages.fullname} AS m SET status = 'unknown', error = $3, "
-            "command = u.command, updated_at = now() "
-            "FROM unnest($1::text[], $2::jsonb[]) AS u(id, command) WHERE m.id = u.id")
 
 
 async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
@@ -157,9 +124,9 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
     their ids, and the outbox rows written. Rows a crash left `sending` become `unknown`."""
     cmds = [p.cmd for p in prepared]
     now = datetime.now(UTC)
-    async with store.transaction(rt.engine) as db:
-        inserted = await db.fetch(
-            _CLAIM, [p.message_id for p in prepared], [c.workspace_id for c in cmds],
+    async with transaction(rt.engine) as db:
+        fresh_ids = await insert_queued(
+            db, [p.message_id for p in prepared], [c.workspace_id for c in cmds],
             [c.idempotency_key for c in cmds], [c.profile_id for c in cmds],
             [c.channel.value for c in cmds], [c.template for c in cmds],
             ["queued"] * len(prepared),
@@ -167,21 +134,20 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
             [c.journey.model_dump_json() if c.journey else None for c in cmds],
             [c.journey.key if c.journey else None for c in cmds],
             [p.template_version for p in prepared])
-        fresh_ids = {r["id"] for r in inserted}
         fresh = [p for p in prepared if p.message_id in fresh_ids]
         events = [send_event(p.cmd, p.message_id, DeliveryStatus.queued, now,
                              **p.event_fields()) for p in fresh]
         resumed: list[tuple[Prepared, str]] = []
         if leftover := {(p.cmd.workspace_id, p.cmd.idempotency_key): p for p in prepared
                         if p.message_id not in fresh_ids}:
-            again = await db.fetch(_LEFTOVER, [w for w, _ in leftover], [k for _, k in leftover])
+            again = await unfinished(db, list(leftover))
             resumed = [(leftover[r["workspace_id"], r["idempotency_key"]], r["id"])
                        for r in again if r["status"] == "queued"]
             if unknown := {r["id"]: leftover[r["workspace_id"], r["idempotency_key"]]
                            for r in again if r["status"] == "sending"}:
-                await db.execute(_UNKNOWN, list(unknown),
-                                 [p.cmd.model_dump_json() for p in unknown.values()], UNKNOWN)
+                await mark_unknown(db, list(unknown),
+                                   [p.cmd.model_dump_json() for p in unknown.values()], UNKNOWN)
                 events += [send_event(p.cmd, mid, DeliveryStatus.unknown, now, reason=UNKNOWN)
                            for mid, p in unknown.items()]
-        ids = await store.emit(db, rt.settings, events)
-    return fresh, resumed, ids
+        rows = await emit(db, rt.settings, events)
+    return fresh, resumed, rows

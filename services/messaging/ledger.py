@@ -1,4 +1,4 @@
-"""Group commit of the send path's state transitions.
+"""Group commit of the send path's state transitions, and how an outcome is recorded.
 
 A send worker, before each provider call, hands the ledger the outcome of its previous call
 (if any) and the id of the message it is about to send. The ledger writes everything handed
@@ -25,20 +25,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from services.messaging import store
-from services.messaging.bootstrap import Messaging
+import orjson
+
 from services.messaging.codes import release_unsent
-from services.messaging.delivery import (
-    Outcome,
-    pace,
-    record_in,
-    route_of,
-    send,
-    verdict_outcome,
-)
+from services.messaging.delivery import pace, route_of, send
+from services.messaging.delivery_events import outcome_events
+from services.messaging.message import Outcome, Prepared, verdict_outcome
 from services.messaging.metrics import SENDS
-from services.messaging.prepare import Prepared
-from services.messaging.tables import messages
+from services.messaging.parts import Messaging
+from services.messaging.store import Driver, emit, mark_undeliverable, transaction
+from services.messaging.store.sends import OUTCOME_COLUMNS, mark_sending, record_outcomes
+from shared.db.outbox import OutboxRow
 from shared.kafka.errors import is_transient
 from shared.runtime import ServiceRuntime
 
@@ -50,8 +47,7 @@ B = TypeVar("B")
 # provider call, or a wait for a connection of the pool): a few ms of each message's latency
 # buys flushes of many messages instead of one or two.
 LINGER_S = 0.01
-_MARK = (f"UPDATE {messages.fullname} SET status = 'sending', updated_at = now() "
-         "WHERE id = ANY($1::text[]) AND status IN ('queued', 'retrying') RETURNING id")
+KEEP_COMMAND = frozenset({"retrying", "failed", "unknown"})  # may still be (re)sent
 
 
 class Ledger:
@@ -111,7 +107,7 @@ class Ledger:
             for future, mark in waiters:
                 if not future.done():
                     future.set_result(mark is None or mark in marked)
-            self.m.publish_in_background(self.rt, rows)
+            self.rt.publish_soon(rows)
 
     async def _flush(self, outcomes: list[Outcome], marks: list[str]
                      ) -> tuple[set[str], list[Any]]:
@@ -120,11 +116,10 @@ class Ledger:
         delay = 0.2
         while True:
             try:
-                async with store.transaction(self.rt.engine) as db:
-                    rows = await record_in(db, self.rt, outcomes)
+                async with transaction(self.rt.engine) as db:
+                    rows = await record(db, self.rt, outcomes)
                     await release_unsent(db, outcomes)  # codes of messages never sent
-                    marked = ({r[0] for r in await db.fetch(_MARK, marks)} if marks
-                              else set())
+                    marked = await mark_sending(db, marks)
                 for o in outcomes:  # committed: counted once
                     SENDS.labels(o.prepared.cmd.channel.value, o.status).inc()
                 return marked, rows
@@ -134,6 +129,36 @@ class Ledger:
                 log.warning("recording message outcomes: database unavailable, retrying")
                 await asyncio.sleep(delay)
                 delay *= 2
+
+
+async def record(db: Driver, rt: ServiceRuntime, outcomes: list[Outcome]) -> list[OutboxRow]:
+    """Outcomes, their delivery events and undeliverable addresses, in the caller's
+    transaction. Returns the outbox rows written."""
+    if not outcomes:
+        return []
+    now = datetime.now(UTC)
+    columns: list[list[Any]] = [[] for _ in range(OUTCOME_COLUMNS)]
+    for o in outcomes:
+        content = o.prepared.content if o.status in ("sent", "bounced") else None
+        row = (o.prepared.message_id, o.status, o.reason, o.provider, o.provider_id,
+               now if o.status == "sent" else None,
+               orjson.dumps(content).decode() if content else None,
+               content["subject"] if content else None,
+               (content.get("text") or content.get("body") or content["html"])
+               if content else None,
+               o.retry_at, o.retry_since,
+               o.prepared.cmd.model_dump_json() if o.status in KEEP_COMMAND else None)
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    events = [e for o in outcomes for e in outcome_events(o, now)]
+    await record_outcomes(db, columns)
+    for o in outcomes:
+        if o.dead:
+            cmd = o.prepared.cmd
+            await mark_undeliverable(
+                db, workspace_id=cmd.workspace_id, channel=cmd.channel.value,
+                addresses=[a for a, _ in o.dead], reason=o.dead[0][1])
+    return await emit(db, rt.settings, events)
 
 
 async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: list[Prepared],

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import replace
 from typing import Any
 
-from services.messaging import store
-from services.messaging.bootstrap import Messaging
+from services.messaging.domain.addresses import address_hash
 from services.messaging.domain.consent import suppression_reason
 from services.messaging.domain.filters import RenderOptions
 from services.messaging.domain.links import track_links
@@ -20,62 +18,14 @@ from services.messaging.domain.render import (
     template_data,
     with_unsubscribe_footer,
 )
+from services.messaging.message import Prepared
+from services.messaging.parts import Messaging
 from services.messaging.providers.base import Outbound
-from shared.contracts.delivery import DeliveryEvent, DeliveryStatus, delivery_event_json
-from shared.contracts.envelope import message_key, utcnow
+from services.messaging.store import SendState
 from shared.contracts.send import SendCommand
-from shared.db.outbox import Pending
 
 
-def event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,
-          suffix: str = "", **fields: Any) -> DeliveryEvent:
-    """`id` is `<message_id>:<status>[suffix]`, stable across redeliveries."""
-    return DeliveryEvent(id=f"{message_id}:{status.value}{suffix}", workspace_id=cmd.workspace_id,
-                         profile_id=cmd.profile_id, message_id=message_id,
-                         idempotency_key=cmd.idempotency_key, status=status,
-                         channel=cmd.channel, template=cmd.template, journey=cmd.journey,
-                         occurred_at=at, **fields)
-
-
-def send_event(cmd: SendCommand, message_id: str, status: DeliveryStatus, at: datetime, *,
-               reason: str | None = None, template_version: int | None = None,
-               test: bool | None = None, codes: dict[str, str] | None = None) -> Pending:
-    """`store.encoded(event(...))` through the contract's fast writer, without building and
-    dumping the model (two events per email: a few per cent of the CPU per email)."""
-    event_id = f"{message_id}:{status.value}"
-    value = delivery_event_json(
-        id=event_id, workspace_id=cmd.workspace_id, produced_at=utcnow(),
-        profile_id=cmd.profile_id, message_id=message_id, idempotency_key=cmd.idempotency_key,
-        status=status.value, channel=cmd.channel.value, template=cmd.template,
-        journey=None if cmd.journey is None else {
-            k: v for k, v in cmd.journey.__dict__.items() if v is not None},
-        template_version=template_version, test=test, codes=codes, reason=reason,
-        occurred_at=at)
-    return Pending("delivery-events", message_key(cmd.workspace_id, cmd.profile_id), event_id,
-                   value)
-
-
-@dataclass
-class Prepared:
-    cmd: SendCommand
-    message_id: str
-    verdict: tuple[str, str] | None = None  # (status, reason) when it must not be sent
-    outbound: list[Outbound] = field(default_factory=list)
-    content: dict[str, Any] | None = None
-    addresses: list[str] = field(default_factory=list)  # the recipient's, live or not
-    template_version: int | None = None
-    pools: list[str] = field(default_factory=list)  # code pools the template asks for
-    codes: dict[str, str] | None = None  # the codes it got (see codes.hand_out_codes)
-    test: bool | None = None  # a test send (POST /v1/templates/{key}/test-send)
-    tries: int = 0  # durable retry rounds already failed (the retry sweeper's messages)
-    retry_since: datetime | None = None  # the first transient failure, when retrying
-
-    def event_fields(self) -> dict[str, Any]:
-        """What every delivery event of this message carries besides the command's."""
-        return {"template_version": self.template_version, "test": self.test}
-
-
-def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendState,
+def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: SendState,
             addresses: list[str], *, codes: dict[str, str] | None = None,
             test: bool | None = None) -> Prepared:
     """Consent, suppression and rendering, with the state loaded for the batch. Without
@@ -95,7 +45,7 @@ def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendSt
         p.verdict = ("failed", f"no {channel} address for this profile")
         return p
     live = [a for a in addresses
-            if (ws, channel, store.address_hash(channel, a)) not in state.dead]
+            if (ws, channel, address_hash(channel, a)) not in state.dead]
     profile = cmd.context.get("profile") or {}
     topic = tpl["topic"] if tpl is not None else None
     reason = suppression_reason(
@@ -106,7 +56,7 @@ def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendSt
     if reason:
         p.verdict = ("suppressed", reason)
         return p
-    unsubscribe = m.unsubscribe_url(ws, cmd.profile_id, message_id, channel, topic)
+    unsubscribe = m.links.unsubscribe_url(ws, cmd.profile_id, message_id, channel, topic)
     data = template_data(cmd.context, message_id=message_id, unsubscribe_url=unsubscribe)
     options = render_options(m.settings, profile, codes)
     try:
@@ -125,9 +75,10 @@ def prepare(m: Messaging, cmd: SendCommand, message_id: str, state: store.SendSt
         rendered = with_unsubscribe_footer(rendered, url=unsubscribe,
                                            sources=(tpl["html"], tpl["text"]))
         if rendered.html and m.settings.messaging_track_links:
+            links = m.links
             rendered = Rendered(rendered.subject, track_links(
-                rendered.html, open_url=m.open_url(ws, cmd.profile_id, message_id),
-                click_url=lambda u: m.click_url(ws, cmd.profile_id, message_id, u),
+                rendered.html, open_url=links.open_url(ws, cmd.profile_id, message_id),
+                click_url=lambda u: links.click_url(ws, cmd.profile_id, message_id, u),
                 keep=lambda u: u == unsubscribe), rendered.text)
         # RFC 8058 one-click unsubscribe: mailbox providers POST to this URL.
         headers = {"List-Unsubscribe": f"<{unsubscribe}>",
@@ -166,3 +117,17 @@ def _bools(value: Any) -> dict[str, bool]:
     return {str(k): v for k, v in value.items() if isinstance(v, bool)}
 
 
+def recipient_addresses(cmd: SendCommand) -> list[str]:
+    """The recipient's addresses on the command's channel: the command's own, else the
+    profile snapshot's (push: every token, once each)."""
+    profile = cmd.context.get("profile") or {}
+    match cmd.channel.value:
+        case "email":
+            found = cmd.to.email or profile.get("email")
+        case "sms":
+            found = cmd.to.phone or profile.get("phone")
+        case "push":
+            return list(dict.fromkeys(cmd.to.push_tokens or profile.get("push_tokens") or []))
+        case _:
+            found = cmd.to.url
+    return [found] if isinstance(found, str) and found else []

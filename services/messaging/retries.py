@@ -19,13 +19,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.messaging import store
-from services.messaging.bootstrap import Messaging
 from services.messaging.codes import hand_out_codes
-from services.messaging.handlers import UNKNOWN, _addresses
+from services.messaging.delivery_events import event_from_row
 from services.messaging.ledger import Ledger, send_all
-from services.messaging.prepare import prepare
-from services.messaging.tables import messages
+from services.messaging.message import UNKNOWN
+from services.messaging.parts import Messaging
+from services.messaging.prepare import prepare, recipient_addresses
+from services.messaging.store import emit, load_send_state, transaction
+from services.messaging.store.sends import fail_unusable, lease_due, stale_to_unknown
+from shared.clock import pause
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import SendCommand
 from shared.kafka.errors import is_transient
@@ -33,23 +35,6 @@ from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 LEASE_S = 300  # longer than one provider attempt can take (timeouts are at most 120 s)
-
-_STALE = (f"UPDATE {messages.fullname} SET status = 'unknown', error = $2, "
-          "updated_at = now(), retry_at = NULL WHERE id IN ("
-          f"SELECT id FROM {messages.fullname} WHERE status = 'sending' "
-          "AND command IS NOT NULL AND retry_at < now() "
-          "LIMIT $1 FOR UPDATE SKIP LOCKED) "
-          "RETURNING id, workspace_id, profile_id, idempotency_key, channel, template, journey")
-_DUE = (f"UPDATE {messages.fullname} SET retry_at = now() + make_interval(secs => $2) "
-        "WHERE id IN ("
-        f"SELECT id FROM {messages.fullname} WHERE status = 'retrying' AND retry_at <= now() "
-        "ORDER BY retry_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
-        "RETURNING id, attempts, retry_since, command")
-
-
-_UNUSABLE = (f"UPDATE {messages.fullname} SET status = 'failed', retry_at = NULL, "
-             "error = 'retry: the kept send command no longer validates', updated_at = now() "
-             "WHERE id = ANY($1::text[]) AND status = 'retrying'")
 
 
 class RetrySweeper:
@@ -71,22 +56,18 @@ class RetrySweeper:
                     raise
                 log.warning("retry sweeper: dependency down (%s)", type(exc).__name__)
             if not busy:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), self.interval)
-                except TimeoutError:
-                    pass
+                await pause(self._stopping, self.interval)
 
     async def sweep(self) -> int:
         """One pass; returns how many due messages it claimed."""
         now = datetime.now(UTC)
-        async with store.transaction(self.rt.engine) as db:
-            stale = await db.fetch(_STALE, self.batch, UNKNOWN)
-            rows = await store.emit(db, self.rt.settings, [
-                store.event_from_row(r, DeliveryStatus.unknown, now, reason=UNKNOWN)
-                for r in stale])
-        self.m.publish_in_background(self.rt, rows)
-        async with store.transaction(self.rt.engine) as db:
-            due = await db.fetch(_DUE, self.batch, float(LEASE_S))
+        async with transaction(self.rt.engine) as db:
+            stale = await stale_to_unknown(db, self.batch, UNKNOWN)
+            rows = await emit(db, self.rt.settings, [
+                event_from_row(r, DeliveryStatus.unknown, now, reason=UNKNOWN) for r in stale])
+        self.rt.publish_soon(rows)
+        async with transaction(self.rt.engine) as db:
+            due = await lease_due(db, self.batch, float(LEASE_S))
         if due:
             await self._send(due)
         return len(due)
@@ -100,20 +81,16 @@ class RetrySweeper:
             except ValidationError:
                 unusable.append(r["id"])
         if unusable:  # never a crash loop over a row: failed, with the reason
-            async with store.transaction(self.rt.engine) as db:
-                await db.execute(_UNUSABLE, unusable)
-        targets = [(r, c, _addresses(c)) for r, c in cmds]
+            async with transaction(self.rt.engine) as db:
+                await fail_unusable(db, unusable)
+        targets = [(r, c, recipient_addresses(c)) for r, c in cmds]
         async with self.rt.engine.connect() as conn:
-            state = await store.load_send_state(
-                conn, template_keys={(c.workspace_id, c.template) for _, c, _ in targets},
-                profiles={(c.workspace_id, c.profile_id) for _, c, _ in targets},
-                addresses={(c.workspace_id, c.channel.value, store.address_hash(c.channel, a))
-                           for _, c, addresses in targets for a in addresses})
+            state = await load_send_state(conn, [(c, found) for _, c, found in targets])
         prepared = await hand_out_codes(  # the codes these messages already hold
             self.rt, self.m, [prepare(self.m, cmd, row["id"], state, addresses)
                               for row, cmd, addresses in targets], state)
         for p, (row, _cmd, _to) in zip(prepared, targets, strict=True):
             p.tries, p.retry_since = row["attempts"], row["retry_since"]
         for workspace_id in {p.cmd.workspace_id for p in prepared if not p.verdict}:
-            await self.m.channel_configs(self.rt.engine, workspace_id)
+            await self.m.routes.channel_configs(self.rt.engine, workspace_id)
         await send_all(self.rt, self.m, Ledger(self.rt, self.m), prepared, attempts=1)

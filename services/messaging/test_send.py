@@ -8,11 +8,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from services.messaging import store
-from services.messaging.bootstrap import Messaging
-from services.messaging.delivery import record_in, send, verdict_outcome
-from services.messaging.prepare import prepare, send_event
-from services.messaging.tables import messages
+from services.messaging.delivery import send
+from services.messaging.delivery_events import send_event
+from services.messaging.ledger import record
+from services.messaging.message import verdict_outcome
+from services.messaging.parts import Messaging
+from services.messaging.prepare import prepare
+from services.messaging.store import emit, load_send_state, transaction
+from services.messaging.store.sends import insert_test_message
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import ADDRESS_FIELD, Channel, Recipient, SendCommand
 from shared.db.outbox import OutboxRow
@@ -38,25 +41,19 @@ async def test_send(rt: ServiceRuntime, m: Messaging, cmd: SendCommand
     rows to publish."""
     address = cmd.to.email or cmd.to.phone or cmd.to.url or cmd.to.push_tokens[0]
     async with rt.engine.connect() as conn:
-        state = await store.load_send_state(
-            conn, template_keys={(cmd.workspace_id, cmd.template)}, profiles=set(),
-            addresses={(cmd.workspace_id, cmd.channel.value,
-                        store.address_hash(cmd.channel, address))})
+        state = await load_send_state(conn, [(cmd, [address])], consent=False)
     p = prepare(m, cmd, str(uuid.uuid4()), state, [address], test=True)
     now = datetime.now(UTC)
-    async with store.transaction(rt.engine) as db:
-        await db.execute(
-            f"INSERT INTO {messages.fullname} (id, workspace_id, idempotency_key, profile_id, "
-            "channel, template, template_version, status, recipient) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            p.message_id, cmd.workspace_id, cmd.idempotency_key, cmd.profile_id,
+    async with transaction(rt.engine) as db:
+        await insert_test_message(
+            db, p.message_id, cmd.workspace_id, cmd.idempotency_key, cmd.profile_id,
             cmd.channel.value, cmd.template, p.template_version,
             "queued" if p.verdict else "sending", address[:2000])
-        rows = await store.emit(db, rt.settings, [send_event(
+        rows = await emit(db, rt.settings, [send_event(
             cmd, p.message_id, DeliveryStatus.queued, now, **p.event_fields())])
     outcome = verdict_outcome(p) if p.verdict else await send(
         rt, m, p, attempts=m.settings.messaging_provider_attempts)
-    async with store.transaction(rt.engine) as db:
-        rows += await record_in(db, rt, [outcome])
+    async with transaction(rt.engine) as db:
+        rows += await record(db, rt, [outcome])
     return ({"message_id": p.message_id, "status": outcome.status, "reason": outcome.reason,
              "template_version": p.template_version}, rows)

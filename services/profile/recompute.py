@@ -23,6 +23,7 @@ from services.profile.domain.lifecycle import DAY, lifecycle_stage
 from services.profile.domain.segments import is_time_based
 from services.profile.domain.state import Change
 from services.profile.tables import profiles, workspace_settings
+from shared.clock import pause
 from shared.contracts.storable import finite_time
 from shared.db import OutboxRelay, OutboxRow
 from shared.settings import Settings
@@ -212,10 +213,7 @@ class RecomputeSchedule:
     async def run(self) -> None:
         while not self._stopping.is_set():
             await self.run_once()
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
-            except TimeoutError:
-                pass
+            await pause(self._stopping, self.interval_s)
 
     async def run_once(self) -> None:
         """One pass over every workspace: one's failure is logged, counted and skipped."""

@@ -65,24 +65,36 @@ class DeliveryEvent(Envelope):
 
 
 def delivery_event_json(*, id: str, workspace_id: str, produced_at: datetime, profile_id: str,
-                        message_id: str, idempotency_key: str, status: str, channel: str,
-                        template: str, journey: dict[str, Any] | None,
+                        message_id: str, idempotency_key: str | None = None, status: str,
+                        channel: str, template: str | None = None,
+                        journey: dict[str, Any] | None = None, broadcast: str | None = None,
                         template_version: int | None = None, test: bool | None = None,
                         codes: dict[str, str] | None = None, reason: str | None = None,
+                        url: str | None = None, address: str | None = None,
+                        rule: str | None = None, window: str | None = None,
+                        count: int | None = None, until: datetime | None = None,
                         occurred_at: datetime) -> bytes:
     """A DeliveryEvent's bytes (as `shared.kafka.codec.encode` writes the model) without
-    building it: messaging's send path writes two per email. Covers the send path's events
-    (no broadcast, url, address or policy fields: those keep to the model). `journey` is a
-    JourneyRef's non-None fields; the values come validated from a SendCommand, and `id`
-    (message id and status) is within the envelope's bound."""
+    building it: messaging's send path writes two per email. Every field of the contract,
+    None ones left out as the model's dump leaves them out, in the model's field order.
+    It validates nothing: the values must be what the model would accept (`journey` a
+    JourneyRef's non-None fields, `id` within the envelope's bound, `address` within its
+    own); a caller whose values are not known to be valid builds the model."""
     body: dict[str, Any] = {
         "id": id, "schema_version": 1, "workspace_id": workspace_id,
-        "produced_at": produced_at, "profile_id": profile_id, "message_id": message_id,
-        "idempotency_key": idempotency_key, "status": status, "channel": channel,
-        "template": template}
+        "produced_at": produced_at, "profile_id": profile_id, "message_id": message_id}
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    body["status"] = status
+    body["channel"] = channel
+    # One `if` per field, not a loop over the names: two events per email on the send path.
+    if template is not None:
+        body["template"] = template
     if journey is not None:
         body["journey"] = journey
-    if template_version is not None:  # the model's field order: they follow `broadcast`
+    if broadcast is not None:
+        body["broadcast"] = broadcast
+    if template_version is not None:
         body["template_version"] = template_version
     if test is not None:
         body["test"] = test
@@ -90,5 +102,17 @@ def delivery_event_json(*, id: str, workspace_id: str, produced_at: datetime, pr
         body["codes"] = codes
     if reason is not None:
         body["reason"] = reason
+    if url is not None:
+        body["url"] = url
+    if address is not None:
+        body["address"] = address
+    if rule is not None:
+        body["rule"] = rule
+    if window is not None:
+        body["window"] = window
+    if count is not None:
+        body["count"] = count
+    if until is not None:
+        body["until"] = until
     body["occurred_at"] = occurred_at
     return orjson.dumps(body, option=orjson.OPT_UTC_Z)  # datetimes as pydantic writes them

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.clock import pause
+
 log = logging.getLogger(__name__)
 
 CHUNK = 5000
@@ -86,7 +88,4 @@ class RetentionWorker:
     async def run(self) -> None:
         while not self._stopping.is_set():
             await self.run_once()
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
-            except TimeoutError:
-                pass
+            await pause(self._stopping, self.interval_s)

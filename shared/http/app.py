@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from shared import tracing
+from shared.http.answers import check_declared_answers
 from shared.http.auth import AuthFailureThrottle, FailedAuthThrottle
 from shared.http.contracts import contract_openapi
 from shared.http.dlq import router as dlq_router
@@ -46,6 +47,8 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
     install_problem_handlers(app)
     app.include_router(health_router)
     app.include_router(dlq_router)
+    if settings.env == "test":  # every test that calls a route checks its declared answer
+        check_declared_answers(routers)
     for router in routers:
         app.include_router(router)
     app.add_middleware(RejectControlCharacters, body_exempt=body_exempt)

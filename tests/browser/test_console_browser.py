@@ -126,6 +126,7 @@ async def test_sign_in_journey_customer_template_in_a_browser(
                     "default": "nudge"}},
                 {"id": "nudge", "send": {"channel": "email", "template": tpl}},
                 {"id": "exit", "exit": True}]},
+            {"key": "engaged", "enter": {"event": f"Viewed {unique}"}},
             {"key": "bought", "enter": {"event": f"Bought {unique}"}}]}
         assert (await http.post(f"{urls['journey']}/v1/journeys", headers=api,
                                 json=document)).status_code == 201
@@ -176,6 +177,28 @@ async def test_sign_in_journey_customer_template_in_a_browser(
         assert await in_thread(lambda: wait(
             browser, lambda d: drawn_counts().get("pause") == 4, timeout=12))
 
+        # One buys without `engaged`: the move skips a stage, drawn as an arc over it with
+        # the API's count.
+        await http.post(f"{urls['ingest']}/v1/track", auth=write_auth, json={
+            "userId": f"{user}-9", "event": f"Bought {unique}"})
+
+        async def skipped() -> Any:
+            s = (await http.get(f"{urls['journey']}/v1/journeys/{key}/stats",
+                                headers=api)).json()
+            return [t["count"] for t in s["transitions"]
+                    if (t["from"], t["to"]) == ("joined", "bought")]
+
+        assert await eventually(skipped) == [1]
+
+        def arc_count() -> str:
+            arc = '.arc.above[data-from="joined"][data-to="bought"] .move'
+            found: str = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, arc)
+                              and d.find_element(By.CSS_SELECTOR, arc).text, timeout=12)
+            browser.save_screenshot(str(shots / "journey-skip.png"))
+            return found
+
+        assert await in_thread(arc_count) == "1"
+
         found = (await http.get(f"{urls['profile']}/v1/profiles/lookup", headers=api,
                                 params={"user_id": f"{user}-0"})).json()
 
@@ -220,6 +243,20 @@ async def test_sign_in_journey_customer_template_in_a_browser(
             out[page] = browser.find_element(By.TAG_NAME, "main").text
         return out
 
+    def policy_errors() -> str:
+        # The policy page from the nav; a wrong policy shows its error at the field's path
+        # (not saved: nothing here changes what other tests send).
+        browser.find_element(By.LINK_TEXT, "Policy").click()
+        editor = wait(browser, lambda d: d.find_element(By.ID, "policy-document"))
+        editor.clear()
+        editor.send_keys("caps:\n  - {channel: email, max: 0, per: P7D}\n")
+        browser.find_element(By.ID, "save-policy").click()
+        text: str = wait(browser, lambda d: d.find_element(By.ID, "policy-errors")).text
+        browser.save_screenshot(str(shots / "policy.png"))
+        return text
+
+    assert "caps.0.max" in await in_thread(policy_errors)
+
     async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
         has_broadcasts = (await http.get(f"{urls['journey']}/v1/broadcasts",
                                          headers=api)).status_code != 404
@@ -247,10 +284,14 @@ async def test_sign_in_journey_customer_template_in_a_browser(
         assert (await in_thread(preview_audience)).isdigit()
     else:
         assert "Not available on this stack" in pages["broadcasts"]
-    # Nothing the pages do trips their Content-Security-Policy, and no script error.
+    # Nothing the pages do trips their Content-Security-Policy, and no script error (the
+    # policy form's 400, its page with the errors, is the network log's only complaint).
     logs = await in_thread(lambda: browser.get_log("browser"))
     assert not [e for e in logs if "Content Security Policy" in e["message"]
                 or e["level"] == "SEVERE" and "favicon" not in e["message"]
-                and "401" not in e["message"]], logs
+                and "401" not in e["message"]
+                and not ("/policy - " in e["message"] and "status of 400" in e["message"])
+                ], logs
     saved = await in_thread(lambda: {p.name for p in shots.iterdir()})
-    assert saved >= {"journeys.png", "journey.png", "customer.png", "template.png"}
+    assert saved >= {"journeys.png", "journey.png", "journey-skip.png", "customer.png",
+                     "template.png", "policy.png"}

@@ -1,12 +1,15 @@
-"""Every example message of every topic with a fast writer, written by that writer, is the
-model's bytes (`shared.kafka.codec.encode`): the writers in shared/contracts/ never drift
-from their models. tests/unit/test_profile_encoding.py, test_messaging_events.py and
-test_journey_outgoing.py add the edge cases (unicode, control characters, sparse values)."""
+"""Every example message of every topic, written by its topic's fast writer, is the model's
+bytes (`shared.kafka.codec.encode`): the writers in shared/contracts/ never drift from
+their models. Each example is also written with awkward values in every top-level text
+and time field (unicode, quotes, control characters, microseconds, other zones), so the
+services' own tests need not pin bytes again: they check only how they call a writer."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -29,8 +32,10 @@ from shared.contracts.profile import (
 from shared.contracts.send import SendCommand, send_command_json
 from shared.kafka.codec import encode, header_pairs, headers_for, headers_json
 
-# Fields the send path's delivery events never carry: events with them keep to the model.
-MODEL_ONLY_DELIVERY = {"broadcast", "url", "address", "rule", "window", "count", "until"}
+ODD_TEXT = "wïn-back \"q\" \\ \x00\x1f\x7f\r\n\t Grüße 日本語 📬 \u2028"
+ODD_TIMES = [datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+             datetime(2026, 11, 25, 9, 47, 9, 864035, tzinfo=UTC),
+             datetime(2026, 11, 24, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=-3)))]
 
 
 def _profile_event(m: ProfileEvent) -> bytes:
@@ -54,20 +59,25 @@ def _send_command(m: SendCommand) -> bytes:
         requested_at=m.requested_at)
 
 
-def _delivery_event(m: DeliveryEvent) -> bytes | None:
-    if MODEL_ONLY_DELIVERY & m.model_fields_set or m.idempotency_key is None \
-            or m.template is None:
-        return None
+def _delivery_event(m: DeliveryEvent) -> bytes:
     return delivery_event_json(
         id=m.id, workspace_id=m.workspace_id, produced_at=m.produced_at,
         profile_id=m.profile_id, message_id=m.message_id, idempotency_key=m.idempotency_key,
         status=m.status.value, channel=m.channel.value, template=m.template,
         journey=None if m.journey is None else m.journey.model_dump(exclude_none=True),
-        template_version=m.template_version, test=m.test, codes=m.codes, reason=m.reason,
-        occurred_at=m.occurred_at)
+        broadcast=m.broadcast, template_version=m.template_version, test=m.test,
+        codes=m.codes, reason=m.reason, url=m.url, address=m.address, rule=m.rule,
+        window=m.window, count=m.count, until=m.until, occurred_at=m.occurred_at)
 
 
-WRITERS: dict[str, Callable[[Any], bytes | None]] = {
+def _event(m: BaseModel) -> bytes:
+    """`events`: ingest writes them from a call (tests/unit/test_ingest_calls.py checks that
+    path); its writer is the envelope's `encode_fast`."""
+    return encode_fast(m)
+
+
+WRITERS: dict[str, Callable[[Any], bytes]] = {
+    "events": _event,
     "profile-events": _profile_event, "profile-changes": _profile_change,
     "send-commands": _send_command, "delivery-events": _delivery_event}
 EXAMPLES = [(name, index, example) for name, contract in TOPICS.items()
@@ -86,21 +96,42 @@ def test_example_bytes_from_model_and_fast_writer(topic: str, index: int,
     assert headers_json(topic, getattr(model, "id", "")) == json.dumps(
         [[k, v.decode()] for k, v in headers_for(model, topic)], separators=(",", ":"))
     assert header_pairs(topic, getattr(model, "id", "")) == headers_for(model, topic)
-    writer = WRITERS.get(topic)
-    if writer is None:  # `events`: ingest writes them from a call (tests/unit/test_ingest_calls)
-        return
-    written = writer(model)
-    if written is None:
-        assert topic == "delivery-events"  # an event only the model writes (see above)
-        return
-    assert written == encode(model)
+    assert WRITERS[topic](model) == encode(model)
+    variants = _odd_variants(model)
+    assert variants
+    for variant in variants:
+        assert WRITERS[topic](variant) == encode(variant), variant
 
 
-def test_every_fast_writer_is_exercised_by_an_example() -> None:
-    for topic, writer in WRITERS.items():
-        models = [TOPICS[t].model.model_validate(e)  # type: ignore[union-attr]
-                  for t, _, e in EXAMPLES if t == topic]
-        assert any(writer(m) is not None for m in models), topic
+def _odd_variants(model: BaseModel) -> list[BaseModel]:
+    """The model with each top-level text field (enums aside) made awkward, then with each
+    time field at each of ODD_TIMES. Not validated again: the writer and the model's dump
+    must agree on any value, bounded or not."""
+    out: list[BaseModel] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, str) and not isinstance(value, Enum):
+            out.append(model.model_copy(update={name: value + ODD_TEXT}))
+        elif isinstance(value, datetime):
+            out += [model.model_copy(update={name: at}) for at in ODD_TIMES]
+    return out
+
+
+def test_every_topic_has_a_fast_writer_and_examples() -> None:
+    topics = {name for name, contract in TOPICS.items() if contract.model is not None}
+    assert set(WRITERS) == topics
+    assert {t for t, _, _ in EXAMPLES} == topics
+
+
+def test_every_delivery_event_field_is_in_an_example_and_the_writer() -> None:
+    """An added contract field needs an example and a place in `delivery_event_json`."""
+    import inspect
+
+    seen = {f for t, _, e in EXAMPLES if t == "delivery-events"
+            for f in DeliveryEvent.model_validate(e).model_fields_set}
+    fields = set(DeliveryEvent.model_fields) - {"schema_version"}
+    assert fields <= seen, fields - seen
+    assert fields == set(inspect.signature(delivery_event_json).parameters)
 
 
 @pytest.mark.parametrize("example", [e for t, _, e in EXAMPLES if t == "profile-changes"])

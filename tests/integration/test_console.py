@@ -21,7 +21,7 @@ from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.integration
 ADMIN_KEY_PAGES = ("/journeys", "/customers", "/kpis", "/templates", "/broadcasts",
-                   "/journeys/nope", "/customers/nope")
+                   "/policy", "/journeys/nope", "/customers/nope")
 SCRIPT = "<script>alert(1)</script>"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -373,3 +373,42 @@ async def test_a_revoked_key_ends_the_session_at_the_next_check(
         await asyncio.sleep(1.1)
         r = await http.get("/customers")
         assert (r.status_code, r.headers["location"]) == (303, "/")
+
+
+async def test_policy_page_shows_edits_and_validates_at_the_path(
+        stack: ConsoleStack, unique: str, admin_headers: dict[str, str]) -> None:
+    key = admin_headers["Authorization"].removeprefix("Bearer ")
+    url = stack.urls["journey"] + "/v1/policy"
+    async with sign_in(stack, key) as client, httpx.AsyncClient(trust_env=False) as http:
+        before = (await http.get(url, headers=admin_headers)).json()["policy"]
+        page = await client.get("/policy")
+        assert page.status_code == 200 and 'href="/policy"' in page.text
+        shown = re.search(r'<textarea name="document" id="policy-document"[^>]*>(.*?)</textarea>',
+                          page.text, re.S)
+        assert shown and json.loads(html.unescape(shown.group(1))) == before
+        try:
+            # YAML; each problem at its path (a field, a cross-field rule), the text kept.
+            bad = "caps:\n  - {channel: email, max: 0, per: P7D}\npriority: [a, a]\n"
+            r = await client.post("/policy", data={"document": bad, "csrf": csrf_of(page)})
+            assert r.status_code == 400
+            errors = re.findall(r"<li><code>([^<]+)</code>: ([^<]+)</li>", r.text)
+            assert ("caps.0.max" in {f for f, _ in errors}), errors
+            assert "max: 0" in html.unescape(r.text)  # the edited text stays
+            r = await client.post("/policy", data={"document": "caps: [", "csrf": csrf_of(page)})
+            assert r.status_code == 400 and "neither JSON nor YAML at line" in r.text
+            # A form without the session's token changes nothing.
+            good = (f"caps:\n  - {{channel: email, max: 9, per: P1D}}\n"
+                    f"priority: [console-{unique}]\n")
+            r = await client.post("/policy", data={"document": good, "csrf": "forged"})
+            assert r.status_code == 403
+            assert (await http.get(url, headers=admin_headers)).json()["policy"] == before
+            r = await client.post("/policy", data={"document": good, "csrf": csrf_of(page)})
+            assert (r.status_code, r.headers["location"]) == (303, "/policy?saved=1")
+            saved = (await http.get(url, headers=admin_headers)).json()["policy"]
+            assert saved["priority"] == [f"console-{unique}"]
+            assert saved["caps"][0]["max"] == 9
+            page = await client.get("/policy?saved=1")
+            assert 'id="policy-saved"' in page.text and f"console-{unique}" in page.text
+        finally:  # other tests of this module send mail under the workspace's policy
+            r = await http.put(url, headers=admin_headers, json=before)
+            assert r.status_code == 200, r.text

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,14 +15,16 @@ import pytest
 import uvicorn
 
 from services.ingest.app import create_app
+from services.ingest.publisher import Outgoing, Sending, enqueue
+from shared.kafka import create_producer
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.support.net import free_port, wait_for_port
+from tests.support.broker import broker_behind
+from tests.support.net import free_port
 from tests.support.proxy import TcpProxy
 from tests.support.ready import wait_ready
 from tests.support.servers import serve_app
 from tests.support.topics import read_topic, with_own_topics
-from touchpoint.embedded import tansu_argv
 
 pytestmark = pytest.mark.integration
 
@@ -50,24 +49,6 @@ async def post_until_200(http: httpx.AsyncClient, url: str, auth: tuple[str, str
         refused += 1
         assert time.monotonic() < deadline, "ingest did not recover"
         await asyncio.sleep(0.2)
-
-
-@contextmanager
-def broker_behind(proxy_port: int) -> Iterator[int]:
-    """A Tansu broker that advertises the proxy's port, so every client connection (data
-    included, not only bootstrap) goes through the proxy: cutting the proxy is a real
-    outage, and the broker keeps its state. Yields the broker's own port."""
-    port = free_port()
-    argv = tansu_argv(port)
-    argv[argv.index("--advertised-listener-url") + 1] = f"tcp://127.0.0.1:{proxy_port}"
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        wait_for_port(port)
-        yield port
-    finally:
-        proc.kill()  # no state worth a graceful stop: memory storage
-        proc.wait(5)
 
 
 async def test_broker_outage_is_503_then_recovers_and_nothing_doubles(
@@ -176,3 +157,47 @@ async def test_shutdown_drains_in_flight_requests(cfg: Settings,
                                lambda rs: any(dict(r.headers)["message-id"] == f"late-{unique}"
                                               .encode() for r in rs))
     assert records
+
+
+async def test_a_requests_events_for_one_customer_are_delivered_together_in_order(
+        settings: Settings, unique: str) -> None:
+    """While the broker is away the producer's batch for a partition fills up; appended
+    one by one, a request's identify could close that batch and its track open the next,
+    and the two batches expire apart (the later one delivered, the earlier one failed: the
+    retry would put the identify behind the track). A request's events for one partition
+    are one batch of their own: one future, delivered or failed together, in order."""
+    proxy_port = free_port()
+    cfg = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{proxy_port}",
+                                      "topic_prefix": f"order-{unique}."})
+    with broker_behind(proxy_port) as broker_port:
+        proxy = TcpProxy("127.0.0.1", broker_port, proxy_port)
+        await proxy.restore()
+        await ensure_topics(cfg)
+        producer = create_producer(cfg, client_id="test-order")
+        await producer.start()
+        topic = cfg.topic("events")
+        try:
+            await producer.partitions_for(topic)
+            await proxy.cut()
+
+            def event(n: int) -> Outgoing:
+                return Outgoing.of({"id": f"{unique}-{n}", "workspace_id": "w", "type": "track",
+                                    "user_id": "same", "event": "x" * 300})
+
+            filler = Sending()  # single-event requests: they share the producer's batches
+            for n in range(60):
+                await enqueue(producer, topic, [event(n)], filler)
+            pair = Sending()  # its own batch waits behind the partition's queued ones
+            enqueued = asyncio.create_task(enqueue(producer, topic, [event(60), event(61)],
+                                                   pair))
+            await asyncio.sleep(0.5)
+            await proxy.restore()
+            await asyncio.wait_for(enqueued, 30)
+            assert [ids for _, ids in pair.parts] == [[f"{unique}-60", f"{unique}-61"]]
+            await asyncio.wait_for(asyncio.gather(*filler.futures, *pair.futures), 30)
+            records = await read_topic(cfg.kafka_bootstrap, topic, lambda rs: len(rs) >= 62)
+            assert [orjson.loads(r.value)["id"] for r in records] == [
+                f"{unique}-{n}" for n in range(62)]
+        finally:
+            await producer.stop()
+            await proxy.cut()

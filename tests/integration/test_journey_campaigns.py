@@ -751,6 +751,11 @@ async def _holdout_uplift(stack: Stack, ws: str, admin: dict[str, str]) -> None:
     money = body["revenue_per_customer"]
     assert money["ci_method"] == "welch" and money["difference"] == expected["difference"]
     assert money["ci95"] == expected["ci95"]
+    # The list's `include=goal` (every journey's goal block in one call, what profile's KPI
+    # uplift reads) answers the same block.
+    listed = (await http.get(f"{harness.url}/v1/journeys", headers=admin,
+                             params={"include": "goal"})).json()["items"]
+    assert [j["goal"] for j in listed if j["key"] == "j1"] == [body]
 
 
 async def _entered(stats: Any, n: int) -> bool:

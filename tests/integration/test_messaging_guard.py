@@ -156,7 +156,7 @@ async def test_api_channels_cannot_reach_private_targets(
             assert r.json()["errors"][0]["field"] == "allow_private_targets"
             r = await http.put(f"{url}/v1/channels/email/smtp", json=body)
             assert r.status_code == 200, r.text
-            route = await m.route(engine, ws, "email", "x@shop.example")
+            route = await m.routes.route(engine, ws, "email", "x@shop.example")
             with pytest.raises(PermanentFailure, match="blocked"):
                 await route.provider.send(_mail("x@shop.example"))
             # An allow stored earlier is not honoured while the operator does not allow it.
@@ -165,8 +165,8 @@ async def test_api_channels_cannot_reach_private_targets(
                                    .values(allow_private_targets=True,
                                            updated_at=channels.c.updated_at
                                            + timedelta(seconds=1)))
-            m.forget(ws)
-            route = await m.route(engine, ws, "email", "x@shop.example")
+            m.routes.forget(ws)
+            route = await m.routes.route(engine, ws, "email", "x@shop.example")
             with pytest.raises(PermanentFailure, match="blocked"):
                 await route.provider.send(_mail("x@shop.example"))
         assert listener.connections == 0

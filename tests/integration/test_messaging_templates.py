@@ -418,7 +418,7 @@ async def test_code_hand_out_under_contention_from_two_engines(
     """The hand-out itself, hammered: 2 engines (two replicas' pools) x 30 concurrent
     transactions, 25 customers (each asked for about twice at once), 20 codes."""
     from services.messaging import store
-    from services.messaging.codes import PoolEmpty, code_for
+    from services.messaging.store.codes import PoolEmpty, code_for
 
     a, _, http = replicas
     pool = f"hammer-{unique}"

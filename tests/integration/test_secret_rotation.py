@@ -30,7 +30,7 @@ async def test_links_of_the_earlier_secret_keep_working(settings: Settings) -> N
             r = await http.get(f"/u/{_unsubscribe_token(secret)}")
             assert r.status_code == status, (secret[:3], r.text)
         # New links are signed with the current secret only.
-        token = app.state.messaging._token("u", "default", "p1", "m1", "email")
+        token = app.state.messaging.links._token("u", "default", "p1", "m1", "email")
         assert token == _unsubscribe_token(NEW)
     dropped = create_app(settings.model_copy(update={"secret": NEW, "secret_previous": ""}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dropped),

@@ -157,6 +157,7 @@ def _log(service: str) -> Any:
 
 def serve(service: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     """`touchpoint serve <service>`, its log kept where TOUCHPOINT_TEST_LOGS says."""
-    return support_serve(service, env, port, stderr=_log(service))
+    log = _log(service)
+    return support_serve(service, env, port, stderr=log, stdout=log)
 
 

@@ -1,12 +1,16 @@
 """Postgres cut under load (connections reset at a TCP proxy, then refused, for 3 s) while
 messaging sends: the consumer pauses and resumes alone, and the reconciliation finds
 nothing lost (no offset committed ahead of a durable state) and nothing sent twice.
-(The broker cut, ingest's 503 + Retry-After within 2 s and never a 200 for an event not
-handed over: tests/integration/test_ingest_outages.py, part of the same `make test`.)"""
+Then Postgres stopped or slowed (2 s latency) with messaging SIGKILLed during the fault:
+what it had committed is all the restart has, and still nothing is lost or sent twice.
+(The broker cut under load for the whole stack, with ingest's 503 + Retry-After within
+2 s: test_broker_cut.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
@@ -23,13 +27,15 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.reliability.harness import ROUNDS, reconcile, recording_smtp
+from tests.reliability.harness import ROUNDS, kill, ready, reconcile, recording_smtp, serve
 from tests.support.net import free_port
 from tests.support.proxy import TcpProxy
 from tests.support.servers import serve_app
 
 pytestmark = pytest.mark.integration
 SENDS = 150
+CONCURRENCY = 4
+FAULT_S = 8.0
 
 
 def _through(url: str, port: int) -> tuple[str, str, int]:
@@ -112,3 +118,94 @@ def _statuses(rows: dict[str, dict[str, object]]) -> dict[object, int]:
     for r in rows.values():
         out[r["status"]] = out.get(r["status"], 0) + 1
     return out
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fault", ["stopped", "slowed"])
+async def test_postgres_fault_then_sigkill_no_offset_ahead_of_durable_state(
+        settings: Settings, admin_headers: dict[str, str], fault: str) -> None:
+    """`touchpoint serve messaging` reaches Postgres through the proxy; mid-flow Postgres is
+    stopped (connections reset, then refused) or slowed (2 s added to every round trip) for
+    `FAULT_S`, and the process is SIGKILLed while the fault lasts, so whatever offset it had
+    committed is all a restart has. Postgres back, the restart must send every accepted
+    command exactly once: an offset committed ahead of the message's durable row would
+    show as lost. Only provider calls in flight at the kill may be `unknown`."""
+    proxy_port = free_port()
+    proxied, host, target = _through(settings.database_url, proxy_port)
+    proxy = TcpProxy(host, target, proxy_port)
+    await proxy.restore()
+    engine = create_engine(settings.database_url)  # the test's own view, not proxied
+    own = settings.model_copy(update={"topic_prefix": f"pgf-{uuid.uuid4().hex[:8]}."})
+    await ensure_topics(own)
+    producer = create_producer(own, client_id="test-pgfault")
+    await producer.start()
+    with recording_smtp() as (smtp_url, smtp):
+        port = free_port()
+        env = {**os.environ, "TOUCHPOINT_ENV": "test", "TOUCHPOINT_DATABASE_URL": proxied,
+               "TOUCHPOINT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
+               "TOUCHPOINT_TOPIC_PREFIX": own.topic_prefix, "TOUCHPOINT_SMTP_URL": smtp_url,
+               "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": admin_headers["Authorization"][7:],
+               "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10",
+               "TOUCHPOINT_MESSAGING_CONCURRENCY": str(CONCURRENCY)}
+        url = f"http://127.0.0.1:{port}"
+        proc = serve("messaging", env, port)
+        try:
+            await ready(url)
+            async with httpx.AsyncClient(headers=admin_headers, timeout=10) as http:
+                r = await http.put(f"{url}/v1/templates/pgfault", json={
+                    "channel": "email", "subject": "Once", "text": "only once"})
+                assert r.status_code == 200, r.text
+            smtp.delay = 0.02
+            run = uuid.uuid4().hex[:8]
+            cmds = [SendCommand(id=f"f-{run}-{n}", workspace_id="default",
+                                profile_id=str(uuid.uuid4()), idempotency_key=f"f-{run}-{n}",
+                                channel=Channel.email, template="pgfault",
+                                to=Recipient(email=f"f{n}@example.com"),
+                                requested_at=datetime.now(UTC)) for n in range(SENDS)]
+            await publish(producer, own.topic("send-commands"),
+                          [(message_key(c.workspace_id, c.profile_id), c) for c in cmds],
+                          topic_short="send-commands")
+            deadline = asyncio.get_running_loop().time() + 60
+            while sum(smtp.received.values()) < 20:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            at_fault = sum(smtp.received.values())
+            if fault == "stopped":
+                await proxy.cut()
+            else:
+                proxy.latency = 2.0
+            await asyncio.sleep(FAULT_S)
+            during = sum(smtp.received.values()) - at_fault
+            kill(proc)
+            await asyncio.to_thread(proc.wait, 20)
+            if fault == "stopped":
+                await proxy.restore()
+            proxy.latency = 0.0
+            restarted = time.monotonic()
+            proc = serve("messaging", env, port)
+            keys = [c.idempotency_key for c in cmds]
+            deadline = asyncio.get_running_loop().time() + 120
+            while True:
+                async with engine.connect() as conn:
+                    rows = {r["idempotency_key"]: dict(r) for r in (await conn.execute(
+                        select(messages).where(messages.c.idempotency_key.in_(keys))
+                    )).mappings()}
+                if len(rows) == SENDS and all(r["status"] in ("sent", "unknown")
+                                              for r in rows.values()):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, _statuses(rows)
+                await asyncio.sleep(0.1)
+            figures = reconcile(f"postgres-{fault}-then-kill", rows, set(keys), smtp.delivered)
+            figures.bound = (f"{fault} {FAULT_S:.0f}s at {at_fault} received, {during} more "
+                             f"during it, SIGKILL before restoring; all settled "
+                             f"{time.monotonic() - restarted:.1f}s after the restart; "
+                             f"unknown bound={2 * CONCURRENCY}")
+            figures.show()
+            assert not figures.lost and not figures.duplicated and not figures.unexpected
+            assert figures.unknown <= 2 * CONCURRENCY
+        finally:
+            kill(proc)
+            await asyncio.to_thread(proc.wait, 20)
+            await producer.stop()
+            await proxy.cut()
+            await engine.dispose()

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from services.messaging.bootstrap import SharedLimit
+from services.messaging.providers.routing import SharedLimit
 from shared.db import create_engine
 
 pytestmark = pytest.mark.integration

@@ -25,11 +25,13 @@ def die_with_parent() -> None:
 
 
 def serve(service: str, env: dict[str, str], port: int,
-          stderr: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-    """`touchpoint serve <service>` as a subprocess in its own session (SIGKILL-able)."""
+          stderr: IO[bytes] | int = subprocess.DEVNULL,
+          stdout: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """`touchpoint serve <service>` as a subprocess in its own session (SIGKILL-able). Its
+    log goes to stdout (`shared.logging`)."""
     exe = Path(sys.executable).parent / "touchpoint"
     return subprocess.Popen([str(exe), "serve", service, "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                            stdout=stdout, stderr=stderr, start_new_session=True)
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

@@ -150,3 +150,35 @@ def test_flow_graph_of_a_stage() -> None:
         ("listen", "nudge", "on timeout"), ("nudge", "thanks", "50 %"),
         ("nudge", "(end)", "50 %"), ("thanks", "(end)", "")}
     assert graph["nodes"][1]["active"] == 2
+
+
+def test_moves_between_stages_that_are_not_neighbours_are_drawn_as_arcs() -> None:
+    order = ["a", "b", "c", "d"]
+    moves = [{"from": "a", "to": "b", "count": 9}, {"from": "a", "to": "c", "count": 4},
+             {"from": "b", "to": "d", "count": 2}, {"from": "a", "to": "d", "count": 1},
+             {"from": "c", "to": "a", "count": 3}, {"from": "x", "to": "a", "count": 5}]
+    arcs = {(a.source, a.target): a for a in stagemap.arcs(order, moves)}
+    # a -> b is the arrow between neighbours; a move from an unknown stage is not drawn.
+    assert set(arcs) == {("a", "c"), ("b", "d"), ("a", "d"), ("c", "a")}
+    a_c, b_d, a_d, c_a = arcs["a", "c"], arcs["b", "d"], arcs["a", "d"], arcs["c", "a"]
+    # Grid columns: stage i at 2i+1, the arrow after it at 2i+2; an arc spans the arrows.
+    assert (a_c.start, a_c.end, a_c.above) == (2, 5, True)
+    assert (b_d.start, b_d.end) == (4, 7) and (a_d.start, a_d.end) == (2, 7)
+    assert (c_a.above, c_a.start, c_a.end, c_a.level) == (False, 2, 5, 0)
+    # Overlapping arcs go on separate levels, the shortest nearest the stages.
+    assert a_c.level == 0 and b_d.level == 1 and a_d.level == 2
+
+    stats = {"transitions": moves[:5], "stages": {}}
+    document = {"stages": [{"key": k, "enter": {"event": k}} for k in order]}
+    m = stagemap.build(document, stats)
+    assert m.levels_above == 3 and m.levels_below == 1 and m.adjacent("a", "b") == 9
+    page = _render("_stagemap.html", map=m, duration=stagemap.duration,
+                   flow_graph=stagemap.flow_graph)
+    drawn = {(f, t): int(n) for f, t, n in re.findall(
+        r'<span class="move" data-from="(\w)" data-to="(\w)">(\d+)<', page)}
+    assert drawn == {("a", "b"): 9, ("b", "c"): 0, ("c", "d"): 0, ("a", "c"): 4,
+                     ("b", "d"): 2, ("a", "d"): 1, ("c", "a"): 3}
+    # Stages in row 4 (three levels of arcs above), the move back under them in row 5.
+    assert 'data-stage="a" data-active="0" style="grid-column: 1; grid-row: 4"' in page
+    assert re.search(r'data-from="c" data-to="a"\s+style="grid-column: 2 / 5; grid-row: 5"',
+                     page)

@@ -118,7 +118,7 @@ def test_waves_keep_each_customer_in_one_wave_in_order() -> None:
     from datetime import UTC, datetime
 
     from services.messaging.handlers import _waves
-    from services.messaging.prepare import Prepared
+    from services.messaging.message import Prepared
     from shared.contracts.send import Channel, Recipient, SendCommand
 
     def prepared(profile: str, n: int) -> Prepared:

@@ -1,4 +1,5 @@
-"""Profile's outbox encoder writes the very bytes the shared codec would (pure, no sockets)."""
+"""Profile calls the event writer with the snapshot the model would hold (pure, no sockets).
+The writers' own bytes are pinned for every example in tests/contract/test_fast_writers.py."""
 
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ from services.profile.domain.state import ProfileState
 from shared.contracts.envelope import encode_fast, json_time
 from shared.contracts.events import Event
 from shared.contracts.profile import (
-    ProfileChange,
     ProfileEvent,
-    profile_change_json,
     profile_event_json,
 )
-from shared.kafka.codec import encode, headers_for, headers_json
+from shared.kafka.codec import encode
 
 NOW = datetime(2026, 11, 25, 4, 30, tzinfo=UTC)
 
@@ -69,36 +68,6 @@ def test_snapshot_fields_are_a_copy() -> None:
     fields = snapshot_fields(p, NOW, Conventions())
     p.traits["name"] = "Other"
     assert fields["traits"]["name"] == "Zoë"
-
-
-def test_profile_change_json_equals_the_shared_codec() -> None:
-    odd = datetime(2026, 11, 24, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=-3)))
-    for at in (NOW, odd):
-        for state in (_state(), _bare_state(), None):
-            snap = None if state is None else snapshot(state, ["x"], NOW, Conventions())
-            model = ProfileChange(id="c1", workspace_id="ws", profile_id="p1",
-                                  kind="traits_changed", data={"traits": ["a"], "n": None},
-                                  occurred_at=at, produced_at=NOW, profile=snap)
-            profile = None
-            if state is not None:
-                fields = snapshot_fields(state, NOW, Conventions())
-                fields["segments"] = ["x"]
-                profile = orjson.dumps(fields)
-            assert profile_change_json("c1", "ws", json_time(NOW), "p1", "traits_changed",
-                                       {"traits": ["a"], "n": None}, json_time(at),
-                                       profile) == encode(model)
-            assert headers_json("profile-changes", "c1") == orjson.dumps(
-                [[k, v.decode()] for k, v in headers_for(model, "profile-changes")]).decode()
-
-
-def test_profile_change_bytes_equal_the_shared_codec() -> None:
-    change = ProfileChange(id="c1", workspace_id="ws", profile_id="p1", kind="lifecycle_changed",
-                           data={"from": None, "to": "active"}, occurred_at=NOW,
-                           profile=snapshot(_state(), [], NOW, Conventions()))
-    assert encode_fast(change) == encode(change)
-    bare = ProfileChange(id="c2", workspace_id="ws", profile_id="p1", kind="erased",
-                         occurred_at=NOW)
-    assert encode_fast(bare) == encode(bare)
 
 
 def test_change_ids_stay_within_the_envelope_limit_and_are_deterministic() -> None:

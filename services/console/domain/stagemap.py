@@ -45,6 +45,20 @@ class StageBox:
 
 
 @dataclass
+class Arc:
+    """A move between stages that are not neighbours left to right (or a move back), drawn
+    as a curve above (forward) or below (backward) the stages. `start`/`end` are the
+    stage-map grid columns it spans, `level` its row counted away from the stages."""
+    source: str
+    target: str
+    count: int
+    above: bool
+    start: int
+    end: int
+    level: int = 0
+
+
+@dataclass
 class StageMap:
     stages: list[StageBox]
     transitions: list[dict[str, Any]]
@@ -53,6 +67,20 @@ class StageMap:
     exits: dict[str, int]
     goal: dict[str, Any] | None
     exit_when: list[str]
+    arcs: list[Arc] = field(default_factory=list)
+
+    @property
+    def levels_above(self) -> int:
+        return max((a.level + 1 for a in self.arcs if a.above), default=0)
+
+    @property
+    def levels_below(self) -> int:
+        return max((a.level + 1 for a in self.arcs if not a.above), default=0)
+
+    def adjacent(self, source: str, target: str) -> int:
+        """The count of the forward move drawn on the arrow between neighbours."""
+        return sum(int(t.get("count") or 0) for t in self.transitions
+                   if t.get("from") == source and t.get("to") == target)
 
 
 def describe_rule(rule: dict[str, Any]) -> str:
@@ -163,11 +191,41 @@ def build(document: dict[str, Any], stats: dict[str, Any] | None) -> StageMap:
             customers=dict((stats.get("stage_customers") or {}).get(key) or {}),
             idle=int((by_step.get(key) or {}).get("(idle)", 0)),
             time_in_stage=(stats.get("time_in_stage") or {}).get(key)))
+    transitions = list(stats.get("transitions") or [])
     return StageMap(
-        stages=stages, transitions=list(stats.get("transitions") or []),
+        stages=stages, transitions=transitions, arcs=arcs([s.key for s in stages], transitions),
         entries=int(stats.get("entries") or 0), customers=int(stats.get("customers") or 0),
         exits=dict(stats.get("exits") or {}), goal=stats.get("goal"),
         exit_when=[describe_rule(r) for r in document.get("exit_when") or []])
+
+
+def arcs(order: list[str], transitions: list[dict[str, Any]]) -> list[Arc]:
+    """Moves the arrows between neighbours cannot show, as arcs in grid columns: the map's
+    grid has stage i in column 2i+1 and the arrow after it in 2i+2, so an arc from stage a
+    to stage b (a < b) spans the arrows' columns 2a+2 .. 2b (above); a move back spans
+    2b+2 .. 2a (below). Arcs that would overlap go on separate levels, shorter ones nearer
+    the stages."""
+    where = {key: i for i, key in enumerate(order)}
+    found: list[Arc] = []
+    for t in transitions:
+        a, b = where.get(str(t.get("from"))), where.get(str(t.get("to")))
+        if a is None or b is None or b == a + 1 or a == b:
+            continue
+        low, high = min(a, b), max(a, b)
+        found.append(Arc(source=str(t["from"]), target=str(t["to"]),
+                         count=int(t.get("count") or 0), above=b > a,
+                         start=2 * low + 2, end=2 * high + 1))
+    for above in (True, False):
+        taken: list[list[tuple[int, int]]] = []
+        for arc in sorted((x for x in found if x.above is above),
+                          key=lambda x: (x.end - x.start, x.start)):
+            level = next((n for n, spans in enumerate(taken) if all(
+                arc.end <= s or arc.start >= e for s, e in spans)), len(taken))
+            if level == len(taken):
+                taken.append([])
+            taken[level].append((arc.start, arc.end))
+            arc.level = level
+    return found
 
 
 def flow_graph(stage: StageBox) -> dict[str, Any]:

@@ -92,6 +92,8 @@ class JourneyCounts(BaseModel):
 
 class JourneyListItem(JourneySummary):
     stats: JourneyCounts | None = Field(None, description="With `include=stats` only.")
+    goal: GoalStats | None = Field(None, description="With `include=goal` only: the `goal` "
+                                                     "block of the journey's stats.")
 
 
 class JourneyList(BaseModel):

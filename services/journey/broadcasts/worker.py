@@ -31,24 +31,21 @@ from shared.alarm import Alarm
 from shared.clock import Clock
 from shared.db.outbox import OutboxRow
 from shared.kafka import is_transient
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, Stoppable
 
 log = logging.getLogger(__name__)
 UNTHROTTLED = 1000.0  # per second, per broadcast, when neither limit is set
 MAX_PER_TICK = 2000  # recipients per broadcast per transaction
 
 
-class BroadcastWorker:
+class BroadcastWorker(Stoppable):
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents, directory: Directory,
                  publisher: OutboxPublisher | None = None, *, tick_s: float = 0.1,
                  max_idle_s: float = 1.0) -> None:
         self.rt, self.clock, self.directory, self.publisher = rt, clock, directory, publisher
         self.docs = docs
         self.tick_s, self.max_idle_s = tick_s, max_idle_s
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
+        super().__init__()
 
     async def run(self) -> None:
         alarm = Alarm()

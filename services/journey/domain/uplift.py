@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.revenue import revenue_value
 from shared.uplift import Z95, conversion, newcombe, uplift, welch, wilson
 
 __all__ = ["Z95", "conversion", "goal_value", "newcombe", "uplift", "welch", "wilson"]
@@ -13,14 +14,4 @@ __all__ = ["Z95", "conversion", "goal_value", "newcombe", "uplift", "welch", "wi
 def goal_value(properties: dict[str, Any], names: tuple[str, ...] | list[str]) -> float:
     """What a goal event is worth: the first of profile's `revenue_properties` holding a
     number (a numeric string counts, as in profile's order value); else 0."""
-    for name in names:
-        value = properties.get(name)
-        if isinstance(value, bool) or value is None or isinstance(value, dict | list):
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if number == number and abs(number) < 1e12:  # not NaN, not absurd
-            return number
-    return 0.0
+    return revenue_value(properties, names)

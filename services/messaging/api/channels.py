@@ -6,14 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
 
 from services.messaging.api.deps import EngineDep, MessagingDep
 from services.messaging.api.schemas import ChannelList, ChannelOut
 from services.messaging.providers.registry import PROVIDERS, ProviderName
 from services.messaging.secrets import hint
-from services.messaging.tables import channels
+from services.messaging.store import channels as store
 from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
@@ -76,9 +74,7 @@ async def put_channel(channel: ChannelName, provider: ProviderName, body: Channe
     credentials = body.credentials
     if credentials is None:
         async with engine.connect() as conn:
-            stored = (await conn.execute(select(channels.c.secrets).where(
-                channels.c.workspace_id == ws, channels.c.channel == channel,
-                channels.c.provider == provider))).scalar()
+            stored = await store.sealed_secrets(conn, ws, channel, provider)
         try:
             credentials = m.box.open(stored) if stored is not None else {}
         except ValueError as exc:  # the secret key changed since they were stored
@@ -96,13 +92,9 @@ async def put_channel(channel: ChannelName, provider: ProviderName, body: Channe
               "secret_hints": {k: hint(v) for k, v in secret_values.items()},
               "rate_per_second": body.rate_per_second,
               "allow_private_targets": body.allow_private_targets}
-    stmt = insert(channels).values(workspace_id=ws, channel=channel, provider=provider, **values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[channels.c.workspace_id, channels.c.channel, channels.c.provider],
-        set_={**values, "updated_at": func.now()})
     async with engine.begin() as conn:
-        row = (await conn.execute(stmt.returning(channels))).mappings().one()
-    m.forget(ws)
+        row = await store.save_channel(conn, ws, channel, provider, values)
+    m.routes.forget(ws)
     return _out(row)
 
 
@@ -110,9 +102,7 @@ async def put_channel(channel: ChannelName, provider: ProviderName, body: Channe
 async def list_channels(engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """Configured providers; without an email one, email goes to TOUCHPOINT_SMTP_URL."""
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(channels).where(
-            channels.c.workspace_id == principal.workspace_id).order_by(
-            channels.c.channel, channels.c.provider))).mappings().all()
+        rows = await store.channel_rows(conn, principal.workspace_id, ordered=True)
     return {"items": [_out(r) for r in rows]}
 
 
@@ -121,9 +111,7 @@ async def get_channel(channel: ChannelName, provider: ProviderName, engine: Engi
                       principal: AdminDep) -> dict[str, Any]:
     """One provider configuration (credentials as hints only)."""
     async with engine.connect() as conn:
-        row = (await conn.execute(select(channels).where(
-            channels.c.workspace_id == principal.workspace_id, channels.c.channel == channel,
-            channels.c.provider == provider))).mappings().first()
+        row = await store.channel_row(conn, principal.workspace_id, channel, provider)
     if row is None:
         raise Problem(404, "Not found", f"no {provider} provider for {channel}")
     return _out(row)
@@ -136,9 +124,7 @@ async def delete_channel(channel: ChannelName, provider: ProviderName, engine: E
     """Remove a provider; sends over that channel fail until another is configured (email
     falls back to TOUCHPOINT_SMTP_URL)."""
     async with engine.begin() as conn:
-        result = await conn.execute(delete(channels).where(
-            channels.c.workspace_id == principal.workspace_id, channels.c.channel == channel,
-            channels.c.provider == provider))
-    if result.rowcount == 0:
+        deleted = await store.delete_channel(conn, principal.workspace_id, channel, provider)
+    if not deleted:
         raise Problem(404, "Not found", f"no {provider} provider for {channel}")
-    m.forget(principal.workspace_id)
+    m.routes.forget(principal.workspace_id)

@@ -7,13 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
 
-from services.messaging import store
 from services.messaging.api.deps import EngineDep
 from services.messaging.domain.codes import generate_codes, split_upload
-from services.messaging.tables import code_pools, codes
+from services.messaging.store import codes as store
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
 from shared.http.problems import Problem
@@ -55,28 +52,15 @@ class PoolOut(BaseModel):
         None, description="codes given twice in the upload or already in the pool (added once)")
 
 
-async def _counts(conn: Any, workspace_id: str, key: str) -> tuple[int, int]:
-    row = (await conn.execute(select(func.count(), func.count().filter(
-        codes.c.profile_id.is_(None))).where(codes.c.workspace_id == workspace_id,
-                                              codes.c.pool == key))).one()
-    return int(row[0]), int(row[1])
-
-
 @router.put("/code-pools/{key}", response_model=PoolOut, response_model_exclude_none=True)
 async def put_code_pool(body: PoolIn, engine: EngineDep, principal: AdminDep,
                         key: str = PoolKey) -> dict[str, Any]:
     """Add uploaded or generated codes to a pool; duplicates are reported, not added twice."""
     ws = principal.workspace_id
     async with engine.begin() as conn:
-        await conn.execute(insert(code_pools).values(workspace_id=ws, key=key)
-                           .on_conflict_do_update(index_elements=[code_pools.c.workspace_id,
-                                                                  code_pools.c.key],
-                                                  set_={"updated_at": func.now()}))
-        db = await store.driver(conn)
+        await store.ensure_pool(conn, ws, key)
         if body.generate is not None:
-            existing = {r[0] for r in await db.fetch(
-                f"SELECT code FROM {codes.fullname} WHERE workspace_id = $1 AND pool = $2 "
-                "AND code LIKE $3", ws, key, body.generate.prefix + "%")}
+            existing = await store.codes_like(conn, ws, key, body.generate.prefix)
             new = generate_codes(body.generate.prefix, body.generate.count,
                                  length=body.generate.length, taken=existing)
             duplicates: list[str] = []
@@ -85,12 +69,9 @@ async def put_code_pool(body: PoolIn, engine: EngineDep, principal: AdminDep,
             if not new:
                 raise Problem(400, "Invalid code pool", "codes: no code given",
                               errors=[{"field": "codes", "message": "no code given"}])
-        inserted = {r[0] for r in await db.fetch(
-            f"INSERT INTO {codes.fullname} (workspace_id, pool, code) "
-            "SELECT $1, $2, c FROM unnest($3::text[]) AS c ON CONFLICT DO NOTHING "
-            "RETURNING code", ws, key, new)}
+        inserted = await store.add_codes(conn, ws, key, new)
         duplicates = sorted(set(duplicates) | {c for c in new if c not in inserted})
-        total, remaining = await _counts(conn, ws, key)
+        total, remaining = await store.pool_counts(conn, ws, key)
     return {"key": key, "total": total, "remaining": remaining, "added": len(inserted),
             "duplicates": duplicates}
 
@@ -101,10 +82,7 @@ async def get_code_pool(engine: EngineDep, principal: AdminDep,
                         key: str = PoolKey) -> dict[str, Any]:
     """A pool's size and how many codes remain."""
     async with engine.connect() as conn:
-        known = (await conn.execute(select(code_pools.c.key).where(
-            code_pools.c.workspace_id == principal.workspace_id, code_pools.c.key == key))
-        ).first()
-        if known is None:
+        if not await store.pool_exists(conn, principal.workspace_id, key):
             raise Problem(404, "Not found", f"no code pool '{key}'")
-        total, remaining = await _counts(conn, principal.workspace_id, key)
+        total, remaining = await store.pool_counts(conn, principal.workspace_id, key)
     return {"key": key, "total": total, "remaining": remaining}

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.messaging.bootstrap import Messaging
+from services.messaging.parts import Messaging
 from shared.db.outbox import OutboxRow
 from shared.http.deps import EngineDep
 

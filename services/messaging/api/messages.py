@@ -6,12 +6,16 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
 
 from services.messaging.api.deps import EngineDep
 from services.messaging.api.schemas import MessageOut, MessagePage
-from services.messaging.store import message_filter
-from services.messaging.tables import messages
+from services.messaging.store.messages import (
+    lock_for_resend,
+    mark_for_resend,
+    message_filter,
+    message_page,
+    message_row,
+)
 from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
@@ -39,9 +43,7 @@ async def list_messages(engine: EngineDep, principal: AdminDep, profile_id: str 
     where = message_filter(principal.workspace_id, profile_id=profile_id, journey=journey,
                            status=status, channel=channel)
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(*(messages.c[c] for c in SUMMARY)).where(where)
-                                   .order_by(messages.c.created_at.desc(), messages.c.id)
-                                   .limit(limit).offset(offset))).mappings().all()
+        rows = await message_page(conn, where, SUMMARY, limit=limit, offset=offset)
     return {"items": [dict(r) for r in rows], "limit": limit, "offset": offset}
 
 
@@ -51,9 +53,7 @@ async def get_message(engine: EngineDep, principal: AdminDep,
     """One message with its rendered content, for support. After the profile's erasure the
     recipient and content are gone (`erased_at` says when)."""
     async with engine.connect() as conn:
-        row = (await conn.execute(select(messages).where(
-            messages.c.workspace_id == principal.workspace_id,
-            messages.c.id == message_id))).mappings().first()
+        row = await message_row(conn, principal.workspace_id, message_id)
     if row is None:
         raise Problem(404, "Not found", f"no message '{message_id}'")
     return {**{c: row[c] for c in SUMMARY}, "idempotency_key": row["idempotency_key"],
@@ -75,10 +75,7 @@ async def resend_message(engine: EngineDep, principal: AdminDep,
     """Send an `unknown` or `failed` message again (the retry sweeper picks it up within a
     second); an `unknown` one may be delivered twice."""
     async with engine.begin() as conn:
-        row = (await conn.execute(select(messages.c.status, messages.c.command.is_not(None))
-                                  .where(messages.c.workspace_id == principal.workspace_id,
-                                         messages.c.id == message_id)
-                                  .with_for_update())).first()
+        row = await lock_for_resend(conn, principal.workspace_id, message_id)
         if row is None:
             raise Problem(404, "Not found", f"no message '{message_id}'")
         status, kept = row
@@ -89,8 +86,6 @@ async def resend_message(engine: EngineDep, principal: AdminDep,
             raise Problem(409, "Not resendable", "the send command was not kept (the message "
                           "failed before this version, or its profile was erased)",
                           field="command")
-        await conn.execute(update(messages).where(messages.c.id == message_id).values(
-            status="retrying", retry_at=func.now(), retry_since=func.now(),
-            updated_at=func.now()))
+        await mark_for_resend(conn, message_id)
     return Resent(id=message_id, status="retrying", previous_status=status,
                   duplicate_risk=DUPLICATE_RISK)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.envelope import JourneyRef
+
 
 class ChannelOut(BaseModel):
     channel: str
@@ -30,7 +32,7 @@ class MessageSummary(BaseModel):
     template_version: int | None
     status: str
     error: str | None
-    journey: str | None
+    journey: JourneyRef | None = Field(description="The journey step that sent it, if any.")
     provider: str | None
     created_at: datetime
     sent_at: datetime | None

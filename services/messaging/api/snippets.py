@@ -6,13 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
 
-from services.messaging import template_store
 from services.messaging.api.deps import EngineDep
 from services.messaging.domain.template_check import check_limits, check_source
-from services.messaging.tables import snippets
+from services.messaging.store import templates as template_store
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers
 from shared.http.problems import Problem
@@ -51,11 +48,7 @@ async def put_snippet(body: SnippetIn, engine: EngineDep, principal: AdminDep,
             raise Problem(400, "Invalid snippet", f"source: {first['message']} (line "
                                                   f"{first['line']}, column {first['column']})",
                           errors=[{"field": "source", **p} for p in problems])
-        stmt = insert(snippets).values(workspace_id=ws, name=name, source=body.source)
-        row = (await conn.execute(stmt.on_conflict_do_update(
-            index_elements=[snippets.c.workspace_id, snippets.c.name],
-            set_={"source": body.source, "updated_at": func.now()}).returning(snippets)
-        )).mappings().one()
+        row = await template_store.save_snippet(conn, ws, name, body.source)
     return {k: row[k] for k in SnippetOut.model_fields}
 
 
@@ -64,9 +57,7 @@ async def get_snippet(engine: EngineDep, principal: AdminDep,
                       name: str = SnippetName) -> dict[str, Any]:
     """One snippet."""
     async with engine.connect() as conn:
-        row = (await conn.execute(select(snippets).where(
-            snippets.c.workspace_id == principal.workspace_id, snippets.c.name == name)
-        )).mappings().first()
+        row = await template_store.snippet_row(conn, principal.workspace_id, name)
     if row is None:
         raise Problem(404, "Not found", f"no snippet '{name}'")
     return {k: row[k] for k in SnippetOut.model_fields}
@@ -77,7 +68,6 @@ async def delete_snippet(engine: EngineDep, principal: AdminDep,
                          name: str = SnippetName) -> None:
     """Delete a snippet; templates that render it fail to render until it is back."""
     async with engine.begin() as conn:
-        result = await conn.execute(delete(snippets).where(
-            snippets.c.workspace_id == principal.workspace_id, snippets.c.name == name))
-    if result.rowcount == 0:
+        deleted = await template_store.delete_snippet(conn, principal.workspace_id, name)
+    if not deleted:
         raise Problem(404, "Not found", f"no snippet '{name}'")

@@ -7,9 +7,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select
 
-from services.messaging import template_store
 from services.messaging.api.deps import EngineDep, MessagingDep, publish
 from services.messaging.domain.plain_text import html_to_text
 from services.messaging.domain.render import (
@@ -20,7 +18,7 @@ from services.messaging.domain.render import (
 )
 from services.messaging.domain.template_check import SAMPLE_PROFILE, check_limits, check_source
 from services.messaging.prepare import render_options
-from services.messaging.tables import templates
+from services.messaging.store import templates as template_store
 from services.messaging.test_send import test_command, test_send
 from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
@@ -108,8 +106,9 @@ class PreviewOut(BaseModel):
         description="undefined variables met (blank in a lax template), with their place")
 
 
-class TemplateOut(BaseModel):
-    key: str
+class _TemplateParts(BaseModel):
+    """What a template and each of its versions hold."""
+
     channel: str
     subject: str | None
     html: str | None
@@ -117,6 +116,10 @@ class TemplateOut(BaseModel):
     category: str
     topic: str | None
     strict: bool
+
+
+class TemplateOut(_TemplateParts):
+    key: str
     version: int
     updated_at: Any
 
@@ -125,15 +128,8 @@ class TemplateList(BaseModel):
     items: list[TemplateOut]
 
 
-class VersionOut(BaseModel):
+class VersionOut(_TemplateParts):
     version: int
-    channel: str
-    subject: str | None
-    html: str | None
-    text: str | None
-    category: str
-    topic: str | None
-    strict: bool
     created_at: Any
 
 
@@ -188,16 +184,13 @@ async def put_template(body: TemplateIn, engine: EngineDep, principal: AdminDep,
 async def list_templates(engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
     """All templates of the workspace."""
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(templates).where(
-            templates.c.workspace_id == principal.workspace_id).order_by(templates.c.key)
-        )).mappings().all()
+        rows = await template_store.template_rows(conn, principal.workspace_id)
     return {"items": [_out(r) for r in rows]}
 
 
 async def load_template(engine: EngineDep, workspace_id: str, key: str) -> Any:
     async with engine.connect() as conn:
-        row = (await conn.execute(select(templates).where(
-            templates.c.workspace_id == workspace_id, templates.c.key == key))).mappings().first()
+        row = await template_store.template_row(conn, workspace_id, key)
     if row is None:
         raise Problem(404, "Not found", f"no template '{key}'")
     return row
@@ -226,9 +219,8 @@ async def list_versions(engine: EngineDep, principal: AdminDep,
 async def delete_template(engine: EngineDep, principal: AdminDep, key: str = TemplateKey) -> None:
     """Delete a template; sends that name it fail with a clear reason."""
     async with engine.begin() as conn:
-        result = await conn.execute(delete(templates).where(
-            templates.c.workspace_id == principal.workspace_id, templates.c.key == key))
-    if result.rowcount == 0:
+        deleted = await template_store.delete_template(conn, principal.workspace_id, key)
+    if not deleted:
         raise Problem(404, "Not found", f"no template '{key}'")
 
 

@@ -14,15 +14,16 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from services.messaging import store
 from services.messaging.api.deps import EngineDep, MessagingDep, publish
 from services.messaging.api.schemas import EmailStatusReport, TwilioStatus
+from services.messaging.delivery_events import event_from_row
 from services.messaging.domain.tokens import verify_token
 from services.messaging.providers.sms import DEAD_NUMBER_CODES
-from services.messaging.tables import channels, messages
+from services.messaging.store.channels import provider_secrets
+from services.messaging.store.messages import message_by_provider, message_row
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.http.contracts import answers, form_body, json_body, signed_by
 from shared.http.problems import Problem
@@ -62,7 +63,7 @@ async def _engagement(request: Request, engine: EngineDep, t: dict[str, Any], co
                                                    message_id=t["m"], column=column)
             ids = []
             if row is not None and (first or suffix):
-                ids = await store.emit(conn, request.app.state.settings, [store.event_from_row(
+                ids = await store.emit(conn, request.app.state.settings, [event_from_row(
                     row, status, datetime.now(UTC), suffix=suffix, **fields)])
         await publish(request, ids)
     except Exception:
@@ -122,9 +123,8 @@ async def unsubscribe(request: Request, engine: EngineDep, m: MessagingDep,
     async with engine.begin() as conn:
         await store.record_consent(conn, workspace_id=t["w"], profile_id=t["p"], scope=scope,
                                    subscribed=False, source="unsubscribe-link", at=now)
-        row = (await conn.execute(select(messages).where(
-            messages.c.workspace_id == t["w"], messages.c.id == t["m"]))).mappings().first()
-        event = (store.event_from_row(row, DeliveryStatus.unsubscribed, now, reason=scope)
+        row = await message_row(conn, t["w"], t["m"])
+        event = (event_from_row(row, DeliveryStatus.unsubscribed, now, reason=scope)
                  if row is not None else
                  DeliveryEvent(id=f"{t['m']}:unsubscribed", workspace_id=t["w"],
                                profile_id=t["p"], message_id=t["m"], channel=t["c"],
@@ -139,9 +139,7 @@ async def unsubscribe(request: Request, engine: EngineDep, m: MessagingDep,
 async def _channel_secrets(engine: EngineDep, m: MessagingDep, workspace_id: str,
                            provider: str) -> dict[str, Any]:
     async with engine.connect() as conn:
-        sealed = (await conn.execute(select(channels.c.secrets).where(
-            channels.c.workspace_id == workspace_id,
-            channels.c.provider == provider))).scalar()
+        sealed = await provider_secrets(conn, workspace_id, provider)
     if sealed is None:
         raise Problem(404, "Not found", f"no {provider} provider in this workspace")
     return m.box.open(sealed)
@@ -153,11 +151,8 @@ async def _status_update(request: Request, engine: EngineDep, *, workspace_id: s
     """delivered / bounced / complained reported by a provider, applied to the message."""
     now = datetime.now(UTC)
     async with engine.begin() as conn:
-        where = [messages.c.workspace_id == workspace_id]
-        where.append(messages.c.id == message_id if message_id else
-                     (messages.c.provider == provider) &
-                     (messages.c.provider_message_id == (provider_id or "")))
-        row = (await conn.execute(select(messages).where(*where))).mappings().first()
+        row = (await message_row(conn, workspace_id, message_id) if message_id else
+               await message_by_provider(conn, workspace_id, provider, provider_id or ""))
         if row is None:
             raise Problem(404, "Not found", "no such message")
         events: list[DeliveryEvent] = []
@@ -166,7 +161,7 @@ async def _status_update(request: Request, engine: EngineDep, *, workspace_id: s
         if outcome == "delivered":
             await store.touch_message(conn, workspace_id=workspace_id, message_id=row["id"],
                                       column="delivered_at", status="delivered")
-            events.append(store.event_from_row(row, DeliveryStatus.delivered, now))
+            events.append(event_from_row(row, DeliveryStatus.delivered, now))
         elif outcome == "bounced":
             await store.touch_message(conn, workspace_id=workspace_id, message_id=row["id"],
                                       column="updated_at", status="bounced")
@@ -175,16 +170,16 @@ async def _status_update(request: Request, engine: EngineDep, *, workspace_id: s
                 await store.mark_undeliverable(conn, workspace_id=workspace_id,
                                                channel=row["channel"], addresses=[address],
                                                reason=reason or "hard bounce")
-            events.append(store.event_from_row(row, DeliveryStatus.bounced, now,
+            events.append(event_from_row(row, DeliveryStatus.bounced, now,
                                                reason=reason or "hard bounce", address=address))
         elif outcome == "complained":
             await store.record_consent(conn, workspace_id=workspace_id,
                                        profile_id=row["profile_id"], scope=row["channel"],
                                        subscribed=False, source="complaint", at=now)
-            events.append(store.event_from_row(row, DeliveryStatus.complained, now,
+            events.append(event_from_row(row, DeliveryStatus.complained, now,
                                                reason=reason))
         elif outcome == "failed":
-            events.append(store.event_from_row(row, DeliveryStatus.failed, now,
+            events.append(event_from_row(row, DeliveryStatus.failed, now,
                                                suffix=":provider", reason=reason))
         ids = await store.emit(conn, request.app.state.settings, events)
     await publish(request, ids)

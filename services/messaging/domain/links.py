@@ -1,14 +1,45 @@
-"""Open pixel and click tracking for rendered HTML."""
+"""The links a message carries: signed unsubscribe, open and click URLs, and the rewrite of
+rendered HTML that puts the click links and the open pixel in."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.messaging.domain.tokens import sign_token
 
 # Only links a reader clicks: the href of an <a> tag, http(s) in double or single quotes.
 # <link> (stylesheets), <base>, <area>, images and other schemes (mailto:, tel:) stay as is.
 _A_TAG = re.compile(r"<a\s[^>]*>", re.IGNORECASE)
 _HREF = re.compile(r"""(\shref\s*=\s*)(["'])(https?://[^"'\s>]+)\2""", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LinkSigner:
+    """Signs the links of one process's messages (domain/tokens.py: no database lookup)."""
+
+    token_key: bytes
+    public_url: str  # where the tracking and unsubscribe endpoints are reached
+
+    def _token(self, kind: str, workspace_id: str, profile_id: str, message_id: str,
+               channel: str, **extra: str) -> str:
+        return sign_token(self.token_key, {"k": kind, "w": workspace_id, "p": profile_id,
+                                           "m": message_id, "c": channel, **extra})
+
+    def unsubscribe_url(self, workspace_id: str, profile_id: str, message_id: str,
+                        channel: str, topic: str | None) -> str:
+        extra = {"t": topic} if topic else {}
+        token = self._token("u", workspace_id, profile_id, message_id, channel, **extra)
+        return f"{self.public_url}/u/{token}"
+
+    def open_url(self, workspace_id: str, profile_id: str, message_id: str) -> str:
+        token = self._token("o", workspace_id, profile_id, message_id, "email")
+        return f"{self.public_url}/t/o/{token}.gif"
+
+    def click_url(self, workspace_id: str, profile_id: str, message_id: str, url: str) -> str:
+        token = self._token("c", workspace_id, profile_id, message_id, "email", u=url)
+        return f"{self.public_url}/t/c/{token}"
 
 
 def track_links(html: str, *, click_url: Callable[[str], str], open_url: str,

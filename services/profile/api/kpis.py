@@ -105,7 +105,8 @@ async def get_kpis(request: Request, rt: RuntimeDep, principal: AdminDep,
 
 async def _uplift(request: Request, keys: list[str]) -> tuple[dict[str, Any] | None, str | None]:
     """Per journey with sends in the window: journey's treated-vs-holdout figures, asked over
-    HTTP with the caller's admin key. Journey down or slow: None and a warning."""
+    HTTP with the caller's admin key, in one call for every journey (`include=goal`).
+    Journey down or slow: None and a warning."""
     if not keys:
         return {}, None
     settings = ProfileSettings.from_base(request.app.state.runtime.settings)
@@ -113,21 +114,18 @@ async def _uplift(request: Request, keys: list[str]) -> tuple[dict[str, Any] | N
     try:
         async with httpx.AsyncClient(base_url=settings.journey_url,
                                      timeout=settings.kpis_uplift_timeout_s) as client:
-            answers = await asyncio.wait_for(asyncio.gather(*(
-                client.get(f"/v1/journeys/{k}/stats", headers=auth) for k in keys)),
+            r = await asyncio.wait_for(client.get(
+                "/v1/journeys", params={"include": "goal"}, headers=auth),
                 settings.kpis_uplift_timeout_s)
     except (httpx.HTTPError, TimeoutError) as exc:
         return None, f"uplift: journey unavailable ({type(exc).__name__})"
-    out: dict[str, Any] = {}
-    for key, r in zip(keys, answers, strict=True):
-        if r.status_code == 404:
-            continue
-        if r.status_code != 200:
-            return None, f"uplift: journey answered {r.status_code}"
-        goal = r.json().get("goal") or {}
-        out[key] = {k: goal.get(k) for k in ("treated", "holdout", "uplift", "ci95",
-                                             "revenue_per_customer", "holdout_size")}
-    return out, None
+    if r.status_code != 200:
+        return None, f"uplift: journey answered {r.status_code}"
+    goals = {item["key"]: item.get("goal") or {} for item in r.json().get("items", [])}
+    wanted = set(keys)
+    return {key: {k: goal.get(k) for k in ("treated", "holdout", "uplift", "ci95",
+                                           "revenue_per_customer", "holdout_size")}
+            for key, goal in goals.items() if key in wanted}, None
 
 
 @router.post("/rebuild", status_code=202, response_model=RebuildRun)

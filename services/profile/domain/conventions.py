@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.revenue import revenue_value
+
 
 class Conventions(BaseModel):
     """Defaults follow Segment's e-commerce spec; each workspace may override them."""
@@ -72,14 +74,4 @@ class Conventions(BaseModel):
 
 def order_value(properties: dict[str, Any], conventions: Conventions) -> float:
     """The first revenue property holding a number (strings like "12.5" count); else 0."""
-    for name in conventions.revenue_properties:
-        value = properties.get(name)
-        if isinstance(value, bool) or value is None:
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if number == number and abs(number) < 1e12:  # not NaN, not absurd
-            return number
-    return 0.0
+    return revenue_value(properties, conventions.revenue_properties)

@@ -1,11 +1,12 @@
-"""Templates' database side: snippets, versions and the code pools a render reads."""
+"""Templates, their versions and snippets: what a save writes and a render reads."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.messaging.tables import snippets, template_versions, templates
@@ -59,3 +60,56 @@ async def versions(conn: AsyncConnection, *, workspace_id: str, key: str) -> lis
         template_versions.c.workspace_id == workspace_id, template_versions.c.key == key
     ).order_by(template_versions.c.version.desc()))
     return list(rows.mappings().all())
+
+
+async def template_rows(conn: AsyncConnection, workspace_id: str) -> list[Any]:
+    """The workspace's templates, by key."""
+    return list((await conn.execute(select(templates).where(
+        templates.c.workspace_id == workspace_id).order_by(templates.c.key))).mappings().all())
+
+
+def _named(table: Table, workspace_id: str, name: str) -> Any:
+    """A template (by key) or snippet (by name) of a workspace."""
+    return (table.c.workspace_id == workspace_id) & (table.c[_NAME[table.name]] == name)
+
+
+_NAME = {"templates": "key", "snippets": "name"}
+
+
+async def _row(conn: AsyncConnection, table: Table, workspace_id: str, name: str) -> Any:
+    return (await conn.execute(select(table).where(_named(table, workspace_id, name)))
+            ).mappings().first()
+
+
+async def _delete(conn: AsyncConnection, table: Table, workspace_id: str, name: str) -> bool:
+    result = await conn.execute(delete(table).where(_named(table, workspace_id, name)))
+    return bool(result.rowcount)
+
+
+async def template_row(conn: AsyncConnection, workspace_id: str, key: str) -> Any:
+    """One template's row (its latest version), or None."""
+    return await _row(conn, templates, workspace_id, key)
+
+
+async def delete_template(conn: AsyncConnection, workspace_id: str, key: str) -> bool:
+    """False when there was no such template (its versions stay)."""
+    return await _delete(conn, templates, workspace_id, key)
+
+
+async def save_snippet(conn: AsyncConnection, workspace_id: str, name: str,
+                       source: str) -> Any:
+    """Create or replace a snippet; returns its row."""
+    stmt = insert(snippets).values(workspace_id=workspace_id, name=name, source=source)
+    return (await conn.execute(stmt.on_conflict_do_update(
+        index_elements=[snippets.c.workspace_id, snippets.c.name],
+        set_={"source": source, "updated_at": func.now()}).returning(snippets))).mappings().one()
+
+
+async def snippet_row(conn: AsyncConnection, workspace_id: str, name: str) -> Any:
+    """One snippet's row, or None."""
+    return await _row(conn, snippets, workspace_id, name)
+
+
+async def delete_snippet(conn: AsyncConnection, workspace_id: str, name: str) -> bool:
+    """False when there was no such snippet."""
+    return await _delete(conn, snippets, workspace_id, name)

@@ -1,4 +1,5 @@
-"""What the handlers and routes share: settings, keys, providers, rate limits, link URLs."""
+"""Which provider sends a message: the workspace's channel configurations (cached), the
+providers built from them, their shared rate limits, and the operator's SMTP default."""
 
 from __future__ import annotations
 
@@ -7,19 +8,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.messaging import store
-from services.messaging.domain.tokens import sign_token
 from services.messaging.providers import email
 from services.messaging.providers.base import PermanentFailure, Provider
 from services.messaging.providers.registry import PROVIDERS, provider_for_address
 from services.messaging.secrets import SecretBox
 from services.messaging.settings import MessagingSettings
-from services.messaging.tables import channels
-from shared.db.outbox import OutboxRelay, OutboxRow
-from shared.runtime import ServiceRuntime
+from services.messaging.store.channels import channel_rows, take_token
+from services.messaging.store.connection import transaction
 
 CONFIG_TTL = 5.0  # seconds another replica may keep using a changed channel config
 
@@ -35,8 +32,8 @@ class SharedLimit:
 
     async def reserve(self) -> float:
         """Take a token; the seconds to wait before sending."""
-        async with store.transaction(self.engine) as db:
-            return await store.take_token(db, self.key, self.rate, max(1.0, self.rate))
+        async with transaction(self.engine) as db:
+            return await take_token(db, self.key, self.rate, max(1.0, self.rate))
 
 
 @dataclass
@@ -61,19 +58,18 @@ def route_for(name: str, provider: Provider, limiter: SharedLimit | None) -> Rou
     return Route(name, provider, limiter, asyncio.Semaphore(pool), pool)
 
 
-class Messaging:
-    def __init__(self, settings: MessagingSettings) -> None:
+class Routes:
+    """One process's providers, built once per channel configuration version."""
+
+    def __init__(self, settings: MessagingSettings, box: SecretBox) -> None:
         self.settings = settings
-        self.box = SecretBox(settings.secrets)
+        self.box = box
         self._configs: dict[str, tuple[float, list[Any]]] = {}
         self._built: dict[tuple[str, str, str], tuple[Any, Route]] = {}
         self._default_smtp: Route | None = None
         self._lock = asyncio.Lock()
         self._loading = asyncio.Lock()
-        self._publishing: asyncio.Task[None] | None = None
-        self._pending: list[OutboxRow] = []  # outbox rows to publish
 
-    # -- providers -------------------------------------------------------------------
     def forget(self, workspace_id: str) -> None:
         """Channel config changed through this process's API: reload it at once."""
         self._configs.pop(workspace_id, None)
@@ -88,8 +84,7 @@ class Messaging:
             if cached and cached[0] > time.monotonic():
                 return cached[1]
             async with engine.connect() as conn:
-                rows = list((await conn.execute(select(channels).where(
-                    channels.c.workspace_id == workspace_id))).mappings())
+                rows = await channel_rows(conn, workspace_id)
             self._configs[workspace_id] = (time.monotonic() + CONFIG_TTL, rows)
             return rows
 
@@ -138,52 +133,9 @@ class Messaging:
         return self._default_smtp
 
     async def close(self) -> None:
-        await self.drain()
         routes = [r for _, r in self._built.values()]
         if self._default_smtp:
             routes.append(self._default_smtp)
         self._built.clear()
         for r in routes:
             await r.provider.close()
-
-    # -- publishing ------------------------------------------------------------------
-    def publish_in_background(self, rt: ServiceRuntime, ids: list[OutboxRow]) -> None:
-        """Publish outbox rows soon, in order. Rows that come in while a publish waits for
-        the broker's acks go out together in the next one: each wave's events leave at
-        once when the service is idle, and under load the relay is called a few times per
-        batch rather than once per wave (each call is a wait for acks and a delete)."""
-        if not ids or rt.relay is None:
-            return
-        self._pending += ids
-        if self._publishing is None or self._publishing.done():
-            self._publishing = asyncio.create_task(self._publish_pending(rt.relay),
-                                                   name="messaging-publish")
-
-    async def _publish_pending(self, relay: OutboxRelay) -> None:
-        while self._pending:
-            ids, self._pending = self._pending[:relay.batch], self._pending[relay.batch:]
-            await relay.publish(ids)  # never raises: failures are left to the sweeper
-
-    async def drain(self) -> None:
-        while self._publishing is not None and not self._publishing.done():
-            await self._publishing
-
-    # -- links ------------------------------------------------------------------------
-    def _token(self, kind: str, workspace_id: str, profile_id: str, message_id: str,
-               channel: str, **extra: str) -> str:
-        return sign_token(self.box.token_key, {"k": kind, "w": workspace_id, "p": profile_id,
-                                               "m": message_id, "c": channel, **extra})
-
-    def unsubscribe_url(self, workspace_id: str, profile_id: str, message_id: str,
-                        channel: str, topic: str | None) -> str:
-        extra = {"t": topic} if topic else {}
-        token = self._token("u", workspace_id, profile_id, message_id, channel, **extra)
-        return f"{self.settings.messaging_public_url}/u/{token}"
-
-    def open_url(self, workspace_id: str, profile_id: str, message_id: str) -> str:
-        token = self._token("o", workspace_id, profile_id, message_id, "email")
-        return f"{self.settings.messaging_public_url}/t/o/{token}.gif"
-
-    def click_url(self, workspace_id: str, profile_id: str, message_id: str, url: str) -> str:
-        token = self._token("c", workspace_id, profile_id, message_id, "email", u=url)
-        return f"{self.settings.messaging_public_url}/t/c/{token}"

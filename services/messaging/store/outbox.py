@@ -1,0 +1,30 @@
+"""Delivery events into messaging's outbox, in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.messaging.store.connection import Driver
+from services.messaging.tables import outbox
+from shared.contracts.delivery import DeliveryEvent
+from shared.contracts.envelope import message_key
+from shared.db.outbox import OutboxRow, Pending, queue
+from shared.kafka.codec import encode
+from shared.settings import Settings
+
+
+def encoded(e: DeliveryEvent) -> Pending:
+    """The outbox row of a delivery event built as a model (its topic set by `emit`)."""
+    return Pending("delivery-events", message_key(e.workspace_id, e.profile_id), e.id,
+                   encode(e))
+
+
+async def emit(conn: AsyncConnection | Driver, settings: Settings,
+               events: Sequence[DeliveryEvent | Pending]) -> list[OutboxRow]:
+    """Delivery events into the outbox, in the caller's transaction, in order."""
+    if not events:
+        return []
+    return await queue(conn, outbox, [e if isinstance(e, Pending) else encoded(e) for e in events],
+                       topic=settings.topic("delivery-events"))

@@ -1,0 +1,106 @@
+"""The send path's statements on the message log, one per batch over unnest() arrays, on
+asyncpg (see store/connection.py): the claim, `sending` marks, outcomes, test sends and
+the retry sweeper's leases. Functions take the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from services.messaging.store.connection import Driver
+from services.messaging.tables import messages
+
+_T = messages.fullname
+_CLAIM = (f"INSERT INTO {_T} (id, workspace_id, idempotency_key, profile_id, "
+          "channel, template, status, recipient, journey, journey_key, template_version) "
+          "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+          "$6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::int[]) "
+          "ON CONFLICT DO NOTHING RETURNING id")
+# A redelivered command's row, still unfinished.
+_LEFTOVER = (f"SELECT id, workspace_id, idempotency_key, status FROM {_T} "
+             "WHERE (workspace_id, idempotency_key) IN "
+             "(SELECT * FROM unnest($1::text[], $2::text[])) "
+             "AND status IN ('queued', 'sending') FOR UPDATE")
+_UNKNOWN = (f"UPDATE {_T} AS m SET status = 'unknown', error = $3, "
+            "command = u.command, updated_at = now() "
+            "FROM unnest($1::text[], $2::jsonb[]) AS u(id, command) WHERE m.id = u.id")
+_MARK = (f"UPDATE {_T} SET status = 'sending', updated_at = now() "
+         "WHERE id = ANY($1::text[]) AND status IN ('queued', 'retrying') RETURNING id")
+_RECORD = (f"UPDATE {_T} AS m SET status = o.status, error = o.error, "
+           "updated_at = now(), attempts = m.attempts + 1, provider = o.provider, "
+           "provider_message_id = o.provider_id, sent_at = o.sent_at, content = o.content, "
+           "subject = o.subject, body = o.body, retry_at = o.retry_at, "
+           "retry_since = o.retry_since, command = o.command "
+           "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+           "$6::timestamptz[], $7::jsonb[], $8::text[], $9::text[], $10::timestamptz[], "
+           "$11::timestamptz[], $12::jsonb[]) "
+           "AS o(id, status, error, provider, provider_id, sent_at, content, subject, body, "
+           "retry_at, retry_since, command) "
+           "WHERE m.id = o.id")
+OUTCOME_COLUMNS = 12  # the columns `record_outcomes` takes, in _RECORD's order
+_TEST = (f"INSERT INTO {_T} (id, workspace_id, idempotency_key, profile_id, "
+         "channel, template, template_version, status, recipient) "
+         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+_STALE = (f"UPDATE {_T} SET status = 'unknown', error = $2, "
+          "updated_at = now(), retry_at = NULL WHERE id IN ("
+          f"SELECT id FROM {_T} WHERE status = 'sending' "
+          "AND command IS NOT NULL AND retry_at < now() "
+          "LIMIT $1 FOR UPDATE SKIP LOCKED) "
+          "RETURNING id, workspace_id, profile_id, idempotency_key, channel, template, journey")
+_DUE = (f"UPDATE {_T} SET retry_at = now() + make_interval(secs => $2) "
+        "WHERE id IN ("
+        f"SELECT id FROM {_T} WHERE status = 'retrying' AND retry_at <= now() "
+        "ORDER BY retry_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
+        "RETURNING id, attempts, retry_since, command")
+_UNUSABLE = (f"UPDATE {_T} SET status = 'failed', retry_at = NULL, "
+             "error = 'retry: the kept send command no longer validates', updated_at = now() "
+             "WHERE id = ANY($1::text[]) AND status = 'retrying'")
+
+
+async def insert_queued(db: Driver, *columns: Sequence[Any]) -> set[str]:
+    """Insert message rows `queued` (id, workspace, idempotency key, profile, channel,
+    template, status, recipient, journey JSON, journey key, template version: one list
+    each); a row whose idempotency key is taken is skipped. Returns the ids inserted."""
+    return {r["id"] for r in await db.fetch(_CLAIM, *columns)}
+
+
+async def unfinished(db: Driver, keys: Sequence[tuple[str, str]]) -> list[Any]:
+    """The rows of these (workspace, idempotency key) still `queued` or `sending`, locked."""
+    return list(await db.fetch(_LEFTOVER, [w for w, _ in keys], [k for _, k in keys]))
+
+
+async def mark_unknown(db: Driver, ids: Sequence[str], commands: Sequence[str],
+                       reason: str) -> None:
+    """Rows a crash left `sending` become `unknown`, keeping their command (JSON)."""
+    await db.execute(_UNKNOWN, list(ids), list(commands), reason)
+
+
+async def mark_sending(db: Driver, ids: Sequence[str]) -> set[str]:
+    """`queued|retrying -> sending`; returns the ids this call marked."""
+    return {r[0] for r in await db.fetch(_MARK, list(ids))} if ids else set()
+
+
+async def record_outcomes(db: Driver, columns: Sequence[Sequence[Any]]) -> None:
+    """Outcomes, one list per column of _RECORD (OUTCOME_COLUMNS of them)."""
+    await db.execute(_RECORD, *columns)
+
+
+async def insert_test_message(db: Driver, *values: Any) -> None:
+    """A test send's row (id, workspace, idempotency key, profile, channel, template,
+    template version, status, recipient)."""
+    await db.execute(_TEST, *values)
+
+
+async def stale_to_unknown(db: Driver, limit: int, reason: str) -> list[Any]:
+    """Messages the sweeper marked `sending` whose lease ran out become `unknown`."""
+    return list(await db.fetch(_STALE, limit, reason))
+
+
+async def lease_due(db: Driver, limit: int, lease_s: float) -> list[Any]:
+    """Due `retrying` messages, their `retry_at` moved to the lease's end (SKIP LOCKED)."""
+    return list(await db.fetch(_DUE, limit, lease_s))
+
+
+async def fail_unusable(db: Driver, ids: Sequence[str]) -> None:
+    """`retrying` messages whose kept command no longer validates fail, with the reason."""
+    await db.execute(_UNUSABLE, list(ids))

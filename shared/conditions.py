@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, TypeAdapter, ValidationInfo
+from pydantic import AfterValidator, TypeAdapter, ValidationInfo, WithJsonSchema
 
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "contains", "exists", "within_last"]
 MISSING: Any = object()  # what `lookup` returns for an absent path
@@ -59,7 +59,10 @@ def _time(value: datetime, info: ValidationInfo) -> datetime:
 
 # pydantic passes `info` (and with it the STORED context) to two-argument validators only.
 Duration = Annotated[timedelta, AfterValidator(_duration)]
-BoundedTime = Annotated[datetime, AfterValidator(_time)]
+BoundedTime = Annotated[datetime, AfterValidator(_time), WithJsonSchema({
+    "type": "string", "format": "date-time",
+    "pattern": f"^(19[7-9][0-9]|2[01][0-9][0-9]|{LAST_YEAR})-",  # the year as written
+    "description": f"A date-time in {FIRST_YEAR}-{LAST_YEAR}."})]
 
 
 def check_comparison(op: str, value: Any, info: ValidationInfo | None = None) -> None:

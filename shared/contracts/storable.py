@@ -22,6 +22,9 @@ CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 JSON_CONTROL = re.compile(
     rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|"
     rb"(?<!\\)(?:\\\\)*\\(?:u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|[bf])")
+# The same characters as a JSON-schema pattern (ECMA-262 and Python `re` read it alike):
+# the OpenAPI documents say every string a request may carry does `not` match it.
+CONTROL_PATTERN = r"[\u0000-\u0008\u000b\u000c\u000e-\u001f]"
 CONTROL_MESSAGE = "contains NUL or a control character"
 DEPTH_MESSAGE = f"nested deeper than {MAX_DEPTH} levels"
 

@@ -12,6 +12,7 @@ from shared import tracing
 from shared.http.answers import check_declared_answers
 from shared.http.auth import AuthFailureThrottle, FailedAuthThrottle
 from shared.http.contracts import contract_openapi
+from shared.http.dlq import document_consumers
 from shared.http.dlq import router as dlq_router
 from shared.http.health import router as health_router
 from shared.http.middleware import BodySizeLimit, RejectControlCharacters, RequestMetrics
@@ -43,7 +44,8 @@ def build_app(parts: ServiceParts, settings: Settings, *, title: str, descriptio
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
-    app.openapi = lambda: contract_openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: document_consumers(  # type: ignore[method-assign]
+        contract_openapi(app), parts.name)
     install_problem_handlers(app)
     app.include_router(health_router)
     app.include_router(dlq_router)

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.storable import CONTROL_PATTERN
 from shared.http.problems import PROBLEM
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
@@ -120,6 +121,7 @@ def contract_openapi(app: FastAPI) -> dict[str, Any]:
             spec["components"].setdefault("securitySchemes", {})[scheme] = definition
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    _declare_storable_text(spec)
     app.openapi_schema = spec
     return spec
 
@@ -127,7 +129,12 @@ def contract_openapi(app: FastAPI) -> dict[str, Any]:
 def _complete(path: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     extra: list[int] = []
-    if responses.pop("422", None) is not None or operation.get("parameters"):
+    # FastAPI's own 422 (its validation errors) is answered 400 here; a route's declared
+    # 422 (problem+json) stays.
+    if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+        del responses["422"]
+        extra.append(400)
+    elif operation.get("parameters"):
         extra.append(400)
     if operation.get("security"):
         extra += [401, 429]  # 429: this source's failed authentications are throttled
@@ -143,3 +150,71 @@ def _complete(path: str, operation: dict[str, Any]) -> None:
         schema = entry.get("content", {}).get("application/json", {}).get("schema", {})
         if code.startswith("2") and "$ref" in schema and len(schema) > 1:
             entry["content"]["application/json"]["schema"] = {"$ref": schema["$ref"]}
+
+
+# Any JSON whose strings and keys are storable (a free-form value: traits, properties,
+# a preview's profile): what the middleware lets through.
+_STORABLE = {"pattern": CONTROL_PATTERN}  # as `not`: no such character
+_TEXT = {"type": "string", "not": _STORABLE}
+STORABLE_JSON = "StorableJson"
+_STORABLE_REF = f"#/components/schemas/{STORABLE_JSON}"
+_STORABLE_JSON: dict[str, Any] = {
+    "description": "Any JSON value; no string or key holds NUL or another C0 control "
+                   "character (tab, newline and carriage return aside).",
+    "anyOf": [_TEXT, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
+              {"type": "array", "items": {"$ref": _STORABLE_REF}},
+              {"type": "object", "propertyNames": _TEXT,
+               "additionalProperties": {"$ref": _STORABLE_REF}}]}
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "example",
+                          "deprecated", "readOnly", "writeOnly"})
+
+
+def _declare_storable_text(spec: dict[str, Any]) -> None:
+    """Say of every string of every request (parameters and bodies, through the components
+    they use) and of every object's keys that no control character is in them, and give
+    every free-form value the `StorableJson` schema."""
+    schemas = spec["components"]["schemas"]
+    seen: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            if name not in seen and name in schemas:
+                seen.add(name)
+                visit(schemas[name])
+            return
+        if not set(node) - _ANNOTATIONS:  # `{}`: any value
+            node["$ref"] = _STORABLE_REF
+            return
+        for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+            for sub in node.get(key, ()):
+                visit(sub)
+        visit(node.get("items"))
+        types = node.get("type")
+        types = types if isinstance(types, list) else [types]
+        if "string" in types and not ({"format", "enum", "const"} & set(node)):
+            if "not" not in node:
+                node["not"] = dict(_STORABLE)
+            elif node["not"] != _STORABLE:
+                node.setdefault("allOf", []).append({"not": dict(_STORABLE)})
+        for sub in node.get("properties", {}).values():
+            visit(sub)
+        if "object" in types:  # not a partial schema (`properties` inside an allOf)
+            extra = node.get("additionalProperties", True)
+            if extra is not False:
+                node.setdefault("propertyNames", dict(_TEXT))
+                if extra is True or extra == {}:
+                    node["additionalProperties"] = {"$ref": _STORABLE_REF}
+                else:
+                    visit(extra)
+
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", ()):
+                visit(parameter.get("schema"))
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                visit(media.get("schema"))
+    if f'"{_STORABLE_REF}"' in json.dumps(spec):
+        schemas[STORABLE_JSON] = _STORABLE_JSON

@@ -9,9 +9,10 @@ default workspace's admins.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +67,21 @@ class ReplayRequest(BaseModel):
 class Replayed(BaseModel):
     replayed: int
     items: list[DeadLetterOut]
+
+
+def document_consumers(spec: dict[str, Any], service: str) -> dict[str, Any]:
+    """The OpenAPI `spec` of `service`, saying that `consumer` names one of its own
+    (`<service>.`, else 422)."""
+    pattern = "^" + re.escape(service) + r"\."
+    places = [p.get("schema", {}) for p in spec["paths"].get("/v1/dlq", {}).get(
+        "get", {}).get("parameters", ()) if p.get("name") == "consumer"]
+    places.append(spec["components"]["schemas"].get("ReplayRequest", {}).get(
+        "properties", {}).get("consumer", {}))
+    for place in places:
+        for option in place.get("anyOf", [place]):
+            if option.get("type") == "string":
+                option["pattern"] = pattern
+    return spec
 
 
 def _out(d: DeadLetter) -> DeadLetterOut:

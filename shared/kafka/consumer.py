@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from shared import metrics, tracing
 from shared.faults import crash_point
 from shared.kafka.dlq import dead_letter
+from shared.kafka.error_text import validation_text
 from shared.kafka.errors import InvalidMessage, is_transient
 from shared.kafka.fetch_wait import FetchWait
 from shared.kafka.group_offsets import StartFromLegacyGroups
@@ -288,7 +289,7 @@ class ConsumerLoop:
         except ValidationError as exc:
             if field := _unknown_variant(exc):
                 raise UnknownVariant(field) from exc
-            raise InvalidMessage(_short(exc)) from exc
+            raise InvalidMessage(validation_text(exc)) from exc
         return Record(value, msg.topic, msg.partition, msg.offset, msg.key, msg)
 
     async def _handle(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
@@ -435,11 +436,6 @@ def _unknown_variant(exc: ValidationError) -> str | None:
     if loc and str(loc[-1]) in _VARIANT_FIELDS and all(isinstance(p, str) for p in loc):
         return ".".join(str(p) for p in loc)
     return None
-
-
-def _short(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
-    return "; ".join(parts)[:1000]
 
 
 def _partitions(records: list[Record]) -> set[TopicPartition]:

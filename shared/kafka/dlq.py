@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from shared.kafka.error_text import error_text
 from shared.settings import Settings
 
 
@@ -22,10 +23,10 @@ async def dead_letter(
     exc: BaseException,
 ) -> None:
     """Publish `msg` unchanged to the DLQ topic and wait for the broker's ack."""
-    error = str(exc) or type(exc).__name__
+    error = error_text(exc)  # the type and where, never a value of the record
     headers = [h for h in (msg.headers or ()) if not h[0].startswith("dlq.")]
     headers += [
-        ("dlq.error", error[:2000].encode()),
+        ("dlq.error", error.encode()),
         ("dlq.error-type", type(exc).__name__.encode()),
         ("dlq.consumer", consumer_name.encode()),
         ("dlq.topic", msg.topic.encode()),

@@ -4,6 +4,8 @@ authenticates: typed 2xx bodies, problem+json errors (400 for validation, never 
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from services.ingest.app import create_app as ingest_app
 from services.journey.app import create_app as journey_app
 from services.messaging.app import create_app as messaging_app
 from services.profile.app import create_app as profile_app
+from shared.contracts.storable import CONTROL, CONTROL_PATTERN
 from shared.http.problems import PROBLEM
 from shared.settings import Settings
 
@@ -102,7 +105,54 @@ def test_tracking_paths_declare_basic_auth_and_their_body() -> None:
     assert spec["components"]["securitySchemes"]["writeKey"]["scheme"] == "basic"
     track = spec["paths"]["/v1/track"]["post"]
     body = track["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/TrackingCall"}
+    assert body == {"$ref": "#/components/schemas/TrackCall"}
+    # What each call type needs (ingest's `Call.problems`) is in its schema.
+    needs = json.dumps(spec["components"]["schemas"]["TrackCall"]["allOf"])
+    assert '"required": ["event"]' in needs and '"required": ["anonymousId"]' in needs
     assert track["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Accepted"}
     assert {"400", "401", "413", "503"} <= set(track["responses"])
+
+
+def test_every_string_a_request_carries_says_no_control_character(
+        spec: dict[str, Any]) -> None:
+    """What the middleware refuses on every route is in the document: each request string
+    (parameters, bodies, keys, free-form values) does `not` match the control characters."""
+    assert all(bool(re.search(CONTROL_PATTERN, chr(c))) == bool(CONTROL.search(chr(c)))
+               for c in range(0x80))
+    schemas = spec["components"]["schemas"]
+    silent: list[str] = []
+    seen: set[str] = set()
+
+    def walk(node: Any, where: str) -> None:
+        if not isinstance(node, dict):
+            return
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                walk(schemas[name], name)
+            return
+        for key in ("anyOf", "oneOf", "allOf"):
+            for n, sub in enumerate(node.get(key, ())):
+                walk(sub, f"{where}.{key}{n}")
+        walk(node.get("items"), f"{where}[]")
+        for name, sub in node.get("properties", {}).items():
+            walk(sub, f"{where}.{name}")
+        if node.get("type") == "string" and not {"format", "enum", "const"} & set(node) \
+                and node.get("not") != {"pattern": CONTROL_PATTERN}:
+            silent.append(where)
+        if node.get("type") == "object" and node.get("additionalProperties") is not False:
+            keys = node.get("propertyNames", {})
+            if "enum" not in keys and keys.get("not") != {"pattern": CONTROL_PATTERN}:
+                silent.append(f"{where} (keys)")
+            walk(node.get("additionalProperties"), f"{where}.*")
+
+    for path, method, operation in _operations(spec):
+        for parameter in operation.get("parameters", ()):
+            walk(parameter["schema"], f"{method} {path} {parameter['name']}")
+        for media in operation.get("requestBody", {}).get("content", {}).values():
+            walk(media["schema"], f"{method} {path} body")
+    assert silent == []
+    if "StorableJson" in seen:
+        assert "not" in json.dumps(schemas["StorableJson"])

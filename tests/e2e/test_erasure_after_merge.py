@@ -82,7 +82,8 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
 ) -> None:
     """Before the erasure the visitor is sent a message with a discount code, opens and
     clicks it, orders (KPI rollups), is in a broadcast's audience (sent) and in a second
-    one's held back by the contact policy (deferred), and is sent a test send; after it,
+    one's held back by the contact policy (deferred), and is sent test sends (to the
+    visitor's address and to the known profile's, never otherwise messaged); after it,
     neither the email, phone and name nor the erased ids are left where they would link a
     row back to the person (the send log and the erasure marker keep the bare id:
     docs/profile.md, Erasure)."""
@@ -197,10 +198,19 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
             assert r.status_code == 200, r.text
             await _until_audience(engine, b, "sent" if n == 1 else "pending")
 
-        # 4. A tester sends the template to the visitor's own address.
-        r = await http.post(f"{messaging}/v1/templates/{tpl}/test-send", headers=admin_headers,
-                            json={"to": email})
-        assert r.status_code == 200 and r.json()["status"] == "sent", r.text
+        # 4. A tester sends the template to the visitor's own address, and to the known
+        # profile's, which messaging has never sent anything to (so no erasure could find
+        # it by address): neither names a customer, so neither keeps its address.
+        for to in (email, known_email):
+            r = await http.post(f"{messaging}/v1/templates/{tpl}/test-send",
+                                headers=admin_headers, json={"to": to})
+            assert r.status_code == 200 and r.json()["status"] == "sent", r.text
+            r = await http.get(f"{messaging}/v1/messages/{r.json()['message_id']}",
+                               headers=admin_headers)
+            test_send = r.json()
+            assert test_send["profile_id"] == "test-send" and test_send["status"] == "sent"
+            assert test_send["recipient"] is None and test_send["content"] is None
+            assert test_send["erased_at"] is not None
 
         # 5. The visitor logs in: merged into a known profile.
         r = await http.post(f"{ingest}/v1/identify", auth=write_auth, json={

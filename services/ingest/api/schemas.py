@@ -9,15 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.http.contracts import FieldError
 
+_TRACK_EXAMPLES: list[Any] = [{
+    "userId": "u-42", "event": "Order Completed",
+    "properties": {"order_id": "o-1001", "revenue": 59.9, "currency": "EUR"},
+    "context": {"ip": "203.0.113.7"}, "timestamp": "2026-01-15T10:30:00Z",
+    "messageId": "6f1d0c8e-2d7b-4b7e-9d52-0d2d1c7e9a11"}]
+
 
 class TrackingCall(BaseModel):
     """One Segment-spec call: ids, names, properties or traits, context, times."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "userId": "u-42", "event": "Order Completed",
-        "properties": {"order_id": "o-1001", "revenue": 59.9, "currency": "EUR"},
-        "context": {"ip": "203.0.113.7"}, "timestamp": "2026-01-15T10:30:00Z",
-        "messageId": "6f1d0c8e-2d7b-4b7e-9d52-0d2d1c7e9a11"}]})
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": _TRACK_EXAMPLES})
 
     messageId: str | None = Field(None, max_length=200,
                                   description="Idempotency key (dedupe window 48 h).")
@@ -38,8 +40,53 @@ class TrackingCall(BaseModel):
     writeKey: str | None = Field(None, description="The write key, when not sent as Basic.")
 
 
+# `Call.problems` (services/ingest/domain/calls.py) as JSON schema: which ids and names
+# each call type needs. An id or a name is there when it holds more than whitespace.
+_THERE = {"type": "string", "pattern": r"\S"}
+
+
+def _needs(*names: str) -> dict[str, Any]:
+    return {"required": list(names), "properties": {n: _THERE for n in names}}
+
+
+_SOMEONE = {"anyOf": [_needs("userId"), _needs("anonymousId")]}
+NEEDS: dict[str, dict[str, Any]] = {
+    "track": {"allOf": [_SOMEONE, _needs("event")]},
+    "identify": _SOMEONE, "page": _SOMEONE, "screen": _SOMEONE,
+    "group": {"allOf": [_SOMEONE, _needs("groupId")]},
+    "alias": {"allOf": [_needs("userId", "previousId")]},
+}
+CALL_TYPES = tuple(NEEDS)
+
+
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "identify": {"userId": "u-42", "traits": {"email": "ada@example.com"}},
+    "page": {"anonymousId": "anon-7", "name": "Pricing"},
+    "screen": {"userId": "u-42", "name": "Cart"},
+    "group": {"userId": "u-42", "groupId": "acme"},
+    "alias": {"userId": "u-42", "previousId": "anon-7"},
+}
+
+
+def _call_model(call_type: str) -> type[TrackingCall]:
+    title = f"{call_type.capitalize()}Call"
+    extra: dict[str, Any] = {**NEEDS[call_type], "examples": [_EXAMPLES[call_type]] if
+                             call_type in _EXAMPLES else _TRACK_EXAMPLES}
+    return type(title, (TrackingCall,), {
+        "__doc__": f"A Segment-spec `{call_type}` call: what it needs, and every field.",
+        "model_config": ConfigDict(title=title, json_schema_extra=extra)})
+
+
+# The body each single-call route documents (the fast path parses and checks it).
+CALL_MODELS: dict[str, type[TrackingCall]] = {t: _call_model(t) for t in CALL_TYPES}
+
+
 class BatchCall(TrackingCall):
-    """A call inside a batch: its `type` says which."""
+    """A call inside a batch: its `type` says which, and what it needs."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"allOf": [{"properties": {"type": {"const": t}}}, needs]} for t, needs in NEEDS.items()
+    ]})
 
     type: Literal["track", "identify", "page", "screen", "group", "alias"]
 

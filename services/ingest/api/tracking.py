@@ -25,14 +25,20 @@ from services.ingest.api.body import (
     encoded,
     parse_json,
 )
-from services.ingest.api.schemas import Accepted, BatchAccepted, TrackingBatch, TrackingCall
+from services.ingest.api.schemas import (
+    CALL_MODELS,
+    CALL_TYPES,
+    Accepted,
+    BatchAccepted,
+    TrackingBatch,
+    TrackingCall,
+)
 from services.ingest.domain.calls import Call, event_document
 from services.ingest.publisher import Outgoing
 from shared.contracts.storable import Unstorable, check_storable
 from shared.http.contracts import answers
 from shared.http.problems import Problem
 
-CALL_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 SUCCESS = {"success": True}  # exactly Segment's answer: SDKs check it
 Handler = Callable[[State, Mapping[str, str], bytes], Awaitable[dict[str, Any]]]
 
@@ -185,13 +191,15 @@ write_key = HTTPBasic(auto_error=False, scheme_name="writeKey",
 
 
 def _route(path: str, handler: Handler, summary: str, description: str,
-           documented: bool = True) -> None:
+           documented: bool = True, model: type[TrackingCall] = TrackingCall) -> None:
     batch = handler is handle_batch
 
     # Never called for POST (the fast path answers first): they give the OpenAPI document.
     async def call_endpoint(request: Request, _body: Annotated[TrackingCall, Body()]
                             ) -> dict[str, Any]:
         return await handler(request.app.state, request.headers, await request.body())
+
+    call_endpoint.__annotations__["_body"] = Annotated[model, Body()]  # this call type's
 
     async def batch_endpoint(request: Request, _body: Annotated[TrackingBatch, Body()]
                              ) -> dict[str, Any]:
@@ -207,9 +215,9 @@ def _route(path: str, handler: Handler, summary: str, description: str,
 
 for _type in CALL_TYPES:
     _route(f"/v1/{_type}", HANDLERS[f"/v1/{_type}"], f"Segment `{_type}` call",
-           _CALL_DOC.format(_type))
+           _CALL_DOC.format(_type), model=CALL_MODELS[_type])
 _route("/v1/batch", handle_batch, "Segment batch", _BATCH_DOC)
 _route("/v1/import", handle_batch, "Alias of /v1/batch", "Same as `/v1/batch`. " + _BATCH_DOC)
 for _short, _full in SHORT_PATHS.items():
     _route(_short, HANDLERS[_full], f"analytics.js path of {_full}", f"Same as `{_full}`.",
-           documented=False)
+           documented=False, model=CALL_MODELS.get(_full.removeprefix("/v1/"), TrackingCall))

@@ -11,11 +11,18 @@ from services.journey.domain.simulate import SimEvent
 from shared.conditions import BoundedTime, Duration
 from shared.contracts.profile import ChangeKind, ProfileSnapshot
 
+# `SimulatedEvent._one_kind` as JSON schema: an event or a change; `at` or `after`, not both.
+_ONE_KIND: dict[str, Any] = {
+    "oneOf": [{"required": [kind], "properties": {kind: {"type": "string"}}}
+              for kind in ("event", "change")],
+    "anyOf": [{"not": {"required": [name]}} for name in ("at", "after")]
+    + [{"properties": {name: {"type": "null"}}} for name in ("at", "after")]}
+
 
 class SimulatedEvent(BaseModel):
     """One input of a simulation: a track event or a profile change, at a virtual time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_KIND)
 
     event: str | None = Field(None, min_length=1, max_length=200, description="Event name.")
     properties: dict[str, Any] = Field(default_factory=dict)

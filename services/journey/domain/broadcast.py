@@ -30,7 +30,9 @@ STATES = ("draft", "scheduled", "sending", "sent", "cancelled")
 
 
 class BroadcastDocument(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"oneOf": [
+        {"properties": {"segment": {"type": "string"}}, "required": ["segment"]},
+        {"properties": {"condition": {"type": "object"}}, "required": ["condition"]}]})
 
     name: str | None = Field(None, max_length=200)
     segment: str | None = Field(None, min_length=1, max_length=200)

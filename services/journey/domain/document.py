@@ -39,8 +39,25 @@ def _positive(value: timedelta | None) -> timedelta | None:
     return value
 
 
+_TRIGGERS = ("event", "condition", "segment_entered", "segment_exited", "lifecycle",
+             "rfm_segment")
+
+
+def _given(name: str, kind: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"type": kind}}}
+
+
 class EventRule(_Strict):
     """What enters a stage or exits an instance: exactly one trigger."""
+
+    # `_one_trigger` as JSON schema.
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"oneOf": [_given(t, "object" if t == "condition" else "string") for t in _TRIGGERS]},
+        {"anyOf": [{"not": {"required": ["where"]}}, {"properties": {"where": {"type": "null"}}},
+                   _given("event", "string")]},
+        {"anyOf": [{"not": {"required": ["include_existing"]}},
+                   {"properties": {"include_existing": {"enum": [False, None]}}},
+                   _given("segment_entered", "string")]}]})
 
     event: str | None = Field(None, min_length=1, max_length=200)
     where: Condition | None = None

@@ -29,8 +29,13 @@ class Generate(BaseModel):
 class PoolIn(BaseModel):
     """Add codes to the pool (created on first use): `codes` (a list) or `generate`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"generate": {"count": 1000, "prefix": "WELCOME-"}}]})
+    # One source; an upload holds a code that is not blank (`split_upload` strips them).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"generate": {"count": 1000, "prefix": "WELCOME-"}}],
+        "oneOf": [{"properties": {"codes": {"type": "array"}}, "required": ["codes"]},
+                  {"properties": {"generate": {"type": "object"}}, "required": ["generate"]}],
+        "allOf": [{"properties": {"codes": {"anyOf": [{"type": "null"}, {
+            "type": "array", "contains": {"type": "string", "pattern": r"\S"}}]}}}]})
     codes: list[str] | None = Field(None, max_length=100_000)
     generate: Generate | None = None
 

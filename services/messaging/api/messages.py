@@ -18,7 +18,7 @@ from services.messaging.store.messages import (
 )
 from shared.contracts.send import ChannelName
 from shared.http.auth import AdminDep
-from shared.http.contracts import answers
+from shared.http.contracts import answers, problems
 from shared.http.paging import Limit, Offset
 from shared.http.problems import Problem
 
@@ -69,7 +69,8 @@ class Resent(BaseModel):
     duplicate_risk: str
 
 
-@router.post("/messages/{message_id}/resend", status_code=202, response_model=Resent)
+@router.post("/messages/{message_id}/resend", status_code=202, response_model=Resent,
+             responses=problems(404, 409))
 async def resend_message(engine: EngineDep, principal: AdminDep,
                          message_id: str = Path(min_length=1, max_length=36)) -> Resent:
     """Send an `unknown` or `failed` message again (the retry sweeper picks it up within a
@@ -84,7 +85,8 @@ async def resend_message(engine: EngineDep, principal: AdminDep,
                           "'failed' messages can be resent", field="status")
         if not kept:
             raise Problem(409, "Not resendable", "the send command was not kept (the message "
-                          "failed before this version, or its profile was erased)",
+                          "failed before this version, its profile was erased, or it "
+                          "was a test send)",
                           field="command")
         await mark_for_resend(conn, message_id)
     return Resent(id=message_id, status="retrying", previous_status=status,

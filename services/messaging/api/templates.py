@@ -30,13 +30,24 @@ TemplateKey = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-.]+$")
 PARTS = ("subject", "html", "text")
 
 
+# What `check_template` asks of each channel, as JSON schema (a source is there when it
+# is not empty).
+_THERE = {"type": "string", "minLength": 1}
+NEEDS_PER_CHANNEL: dict[str, Any] = {"anyOf": [
+    {"properties": {"channel": {"const": "email"}, "subject": _THERE}, "required": ["subject"],
+     "anyOf": [{"properties": {"html": _THERE}, "required": ["html"]},
+               {"properties": {"text": _THERE}, "required": ["text"]}]},
+    {"properties": {"channel": {"enum": ["sms", "push", "webhook"]}, "text": _THERE},
+     "required": ["text"]}]}
+
+
 class TemplateIn(BaseModel):
     """Liquid sources. Email: `subject` plus `html` and/or `text`; SMS: `text`; push:
     `subject` (title) and `text` (body); webhook: `text` (the JSON body)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"channel": "email", "subject": "Thanks, {{ profile.first_name }}",
-        "html": "<p>Your order is on its way.</p>"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={**NEEDS_PER_CHANNEL,
+        "examples": [{"channel": "email", "subject": "Thanks, {{ profile.first_name }}",
+                      "html": "<p>Your order is on its way.</p>"}]})
     channel: ChannelName
     subject: str | None = Field(None, max_length=1000)
     html: str | None = Field(None, max_length=256 * 1024)
@@ -62,7 +73,7 @@ class PreviewIn(BaseModel):
 class InlineTemplateIn(BaseModel):
     """The sources to render (not saved): as `PUT /v1/templates/{key}`'s body."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=NEEDS_PER_CHANNEL)
     channel: Literal["email", "sms", "push", "webhook"]
     subject: str | None = Field(None, max_length=1000)
     html: str | None = Field(None, max_length=256 * 1024)

@@ -4,6 +4,7 @@ the retry sweeper's leases. Functions take the caller's transaction."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,11 @@ OUTCOME_COLUMNS = 12  # the columns `record_outcomes` takes, in _RECORD's order
 _TEST = (f"INSERT INTO {_T} (id, workspace_id, idempotency_key, profile_id, "
          "channel, template, template_version, status, recipient) "
          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+# A test send without a customer, once answered: the log line without what names anyone.
+_FORGET_TEST = (f"UPDATE {_T} SET recipient = NULL, subject = NULL, body = NULL, "
+                "content = NULL, command = NULL, erased_at = now(), "
+                "error = regexp_replace(error, $3, '[erased]', 'gi') "
+                "WHERE workspace_id = $1 AND id = $2")
 _STALE = (f"UPDATE {_T} SET status = 'unknown', error = $2, "
           "updated_at = now(), retry_at = NULL WHERE id IN ("
           f"SELECT id FROM {_T} WHERE status = 'sending' "
@@ -89,6 +95,14 @@ async def insert_test_message(db: Driver, *values: Any) -> None:
     """A test send's row (id, workspace, idempotency key, profile, channel, template,
     template version, status, recipient)."""
     await db.execute(_TEST, *values)
+
+
+async def forget_test_address(db: Driver, workspace_id: str, message_id: str,
+                              address: str) -> None:
+    """Keep a test send's log line (status, template, provider id: delivery webhooks still
+    find it) without its address, content or command; a provider error quoting the address
+    reads `[erased]`. A bounce reported later then marks no address undeliverable."""
+    await db.execute(_FORGET_TEST, workspace_id, message_id, re.escape(address))
 
 
 async def stale_to_unknown(db: Driver, limit: int, reason: str) -> list[Any]:

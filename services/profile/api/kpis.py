@@ -16,6 +16,7 @@ from services.profile.domain.kpis import local_day
 from services.profile.settings import ProfileSettings
 from shared.contracts.send import Channel
 from shared.http.auth import AdminDep
+from shared.http.contracts import problems
 from shared.http.deps import RuntimeDep
 from shared.http.problems import Problem
 
@@ -23,6 +24,7 @@ router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 MAX_DAYS = 3 * 366  # the longest window one request may ask for
 PARAMS = {"from", "to", "interval", "channel", "journey", "broadcast", "template", "segment"}
 Value = Annotated[str | None, Query(min_length=1, max_length=200)]
+INTERVALS = ("day", "week", "month")
 
 
 class KpiAnswer(BaseModel):
@@ -54,18 +56,21 @@ def _bad(field: str, message: str) -> Problem:
 async def get_kpis(request: Request, rt: RuntimeDep, principal: AdminDep,
                    from_: Annotated[date | None, Query(alias="from")] = None,
                    to: Annotated[date | None, Query()] = None,
-                   interval: Annotated[str, Query()] = "day",
-                   channel: Value = None, journey: Value = None, broadcast: Value = None,
+                   interval: Annotated[str, Query(json_schema_extra={
+                       "enum": list(INTERVALS)})] = "day",
+                   channel: Annotated[str | None, Query(json_schema_extra={
+                       "enum": [c.value for c in Channel]})] = None,
+                   journey: Value = None, broadcast: Value = None,
                    template: Value = None, segment: Value = None) -> dict[str, Any]:
     """The KPI groups of a window (workspace time zone), totals, series per interval and
     breakdowns by journey, broadcast, template and channel; see docs/metrics.md."""
-    unknown = sorted(set(request.query_params) - PARAMS)
-    if unknown:
-        raise _bad(unknown[0], "unknown parameter")
-    if interval not in ("day", "week", "month"):
+    if interval not in INTERVALS:
         raise _bad("interval", "one of day, week, month")
     if channel is not None and channel not in {c.value for c in Channel}:
         raise _bad("channel", "unknown channel")
+    unknown = sorted(set(request.query_params) - PARAMS)
+    if unknown:
+        raise _bad(unknown[0], "unknown parameter")
     chosen = [(k, v) for k, v in (("channel", channel), ("journey", journey),
                                   ("broadcast", broadcast), ("template", template)) if v]
     if len(chosen) > 1:
@@ -135,7 +140,7 @@ async def start_rebuild(rt: RuntimeDep, principal: AdminDep) -> dict[str, Any]:
     return run
 
 
-@router.get("/rebuild/{run_id}", response_model=RebuildRun)
+@router.get("/rebuild/{run_id}", response_model=RebuildRun, responses=problems(404))
 async def get_rebuild(rt: RuntimeDep, principal: AdminDep,
                       run_id: str = Path(max_length=36)) -> dict[str, Any]:
     """Progress of one rebuild."""

@@ -204,8 +204,10 @@ async def get_profile_consent(profile_id: str, engine: EngineDep,
 
 
 class ConsentUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"channel": "email", "subscribed": False, "source": "preference-center"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"channel": "email", "subscribed": False, "source": "preference-center"}],
+        "oneOf": [{"properties": {"channel": {"type": "string"}}, "required": ["channel"]},
+                  {"properties": {"topic": {"type": "string"}}, "required": ["topic"]}]})
     channel: str | None = Field(default=None, pattern=f"^({'|'.join(PROFILE_CHANNELS)})$")
     topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,100}$")
     subscribed: bool

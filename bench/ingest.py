@@ -15,6 +15,14 @@ HTTP client is a minimal keep-alive HTTP/1.1 client so the load generator costs 
 
     .venv/bin/python bench/ingest.py [--events 100000] [--batch-size 100] [--track-seconds 8]
                                      [--track-connections 64] [--rate 1000] [--latency-seconds 10]
+                                     [--idle-stack [--settle 60]]
+
+`--idle-stack` runs the rest of an idle stack beside it (profile, journey and messaging
+as `touchpoint serve` processes on the same broker and database, consuming topics of their
+own prefix, so they stay idle), lets it settle, then measures the ceiling and ingest with
+it running: the ratio batch/ceiling is the one with the idle stack beside (target >= 0.5);
+the ceiling measured before the stack started is printed too, and the stack's CPU while
+batch ingest ran.
 """
 
 from __future__ import annotations
@@ -212,6 +220,21 @@ async def on_topic(bootstrap: str, topic: str, expected: int) -> int:
     return len({dict(r.headers)["message-id"] for r in records})
 
 
+IDLE = ("profile", "journey", "messaging")  # beside ingest, on topics of their own
+
+
+def idle_stack(env: dict[str, str], settings: Settings) -> list[subprocess.Popen[bytes]]:
+    """The other services of the stack, consuming `idle.`-prefixed topics: no traffic."""
+    env = {**env, "TOUCHPOINT_TOPIC_PREFIX": "idle."}
+    procs = []
+    for name in IDLE:
+        log = open(f"{LOG_DIR}/bench-ingest-idle-{name}.log", "w")  # noqa: SIM115
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "touchpoint.cli", "serve", name, "--port", str(free_port())],
+            env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent))
+    return procs
+
+
 async def main(args: argparse.Namespace) -> None:
     with tansu_broker() as bootstrap, postgres_server() as server, \
             scratch_database(server) as db_url:
@@ -222,11 +245,22 @@ async def main(args: argparse.Namespace) -> None:
         await ensure_topics(settings, ["bench.raw"])
         raw_rate, raw_cpu = await ceiling(bootstrap, "bench.raw", args.events,
                                           settings.producer_linger_ms)
-
-        port = free_port()
         env = {**os.environ, "TOUCHPOINT_DATABASE_URL": db_url,
                "TOUCHPOINT_KAFKA_BOOTSTRAP": bootstrap, "TOUCHPOINT_TOPIC_PREFIX": "bench.",
                "TOUCHPOINT_BOOTSTRAP_WRITE_KEY": WRITE, "TOUCHPOINT_LOG_LEVEL": "WARNING"}
+        stack: list[subprocess.Popen[bytes]] = []
+        alone_rate = raw_rate
+        if args.idle_stack:
+            await ensure_topics(settings.model_copy(update={"topic_prefix": "idle."}))
+            stack = idle_stack(env, settings)
+            await asyncio.sleep(args.settle)
+            # The ceiling again, in the same conditions as ingest: the idle stack beside.
+            await ensure_topics(settings, ["bench.raw2"])
+            raw_rate, raw_cpu = await ceiling(bootstrap, "bench.raw2", args.events,
+                                              settings.producer_linger_ms)
+            stack_procs = [psutil.Process(p.pid) for p in stack]
+
+        port = free_port()
         log = open(f"{LOG_DIR}/bench-ingest.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "touchpoint.cli", "serve", "ingest",
                                  "--port", str(port)], env=env, stdout=log,
@@ -250,7 +284,10 @@ async def main(args: argparse.Namespace) -> None:
                 for _ in range(args.events // args.batch_size)]
             server = psutil.Process(proc.pid)
             cpu = cpu_s(server)
+            stack_cpu = sum(cpu_s(p) for p in stack_procs) if stack else 0.0
             done, elapsed, bad_batch = await closed_loop(port, batches, args.connections)
+            if stack:
+                stack_cpu = sum(cpu_s(p) for p in stack_procs) - stack_cpu
             batch_rate = done * args.batch_size / elapsed
             batch_cpu = (cpu_s(server) - cpu) / (done * args.batch_size) * 1e6
 
@@ -267,18 +304,29 @@ async def main(args: argparse.Namespace) -> None:
             expected = 50 * 100 + done * args.batch_size + track_done + len(latencies)
             landed = await on_topic(bootstrap, "bench.events", expected)
             raw_landed = await on_topic(bootstrap, "bench.raw", args.events)
+            if stack:
+                raw_landed = await on_topic(bootstrap, "bench.raw2", args.events)
         finally:
-            proc.terminate()
-            proc.wait(15)
+            for p in [proc, *stack]:
+                p.terminate()
+            for p in [proc, *stack]:
+                p.wait(15)
 
     print(f"ingest bench: {os.cpu_count()} cores, Tansu broker, events ~"
           f"{len(orjson.dumps(next(calls('x'))))} bytes, each with its own messageId")
+    beside = " with the idle stack beside" if stack else ""
     print(f"ceiling  raw aiokafka producer (acks=all)  {raw_rate:9,.0f} events/s     "
-          f"cpu {raw_cpu:5.1f} us/event")
+          f"cpu {raw_cpu:5.1f} us/event{beside}")
+    if stack:
+        print(f"         alone, before the stack started   {alone_rate:9,.0f} events/s")
     print(f"batch    /v1/batch x{args.batch_size}, {args.connections} conns     "
           f"{batch_rate:9,.0f} events/s     cpu {batch_cpu:5.1f} us/event   "
-          f"ratio {batch_rate / raw_rate:.2f} of ceiling (target >= 0.50)   "
+          f"ratio {batch_rate / raw_rate:.2f} of ceiling{beside} (target >= 0.50)   "
           f"non-200: {len(bad_batch)}")
+    if stack:
+        print(f"         ratio {batch_rate / alone_rate:.2f} of the ceiling alone; the idle "
+              f"stack ({', '.join(IDLE)}) used {100 * stack_cpu / elapsed:.1f} % of one core "
+              f"meanwhile")
     print(f"track    /v1/track, {args.track_connections} conns"
           f"{track_rate:21,.0f} requests/s   cpu {track_cpu:5.1f} us/request "
           f"(target >= 3,000/s)   non-200: {len(bad_track)}")
@@ -298,4 +346,8 @@ if __name__ == "__main__":
     parser.add_argument("--track-connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--latency-seconds", type=int, default=10)
+    parser.add_argument("--idle-stack", action="store_true",
+                        help="run profile, journey and messaging idle beside ingest")
+    parser.add_argument("--settle", type=int, default=60,
+                        help="seconds the idle stack settles before measuring")
     asyncio.run(main(parser.parse_args()))

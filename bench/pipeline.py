@@ -13,7 +13,8 @@ Per run it prints the achieved rate, event->email p50/p95/p99, the hops from the
 own stamps, records per polled batch of each consumer, and the CPU per event of every
 process; the ceiling is one produce->consume hop on the same broker, measured in the same
 run. `--runs 3` repeats the measurement on the same stack and prints median and worst.
-`--idle 60` first measures the idle stack's CPU over 60 s after 60 s of settling.
+`--idle 60` first measures the idle stack's CPU over 60 s after 60 s of settling (`--runs 0`:
+only that).
 
     .venv/bin/python bench/pipeline.py --rate 100 --seconds 20 --runs 3 [--shape new|track|both]
 """
@@ -43,7 +44,7 @@ from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.support.broker import tansu_broker
-from tests.support.measure import cpu_seconds, processes
+from tests.support.measure import cpu_delta, cpu_of, database_postgres, processes
 from tests.support.net import free_port, wait_for_port
 from tests.support.postgres import postgres_server, scratch_database
 from tests.support.processes import die_with_parent
@@ -153,6 +154,7 @@ class Stack:
         self.urls: dict[str, list[str]] = {name: [] for name in SERVICES}
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {n: [] for n in SERVICES + TOOLS}
         self.sink_out = sink_out
+        self.database_url = env["TOUCHPOINT_DATABASE_URL"]
         self.procs["sink"].append(subprocess.Popen(
             [sys.executable, str(HERE / "sink.py"), "--port", str(sink_port),
              "--out", str(sink_out)], preexec_fn=die_with_parent))
@@ -218,7 +220,8 @@ async def measure(stack: Stack, http: httpx.AsyncClient, bootstrap: str, prefix:
     loadgen = subprocess.Popen([sys.executable, str(HERE / "loadgen.py"), "--plan", str(plan),
                                 "--out", str(sent_file)], preexec_fn=die_with_parent)
     groups["loadgen"] = [psutil.Process(loadgen.pid)]
-    cpu_before = cpu_seconds(groups)
+    groups.update(await database_postgres(stack.database_url))
+    cpu_before = cpu_of(groups)
     started = time.time()
     wanted = {f"{u}@bench.test" for u in users}
     deadline = started + seconds + 60
@@ -242,14 +245,15 @@ async def measure(stack: Stack, http: httpx.AsyncClient, bootstrap: str, prefix:
             break
         await asyncio.sleep(0.2)
     del groups["loadgen"]  # it has exited: it reports its own CPU in its output
-    cpu_after = cpu_seconds(groups)
+    # This database's backends (those opened during the run count whole), not other users'.
+    groups.update(await database_postgres(stack.database_url))
+    spent = cpu_delta(groups, cpu_before)
     loadgen.wait(60)
     wall = time.time() - started
     batches_after = await batch_sizes(http, all_urls)
     refused = sum(refusals.values())
     got = stack.received()
     lat = [(got[a] - due[a]) / 1e6 for a in wanted if a in got and a in due]
-    spent = {n: cpu_after.get(n, 0.0) - cpu_before.get(n, 0.0) for n in cpu_before}
     spent["loadgen"] = loadgen_cpu
     first_due = min(due.values(), default=0) / 1e9
     last = max((got[a] for a in wanted if a in got), default=0) / 1e9
@@ -304,16 +308,20 @@ def report(r: dict[str, Any], hop: list[float]) -> None:
     r["stack_cpu_ms"] = 1000 * stack_cpu / r["total"]
 
 
-async def idle_cpu(stack: Stack, settle_s: int, seconds: int) -> None:
+async def idle_cpu(stack: Stack, settle_s: int, seconds: int, database_url: str) -> None:
+    """The stack's CPU with no traffic: its processes, and of Postgres only this database's
+    backends and the server's background processes (other users' queries left out)."""
     await asyncio.sleep(settle_s)
     groups = stack.groups()
-    before = cpu_seconds(groups)
+    groups.update(await database_postgres(database_url))
+    before = cpu_of(groups)
     await asyncio.sleep(seconds)
-    after = cpu_seconds(groups)
-    spent = {n: after[n] - before[n] for n in before if n not in TOOLS + ("bench",)}
+    groups.update(await database_postgres(database_url))
+    spent = {n: v for n, v in cpu_delta(groups, before).items() if n not in TOOLS + ("bench",)}
     print(f"idle stack over {seconds} s after {settle_s} s: "
           f"{100 * sum(spent.values()) / seconds:.1f} % of one core (target <= 10 %): "
-          + ", ".join(f"{n} {100 * v / seconds:.1f} %" for n, v in sorted(spent.items())))
+          + ", ".join(f"{n} {100 * v / seconds:.1f} %" for n, v in sorted(spent.items())),
+          flush=True)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -344,10 +352,11 @@ async def main(args: argparse.Namespace) -> None:
                         await wait_ready(http, base, timeout=90)
                 await setup_journey(http, stack)
                 if args.idle:
-                    await idle_cpu(stack, args.idle, args.idle)
+                    await idle_cpu(stack, args.idle, args.idle, db_url)
                 shapes = ["new", "track"] if args.shape == "both" else [args.shape]
-                # Warm the whole path once (connections, caches, group assignments).
-                await measure(stack, http, bootstrap, prefix, "new", 10, 2, work)
+                if args.runs:
+                    # Warm the whole path once (connections, caches, group assignments).
+                    await measure(stack, http, bootstrap, prefix, "new", 10, 2, work)
                 for run in range(args.runs):
                     for shape in shapes:
                         print(f"\n=== run {run + 1} of {args.runs}, shape {shape}", flush=True)
@@ -357,7 +366,8 @@ async def main(args: argparse.Namespace) -> None:
                         results.append(result)
         finally:
             stack.stop()
-        summarize(results, hop, replicas, args)
+        if results:
+            summarize(results, hop, replicas, args)
 
 
 async def setup_journey(http: httpx.AsyncClient, stack: Stack) -> None:
@@ -399,7 +409,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=100, help="customers (events) per second")
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="0: only --idle")
     parser.add_argument("--shape", choices=("new", "track", "both"), default="both")
     parser.add_argument("--replicas", default="", help="e.g. profile=2,journey=2")
     parser.add_argument("--partitions", type=int, default=6)

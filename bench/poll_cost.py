@@ -12,6 +12,9 @@ fetch polls while the child produces included), beside the idle CPU of this proc
 of the broker (Tansu answering this one consumer's fetch polls) over 5 s without input;
 and the socket writes to Postgres and to the broker per poll (statements, requests).
 
+`--stream 30` produces the rounds at 30 a second without waiting for each to be handled:
+a steady flow, where commits and deletes that are batched over time show per poll.
+
 CPU time, not wall time: on a loaded machine it stays close to what the code costs.
 `--profile` adds cProfile's view (CPU clock) of each size's rounds, sorted by
 `POLL_COST_SORT` (cumtime) and filtered by `POLL_COST_FILTER` (a regex; `-` prints
@@ -19,6 +22,7 @@ none), and the Python function calls per poll. Compare two builds by pointing PY
 at the other tree::
 
     .venv/bin/python bench/poll_cost.py [--service profile] [--rounds 200] [--sizes 1,3,100]
+                                        [--stream 30]
     cd /tmp/base && PYTHONPATH=/tmp/base /work/wt/throughput/.venv/bin/python \
         /work/wt/throughput/bench/poll_cost.py
 """
@@ -124,7 +128,8 @@ def producer_main(bootstrap: str, topic: str, workspace: str, size: int, rounds:
 
 
 async def measure(service: str, settings: Settings, size: int, rounds: int,
-                  counter: Counter, profile: bool = False) -> dict[str, float]:
+                  counter: Counter, profile: bool = False, stream: float = 0.0
+                  ) -> dict[str, float]:
     await ensure_topics(settings)
     app = _create_app(service, settings)
     workspace = f"ws-{uuid.uuid4().hex[:6]}"
@@ -149,13 +154,24 @@ async def measure(service: str, settings: Settings, size: int, rounds: int,
         if profiler:
             profiler.enable()
         cpu0 = time.process_time()
+        start = time.perf_counter()
         for i in range(rounds):
             parent.send(True)
+            if stream:  # the next round at its time, whether this one was handled or not
+                await asyncio.sleep(max(start + (i + 1) / stream - time.perf_counter(), 0))
+                continue
             deadline = time.perf_counter() + 30
             while counter.records - records0 < (i + 1) * size:
                 if time.perf_counter() > deadline:
                     raise TimeoutError(f"round {i} not handled within 30 s")
                 await asyncio.sleep(0.001)
+        deadline = time.perf_counter() + 60
+        while counter.records - records0 < rounds * size:
+            if time.perf_counter() > deadline:
+                raise TimeoutError("the rounds were not handled within 60 s")
+            await asyncio.sleep(0.001)
+        if stream:
+            await asyncio.sleep(0.5)  # the commits and deletes that follow the last poll
         total = time.process_time() - cpu0
         if profiler:
             profiler.disable()
@@ -222,7 +238,8 @@ async def run_sizes(args: argparse.Namespace, bootstrap: str, url: str) -> None:
                             topic_prefix=f"pc{size}-{uuid.uuid4().hex[:6]}.",
                             topic_partitions=3)
         rounds = max(args.rounds // max(size // 10, 1), 5)
-        r = await measure(args.service, settings, size, rounds, counter, args.profile)
+        r = await measure(args.service, settings, size, rounds, counter, args.profile,
+                          args.stream)
         print(f"{size:>8} {r['polls']:>6} {r['per_poll']:>9.1f} {r['inside_ms']:>12.2f} "
               f"{r['process_ms']:>14.2f} {r['idle_pct']:>12.1f} {r['broker_idle_pct']:>13.1f} "
               f"{r['pg']:>10.1f} "
@@ -234,6 +251,9 @@ def main() -> None:
     parser.add_argument("--service", default="profile", choices=sorted(INPUT))
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--sizes", default="1,3,100")
+    parser.add_argument("--stream", type=float, default=0.0,
+                        help="rounds per second, each produced at its time without waiting "
+                             "for the one before (a steady flow); 0: one round at a time")
     parser.add_argument("--profile", action="store_true",
                         help="print cProfile's top functions of each size's rounds")
     args = parser.parse_args()

@@ -34,7 +34,8 @@ class AckWriter:
         self.window_hours, self.flush_interval_s = window_hours, flush_interval_s
         self._tokens: list[uuid.UUID] = []
         self._pending: set[uuid.UUID] = set()  # = set(self._tokens), for lookups
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # 1000 tokens wait: write them now
+        self._first = asyncio.Event()  # the first token after an idle spell
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -44,6 +45,8 @@ class AckWriter:
     def add(self, token: uuid.UUID) -> None:
         self._tokens.append(token)
         self._pending.add(token)
+        if len(self._tokens) == 1:
+            self._first.set()
         if len(self._tokens) >= 1000:
             self._wake.set()
 
@@ -59,10 +62,19 @@ class AckWriter:
         loop = asyncio.get_running_loop()
         next_purge = loop.time()
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
-            except TimeoutError:
-                pass
+            if not self._tokens:
+                # Idle: sleep until the first token (or the next purge), not every 20 ms.
+                self._first.clear()
+                try:
+                    await asyncio.wait_for(self._first.wait(), max(next_purge - loop.time(), 0))
+                except TimeoutError:
+                    pass
+            if self._tokens and not self._stopping:
+                # Gather the tokens of the next 20 ms (or 1000 of them) into one statement.
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                except TimeoutError:
+                    pass
             self._wake.clear()
             if not await self.flush():
                 await asyncio.sleep(0.5)  # Postgres is away: do not spin
@@ -103,6 +115,7 @@ class AckWriter:
     async def close(self, timeout: float) -> None:
         self._stopping = True
         self._wake.set()
+        self._first.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         try:

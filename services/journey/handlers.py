@@ -25,7 +25,7 @@ from services.journey.tables import (
     sends,
     snapshots,
 )
-from services.journey.unit import Unit
+from services.journey.unit import Unit, announce_timers
 from shared.clock import Clock
 from shared.contracts.profile import ChangeKind, ProfileChange, ProfileEvent
 from shared.db import claim_new
@@ -52,6 +52,7 @@ def change_signal(change: ProfileChange) -> Signal:
 async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
                         publisher: OutboxPublisher | None, consumer: str, ids: list[str],
                         signals: list[Signal], before: Any = None) -> None:
+    unit: Unit | None = None
     async with rt.engine.begin() as conn:
         fresh = await claim_new(conn, inbox, consumer, ids)
         todo = []
@@ -78,14 +79,18 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         for signal in todo:
             unit.apply_signal(signal)
         ids_out = await unit.flush()
+    announce_timers(unit)
     if publisher is not None:
         publisher.publish_soon(ids_out)
 
 
 # A poll's profile events are applied in this many transactions at once, each over its own
 # customers: while one waits on Postgres, the next computes (about half of a transaction's
-# time is spent waiting on the database).
+# time is spent waiting on the database). Only from LANES_FROM events: a small poll's cost
+# is its fixed round trips (about a dozen statements a transaction), which a second lane
+# would double.
 LANES = 2
+LANES_FROM = 64
 
 
 def by_customer(events: list[ProfileEvent], lanes: int) -> list[list[ProfileEvent]]:
@@ -111,7 +116,8 @@ async def handle_profile_events(rt: ServiceRuntime, clock: Clock, docs: store.Do
         await apply_signals(rt, clock, docs, publisher, "journey.profile-events",
                             [e.dedupe_id() for e in events], [event_signal(e) for e in events])
 
-    groups = by_customer([r.value for r in records], LANES)
+    groups = by_customer([r.value for r in records],
+                         LANES if len(records) >= LANES_FROM else 1)
     # Every lane runs to its end before the handler returns (no lane is cancelled halfway),
     # and the first failure is raised as itself, so the consumer loop classifies it as usual
     # (an outage pauses, anything else replays the poll one record at a time; lanes that

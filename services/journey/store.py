@@ -145,6 +145,16 @@ async def due_instances(conn: AsyncConnection, now: datetime, limit: int) -> lis
     return _instances(await (await driver(conn)).fetch(_DUE, now, limit))
 
 
+_NEXT_WAKE = (f"SELECT min(wake_at) FROM {_INSTANCES} "
+              "WHERE status = 'active' AND wake_at IS NOT NULL")
+
+
+async def next_wake(conn: AsyncConnection) -> datetime | None:
+    """The earliest pending timer (the first entry of `instances_timers`)."""
+    when: datetime | None = await (await driver(conn)).fetchval(_NEXT_WAKE)
+    return when
+
+
 async def load_snapshots(conn: AsyncConnection, pairs: Sequence[Pair],
                          control: dict[Pair, bool] | None = None) -> dict[Pair, dict[str, Any]]:
     """The latest snapshots; `control` (when given) receives each one's control group

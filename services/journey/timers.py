@@ -3,22 +3,27 @@
 Claiming a due instance locks its row; firing it (moving the instance, writing decisions
 and outbox rows) commits in the same transaction. A crash before commit releases the
 lock and the timer fires later; after commit `wake_at` has moved, so it never fires twice.
+
+Between claims the worker sleeps until the earliest timer (at least `idle_s`, at most
+`max_idle_s`), woken earlier when this process commits a sooner one (services/journey/
+wakeups.py): an idle journey service claims about once a second, not twenty times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from services.journey import metrics
+from services.journey import metrics, store, wakeups
 from services.journey.policy.directory import Directory, zones
 from services.journey.publisher import OutboxPublisher
 from services.journey.store import Documents
 from services.journey.tables import instances, outbox
 from services.journey.unit import Unit
+from shared.alarm import Alarm
 from shared.clock import Clock
 from shared.kafka import is_transient
 from shared.runtime import ServiceRuntime, Stoppable
@@ -27,18 +32,32 @@ log = logging.getLogger(__name__)
 
 
 class TimerWorker(Stoppable):
+    MAX_IDLE_S = 1.0  # the longest sleep after a claim that found nothing
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents,
                  publisher: OutboxPublisher | None = None, *, batch: int = 500,
-                 idle_s: float = 0.05, directory: Directory | None = None) -> None:
+                 idle_s: float = 0.05, max_idle_s: float | None = None,
+                 directory: Directory | None = None) -> None:
         self.rt, self.clock, self.docs, self.publisher = rt, clock, docs, publisher
         self.batch, self.idle_s = batch, idle_s
+        self.max_idle_s = self.MAX_IDLE_S if max_idle_s is None else max_idle_s
         self.directory = directory  # the workspaces' zones (None: UTC)
         super().__init__()
         self.fired = 0
+        # When the last claim found nothing: the earliest timer then (None: no timer).
+        self.next_wake: datetime | None = None
 
     async def run(self) -> None:
+        alarm = Alarm()
+        wakeups.TIMERS.add(alarm)
+        try:
+            await self._run(alarm)
+        finally:
+            wakeups.TIMERS.discard(alarm)
+
+    async def _run(self, alarm: Alarm) -> None:
         delay = 0.2
         while not self._stopping.is_set():
+            alarm.arm()  # timers committed from here on wake the sleep below
             try:
                 claimed = await self.fire_due()
                 delay = 0.2
@@ -52,13 +71,25 @@ class TimerWorker(Stoppable):
                 delay = min(delay * 2, 15)
                 continue
             if claimed < self.batch:
-                await self._sleep(self.idle_s)
+                await alarm.sleep(self._idle_for(claimed), self._stopping)
+
+    def _idle_for(self, claimed: int) -> float:
+        """After a partial claim `idle_s` (timers are flowing: let them batch up); after
+        an empty one until the earliest timer, within [idle_s, max_idle_s]. The cap is
+        how late a timer another replica wrote (and does not fire itself) can be found."""
+        if claimed or self.next_wake is None:
+            return self.idle_s if claimed else self.max_idle_s
+        until = (self.next_wake - self.clock.now()).total_seconds()
+        return min(max(until, self.idle_s), self.max_idle_s)
 
     async def fire_due(self, limit: int | None = None) -> int:
         """Fire up to `limit` due timers in one transaction; returns how many."""
         async with self.rt.engine.begin() as conn:
             unit = Unit(conn, self.docs, self.rt.settings, outbox, self.clock.now())
             due = await unit.load_due(limit or self.batch)
+            if not due:
+                self.next_wake = await store.next_wake(conn)
+                return 0
             unit.zones = await zones(self.directory, {i.workspace_id for i in due})
             for inst in due:
                 if inst.wake_at is not None:

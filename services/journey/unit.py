@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.journey import metrics, store
+from services.journey import metrics, store, wakeups
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.flow import (
     Candidate,
@@ -65,6 +65,9 @@ class Unit:
         self.control: dict[Pair, bool] = {}
         self.zones: dict[str, str] = {}  # workspace zone: for customers without one
         self.revenue_names: dict[str, tuple[str, ...]] = {}  # profile's revenue_properties
+        # The earliest timer of the batch's instances once flushed: announced after commit
+        # to the timer workers of this process (services/journey/wakeups.py).
+        self.earliest_wake: datetime | None = None
 
     async def load_policies(self, workspaces: set[str]) -> None:
         missing = workspaces - set(self.policies)
@@ -112,6 +115,8 @@ class Unit:
 
     async def load_due(self, limit: int) -> list[Instance]:
         due = await store.due_instances(self.conn, self.now, limit)
+        if not due:
+            return due  # nothing to load for (the idle worker's path: one statement)
         self._adopt(due)
         pairs = sorted({(i.workspace_id, i.profile_id) for i in due})
         await self.load_policies({ws for ws, _ in pairs})
@@ -204,6 +209,9 @@ class Unit:
 
     async def flush(self) -> list[OutboxRow]:
         """Write everything back; returns the outbox rows to publish after commit."""
+        self.earliest_wake = min((i.wake_at for i in self.instances.values()
+                                  if i.status == "active" and i.wake_at is not None),
+                                 default=None)
         await store.save_instances(self.conn, self.instances.values())
         await store.save_decisions(self.conn, self.fx.decisions)
         for (kind, outcome), count in Counter(
@@ -237,6 +245,12 @@ class Unit:
         for short, batch in sorted(messages.items()):
             ids += await queue(self.conn, self.outbox, batch, topic=self.settings.topic(short))
         return ids
+
+
+def announce_timers(unit: Unit | None) -> None:
+    """After the commit: wake this process's timer workers if the batch set a timer."""
+    if unit is not None and unit.earliest_wake is not None:
+        wakeups.TIMERS.due((unit.earliest_wake - unit.now).total_seconds())
 
 
 def _unaddressable(out: Outgoing, now: datetime) -> Decision:

@@ -5,9 +5,12 @@ encoded, by `shared.kafka.codec.encode` or a contract's fast writer) in one stat
 returns the rows it wrote (`OutboxRow`: id and payload, still in memory); `add_to_outbox`
 does the same for contract models. After commit the caller hands them to
 the relay, which produces them at once (low latency), waits for the broker's acks and
-only then deletes them by id: no second transaction reading the payloads back. Handlers
-that need not wait for the acks hand the rows to `publish_soon` instead (in the
-background, in order; `drain` waits for what it holds). A sweeper
+only then deletes them by id: no second transaction reading the payloads back. The deletes
+of every publish within `delete_after_s` (0.1 s) go out as one statement, off the caller's
+path: a handler's poll no longer waits for it, and Postgres commits one delete per tenth of
+a second instead of one per publish. Handlers that need not wait for the acks hand the
+rows to `publish_soon` instead (in the background, in order; `drain` waits for what it
+holds). A sweeper
 publishes whatever a crash or an outage left behind (rows older than `sweep_after_s`),
 claiming them with SKIP LOCKED so that replicas never take the same row in one sweep.
 A message can be published twice (crash between ack and delete, or a fast path slower
@@ -139,7 +142,8 @@ class OutboxRelay:
     """Publishes outbox rows; one per service process."""
 
     def __init__(self, engine: AsyncEngine, table: Table, producer: AIOKafkaProducer,
-                 *, service: str, sweep_after_s: float = 2.0, batch: int = 1000) -> None:
+                 *, service: str, sweep_after_s: float = 2.0, batch: int = 1000,
+                 delete_after_s: float = 0.1) -> None:
         self.engine = engine
         self.table = table
         self.producer = producer
@@ -152,6 +156,10 @@ class OutboxRelay:
         self._conn: Any = None
         self._conn_lock = asyncio.Lock()
         self._acked: list[int] = []  # ids whose delete is waiting for the connection
+        # Acked rows are deleted together, at most this long after their acks (well under
+        # `sweep_after_s`, so the sweeper does not publish them again meanwhile).
+        self.delete_after_s = delete_after_s
+        self._deleting: asyncio.Task[None] | None = None
         # Handed to `publish_soon`, not yet published, with when each was handed in.
         self._soon: list[tuple[float, OutboxRow]] = []
         self.left_to_sweeper = 0
@@ -174,15 +182,26 @@ class OutboxRelay:
         crash_point("after_commit_before_produce")  # test-only (shared/faults.py)
         try:
             await self._produce(rows)
-            crash_point("after_produce_before_commit")
-            # Only after every ack. Rows a sweeper holds make this wait for its commit
-            # (after which they are gone); the sweeper itself never waits (SKIP LOCKED).
-            await self._delete_acked([r.id for r in rows])
+            crash_point("after_produce_before_commit")  # acked, not deleted yet
         except Exception as exc:  # the rows stay; the sweeper gets them
             log.warning("%s outbox: publish deferred to sweeper (%s)", self.service,
                         type(exc).__name__)
             return
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
+        # Only after every ack, and in the background with the deletes of the next
+        # `delete_after_s`. Rows a sweeper holds make the delete wait for its commit (after
+        # which they are gone); the sweeper itself never waits (SKIP LOCKED).
+        self._acked += [r.id for r in rows]
+        if self._deleting is None or self._deleting.done():
+            self._deleting = asyncio.create_task(self._delete_soon(), name="outbox-delete")
+
+    async def _delete_soon(self) -> None:
+        await asyncio.sleep(self.delete_after_s)
+        try:
+            await self.delete_acked()
+        except Exception as exc:  # published again by the sweeper, deduplicated downstream
+            log.warning("%s outbox: delete of published rows failed (%s)", self.service,
+                        type(exc).__name__)
 
     def publish_soon(self, rows: Sequence[OutboxRow]) -> None:
         """Publish committed rows in the background, in order, without waiting for the
@@ -219,6 +238,8 @@ class OutboxRelay:
         sweeper)."""
         while self._publishing is not None and not self._publishing.done():
             await self._publishing
+        if self._deleting is not None:  # and their deletes (within `delete_after_s`)
+            await asyncio.gather(self._deleting, return_exceptions=True)
 
     async def sweep_once(self) -> int:
         """Claim old rows by deleting them, publish, and commit only once the broker acked:
@@ -248,17 +269,24 @@ class OutboxRelay:
         self._stopping.set()
 
     async def close(self) -> None:
-        """Close the relay's own connection (the runtime calls this after stop)."""
+        """Delete what was published, then close the relay's own connection (the runtime
+        calls this after stop)."""
+        if self._deleting is not None:
+            await asyncio.gather(self._deleting, return_exceptions=True)
+        try:
+            await self.delete_acked()
+        except Exception as exc:
+            log.warning("%s outbox: delete at close failed (%s)", self.service,
+                        type(exc).__name__)
         async with self._conn_lock:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 await conn.close(timeout=2)
 
-    async def _delete_acked(self, ids: list[int]) -> None:
-        """Delete published rows (autocommit). Calls that arrive while a delete is running
-        go out together in the next statement. A failure leaves the rows to the sweeper
-        (published again, deduplicated by the consumers) and reconnects next time."""
-        self._acked += ids
+    async def delete_acked(self) -> None:
+        """Delete the published rows now (autocommit). Calls that arrive while a delete is
+        running go out together in the next statement. A failure leaves the rows to the
+        sweeper (published again, deduplicated by the consumers) and reconnects next time."""
         async with self._conn_lock:
             if not self._acked:
                 return  # the call before took ours along

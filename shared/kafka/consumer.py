@@ -5,8 +5,11 @@ ones that don't parse go to the DLQ. The rest go to the handler as one batch, pa
 after partition in offset order (so one key's records stay in order, and handlers batch
 their database writes over the whole poll: one transaction per poll, not per partition).
 If the batch fails for a reason other than an outage, it is replayed one record at a time
-to find the poison one. Offsets (last offset + 1 of each partition) are committed in one
-request, only after the handler returned.
+to find the poison one. Offsets (last offset + 1 of each partition) are committed only
+after the handler returned, in one request for every poll of the last `COMMIT_EVERY_S`
+(and at once when the records stop, before a rebalance takes partitions away, and at
+stop): one commit per poll was a broker round trip on every poll. A crash can redeliver
+up to that much more, which the inbox (or the handler's idempotency key) absorbs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +102,8 @@ class ConsumerLoop:
     as its group.
     """
 
+    COMMIT_EVERY_S = 0.2  # at most one offset commit this often while records flow
+
     def __init__(self, specs: ConsumerSpec | Sequence[ConsumerSpec], settings: Settings,
                  producer: AIOKafkaProducer, *, name: str | None = None) -> None:
         self.specs = [specs] if isinstance(specs, ConsumerSpec) else list(specs)
@@ -121,6 +127,8 @@ class ConsumerLoop:
                            for s in self.specs}
         self._dead_in_poll: dict[str, int] = {}
         self.halted_specs: dict[str, str] = {}
+        self._unsent: dict[TopicPartition, int] = {}  # handled, offsets not committed yet
+        self._committed_at = 0.0
 
     @property
     def halted(self) -> str | None:
@@ -147,7 +155,7 @@ class ConsumerLoop:
                                if self.settings.consumer_instance_id else None),
         )
         listener = StartFromLegacyGroups(self.settings.kafka_bootstrap, self.group, self.legacy,
-                                         lambda: self._consumer)
+                                         lambda: self._consumer, self._before_revoke)
         consumer.subscribe(list(self._by_topic), listener=listener)
         self._consumer = consumer
         await self._start(consumer)
@@ -161,6 +169,8 @@ class ConsumerLoop:
                 if listener.failed is not None:
                     raise listener.failed  # nothing handled: the restart asks again
                 wait.polled(bool(batches))
+                if not batches and self._unsent:
+                    await self._flush_commits(consumer)  # the records stopped: commit now
                 if not batches or self._stopping.is_set():
                     continue
                 try:
@@ -169,6 +179,7 @@ class ConsumerLoop:
                     continue
                 if self.halted_specs:
                     self._hold_halted(consumer)
+            await self._flush_commits(consumer)
         finally:
             self.running = False
             await consumer.stop()
@@ -216,7 +227,9 @@ class ConsumerLoop:
                      for tp, msgs in part.items()}
         if committed:
             crash_point("before_offset_commit")  # test-only (shared/faults.py)
-            await self._commit(consumer, committed)
+            self._unsent.update(committed)
+            if time.monotonic() - self._committed_at >= self.COMMIT_EVERY_S:
+                await self._flush_commits(consumer)
         for tp, position in committed.items():
             # The high watermark comes with each fetch response: no extra request.
             if (end := consumer.highwater(tp)) is not None:
@@ -338,6 +351,26 @@ class ConsumerLoop:
             consumer.resume(*[p for p in assigned if p in current])
         if self._stopping.is_set() or not partitions <= consumer.assignment():
             raise _Abandon
+
+    async def _flush_commits(self, consumer: AIOKafkaConsumer,
+                             only: set[TopicPartition] | None = None) -> None:
+        """Commit the handled offsets not committed yet (of `only` these partitions). Lost to
+        a rebalance: dropped, the new owner re-reads them (the inbox absorbs it)."""
+        todo = {tp: offset for tp, offset in self._unsent.items() if only is None or tp in only}
+        if not todo:
+            return
+        for tp in todo:
+            del self._unsent[tp]
+        self._committed_at = time.monotonic()
+        try:
+            await self._commit(consumer, todo)
+        except _Abandon:
+            pass
+
+    async def _before_revoke(self, revoked: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            await self._flush_commits(consumer, revoked)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         delay = 0.2

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -44,13 +44,21 @@ class StartFromLegacyGroups(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(self, bootstrap: str, group: str, legacy: Mapping[str, str],
-                 consumer: Callable[[], AIOKafkaConsumer | None]) -> None:
+                 consumer: Callable[[], AIOKafkaConsumer | None],
+                 before_revoke: Callable[[set[TopicPartition]], Awaitable[None]] | None = None
+                 ) -> None:
         self.bootstrap, self.group, self.legacy = bootstrap, group, dict(legacy)
         self._consumer = consumer
+        self._before_revoke = before_revoke  # the loop commits what it handled of them
         self.failed: Exception | None = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
+        if self._before_revoke is not None:
+            try:
+                await self._before_revoke(revoked)
+            except Exception as exc:  # the new owner re-reads them; the inbox absorbs it
+                log.warning("consumer %s: commit before revoke failed (%s)", self.group,
+                            type(exc).__name__)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer = self._consumer()

@@ -258,3 +258,39 @@ async def test_dead_letter_ratio_limit_halts_without_committing(world) -> None:
     checks = await runtime.ready()
     assert checks[f"consumer:{spec.name}"] is False
     await runtime.engine.dispose()
+
+
+async def test_the_offsets_of_several_polls_go_in_one_commit_once_the_records_stop(
+        world) -> None:
+    """While records flow, one commit per COMMIT_EVERY_S, not per poll; when they stop,
+    everything handled is committed at once (a restart redelivers nothing)."""
+    settings, engine, effects, inbox, topic = world
+    one_per_poll = settings.model_copy(update={"consumer_max_records": 1})
+    await produce(settings, topic, [event(i) for i in range(5)])
+    calls: list[str] = []
+    spec = ConsumerSpec("loop-commits", topic, Event,
+                        recording_handler(engine, effects, inbox, calls))
+    producer = create_producer(settings)
+    await producer.start()
+    commits: list[dict] = []
+
+    class CountingLoop(ConsumerLoop):
+        COMMIT_EVERY_S = 60.0  # only the first poll's commit, then the one when they stop
+
+        async def _commit(self, consumer, offsets):
+            commits.append({tp.partition: offset for tp, offset in offsets.items()})
+            await super()._commit(consumer, offsets)
+
+    loop = CountingLoop(spec, one_per_poll, producer)
+    await run_until(loop, lambda: _true_after_commits(calls, 5, commits, 2))
+    assert sorted(calls) == [f"e{i}" for i in range(5)]  # five polls of one record
+    assert len(commits) == 2 and list(commits[-1].values()) == [5]
+    # Committed: a restart reads only what comes after.
+    await produce(settings, topic, [event(99)])
+    await run_until(ConsumerLoop(spec, settings, producer), lambda: _true_after(calls, 6))
+    await producer.stop()
+    assert calls[5:] == ["e99"]
+
+
+async def _true_after_commits(calls: list[str], n: int, commits: list[dict], c: int) -> bool:
+    return len(calls) >= n and len(commits) >= c

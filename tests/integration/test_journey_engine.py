@@ -290,6 +290,37 @@ async def test_restart_mid_wait_loses_no_timer_and_fires_none_twice(harness: Har
     assert (row.status, row.wake_at) == ("completed", None)
 
 
+async def test_a_timer_this_process_commits_wakes_its_sleeping_timer_workers(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle timer workers sleep until the earliest timer they know of (capped); the handler
+    that commits a sooner one wakes them, so it fires at its moment: with a 30 s cap here,
+    the 3 s wait still ends within a few seconds."""
+    from services.journey.timers import TimerWorker
+
+    monkeypatch.setattr(TimerWorker, "MAX_IDLE_S", 30.0)
+    await harness.stop_service()
+    await harness.start_service()  # its timer workers now sleep up to 30 s when idle
+    try:
+        ws, admin = await harness.workspace()
+        await harness.publish(admin, WAIT_THEN_SEND | {"key": "nap-wake"})
+        await asyncio.sleep(1.0)  # the workers found nothing due and went to sleep
+        await harness.event(ws, "p-wake", "Napped")
+
+        async def waiting() -> bool:
+            rows = await harness.instances(ws)
+            return bool(rows) and rows[0].wake_at is not None
+        await harness.until(waiting)  # the handler committed the 3 s timer (and woke them)
+        entered = asyncio.get_running_loop().time()
+        [sent] = await harness.sends(ws, 1)
+        took = asyncio.get_running_loop().time() - entered
+        assert sent["template"] == "after-nap"
+        assert took < 8, took  # asleep until the cap, it would have taken up to 30 s
+    finally:
+        monkeypatch.undo()
+        await harness.stop_service()
+        await harness.start_service()
+
+
 async def test_redelivered_event_never_sends_twice(harness: Harness) -> None:
     ws, admin = await harness.workspace()
     doc = {"key": "hi", "name": "Hi", "stages": [{"key": "s", "enter": {"event": "Waved"},

@@ -100,11 +100,15 @@ async def test_publish_sends_the_rows_in_order_then_deletes_them(
     assert [r.id for r in rows] == sorted(r.id for r in rows)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
+    fast = relay(engine, table, producer)
     try:
-        await relay(engine, table, producer).publish(rows)
+        await fast.publish(rows)
     finally:
         await producer.stop()
+    # The delete follows the acks within `delete_after_s`, off the caller's path.
+    await asyncio.sleep(fast.delete_after_s + 0.5)
     assert await count(engine, table) == 0
+    await fast.close()
     got = await read_topic(settings.kafka_bootstrap, topic, lambda rs: sum(
         r.value.startswith(f'{{"id":"{unique}-'.encode()) for r in rs) >= 3)
     mine = [r for r in got if r.value.startswith(f'{{"id":"{unique}-'.encode())]

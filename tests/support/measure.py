@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import asyncpg
 import httpx
 import psutil
 
@@ -37,6 +38,53 @@ def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
                 continue
             total[name] += times.user + times.system
     return total
+
+
+def cpu_delta(groups: dict[str, list[psutil.Process]], seconds_before: dict[int, float]
+              ) -> dict[str, float]:
+    """CPU seconds each group spent since `seconds_before` (from `cpu_of`). A process not in
+    `seconds_before` started since and counts whole (a backend a pool opened meanwhile);
+    one that ended is left out instead of counting its whole life negative."""
+    after = cpu_of(groups)
+    return {name: sum(after[p.pid] - seconds_before.get(p.pid, 0.0) for p in procs
+                      if p.pid in after)
+            for name, procs in groups.items()}
+
+
+def cpu_of(groups: dict[str, list[psutil.Process]]) -> dict[int, float]:
+    """User + system CPU seconds per process id so far."""
+    out = {}
+    for procs in groups.values():
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            out[proc.pid] = times.user + times.system
+    return out
+
+
+async def database_postgres(database_url: str) -> dict[str, list[psutil.Process]]:
+    """The Postgres processes of one database: "postgres", its backends, and "postgres-bg",
+    the server's background processes (checkpointer, WAL writer, ...; these also work for
+    other databases). On a machine shared with other users' tests these are the stack's
+    Postgres, not theirs."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid, backend_type = 'client backend' FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND "
+            "(datname = current_database() OR backend_type <> 'client backend')")
+    finally:
+        await conn.close()
+    found: dict[str, list[psutil.Process]] = {"postgres": [], "postgres-bg": []}
+    for pid, client in rows:
+        try:
+            found["postgres" if client else "postgres-bg"].append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 async def consumed(http: httpx.AsyncClient, url: str, consumer: str) -> float:

@@ -11,6 +11,7 @@ from sqlalchemy import DateTime, String, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.journey import wakeups
 from services.journey.api.insight import goal_figures
 from services.journey.api.schemas import (
     JourneyList,
@@ -219,6 +220,8 @@ async def publish_journey(key: str, request: Request, engine: EngineDep,
             .returning(journeys))).mappings().one()
         queued = await entries.schedule(conn, ws, key, version_doc, request.app.state
                                         .clock.now()) if _includes_existing(version_doc) else 0
+    if queued:
+        wakeups.BROADCASTS.due()  # committed: the broadcast worker enters them now
     return _summary(row) | ({"existing_members_queued": queued} if queued else {})
 
 

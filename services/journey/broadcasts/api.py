@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
+from services.journey import wakeups
 from services.journey.broadcasts import sender
 from services.journey.broadcasts import store as bstore
 from services.journey.broadcasts.audience import audience
@@ -184,6 +185,9 @@ async def send_broadcast(key: Key, request: Request, engine: EngineDep,
             row = await bstore.set_status(conn, ws, key, status="sending", start_at=now,
                                           started_at=now)
         counts = await bstore.counts(conn, ws, key)
+    # Committed: this process's broadcast worker starts it now (or at its moment).
+    wakeups.BROADCASTS.due((start - now).total_seconds() if row["status"] == "scheduled"
+                           else 0.0)
     return _out(row, counts)
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.journey import wakeups
 from services.journey.broadcasts import entries, sender
 from services.journey.broadcasts import store as bstore
 from services.journey.domain.broadcast import BroadcastDocument, advanced, allowed
@@ -25,6 +27,7 @@ from services.journey.policy.directory import Directory
 from services.journey.publisher import OutboxPublisher
 from services.journey.store import Documents
 from services.journey.tables import broadcasts, outbox, policies
+from shared.alarm import Alarm
 from shared.clock import Clock
 from shared.db.outbox import OutboxRow
 from shared.kafka import is_transient
@@ -37,17 +40,27 @@ MAX_PER_TICK = 2000  # recipients per broadcast per transaction
 
 class BroadcastWorker(Stoppable):
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents, directory: Directory,
-                 publisher: OutboxPublisher | None = None, *, tick_s: float = 0.1) -> None:
+                 publisher: OutboxPublisher | None = None, *, tick_s: float = 0.1,
+                 max_idle_s: float = 1.0) -> None:
         self.rt, self.clock, self.directory, self.publisher = rt, clock, directory, publisher
         self.docs = docs
-        self.tick_s = tick_s
+        self.tick_s, self.max_idle_s = tick_s, max_idle_s
         super().__init__()
 
     async def run(self) -> None:
+        alarm = Alarm()
+        wakeups.BROADCASTS.add(alarm)
+        try:
+            await self._run(alarm)
+        finally:
+            wakeups.BROADCASTS.discard(alarm)
+
+    async def _run(self, alarm: Alarm) -> None:
         delay = 0.2
         while not self._stopping.is_set():
+            alarm.arm()  # broadcasts started from here on wake the sleep below
             try:
-                await self.tick()
+                idle_for = await self.tick()
                 delay = 0.2
             except Exception as exc:
                 if not is_transient(exc):
@@ -57,16 +70,23 @@ class BroadcastWorker(Stoppable):
                 await self._sleep(delay)
                 delay = min(delay * 2, 15)
                 continue
-            await self._sleep(self.tick_s)
+            await alarm.sleep(idle_for, self._stopping)
 
-    async def tick(self) -> None:
+    async def tick(self) -> float:
+        """Start due broadcasts and pace the sending ones; returns how long to sleep."""
         await self.start_due()
         b = broadcasts.c
         async with self.rt.engine.connect() as conn:
             rows = (await conn.execute(select(b.workspace_id, b.key).where(
                 b.status == "sending").order_by(b.updated_at).limit(100))).all()
+            if not rows:
+                start = (await conn.execute(select(func.min(b.start_at)).where(
+                    b.status == "scheduled"))).scalar()
+                until = (start - self.clock.now()).total_seconds() if start else math.inf
+                return min(max(until, self.tick_s), self.max_idle_s)
         for ws in sorted({r.workspace_id for r in rows}):
             await self.pace_workspace(ws, [r.key for r in rows if r.workspace_id == ws])
+        return self.tick_s
 
     async def start_due(self) -> None:
         """Scheduled broadcasts whose moment came: freeze the audience, start sending."""

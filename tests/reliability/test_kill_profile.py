@@ -5,20 +5,25 @@ tagged events against Postgres: every event applied once (its history row) and c
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 
 import orjson
 import pytest
-from sqlalchemy import func, select
 
-from services.profile.tables import events, profiles
 from shared.db import create_engine
 from shared.kafka import create_producer
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.reliability.harness import ROUNDS, Figures, kill, ready, serve
+from tests.reliability.harness import (
+    ROUNDS,
+    Figures,
+    kill,
+    profile_applied,
+    ready,
+    serve,
+    service_env,
+)
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
@@ -36,21 +41,12 @@ async def test_sigkill_profile_under_load_counts_every_event_once(
     producer = create_producer(own, client_id="test-kill-profile")
     await producer.start()
     port = free_port()
-    env = {**os.environ, "TOUCHPOINT_ENV": "test", "TOUCHPOINT_DATABASE_URL": own.database_url,
-           "TOUCHPOINT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
-           "TOUCHPOINT_TOPIC_PREFIX": own.topic_prefix,
-           "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": admin_headers["Authorization"][7:],
-           "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10"}
+    env = service_env(own, admin_headers)
     url = f"http://127.0.0.1:{port}"
     proc = serve("profile", env, port)
 
     async def applied() -> tuple[int, int]:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(func.count()).select_from(events).where(
-                events.c.workspace_id == ws))).scalar_one()
-            counted = (await conn.execute(select(func.coalesce(func.sum(
-                profiles.c.event_count), 0)).where(profiles.c.workspace_id == ws))).scalar_one()
-        return rows, int(counted)
+        return await profile_applied(engine, ws)
 
     try:
         await ready(url)

@@ -35,18 +35,11 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
+from tests.support.ready import wait_ready
 from tests.support.servers import serve_app
 from tests.support.smtp import Inbox
 
 pytestmark = pytest.mark.integration
-
-
-async def _ready(http: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        if (await http.get(f"{url}/readyz")).status_code == 200:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def find_everywhere(engine: AsyncEngine, needles: list[str]) -> dict[str, int]:
@@ -107,7 +100,7 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
                             profile_url=urls["profile"]))))
         urls["ingest"] = await stack.enter_async_context(serve_app(ingest_app(own)))
         for url in urls.values():
-            await _ready(http, url)
+            await wait_ready(http, url, timeout=30)
         ingest, profile, messaging = urls["ingest"], urls["profile"], urls["messaging"]
         journey = urls["journey"]
         lookup = f"{profile}/v1/profiles/lookup"
@@ -329,7 +322,7 @@ async def test_erasure_reaches_profiles_merged_long_before(
                              kind=kind, data={"merged_ids": merged}, occurred_at=now)
 
     async with serve_app(messaging_app(own)) as url, httpx.AsyncClient(timeout=10) as http:
-        await _ready(http, url)
+        await wait_ready(http, url, timeout=30)
         r = await http.put(f"{url}/v1/templates/early-{unique}", headers=admin_headers,
                            json={"channel": "email", "subject": "Hi",
                                  "text": "to {{ profile.traits.email }}"})

@@ -37,6 +37,7 @@ from shared.auth import hash_key, new_key
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.integration.test_journey_engine import Harness, running_harness
+from tests.support.ready import wait_ready
 from tests.support.servers import serve_app
 from touchpoint.cli import app as cli
 
@@ -52,14 +53,6 @@ class Stack:
     # A workspace whose admin key journey holds (TOUCHPOINT_SERVICE_KEYS): the engine reads
     # its conventions from profile with that key.
     served: tuple[str, str]
-
-
-async def _ready(http: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        if (await http.get(f"{url}/readyz")).status_code == 200:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def _read_outcomes(settings: Settings, into: list[dict[str, Any]]) -> None:
@@ -85,8 +78,8 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
         messaging = await stack.enter_async_context(serve_app(messaging_app(others)))
         profile = await stack.enter_async_context(serve_app(profile_app(others)))
-        await _ready(http, messaging)
-        await _ready(http, profile)
+        await wait_ready(http, messaging, timeout=30)
+        await wait_ready(http, profile, timeout=30)
         served = (f"ws-{uuid.uuid4().hex[:10]}", new_key("admin"))
         own = JourneySettings(**settings.model_dump(), messaging_url=messaging,
                               profile_url=profile, directory_ttl_s=0,
@@ -372,7 +365,7 @@ async def test_two_replicas_firing_at_once_never_exceed_a_cap(stack: Stack) -> N
                {"id": "m", "send": {"channel": "email", "template": "promo"}}]}]}
     await harness.publish(admin, doc)
     async with serve_app(journey_app(harness.settings, harness.clock)) as second:
-        await _ready(harness.http, second)
+        await wait_ready(harness.http, second, timeout=30)
         for n in range(12):
             await harness.event(ws, "racer", "Race", n=n)
         # Generous waits: on a loaded machine (after tests/reliability) the two replicas

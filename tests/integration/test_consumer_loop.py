@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -38,18 +39,28 @@ async def world(settings: Settings, topics: list[str],
     """A topic of its own, and a table + inbox of its own in a schema of its own."""
     topic = settings.topic(f"loop-{unique}")
     await ensure_topics(settings, [topic])
-    metadata = MetaData(schema=f"t_{unique}")
+    async with effects_schema(settings, f"t_{unique}") as (engine, effects, inbox):
+        yield settings, engine, effects, inbox, topic
+
+
+@asynccontextmanager
+async def effects_schema(settings: Settings,
+                         schema: str) -> AsyncIterator[tuple[AsyncEngine, Table, Table]]:
+    """An `effects` table and an inbox in a schema of their own, dropped afterwards."""
+    metadata = MetaData(schema=schema)
     effects = Table("effects", metadata, Column("id", String, primary_key=True),
                     Column("n", Integer))
     inbox = inbox_table(metadata)
     engine = create_engine(settings.database_url)
     async with engine.begin() as conn:
-        await conn.exec_driver_sql(f'CREATE SCHEMA "t_{unique}"')
+        await conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         await conn.run_sync(metadata.create_all)
-    yield settings, engine, effects, inbox, topic
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql(f'DROP SCHEMA "t_{unique}" CASCADE')
-    await engine.dispose()
+    try:
+        yield engine, effects, inbox
+    finally:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await engine.dispose()
 
 
 def event(i: int) -> bytes:

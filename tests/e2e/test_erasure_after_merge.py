@@ -13,6 +13,7 @@ import re
 import uuid
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -236,13 +237,8 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
         # 6. The known profile is erased.
         r = await http.delete(f"{profile}/v1/profiles/{survivor}", headers=admin_headers)
         assert r.status_code == 200, r.text
-        for _ in range(300):
-            async with engine.connect() as conn:
-                erased = (await conn.execute(select(messages.c.erased_at).where(
-                    messages.c.idempotency_key == key))).scalar()
-            if erased is not None:
-                break
-            await asyncio.sleep(0.1)
+        erased = await _scalar_once_set(engine, select(messages.c.erased_at).where(
+            messages.c.idempotency_key == key))
         assert erased is not None, "messaging never erased the visitor's message"
 
         # 7. Nothing of the person is left in any table of any schema; the bare ids only in
@@ -353,13 +349,8 @@ async def test_erasure_reaches_profiles_merged_long_before(
             await publish(producer, own.topic("profile-changes"),
                           [(message_key("default", c.profile_id), c) for c in changes],
                           topic_short="profile-changes")
-            for _ in range(300):
-                async with engine.connect() as conn:
-                    merged = (await conn.execute(select(profile_aliases.c.merged_into).where(
-                        profile_aliases.c.profile_id == first))).scalar()
-                if merged is not None:
-                    break
-                await asyncio.sleep(0.1)
+            await _scalar_once_set(engine, select(profile_aliases.c.merged_into).where(
+                profile_aliases.c.profile_id == first))
         row = None
         for _ in range(300):
             async with engine.connect() as conn:
@@ -373,3 +364,15 @@ async def test_erasure_reaches_profiles_merged_long_before(
         assert await find_everywhere(engine, [email]) == {}
     await producer.stop()
     await engine.dispose()
+
+
+async def _scalar_once_set(engine: AsyncEngine, query: Any) -> Any:
+    """`query`'s scalar once it is not None, polled for up to 30 s (else None)."""
+    value = None
+    for _ in range(300):
+        async with engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        if value is not None:
+            break
+        await asyncio.sleep(0.1)
+    return value

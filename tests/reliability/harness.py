@@ -20,9 +20,9 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -42,6 +42,7 @@ from tests.support.net import free_port
 from tests.support.processes import kill as kill  # re-exported for the scenarios
 from tests.support.processes import serve as support_serve
 from tests.support.ready import ready as ready  # re-exported for the scenarios
+from tests.support.smtp import serve_smtp
 
 SOAK = os.environ.get("TOUCHPOINT_SOAK") == "1"
 ROUNDS = int(os.environ.get("TOUCHPOINT_SOAK_ROUNDS", "3")) if SOAK else 1
@@ -89,13 +90,9 @@ class RecordingSmtp:
 
 @contextmanager
 def recording_smtp() -> Iterator[tuple[str, RecordingSmtp]]:
-    handler, port = RecordingSmtp(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}", handler
-    finally:
-        controller.stop()
+    handler = RecordingSmtp()
+    with serve_smtp(handler) as url:
+        yield url, handler
 
 
 class RecordingHttp:
@@ -306,3 +303,12 @@ async def profile_applied(engine: AsyncEngine, ws: str) -> tuple[int, int]:
         counted = (await conn.execute(select(func.coalesce(func.sum(
             profiles.c.event_count), 0)).where(profiles.c.workspace_id == ws))).scalar_one()
     return rows, int(counted)
+
+
+async def email_template(url: str, admin_headers: dict[str, str], name: str) -> None:
+    """Once `url` (messaging) is ready, the email template `name`: "Once" / "only once"."""
+    await ready(url)
+    async with httpx.AsyncClient(headers=admin_headers, timeout=10) as http:
+        r = await http.put(f"{url}/v1/templates/{name}", json={
+            "channel": "email", "subject": "Once", "text": "only once"})
+        assert r.status_code == 200, r.text

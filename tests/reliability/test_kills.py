@@ -15,7 +15,6 @@ import signal
 import time
 import uuid
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -28,9 +27,9 @@ from shared.settings import Settings
 from tests.reliability.harness import (
     ROUNDS,
     email_sends,
+    email_template,
     kill,
     publish_sends,
-    ready,
     reconcile,
     recording_smtp,
     serve,
@@ -63,11 +62,7 @@ async def test_sigkill_messaging_mid_flow_loses_nothing_sends_nothing_twice(
         url = f"http://127.0.0.1:{port}"
         proc = serve("messaging", env, port)
         try:
-            await ready(url)
-            async with httpx.AsyncClient(headers=admin_headers) as http:
-                r = await http.put(f"{url}/v1/templates/kill", json={
-                    "channel": "email", "subject": "Once", "text": "only once"})
-                assert r.status_code == 200, r.text
+            await email_template(url, admin_headers, "kill")
             victim = proc.pid
             at = 10 + 7 * round_  # a different moment each round
 

@@ -24,9 +24,9 @@ from shared.settings import Settings
 from tests.reliability.harness import (
     ROUNDS,
     email_sends,
+    email_template,
     kill,
     publish_sends,
-    ready,
     reconcile,
     recording_smtp,
     serve,
@@ -134,11 +134,7 @@ async def test_postgres_fault_then_sigkill_no_offset_ahead_of_durable_state(
         url = f"http://127.0.0.1:{port}"
         proc = serve("messaging", env, port)
         try:
-            await ready(url)
-            async with httpx.AsyncClient(headers=admin_headers, timeout=10) as http:
-                r = await http.put(f"{url}/v1/templates/pgfault", json={
-                    "channel": "email", "subject": "Once", "text": "only once"})
-                assert r.status_code == 200, r.text
+            await email_template(url, admin_headers, "pgfault")
             smtp.delay = 0.02
             cmds = email_sends(f"f-{uuid.uuid4().hex[:8]}", "pgfault", SENDS, "f")
             await publish_sends(producer, own, cmds)

@@ -26,6 +26,7 @@ from tests.reliability.harness import (
     CommandReader,
     Figures,
     email_sends,
+    email_template,
     entered,
     journey_admin_key,
     profile_applied,
@@ -59,11 +60,7 @@ async def test_scale_messaging_1_3_1_under_load(settings: Settings,
         port = free_port()
         procs = [serve("messaging", env, port)]
         try:
-            await ready(f"http://127.0.0.1:{port}")
-            async with httpx.AsyncClient(headers=admin_headers) as http:
-                r = await http.put(f"http://127.0.0.1:{port}/v1/templates/scale", json={
-                    "channel": "email", "subject": "Once", "text": "only once"})
-                assert r.status_code == 200, r.text
+            await email_template(f"http://127.0.0.1:{port}", admin_headers, "scale")
             run = uuid.uuid4().hex[:8]
             cmds = email_sends(f"s-{run}", "scale", SENDS, "s")
 

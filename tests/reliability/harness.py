@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -36,7 +36,9 @@ from shared.contracts.envelope import message_key
 from shared.contracts.events import Event, EventType
 from shared.contracts.profile import ProfileEvent, ProfileSnapshot
 from shared.contracts.send import Channel, Recipient, SendCommand
-from shared.kafka import publish
+from shared.db import create_engine
+from shared.kafka import create_producer, publish
+from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.support.net import free_port
 from tests.support.processes import kill as kill  # re-exported for the scenarios
@@ -312,3 +314,41 @@ async def email_template(url: str, admin_headers: dict[str, str], name: str) -> 
         r = await http.put(f"{url}/v1/templates/{name}", json={
             "channel": "email", "subject": "Once", "text": "only once"})
         assert r.status_code == 200, r.text
+
+
+async def scenario(settings: Settings, prefix: str,
+                   client_id: str) -> tuple[Settings, AsyncEngine, AIOKafkaProducer]:
+    """A scenario's own topics (`<prefix>-<random>.`), an engine on its database and a started
+    producer; the scenario stops and disposes of them."""
+    own = settings.model_copy(update={"topic_prefix": f"{prefix}-{uuid.uuid4().hex[:8]}."})
+    await ensure_topics(own)
+    engine = create_engine(own.database_url)
+    producer = create_producer(own, client_id=client_id)
+    await producer.start()
+    return own, engine, producer
+
+
+async def publish_journey(url: str, key: str, journey: dict[str, Any]) -> None:
+    """Once journey at `url` is ready, `journey` saved and published with admin key `key`."""
+    await ready(url)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
+        r = await http.post(f"{url}/v1/journeys", json=journey)
+        assert r.status_code == 201, r.text
+        r = await http.post(f"{url}/v1/journeys/{journey['key']}/publish")
+        assert r.status_code == 200, r.text
+
+
+async def applied_once(engine: AsyncEngine, ws: str, name: str, accepted: int, total: int,
+                       every: float = 0.1) -> tuple[Figures, int, int]:
+    """Waits (120 s at most) until `total` events of `ws` are applied and counted, then 1 s
+    more for any counted twice: the figures, the history rows and the counted events."""
+    deadline = asyncio.get_running_loop().time() + 120
+    while (got := await profile_applied(engine, ws))[0] < total or got[1] < total:
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(every)
+    await asyncio.sleep(1)  # anything counted twice would show now
+    rows, counted = await profile_applied(engine, ws)
+    f = Figures(name, accepted)
+    f.lost = ["x"] * max(0, total - rows)
+    f.duplicated = ["x"] * max(0, counted - total)
+    return f, rows, counted

@@ -9,12 +9,8 @@ import asyncio
 import time
 import uuid
 
-import httpx
 import pytest
 
-from shared.db import create_engine
-from shared.kafka import create_producer
-from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode
 from shared.settings import Settings
 from tests.reliability.harness import (
@@ -23,7 +19,8 @@ from tests.reliability.harness import (
     entered,
     journey_admin_key,
     kill,
-    ready,
+    publish_journey,
+    scenario,
     sends_once,
     serve,
     service_env,
@@ -43,14 +40,10 @@ JOURNEY = {"key": "rel-welcome", "name": "Reliability welcome",
 @pytest.mark.parametrize("round_", range(ROUNDS))
 async def test_sigkill_journey_mid_flow_sends_each_customer_once(
         settings: Settings, admin_headers: dict[str, str], round_: int) -> None:
-    own = settings.model_copy(update={"topic_prefix": f"killj-{uuid.uuid4().hex[:8]}."})
-    await ensure_topics(own)
-    engine = create_engine(own.database_url)
+    own, engine, producer = await scenario(settings, "killj", "test-kill-journey")
     ws = f"ws-{uuid.uuid4().hex[:10]}"
     key = await journey_admin_key(engine, ws)
     await engine.dispose()
-    producer = create_producer(own, client_id="test-kill-journey")
-    await producer.start()
     reader = CommandReader(own, ws)
     await reader.start()
     commands = reader.commands
@@ -59,12 +52,7 @@ async def test_sigkill_journey_mid_flow_sends_each_customer_once(
     url = f"http://127.0.0.1:{port}"
     proc = serve("journey", env, port)
     try:
-        await ready(url)
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
-            r = await http.post(f"{url}/v1/journeys", json=JOURNEY)
-            assert r.status_code == 201, r.text
-            r = await http.post(f"{url}/v1/journeys/{JOURNEY['key']}/publish")
-            assert r.status_code == 200, r.text
+        await publish_journey(url, key, JOURNEY)
         profiles = [str(uuid.uuid4()) for _ in range(CUSTOMERS)]
 
         async def enter(profile: str) -> None:

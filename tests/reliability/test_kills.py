@@ -20,9 +20,6 @@ from sqlalchemy import select
 
 from services.messaging.providers.email import Settings as SmtpSettings
 from services.messaging.tables import messages
-from shared.db import create_engine
-from shared.kafka import create_producer
-from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.reliability.harness import (
     ROUNDS,
@@ -32,6 +29,7 @@ from tests.reliability.harness import (
     publish_sends,
     reconcile,
     recording_smtp,
+    scenario,
     serve,
     service_env,
     settled,
@@ -48,11 +46,7 @@ SENDS = 60
 @pytest.mark.parametrize("round_", range(ROUNDS))
 async def test_sigkill_messaging_mid_flow_loses_nothing_sends_nothing_twice(
         settings: Settings, admin_headers: dict[str, str], round_: int) -> None:
-    own = settings.model_copy(update={"topic_prefix": f"kill-{uuid.uuid4().hex[:8]}."})
-    await ensure_topics(own)
-    engine = create_engine(own.database_url)
-    producer = create_producer(own, client_id="test-kill")
-    await producer.start()
+    own, engine, producer = await scenario(settings, "kill", "test-kill")
     killed_at: list[float] = []
     with recording_smtp() as (smtp_url, smtp):
         port = free_port()

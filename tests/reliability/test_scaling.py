@@ -12,28 +12,25 @@ import signal
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from shared.db import create_engine
-from shared.kafka import create_producer
-from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode
 from shared.settings import Settings
 from tests.reliability.harness import (
     SOAK,
     CommandReader,
-    Figures,
+    applied_once,
     email_sends,
     email_template,
     entered,
     journey_admin_key,
-    profile_applied,
+    publish_journey,
     publish_sends,
     ready,
     reconcile,
     recording_smtp,
+    scenario,
     sends_once,
     serve,
     service_env,
@@ -50,11 +47,7 @@ SENDS = 300
 @pytest.mark.timeout(300)
 async def test_scale_messaging_1_3_1_under_load(settings: Settings,
                                                 admin_headers: dict[str, str]) -> None:
-    own = settings.model_copy(update={"topic_prefix": f"scale-{uuid.uuid4().hex[:8]}."})
-    await ensure_topics(own)
-    engine = create_engine(own.database_url)
-    producer = create_producer(own, client_id="test-scale")
-    await producer.start()
+    own, engine, producer = await scenario(settings, "scale", "test-scale")
     with recording_smtp() as (smtp_url, smtp):
         env = service_env(own, admin_headers, TOUCHPOINT_SMTP_URL=smtp_url)
         port = free_port()
@@ -99,18 +92,11 @@ async def _scale_1_3_1(service: str, env: dict[str, str], procs: list[Any],
 @pytest.mark.timeout(300)
 async def test_scale_profile_1_3_1_under_load(settings: Settings,
                                               admin_headers: dict[str, str]) -> None:
-    own = settings.model_copy(update={"topic_prefix": f"scalep-{uuid.uuid4().hex[:8]}."})
-    await ensure_topics(own)
     ws, users, per_user = f"rel-{uuid.uuid4().hex[:8]}", 30, 10
-    engine = create_engine(own.database_url)
-    producer = create_producer(own, client_id="test-scale-profile")
-    await producer.start()
+    own, engine, producer = await scenario(settings, "scalep", "test-scale-profile")
     env = service_env(own, admin_headers)
     port = free_port()
     procs = [serve("profile", env, port)]
-
-    async def applied() -> tuple[int, int]:
-        return await profile_applied(engine, ws)
 
     async def feed() -> None:  # ~20 events/s for 15 s
         for n in range(per_user):
@@ -127,15 +113,8 @@ async def test_scale_profile_1_3_1_under_load(settings: Settings,
         await ready(f"http://127.0.0.1:{port}")
         await _scale_1_3_1("profile", env, procs, asyncio.create_task(feed()))
         total = users * per_user
-        deadline = asyncio.get_running_loop().time() + 120
-        while (got := await applied())[0] < total or got[1] < total:
-            assert asyncio.get_running_loop().time() < deadline, got
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1)  # anything counted twice would show now
-        rows, counted = await applied()
-        f = Figures("scale-profile-1-3-1", total)
-        f.lost = ["x"] * max(0, total - rows)
-        f.duplicated = ["x"] * max(0, counted - total)
+        f, rows, counted = await applied_once(engine, ws, "scale-profile-1-3-1", total, total,
+                                              every=0.2)
         f.show()
         assert rows == total and counted == total
     finally:
@@ -147,14 +126,10 @@ async def test_scale_profile_1_3_1_under_load(settings: Settings,
 @pytest.mark.timeout(300)
 async def test_scale_journey_1_3_1_under_load(settings: Settings,
                                               admin_headers: dict[str, str]) -> None:
-    own = settings.model_copy(update={"topic_prefix": f"scalej-{uuid.uuid4().hex[:8]}."})
-    await ensure_topics(own)
-    engine = create_engine(own.database_url)
+    own, engine, producer = await scenario(settings, "scalej", "test-scale-journey")
     ws = f"ws-{uuid.uuid4().hex[:10]}"
     key = await journey_admin_key(engine, ws)
     await engine.dispose()
-    producer = create_producer(own, client_id="test-scale-journey")
-    await producer.start()
     reader = CommandReader(own, ws)
     await reader.start()
     commands = reader.commands
@@ -175,17 +150,11 @@ async def test_scale_journey_1_3_1_under_load(settings: Settings,
             await asyncio.sleep(0.25)
 
     try:
-        await ready(url)
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
-            r = await http.post(f"{url}/v1/journeys", json={
-                "key": "rel-scaled", "name": "Scaling", "stages": [
-                    {"key": "in", "enter": {"event": "Rel Scaled"},
-                     "steps": [{"id": "settle", "wait": "PT1S"},
-                               {"id": "hi", "send": {"channel": "email",
-                                                     "template": "welcome"}}]}]})
-            assert r.status_code == 201, r.text
-            r = await http.post(f"{url}/v1/journeys/rel-scaled/publish")
-            assert r.status_code == 200, r.text
+        await publish_journey(url, key, {
+            "key": "rel-scaled", "name": "Scaling", "stages": [
+                {"key": "in", "enter": {"event": "Rel Scaled"},
+                 "steps": [{"id": "settle", "wait": "PT1S"},
+                           {"id": "hi", "send": {"channel": "email", "template": "welcome"}}]}]})
         await _scale_1_3_1("journey", env, procs, asyncio.create_task(feed()))
         deadline = asyncio.get_running_loop().time() + 120
         while len({c["profile_id"] for c in commands}) < len(customers):

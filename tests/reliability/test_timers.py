@@ -36,6 +36,7 @@ from tests.reliability.harness import (
     entered,
     journey_admin_key,
     kill,
+    publish_journey,
     ready,
     serve,
     service_env,
@@ -79,12 +80,7 @@ async def test_due_timers_fire_once_none_early_across_two_replicas(
     await producer.start()
     try:
         url = f"http://127.0.0.1:{ports[0]}"
-        await ready(url)
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
-            r = await http.post(f"{url}/v1/journeys", json=JOURNEY)
-            assert r.status_code == 201, r.text
-            r = await http.post(f"{url}/v1/journeys/{JOURNEY['key']}/publish")
-            assert r.status_code == 200, r.text
+        await publish_journey(url, key, JOURNEY)
         seed = str(uuid.uuid4())
         message = entered(ws, seed, "Rel Timer", eid=f"ev-{seed}")
         await producer.send_and_wait(own.topic("profile-events"), encode(message),

@@ -43,6 +43,7 @@ from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.support.broker import tansu_broker
 from tests.support.net import free_port, wait_for_port
+from tests.support.options import bench_options
 from tests.support.postgres import postgres_server, scratch_database
 from tests.support.processes import die_with_parent
 from tests.support.topics import read_topic
@@ -290,12 +291,6 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--track-seconds", type=int, default=8)
-    parser.add_argument("--track-connections", type=int, default=64)
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--latency-seconds", type=int, default=10)
+    parser = bench_options(__doc__, events=100_000, batch_size=100, connections=8,
+                           track_seconds=8, track_connections=64, rate=1000, latency_seconds=10)
     asyncio.run(main(parser.parse_args()))

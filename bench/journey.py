@@ -33,7 +33,6 @@ a rate above capacity only measures the backlog.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -55,6 +54,7 @@ from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.support.broker import tansu_broker
 from tests.support.net import free_port
+from tests.support.options import bench_options
 from tests.support.postgres import postgres_server, scratch_database
 from tests.support.ready import wait_ready
 
@@ -349,12 +349,8 @@ async def main(n_events: int, n_timers: int, timer_rate: int, n_broadcast: int =
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--timers", type=int, default=100_000)
-    parser.add_argument("--timer-rate", type=int, default=2_000)
-    parser.add_argument("--broadcast", type=int, default=200_000)
-    parser.add_argument("--broadcast-rate", type=int, default=20_000)
+    parser = bench_options(__doc__, events=10_000, timers=100_000, timer_rate=2_000,
+                           broadcast=200_000, broadcast_rate=20_000)
     parser.add_argument("--policy", action="store_true")
     args = parser.parse_args()
     asyncio.run(main(args.events, args.timers, args.timer_rate, args.broadcast,

@@ -18,7 +18,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts.events import Event
-from shared.kafka import ConsumerLoop, ConsumerSpec, Record, create_producer
+from shared.kafka import ConsumerLoop, ConsumerSpec, create_producer
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import header
 from shared.kafka.group_offsets import committed_offsets
@@ -26,6 +26,7 @@ from shared.settings import Settings
 from tests.integration.test_consumer_loop import (
     count,
     effects_schema,
+    failing_on,
     recording_handler,
     run_until,
 )
@@ -102,11 +103,7 @@ async def test_poison_on_one_topic_does_not_stop_the_other(world: World, unique:
     settings, engine, effects, inbox, first, second = world
     calls: list[str] = []
     inner = recording_handler(engine, effects, inbox, calls)
-
-    async def picky(records: list[Record]) -> None:
-        if any(r.value.id == "a666" for r in records):
-            raise ValueError("this one can never work")
-        await inner(records)
+    picky = failing_on("a666", ValueError("this one can never work"), inner)
 
     await produce(settings, {first: [event("a1"), event("a666"), b"{not json", event("a2")],
                              second: [event(f"b{i}") for i in range(5)]})

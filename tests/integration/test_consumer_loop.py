@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import orjson
@@ -90,6 +90,17 @@ def recording_handler(engine: AsyncEngine, effects: Table, inbox: Table, calls: 
     return handle
 
 
+def failing_on(bad_id: str, error: Exception,
+               inner: Callable[[list[Record]], Awaitable[None]],
+               ) -> Callable[[list[Record]], Awaitable[None]]:
+    """`inner`, except that a batch holding event `bad_id` raises `error`."""
+    async def handler(records: list[Record]) -> None:
+        if any(r.value.id == bad_id for r in records):
+            raise error
+        await inner(records)
+    return handler
+
+
 async def run_until(loop: ConsumerLoop, condition, timeout: float = 45.0) -> None:
     task = asyncio.create_task(loop.run())
     try:
@@ -162,12 +173,8 @@ async def test_poison_messages_go_to_dlq_and_partition_keeps_flowing(world) -> N
                                                   "traits": {EMAIL: "a\x00"}}), event(3),
                                     event(666), event(4)])
     calls: list[str] = []
-    inner = recording_handler(engine, effects, inbox, calls)
-
-    async def handler(records: list[Record]) -> None:
-        if any(r.value.id == "e666" for r in records):
-            raise ValueError(f"this one can never work: {EMAIL}")
-        await inner(records)
+    handler = failing_on("e666", ValueError(f"this one can never work: {EMAIL}"),
+                         recording_handler(engine, effects, inbox, calls))
 
     producer = create_producer(settings)
     await producer.start()
@@ -220,12 +227,8 @@ async def test_invalid_message_raised_by_handler_is_dead_lettered_alone(world) -
     settings, engine, effects, inbox, topic = world
     await produce(settings, topic, [event(1), event(2), event(3)])
     calls: list[str] = []
-    inner = recording_handler(engine, effects, inbox, calls)
-
-    async def handler(records: list[Record]) -> None:
-        if any(r.value.id == "e2" for r in records):
-            raise InvalidMessage("e2 names an unknown workspace")
-        await inner(records)
+    handler = failing_on("e2", InvalidMessage("e2 names an unknown workspace"),
+                         recording_handler(engine, effects, inbox, calls))
 
     producer = create_producer(settings)
     await producer.start()

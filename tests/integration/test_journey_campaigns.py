@@ -422,15 +422,19 @@ async def test_simulate_applies_the_workspace_policy(stack: Stack) -> None:
         "control_group"}
 
 
+def _now_and_next(hour: int) -> tuple[datetime, datetime]:
+    """Now, and the next `hour`:00 UTC from now."""
+    real = datetime.now(UTC)
+    at = real.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return real, at if at >= real else at + timedelta(days=1)
+
+
 async def test_quiet_hours_in_two_zones(stack: Stack) -> None:
     ws, admin = await workspace(stack)
     harness = stack.journey
-    real = datetime.now(UTC)
     # 23:30 UTC: 08:30 in Tokyo (quiet until 09:00), 23:30 in Lisbon in winter (quiet).
     # And 12:00 UTC: 21:00 in Tokyo (quiet), 12:00 in Lisbon (not quiet).
-    noon = real.replace(hour=12, minute=0, second=0, microsecond=0)
-    if noon < real:
-        noon += timedelta(days=1)
+    real, noon = _now_and_next(12)
     harness.clock.offset = noon - real
     try:
         await put_policy(stack, admin, {"quiet_hours": {"start": "21:00", "end": "09:00"}})
@@ -587,10 +591,7 @@ async def test_journeys_send_nothing_to_the_control_group_and_count_it(stack: St
 async def test_scheduled_and_local_time_broadcasts(stack: Stack) -> None:
     ws, admin = await workspace(stack)
     harness = stack.journey
-    real = datetime.now(UTC)
-    ten = real.replace(hour=10, minute=0, second=0, microsecond=0)
-    if ten < real:
-        ten += timedelta(days=1)
+    real, ten = _now_and_next(10)
     harness.clock.offset = ten - real  # 10:00 UTC: 19:00 in Tokyo, 10:00 or 11:00 in Lisbon
     try:
         await customers(stack, ws, ["tokyo"], timezone="Asia/Tokyo")

@@ -352,3 +352,35 @@ async def applied_once(engine: AsyncEngine, ws: str, name: str, accepted: int, t
     f.lost = ["x"] * max(0, total - rows)
     f.duplicated = ["x"] * max(0, counted - total)
     return f, rows, counted
+
+
+async def publish_emails(producer: Any, own: Settings, tag: str, template: str, count: int,
+                         mailbox: str) -> list[SendCommand]:
+    """`email_sends(...)`, published at once; the commands."""
+    cmds = email_sends(tag, template, count, mailbox)
+    await publish_sends(producer, own, cmds)
+    return cmds
+
+
+async def journey_scenario(settings: Settings, prefix: str, client_id: str,
+                           ) -> tuple[Settings, AIOKafkaProducer, str, str, CommandReader]:
+    """`scenario` for journey: a new workspace with an admin key, and a started reader of
+    its send commands: (own, producer, ws, key, reader)."""
+    own, engine, producer = await scenario(settings, prefix, client_id)
+    ws = f"ws-{uuid.uuid4().hex[:10]}"
+    key = await journey_admin_key(engine, ws)
+    await engine.dispose()
+    reader = CommandReader(own, ws)
+    await reader.start()
+    return own, producer, ws, key, reader
+
+
+async def send_track(producer: Any, own: Settings, ws: str, user: int, n: int,
+                     event: str) -> None:
+    """Track call `n` of user `user` of `ws` (event `event`) onto the events topic."""
+    value = orjson.dumps({
+        "id": f"{ws}-{user}-{n}", "workspace_id": ws, "type": "track",
+        "event": event, "user_id": f"{ws}-user-{user}",
+        "timestamp": "2026-12-04T10:00:00Z", "received_at": "2026-12-04T10:00:00Z"})
+    await producer.send_and_wait(own.topic("events"), value,
+                                 key=f"{ws}:{ws}-user-{user}".encode())

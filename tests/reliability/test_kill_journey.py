@@ -15,12 +15,10 @@ from shared.kafka.codec import encode
 from shared.settings import Settings
 from tests.reliability.harness import (
     ROUNDS,
-    CommandReader,
     entered,
-    journey_admin_key,
+    journey_scenario,
     kill,
     publish_journey,
-    scenario,
     sends_once,
     serve,
     service_env,
@@ -40,12 +38,7 @@ JOURNEY = {"key": "rel-welcome", "name": "Reliability welcome",
 @pytest.mark.parametrize("round_", range(ROUNDS))
 async def test_sigkill_journey_mid_flow_sends_each_customer_once(
         settings: Settings, admin_headers: dict[str, str], round_: int) -> None:
-    own, engine, producer = await scenario(settings, "killj", "test-kill-journey")
-    ws = f"ws-{uuid.uuid4().hex[:10]}"
-    key = await journey_admin_key(engine, ws)
-    await engine.dispose()
-    reader = CommandReader(own, ws)
-    await reader.start()
+    own, producer, ws, key, reader = await journey_scenario(settings, "killj", "test-kill-journey")
     commands = reader.commands
     port = free_port()
     env = service_env(own, admin_headers)

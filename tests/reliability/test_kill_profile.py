@@ -8,7 +8,6 @@ import asyncio
 import time
 import uuid
 
-import orjson
 import pytest
 
 from shared.settings import Settings
@@ -19,6 +18,7 @@ from tests.reliability.harness import (
     profile_applied,
     ready,
     scenario,
+    send_track,
     serve,
     service_env,
 )
@@ -47,12 +47,7 @@ async def test_sigkill_profile_under_load_counts_every_event_once(
         async def feed(pairs: list[tuple[int, int]]) -> None:  # ~60 events/s
             nonlocal sent
             for u, n in pairs:
-                value = orjson.dumps({
-                    "id": f"{ws}-{u}-{n}", "workspace_id": ws, "type": "track",
-                    "event": "Reliability", "user_id": f"{ws}-user-{u}",
-                    "timestamp": "2026-12-04T10:00:00Z", "received_at": "2026-12-04T10:00:00Z"})
-                await producer.send_and_wait(own.topic("events"), value,
-                                             key=f"{ws}:{ws}-user-{u}".encode())
+                await send_track(producer, own, ws, u, n, "Reliability")
                 sent += 1
                 await asyncio.sleep(1 / 60)
 

@@ -23,10 +23,9 @@ from services.messaging.tables import messages
 from shared.settings import Settings
 from tests.reliability.harness import (
     ROUNDS,
-    email_sends,
     email_template,
     kill,
-    publish_sends,
+    publish_emails,
     reconcile,
     recording_smtp,
     scenario,
@@ -67,8 +66,7 @@ async def test_sigkill_messaging_mid_flow_loses_nothing_sends_nothing_twice(
 
             smtp.on_data, smtp.delay = on_data, 0.02  # calls overlap: several in flight
             run = uuid.uuid4().hex[:8]
-            cmds = email_sends(f"k-{run}", "kill", SENDS, "c")
-            await publish_sends(producer, own, cmds)
+            cmds = await publish_emails(producer, own, f"k-{run}", "kill", SENDS, "c")
             try:
                 await asyncio.to_thread(proc.wait, 60)
             except Exception:

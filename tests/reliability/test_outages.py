@@ -23,10 +23,9 @@ from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.reliability.harness import (
     ROUNDS,
-    email_sends,
     email_template,
     kill,
-    publish_sends,
+    publish_emails,
     reconcile,
     recording_smtp,
     serve,
@@ -78,8 +77,8 @@ async def test_postgres_cut_mid_flow_loses_nothing_sends_nothing_twice(
                     "channel": "email", "subject": "Once", "text": "only once"})
                 assert r.status_code == 200, r.text
                 smtp.delay = 0.02
-                cmds = email_sends(f"p-{uuid.uuid4().hex[:8]}", "pgcut", SENDS, "p")
-                await publish_sends(producer, own, cmds)
+                cmds = await publish_emails(producer, own, f"p-{uuid.uuid4().hex[:8]}", "pgcut",
+                                            SENDS, "p")
                 while sum(smtp.received.values()) < 20 + 10 * round_:
                     await asyncio.sleep(0.01)
                 await proxy.cut()
@@ -136,8 +135,8 @@ async def test_postgres_fault_then_sigkill_no_offset_ahead_of_durable_state(
         try:
             await email_template(url, admin_headers, "pgfault")
             smtp.delay = 0.02
-            cmds = email_sends(f"f-{uuid.uuid4().hex[:8]}", "pgfault", SENDS, "f")
-            await publish_sends(producer, own, cmds)
+            cmds = await publish_emails(producer, own, f"f-{uuid.uuid4().hex[:8]}", "pgfault",
+                                        SENDS, "f")
             deadline = asyncio.get_running_loop().time() + 60
             while sum(smtp.received.values()) < 20:
                 assert asyncio.get_running_loop().time() < deadline

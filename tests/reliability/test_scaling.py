@@ -12,25 +12,24 @@ import signal
 import uuid
 from typing import Any
 
-import orjson
 import pytest
 
 from shared.kafka.codec import encode
 from shared.settings import Settings
 from tests.reliability.harness import (
     SOAK,
-    CommandReader,
     applied_once,
     email_sends,
     email_template,
     entered,
-    journey_admin_key,
+    journey_scenario,
     publish_journey,
     publish_sends,
     ready,
     reconcile,
     recording_smtp,
     scenario,
+    send_track,
     sends_once,
     serve,
     service_env,
@@ -101,12 +100,7 @@ async def test_scale_profile_1_3_1_under_load(settings: Settings,
     async def feed() -> None:  # ~20 events/s for 15 s
         for n in range(per_user):
             for u in range(users):
-                value = orjson.dumps({
-                    "id": f"{ws}-{u}-{n}", "workspace_id": ws, "type": "track",
-                    "event": "Scaling", "user_id": f"{ws}-user-{u}",
-                    "timestamp": "2026-12-04T10:00:00Z", "received_at": "2026-12-04T10:00:00Z"})
-                await producer.send_and_wait(own.topic("events"), value,
-                                             key=f"{ws}:{ws}-user-{u}".encode())
+                await send_track(producer, own, ws, u, n, "Scaling")
                 await asyncio.sleep(0.05)
 
     try:
@@ -126,12 +120,8 @@ async def test_scale_profile_1_3_1_under_load(settings: Settings,
 @pytest.mark.timeout(300)
 async def test_scale_journey_1_3_1_under_load(settings: Settings,
                                               admin_headers: dict[str, str]) -> None:
-    own, engine, producer = await scenario(settings, "scalej", "test-scale-journey")
-    ws = f"ws-{uuid.uuid4().hex[:10]}"
-    key = await journey_admin_key(engine, ws)
-    await engine.dispose()
-    reader = CommandReader(own, ws)
-    await reader.start()
+    own, producer, ws, key, reader = await journey_scenario(settings, "scalej",
+                                                            "test-scale-journey")
     commands = reader.commands
     env = service_env(own, admin_headers)
     port = free_port()

@@ -38,14 +38,11 @@ from aiokafka import AIOKafkaProducer
 
 from services.ingest.domain.calls import Call, event_document
 from services.ingest.publisher import Outgoing
-from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
-from shared.settings import Settings
-from tests.support.broker import tansu_broker
 from tests.support.net import free_port, wait_for_port
 from tests.support.options import bench_options
-from tests.support.postgres import postgres_server, scratch_database
 from tests.support.processes import die_with_parent
+from tests.support.stack import bench_stack
 from tests.support.topics import read_topic
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
@@ -214,12 +211,8 @@ async def on_topic(bootstrap: str, topic: str, expected: int) -> int:
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tansu_broker() as bootstrap, postgres_server() as server, \
-            scratch_database(server) as db_url:
-        settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap, topic_prefix="bench.",
-                            topic_partitions=6, bootstrap_write_key=WRITE)
-        await asyncio.to_thread(upgrade_all, db_url)
-        await ensure_topics(settings)
+    async with bench_stack(bootstrap_write_key=WRITE) as settings:
+        bootstrap, db_url = settings.kafka_bootstrap, settings.database_url
         await ensure_topics(settings, ["bench.raw"])
         raw_rate, raw_cpu = await ceiling(bootstrap, "bench.raw", args.events,
                                           settings.producer_linger_ms)

@@ -24,7 +24,6 @@ from shared.settings import Settings
 from tests.reliability.harness import (
     ROUNDS,
     email_template,
-    kill,
     publish_emails,
     reconcile,
     recording_smtp,
@@ -33,6 +32,7 @@ from tests.reliability.harness import (
     settled,
 )
 from tests.support.net import free_port
+from tests.support.processes import kill
 from tests.support.proxy import TcpProxy
 from tests.support.servers import serve_app
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import ValidationError
 from sqlalchemy import DateTime, String, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.journey.api.insight import goal_figures
 from services.journey.api.schemas import (
@@ -23,6 +23,7 @@ from services.journey.api.schemas import (
     SimulationOut,
     Validated,
 )
+from services.journey.api.summary import summaries
 from services.journey.broadcasts import entries
 from services.journey.domain.document import JourneyDocument
 from services.journey.domain.policy import in_control
@@ -124,25 +125,46 @@ async def list_journeys(engine: EngineDep, principal: AdminDep,
     async with engine.connect() as conn:
         rows = (await conn.execute(select(journeys).where(
             journeys.c.workspace_id == ws).order_by(journeys.c.key))).mappings().all()
-        counts = {}
-        if "stats" in wanted:
-            i = instances.c
-            counts = {r.journey_key: {
-                "entries": r.entries, "active": r.active, "customers": r.customers,
-                "converted": r.converted} for r in (await conn.execute(select(
-                    i.journey_key, func.count().label("entries"),
-                    func.count().filter(i.status == "active").label("active"),
-                    func.count(i.profile_id.distinct()).label("customers"),
-                    func.count(i.profile_id.distinct()).filter(
-                        i.goal_at.is_not(None), i.holdout.is_(False)).label("converted"))
-                .where(i.workspace_id == ws).group_by(i.journey_key))).all()}
-        goals = (await goal_figures(conn, ws, [r["key"] for r in rows])
-                 if "goal" in wanted and rows else {})
+    cache = summaries(engine)
+    counts = (await cache.get(ws, "stats", lambda: _counts(engine, ws))
+              if "stats" in wanted else {})
+    goals = (await cache.get(ws, "goal", lambda: _goals(engine, ws))
+             if "goal" in wanted and rows else {})
+    if "goal" in wanted and (new := [r["key"] for r in rows if r["key"] not in goals]):
+        async with engine.connect() as conn:  # created since the figures were computed
+            goals = goals | await goal_figures(conn, ws, new)
     empty = {"entries": 0, "active": 0, "customers": 0, "converted": 0}
     return {"items": [_summary(r) | ({"stats": counts.get(r["key"], empty)}
                                      if "stats" in wanted else {})
                       | ({"goal": goals[r["key"]]} if "goal" in wanted else {})
                       for r in rows]}
+
+
+async def _counts(engine: AsyncEngine, ws: str) -> tuple[dict[str, Any], int]:
+    """Every journey's entries, active instances, customers and converted customers (one
+    query for all), and the instances counted."""
+    i = instances.c
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(
+            i.journey_key, func.count().label("entries"),
+            func.count().filter(i.status == "active").label("active"),
+            func.count(i.profile_id.distinct()).label("customers"),
+            func.count(i.profile_id.distinct()).filter(
+                i.goal_at.is_not(None), i.holdout.is_(False)).label("converted"))
+            .where(i.workspace_id == ws).group_by(i.journey_key))).all()
+    return ({r.journey_key: {"entries": r.entries, "active": r.active,
+                             "customers": r.customers, "converted": r.converted}
+             for r in rows}, sum(r.entries for r in rows))
+
+
+async def _goals(engine: AsyncEngine, ws: str) -> tuple[dict[str, Any], int]:
+    """Every journey's goal block, and the instances counted."""
+    async with engine.connect() as conn:
+        keys = list((await conn.execute(select(journeys.c.key).where(
+            journeys.c.workspace_id == ws))).scalars())
+        figures = await goal_figures(conn, ws, keys) if keys else {}
+    return figures, sum(f[arm]["instances"] for f in figures.values()
+                        for arm in ("treated", "holdout"))
 
 
 @router.get("/{key}", responses=answers(JourneyOut, 404))

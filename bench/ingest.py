@@ -46,13 +46,12 @@ from aiokafka import AIOKafkaProducer
 
 from services.ingest.domain.calls import Call, event_document
 from services.ingest.publisher import Outgoing
-from shared.db.migrate import upgrade_all
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.support.broker import tansu_broker
 from tests.support.net import free_port, wait_for_port
-from tests.support.postgres import postgres_server, scratch_database
+from tests.support.options import bench_options
 from tests.support.processes import die_with_parent
+from tests.support.stack import bench_stack
 from tests.support.topics import read_topic
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
@@ -236,12 +235,8 @@ def idle_stack(env: dict[str, str], settings: Settings) -> list[subprocess.Popen
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tansu_broker() as bootstrap, postgres_server() as server, \
-            scratch_database(server) as db_url:
-        settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap, topic_prefix="bench.",
-                            topic_partitions=6, bootstrap_write_key=WRITE)
-        await asyncio.to_thread(upgrade_all, db_url)
-        await ensure_topics(settings)
+    async with bench_stack(bootstrap_write_key=WRITE) as settings:
+        bootstrap, db_url = settings.kafka_bootstrap, settings.database_url
         await ensure_topics(settings, ["bench.raw"])
         raw_rate, raw_cpu = await ceiling(bootstrap, "bench.raw", args.events,
                                           settings.producer_linger_ms)
@@ -338,14 +333,8 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--track-seconds", type=int, default=8)
-    parser.add_argument("--track-connections", type=int, default=64)
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--latency-seconds", type=int, default=10)
+    parser = bench_options(__doc__, events=100_000, batch_size=100, connections=8,
+                           track_seconds=8, track_connections=64, rate=1000, latency_seconds=10)
     parser.add_argument("--idle-stack", action="store_true",
                         help="run profile, journey and messaging idle beside ingest")
     parser.add_argument("--settle", type=int, default=60,

@@ -33,7 +33,6 @@ a rate above capacity only measures the backlog.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -50,13 +49,11 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from shared.db.migrate import upgrade_all
-from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.support.broker import tansu_broker
 from tests.support.net import free_port
-from tests.support.postgres import postgres_server, scratch_database
+from tests.support.options import bench_options
 from tests.support.ready import wait_ready
+from tests.support.stack import bench_stack
 
 LOG_DIR = os.environ.get("BENCH_LOG_DIR", "/tmp")
 ADMIN = f"tp_admin_bench_{uuid.uuid4().hex}"
@@ -247,12 +244,8 @@ async def broadcast_phase(http: httpx.AsyncClient, base: str, pg: asyncpg.Connec
 
 async def main(n_events: int, n_timers: int, timer_rate: int, n_broadcast: int = 0,
                broadcast_rate: int = 20_000, with_policy: bool = False) -> None:
-    with tansu_broker() as bootstrap, postgres_server() as server, \
-            scratch_database(server) as db_url:
-        settings = Settings(database_url=db_url, kafka_bootstrap=bootstrap, topic_prefix="bench.",
-                            topic_partitions=6, bootstrap_admin_key=ADMIN)
-        await asyncio.to_thread(upgrade_all, db_url)
-        await ensure_topics(settings)
+    async with bench_stack(bootstrap_admin_key=ADMIN) as settings:
+        bootstrap, db_url = settings.kafka_bootstrap, settings.database_url
         env = {**os.environ, "TOUCHPOINT_DATABASE_URL": db_url,
                "TOUCHPOINT_KAFKA_BOOTSTRAP": bootstrap, "TOUCHPOINT_TOPIC_PREFIX": "bench.",
                "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": ADMIN, "TOUCHPOINT_DEFAULT_WORKSPACE": WS,
@@ -349,12 +342,8 @@ async def main(n_events: int, n_timers: int, timer_rate: int, n_broadcast: int =
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--timers", type=int, default=100_000)
-    parser.add_argument("--timer-rate", type=int, default=2_000)
-    parser.add_argument("--broadcast", type=int, default=200_000)
-    parser.add_argument("--broadcast-rate", type=int, default=20_000)
+    parser = bench_options(__doc__, events=10_000, timers=100_000, timer_rate=2_000,
+                           broadcast=200_000, broadcast_rate=20_000)
     parser.add_argument("--policy", action="store_true")
     args = parser.parse_args()
     asyncio.run(main(args.events, args.timers, args.timer_rate, args.broadcast,

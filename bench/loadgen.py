@@ -22,7 +22,10 @@ import resource
 import time
 from urllib.parse import urlsplit
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import orjson
+
+from tests.support.loop import run_fast
 
 MAX_CONNECTIONS = 256
 
@@ -136,10 +139,4 @@ if __name__ == "__main__":
     parser.add_argument("--plan", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main(args.plan, args.out))
+    run_fast(main(args.plan, args.out))

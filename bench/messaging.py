@@ -15,7 +15,6 @@ the sink. Everything runs on uvloop, as `touchpoint serve` does.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import subprocess
@@ -46,6 +45,7 @@ from shared.settings import Settings
 from tests.support.broker import tansu_broker
 from tests.support.measure import consumed, cpu_seconds, processes
 from tests.support.net import free_port, wait_for_port
+from tests.support.options import bench_options
 from tests.support.postgres import postgres_server, scratch_database
 from tests.support.processes import die_with_parent
 from tests.support.ready import wait_ready
@@ -292,9 +292,7 @@ async def main(emails: int, renders: int, replicas: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--emails", type=int, default=10000)
-    parser.add_argument("--renders", type=int, default=20000)
+    parser = bench_options(__doc__, emails=10000, renders=20000)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2],
                         help="messaging processes in the consumer group, one run each")
     args = parser.parse_args()

@@ -15,7 +15,6 @@ Postgres the tests use, in one process with the profile service's GC setting.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import time
@@ -33,6 +32,7 @@ from shared.contracts.events import Event
 from shared.db import claim_new, create_engine
 from shared.db.migrate import upgrade_all
 from shared.settings import Settings
+from tests.support.options import bench_options
 from tests.support.postgres import postgres_server, scratch_database
 
 
@@ -187,9 +187,5 @@ async def main(n: int, users: int, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--users", type=int, default=5_000)
-    parser.add_argument("--batch", type=int, default=500)
-    args = parser.parse_args()
+    args = bench_options(__doc__, events=20_000, users=5_000, batch=500).parse_args()
     asyncio.run(main(args.events, args.users, args.batch))

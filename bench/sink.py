@@ -16,6 +16,10 @@ import asyncio
 import signal
 import time
 
+import _root  # noqa: F401  (the repository root on sys.path: tests.support)
+
+from tests.support.loop import run_fast
+
 _EHLO = (b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 10485760\r\n"
          b"250 PIPELINING\r\n")
 
@@ -91,10 +95,4 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main(args.port, args.out))
+    run_fast(main(args.port, args.out))

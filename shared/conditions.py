@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, TypeAdapter, ValidationInfo, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 Op = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "contains", "exists", "within_last"]
 MISSING: Any = object()  # what `lookup` returns for an absent path
@@ -84,6 +91,20 @@ def check_comparison(op: str, value: Any, info: ValidationInfo | None = None) ->
         if found:
             if not FIRST_YEAR <= int(found.group(1)) <= LAST_YEAR:
                 raise ValueError(f"date outside {FIRST_YEAR}-{LAST_YEAR}")
+
+
+class Evaluable(BaseModel):
+    """The base of a comparison model (its `op` and `value` declared by the subclass): one
+    no evaluation could do fails validation, so a bad duration or date is a 400 at save."""
+
+    if TYPE_CHECKING:
+        op: str
+        value: Any
+
+    @model_validator(mode="after")
+    def _evaluable(self, info: ValidationInfo) -> Self:
+        check_comparison(self.op, self.value, info)
+        return self
 
 
 def lookup(data: dict[str, Any], path: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -103,41 +103,31 @@ class ServiceRuntime:
             # half the fetches and commits of a loop per topic (shared/kafka/consumer.py).
             loop = ConsumerLoop(specs, self.settings, self.producer, name=self.parts.name)
             self.loops.append(loop)
-            self._tasks.append(asyncio.create_task(self._supervise(loop), name=loop.name))
+            self._tasks.append(asyncio.create_task(self._supervise(
+                loop.run, f"consumer {loop.name} crashed; restarting from last commit"),
+                name=loop.name))
         for worker in self.parts.workers(self):
             self.workers.append(worker)
-            self._tasks.append(asyncio.create_task(self._keep_running(worker),
-                                                   name=type(worker).__name__))
+            self._tasks.append(asyncio.create_task(self._supervise(
+                worker.run, f"worker {type(worker).__name__} crashed; restarting"),
+                name=type(worker).__name__))
         if self.relay is not None:
             self._tasks.append(asyncio.create_task(self.relay.run_sweeper(), name="outbox"))
         log.info("%s: connected, consumer for %d topic(s) running", self.parts.name,
                  sum(len(loop.specs) for loop in self.loops))
 
-    async def _supervise(self, loop: ConsumerLoop) -> None:
-        """A crashed loop restarts from its last commit (at-least-once), with backoff."""
+    async def _supervise(self, run: Callable[[], Awaitable[None]], crashed: str) -> None:
+        """A crashed consumer loop or worker restarts (a loop from its last commit:
+        at-least-once), with backoff; `crashed` is the log line."""
         delay = 1.0
         while not self._stopping.is_set():
             try:
-                await loop.run()
+                await run()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("consumer %s crashed; restarting from last commit", loop.name)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-
-    async def _keep_running(self, worker: Worker) -> None:
-        """A crashed worker restarts with backoff, like a consumer loop."""
-        delay = 1.0
-        while not self._stopping.is_set():
-            try:
-                await worker.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("worker %s crashed; restarting", type(worker).__name__)
+                log.exception("%s", crashed)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,13 +17,28 @@ from rich.markup import escape
 from rich.table import Table
 
 from shared.settings import APP_PORTS, APPS, DEFAULT_PORTS, SERVICES
-from touchpoint.client import ClientError, discover, load_documents, parse_properties, stats_table
+from touchpoint.client import (
+    Client,
+    ClientError,
+    discover,
+    load_documents,
+    parse_properties,
+    stats_table,
+)
 from touchpoint.commands import broadcasts, kpis, playbooks, policy
 from touchpoint.commands import dlq as dlq_commands
 from touchpoint.commands import messages as messages_commands
 from touchpoint.commands import secret as secret_commands
 from touchpoint.commands import templates as templates_commands
-from touchpoint.commands.common import AdminKey, Url, WriteKey, api_client, fail, load_settings
+from touchpoint.commands.common import (
+    AdminKey,
+    AsJson,
+    Url,
+    WriteKey,
+    api_client,
+    fail,
+    load_settings,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Touchpoint: event-driven customer journeys.")
@@ -209,39 +225,41 @@ def journeys_list(url: Url = None, admin_key: AdminKey = None) -> None:
     Console().print(table if items else "no journeys yet")
 
 
-@journeys_app.command("stats")
-def journeys_stats(
-    key: Annotated[str, typer.Argument(help="Journey key.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
-    url: Url = None, admin_key: AdminKey = None,
-) -> None:
-    """Customers per stage and status for one journey."""
+JourneyKey = Annotated[str, typer.Argument(help="Journey key.")]
+
+
+def _journey_read(url: str | None, admin_key: str | None, as_json: bool,
+                  read: Callable[[Client], dict[str, Any]]) -> dict[str, Any] | None:
+    """`read` from journey's API; printed as JSON (and None returned) with --json."""
     try:
         with api_client(url=("journey", url), admin_key=admin_key) as client:
-            stats = client.journey_stats(key)
+            body = read(client)
     except ClientError as exc:
         fail(str(exc))
     if as_json:
-        print(json.dumps(stats, indent=2))
-        return
-    Console().print(stats_table(stats))
+        print(json.dumps(body, indent=2))
+        return None
+    return body
+
+
+@journeys_app.command("stats")
+def journeys_stats(key: JourneyKey, as_json: AsJson = False,
+                   url: Url = None, admin_key: AdminKey = None) -> None:
+    """Customers per stage and status for one journey."""
+    stats = _journey_read(url, admin_key, as_json, lambda client: client.journey_stats(key))
+    if stats is not None:
+        Console().print(stats_table(stats))
 
 
 @journeys_app.command("why")
 def journeys_why(
     profile_id: Annotated[str, typer.Argument(help="Profile id.")],
-    key: Annotated[str, typer.Argument(help="Journey key.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
-    url: Url = None, admin_key: AdminKey = None,
+    key: JourneyKey, as_json: AsJson = False, url: Url = None, admin_key: AdminKey = None,
 ) -> None:
     """Why did (or didn't) this customer get a message: the journey's decision trace."""
-    try:
-        with api_client(url=("journey", url), admin_key=admin_key) as client:
-            trace = client.journey_trace(profile_id, key)
-    except ClientError as exc:
-        fail(str(exc))
-    if as_json:
-        print(json.dumps(trace, indent=2))
+    trace = _journey_read(url, admin_key, as_json,
+                          lambda client: client.journey_trace(profile_id, key))
+    if trace is None:
         return
     table = Table("at", "instance", "stage", "step", "decision", "why", box=box.SIMPLE_HEAVY)
     for d in trace.get("trace", []):

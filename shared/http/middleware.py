@@ -15,15 +15,29 @@ from shared import metrics
 from shared.contracts.storable import CONTROL_MESSAGE, JSON_CONTROL, has_control
 
 
-class BodySizeLimit:
-    """413 problem+json when the body is larger than `max_bytes` (declared or streamed)."""
+class _HttpMiddleware:
+    """Pure ASGI middleware of HTTP requests: other scopes (lifespan) pass through."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        return await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimit(_HttpMiddleware):
+    """413 problem+json when the body is larger than `max_bytes` (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        super().__init__(app)
+        self.max_bytes = max_bytes
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _too_large(send, self.max_bytes)
@@ -64,15 +78,14 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestMetrics:
+class RequestMetrics(_HttpMiddleware):
     """Counts and times requests per route template (not raw path: bounded label values)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app, self.service = app, service
+        super().__init__(app)
+        self.service = service
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = {"code": 500}
 
@@ -96,7 +109,7 @@ _CHECKED_BODIES = (b"application/json", b"application/x-www-form-urlencoded",
                    b"application/merge-patch+json", b"application/problem+json")
 
 
-class RejectControlCharacters:
+class RejectControlCharacters(_HttpMiddleware):
     """400 problem+json for NUL or another C0 control (tab, newline, CR aside) in the path,
     the query or a JSON/form body: the rule of `shared.contracts.storable`, applied before
     any route runs, so no such value reaches Postgres (which cannot store NUL) or a log.
@@ -105,11 +118,10 @@ class RejectControlCharacters:
     """
 
     def __init__(self, app: ASGIApp, body_exempt: Collection[str] = ()) -> None:
-        self.app, self.body_exempt = app, frozenset(body_exempt)
+        super().__init__(app)
+        self.body_exempt = frozenset(body_exempt)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if has_control(scope["path"]):
             return await _bad_input(send, "path")
         query: bytes = scope.get("query_string", b"")

@@ -13,6 +13,7 @@ import re
 import uuid
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -35,18 +36,11 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
+from tests.support.ready import wait_ready
 from tests.support.servers import serve_app
 from tests.support.smtp import Inbox
 
 pytestmark = pytest.mark.integration
-
-
-async def _ready(http: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        if (await http.get(f"{url}/readyz")).status_code == 200:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def find_everywhere(engine: AsyncEngine, needles: list[str]) -> dict[str, int]:
@@ -107,7 +101,7 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
                             profile_url=urls["profile"]))))
         urls["ingest"] = await stack.enter_async_context(serve_app(ingest_app(own)))
         for url in urls.values():
-            await _ready(http, url)
+            await wait_ready(http, url, timeout=30)
         ingest, profile, messaging = urls["ingest"], urls["profile"], urls["messaging"]
         journey = urls["journey"]
         lookup = f"{profile}/v1/profiles/lookup"
@@ -243,13 +237,8 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
         # 6. The known profile is erased.
         r = await http.delete(f"{profile}/v1/profiles/{survivor}", headers=admin_headers)
         assert r.status_code == 200, r.text
-        for _ in range(300):
-            async with engine.connect() as conn:
-                erased = (await conn.execute(select(messages.c.erased_at).where(
-                    messages.c.idempotency_key == key))).scalar()
-            if erased is not None:
-                break
-            await asyncio.sleep(0.1)
+        erased = await _scalar_once_set(engine, select(messages.c.erased_at).where(
+            messages.c.idempotency_key == key))
         assert erased is not None, "messaging never erased the visitor's message"
 
         # 7. Nothing of the person is left in any table of any schema; the bare ids only in
@@ -329,7 +318,7 @@ async def test_erasure_reaches_profiles_merged_long_before(
                              kind=kind, data={"merged_ids": merged}, occurred_at=now)
 
     async with serve_app(messaging_app(own)) as url, httpx.AsyncClient(timeout=10) as http:
-        await _ready(http, url)
+        await wait_ready(http, url, timeout=30)
         r = await http.put(f"{url}/v1/templates/early-{unique}", headers=admin_headers,
                            json={"channel": "email", "subject": "Hi",
                                  "text": "to {{ profile.traits.email }}"})
@@ -360,13 +349,8 @@ async def test_erasure_reaches_profiles_merged_long_before(
             await publish(producer, own.topic("profile-changes"),
                           [(message_key("default", c.profile_id), c) for c in changes],
                           topic_short="profile-changes")
-            for _ in range(300):
-                async with engine.connect() as conn:
-                    merged = (await conn.execute(select(profile_aliases.c.merged_into).where(
-                        profile_aliases.c.profile_id == first))).scalar()
-                if merged is not None:
-                    break
-                await asyncio.sleep(0.1)
+            await _scalar_once_set(engine, select(profile_aliases.c.merged_into).where(
+                profile_aliases.c.profile_id == first))
         row = None
         for _ in range(300):
             async with engine.connect() as conn:
@@ -380,3 +364,15 @@ async def test_erasure_reaches_profiles_merged_long_before(
         assert await find_everywhere(engine, [email]) == {}
     await producer.stop()
     await engine.dispose()
+
+
+async def _scalar_once_set(engine: AsyncEngine, query: Any) -> Any:
+    """`query`'s scalar once it is not None, polled for up to 30 s (else None)."""
+    value = None
+    for _ in range(300):
+        async with engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        if value is not None:
+            break
+        await asyncio.sleep(0.1)
+    return value

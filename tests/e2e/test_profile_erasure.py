@@ -18,18 +18,11 @@ from services.profile.tables import identities, inbox, tombstones
 from shared.db import create_engine
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
+from tests.support.ready import wait_ready
 from tests.support.servers import serve_app
 from tests.support.topics import read_until
 
 pytestmark = pytest.mark.integration
-
-
-async def _ready(http: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        if (await http.get(f"{url}/readyz")).status_code == 200:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def test_erasure_removes_the_person_and_keeps_them_out(
@@ -45,7 +38,7 @@ async def test_erasure_removes_the_person_and_keeps_them_out(
         ingest = await stack.enter_async_context(serve_app(ingest_app(own)))
         profile = await stack.enter_async_context(serve_app(profile_app(own)))
         for url in (ingest, profile):
-            await _ready(http, url)
+            await wait_ready(http, url, timeout=30)
         r = await http.post(f"{ingest}/v1/identify", auth=write_auth, json={
             "userId": user, "anonymousId": f"anon-{unique}",
             "traits": {"email": email, "phone": "+16502530000", "first_name": "Eve"}})

@@ -13,14 +13,11 @@ import httpx
 import pytest
 
 from services.ingest.app import create_app as ingest_app
-from services.journey.app import create_app as journey_app
-from services.messaging.app import create_app as messaging_app
-from services.profile.app import create_app as profile_app
 from shared import tracing
 from shared.kafka.codec import header
 from shared.settings import Settings
 from tests.support.ready import wait_ready
-from tests.support.servers import serve_app
+from tests.support.servers import serve_all, serve_app
 from tests.support.smtp import Inbox
 from tests.support.topics import read_until
 
@@ -62,12 +59,7 @@ async def test_one_trace_from_ingest_to_the_provider_call(
     user, event = f"traced-{unique}", f"Signed Up {unique}"
     address = f"{user}@example.com"
     async with AsyncExitStack() as stack, httpx.AsyncClient(timeout=10) as http:
-        urls = {}
-        for name, factory in (("ingest", ingest_app), ("profile", profile_app),
-                              ("journey", journey_app), ("messaging", messaging_app)):
-            urls[name] = await stack.enter_async_context(serve_app(factory(settings)))
-        for url in urls.values():
-            await wait_ready(http, url, timeout=30)
+        urls = await serve_all(stack, http, settings)
         r = await http.put(f"{urls['messaging']}/v1/templates/hi-{unique}", headers=admin_headers,
                            json={"channel": "email", "subject": f"Hello {unique}",
                                  "text": "Welcome."})

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from profile_support import eventually
 
 from shared.contracts.profile import ProfileSnapshot
 from shared.settings import Settings
@@ -45,17 +46,6 @@ def csrf_of(page: httpx.Response) -> str:
     found = CSRF.search(page.text)
     assert found, page.text[:2000]
     return found.group(1)
-
-
-async def eventually(check: Any, timeout: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.2)
 
 
 async def test_health_ready_metrics(stack: ConsoleStack) -> None:
@@ -141,7 +131,7 @@ async def test_journey_list_stats_and_stage_map_counts(
             return stats if stats["active_by_step"].get("signed-up", {}).get("pause") == 2 \
                 else None
 
-        stats = await eventually(two_waiting)
+        stats = await eventually(two_waiting, timeout=20)
         listed = (await http.get(f"{urls['journey']}/v1/journeys", headers=api,
                                  params={"include": "stats"})).json()["items"]
         mine = next(j for j in listed if j["key"] == key)
@@ -210,7 +200,7 @@ async def test_customer_page_escapes_and_explains(
                 return None
             return r.json()
 
-        profile = await eventually(found)
+        profile = await eventually(found, timeout=20)
         snap = await http.get(f"{urls['profile']}/v1/profiles/{profile['id']}/snapshot",
                               headers=admin_headers)
         assert snap.status_code == 200
@@ -248,7 +238,7 @@ async def test_template_preview_follows_edits_and_customer(
                                params={"user_id": user})
             return r.json() if r.status_code == 200 else None
 
-        profile = await eventually(found)
+        profile = await eventually(found, timeout=20)
     async with sign_in(stack, admin_headers["Authorization"].removeprefix("Bearer ")) as client:
         page = await client.get(f"/templates/{key}")
         assert page.status_code == 200
@@ -324,7 +314,7 @@ async def test_segment_page_and_html_errors(stack: ConsoleStack, unique: str,
                                    headers=admin_headers,
                                    params={"user_id": f"vip-{unique}"})).status_code == 200
 
-        await eventually(known)
+        await eventually(known, timeout=20)
         r = await http.put(f"{urls['profile']}/v1/segments/{key}", headers=admin_headers, json={
             "name": "Gold <b>VIPs</b>", "rule": {
                 "field": "profile.traits.tier", "op": "eq", "value": f"gold-{unique}"}})

@@ -14,17 +14,22 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.contracts.events import Event
-from shared.db import create_engine, inbox_table
-from shared.kafka import ConsumerLoop, ConsumerSpec, Record, create_producer
+from shared.kafka import ConsumerLoop, ConsumerSpec, create_producer
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import header
 from shared.kafka.group_offsets import committed_offsets
 from shared.settings import Settings
-from tests.integration.test_consumer_loop import count, recording_handler, run_until
+from tests.integration.test_consumer_loop import (
+    count,
+    effects_schema,
+    failing_on,
+    recording_handler,
+    run_until,
+)
 from tests.support.topics import read_until
 
 pytestmark = pytest.mark.integration
@@ -37,18 +42,8 @@ async def world(settings: Settings, topics: list[str], unique: str) -> AsyncIter
     """Two topics of their own, and a table + inbox in a schema of their own."""
     first, second = settings.topic(f"both-a-{unique}"), settings.topic(f"both-b-{unique}")
     await ensure_topics(settings, [first, second])
-    metadata = MetaData(schema=f"c_{unique}")
-    effects = Table("effects", metadata, Column("id", String, primary_key=True),
-                    Column("n", Integer))
-    inbox = inbox_table(metadata)
-    engine = create_engine(settings.database_url)
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql(f'CREATE SCHEMA "c_{unique}"')
-        await conn.run_sync(metadata.create_all)
-    yield settings, engine, effects, inbox, first, second
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql(f'DROP SCHEMA "c_{unique}" CASCADE')
-    await engine.dispose()
+    async with effects_schema(settings, f"c_{unique}") as (engine, effects, inbox):
+        yield settings, engine, effects, inbox, first, second
 
 
 def event(name: str) -> bytes:
@@ -108,11 +103,7 @@ async def test_poison_on_one_topic_does_not_stop_the_other(world: World, unique:
     settings, engine, effects, inbox, first, second = world
     calls: list[str] = []
     inner = recording_handler(engine, effects, inbox, calls)
-
-    async def picky(records: list[Record]) -> None:
-        if any(r.value.id == "a666" for r in records):
-            raise ValueError("this one can never work")
-        await inner(records)
+    picky = failing_on("a666", ValueError("this one can never work"), inner)
 
     await produce(settings, {first: [event("a1"), event("a666"), b"{not json", event("a2")],
                              second: [event(f"b{i}") for i in range(5)]})

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -38,18 +39,28 @@ async def world(settings: Settings, topics: list[str],
     """A topic of its own, and a table + inbox of its own in a schema of its own."""
     topic = settings.topic(f"loop-{unique}")
     await ensure_topics(settings, [topic])
-    metadata = MetaData(schema=f"t_{unique}")
+    async with effects_schema(settings, f"t_{unique}") as (engine, effects, inbox):
+        yield settings, engine, effects, inbox, topic
+
+
+@asynccontextmanager
+async def effects_schema(settings: Settings,
+                         schema: str) -> AsyncIterator[tuple[AsyncEngine, Table, Table]]:
+    """An `effects` table and an inbox in a schema of their own, dropped afterwards."""
+    metadata = MetaData(schema=schema)
     effects = Table("effects", metadata, Column("id", String, primary_key=True),
                     Column("n", Integer))
     inbox = inbox_table(metadata)
     engine = create_engine(settings.database_url)
     async with engine.begin() as conn:
-        await conn.exec_driver_sql(f'CREATE SCHEMA "t_{unique}"')
+        await conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         await conn.run_sync(metadata.create_all)
-    yield settings, engine, effects, inbox, topic
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql(f'DROP SCHEMA "t_{unique}" CASCADE')
-    await engine.dispose()
+    try:
+        yield engine, effects, inbox
+    finally:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await engine.dispose()
 
 
 def event(i: int) -> bytes:
@@ -77,6 +88,17 @@ def recording_handler(engine: AsyncEngine, effects: Table, inbox: Table, calls: 
                 if r.value.id in fresh:
                     await conn.execute(insert(effects).values(id=r.value.id, n=1))
     return handle
+
+
+def failing_on(bad_id: str, error: Exception,
+               inner: Callable[[list[Record]], Awaitable[None]],
+               ) -> Callable[[list[Record]], Awaitable[None]]:
+    """`inner`, except that a batch holding event `bad_id` raises `error`."""
+    async def handler(records: list[Record]) -> None:
+        if any(r.value.id == bad_id for r in records):
+            raise error
+        await inner(records)
+    return handler
 
 
 async def run_until(loop: ConsumerLoop, condition, timeout: float = 45.0) -> None:
@@ -151,12 +173,8 @@ async def test_poison_messages_go_to_dlq_and_partition_keeps_flowing(world) -> N
                                                   "traits": {EMAIL: "a\x00"}}), event(3),
                                     event(666), event(4)])
     calls: list[str] = []
-    inner = recording_handler(engine, effects, inbox, calls)
-
-    async def handler(records: list[Record]) -> None:
-        if any(r.value.id == "e666" for r in records):
-            raise ValueError(f"this one can never work: {EMAIL}")
-        await inner(records)
+    handler = failing_on("e666", ValueError(f"this one can never work: {EMAIL}"),
+                         recording_handler(engine, effects, inbox, calls))
 
     producer = create_producer(settings)
     await producer.start()
@@ -209,12 +227,8 @@ async def test_invalid_message_raised_by_handler_is_dead_lettered_alone(world) -
     settings, engine, effects, inbox, topic = world
     await produce(settings, topic, [event(1), event(2), event(3)])
     calls: list[str] = []
-    inner = recording_handler(engine, effects, inbox, calls)
-
-    async def handler(records: list[Record]) -> None:
-        if any(r.value.id == "e2" for r in records):
-            raise InvalidMessage("e2 names an unknown workspace")
-        await inner(records)
+    handler = failing_on("e2", InvalidMessage("e2 names an unknown workspace"),
+                         recording_handler(engine, effects, inbox, calls))
 
     producer = create_producer(settings)
     await producer.start()

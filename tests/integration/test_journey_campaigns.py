@@ -37,6 +37,7 @@ from shared.auth import hash_key, new_key
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
 from tests.integration.test_journey_engine import Harness, running_harness
+from tests.support.ready import wait_ready
 from tests.support.servers import serve_app
 from touchpoint.cli import app as cli
 
@@ -52,14 +53,6 @@ class Stack:
     # A workspace whose admin key journey holds (TOUCHPOINT_SERVICE_KEYS): the engine reads
     # its conventions from profile with that key.
     served: tuple[str, str]
-
-
-async def _ready(http: httpx.AsyncClient, url: str) -> None:
-    for _ in range(300):
-        if (await http.get(f"{url}/readyz")).status_code == 200:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def _read_outcomes(settings: Settings, into: list[dict[str, Any]]) -> None:
@@ -85,8 +78,8 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
         messaging = await stack.enter_async_context(serve_app(messaging_app(others)))
         profile = await stack.enter_async_context(serve_app(profile_app(others)))
-        await _ready(http, messaging)
-        await _ready(http, profile)
+        await wait_ready(http, messaging, timeout=30)
+        await wait_ready(http, profile, timeout=30)
         served = (f"ws-{uuid.uuid4().hex[:10]}", new_key("admin"))
         own = JourneySettings(**settings.model_dump(), messaging_url=messaging,
                               profile_url=profile, directory_ttl_s=0,
@@ -372,7 +365,7 @@ async def test_two_replicas_firing_at_once_never_exceed_a_cap(stack: Stack) -> N
                {"id": "m", "send": {"channel": "email", "template": "promo"}}]}]}
     await harness.publish(admin, doc)
     async with serve_app(journey_app(harness.settings, harness.clock)) as second:
-        await _ready(harness.http, second)
+        await wait_ready(harness.http, second, timeout=30)
         for n in range(12):
             await harness.event(ws, "racer", "Race", n=n)
         # Generous waits: on a loaded machine (after tests/reliability) the two replicas
@@ -429,15 +422,19 @@ async def test_simulate_applies_the_workspace_policy(stack: Stack) -> None:
         "control_group"}
 
 
+def _now_and_next(hour: int) -> tuple[datetime, datetime]:
+    """Now, and the next `hour`:00 UTC from now."""
+    real = datetime.now(UTC)
+    at = real.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return real, at if at >= real else at + timedelta(days=1)
+
+
 async def test_quiet_hours_in_two_zones(stack: Stack) -> None:
     ws, admin = await workspace(stack)
     harness = stack.journey
-    real = datetime.now(UTC)
     # 23:30 UTC: 08:30 in Tokyo (quiet until 09:00), 23:30 in Lisbon in winter (quiet).
     # And 12:00 UTC: 21:00 in Tokyo (quiet), 12:00 in Lisbon (not quiet).
-    noon = real.replace(hour=12, minute=0, second=0, microsecond=0)
-    if noon < real:
-        noon += timedelta(days=1)
+    real, noon = _now_and_next(12)
     harness.clock.offset = noon - real
     try:
         await put_policy(stack, admin, {"quiet_hours": {"start": "21:00", "end": "09:00"}})
@@ -594,10 +591,7 @@ async def test_journeys_send_nothing_to_the_control_group_and_count_it(stack: St
 async def test_scheduled_and_local_time_broadcasts(stack: Stack) -> None:
     ws, admin = await workspace(stack)
     harness = stack.journey
-    real = datetime.now(UTC)
-    ten = real.replace(hour=10, minute=0, second=0, microsecond=0)
-    if ten < real:
-        ten += timedelta(days=1)
+    real, ten = _now_and_next(10)
     harness.clock.offset = ten - real  # 10:00 UTC: 19:00 in Tokyo, 10:00 or 11:00 in Lisbon
     try:
         await customers(stack, ws, ["tokyo"], timezone="Asia/Tokyo")

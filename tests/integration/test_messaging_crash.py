@@ -7,16 +7,12 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from services.messaging.tables import messages
@@ -26,9 +22,11 @@ from shared.db import create_engine
 from shared.kafka import create_producer, publish
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
+from tests.reliability.harness import email_template, service_env
 from tests.support.net import free_port
 from tests.support.processes import serve
 from tests.support.ready import ready
+from tests.support.smtp import serve_smtp
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +46,6 @@ class KillingSink:
         return "250 OK"
 
 
-@contextmanager
-def sink() -> Iterator[tuple[int, KillingSink]]:
-    handler, port = KillingSink(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, handler
-    finally:
-        controller.stop()
-
-
 async def test_crash_after_provider_accepted_never_sends_twice(
         settings: Settings, admin_headers: dict[str, str]) -> None:
     own = settings.model_copy(update={"topic_prefix": f"crash-{uuid.uuid4().hex[:8]}."})
@@ -66,23 +53,15 @@ async def test_crash_after_provider_accepted_never_sends_twice(
     engine = create_engine(own.database_url)
     producer = create_producer(own, client_id="test-crash")
     await producer.start()
-    with sink() as (smtp_port, inbox):
+    inbox = KillingSink()
+    with serve_smtp(inbox) as smtp_url:
         port = free_port()
-        env = {**os.environ, "TOUCHPOINT_ENV": "test", "TOUCHPOINT_DATABASE_URL":
-               own.database_url, "TOUCHPOINT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
-               "TOUCHPOINT_TOPIC_PREFIX": own.topic_prefix,
-               "TOUCHPOINT_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-               "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": admin_headers["Authorization"][7:],
-               "TOUCHPOINT_CONSUMER_SESSION_TIMEOUT_MS": "6000",
-               "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10"}
+        env = service_env(own, admin_headers, TOUCHPOINT_SMTP_URL=smtp_url,
+                          TOUCHPOINT_CONSUMER_SESSION_TIMEOUT_MS="6000")
         url = f"http://127.0.0.1:{port}"
         proc = serve("messaging", env, port)
         try:
-            await ready(url)
-            async with httpx.AsyncClient(headers=admin_headers) as http:
-                r = await http.put(f"{url}/v1/templates/crash", json={
-                    "channel": "email", "subject": "Once", "text": "only once"})
-                assert r.status_code == 200, r.text
+            await email_template(url, admin_headers, "crash")
             profile = str(uuid.uuid4())
 
             def cmd(n: int) -> SendCommand:

@@ -179,15 +179,22 @@ async def test_code_pools_upload_generate_and_report(
     assert r.status_code == 400 and r.json()["errors"][0]["field"].endswith("count")
 
 
+async def _pool_and_template(http: httpx.AsyncClient, url: str, pool: str, code: str,
+                             template: str, subject: str, text: str) -> None:
+    """Code pool `pool` holding `code`, and the email template `template`."""
+    await http.put(f"{url}/v1/code-pools/{pool}", json={"codes": [code]})
+    r = await http.put(f"{url}/v1/templates/{template}", json={
+        "channel": "email", "subject": subject, "text": text})
+    assert r.status_code == 200, r.text
+
+
 async def test_codes_one_per_customer_reused_and_never_consumed_by_preview(
         replicas: tuple[Replica, Replica, httpx.AsyncClient], unique: str) -> None:
     a, _, http = replicas
     pool = f"thx-{unique}"
-    await http.put(f"{a.url}/v1/code-pools/{pool}", json={"codes": ["ONLY-ONE"]})
-    r = await http.put(f"{a.url}/v1/templates/c-{unique}", json={
-        "channel": "email", "subject": "Thanks",
-        "text": f"Your code: {{{{ '{pool}' | code }}}} (again: {{{{ '{pool}' | code }}}})"})
-    assert r.status_code == 200, r.text
+    await _pool_and_template(http, a.url, pool, "ONLY-ONE", f"c-{unique}", "Thanks",
+                             f"Your code: {{{{ '{pool}' | code }}}} "
+                             f"(again: {{{{ '{pool}' | code }}}})")
     r = await http.post(f"{a.url}/v1/templates/c-{unique}/preview", json={})
     assert f"[{pool} code]" in r.json()["text"]
     assert (await http.get(f"{a.url}/v1/code-pools/{pool}")).json()["remaining"] == 1
@@ -304,11 +311,9 @@ async def test_test_send_goes_through_the_provider_marked_test(
         smtp: tuple[str, Inbox]) -> None:
     a, _, http = replicas
     pool = f"ts-{unique}"
-    await http.put(f"{a.url}/v1/code-pools/{pool}", json={"codes": ["NOT-FOR-TESTS"]})
-    r = await http.put(f"{a.url}/v1/templates/ts-{unique}", json={
-        "channel": "email", "subject": "Hi {{ profile.traits.first_name }}",
-        "text": f"Code {{{{ '{pool}' | code }}}}, {{{{ event.total | money }}}}"})
-    assert r.status_code == 200
+    await _pool_and_template(http, a.url, pool, "NOT-FOR-TESTS", f"ts-{unique}",
+                             "Hi {{ profile.traits.first_name }}",
+                             f"Code {{{{ '{pool}' | code }}}}, {{{{ event.total | money }}}}")
     url = f"{a.url}/v1/templates/ts-{unique}/test-send"
     r = await http.post(url, json={"to": f"tester-{unique}@example.com",
                                    "profile": {"traits": {"first_name": "Tess"}},

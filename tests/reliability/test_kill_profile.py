@@ -5,20 +5,23 @@ tagged events against Postgres: every event applied once (its history row) and c
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 
-import orjson
 import pytest
-from sqlalchemy import func, select
 
-from services.profile.tables import events, profiles
-from shared.db import create_engine
-from shared.kafka import create_producer
-from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.reliability.harness import ROUNDS, Figures, kill, ready, serve
+from tests.reliability.harness import (
+    ROUNDS,
+    applied_once,
+    kill,
+    profile_applied,
+    ready,
+    scenario,
+    send_track,
+    serve,
+    service_env,
+)
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
@@ -29,28 +32,12 @@ USERS, PER_USER = 30, 10
 @pytest.mark.parametrize("round_", range(ROUNDS))
 async def test_sigkill_profile_under_load_counts_every_event_once(
         settings: Settings, admin_headers: dict[str, str], round_: int) -> None:
-    own = settings.model_copy(update={"topic_prefix": f"killp-{uuid.uuid4().hex[:8]}."})
-    await ensure_topics(own)
     ws = f"rel-{uuid.uuid4().hex[:8]}"
-    engine = create_engine(own.database_url)
-    producer = create_producer(own, client_id="test-kill-profile")
-    await producer.start()
+    own, engine, producer = await scenario(settings, "killp", "test-kill-profile")
     port = free_port()
-    env = {**os.environ, "TOUCHPOINT_ENV": "test", "TOUCHPOINT_DATABASE_URL": own.database_url,
-           "TOUCHPOINT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
-           "TOUCHPOINT_TOPIC_PREFIX": own.topic_prefix,
-           "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": admin_headers["Authorization"][7:],
-           "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10"}
+    env = service_env(own, admin_headers)
     url = f"http://127.0.0.1:{port}"
     proc = serve("profile", env, port)
-
-    async def applied() -> tuple[int, int]:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(func.count()).select_from(events).where(
-                events.c.workspace_id == ws))).scalar_one()
-            counted = (await conn.execute(select(func.coalesce(func.sum(
-                profiles.c.event_count), 0)).where(profiles.c.workspace_id == ws))).scalar_one()
-        return rows, int(counted)
 
     try:
         await ready(url)
@@ -60,37 +47,24 @@ async def test_sigkill_profile_under_load_counts_every_event_once(
         async def feed(pairs: list[tuple[int, int]]) -> None:  # ~60 events/s
             nonlocal sent
             for u, n in pairs:
-                value = orjson.dumps({
-                    "id": f"{ws}-{u}-{n}", "workspace_id": ws, "type": "track",
-                    "event": "Reliability", "user_id": f"{ws}-user-{u}",
-                    "timestamp": "2026-12-04T10:00:00Z", "received_at": "2026-12-04T10:00:00Z"})
-                await producer.send_and_wait(own.topic("events"), value,
-                                             key=f"{ws}:{ws}-user-{u}".encode())
+                await send_track(producer, own, ws, u, n, "Reliability")
                 sent += 1
                 await asyncio.sleep(1 / 60)
 
         await feed([(0, 0)])  # warm-up: the consumer has joined once this is applied
-        while (await applied())[0] < 1:
+        while (await profile_applied(engine, ws))[0] < 1:
             await asyncio.sleep(0.05)
         feeding = asyncio.create_task(feed([(u, n) for n in range(PER_USER)
                                             for u in range(USERS) if (u, n) != (0, 0)]))
-        while (await applied())[0] < 40 + 30 * round_:
+        while (await profile_applied(engine, ws))[0] < 40 + 30 * round_:
             await asyncio.sleep(0.05)
         killed = time.monotonic()
         kill(proc)
         await asyncio.to_thread(proc.wait, 20)
-        at_kill = (await applied())[0]
+        at_kill = (await profile_applied(engine, ws))[0]
         proc = serve("profile", env, port)
         await feeding
-        deadline = asyncio.get_running_loop().time() + 120
-        while (got := await applied())[0] < total or got[1] < total:
-            assert asyncio.get_running_loop().time() < deadline, got
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1)  # anything counted twice would show now
-        rows, counted = await applied()
-        f = Figures(f"kill-profile#{round_}", sent)
-        f.lost = ["x"] * max(0, total - rows)
-        f.duplicated = ["x"] * max(0, counted - total)
+        f, rows, counted = await applied_once(engine, ws, f"kill-profile#{round_}", sent, total)
         f.bound = (f"killed at {at_kill} applied; all {rows} applied "
                    f"{time.monotonic() - killed:.1f}s after the kill")
         f.show()

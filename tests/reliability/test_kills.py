@@ -14,21 +14,25 @@ import os
 import signal
 import time
 import uuid
-from datetime import UTC, datetime
 
-import httpx
 import pytest
 from sqlalchemy import select
 
 from services.messaging.providers.email import Settings as SmtpSettings
 from services.messaging.tables import messages
-from shared.contracts.envelope import message_key
-from shared.contracts.send import Channel, Recipient, SendCommand
-from shared.db import create_engine
-from shared.kafka import create_producer, publish
-from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.reliability.harness import ROUNDS, kill, ready, reconcile, recording_smtp, serve
+from tests.reliability.harness import (
+    ROUNDS,
+    email_template,
+    kill,
+    publish_emails,
+    reconcile,
+    recording_smtp,
+    scenario,
+    serve,
+    service_env,
+    settled,
+)
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
@@ -41,29 +45,17 @@ SENDS = 60
 @pytest.mark.parametrize("round_", range(ROUNDS))
 async def test_sigkill_messaging_mid_flow_loses_nothing_sends_nothing_twice(
         settings: Settings, admin_headers: dict[str, str], round_: int) -> None:
-    own = settings.model_copy(update={"topic_prefix": f"kill-{uuid.uuid4().hex[:8]}."})
-    await ensure_topics(own)
-    engine = create_engine(own.database_url)
-    producer = create_producer(own, client_id="test-kill")
-    await producer.start()
+    own, engine, producer = await scenario(settings, "kill", "test-kill")
     killed_at: list[float] = []
     with recording_smtp() as (smtp_url, smtp):
         port = free_port()
-        env = {**os.environ, "TOUCHPOINT_ENV": "test", "TOUCHPOINT_DATABASE_URL":
-               own.database_url, "TOUCHPOINT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
-               "TOUCHPOINT_TOPIC_PREFIX": own.topic_prefix, "TOUCHPOINT_SMTP_URL": smtp_url,
-               "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": admin_headers["Authorization"][7:],
-               "TOUCHPOINT_CONSUMER_SESSION_TIMEOUT_MS": "6000",
-               "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10",
-               "TOUCHPOINT_MESSAGING_CONCURRENCY": str(CONCURRENCY)}
+        env = service_env(own, admin_headers, TOUCHPOINT_SMTP_URL=smtp_url,
+                          TOUCHPOINT_CONSUMER_SESSION_TIMEOUT_MS="6000",
+                          TOUCHPOINT_MESSAGING_CONCURRENCY=str(CONCURRENCY))
         url = f"http://127.0.0.1:{port}"
         proc = serve("messaging", env, port)
         try:
-            await ready(url)
-            async with httpx.AsyncClient(headers=admin_headers) as http:
-                r = await http.put(f"{url}/v1/templates/kill", json={
-                    "channel": "email", "subject": "Once", "text": "only once"})
-                assert r.status_code == 200, r.text
+            await email_template(url, admin_headers, "kill")
             victim = proc.pid
             at = 10 + 7 * round_  # a different moment each round
 
@@ -74,14 +66,7 @@ async def test_sigkill_messaging_mid_flow_loses_nothing_sends_nothing_twice(
 
             smtp.on_data, smtp.delay = on_data, 0.02  # calls overlap: several in flight
             run = uuid.uuid4().hex[:8]
-            cmds = [SendCommand(id=f"k-{run}-{n}", workspace_id="default",
-                                profile_id=str(uuid.uuid4()), idempotency_key=f"k-{run}-{n}",
-                                channel=Channel.email, template="kill",
-                                to=Recipient(email=f"c{n}@example.com"),
-                                requested_at=datetime.now(UTC)) for n in range(SENDS)]
-            await publish(producer, own.topic("send-commands"),
-                          [(message_key(c.workspace_id, c.profile_id), c) for c in cmds],
-                          topic_short="send-commands")
+            cmds = await publish_emails(producer, own, f"k-{run}", "kill", SENDS, "c")
             try:
                 await asyncio.to_thread(proc.wait, 60)
             except Exception:
@@ -93,21 +78,17 @@ async def test_sigkill_messaging_mid_flow_loses_nothing_sends_nothing_twice(
             before = sum(smtp.received.values())
             proc = serve("messaging", env, port)
             keys = [c.idempotency_key for c in cmds]
-            deadline = asyncio.get_running_loop().time() + 120
             first_after: float | None = None
-            while True:
+
+            def recovered() -> None:
+                nonlocal first_after
                 if first_after is None and sum(smtp.received.values()) > before:
                     first_after = time.monotonic()
-                async with engine.connect() as conn:
-                    rows = {r["idempotency_key"]: dict(r) for r in (await conn.execute(
-                        select(messages).where(messages.c.idempotency_key.in_(keys))
-                    )).mappings()}
-                if len(rows) == SENDS and all(r["status"] in ("sent", "unknown")
-                                              for r in rows.values()):
-                    break
-                assert asyncio.get_running_loop().time() < deadline, \
-                    {k: r["status"] for k, r in rows.items() if r["status"] != "sent"}
-                await asyncio.sleep(0.1)
+
+            rows = await settled(
+                engine, keys, done=("sent", "unknown"), within=120, tick=recovered,
+                show=lambda rows: {k: r["status"] for k, r in rows.items()
+                                   if r["status"] != "sent"})
             figures = reconcile(f"kill-messaging#{round_}", rows, set(keys), smtp.delivered)
             figures.bound = (f"bound={POOL} (pool; concurrency {CONCURRENCY} x 2 waves) recovery="
                              f"{(first_after or time.monotonic()) - killed_at[0]:.1f}s")

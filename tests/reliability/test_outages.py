@@ -9,26 +9,30 @@ what it had committed is all the restart has, and still nothing is lost or sent 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from services.messaging.app import create_app
-from services.messaging.tables import messages
-from shared.contracts.envelope import message_key
-from shared.contracts.send import Channel, Recipient, SendCommand
 from shared.db import create_engine
-from shared.kafka import create_producer, publish
+from shared.kafka import create_producer
 from shared.kafka.admin import ensure_topics
 from shared.settings import Settings
-from tests.reliability.harness import ROUNDS, kill, ready, reconcile, recording_smtp, serve
+from tests.reliability.harness import (
+    ROUNDS,
+    email_template,
+    publish_emails,
+    reconcile,
+    recording_smtp,
+    serve,
+    service_env,
+    settled,
+)
 from tests.support.net import free_port
+from tests.support.processes import kill
 from tests.support.proxy import TcpProxy
 from tests.support.servers import serve_app
 
@@ -73,15 +77,8 @@ async def test_postgres_cut_mid_flow_loses_nothing_sends_nothing_twice(
                     "channel": "email", "subject": "Once", "text": "only once"})
                 assert r.status_code == 200, r.text
                 smtp.delay = 0.02
-                run = uuid.uuid4().hex[:8]
-                cmds = [SendCommand(id=f"p-{run}-{n}", workspace_id="default",
-                                    profile_id=str(uuid.uuid4()),
-                                    idempotency_key=f"p-{run}-{n}", channel=Channel.email,
-                                    template="pgcut", to=Recipient(email=f"p{n}@example.com"),
-                                    requested_at=datetime.now(UTC)) for n in range(SENDS)]
-                await publish(producer, own.topic("send-commands"),
-                              [(message_key(c.workspace_id, c.profile_id), c) for c in cmds],
-                              topic_short="send-commands")
+                cmds = await publish_emails(producer, own, f"p-{uuid.uuid4().hex[:8]}", "pgcut",
+                                            SENDS, "p")
                 while sum(smtp.received.values()) < 20 + 10 * round_:
                     await asyncio.sleep(0.01)
                 await proxy.cut()
@@ -90,18 +87,7 @@ async def test_postgres_cut_mid_flow_loses_nothing_sends_nothing_twice(
                 await asyncio.sleep(3)
                 await proxy.restore()
                 keys = [c.idempotency_key for c in cmds]
-                deadline = asyncio.get_running_loop().time() + 90
-                while True:
-                    async with engine.connect() as conn:
-                        rows = {r["idempotency_key"]: dict(r) for r in (await conn.execute(
-                            select(messages).where(messages.c.idempotency_key.in_(keys))
-                        )).mappings()}
-                    if len(rows) == SENDS and all(r["status"] == "sent"
-                                                  for r in rows.values()):
-                        break
-                    assert asyncio.get_running_loop().time() < deadline, \
-                        _statuses(rows)
-                    await asyncio.sleep(0.1)
+                rows = await settled(engine, keys, done=("sent",), within=90, show=_statuses)
             figures = reconcile(f"postgres-cut#{round_}", rows, set(keys), smtp.delivered)
             figures.bound = f"cut at {during} received, 3 s; readyz during cut {ready}"
             figures.show()
@@ -141,30 +127,16 @@ async def test_postgres_fault_then_sigkill_no_offset_ahead_of_durable_state(
     await producer.start()
     with recording_smtp() as (smtp_url, smtp):
         port = free_port()
-        env = {**os.environ, "TOUCHPOINT_ENV": "test", "TOUCHPOINT_DATABASE_URL": proxied,
-               "TOUCHPOINT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
-               "TOUCHPOINT_TOPIC_PREFIX": own.topic_prefix, "TOUCHPOINT_SMTP_URL": smtp_url,
-               "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": admin_headers["Authorization"][7:],
-               "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10",
-               "TOUCHPOINT_MESSAGING_CONCURRENCY": str(CONCURRENCY)}
+        env = service_env(own, admin_headers, TOUCHPOINT_DATABASE_URL=proxied,
+                          TOUCHPOINT_SMTP_URL=smtp_url,
+                          TOUCHPOINT_MESSAGING_CONCURRENCY=str(CONCURRENCY))
         url = f"http://127.0.0.1:{port}"
         proc = serve("messaging", env, port)
         try:
-            await ready(url)
-            async with httpx.AsyncClient(headers=admin_headers, timeout=10) as http:
-                r = await http.put(f"{url}/v1/templates/pgfault", json={
-                    "channel": "email", "subject": "Once", "text": "only once"})
-                assert r.status_code == 200, r.text
+            await email_template(url, admin_headers, "pgfault")
             smtp.delay = 0.02
-            run = uuid.uuid4().hex[:8]
-            cmds = [SendCommand(id=f"f-{run}-{n}", workspace_id="default",
-                                profile_id=str(uuid.uuid4()), idempotency_key=f"f-{run}-{n}",
-                                channel=Channel.email, template="pgfault",
-                                to=Recipient(email=f"f{n}@example.com"),
-                                requested_at=datetime.now(UTC)) for n in range(SENDS)]
-            await publish(producer, own.topic("send-commands"),
-                          [(message_key(c.workspace_id, c.profile_id), c) for c in cmds],
-                          topic_short="send-commands")
+            cmds = await publish_emails(producer, own, f"f-{uuid.uuid4().hex[:8]}", "pgfault",
+                                        SENDS, "f")
             deadline = asyncio.get_running_loop().time() + 60
             while sum(smtp.received.values()) < 20:
                 assert asyncio.get_running_loop().time() < deadline
@@ -184,17 +156,8 @@ async def test_postgres_fault_then_sigkill_no_offset_ahead_of_durable_state(
             restarted = time.monotonic()
             proc = serve("messaging", env, port)
             keys = [c.idempotency_key for c in cmds]
-            deadline = asyncio.get_running_loop().time() + 120
-            while True:
-                async with engine.connect() as conn:
-                    rows = {r["idempotency_key"]: dict(r) for r in (await conn.execute(
-                        select(messages).where(messages.c.idempotency_key.in_(keys))
-                    )).mappings()}
-                if len(rows) == SENDS and all(r["status"] in ("sent", "unknown")
-                                              for r in rows.values()):
-                    break
-                assert asyncio.get_running_loop().time() < deadline, _statuses(rows)
-                await asyncio.sleep(0.1)
+            rows = await settled(engine, keys, done=("sent", "unknown"), within=120,
+                                 show=_statuses)
             figures = reconcile(f"postgres-{fault}-then-kill", rows, set(keys), smtp.delivered)
             figures.bound = (f"{fault} {FAULT_S:.0f}s at {at_fault} received, {during} more "
                              f"during it, SIGKILL before restoring; all settled "

@@ -19,25 +19,29 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
 
-from services.journey.tables import api_keys
-from shared.auth import hash_key, new_key
-from shared.contracts.events import Event, EventType
-from shared.contracts.profile import ProfileEvent, ProfileSnapshot
 from shared.db import create_engine
 from shared.kafka import create_producer
 from shared.kafka.admin import ensure_topics
 from shared.kafka.codec import encode
 from shared.settings import Settings
-from tests.reliability.harness import SOAK, Figures, kill, ready, serve
+from tests.reliability.harness import (
+    SOAK,
+    CommandReader,
+    Figures,
+    entered,
+    journey_admin_key,
+    kill,
+    publish_journey,
+    ready,
+    serve,
+    service_env,
+    stop_all,
+)
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
@@ -63,47 +67,22 @@ async def test_due_timers_fire_once_none_early_across_two_replicas(
     own = settings.model_copy(update={"topic_prefix": f"timers-{uuid.uuid4().hex[:8]}."})
     await ensure_topics(own)
     engine = create_engine(own.database_url)
-    ws, key = f"ws-{uuid.uuid4().hex[:10]}", new_key("admin")
-    async with engine.begin() as conn:
-        await conn.execute(insert(api_keys).values(key_hash=hash_key(key), kind="admin",
-                                                   workspace_id=ws, name="reliability"))
-    env = {**os.environ, "TOUCHPOINT_ENV": "test", "TOUCHPOINT_DATABASE_URL": own.database_url,
-           "TOUCHPOINT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
-           "TOUCHPOINT_TOPIC_PREFIX": own.topic_prefix,
-           "TOUCHPOINT_BOOTSTRAP_ADMIN_KEY": admin_headers["Authorization"][7:],
-           "TOUCHPOINT_CONSUMER_FETCH_MAX_WAIT_MS": "10"}
+    ws = f"ws-{uuid.uuid4().hex[:10]}"
+    key = await journey_admin_key(engine, ws)
+    env = service_env(own, admin_headers)
     ports = [free_port(), free_port()]
     procs = [serve("journey", env, ports[0])]
-    commands: list[dict[str, Any]] = []
-    reader = AIOKafkaConsumer(own.topic("send-commands"), bootstrap_servers=own.kafka_bootstrap,
-                              group_id=f"reader-{uuid.uuid4()}", auto_offset_reset="earliest",
-                              fetch_max_wait_ms=50, max_partition_fetch_bytes=8 << 20)
+    reader = CommandReader(own, ws, timeout_ms=200, max_records=5000, fetch_max_wait_ms=50,
+                           max_partition_fetch_bytes=8 << 20)
     await reader.start()
-
-    async def read() -> None:
-        while True:
-            for batch in (await reader.getmany(timeout_ms=200, max_records=5000)).values():
-                commands.extend(c for c in map(orjson.loads, (r.value for r in batch))
-                                if c["workspace_id"] == ws)
-
-    reading = asyncio.create_task(read())
+    commands = reader.commands
     producer = create_producer(own, client_id="test-timers")
     await producer.start()
     try:
         url = f"http://127.0.0.1:{ports[0]}"
-        await ready(url)
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
-            r = await http.post(f"{url}/v1/journeys", json=JOURNEY)
-            assert r.status_code == 201, r.text
-            r = await http.post(f"{url}/v1/journeys/{JOURNEY['key']}/publish")
-            assert r.status_code == 200, r.text
+        await publish_journey(url, key, JOURNEY)
         seed = str(uuid.uuid4())
-        now = datetime.now(UTC)
-        message = ProfileEvent(
-            id=f"ev-{seed}", workspace_id=ws, profile_id=seed,
-            profile=ProfileSnapshot(profile_id=seed, email=f"{seed}@example.com"),
-            event=Event(id=f"ev-{seed}", workspace_id=ws, type=EventType.track,
-                        event="Rel Timer", user_id=f"u-{seed}", timestamp=now, received_at=now))
+        message = entered(ws, seed, "Rel Timer", eid=f"ev-{seed}")
         await producer.send_and_wait(own.topic("profile-events"), encode(message),
                                      key=f"{ws}:{seed}".encode())
         deadline = time.monotonic() + 60
@@ -213,11 +192,7 @@ async def test_due_timers_fire_once_none_early_across_two_replicas(
         assert not f.lost and not f.duplicated and not early
         assert all(fired), "both replicas should share the backlog"
     finally:
-        for p in procs:
-            kill(p)
-            await asyncio.to_thread(p.wait, 20)
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
+        await stop_all(procs)
         await reader.stop()
         await producer.stop()
         await engine.dispose()

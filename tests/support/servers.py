@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from shared.settings import Settings
 from tests.support.net import free_port
+from tests.support.ready import wait_ready
 
 
 @asynccontextmanager
@@ -28,3 +31,21 @@ async def serve_app(app: FastAPI, port: int | None = None) -> AsyncIterator[str]
     finally:
         server.should_exit = True
         await task
+
+
+async def serve_all(stack: AsyncExitStack, http: httpx.AsyncClient,
+                    settings: Settings) -> dict[str, str]:
+    """The four services in this process on `settings`, each ready; their URLs by name.
+    They stop when `stack` closes."""
+    from services.ingest.app import create_app as ingest_app
+    from services.journey.app import create_app as journey_app
+    from services.messaging.app import create_app as messaging_app
+    from services.profile.app import create_app as profile_app
+
+    urls = {}
+    for name, factory in (("ingest", ingest_app), ("profile", profile_app),
+                          ("journey", journey_app), ("messaging", messaging_app)):
+        urls[name] = await stack.enter_async_context(serve_app(factory(settings)))
+    for url in urls.values():
+        await wait_ready(http, url, timeout=30)
+    return urls

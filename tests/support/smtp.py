@@ -47,13 +47,20 @@ class Inbox:
 
 
 @contextmanager
+def serve_smtp(handler: object) -> Iterator[str]:
+    """An aiosmtpd server on a free port answering with `handler`; yields its smtp:// URL."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()
+
+
+@contextmanager
 def smtp_sink() -> Iterator[tuple[str, Inbox]]:
     """Yields (smtp://127.0.0.1:port, inbox)."""
     inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}", inbox
-    finally:
-        controller.stop()
+    with serve_smtp(inbox) as url:
+        yield url, inbox

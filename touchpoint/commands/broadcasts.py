@@ -11,12 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from touchpoint.client import ClientError, load_documents
-from touchpoint.commands.common import AdminKey, Url, api_client, fail
+from touchpoint.commands.common import AdminKey, AsJson, Url, api_client, fail
 
 app = typer.Typer(no_args_is_help=True, help="Broadcasts: send a template to a segment "
                                              "(journey service).")
 KeyArg = Annotated[str, typer.Argument(help="Broadcast key.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the raw JSON.")]
 
 
 def _call(url: str | None, admin_key: str | None, method: str, path: str,
@@ -75,13 +74,6 @@ def list_(url: Url = None, admin_key: AdminKey = None, as_json: AsJson = False) 
     Console().print(table if body.get("items") else "no broadcasts yet")
 
 
-@app.command("show")
-def show(key: KeyArg, url: Url = None, admin_key: AdminKey = None,
-         as_json: AsJson = False) -> None:
-    """A broadcast's status and counts."""
-    _print(_call(url, admin_key, "GET", f"/v1/broadcasts/{key}"), as_json)
-
-
 @app.command("preview")
 def preview(key: KeyArg, url: Url = None, admin_key: AdminKey = None,
             as_json: AsJson = False) -> None:
@@ -98,18 +90,19 @@ def preview(key: KeyArg, url: Url = None, admin_key: AdminKey = None,
         console.print("sample: " + ", ".join(body["sample"]), highlight=False)
 
 
-@app.command("send")
-def send(key: KeyArg, url: Url = None, admin_key: AdminKey = None,
-         as_json: AsJson = False) -> None:
-    """Send now (or at its send_at); resumes a cancelled one."""
-    _print(_call(url, admin_key, "POST", f"/v1/broadcasts/{key}/send"), as_json)
+def _status_command(name: str, method: str, suffix: str, doc: str) -> None:
+    """`touchpoint broadcasts <name> KEY`: one call, the broadcast's status and counts."""
+    def command(key: KeyArg, url: Url = None, admin_key: AdminKey = None,
+                as_json: AsJson = False) -> None:
+        _print(_call(url, admin_key, method, f"/v1/broadcasts/{key}{suffix}"), as_json)
+
+    command.__doc__ = doc
+    app.command(name)(command)
 
 
-@app.command("cancel")
-def cancel(key: KeyArg, url: Url = None, admin_key: AdminKey = None,
-           as_json: AsJson = False) -> None:
-    """Stop sending (`send` resumes it)."""
-    _print(_call(url, admin_key, "POST", f"/v1/broadcasts/{key}/cancel"), as_json)
+_status_command("show", "GET", "", "A broadcast's status and counts.")
+_status_command("send", "POST", "/send", "Send now (or at its send_at); resumes a cancelled one.")
+_status_command("cancel", "POST", "/cancel", "Stop sending (`send` resumes it).")
 
 
 @app.command("why")

@@ -15,6 +15,7 @@ AdminKey = Annotated[str | None, typer.Option(help="Admin key (default: env, key
                                               show_default=False)]
 WriteKey = Annotated[str | None, typer.Option(help="Write key (default: env, keys.json).",
                                               show_default=False)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the raw JSON.")]
 Url = Annotated[str | None, typer.Option(help="Service base URL (default: discovered).",
                                          show_default=False)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import yaml
@@ -92,28 +93,39 @@ def parse_text(text: str) -> Any:
         raise ValueError(f"neither JSON nor YAML{where}") from None
 
 
+async def submit_document(
+        document: str, what: str, field: str,
+        submit: Callable[[dict[str, Any]], Awaitable[object]],
+) -> tuple[list[dict[str, Any]], ApiProblem | None]:
+    """Parse an edited JSON/YAML object (`what` names it in the error) and `submit` it: the
+    errors at their path (a parse error, else the API's, else one at `field`) and the API's
+    problem; no errors when it was accepted."""
+    try:
+        body = parse_text(document)
+        if not isinstance(body, dict):
+            raise ValueError(f"the {what} must be an object")
+        await submit(body)
+    except ValueError as exc:
+        return [{"field": "document", "message": str(exc)}], None
+    except ApiProblem as exc:
+        return exc.errors or [{"field": field, "message": exc.detail or exc.title}], exc
+    return [], None
+
+
 @router.post("/journeys/{key}/draft", response_class=HTMLResponse)
 async def save_draft(request: Request, key: str, session: SessionDep,
                      document: Annotated[str, Form(max_length=512 * 1024)] = "",
                      csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
     """Validate the edited document (errors at their path) and save it as the draft."""
     check_csrf(session, csrf)
-    errors: list[dict[str, Any]] = []
-    problem = None
-    try:
-        body = parse_text(document)
-        if not isinstance(body, dict):
-            raise ValueError("the document must be an object")
+
+    async def save(body: dict[str, Any]) -> None:
         if body.get("key") != key:
             raise ValueError(f"key must stay “{key}”")
         await api(request).call(session.key, "journeys.validate", json=body)
         await api(request).call(session.key, "journeys.save", json=body)
-    except ValueError as exc:
-        errors = [{"field": "document", "message": str(exc)}]
-    except ApiProblem as exc:
-        errors, problem = exc.errors, exc
-        if not errors:
-            errors = [{"field": "document", "message": exc.detail or exc.title}]
+
+    errors, problem = await submit_document(document, "document", "document", save)
     if not errors:
         return redirect(request, f"/journeys/{key}")
     ctx = await _map(request, key, None)

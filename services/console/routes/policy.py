@@ -9,8 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api import ApiProblem
-from services.console.routes.journeys import parse_text
+from services.console.routes.journeys import submit_document
 from services.console.web import SessionDep, api, check_csrf, redirect, render
 
 router = APIRouter()
@@ -32,18 +31,11 @@ async def save_policy(request: Request, session: SessionDep,
     """Replace the policy (PUT /v1/policy); on a problem the edited text stays, with the
     errors at their path."""
     check_csrf(session, csrf)
-    errors: list[dict[str, Any]] = []
-    problem = None
-    try:
-        body = parse_text(document)
-        if not isinstance(body, dict):
-            raise ValueError("the policy must be an object")
-        await api(request).call(session.key, "policy.put", json=body)
-    except ValueError as exc:
-        errors = [{"field": "document", "message": str(exc)}]
-    except ApiProblem as exc:
-        problem = exc
-        errors = exc.errors or [{"field": "policy", "message": exc.detail or exc.title}]
+
+    async def put(body: dict[str, Any]) -> object:
+        return await api(request).call(session.key, "policy.put", json=body)
+
+    errors, problem = await submit_document(document, "policy", "policy", put)
     if not errors:
         return redirect(request, "/policy?saved=1")
     found = await api(request).call(session.key, "policy.get")

@@ -5,27 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from services.journey.domain.dates import is_anniversary
 from services.journey.domain.timing import zone
-from shared.conditions import MISSING, Op, check_comparison, compare, lookup
+from shared.conditions import MISSING, Evaluable, Op, compare, lookup
 
 FIELD_PATTERN = r"^(event|profile)(\.[A-Za-z0-9_\-$ ]+)+$"
 
 
-class Comparison(BaseModel):
+class Comparison(Evaluable):
     model_config = ConfigDict(extra="forbid")
     field: str = Field(pattern=FIELD_PATTERN, description="`event.*` or `profile.*` path.")
     op: Op | Literal["anniversary"] = Field(
         description="`anniversary`: the field's month and day are today's in the customer's "
                     "zone (`value`: days ahead, default 0).")
     value: Any = None
-
-    @model_validator(mode="after")
-    def _evaluable(self, info: ValidationInfo) -> Comparison:
-        check_comparison(self.op, self.value, info)  # a bad duration or date: 400 at save
-        return self
 
 
 class All(BaseModel):

@@ -13,25 +13,20 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from shared.conditions import Duration, Op, check_comparison, compare, lookup
+from shared.conditions import Duration, Evaluable, Op, compare, lookup
 
 CountOp = Literal["eq", "neq", "gt", "gte", "lt", "lte"]
 PROFILE_FIELD = r"^profile(\.[A-Za-z0-9_\-$ ]+)+$"
 
 
-class Comparison(BaseModel):
+class Comparison(Evaluable):
     model_config = ConfigDict(extra="forbid")
     field: str = Field(pattern=PROFILE_FIELD, max_length=300,
                        description="`profile.traits.*`, `profile.metrics.*`, `profile.*`.")
     op: Op
     value: Any = None
-
-    @model_validator(mode="after")
-    def _evaluable(self, info: ValidationInfo) -> Comparison:
-        check_comparison(self.op, self.value, info)  # a bad duration or date: 400 at save
-        return self
 
 
 class Aggregate(BaseModel):

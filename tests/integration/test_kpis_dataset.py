@@ -25,6 +25,7 @@ from shared.contracts.delivery import DeliveryEvent
 from shared.contracts.events import Event
 from shared.db import create_engine
 from shared.settings import Settings
+from tests.support import kpis_replay
 
 pytestmark = pytest.mark.integration
 D1 = datetime(2026, 11, 2, tzinfo=UTC)  # 01:00 Berlin on D1
@@ -292,6 +293,11 @@ async def test_filters_segments_weeks_and_rebuild(engine: AsyncEngine, settings:
     pro = await figures(engine, ws, segment="pro")
     assert (pro["totals"]["communication"]["reached"], pro["totals"]["sales"]["customers"],
             pro["series"][0]["communication"]["reached"]) == (1, 1, 1)
+    # Row for row what the consumer's own writer makes of the same history met in time order.
+    rebuilt = await kpis_replay.rollups(engine, ws)
+    assert rebuilt["kpi_counts"] and rebuilt["kpi_orders"] and rebuilt["kpi_people"]
+    await kpis_replay.replay(engine, ws)
+    assert await kpis_replay.rollups(engine, ws) == rebuilt
 
 
 async def _ignore(done: int) -> None:

@@ -106,18 +106,23 @@ def _next(start: date, interval: str) -> date:
 
 async def _counts(conn: AsyncConnection, w: Window
                   ) -> dict[tuple[date | None, str, str], fig.Sums]:
-    """(interval start | None for the window, dim, key) -> metric -> currency -> sum."""
-    dims = list({"", w.dim, *BY})
-    rows = await fetch(
+    """(interval start | None for the window, dim, key) -> metric -> currency -> sum. Per
+    interval only what the series shows (everyone, and the filtered dimension's key: an
+    index range each); for the window every dimension's keys (`by`), summed in Postgres."""
+    series = await fetch(
         conn, f"SELECT {_START} AS start, dim, key, metric, currency, sum(value) "  # noqa: S608
         "FROM profile.kpi_counts WHERE workspace_id = $1 AND segment = $2 AND day BETWEEN $3 "
-        "AND $4 AND dim = ANY($6::text[]) GROUP BY 1, 2, 3, 4, 5",
-        w.workspace_id, w.segment, w.first, w.last, w.interval, dims)
+        "AND $4 AND ((dim = '' AND key = '') OR (dim = $6 AND key = $7)) GROUP BY 1, 2, 3, 4, 5",
+        w.workspace_id, w.segment, w.first, w.last, w.interval, w.dim, w.key)
+    window = await fetch(
+        conn, "SELECT NULL::date, dim, key, metric, currency, sum(value) FROM profile.kpi_counts "
+        "WHERE workspace_id = $1 AND segment = $2 AND day BETWEEN $3 AND $4 AND "
+        "dim = ANY($5::text[]) GROUP BY 2, 3, 4, 5",
+        w.workspace_id, w.segment, w.first, w.last, list({"", w.dim, *BY}))
     out: dict[tuple[date | None, str, str], fig.Sums] = {}
-    for start, dim, key, metric, currency, value in rows:
-        for slot in ((start, dim, key), (None, dim, key)):
-            bucket = out.setdefault(slot, defaultdict(lambda: defaultdict(float)))
-            bucket[metric][currency] += value
+    for start, dim, key, metric, currency, value in [*series, *window]:
+        bucket = out.setdefault((start, dim, key), defaultdict(lambda: defaultdict(float)))
+        bucket[metric][currency] += value
     return out
 
 

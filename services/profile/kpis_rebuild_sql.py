@@ -7,7 +7,9 @@ their properties extracted; the per-chunk statements read one time range of it, 
 order, so that what the consumer decides by arrival (the first open or click of a message,
 the first event of an order_id) comes out as a replay in time order decides it. Attribution
 is decided once at the end, on the final touches (what the consumer's re-decisions converge
-to), and a refund reduces the attributed revenue on its own day.
+to), and a refund reduces the attributed revenue on its own day. A refund reaches its order
+(`refunded`, the attributed revenue) when it is not older than the order, as met in time
+order; before it, it counts in sales only, as in the consumer.
 """
 
 from __future__ import annotations
@@ -146,9 +148,10 @@ _CONTROL = (
 
 # Once, after the chunks ($1 workspace).
 _REFUNDED = (
-    "UPDATE profile.kpi_orders o SET refunded = o.refunded + t.v FROM (SELECT x.order_id, "
-    "sum(abs(x.value)) AS v FROM kpi_x x WHERE x.kind = 'r' AND x.order_id IS NOT NULL "
-    "GROUP BY 1) AS t WHERE o.workspace_id = $1::text AND o.order_key = t.order_id")
+    "UPDATE profile.kpi_orders o SET refunded = o.refunded + t.v FROM (SELECT o.order_key, "
+    "sum(abs(x.value)) AS v FROM kpi_x x JOIN profile.kpi_orders o ON o.workspace_id = "
+    "$1::text AND o.order_key = x.order_id AND o.at <= x.at WHERE x.kind = 'r' GROUP BY 1) "
+    "AS t WHERE o.workspace_id = $1::text AND o.order_key = t.order_key")
 # kpis.attribute in SQL: the last click within the click window before the order, else the
 # last open within the open window; ties go to the greater message id.
 _ATTRIBUTE = (
@@ -171,7 +174,8 @@ _ATTRIBUTED = _ADD_COUNTS.format(select=(
 _ATTRIBUTED_REFUNDS = _ADD_COUNTS.format(select=(
     "SELECT $1::text, x.day, d.dim, d.key, g.seg, 'attributed_refunded', o.currency, "
     "sum(abs(x.value)) FROM kpi_x x JOIN profile.kpi_orders o ON o.workspace_id = $1::text AND "
-    f"o.order_key = x.order_id {_DIMS.format(t='o')} CROSS JOIN LATERAL unnest(array[''] || "
+    f"o.order_key = x.order_id AND o.at <= x.at {_DIMS.format(t='o')} CROSS JOIN LATERAL "
+    "unnest(array[''] || "
     "o.segments) AS g(seg) WHERE x.kind = 'r' AND o.message_id IS NOT NULL AND "
     f"{_HAS_DIM} GROUP BY 2, 3, 4, 5, 6, 7"))
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpis import COUNTED, TOUCHES
-from services.profile.repository import driver
+from shared.db.driver import driver
 
 LONG = 3600.0  # seconds a statement may run: far past the engine's 30 s for requests
 

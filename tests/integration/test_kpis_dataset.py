@@ -184,6 +184,19 @@ async def test_every_figure_of_the_fixed_dataset(engine: AsyncEngine, settings: 
     assert t["retention"]["retention_rate"] is None  # nobody ordered the two days before
     assert t["retention"]["cohorts"] == [{"month": "2026-11", "customers": 3, "still_ordering": [
         {"months_since": 0, "customers": 3, "share": 1.0}]}]
+    # Per series entry, against as many days before it: D1's customers are a (e erased);
+    # D2's are b and c, so of D1's one customer none ordered again on D2.
+    assert [s["retention"] for s in got["series"]] == [
+        {"previous_customers": 0, "retained_customers": 0, "retention_rate": None,
+         "churn_rate": None},
+        {"previous_customers": 1, "retained_customers": 0, "retention_rate": 0.0,
+         "churn_rate": 1.0}]
+    # A month's entry also carries the cohort of customers whose first order is that month.
+    november = await figures(engine, ws, interval="month", first=date(2026, 11, 1),
+                             last=date(2026, 11, 30))
+    assert november["series"][0]["retention"] == {
+        "previous_customers": 0, "retained_customers": 0, "retention_rate": None,
+        "churn_rate": None, "cohort": t["retention"]["cohorts"][0]}
     # D2's snapshot: a, b, c. c's address bounced, b unsubscribed: a alone is reachable.
     # New profiles: 5 on D1 (a b c e bweb), none on D2.
     assert t["base"] == {

@@ -160,10 +160,12 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
         t5 = time.perf_counter()
         await conn.execute("ANALYZE profile.kpi_counts; ANALYZE profile.kpi_people")
         rebuilt = t4 - t3
+        full = n_profiles >= 1_000_000 and n_events >= 10_000_000
+        verdict = ("met" if rebuilt <= REBUILD_TARGET_S else "NOT met") if full else \
+            "not the issue's size"
         print(f"rollups: rebuild {rebuilt:.1f} s ({n_events / max(rebuilt, 1e-9):,.0f} "
-              f"events/s; target <= {REBUILD_TARGET_S:.0f} s at 10 M events: "
-              f"{'met' if rebuilt <= REBUILD_TARGET_S else 'NOT met'}), state snapshot "
-              f"{t5 - t4:.2f} s")
+              f"events/s; target <= {REBUILD_TARGET_S:.0f} s at 10 M events: {verdict}), "
+              f"state snapshot {t5 - t4:.2f} s")
         sizes = await conn.fetch(
             "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = 'profile' "
             "AND relname LIKE 'kpi_%' AND n_live_tup > 0 ORDER BY 1")
@@ -196,8 +198,10 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
             worst = max(worst, pct(answer_times, 0.99))
             print(f"{label:<28} {pct(answer_times, 0.5):>10.1f} {pct(answer_times, 0.99):>10.1f}"
                   f" {pct(scan_times, 0.5):>10.1f} {max(scan_times) * 1000:>10.1f}", flush=True)
-        print(f"kpis p99, worst filter: {worst:.1f} ms (target < {TARGET_MS:.0f} ms: "
-              f"{'met' if worst < TARGET_MS else 'NOT met'})")
+        verdict = ("met" if worst < TARGET_MS else "NOT met") if full else \
+            "not the issue's size"
+        print(f"kpis p99, worst filter: {worst:.1f} ms (target < {TARGET_MS:.0f} ms at 1 M "
+              f"profiles and 10 M events: {verdict})")
         await engine.dispose()
         await conn.close()
 

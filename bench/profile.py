@@ -138,9 +138,9 @@ def no_rollups() -> Iterator[None]:
     async def write(*_: Any, **__: Any) -> None:
         return None
 
-    KpiFacts.note_event = lambda *_: None  # type: ignore[method-assign,assignment]
-    KpiFacts.note_delivery = lambda *_: None  # type: ignore[method-assign,assignment]
-    kpis_store.write = write  # type: ignore[assignment]
+    KpiFacts.note_event = lambda *_: None  # type: ignore[method-assign]
+    KpiFacts.note_delivery = lambda *_: None  # type: ignore[method-assign]
+    kpis_store.write = write
     try:
         yield
     finally:

@@ -29,8 +29,8 @@ _EMPTIED = ("kpi_people", "kpi_firsts", "kpi_touches", "kpi_orders", "kpi_custom
 async def start(engine: AsyncEngine, workspace_id: str) -> dict[str, Any]:
     run_id = str(uuid.uuid4())
     async with engine.begin() as conn:
-        total = (await repo.fetch(conn, "SELECT count(*) FROM profile.events WHERE "
-                                  "workspace_id = $1", workspace_id))[0][0]
+        total = (await sql.fetch(conn, "SELECT count(*) FROM profile.events WHERE "
+                                 "workspace_id = $1", workspace_id))[0][0]
         await repo.fetch(conn, "INSERT INTO profile.kpi_rebuilds (id, workspace_id, status, "
                          "events_total) VALUES ($1, $2, 'running', $3)", run_id, workspace_id,
                          total)
@@ -86,14 +86,15 @@ async def rebuild(engine: AsyncEngine, ws: str, report: Any) -> int:
         # no JIT (it costs more to compile these statements than it saves).
         await repo.fetch(conn, "SET LOCAL work_mem = '256MB'")
         await repo.fetch(conn, "SET LOCAL jit = off")
+        # Millions of rows: past the engine's 30 s statement timeout (sql.fetch's own).
         for table in _EMPTIED:
-            await repo.fetch(conn, f"DELETE FROM profile.{table} WHERE "  # noqa: S608
-                             "workspace_id = $1", ws)
-        await repo.fetch(conn, "DELETE FROM profile.kpi_counts WHERE workspace_id = $1 AND "
-                         "metric NOT LIKE 'move:%'", ws)
+            await sql.fetch(conn, f"DELETE FROM profile.{table} WHERE "  # noqa: S608
+                            "workspace_id = $1", ws)
+        await sql.fetch(conn, "DELETE FROM profile.kpi_counts WHERE workspace_id = $1 AND "
+                        "metric NOT LIKE 'move:%'", ws)
         conv = (await repo.conventions_for(conn, [ws]))[ws]
-        total = (await repo.fetch(conn, "SELECT count(*) FROM profile.events WHERE "
-                                  "workspace_id = $1", ws))[0][0]
+        total = (await sql.fetch(conn, "SELECT count(*) FROM profile.events WHERE "
+                                 "workspace_id = $1", ws))[0][0]
         chunks = await sql.extract(conn, ws, conv)
         done = total - sum(n for _, _, n in chunks)  # read, and nothing to count
         if done:

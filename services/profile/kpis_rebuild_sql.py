@@ -6,8 +6,8 @@ writes one batch at a time (kpis_store). Everything runs in the rebuild's transa
 their properties extracted; the per-chunk statements read one time range of it, in time
 order, so that what the consumer decides by arrival (the first open or click of a message,
 the first event of an order_id) comes out as a replay in time order decides it. Attribution
-is decided once at the end, on the final touches (what the consumer's re-decisions converge
-to), and a refund reduces the attributed revenue on its own day. A refund reaches its order
+is decided once at the end, each order on the opens and clicks before it, and a refund
+reduces the attributed revenue on its own day. A refund reaches its order
 (`refunded`, the attributed revenue) when it is not older than the order, as met in time
 order; before it, it counts in sales only, as in the consumer.
 """
@@ -153,17 +153,20 @@ _REFUNDED = (
     "$1::text AND o.order_key = x.order_id AND o.at <= x.at WHERE x.kind = 'r' GROUP BY 1) "
     "AS t WHERE o.workspace_id = $1::text AND o.order_key = t.order_key")
 # kpis.attribute in SQL: the last click within the click window before the order, else the
-# last open within the open window; ties go to the greater message id.
+# last open within the open window; ties go to the greater message id. Over every open and
+# click of the history: the consumer, meeting it in time order, decides each order on the
+# touches before it (a message clicked again after the order still holds it).
 _ATTRIBUTE = (
     "UPDATE profile.kpi_orders o SET message_id = b.message_id, channel = b.channel, "
     "journey = b.journey, broadcast = b.broadcast, template = b.template FROM (SELECT "
     "o.order_key, t.* FROM profile.kpi_orders o CROSS JOIN LATERAL (SELECT t.message_id, "
-    "t.channel, t.journey, t.broadcast, t.template FROM profile.kpi_touches t WHERE "
-    "t.workspace_id = o.workspace_id AND t.profile_id = o.profile_id AND t.at <= o.at AND "
-    "t.at >= o.at - greatest($2::interval, $3::interval) AND ((t.kind = 'click' AND "
-    "t.at >= o.at - $2::interval) OR (t.kind = 'open' AND t.at >= o.at - $3::interval)) "
-    "ORDER BY t.kind = 'click' DESC, t.at DESC, t.message_id DESC LIMIT 1) AS t WHERE "
-    "o.workspace_id = $1::text) AS b WHERE o.workspace_id = $1::text AND o.order_key = b.order_key")
+    "left(t.channel, 16) AS channel, t.journey, t.broadcast, t.template FROM kpi_x t WHERE "
+    "t.kind = 'd' AND t.status IN ('opened', 'clicked') AND t.pid = o.profile_id AND "
+    "t.at <= o.at AND t.at >= o.at - greatest($2::interval, $3::interval) AND "
+    "((t.status = 'clicked' AND t.at >= o.at - $2::interval) OR (t.status = 'opened' AND "
+    "t.at >= o.at - $3::interval)) ORDER BY t.status = 'clicked' DESC, t.at DESC, "
+    "t.message_id DESC LIMIT 1) AS t WHERE o.workspace_id = $1::text) AS b WHERE "
+    "o.workspace_id = $1::text AND o.order_key = b.order_key")
 _ATTRIBUTED = _ADD_COUNTS.format(select=(
     "SELECT $1::text, o.day, d.dim, d.key, g.seg, m.metric, o.currency, sum(CASE m.metric WHEN "
     "'attributed_orders' THEN 1 ELSE o.revenue END) FROM profile.kpi_orders o "
@@ -215,6 +218,8 @@ async def extract(conn: Any, ws: str, conv: Conventions) -> list[tuple[datetime,
                 conv.nps_events, conv.revenue_properties, conv.nps_property,
                 _COUNTED + _TOUCHED)
     await fetch(conn, "CREATE INDEX ON kpi_x (at)")
+    await fetch(conn, "CREATE INDEX ON kpi_x (pid, at) WHERE kind = 'd' AND status IN "
+                "('opened', 'clicked')")
     await fetch(conn, _SEGMENTS, ws)
     await fetch(conn, "CREATE UNIQUE INDEX ON kpi_seg (pid)")
     await fetch(conn, "ANALYZE kpi_x")

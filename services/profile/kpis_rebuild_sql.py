@@ -148,24 +148,24 @@ _CONTROL = (
 
 # Once, after the chunks ($1 workspace).
 _REFUNDED = (
-    "UPDATE profile.kpi_orders o SET refunded = o.refunded + t.v FROM (SELECT o.order_key, "
-    "sum(abs(x.value)) AS v FROM kpi_x x JOIN profile.kpi_orders o ON o.workspace_id = "
-    "$1::text AND o.order_key = x.order_id AND o.at <= x.at WHERE x.kind = 'r' GROUP BY 1) "
-    "AS t WHERE o.workspace_id = $1::text AND o.order_key = t.order_key")
+    "WITH t AS MATERIALIZED (SELECT o.order_key, sum(abs(x.value)) AS v FROM kpi_x x JOIN "
+    "profile.kpi_orders o ON o.workspace_id = $1::text AND o.order_key = x.order_id AND "
+    "o.at <= x.at WHERE x.kind = 'r' GROUP BY 1) UPDATE profile.kpi_orders o SET refunded = "
+    "o.refunded + t.v FROM t WHERE o.workspace_id = $1::text AND o.order_key = t.order_key")
 # kpis.attribute in SQL: the last click within the click window before the order, else the
 # last open within the open window; ties go to the greater message id. Over every open and
 # click of the history: the consumer, meeting it in time order, decides each order on the
 # touches before it (a message clicked again after the order still holds it).
 _ATTRIBUTE = (
+    "WITH b AS MATERIALIZED (SELECT o.order_key, t.* FROM profile.kpi_orders o CROSS JOIN "
+    "LATERAL (SELECT t.message_id, left(t.channel, 16) AS channel, t.journey, t.broadcast, "
+    "t.template FROM kpi_x t WHERE t.kind = 'd' AND t.status IN ('opened', 'clicked') AND "
+    "t.pid = o.profile_id AND t.at <= o.at AND t.at >= o.at - greatest($2::interval, "
+    "$3::interval) AND ((t.status = 'clicked' AND t.at >= o.at - $2::interval) OR "
+    "(t.status = 'opened' AND t.at >= o.at - $3::interval)) ORDER BY t.status = 'clicked' "
+    "DESC, t.at DESC, t.message_id DESC LIMIT 1) AS t WHERE o.workspace_id = $1::text) "
     "UPDATE profile.kpi_orders o SET message_id = b.message_id, channel = b.channel, "
-    "journey = b.journey, broadcast = b.broadcast, template = b.template FROM (SELECT "
-    "o.order_key, t.* FROM profile.kpi_orders o CROSS JOIN LATERAL (SELECT t.message_id, "
-    "left(t.channel, 16) AS channel, t.journey, t.broadcast, t.template FROM kpi_x t WHERE "
-    "t.kind = 'd' AND t.status IN ('opened', 'clicked') AND t.pid = o.profile_id AND "
-    "t.at <= o.at AND t.at >= o.at - greatest($2::interval, $3::interval) AND "
-    "((t.status = 'clicked' AND t.at >= o.at - $2::interval) OR (t.status = 'opened' AND "
-    "t.at >= o.at - $3::interval)) ORDER BY t.status = 'clicked' DESC, t.at DESC, "
-    "t.message_id DESC LIMIT 1) AS t WHERE o.workspace_id = $1::text) AS b WHERE "
+    "journey = b.journey, broadcast = b.broadcast, template = b.template FROM b WHERE "
     "o.workspace_id = $1::text AND o.order_key = b.order_key")
 _ATTRIBUTED = _ADD_COUNTS.format(select=(
     "SELECT $1::text, o.day, d.dim, d.key, g.seg, m.metric, o.currency, sum(CASE m.metric WHEN "
@@ -253,6 +253,8 @@ async def chunk(conn: Any, ws: str, lo: datetime, hi: datetime) -> None:
 
 async def finish(conn: Any, ws: str, conv: Conventions) -> None:
     """Refunds on their orders, attribution, and the people sets with their counters."""
+    # The orders were all written in this transaction: the planner has to know how many.
+    await fetch(conn, "ANALYZE profile.kpi_orders")
     await fetch(conn, _REFUNDED, ws)
     await fetch(conn, _ATTRIBUTE, ws, conv.attribution_click_window,
                 conv.attribution_open_window)

@@ -154,7 +154,7 @@ def service_email(settings: Settings) -> bytes:
     m = Messaging(MessagingSettings.from_base(settings))
     state = SendState(templates={("default", "cart"): {
         "channel": "email", "subject": SUBJECT, "html": HTML, "text": TEXT,
-        "category": "marketing", "topic": None}})
+        "category": "marketing", "topic": None, "version": 1, "strict": False}})
     command = cmd(0)
     out = prepare(m, command, str(uuid.uuid4()), state, [f"{command.to.email}"]).outbound[0]
     return build_email(sender=settings.email_from, to=out.to, message_id=out.message_id,

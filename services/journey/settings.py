@@ -24,9 +24,16 @@ class JourneySettings(Settings):
                                   "workspace time zone and revenue_properties (goal values) there "
                                   "(TOUCHPOINT_PROFILE_URL).")
     service_key: str | None = Field(
-        default=None, description="The admin key journey calls messaging and profile with "
-                                  "when no caller's key is at hand; default: the bootstrap "
-                                  "admin key (TOUCHPOINT_SERVICE_KEY).")
+        default=None, description="The default workspace's admin key, which journey calls "
+                                  "messaging and profile with for that workspace when no "
+                                  "caller's key is at hand; default: the bootstrap admin key "
+                                  "(TOUCHPOINT_SERVICE_KEY).")
+    service_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="The other workspaces' admin keys, as JSON {\"workspace\": \"key\"}: "
+                    "journey reads each workspace's zone and revenue_properties from profile "
+                    "with that workspace's own key. A workspace with none gets the defaults "
+                    "(UTC, revenue/total), never another's (TOUCHPOINT_SERVICE_KEYS).")
     directory_ttl_s: float = Field(
         default=30, ge=0, le=3600,
         description="How long template, segment and time-zone answers are cached "

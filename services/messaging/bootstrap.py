@@ -41,11 +41,24 @@ class SharedLimit:
 
 @dataclass
 class Route:
-    """The provider chosen for one send."""
+    """The provider chosen for one send. `slots`: the provider calls it may have in flight
+    (its connection pool); a message is marked `sending` only once it holds one."""
 
     name: str
     provider: Provider
     limiter: SharedLimit | None
+    slots: asyncio.Semaphore
+    pool: int  # how many slots
+
+
+HTTP_POOL = 100  # httpx's default connection limit, which the HTTP providers' clients keep
+
+
+def route_for(name: str, provider: Provider, limiter: SharedLimit | None) -> Route:
+    """A route whose slots are its provider's connection pool (SMTP's `pool_size`)."""
+    pool = provider.settings.pool_size if isinstance(provider, email.SmtpProvider) \
+        else HTTP_POOL
+    return Route(name, provider, limiter, asyncio.Semaphore(pool), pool)
 
 
 class Messaging:
@@ -108,7 +121,7 @@ class Messaging:
             provider = kind.build(kind.settings.model_validate(row["settings"]), secrets,
                                   private, status_url)
             rate = row["rate_per_second"]
-            fresh = Route(name, provider, SharedLimit(engine, key, rate) if rate else None)
+            fresh = route_for(name, provider, SharedLimit(engine, key, rate) if rate else None)
             if built:
                 await built[1].provider.close()
             self._built[key] = (row["updated_at"], fresh)
@@ -120,8 +133,8 @@ class Messaging:
                                                                   self.settings.email_from)
             # The operator's own TOUCHPOINT_SMTP_URL is trusted: a mail catcher or relay on
             # loopback or the private network is what it usually is.
-            self._default_smtp = Route("smtp", email.SmtpProvider(smtp_settings, smtp_secrets,
-                                                                  allow_private=True), None)
+            self._default_smtp = route_for("smtp", email.SmtpProvider(
+                smtp_settings, smtp_secrets, allow_private=True), None)
         return self._default_smtp
 
     async def close(self) -> None:

@@ -81,6 +81,18 @@ async def pace(rt: ServiceRuntime, m: Messaging, p: Prepared) -> float | None:
         return None
 
 
+async def route_of(rt: ServiceRuntime, m: Messaging, p: Prepared) -> Route | None:
+    """The route of the message's first address, whose slots it takes (None: no route;
+    `send` meets the reason again, without a provider call, and makes it the outcome)."""
+    if not p.outbound:
+        return None
+    first = p.outbound[0]
+    try:
+        return await m.route(rt.engine, first.workspace_id, p.cmd.channel.value, first.to)
+    except Exception:
+        return None
+
+
 async def send(rt: ServiceRuntime, m: Messaging, p: Prepared, *, attempts: int,
                paced: bool = False) -> Outcome:
     """Every live address of the message through its provider. Never raises for a provider

@@ -17,7 +17,8 @@ messages (a customer's messages all in one wave), two waves in flight:
    durable and the sweeper publishes whatever a crash leaves behind.
 
 The window left: a crash during a provider call. Only the messages whose call was in
-flight (at most `messaging_concurrency` per wave) stay `sending` and become `unknown`;
+flight (at most the route's connection pool: a message is marked only once it holds a
+slot) stay `sending` and become `unknown`;
 those not yet attempted are still `queued` and are sent when the command is redelivered.
 docs/messaging.md explains how the SMTP side of that window is narrowed.
 """

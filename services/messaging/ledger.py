@@ -7,10 +7,13 @@ in meanwhile in ONE transaction: the outcomes with their delivery events and the
 collect for the next flush, so the number of transactions follows the database's pace, not
 the number of messages: a wave of 64 messages costs a few flushes, not 64 round trips.
 
-What this buys: a message is `sending` only while its own provider call is in flight or its
-outcome waits for the next flush (at most one per send worker, so at most
-`messaging_concurrency` per wave in flight). A crash leaves exactly those `unknown`; every
-message not yet marked is still `queued` (or `retrying`) and is sent after the restart.
+What this buys: a message is marked `sending` only once it holds a slot of its route
+(`Route.slots`: the provider's connection pool, 8 for SMTP by default), and keeps the slot
+until its outcome is durable (recorded with the same worker's next mark, or on its own). So
+at most the route's pool size of messages is `sending` at any moment, whatever
+`messaging_concurrency` and the waves in flight: a worker that waits for a connection holds
+no mark. A crash leaves exactly those `unknown`; every message not yet marked is still
+`queued` (or `retrying`) and is sent after the restart.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from typing import Any, TypeVar
 from services.messaging import store
 from services.messaging.bootstrap import Messaging
 from services.messaging.codes import release_unsent
-from services.messaging.delivery import Outcome, pace, record_in, send, verdict_outcome
+from services.messaging.delivery import (
+    Outcome,
+    pace,
+    record_in,
+    route_of,
+    send,
+    verdict_outcome,
+)
 from services.messaging.metrics import SENDS
 from services.messaging.prepare import Prepared
 from services.messaging.tables import messages
@@ -128,9 +138,11 @@ class Ledger:
 
 async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: list[Prepared],
                    *, attempts: int) -> None:
-    """Send `prepared` (customers concurrently, one customer's messages in order), each
-    marked `sending` just before its own provider call, its outcome recorded with the next
-    mark. Refused and expired messages are recorded at once."""
+    """Send `prepared` (customers concurrently, one customer's messages in order). A message
+    is marked `sending` only once it holds a slot of its route (`Route.slots`, the provider's
+    connection pool), and its outcome is recorded with the same worker's next mark (same
+    route, no rate-limit wait) or on its own before the slot is let go: a message is `sending`
+    only while it holds a slot. Refused and expired messages are recorded at once."""
     now = datetime.now(UTC)
     done = [verdict_outcome(p) for p in prepared if p.verdict]
     live: list[Prepared] = []
@@ -143,42 +155,84 @@ async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: l
             live.append(p)
     if done:
         await ledger.step(done, None)
-    groups: dict[str, list[tuple[Prepared, bool]]] = {}
+    groups: dict[str, list[Prepared]] = {}
     for p in live:
-        groups.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append((p, False))
-    for group in groups.values():
-        group[-1] = (group[-1][0], True)
-    carry: dict[str, list[Outcome]] = {}  # a customer's last outcome, recorded with its next
+        groups.setdefault(f"{p.cmd.workspace_id}:{p.cmd.profile_id}", []).append(p)
+    routes = {p.message_id: await route_of(rt, m, p) for p in live}  # cached lookups
+    # No more workers than slots: a worker keeps its slot from customer to customer, each
+    # outcome recorded with its next mark, instead of every worker taking a customer and
+    # then waiting for a slot (a flush per message on each side of every call).
+    pools = {id(r.slots): r.pool for r in routes.values() if r is not None}
+    workers = min(m.settings.messaging_concurrency,
+                  sum(pools.values()) or m.settings.messaging_concurrency)
+    # Per send worker (its task): the outcome of its last call, not yet recorded, and the
+    # slot that message still holds.
+    held: dict[object, tuple[list[Outcome], asyncio.Semaphore | None]] = {}
 
-    async def one(item: tuple[Prepared, bool]) -> None:
-        p, last = item
-        key = f"{p.cmd.workspace_id}:{p.cmd.profile_id}"
-        done = carry.pop(key, [])
+    async def settle(outcomes: list[Outcome], slot: asyncio.Semaphore | None) -> None:
+        """Record `outcomes`, then let their slot go."""
+        try:
+            if outcomes:
+                await ledger.step(outcomes, None)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    async def idle() -> None:
+        await settle(*held.pop(asyncio.current_task(), ([], None)))
+
+    async def one(p: Prepared) -> None:
         wait = await pace(rt, m, p)  # a rate limit is waited for before the mark
+        route = routes[p.message_id]
+        want = route.slots if route is not None else None
+        done, slot = held.pop(asyncio.current_task(), ([], None))
+        if done and (wait or slot is not want):  # the last outcome can't ride on this mark
+            await settle(done, slot)
+            done, slot = [], None
         if wait:
-            if done:  # the last outcome is not held back by the wait
-                await ledger.step(done, None)
-                done = []
             await asyncio.sleep(wait)
-        if not await ledger.step(done, p.message_id):
-            return  # another worker has it (rebalance)
-        outcome = await send(rt, m, p, attempts=attempts, paced=wait is not None)
-        if last:
-            await ledger.step([outcome], None)
-        else:
-            carry[key] = [outcome]
+        if slot is None and want is not None:
+            await _acquire(want, ledger)
+            slot = want
+        try:
+            marked = await ledger.step(done, p.message_id)
+            outcome = await send(rt, m, p, attempts=attempts, paced=wait is not None) \
+                if marked else None
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        if outcome is None:  # another worker has it (rebalance)
+            if slot is not None:
+                slot.release()
+            return
+        held[asyncio.current_task()] = ([outcome], slot)
 
-    await per_customer(list(groups.values()), m.settings.messaging_concurrency, one,
-                       running=ledger.running)
+    await per_customer(list(groups.values()), workers, one, running=ledger.running, idle=idle)
+
+
+async def _acquire(slot: asyncio.Semaphore, ledger: Ledger) -> None:
+    """Take a slot; a worker waiting for one is not counted busy meanwhile (a flush need
+    not linger for a hand-in that cannot come before a slot is let go)."""
+    if not slot.locked():
+        await slot.acquire()
+        return
+    ledger.running(-1)
+    try:
+        await slot.acquire()
+    finally:
+        ledger.running(1)
 
 
 async def per_customer(groups: list[list[A]], limit: int, call: Callable[[A], Awaitable[B]], *,
-                       running: Callable[[int], None] = lambda _delta: None) -> list[B]:
+                       running: Callable[[int], None] = lambda _delta: None,
+                       idle: Callable[[], Awaitable[None]] | None = None) -> list[B]:
     """`call` on every item, customers concurrently (at most `limit` at a time), each
     customer's items one after the other, in order; results in the groups' order. Workers
     take whole customers, so one customer is never on two workers at once: fewer tasks than
     a task per customer behind a semaphore, and no semaphore. Raises the first failure once
-    every worker stopped. `running(+1|-1)` is told when a worker starts and ends."""
+    every worker stopped. `running(+1|-1)` is told when a worker starts and ends; `idle()`
+    runs in a worker's task when it has no more work (or failed), before it ends."""
     results: list[list[B]] = [[] for _ in groups]
     todo = deque(zip(groups, results, strict=True))
 
@@ -190,7 +244,11 @@ async def per_customer(groups: list[list[A]], limit: int, call: Callable[[A], Aw
                 for item in items:
                     done.append(await call(item))
         finally:
-            running(-1)
+            try:
+                if idle is not None:
+                    await idle()
+            finally:
+                running(-1)
 
     outcomes = await asyncio.gather(*(worker() for _ in range(min(limit, len(groups)))),
                                     return_exceptions=True)

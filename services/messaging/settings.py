@@ -23,7 +23,8 @@ class MessagingSettings(Settings):
     messaging_retry_delay_seconds: float = Field(default=30, ge=0.1, le=3600)
     messaging_retry_max_delay_seconds: float = Field(default=1800, ge=1, le=86_400)
     messaging_retry_for: timedelta = Field(default=timedelta(hours=6))
-    # Provider calls in flight per wave: what a crash mid-send can leave `unknown`.
+    # Send workers per wave (customers at once); the provider calls in flight, and what a
+    # crash mid-send can leave `unknown`, are bounded by the route's pool (Route.slots).
     messaging_concurrency: int = Field(default=64, ge=1, le=1000)
     # Messages checked and rendered together (a customer's messages in one wave).
     messaging_wave_size: int = Field(default=64, ge=1, le=1000)

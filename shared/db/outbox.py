@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
 from shared.db.driver import driver
+from shared.faults import crash_point
 from shared.kafka.codec import encode, headers_json, with_trace
 from shared.kafka.producer import send_batched
 
@@ -162,8 +163,10 @@ class OutboxRelay:
         rows stay and the sweeper retries them."""
         if not rows:
             return
+        crash_point("after_commit_before_produce")  # test-only (shared/faults.py)
         try:
             await self._produce(rows)
+            crash_point("after_produce_before_commit")
             # Only after every ack. Rows a sweeper holds make this wait for its commit
             # (after which they are gone); the sweeper itself never waits (SKIP LOCKED).
             await self._delete_acked([r.id for r in rows])
@@ -184,6 +187,7 @@ class OutboxRelay:
                 if not rows:
                     return 0
                 await self._produce(rows)
+                crash_point("after_produce_before_commit")  # test-only (shared/faults.py)
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
         return len(rows)
 

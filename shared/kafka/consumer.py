@@ -24,6 +24,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import BaseModel, ValidationError
 
 from shared import metrics, tracing
+from shared.faults import crash_point
 from shared.kafka.dlq import dead_letter
 from shared.kafka.errors import InvalidMessage, is_transient
 from shared.kafka.fetch_wait import FetchWait
@@ -213,6 +214,7 @@ class ConsumerLoop:
                      if self._by_topic[topic].name not in self.halted_specs
                      for tp, msgs in part.items()}
         if committed:
+            crash_point("before_offset_commit")  # test-only (shared/faults.py)
             await self._commit(consumer, committed)
         for tp, position in committed.items():
             # The high watermark comes with each fetch response: no extra request.

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.journey import store
 from services.journey.domain.state import Instance
-from services.journey.tables import instances
+from services.journey.policy import store as policy_store
+from services.journey.tables import instances, journey_versions, outbox, sends
+from services.journey.unit import Unit
 from shared.db.engine import create_engine
+from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +58,53 @@ async def test_a_signal_batch_keeps_the_context_it_did_not_load(engine: AsyncEng
         assert stored.wake_at == now - timedelta(seconds=1)
         due = [i for i in await store.due_instances(conn, now, 10_000) if i.id == inst.id]
         assert [i.context for i in due] == [context]
+
+
+async def test_a_cap_holds_when_the_lock_winner_read_its_clock_after_the_loser(
+        engine: AsyncEngine) -> None:
+    """Two replicas' timer batches for one customer under a cap of one: B reads its clock,
+    then A (a moment later) takes the customer's lock first, sends and commits; B, let in,
+    must count A's send although it is stamped after B's `now`, and hold its own."""
+    ws, pid = f"ws-{uuid.uuid4().hex[:8]}", "racer"
+    t0 = datetime(2001, 1, 1, tzinfo=UTC)  # due before anything else in the database
+    doc = {"key": "race", "name": "Race", "stages": [{"key": "s", "enter": {"event": "Go"},
+                                                      "steps": [
+        {"id": "w", "wait": "PT1S"}, {"id": "m", "send": {"channel": "email",
+                                                         "template": "promo"}}]}]}
+    async with engine.begin() as conn:
+        await conn.execute(insert(journey_versions).values(workspace_id=ws, key="race",
+                                                           version=1, document=doc))
+        await policy_store.save_policy(conn, ws, {"caps": [
+            {"channel": "email", "max": 1, "per": "P1D"}]})
+        await store.save_snapshots(conn, {(ws, pid): {"profile_id": pid,
+                                                      "email": "r@example.com"}})
+        await store.save_instances(conn, [Instance(
+            id=str(uuid.uuid4()), workspace_id=ws, journey_key="race", version=1,
+            profile_id=pid, instance_key=key, entry_id=f"e-{key}", stage="s",
+            status="active", holdout=False, entered_at=t0 - timedelta(seconds=2),
+            stage_entered_at=t0 - timedelta(seconds=2), step="w", wake_at=t0 - timedelta(
+                seconds=1), wake_kind="wait", context={"event": {}}, new=True)
+            for key in ("a", "b")])
+    settings = Settings()
+    async with engine.connect() as conn_a, engine.connect() as conn_b:
+        await conn_a.begin()
+        await conn_b.begin()
+        late = Unit(conn_a, store.Documents(), settings, outbox, t0 + timedelta(milliseconds=3))
+        early = Unit(conn_b, store.Documents(), settings, outbox, t0)
+        [first] = await late.load_due(1)  # holds the customer's lock
+        waiting = asyncio.create_task(early.load_due(1))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # B claimed the other instance and waits on the lock
+        late.fire(first)
+        await late.flush()
+        await conn_a.commit()
+        [second] = await asyncio.wait_for(waiting, 10)
+        early.fire(second)
+        await early.flush()
+        await conn_b.commit()
+    async with engine.connect() as conn:
+        sent = (await conn.execute(select(sends.c.sent_at).where(
+            sends.c.workspace_id == ws))).scalars().all()
+        held = (await conn.execute(select(instances.c.wake_kind).where(
+            instances.c.workspace_id == ws, instances.c.id == second.id))).scalar_one()
+    assert sent == [t0 + timedelta(milliseconds=3)] and held == "deferred"

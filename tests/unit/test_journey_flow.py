@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from services.journey.domain.document import JourneyDocument
-from services.journey.domain.simulate import SimEvent, simulate
+from services.journey.domain.policy import ContactPolicy, TemplateMeta
+from services.journey.domain.simulate import SimEvent, Workspace, simulate
 
 EXAMPLE = json.loads((Path(__file__).parents[2] / "services/journey/examples/"
                       "post-purchase-review.json").read_text())
@@ -164,3 +165,48 @@ def test_goal_stage_and_idle_timeout() -> None:
     idle = run(doc, (0, "Viewed", {}))
     assert idle["instances"][0]["status"] == "completed"
     assert idle["trace"][-1]["reason"] == "idle in stage 'browsing' for P2D"
+
+
+def test_the_workspace_policy_applies_to_a_simulation() -> None:
+    """A cap of one email a day across the journey's sends defers the second to the next
+    day and drops it when it expires first; the control group gets no marketing; quiet
+    hours defer in the customer's zone, the workspace's for a profile without one."""
+    doc = JourneyDocument.model_validate({
+        "key": "two", "name": "Two", "stages": [{"key": "s", "enter": {"event": "Go"},
+                                                 "steps": [
+            {"id": "a", "send": {"channel": "email", "template": "promo"}},
+            {"id": "b", "send": {"channel": "email", "template": "promo"}},
+            {"id": "r", "send": {"channel": "email", "template": "receipt"}}]}]})
+    templates = {"promo": TemplateMeta("email", "marketing"),
+                 "receipt": TemplateMeta("email", "transactional")}
+    policy = ContactPolicy.model_validate({
+        "caps": [{"channel": "email", "max": 1, "per": "P1D"}],
+        "on_hold": {"defer": True, "expire_after": "P2D"}})
+    events = [SimEvent("e", START, "Go")]
+
+    def go(ws: Workspace, profile: dict[str, Any] = PROFILE) -> dict[str, Any]:
+        return simulate(doc, profile, events, start=START, horizon=timedelta(days=5),
+                        workspace=ws)
+    result = go(Workspace(policy, templates))
+    assert [(s["step"], s["at"]) for s in result["sends"]] == [
+        ("a", START), ("b", START + timedelta(days=1)), ("r", START + timedelta(days=1))]
+    [held] = [t for t in result["trace"] if t["outcome"] == "deferred"]
+    assert held["detail"]["rule"] == "caps.0" and held["detail"]["count"] == 1
+    assert [s["step"] for s in go(Workspace())["sends"]] == ["a", "b", "r"]  # no policy
+    short = policy.model_copy(update={"on_hold": policy.on_hold.model_copy(
+        update={"expire_after": timedelta(hours=12)})})
+    result = go(Workspace(short, templates))
+    assert [s["step"] for s in result["sends"]] == ["a", "r"]
+    assert [t["outcome"] for t in result["trace"] if t["kind"] == "send"] == [
+        "sent", "deferred", "expired", "sent"]
+    result = go(Workspace(policy, templates, control=True))
+    assert [s["step"] for s in result["sends"]] == ["r"]  # transactional only
+    assert {t["detail"]["rule"] for t in result["trace"] if t["outcome"] == "suppressed"} == {
+        "control_group"}
+    quiet = ContactPolicy.model_validate({"quiet_hours": {"start": "10:30", "end": "12:00"}})
+    no_zone = {k: v for k, v in PROFILE.items() if k != "timezone"}
+    # 10:00 UTC: quiet in Paris (11:00) and in a workspace zone of Berlin; not in UTC.
+    assert go(Workspace(quiet, templates))["sends"][0]["at"] == START.replace(hour=11)
+    assert go(Workspace(quiet, templates, zone="Europe/Berlin"), no_zone)["sends"][0][
+        "at"] == START.replace(hour=11)
+    assert go(Workspace(quiet, templates), no_zone)["sends"][0]["at"] == START

@@ -176,3 +176,15 @@ def test_a_steps_on_hold_overrides_the_policys() -> None:
     base = {"channel": "email", "template": "news"}
     assert outcome(base) == ("deferred", "deferred")
     assert outcome(base | {"on_hold": {"defer": False}})[0] == "held"
+
+
+def test_a_send_stamped_just_after_this_replicas_clock_still_counts() -> None:
+    """Two replicas fire at once: one reads its clock, then waits on the customer's lock
+    while the other (whose clock read came a moment later) sends and commits. The send it
+    then reads is stamped after its own `now`, and must count: otherwise both send and the
+    cap is passed."""
+    other = PastSend("email", None, "marketing", NOW + timedelta(milliseconds=3))
+    for per in ("P1D", "calendar_day"):
+        p = policy(caps=[{"channel": "email", "max": 1, "per": per}])
+        verdict = check(p, "email", NEWS, PROFILE, [other], NOW, PARIS, control=False)
+        assert verdict.outcome == "deferred" and verdict.count == 1, per

@@ -24,11 +24,13 @@ from services.journey.api.schemas import (
 )
 from services.journey.broadcasts import entries
 from services.journey.domain.document import JourneyDocument
-from services.journey.domain.simulate import simulate
+from services.journey.domain.policy import in_control
+from services.journey.domain.simulate import Workspace, simulate
+from services.journey.policy import store as policy_store
 from services.journey.policy.checks import cap_warnings, check_references
 from services.journey.policy.directory import caller_key
 from services.journey.policy.store import remember_templates
-from services.journey.tables import decisions, instances, journey_versions, journeys
+from services.journey.tables import decisions, instances, journey_versions, journeys, snapshots
 from shared.http.auth import AdminDep
 from shared.http.contracts import answers, json_body
 from shared.http.deps import EngineDep
@@ -247,7 +249,9 @@ async def simulate_journey(key: str, body: SimulateRequest, request: Request, en
                                                  "else the live version.")] = None,
                            ) -> dict[str, Any]:
     """Run the journey against a given profile and events on virtual time; sends nothing.
-    Returns the decision trace and the sends that would have gone out."""
+    The workspace's contact policy applies (caps counting the simulated sends, quiet
+    hours, control group, on-hold). Returns the decision trace and the sends that would
+    have gone out."""
     async with engine.connect() as conn:
         row = await _journey(conn, principal.workspace_id, key)
         document = row["draft"] if version is None else None
@@ -262,6 +266,33 @@ async def simulate_journey(key: str, body: SimulateRequest, request: Request, en
             document, used = found.document, f"version {wanted}"
     doc = JourneyDocument.model_validate(document)
     start = body.start or request.app.state.clock.now()
-    result = simulate(doc, body.profile_dict(), body.timeline(start), start=start,
-                      horizon=body.horizon)
+    profile = body.profile_dict()
+    workspace = await _simulated_workspace(request, engine, principal.workspace_id,
+                                           str(profile.get("profile_id") or "simulated"))
+    result = simulate(doc, profile, body.timeline(start), start=start, horizon=body.horizon,
+                      workspace=workspace)
     return {"key": key, "ran": used, "start": start} | result
+
+
+async def _simulated_workspace(request: Request, engine: EngineDep, workspace_id: str,
+                               profile_id: str) -> Workspace:
+    """The workspace as the engine would see it for this profile: its contact policy and
+    template facts, the profile's control group membership (kept, if journey has seen the
+    profile; else as it would be decided now) and the workspace zone."""
+    async with engine.connect() as conn:
+        loaded = (await policy_store.load_policies(conn, [workspace_id])).get(workspace_id)
+        templates = (await policy_store.load_templates(conn, [workspace_id])).get(
+            workspace_id, {})
+        seen = (await conn.execute(select(snapshots.c.control).where(
+            snapshots.c.workspace_id == workspace_id,
+            snapshots.c.profile_id == profile_id))).scalar_one_or_none()
+    if loaded is None:
+        control = False
+    elif seen is not None:
+        control = bool(seen)
+    else:
+        control = in_control(loaded.salt, profile_id, loaded.policy.control_group_percent)
+    directory = request.app.state.directory
+    zone = (await directory.timezone(workspace_id, caller=caller_key(
+        request.headers.get("authorization"))) if directory.settings.profile_url else None)
+    return Workspace(loaded.policy if loaded else None, templates, control, zone)

@@ -3,7 +3,6 @@ preview the audience, send (or schedule, or resume), cancel."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request
@@ -13,9 +12,10 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.journey.broadcasts import sender
 from services.journey.broadcasts import store as bstore
-from services.journey.domain.broadcast import KEY, BroadcastDocument, classify, reason_of
-from services.journey.domain.policy import ContactPolicy, local_due
-from services.journey.domain.timing import zone
+from services.journey.broadcasts.audience import audience
+from services.journey.broadcasts.preview import preview
+from services.journey.domain.broadcast import KEY, BroadcastDocument
+from services.journey.domain.policy import ContactPolicy
 from services.journey.policy import store as policy_store
 from services.journey.policy.api import parse_or_400
 from services.journey.policy.directory import Directory, Unknown, caller_key
@@ -29,7 +29,6 @@ router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"])
 profile_router = APIRouter(prefix="/v1/profiles", tags=["broadcasts"])
 Key = Annotated[str, Path(min_length=1, max_length=90, pattern=KEY)]
 BroadcastBody = Annotated[Any, Body(description="A broadcast (see docs/journey.md).")]
-SAMPLE = 10
 
 
 class BroadcastOut(BaseModel):
@@ -138,8 +137,8 @@ async def get_broadcast(key: Key, request: Request, principal: AdminDep) -> Broa
 @router.post("/{key}/preview", response_model=PreviewOut, responses=answers(None, 404))
 async def preview_broadcast(key: Key, request: Request, engine: EngineDep,
                             principal: AdminDep) -> PreviewOut:
-    """Who would get it and who would not, and why, as of its scheduled time: one
-    set-based query over journey's profile snapshots."""
+    """Who would get it and who would not, and why, as of its scheduled time: set-based
+    queries over journey's profile snapshots (broadcasts/preview.py)."""
     ws = principal.workspace_id
     row, _ = await _existing(request, ws, key)
     doc = BroadcastDocument.model_validate(row["document"])
@@ -151,28 +150,11 @@ async def preview_broadcast(key: Key, request: Request, engine: EngineDep,
         loaded = (await policy_store.load_policies(conn, [ws])).get(ws)
         policy = loaded.policy if loaded else ContactPolicy()
         meta = (await policy_store.load_templates(conn, [ws])).get(ws, {}).get(doc.template)
-        members = await bstore.candidates(conn, ws, doc, now)
-        past = (await bstore.past_sends(conn, ws, at - policy.lookback)
-                if policy.caps else {})
-    reasons: Counter[str] = Counter()
-    sample: list[str] = []
-    suppressed_sample: list[dict[str, str]] = []
-    for pid, snap, control in members:
-        tz = zone(snap.get("timezone") or ws_zone)
-        when = local_due(doc.send_at or now, doc.local_time, tz, now) if doc.local_time else at
-        verdict = classify(doc, policy, meta, snap, past.get(pid, []), when, tz,
-                           control=control, key=key)
-        if verdict.sends:
-            if len(sample) < SAMPLE:
-                sample.append(pid)
-            continue
-        reason = reason_of(verdict)
-        reasons[reason] += 1
-        if len(suppressed_sample) < SAMPLE:
-            suppressed_sample.append({"profile_id": pid, "reason": reason})
-    return PreviewOut(recipients=len(members) - sum(reasons.values()),
-                      suppressed=dict(reasons), sample=sample,
-                      suppressed_sample=suppressed_sample, at=at.isoformat())
+        found = await preview(conn, await audience(conn, ws, doc, now), key, policy, meta,
+                              now, at, ws_zone)
+    return PreviewOut(recipients=found.recipients, suppressed=found.suppressed,
+                      sample=found.sample, suppressed_sample=found.suppressed_sample,
+                      at=at.isoformat())
 
 
 @router.post("/{key}/send", response_model=BroadcastOut, responses=answers(None, 404, 409))

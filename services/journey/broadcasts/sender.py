@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey import store
 from services.journey.broadcasts import store as bstore
+from services.journey.broadcasts.audience import audience, zones
+from services.journey.broadcasts.audience import freeze as frozen
 from services.journey.domain.broadcast import BroadcastDocument, classify, reason_of
 from services.journey.domain.policy import ContactPolicy, local_due
 from services.journey.domain.timing import zone
@@ -37,17 +39,15 @@ def start_moment(doc: BroadcastDocument, now: datetime) -> datetime:
 
 async def freeze(conn: AsyncConnection, workspace_id: str, key: str, doc: BroadcastDocument,
                  now: datetime, workspace_zone: str) -> int:
-    """Freeze the audience now; returns its size."""
-    members = await bstore.candidates(conn, workspace_id, doc, now)
-    due = []
-    for pid, snap, _control in members:
-        at = now
-        if doc.local_time is not None:
-            tz = zone(snap.get("timezone") or workspace_zone)
-            at = local_due(doc.send_at or now, doc.local_time, tz, now)
-        due.append((pid, at))
-    await bstore.freeze(conn, workspace_id, key, due)
-    return len(due)
+    """Freeze the audience now (one statement); returns how many recipients were added.
+    With `local_time`, each is due at that moment in their zone."""
+    members = await audience(conn, workspace_id, doc, now)
+    due: list[tuple[str, datetime]] = []
+    if doc.local_time is not None:
+        for raw in await zones(conn, members):
+            due.append((raw, local_due(doc.send_at or now, doc.local_time,
+                                       zone(raw or workspace_zone), now)))
+    return await frozen(conn, members, key, now, due)
 
 
 def command(workspace_id: str, key: str, doc: BroadcastDocument, profile_id: str,

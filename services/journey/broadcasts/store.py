@@ -1,5 +1,4 @@
-"""Broadcasts and their frozen audiences in Postgres; the audience is read set-based from
-journey's own profile snapshots (a segment through the GIN index on `segments`).
+"""Broadcasts and their frozen audiences in Postgres (who is in the audience: audience.py).
 Repositories never commit: callers own the transaction."""
 
 from __future__ import annotations
@@ -11,31 +10,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.journey.domain.broadcast import BroadcastDocument
 from services.journey.domain.policy import PastSend
 from services.journey.tables import broadcast_audience, broadcasts, sends, snapshots
 from shared.db.driver import driver
 
 _SNAPSHOTS = f"{snapshots.schema}.{snapshots.name}"
 _AUDIENCE = f"{broadcast_audience.schema}.{broadcast_audience.name}"
-# What the classification reads of a snapshot: everything but traits and metrics, which a
-# segment audience never needs (a condition tree gets the whole snapshot).
-_LEAN = "snapshot - 'traits' - 'metrics'"
-
-
-async def candidates(conn: AsyncConnection, workspace_id: str, doc: BroadcastDocument,
-                     now: datetime) -> list[tuple[str, dict[str, Any], bool]]:
-    """(profile id, snapshot, control) of the audience now, by profile id."""
-    db = await driver(conn)
-    if doc.segment is not None:
-        rows = await db.fetch(
-            f"SELECT profile_id, {_LEAN}, control FROM {_SNAPSHOTS} "
-            "WHERE workspace_id = $1 AND segments @> ARRAY[$2]::text[] ORDER BY profile_id",
-            workspace_id, doc.segment)
-        return [(pid, snap, ctl) for pid, snap, ctl in rows]
-    rows = await db.fetch(f"SELECT profile_id, snapshot, control FROM {_SNAPSHOTS} "
-                          "WHERE workspace_id = $1 ORDER BY profile_id", workspace_id)
-    return [(pid, snap, ctl) for pid, snap, ctl in rows if doc.member(snap, now)]
 
 
 async def snapshots_of(conn: AsyncConnection, workspace_id: str, profile_ids: Sequence[str]

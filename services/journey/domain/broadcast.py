@@ -1,7 +1,8 @@
 """Broadcasts: a one-off send of a template to a segment or a condition (pure).
 
-`classify` decides one recipient's fate now; the preview and the sending worker both call
-it, so what is sent equals the preview minus what changed in between.
+`classify` decides one recipient's fate now (the sending worker); the preview calls its
+`judge` once per class of alike members (broadcasts/preview.py), so what is sent equals the
+preview minus what changed in between.
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ def classify(doc: BroadcastDocument, policy: ContactPolicy | None, meta: Templat
     """One recipient now: left the audience, undeliverable, then the contact policy."""
     if not doc.member(profile, now):
         return Outcome("suppressed", "left_audience", "no longer in the audience")
+    return judge(doc, policy, meta, profile, past, now, tz, control=control,
+                 held_since=held_since, key=key)
+
+
+def judge(doc: BroadcastDocument, policy: ContactPolicy | None, meta: TemplateMeta | None,
+          profile: dict[str, Any], past: list[PastSend], now: datetime, tz: ZoneInfo, *,
+          control: bool, held_since: datetime | None = None, key: str | None = None
+          ) -> Outcome:
+    """A member of the audience now: undeliverable, then the contact policy."""
     if not reachable(profile, doc.channel):
         return Outcome("suppressed", "undeliverable",
                        f"unreachable: no deliverable {doc.channel} address")

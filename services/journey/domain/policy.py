@@ -182,7 +182,7 @@ def check(policy: ContactPolicy, channel: str, meta: TemplateMeta | None, profil
                        f"held since {held_since.isoformat() if held_since else ''}; expired "
                        f"after {iso_duration(policy.on_hold.expire_after or timedelta(0))}",
                        window=iso_duration(policy.on_hold.expire_after or timedelta(0)))
-    blocked = _blocked(policy, channel, topic, sends, now, tz)
+    blocked = _blocked(policy, channel, meta, sends, now, tz)
     if blocked is None:
         return Outcome("send", expires_at=expires_at)
     if not policy.on_hold.defer:
@@ -207,8 +207,24 @@ def rank(policy: ContactPolicy, sender: str | None) -> int:
     return len(policy.priority)
 
 
-def _blocked(policy: ContactPolicy, channel: str, topic: str | None, sends: list[PastSend],
-             now: datetime, tz: ZoneInfo) -> Outcome | None:
+def applicable_caps(policy: ContactPolicy, channel: str, meta: TemplateMeta | None
+                    ) -> list[tuple[int, PolicyCap]]:
+    """The caps (with their index) that count a send of this template on this channel:
+    none for a transactional template or a webhook, which no cap holds."""
+    if channel == "webhook" or (meta is not None and meta.category == "transactional"):
+        return []
+    topic = meta.topic if meta else None
+    return [(index, cap) for index, cap in enumerate(policy.caps)
+            if cap.channel == channel and (cap.topic is None or cap.topic == topic)]
+
+
+def cap_since(cap: PolicyCap, now: datetime, tz: ZoneInfo) -> datetime:
+    """Sends after this moment (and not after `now`) count toward `cap`."""
+    return now - cap.per if isinstance(cap.per, timedelta) else local_day_start(now, tz)
+
+
+def _blocked(policy: ContactPolicy, channel: str, meta: TemplateMeta | None,
+             sends: list[PastSend], now: datetime, tz: ZoneInfo) -> Outcome | None:
     """The first rule that stops a send now (quiet hours, then caps), or None."""
     if policy.quiet_hours is not None:
         q = policy.quiet_hours
@@ -218,15 +234,13 @@ def _blocked(policy: ContactPolicy, channel: str, topic: str | None, sends: list
                                                       f"{tz.key}", f"{q.start}-{q.end}",
                            until=until)
     worst: Outcome | None = None
-    for index, cap in enumerate(policy.caps):
-        if cap.channel != channel or (cap.topic is not None and cap.topic != topic):
-            continue
-        if isinstance(cap.per, timedelta):
-            since = now - cap.per
-        else:
-            since = local_day_start(now, tz)
+    for index, cap in applicable_caps(policy, channel, meta):
+        since = cap_since(cap, now, tz)
+        # No upper bound at `now`: a send another replica stamped a moment after this
+        # one read its clock (then committed while this one waited on the customer's
+        # lock) counts, or both would send past the cap.
         counted = sorted(s.at for s in sends if s.channel == channel and s.at > since
-                         and s.at <= now and s.category != "transactional"
+                         and s.category != "transactional"
                          and (cap.topic is None or s.topic == cap.topic))
         if len(counted) < cap.max:
             continue

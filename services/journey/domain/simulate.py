@@ -1,7 +1,9 @@
 """Run a journey on virtual time against one profile and a list of events (pure).
 
 The same flow functions the engine uses decide; nothing is sent. Returns the trace and
-the sends that would have gone out, so "why (not)?" can be asked before publishing.
+the sends that would have gone out, so "why (not)?" can be asked before publishing. With
+the workspace's contact policy (`Workspace`), its caps (counting the simulated sends),
+quiet hours, control group and on-hold rules apply as they would live.
 """
 
 from __future__ import annotations
@@ -18,12 +20,25 @@ from services.journey.domain.flow import (
     reentry_block,
     start_instance,
 )
+from services.journey.domain.policy import ContactPolicy, PastSend, TemplateMeta
 from services.journey.domain.signals import Signal
 from services.journey.domain.state import Effects, Facts, Instance, Subject
 from services.journey.domain.steps import exit_instance
 from services.journey.domain.timing import zone
 
 MAX_ROUNDS = 10_000
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What the engine would know of the workspace: its contact policy (None: none
+    saved), the templates' facts, whether the profile is in the global control group, and
+    the zone for a profile without one."""
+
+    policy: ContactPolicy | None = None
+    templates: dict[str, TemplateMeta] = field(default_factory=dict)
+    control: bool = False
+    zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,11 +52,19 @@ class SimEvent:
 
 
 def simulate(doc: JourneyDocument, profile: dict[str, Any], timeline: list[SimEvent], *,
-             start: datetime, horizon: timedelta, version: int = 0) -> dict[str, Any]:
+             start: datetime, horizon: timedelta, version: int = 0,
+             workspace: Workspace | None = None) -> dict[str, Any]:
     pid = str(profile.get("profile_id") or "simulated")
     fx = Effects()
     runs: list[Instance] = []
     sent: list[tuple[str, datetime]] = []
+    past: list[PastSend] = []
+    ws = workspace or Workspace()
+
+    def _facts(now: datetime) -> Facts:
+        return Facts(now=now, profile=profile, tz=zone(profile.get("timezone") or ws.zone),
+                     recent_sends=sent, policy=ws.policy, templates=ws.templates, past=past,
+                     control=ws.control)
     end = start + horizon
     pending = sorted(timeline, key=lambda e: e.at)
     for _ in range(MAX_ROUNDS):
@@ -50,12 +73,12 @@ def simulate(doc: JourneyDocument, profile: dict[str, Any], timeline: list[SimEv
         if timers:
             wake_at, index = min(timers)
             if (event is None or wake_at <= event.at) and wake_at <= end:
-                on_timer(doc, runs[index], _facts(wake_at, profile, sent), fx)
+                on_timer(doc, runs[index], _facts(wake_at), fx)
                 continue
         if event is None or event.at > end:
             break
         pending.pop(0)
-        facts = _facts(max(event.at, start), profile, sent)
+        facts = _facts(max(event.at, start))
         signal = _signal(event, pid, profile)
         for inst in runs:
             if inst.active or inst.goal_at is None:
@@ -86,10 +109,6 @@ def simulate(doc: JourneyDocument, profile: dict[str, Any], timeline: list[SimEv
         {"instance_key": i.instance_key, "stage": i.stage, "step": i.step, "status": i.status,
          "exit_reason": i.exit_reason, "holdout": i.holdout, "goal_at": i.goal_at,
          "waiting_until": i.wake_at} for i in runs]}
-
-
-def _facts(now: datetime, profile: dict[str, Any], sent: list[tuple[str, datetime]]) -> Facts:
-    return Facts(now=now, profile=profile, tz=zone(profile.get("timezone")), recent_sends=sent)
 
 
 def _signal(e: SimEvent, pid: str, profile: dict[str, Any]) -> Signal:

@@ -4,11 +4,17 @@ channel, category and topic (messaging), segment keys and the workspace time zon
 audience.
 
 The caller's admin key is forwarded (one admin key per workspace is registered in every
-service, as the CLI assumes); without one, TOUCHPOINT_SERVICE_KEY or the bootstrap admin key.
+service, as the CLI assumes). Without one (the engine's batches, the broadcast worker),
+the workspace's own key from TOUCHPOINT_SERVICE_KEYS, or for the default workspace
+TOUCHPOINT_SERVICE_KEY (else the bootstrap admin key): an admin key answers for its own
+workspace only, so a workspace without a key of its own gets the defaults rather than
+another workspace's conventions. Profile names the workspace it answered for, and an
+answer for another one is refused (a key filed under the wrong workspace).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from urllib.parse import quote
@@ -19,15 +25,26 @@ from services.journey.domain.policy import TemplateMeta
 from services.journey.settings import JourneySettings
 from shared.http.problems import Problem
 
+log = logging.getLogger(__name__)
+
 
 class Unknown(Exception):
     """The other service answered 404: no such template or segment."""
+
+
+class NoKey(Problem):
+    """No caller's key and no key of journey's own for this workspace."""
+
+    def __init__(self, workspace_id: str) -> None:
+        super().__init__(503, "Not configured", f"journey has no key for workspace "
+                                                f"'{workspace_id}' (TOUCHPOINT_SERVICE_KEYS)")
 
 
 class Directory:
     def __init__(self, settings: JourneySettings) -> None:
         self.settings = settings
         self._cache: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._keyless: set[str] = set()  # warned once each
         self._http: httpx.AsyncClient | None = None
 
     def _client(self) -> httpx.AsyncClient:
@@ -48,7 +65,9 @@ class Directory:
         hit = self._cache.get(cache_key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        token = key or self.settings.service_key or self.settings.bootstrap_admin_key
+        token = key or self.service_key(workspace_id)
+        if token is None:
+            raise NoKey(workspace_id)
         try:
             r = await self._client().get(f"{base.rstrip('/')}{path}",
                                          headers={"Authorization": f"Bearer {token}"})
@@ -61,6 +80,13 @@ class Directory:
         body = r.json()
         self._cache[cache_key] = (time.monotonic() + self.settings.directory_ttl_s, body)
         return body
+
+    def service_key(self, workspace_id: str) -> str | None:
+        """The key journey itself calls with for this workspace (None: it has none)."""
+        own = self.settings.service_keys.get(workspace_id)
+        if own is None and workspace_id == self.settings.default_workspace:
+            return self.settings.service_key or self.settings.bootstrap_admin_key
+        return own
 
     async def template(self, workspace_id: str, key: str, *, caller: str | None = None
                        ) -> TemplateMeta:
@@ -82,16 +108,29 @@ class Directory:
         """Profile's workspace settings (cached); {} when profile is not configured."""
         if not self.settings.profile_url:
             return {}
+        cache_key = ("profile", workspace_id, "/v1/profile-settings")
         try:
             body = await self._get(self.settings.profile_url, "profile",
                                    "/v1/profile-settings", workspace_id, caller)
+        except NoKey:
+            if workspace_id not in self._keyless:
+                self._keyless.add(workspace_id)
+                log.warning("journey has no key for workspace %s (TOUCHPOINT_SERVICE_KEYS): "
+                            "its zone and revenue_properties are the defaults", workspace_id)
+            body = {}
+            self._cache[cache_key] = (time.monotonic() + self.settings.directory_ttl_s, body)
         except (Unknown, Problem):
             # Profile unreachable: defaults for now, and not asked again before the TTL (the
             # engine's batches ask too, and must not wait on a service that is down).
             body = {}
-            self._cache[("profile", workspace_id, "/v1/profile-settings")] = (
-                time.monotonic() + self.settings.directory_ttl_s, body)
-        return body if isinstance(body, dict) else {}
+            self._cache[cache_key] = (time.monotonic() + self.settings.directory_ttl_s, body)
+        if not isinstance(body, dict):
+            return {}
+        if body.get("workspace_id", workspace_id) != workspace_id:
+            log.error("profile answered for another workspace than %s: the key journey "
+                      "used is filed under the wrong workspace", workspace_id)
+            return {}
+        return body
 
     async def timezone(self, workspace_id: str, *, caller: str | None = None) -> str:
         """The workspace's zone (profile-settings `timezone`); UTC when absent or unknown."""

@@ -173,6 +173,7 @@ class SegmentMemberPage(Paged):
 
 
 class ProfileSettingsOut(BaseModel):
+    workspace_id: str = Field(description="The workspace these settings are of (the key's).")
     conventions: Conventions
     model: dict[str, Any] = Field(description="Last churn/LTV model fit ({} before any).")
     recomputed_at: str | None

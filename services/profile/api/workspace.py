@@ -25,12 +25,14 @@ EXAMPLES = {"defaults": {"value": CONVENTIONS}}
 
 @router.get("", responses=answers(ProfileSettingsOut))
 async def get_profile_settings(engine: EngineDep, principal: AdminDep) -> dict[str, Any]:
-    """Conventions (which events are orders, refunds, surveys), last model fit and recompute."""
+    """The key's workspace, its conventions (which events are orders, refunds, surveys),
+    last model fit and recompute."""
     async with engine.connect() as conn:
         row = (await conn.execute(select(workspace_settings).where(
             workspace_settings.c.workspace_id == principal.workspace_id))).first()
     conv = Conventions.model_validate(row.conventions) if row else Conventions()
-    return {"conventions": conv.model_dump(mode="json"), "model": row.model if row else {},
+    return {"workspace_id": principal.workspace_id,
+            "conventions": conv.model_dump(mode="json"), "model": row.model if row else {},
             "recomputed_at": row.recomputed_at.isoformat() if row and row.recomputed_at
             else None}
 

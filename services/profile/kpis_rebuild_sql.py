@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.profile.domain.conventions import Conventions
-from services.profile.domain.kpis import COUNTED, TOUCHES
+from services.profile.domain.kpis import COUNTED, INTERVALS, TOUCHES
 from shared.db.driver import driver
 
 LONG = 3600.0  # seconds a statement may run: far past the engine's 30 s for requests
@@ -185,7 +185,9 @@ _ATTRIBUTED_REFUNDS = _ADD_COUNTS.format(select=(
 # The distinct-people sets (day, ISO week, month) and their counters.
 _START = ("CASE i.interval WHEN 'day' THEN x.day WHEN 'week' THEN date_trunc('week', x.day)::date "
           "ELSE date_trunc('month', x.day)::date END")
-_INTERVALS = "CROSS JOIN (VALUES ('day'), ('week'), ('month')) AS i(interval)"
+# One interval per statement ($2): three aggregates that fit in memory, not one that
+# spills (2.4x faster at 1 M events).
+_INTERVALS = "CROSS JOIN (SELECT $2::text AS interval) AS i"
 _ADD_PEOPLE = ("INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, "
                "interval, start, profile_id, n) ")
 _REACHED = _ADD_PEOPLE + (
@@ -260,7 +262,8 @@ async def finish(conn: Any, ws: str, conv: Conventions) -> None:
                 conv.attribution_open_window)
     await fetch(conn, _ATTRIBUTED, ws)
     await fetch(conn, _ATTRIBUTED_REFUNDS, ws)
-    await fetch(conn, _REACHED, ws)
-    await fetch(conn, _CONTROLLED, ws)
-    await fetch(conn, _CUSTOMERS, ws)
+    for interval in INTERVALS:
+        await fetch(conn, _REACHED, ws, interval)
+        await fetch(conn, _CONTROLLED, ws, interval)
+        await fetch(conn, _CUSTOMERS, ws, interval)
     await fetch(conn, _PEOPLE_COUNTS, ws)

@@ -260,6 +260,7 @@ async def finish(conn: Any, ws: str, conv: Conventions) -> None:
     await fetch(conn, _REFUNDED, ws)
     await fetch(conn, _ATTRIBUTE, ws, conv.attribution_click_window,
                 conv.attribution_open_window)
+    await fetch(conn, "ANALYZE profile.kpi_orders")  # now attributed: not all NULL
     await fetch(conn, _ATTRIBUTED, ws)
     await fetch(conn, _ATTRIBUTED_REFUNDS, ws)
     for interval in INTERVALS:

@@ -11,23 +11,37 @@ ceiling batches alternate, so both meet the same load. Both run on a scratch dat
 Postgres the tests use, in one process with the profile service's GC setting.
 
     .venv/bin/python bench/profile.py [--events 20000] [--users 5000] [--batch 500]
+
+`--rollups compare` measures instead what keeping the KPI rollups current costs (issue 15:
+at most +10 % CPU per event): the same consumer transaction with the rollups and without
+them (the batch's KPI facts neither noted nor written), batches alternating between two
+workspaces, on traffic that is half storefront events, half delivery outcomes of known
+profiles (sent, delivered, opened, clicked). CPU per event is this process's plus the
+Postgres backend's that ran the batch (read from /proc: the server must be local).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import asyncpg
+from sqlalchemy import text
 
+from services.profile import kpis_store
+from services.profile.domain.kpi_facts import KpiFacts
 from services.profile.gc_tuning import tune_gc
 from services.profile.pipeline import apply_batch
 from services.profile.tables import inbox
+from shared.contracts.delivery import DeliveryEvent
 from shared.contracts.events import Event
 from shared.db import claim_new, create_engine
 from shared.db.migrate import upgrade_all
@@ -72,12 +86,112 @@ class Target:
 
     def __init__(self, url: str, settings: Settings, consumer: str) -> None:
         self.engine, self.settings, self.consumer = create_engine(url), settings, consumer
+        self.backend_cpu = 0.0  # seconds of the Postgres backends that ran the batches
 
-    async def batch(self, chunk: list[Event]) -> None:
+    async def batch(self, chunk: list[Any]) -> None:
         async with self.engine.begin() as conn:
+            pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+            before = _backend_cpu(pid)
             fresh = await claim_new(conn, inbox, self.consumer, [e.dedupe_id() for e in chunk])
             await apply_batch(conn, [e for e in chunk if e.dedupe_id() in fresh], self.settings,
                               datetime.now(UTC))
+        self.backend_cpu += _backend_cpu(pid) - before
+
+
+def _backend_cpu(pid: int) -> float:
+    """User + system CPU seconds of a local process (0 where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def deliveries(n: int, profiles: list[str], workspace: str, seed: int = 2) -> list[Any]:
+    """Delivery outcomes of messages to known profiles, as messaging reports them."""
+    rng = random.Random(seed)
+    start = datetime.now(UTC) - timedelta(days=30)
+    out: list[Any] = []
+    i = 0
+    while len(out) < n:
+        pid, at = rng.choice(profiles), start + timedelta(seconds=i)
+        for status, p in (("sent", 1.0), ("delivered", 0.95), ("opened", 0.4),
+                          ("clicked", 0.3)):
+            if rng.random() > p or len(out) >= n:
+                break
+            out.append(DeliveryEvent.model_validate({
+                "id": f"d{i}-{status}", "workspace_id": workspace, "profile_id": pid,
+                "message_id": f"m{i}", "status": status, "channel": "email",
+                "template": f"template-{i % 20}",
+                "journey": {"key": f"journey-{i % 8}", "version": 1},
+                "occurred_at": at + timedelta(minutes=len(out) % 7)}))
+        i += 1
+    return out
+
+
+@contextmanager
+def no_rollups() -> Iterator[None]:
+    """The consumer without the KPI rollups: facts neither noted nor written."""
+    saved = (KpiFacts.note_event, KpiFacts.note_delivery, kpis_store.write)
+
+    async def write(*_: Any, **__: Any) -> None:
+        return None
+
+    KpiFacts.note_event = lambda *_: None  # type: ignore[method-assign]
+    KpiFacts.note_delivery = lambda *_: None  # type: ignore[method-assign]
+    kpis_store.write = write
+    try:
+        yield
+    finally:
+        KpiFacts.note_event, KpiFacts.note_delivery, kpis_store.write = saved  # type: ignore[method-assign]
+
+
+async def compare(n: int, users: int, batch: int) -> None:
+    """With and without the rollups, batches alternating (two workspaces, same traffic)."""
+    tune_gc()
+    with postgres_server() as server, scratch_database(server) as url:
+        await asyncio.to_thread(upgrade_all, url)
+        settings = Settings(env="test", database_url=url, topic_prefix="bench.")
+        runs = {}
+        for label in ("with", "without"):
+            ws = f"bench-{label}-{uuid.uuid4().hex[:6]}"
+            target = Target(url, settings, ws)
+            # Untimed: the people and their profiles (the outcomes need profile ids).
+            seed = workload(n // 2, users, ws)
+            for offset in range(0, len(seed), batch):
+                await target.batch(seed[offset:offset + batch])
+            async with target.engine.connect() as conn:
+                ids = list((await conn.execute(text(
+                    "SELECT id FROM profile.profiles WHERE workspace_id = :ws ORDER BY id"),
+                    {"ws": ws})).scalars())
+            traffic = [e.model_copy(update={"id": f"t{e.id}"}) for e in workload(
+                n // 2, users, ws, seed=3)] + deliveries(n - n // 2, ids, ws)
+            random.Random(5).shuffle(traffic)
+            runs[label] = (target, traffic)
+        cpu = {"with": 0.0, "without": 0.0}
+        backend_before = {k: t.backend_cpu for k, (t, _) in runs.items()}
+        for i in range(-(-n // batch)):
+            for label, (target, traffic) in runs.items():
+                chunk = traffic[i * batch:(i + 1) * batch]
+                started = time.process_time()
+                if label == "with":
+                    await target.batch(chunk)
+                else:
+                    with no_rollups():
+                        await target.batch(chunk)
+                cpu[label] += time.process_time() - started
+        print(f"profile rollup cost: {n} events per run (half storefront events, half "
+              f"delivery outcomes), batches of {batch}, with and without rollups alternating")
+        per = {}
+        for label, (target, _) in runs.items():
+            backend = target.backend_cpu - backend_before[label]
+            per[label] = (cpu[label] + backend) / n * 1e6
+            print(f"  {label:<8} rollups: CPU per event {per[label]:6.0f} us (this process "
+                  f"{cpu[label] / n * 1e6:.0f} us + Postgres backend {backend / n * 1e6:.0f} us)")
+        ratio = per["with"] / per["without"] - 1
+        print(f"  rollups add {ratio:+.1%} CPU per event (target <= +10 %: "
+              f"{'met' if ratio <= 0.10 else 'NOT met'})")
 
 
 _TABLES = ("inbox", "identities", "profiles", "events", "outbox")
@@ -187,5 +301,9 @@ async def main(n: int, users: int, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    args = bench_options(__doc__, events=20_000, users=5_000, batch=500).parse_args()
-    asyncio.run(main(args.events, args.users, args.batch))
+    parser = bench_options(__doc__, events=20_000, users=5_000, batch=500)
+    parser.add_argument("--rollups", choices=("on", "compare"), default="on",
+                        help="compare: the consumer with and without the KPI rollups")
+    args = parser.parse_args()
+    asyncio.run((compare if args.rollups == "compare" else main)(args.events, args.users,
+                                                                   args.batch))

@@ -48,15 +48,22 @@ async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[st
                      _new_profiles(states, w.first, w.last))
     totals["retention"] = fig.retention(previous, kept) | {"cohorts": fig.cohorts(cohort_rows)}
     series = []
+    spans = []  # each series entry's days inside the window
     start = interval_start(w.first, w.interval)
     while start <= w.last:
-        end = min(_next(start, w.interval) - timedelta(days=1), w.last)
-        lo = max(start, w.first)
+        spans.append((start, max(start, w.first),
+                      min(_next(start, w.interval) - timedelta(days=1), w.last)))
+        start = _next(start, w.interval)
+    kept_by = await _retention_series(conn, w, [(lo, end) for _, lo, end in spans])
+    cohort_of = {c["month"]: c for c in totals["retention"]["cohorts"]}
+    for start, lo, end in spans:
         entry = {"start": start.isoformat()} | _groups(
             sums, people, start, w, main, _last_state(states, lo, end),
             _new_profiles(states, lo, end))
+        entry["retention"] = fig.retention(*kept_by.get(lo, (0, 0)))
+        if w.interval == "month":  # the cohort of customers whose first order is this month
+            entry["retention"]["cohort"] = cohort_of.get(start.strftime("%Y-%m"))
         series.append(entry)
-        start = _next(start, w.interval)
     by: dict[str, dict[str, Any]] = {dim: {} for dim in BY}
     for (start_, dim, key), m in sums.items():
         if start_ is None and dim in by and dim != "":
@@ -106,18 +113,23 @@ def _next(start: date, interval: str) -> date:
 
 async def _counts(conn: AsyncConnection, w: Window
                   ) -> dict[tuple[date | None, str, str], fig.Sums]:
-    """(interval start | None for the window, dim, key) -> metric -> currency -> sum."""
-    dims = list({"", w.dim, *BY})
-    rows = await fetch(
+    """(interval start | None for the window, dim, key) -> metric -> currency -> sum. Per
+    interval only what the series shows (everyone, and the filtered dimension's key: an
+    index range each); for the window every dimension's keys (`by`), summed in Postgres."""
+    series = await fetch(
         conn, f"SELECT {_START} AS start, dim, key, metric, currency, sum(value) "  # noqa: S608
         "FROM profile.kpi_counts WHERE workspace_id = $1 AND segment = $2 AND day BETWEEN $3 "
-        "AND $4 AND dim = ANY($6::text[]) GROUP BY 1, 2, 3, 4, 5",
-        w.workspace_id, w.segment, w.first, w.last, w.interval, dims)
+        "AND $4 AND ((dim = '' AND key = '') OR (dim = $6 AND key = $7)) GROUP BY 1, 2, 3, 4, 5",
+        w.workspace_id, w.segment, w.first, w.last, w.interval, w.dim, w.key)
+    window = await fetch(
+        conn, "SELECT NULL::date, dim, key, metric, currency, sum(value) FROM profile.kpi_counts "
+        "WHERE workspace_id = $1 AND segment = $2 AND day BETWEEN $3 AND $4 AND "
+        "dim = ANY($5::text[]) GROUP BY 2, 3, 4, 5",
+        w.workspace_id, w.segment, w.first, w.last, list({"", w.dim, *BY}))
     out: dict[tuple[date | None, str, str], fig.Sums] = {}
-    for start, dim, key, metric, currency, value in rows:
-        for slot in ((start, dim, key), (None, dim, key)):
-            bucket = out.setdefault(slot, defaultdict(lambda: defaultdict(float)))
-            bucket[metric][currency] += value
+    for start, dim, key, metric, currency, value in [*series, *window]:
+        bucket = out.setdefault((start, dim, key), defaultdict(lambda: defaultdict(float)))
+        bucket[metric][currency] += value
     return out
 
 
@@ -182,6 +194,26 @@ async def _retention(conn: AsyncConnection, w: Window) -> tuple[int, int]:
         "GROUP BY 1) x", w.workspace_id, w.segment, w.first, w.first - timedelta(days=days),
         w.last))[0]
     return int(row[0]), int(row[1])
+
+
+async def _retention_series(conn: AsyncConnection, w: Window, spans: list[tuple[date, date]]
+                            ) -> dict[date, tuple[int, int]]:
+    """`_retention` for each series entry at once: its days in the window against as many
+    days before them; first day -> (customers before, of them ordering again)."""
+    if not spans:
+        return {}
+    los, his, prevs = ([lo for lo, _ in spans], [hi for _, hi in spans],
+                       [lo - (hi - lo + timedelta(days=1)) for lo, hi in spans])
+    rows = await fetch(
+        conn, "WITH i AS (SELECT * FROM unnest($3::date[], $4::date[], $5::date[]) AS "
+        "i(lo, hi, prev)), x AS (SELECT i.lo, p.profile_id, bool_or(p.start < i.lo) AS prev, "
+        "bool_or(p.start >= i.lo) AS cur FROM profile.kpi_people p JOIN i ON p.start BETWEEN "
+        "i.prev AND i.hi WHERE p.workspace_id = $1 AND p.segment = $2 AND p.figure = "
+        "'customer' AND p.dim = '' AND p.key = '' AND p.interval = 'day' AND p.start BETWEEN "
+        "$6 AND $7 GROUP BY 1, 2) SELECT lo, count(*) FILTER (WHERE prev), count(*) FILTER "
+        "(WHERE prev AND cur) FROM x GROUP BY 1",
+        w.workspace_id, w.segment, los, his, prevs, min(prevs), max(his))
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
 async def _cohorts(conn: AsyncConnection, w: Window) -> list[tuple[str, int, int]]:

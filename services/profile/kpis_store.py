@@ -68,7 +68,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         return
     reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
     if merges:
-        await repoint(conn, {loser: s for loser, (_, s) in merges.items()})
+        await repoint(conn, merges)
 
     def segs(ws: str, pid: str) -> list[str]:
         keys = reporting.get(ws)
@@ -317,22 +317,26 @@ async def flush(conn: AsyncConnection, r: Rollup) -> None:
 _PEOPLE = ("workspace_id", "figure", "dim", "key", "segment", "interval", "start")
 
 
-async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
-    """Merged profiles: their touches, orders and people rows become the survivor's. Two rows
-    of one set fold into one, and the set's counters say so: distinct counts stay distinct."""
-    losers, survivors = list(merges), list(merges.values())
+async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:
+    """Merged profiles (loser -> (workspace, survivor)): their touches, orders and people
+    rows become the survivor's. Two rows of one set fold into one, and the set's counters
+    say so: distinct counts stay distinct. Matched by workspace and profile: each table's
+    index (a merge in a batch is common; a scan of the rollups per batch would not do)."""
+    losers = list(merges)
+    workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
     for table in ("kpi_touches", "kpi_orders"):
         await fetch(conn, f"UPDATE profile.{table} x SET profile_id = m.s FROM "  # noqa: S608
-                    "unnest($1::text[], $2::text[]) AS m(l, s) WHERE x.profile_id = m.l",
-                    losers, survivors)
-    await fold(conn, losers, survivors)
+                    "unnest($1::text[], $2::text[], $3::text[]) AS m(w, l, s) WHERE "
+                    "x.workspace_id = m.w AND x.profile_id = m.l", workspaces, losers,
+                    survivors)
+    await fold(conn, workspaces, losers, survivors)
     gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = "
                        "ANY($1::text[]) RETURNING *", losers)
     if not gone:
         return
     moved: dict[tuple[Any, ...], list[int]] = defaultdict(list)  # survivor row -> losers' n
     for row in gone:
-        moved[(*(row[c] for c in _PEOPLE), merges[row["profile_id"]])].append(row["n"])
+        moved[(*(row[c] for c in _PEOPLE), merges[row["profile_id"]][1])].append(row["n"])
     cols = _columns(moved, 8)
     rows = await fetch(conn, _ADD_PEOPLE, *cols, [sum(ns) for ns in moved.values()])
     r = Rollup()

@@ -44,23 +44,25 @@ async def customer_days(conn: AsyncConnection, money: Money) -> None:
             *_columns(rows, 6))
 
 
-async def fold(conn: AsyncConnection, losers: list[str], survivors: list[str]) -> None:
+async def fold(conn: AsyncConnection, workspaces: list[str], losers: list[str],
+               survivors: list[str]) -> None:
     """Merges: a loser's days fold into the survivor's, and a loser in the control group
     makes the survivor a member (its `control` sets move with the other people sets)."""
     await fetch(
-        conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m(l, s)), g AS ("
-        "DELETE FROM profile.kpi_customer_days x USING m WHERE x.profile_id = m.l RETURNING "
-        "x.*, m.s) INSERT INTO profile.kpi_customer_days (workspace_id, profile_id, day, "
-        "currency, orders, revenue) SELECT workspace_id, s, day, currency, sum(orders), "
-        "sum(revenue) FROM g GROUP BY 1, 2, 3, 4 ON CONFLICT (workspace_id, profile_id, day, "
-        "currency) DO UPDATE SET orders = kpi_customer_days.orders + excluded.orders, "
-        "revenue = kpi_customer_days.revenue + excluded.revenue", losers, survivors)
+        conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS "
+        "m(w, l, s)), g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE "
+        "x.workspace_id = m.w AND x.profile_id = m.l RETURNING x.*, m.s) INSERT INTO "
+        "profile.kpi_customer_days (workspace_id, profile_id, day, currency, orders, revenue) "
+        "SELECT workspace_id, s, day, currency, sum(orders), sum(revenue) FROM g GROUP BY 1, "
+        "2, 3, 4 ON CONFLICT (workspace_id, profile_id, day, currency) DO UPDATE SET orders = "
+        "kpi_customer_days.orders + excluded.orders, revenue = kpi_customer_days.revenue + "
+        "excluded.revenue", workspaces, losers, survivors)
     await fetch(
-        conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m(l, s)), g AS ("
-        "DELETE FROM profile.kpi_control x USING m WHERE x.profile_id = m.l RETURNING x.*, "
-        "m.s) INSERT INTO profile.kpi_control (workspace_id, profile_id, since) SELECT "
-        "workspace_id, s, min(since) FROM g GROUP BY 1, 2 ON CONFLICT DO NOTHING",
-        losers, survivors)
+        conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS "
+        "m(w, l, s)), g AS (DELETE FROM profile.kpi_control x USING m WHERE x.workspace_id = "
+        "m.w AND x.profile_id = m.l RETURNING x.*, m.s) INSERT INTO profile.kpi_control "
+        "(workspace_id, profile_id, since) SELECT workspace_id, s, min(since) FROM g GROUP BY "
+        "1, 2 ON CONFLICT DO NOTHING", workspaces, losers, survivors)
 
 
 async def crm(conn: AsyncConnection, ws: str, first: date, last: date, segment: str,

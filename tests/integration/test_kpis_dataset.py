@@ -25,6 +25,7 @@ from shared.contracts.delivery import DeliveryEvent
 from shared.contracts.events import Event
 from shared.db import create_engine
 from shared.settings import Settings
+from tests.support import kpis_replay
 
 pytestmark = pytest.mark.integration
 D1 = datetime(2026, 11, 2, tzinfo=UTC)  # 01:00 Berlin on D1
@@ -183,6 +184,19 @@ async def test_every_figure_of_the_fixed_dataset(engine: AsyncEngine, settings: 
     assert t["retention"]["retention_rate"] is None  # nobody ordered the two days before
     assert t["retention"]["cohorts"] == [{"month": "2026-11", "customers": 3, "still_ordering": [
         {"months_since": 0, "customers": 3, "share": 1.0}]}]
+    # Per series entry, against as many days before it: D1's customers are a (e erased);
+    # D2's are b and c, so of D1's one customer none ordered again on D2.
+    assert [s["retention"] for s in got["series"]] == [
+        {"previous_customers": 0, "retained_customers": 0, "retention_rate": None,
+         "churn_rate": None},
+        {"previous_customers": 1, "retained_customers": 0, "retention_rate": 0.0,
+         "churn_rate": 1.0}]
+    # A month's entry also carries the cohort of customers whose first order is that month.
+    november = await figures(engine, ws, interval="month", first=date(2026, 11, 1),
+                             last=date(2026, 11, 30))
+    assert november["series"][0]["retention"] == {
+        "previous_customers": 0, "retained_customers": 0, "retention_rate": None,
+        "churn_rate": None, "cohort": t["retention"]["cohorts"][0]}
     # D2's snapshot: a, b, c. c's address bounced, b unsubscribed: a alone is reachable.
     # New profiles: 5 on D1 (a b c e bweb), none on D2.
     assert t["base"] == {
@@ -292,6 +306,11 @@ async def test_filters_segments_weeks_and_rebuild(engine: AsyncEngine, settings:
     pro = await figures(engine, ws, segment="pro")
     assert (pro["totals"]["communication"]["reached"], pro["totals"]["sales"]["customers"],
             pro["series"][0]["communication"]["reached"]) == (1, 1, 1)
+    # Row for row what the consumer's own writer makes of the same history met in time order.
+    rebuilt = await kpis_replay.rollups(engine, ws)
+    assert rebuilt["kpi_counts"] and rebuilt["kpi_orders"] and rebuilt["kpi_people"]
+    await kpis_replay.replay(engine, ws)
+    assert await kpis_replay.rollups(engine, ws) == rebuilt
 
 
 async def _ignore(done: int) -> None:

@@ -114,12 +114,13 @@ class Ledger:
         """One transaction. A database outage is waited out for a while: the outcomes are
         of messages that went out, their record must not be lost."""
         delay = 0.2
+        stamp = datetime.now(UTC)  # the same on every retry: see `mark_sending`
         while True:
             try:
                 async with transaction(self.rt.engine) as db:
                     rows = await record(db, self.rt, outcomes)
                     await release_unsent(db, outcomes)  # codes of messages never sent
-                    marked = await mark_sending(db, marks)
+                    marked = await mark_sending(db, marks, stamp)
                 for o in outcomes:  # committed: counted once
                     SENDS.labels(o.prepared.cmd.channel.value, o.status).inc()
                 return marked, rows

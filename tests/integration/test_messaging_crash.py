@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from services.messaging.store import transaction
+from services.messaging.store.sends import mark_sending
 from services.messaging.tables import messages
 from shared.contracts.envelope import message_key
 from shared.contracts.send import Channel, Recipient, SendCommand
@@ -106,3 +108,29 @@ async def test_crash_after_provider_accepted_never_sends_twice(
                 await asyncio.to_thread(proc.wait, 20)
             await producer.stop()
             await engine.dispose()
+
+
+async def test_a_retried_flush_keeps_the_marks_its_cut_off_commit_made(
+        settings: Settings) -> None:
+    """A COMMIT whose answer an outage cut off may have committed: the ledger retries the
+    flush with the same stamp, and must read its own marks as its own (else those messages
+    stay `sending`, never sent), while a mark of another flush is still refused."""
+    engine = create_engine(settings.database_url)
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(messages.insert(), [
+                {"id": i, "workspace_id": "ws-mark", "idempotency_key": f"mark-{i}",
+                 "profile_id": "p", "channel": "email", "template": "t", "status": "queued"}
+                for i in ids])
+        stamp = datetime.now(UTC)
+        async with transaction(engine) as db:  # committed; pretend its answer was lost
+            assert await mark_sending(db, ids[:1], stamp) == set(ids[:1])
+        async with transaction(engine) as db:  # the retry: same stamp, same marks
+            assert await mark_sending(db, ids, stamp) == set(ids)
+        async with transaction(engine) as db:  # another flush never takes them
+            assert await mark_sending(db, ids, datetime.now(UTC)) == set()
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(messages.delete().where(messages.c.id.in_(ids)))
+        await engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from services.messaging.store.connection import Driver
@@ -25,8 +26,12 @@ _LEFTOVER = (f"SELECT id, workspace_id, idempotency_key, status FROM {_T} "
 _UNKNOWN = (f"UPDATE {_T} AS m SET status = 'unknown', error = $3, "
             "command = u.command, updated_at = now() "
             "FROM unnest($1::text[], $2::jsonb[]) AS u(id, command) WHERE m.id = u.id")
-_MARK = (f"UPDATE {_T} SET status = 'sending', updated_at = now() "
-         "WHERE id = ANY($1::text[]) AND status IN ('queued', 'retrying') RETURNING id")
+# $2 stamps the mark and tells a retry of the same flush its own marks apart: a COMMIT whose
+# answer an outage cut off may have committed, and the retry must not read those messages
+# as taken by another worker (they would stay `sending`, never sent).
+_MARK = (f"UPDATE {_T} SET status = 'sending', updated_at = $2 "
+         "WHERE id = ANY($1::text[]) AND (status IN ('queued', 'retrying') "
+         "OR (status = 'sending' AND updated_at = $2)) RETURNING id")
 _RECORD = (f"UPDATE {_T} AS m SET status = o.status, error = o.error, "
            "updated_at = now(), attempts = m.attempts + 1, provider = o.provider, "
            "provider_message_id = o.provider_id, sent_at = o.sent_at, content = o.content, "
@@ -81,9 +86,10 @@ async def mark_unknown(db: Driver, ids: Sequence[str], commands: Sequence[str],
     await db.execute(_UNKNOWN, list(ids), list(commands), reason)
 
 
-async def mark_sending(db: Driver, ids: Sequence[str]) -> set[str]:
-    """`queued|retrying -> sending`; returns the ids this call marked."""
-    return {r[0] for r in await db.fetch(_MARK, list(ids))} if ids else set()
+async def mark_sending(db: Driver, ids: Sequence[str], stamp: datetime) -> set[str]:
+    """`queued|retrying -> sending`, stamped `stamp`; returns the ids this call marked, and
+    those an earlier call with the same `stamp` marked (a retried flush)."""
+    return {r[0] for r in await db.fetch(_MARK, list(ids), stamp)} if ids else set()
 
 
 async def record_outcomes(db: Driver, columns: Sequence[Sequence[Any]]) -> None:

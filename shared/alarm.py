@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class Alarm:
@@ -66,6 +68,16 @@ class Alarms:
 
     def discard(self, alarm: Alarm) -> None:
         self._alarms.discard(alarm)
+
+    @contextmanager
+    def listening(self) -> Iterator[Alarm]:
+        """A worker's alarm, registered here for as long as the worker runs."""
+        alarm = Alarm()
+        self.add(alarm)
+        try:
+            yield alarm
+        finally:
+            self.discard(alarm)
 
     def due(self, in_seconds: float = 0.0) -> None:
         """Work was committed that is due in `in_seconds` (0: now). Call after the commit."""

@@ -47,12 +47,8 @@ class TimerWorker(Stoppable):
         self.next_wake: datetime | None = None
 
     async def run(self) -> None:
-        alarm = Alarm()
-        wakeups.TIMERS.add(alarm)
-        try:
+        with wakeups.TIMERS.listening() as alarm:
             await self._run(alarm)
-        finally:
-            wakeups.TIMERS.discard(alarm)
 
     async def _run(self, alarm: Alarm) -> None:
         delay = 0.2

@@ -21,13 +21,13 @@ async def test_sleeps_the_time_asked_when_nothing_is_announced() -> None:
 
 
 async def test_work_due_sooner_ends_the_sleep_at_its_moment() -> None:
-    alarms, alarm = Alarms(), Alarm()
-    alarms.add(alarm)
-    alarm.arm()
-    sleeping = asyncio.create_task(slept(alarm, 5.0))
-    await asyncio.sleep(0.05)
-    alarms.due(0.1)  # due 0.1 s from now: the sleep ends then, not at 5 s
-    took = await sleeping
+    alarms = Alarms()
+    with alarms.listening() as alarm:
+        alarm.arm()
+        sleeping = asyncio.create_task(slept(alarm, 5.0))
+        await asyncio.sleep(0.05)
+        alarms.due(0.1)  # due 0.1 s from now: the sleep ends then, not at 5 s
+        took = await sleeping
     assert 0.14 <= took < 1.0
 
 
@@ -41,13 +41,13 @@ async def test_work_committed_before_the_sleep_began_is_not_missed() -> None:
 
 
 async def test_work_due_later_than_the_sleep_changes_nothing() -> None:
-    alarms, alarm = Alarms(), Alarm()
-    alarms.add(alarm)
-    alarm.arm()
-    sleeping = asyncio.create_task(slept(alarm, 0.2))
-    await asyncio.sleep(0.02)
-    alarms.due(10.0)
-    assert 0.19 <= await sleeping < 1.0
+    alarms = Alarms()
+    with alarms.listening() as alarm:
+        alarm.arm()
+        sleeping = asyncio.create_task(slept(alarm, 0.2))
+        await asyncio.sleep(0.02)
+        alarms.due(10.0)
+        assert 0.19 <= await sleeping < 1.0
 
 
 async def test_arm_forgets_what_was_announced_before() -> None:

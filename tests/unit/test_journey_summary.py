@@ -49,6 +49,14 @@ async def test_a_small_workspace_is_computed_on_every_request() -> None:
     assert all(entry.task is None for entry in cache._entries.values())
 
 
+
+def cancel_refreshes(cache: Summaries) -> None:
+    """Every large entry has its background refresh; stop them (REFRESH_S is long)."""
+    for entry in cache._entries.values():
+        assert entry.task is not None
+        entry.task.cancel()
+
+
 async def test_a_large_workspace_is_served_from_the_last_figures(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(summary, "REFRESH_S", 60.0)
@@ -59,9 +67,7 @@ async def test_a_large_workspace_is_served_from_the_last_figures(
     # Workspaces and figures are kept apart.
     assert (await cache.get("other", "stats", compute))["n"] == 2
     assert (await cache.get("ws", "goal", compute))["n"] == 3
-    for entry in cache._entries.values():
-        assert entry.task is not None
-        entry.task.cancel()
+    cancel_refreshes(cache)
 
 
 async def test_a_large_workspace_refreshes_in_the_background_one_task_at_a_time() -> None:
@@ -98,9 +104,7 @@ async def test_figures_older_than_stale_s_are_computed_for_the_request(
     cache, compute = Summaries(), Counter(size=summary.LARGE)
     assert (await cache.get("ws", "stats", compute))["n"] == 1
     assert (await cache.get("ws", "stats", compute))["n"] == 2
-    for entry in cache._entries.values():
-        assert entry.task is not None
-        entry.task.cancel()
+    cancel_refreshes(cache)
 
 
 async def test_a_failed_refresh_keeps_the_last_figures() -> None:

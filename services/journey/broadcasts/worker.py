@@ -48,12 +48,8 @@ class BroadcastWorker(Stoppable):
         super().__init__()
 
     async def run(self) -> None:
-        alarm = Alarm()
-        wakeups.BROADCASTS.add(alarm)
-        try:
+        with wakeups.BROADCASTS.listening() as alarm:
             await self._run(alarm)
-        finally:
-            wakeups.BROADCASTS.discard(alarm)
 
     async def _run(self, alarm: Alarm) -> None:
         delay = 0.2

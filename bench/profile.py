@@ -37,13 +37,14 @@ import asyncpg
 from sqlalchemy import text
 
 from services.profile import kpis_store
+from services.profile.batch_reads import claim_and_read
 from services.profile.domain.kpi_facts import KpiFacts
 from services.profile.gc_tuning import tune_gc
 from services.profile.pipeline import apply_batch
 from services.profile.tables import inbox
 from shared.contracts.delivery import DeliveryEvent
 from shared.contracts.events import Event
-from shared.db import claim_new, create_engine
+from shared.db import create_engine
 from shared.db.migrate import upgrade_all
 from shared.settings import Settings
 from tests.support.options import bench_options
@@ -92,9 +93,11 @@ class Target:
         async with self.engine.begin() as conn:
             pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
             before = _backend_cpu(pid)
-            fresh = await claim_new(conn, inbox, self.consumer, [e.dedupe_id() for e in chunk])
+            fresh, reads = await claim_and_read(conn, inbox, self.consumer,
+                                                [e.dedupe_id() for e in chunk],
+                                                {e.workspace_id for e in chunk})
             await apply_batch(conn, [e for e in chunk if e.dedupe_id() in fresh], self.settings,
-                              datetime.now(UTC))
+                              datetime.now(UTC), reads)
         self.backend_cpu += _backend_cpu(pid) - before
 
 

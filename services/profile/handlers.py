@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from services.profile.batch_reads import claim_and_read
 from services.profile.pipeline import apply_batch
 from services.profile.tables import inbox
 from shared.clock import Clock, SystemClock
-from shared.db import claim_new
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
@@ -24,12 +24,15 @@ async def handle_delivery_events(rt: ServiceRuntime, records: list[Record],
 
 async def _handle(rt: ServiceRuntime, consumer: str, records: list[Record], clock: Clock) -> None:
     async with rt.engine.begin() as conn:
-        fresh = await claim_new(conn, inbox, consumer, [r.value.dedupe_id() for r in records])
+        # The inbox claim, and the conventions and segment rules the batch needs: one round trip.
+        fresh, reads = await claim_and_read(conn, inbox, consumer,
+                                            [r.value.dedupe_id() for r in records],
+                                            {r.value.workspace_id for r in records})
         # A message id twice in one poll is claimed once: apply its first copy only.
         items = []
         for record in records:
             if (key := record.value.dedupe_id()) in fresh:
                 fresh.discard(key)
                 items.append(record.value)
-        ids = await apply_batch(conn, items, rt.settings, clock.now())
+        ids = await apply_batch(conn, items, rt.settings, clock.now(), reads)
     await rt.publish(ids)

@@ -1,8 +1,10 @@
 """One polled batch of events or delivery outcomes -> profiles, history, outbox. One transaction.
 
-Reads everything the batch needs in a handful of queries (conventions, tombstones, identities,
-profiles, memberships), resolves and applies each message in memory in offset order, then
-writes back in bulk: that is what keeps the consumer at thousands of events per second.
+Reads everything the batch needs in a handful of queries (conventions and segment rules with
+the inbox claim, then owners and tombstones, profiles, memberships), resolves and applies each
+message in memory in offset order, then writes back in bulk (identities, profiles and history
+in one statement): that is what keeps the consumer at thousands of events per second, and a
+small batch at few round trips (docs/performance.md, "Cost per poll").
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from datetime import datetime
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.profile import kpis_store, segment_store
+from services.profile import batch_reads, kpis_store, segment_store
 from services.profile import repository as repo
+from services.profile.batch_reads import Reads
 from services.profile.domain.batch import Batch, Published, apply_item, ids_of
 from services.profile.domain.change_ids import change_id
 from services.profile.domain.identity import (
     identifier_hash,
     lookup_only,
 )
+from services.profile.domain.segments import Rule
 from services.profile.domain.snapshot import snapshot
 from services.profile.domain.state import (
     iso,
@@ -36,8 +40,11 @@ from shared.settings import Settings
 
 
 async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
-                      settings: Settings, now: datetime) -> list[OutboxRow]:
-    """Apply fresh (already inbox-claimed) messages; returns the outbox rows to publish."""
+                      settings: Settings, now: datetime, reads: Reads | None = None
+                      ) -> list[OutboxRow]:
+    """Apply fresh (already inbox-claimed) messages; returns the outbox rows to publish.
+    `reads`: the conventions and segment rules of (at least) the items' workspaces, as the
+    handler's inbox claim read them (batch_reads.claim_and_read); read here when not given."""
     if not items:
         return []
     for item in items:  # a client-side time without a zone is read as UTC, never a crash;
@@ -45,45 +52,48 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
         # read as its receipt time: year 1 or 9999 would be stored as -/+infinity.
         if isinstance(item, Event):
             item.timestamp = plausible_event_time(item.timestamp, item.received_at)
-    convs = await repo.conventions_for(conn, {i.workspace_id for i in items})
+    if reads is None:
+        reads = await batch_reads.read(conn, {i.workspace_id for i in items})
+    convs = reads.conventions
     # Each message's identifiers, computed once: (claimable, lookup-only).
     idents = [(ids_of(i, convs[i.workspace_id]),
                lookup_only(i) if isinstance(i, Event) else []) for i in items]
-    wanted = {(item.workspace_id, k, v) for item, (ids, lookup) in zip(items, idents, strict=True)
-              for k, v in ids + lookup}
-    known = await repo.owners(conn, list(wanted))
-    # Only an identifier nobody owns can be an erased one (erasure deletes the identities).
-    hashes = {key: identifier_hash(key[0], (key[1], key[2])) for key in wanted - known.keys()}
-    gone = await repo.erased(conn, [(key[0], h) for key, h in hashes.items()])
+    wanted = {(item.workspace_id, k, v): "" for item, (ids, lookup)
+              in zip(items, idents, strict=True) for k, v in ids + lookup}
+    for key in wanted:  # what an erasure's tombstone keeps of the identifier
+        wanted[key] = identifier_hash(key[0], (key[1], key[2]))
+    known, gone = await repo.owners(conn, wanted)
     batch = Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()))
     for (ws, kind, value), pid in known.items():
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
     for item, (ids, lookup) in zip(items, idents, strict=True):
         ws = item.workspace_id
-        if gone and any((ws, hashes.get((ws, k, v))) in gone for k, v in ids + lookup):
+        if gone and any((ws, k, v) in gone for k, v in ids + lookup):
             continue  # an erased person: never re-created by late events or re-imports
         apply_item(batch, item, ids, lookup)
-    return await _write(conn, batch, settings)
+    return await _write(conn, batch, settings, reads.rules)
 
 
-async def _write(conn: AsyncConnection, b: Batch, settings: Settings) -> list[OutboxRow]:
+async def _write(conn: AsyncConnection, b: Batch, settings: Settings,
+                 rules: dict[str, dict[str, Rule]]) -> list[OutboxRow]:
     # Rows queued for a profile that a later message in this batch merged away follow it.
     for row in b.new_identities + b.history:
         row["profile_id"] = b.live(row["profile_id"])
     events, changes = settings.topic("profile-events"), settings.topic("profile-changes")
     produced, now = json_time(b.produced), json_time(b.now)
-    # Memberships before this batch's evaluation (the writes below never touch them). The
-    # profile events are encoded with them while Postgres works on the writes: the event loop
-    # runs the encoder between round trips, so the two cores work at once. A profile the
-    # evaluation then moves has its events encoded again below.
-    current = await repo.memberships(conn, b.touched)
+    # Memberships before this batch's evaluation (the writes never touch them), read by the
+    # writes' statement: after the profiles' locks, and no round trip of their own. A profile
+    # this batch created has none (its id is new): only the others are asked for. The
+    # profile events are encoded with them while Postgres works on the statements that
+    # follow: the event loop runs the encoder between round trips, so the two cores work at
+    # once. A profile the evaluation then moves has its events encoded again below.
+    await repo.repoint(conn, {loser: b.live(loser) for loser, _ in b.merges})
+    current = await repo.write(conn, b.new_identities, [b.states[pid] for pid in b.touched],
+                               b.history, [pid for pid in b.touched if not b.states[pid].created])
+    current.update((pid, set()) for pid in b.touched if b.states[pid].created)
     encoder = asyncio.create_task(_encode_events(b.published, current, events, produced))
     try:
-        await repo.repoint(conn, {loser: b.live(loser) for loser, _ in b.merges})
-        await repo.claim_identities(conn, b.new_identities)
-        await repo.save_profiles(conn, (b.states[pid] for pid in b.touched))
-        await repo.add_history(conn, b.history)
-        members = await _segments(conn, b, current)
+        members = await _segments(conn, b, current, rules)
         # The KPI rollups, in this same transaction (docs/metrics.md).
         await kpis_store.write(conn, b.kpi, b.conventions, b.live,
                                {loser: (b.states[b.live(loser)].workspace_id, b.live(loser))
@@ -130,14 +140,13 @@ async def _encode_events(published: list[Published], members: dict[str, set[str]
 _SLICE = 50  # events encoded between two looks at the sockets (about half a millisecond)
 
 
-async def _segments(conn: AsyncConnection, b: Batch,
-                    current: dict[str, set[str]]) -> dict[str, set[str]]:
-    """Re-evaluate every segment for the touched profiles, whose memberships are `current`;
-    memberships by profile id."""
-    rules = await segment_store.rules_for(conn, set(b.touched.values()))
+async def _segments(conn: AsyncConnection, b: Batch, current: dict[str, set[str]],
+                    rules: dict[str, dict[str, Rule]]) -> dict[str, set[str]]:
+    """Re-evaluate every segment (`rules`, by workspace) for the touched profiles, whose
+    memberships are `current`; memberships by profile id."""
     members = dict(current)
     for ws in set(b.touched.values()):
-        if not rules[ws]:
+        if not rules.get(ws):
             continue
         conv = b.conventions[ws]
         pids = [pid for pid, w in b.touched.items() if w == ws]

@@ -53,35 +53,30 @@ async def conventions_for(conn: AsyncConnection, workspace_ids: Iterable[str]
     return {ws: found.get(ws) or Conventions() for ws in wanted}
 
 
-async def erased(conn: AsyncConnection, hashes: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which (workspace, identifier hash) pairs belong to erased people."""
-    if not hashes:
-        return set()
-    ws, digests = _columns(set(hashes), 2)
-    # One primary-key probe per hash (see owners() for why not a join).
-    rows = await fetch(
-        conn, "SELECT k.ws, k.h FROM unnest($1::text[], $2::text[]) AS k(ws, h) "
-        "WHERE EXISTS (SELECT 1 FROM profile.tombstones t "
-        "WHERE t.workspace_id = k.ws AND t.identifier_hash = k.h)", ws, digests)
-    return {(r[0], r[1]) for r in rows}
-
-
-async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
-                 ) -> dict[tuple[str, str, str], str]:
-    """(workspace, kind, value) -> profile id, for the identifiers that are known."""
+async def owners(conn: AsyncConnection, keys: dict[tuple[str, str, str], str]
+                 ) -> tuple[dict[tuple[str, str, str], str], set[tuple[str, str, str]]]:
+    """For (workspace, kind, value) -> the identifier's tombstone hash: the profile id of
+    each known identifier, and the identifiers nobody owns that belong to erased people
+    (erasure deletes the identities, so only an unowned identifier can be an erased one).
+    One statement: the owners and the tombstones were a round trip each."""
     if not keys:
-        return {}
-    # unnest() of three arrays: one statement whatever the batch size. A LATERAL probe, not a
-    # plain join: the planner would hash-join by scanning the whole table, while this is one
-    # primary-key probe per identifier, whatever the table's size.
-    ws, kinds, values = _columns(set(keys), 3)
-    rows = await fetch(
-        conn, "SELECT i.workspace_id, i.kind, i.value, i.profile_id "
-        "FROM unnest($1::text[], $2::text[], $3::text[]) "
-        "AS q(ws, k, v) CROSS JOIN LATERAL (SELECT * FROM profile.identities i "
-        "WHERE i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v LIMIT 1) AS i",
-        ws, kinds, values)
-    return {(r[0], r[1], r[2]): r[3] for r in rows}
+        return {}, set()
+    ws, kinds, values, hashes = _columns(((*k, h) for k, h in keys.items()), 4)
+    # unnest() of the arrays: one statement whatever the batch size. LATERAL probes, not
+    # plain joins: the planner would hash-join by scanning the whole table, while this is
+    # one primary-key probe per identifier (and a tombstone probe per unowned one), whatever
+    # the tables' size.
+    rows = await fetch(conn, _OWNERS, ws, kinds, values, hashes)
+    known = {(r[0], r[1], r[2]): r[3] for r in rows if r[3] is not None}
+    return known, {(r[0], r[1], r[2]) for r in rows if r[4]}
+
+
+_OWNERS = (
+    "SELECT q.ws, q.k, q.v, i.profile_id, i.profile_id IS NULL AND EXISTS (SELECT 1 FROM "
+    "profile.tombstones t WHERE t.workspace_id = q.ws AND t.identifier_hash = q.h) "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS q(ws, k, v, h) "
+    "LEFT JOIN LATERAL (SELECT i.profile_id FROM profile.identities i WHERE "
+    "i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v LIMIT 1) AS i ON true")
 
 
 async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, ProfileState]:
@@ -98,20 +93,6 @@ async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, 
     if len(rows) != len(wanted):
         raise IdentityRace("a profile was merged or erased by another writer")
     return {r["id"]: state_from_row(r) for r in rows}
-
-
-async def claim_identities(conn: AsyncConnection, rows: list[dict[str, str]]) -> None:
-    """Point new identifiers at their profiles; a concurrent claim means we must retry."""
-    if not rows:
-        return
-    got = await fetch(
-        conn, "INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
-        "ON CONFLICT DO NOTHING RETURNING value",
-        [r["workspace_id"] for r in rows], [r["kind"] for r in rows],
-        [r["value"] for r in rows], [r["profile_id"] for r in rows])
-    if len(got) != len(rows):
-        raise IdentityRace("an identifier was claimed by another writer")
 
 
 async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
@@ -164,9 +145,6 @@ _UPSERT = (
     + ") ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE_TYPES if c != "id")
     + ", updated_at = now()")
-_HISTORY = ("INSERT INTO profile.events (workspace_id, event_id, profile_id, type, name, "
-            "properties, timestamp, received_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) "
-            "ON CONFLICT DO NOTHING")
 
 
 async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
@@ -178,7 +156,7 @@ async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
 
 async def _executemany(conn: AsyncConnection, sql: str, args: list[tuple[Any, ...]]) -> None:
     """asyncpg's own executemany inside the current transaction: one prepared statement,
-    rows streamed; far cheaper than building a VALUES list or encoding arrays per batch."""
+    rows streamed."""
     await (await driver(conn)).executemany(sql, args)
 
 
@@ -188,12 +166,64 @@ async def save_profiles(conn: AsyncConnection, states: Iterable[ProfileState]) -
         await _executemany(conn, _UPSERT, args)
 
 
-async def add_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await _executemany(conn, _HISTORY, [
-            (r["workspace_id"], r["event_id"], r["profile_id"], r["type"], r["name"],
-             orjson.dumps(r["properties"]).decode(), r["timestamp"], r["received_at"])
-            for r in rows])
+async def write(conn: AsyncConnection, identities: list[dict[str, str]],
+                states: list[ProfileState], history: list[dict[str, Any]],
+                members_of: list[str]) -> dict[str, set[str]]:
+    """A batch's new identities, its profiles (upserted) and its history, in one statement
+    (data-modifying CTEs; they were a round trip each), which also answers the segment
+    memberships of the profiles `members_of` (profile id -> segment keys) as they were before
+    it. A new identifier another writer claimed meanwhile raises IdentityRace: the caller
+    rolls back and retries the batch. The tables have no foreign keys between them, so the
+    order inside does not matter."""
+    out: dict[str, set[str]] = {pid: set() for pid in members_of}
+    if not (identities or states or history or members_of):
+        return out
+    rows = [[column(p) for column in _COLUMNS] for p in states]
+    profiles = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * len(_COLUMNS)
+    got = await fetch(
+        conn, _WRITE, *_columns(((r["workspace_id"], r["kind"], r["value"], r["profile_id"])
+                                 for r in identities), 4), *profiles,
+        *_columns(((r["workspace_id"], r["event_id"], r["profile_id"], r["type"], r["name"],
+                    orjson.dumps(r["properties"]).decode(), r["timestamp"], r["received_at"])
+                   for r in history), 8), members_of)
+    for pid, key, claimed in got:
+        if pid is None:
+            if claimed != len(identities):
+                raise IdentityRace("an identifier was claimed by another writer")
+        else:
+            out[pid].add(key)
+    return out
+
+
+def _unnest(types: list[str], first: int) -> str:
+    """unnest() of one array parameter per column, numbered from $first; JSONB goes as text
+    (the engine's codec takes JSON text) and is cast where it is inserted."""
+    return "unnest(" + ", ".join(
+        f"${first + i}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(types)) + ")"
+
+
+def _casts(columns: dict[str, str]) -> str:
+    return ", ".join(f"u.{c}::jsonb" if t == "jsonb" else f"u.{c}" for c, t in columns.items())
+
+
+_HISTORY_TYPES = {"workspace_id": "text", "event_id": "text", "profile_id": "text",
+                  "type": "text", "name": "text", "properties": "jsonb",
+                  "timestamp": "timestamptz", "received_at": "timestamptz"}
+_WRITE = (
+    "WITH i AS (INSERT INTO profile.identities (workspace_id, kind, value, profile_id) "
+    f"SELECT * FROM {_unnest(['text'] * 4, 1)} ON CONFLICT DO NOTHING RETURNING 1), "
+    f"p AS (INSERT INTO profile.profiles ({', '.join(_PROFILE_TYPES)}) "
+    f"SELECT {_casts(_PROFILE_TYPES)} FROM {_unnest(list(_PROFILE_TYPES.values()), 5)} "
+    f"AS u({', '.join(_PROFILE_TYPES)}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _PROFILE_TYPES if c != "id")
+    + ", updated_at = now()), "
+    f"h AS (INSERT INTO profile.events ({', '.join(_HISTORY_TYPES)}) "
+    f"SELECT {_casts(_HISTORY_TYPES)} FROM "
+    f"{_unnest(list(_HISTORY_TYPES.values()), 5 + len(_PROFILE_TYPES))} "
+    f"AS u({', '.join(_HISTORY_TYPES)}) ON CONFLICT DO NOTHING) "
+    "SELECT NULL::text, NULL::text, (SELECT count(*) FROM i) UNION ALL "
+    "SELECT profile_id, segment_key, NULL FROM profile.segment_members "
+    f"WHERE profile_id = ANY(${5 + len(_PROFILE_TYPES) + len(_HISTORY_TYPES)}::text[])")
 
 
 async def memberships(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, set[str]]:

@@ -46,6 +46,13 @@ def _claim_sql(table: Table) -> str:
     return sql
 
 
+def claim_cte(table: Table) -> str:
+    """The claim as a CTE named `claimed` (column `message_id`; parameters $1 the consumer,
+    $2 the ids, deduplicated by the caller): a service puts the reads every batch needs in
+    the same statement, and the claim costs no round trip of its own."""
+    return f"claimed AS ({_claim_sql(table)})"
+
+
 async def claim_new(
     conn: AsyncConnection, table: Table, consumer: str, message_ids: Iterable[str]
 ) -> set[str]:

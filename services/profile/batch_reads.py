@@ -1,0 +1,74 @@
+"""What every batch reads before it applies, in one round trip: the inbox claim, the
+workspaces' conventions and their segment rules. Never commits.
+
+Each was a statement of its own (three round trips per poll, whatever the batch's size);
+one statement of UNION ALL branches returns them as tagged rows. The reads cover the
+workspaces of every record of the poll, the fresh ones' among them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.profile.domain.conventions import Conventions
+from services.profile.domain.segments import Rule, rule_adapter
+from services.profile.repository import fetch
+from shared.conditions import STORED
+from shared.db.inbox import claim_cte
+
+
+@dataclass(frozen=True)
+class Reads:
+    conventions: dict[str, Conventions]  # every workspace asked for (defaults where unset)
+    rules: dict[str, dict[str, Rule]]  # workspace -> segment key -> rule
+
+
+def _reads(param: int) -> str:
+    return (f"SELECT 1, workspace_id, NULL::text, conventions FROM profile.workspace_settings "
+            f"WHERE workspace_id = ANY(${param}::text[]) UNION ALL SELECT 2, workspace_id, key, "
+            f"rule FROM profile.segments WHERE workspace_id = ANY(${param}::text[])")
+
+
+_READS = _reads(1)
+_CLAIMED: dict[str, str] = {}
+
+
+def _claim_and_read_sql(table: Table) -> str:
+    key = f"{table.schema}.{table.name}"
+    if (sql := _CLAIMED.get(key)) is None:
+        sql = _CLAIMED[key] = (f"WITH {claim_cte(table)} SELECT 0, message_id, NULL::text, "
+                               f"NULL::jsonb FROM claimed UNION ALL {_reads(3)}")
+    return sql
+
+
+async def claim_and_read(conn: AsyncConnection, inbox: Table, consumer: str,
+                         message_ids: Iterable[str], workspaces: Iterable[str]
+                         ) -> tuple[set[str], Reads]:
+    """Claim the message ids in `inbox` (those not seen before come back: the inbox's
+    dedupe, in the caller's transaction) and read what the batch needs."""
+    wanted = list(set(workspaces))
+    rows = await fetch(conn, _claim_and_read_sql(inbox), consumer,
+                       list(dict.fromkeys(message_ids)), wanted)
+    return {r[1] for r in rows if r[0] == 0}, _decode(wanted, rows)
+
+
+async def read(conn: AsyncConnection, workspaces: Iterable[str]) -> Reads:
+    """The same reads without a claim (a caller that claimed otherwise, or needs none)."""
+    wanted = list(set(workspaces))
+    return _decode(wanted, await fetch(conn, _READS, wanted) if wanted else [])
+
+
+def _decode(wanted: list[str], rows: list[Any]) -> Reads:
+    convs: dict[str, Conventions] = {}
+    rules: dict[str, dict[str, Rule]] = {ws: {} for ws in wanted}
+    for tag, ws, key, doc in rows:
+        if tag == 1:
+            convs[ws] = Conventions.model_validate(doc)
+        elif tag == 2:
+            rules[ws][key] = rule_adapter.validate_python(doc, context=STORED)
+    return Reads({ws: convs.get(ws) or Conventions() for ws in wanted}, rules)

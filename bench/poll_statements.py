@@ -11,17 +11,23 @@ statement prepared (parsed and planned) by the server. The outbox rows' publish 
 commit goes to the broker, not here, and is not called; the relay's deletes of published
 rows (one statement per 0.1 s for every publish, on its own connection) are not counted.
 
-Deterministic: the same numbers on a loaded machine. Compare two builds by pointing
-PYTHONPATH at the other tree::
+The counts are deterministic: the same on a loaded machine. `--cpu N` adds, over N more
+batches of each shape, the CPU per batch of this process (the handler: parse of nothing,
+resolution, encoding, the driver) and of the database's Postgres backends (read from
+/proc: the server must be local), which drift with the machine's load. Compare two builds
+by running a copy of this file in the other tree (bench/_root.py puts the tree of the
+script first on sys.path)::
 
-    .venv/bin/python bench/poll_statements.py [--batches 5] [--verbose]
+    .venv/bin/python bench/poll_statements.py [--batches 5] [--verbose] [--cpu 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import struct
+import time
 import uuid
 from asyncio.selector_events import _SelectorSocketTransport
 from collections.abc import Iterator
@@ -103,7 +109,26 @@ def label(sql: str) -> str:
     return words[:70]
 
 
-async def run(url: str, batches: int, verbose: bool) -> None:
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a local process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _backends(engine: Any) -> float:
+    """CPU seconds so far of the Postgres backends of this database but the one asking."""
+    async with engine.connect() as conn:
+        pids = (await conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")).scalars().all()
+    return sum(_proc_cpu(pid) for pid in pids)
+
+
+async def run(url: str, batches: int, verbose: bool, cpu: int) -> None:
     from services.profile.handlers import handle_events
 
     settings = Settings(env="test", database_url=url, kafka_bootstrap="127.0.0.1:1",
@@ -118,16 +143,26 @@ async def run(url: str, batches: int, verbose: bool) -> None:
     customer = 0
     shapes = [("1 (identify, new customer)", 1, 0), ("1 (track, known customer)", 1, 1),
               ("20 (10 new customers: identify, track)", 20, None)]
-    print(f"{'records per batch':<42} {'round trips':>12} {'statements':>11} {'prepared':>9}")
+    probe = create_engine(url, pool_size=1)
+    print(f"{'records per batch':<42} {'round trips':>12} {'statements':>11} {'prepared':>9}"
+          + (f" {'ms CPU: handler':>16} {'Postgres':>9}" if cpu else ""))
     try:
         for name, size, pick in shapes:
             counts = []
-            for n in range(batches + 2):  # two warm-up batches
+            for n in range(batches + 2 + cpu):  # two warm-up batches
+                if n == batches + 2:
+                    spent = pg = 0.0
                 stream = list(events(ws, customer, max(size // 2, 1)))
                 customer += max(size // 2, 1)
                 todo = [stream[pick]] if pick is not None else stream
                 if pick == 1:  # the customer first identifies, in a batch of its own
                     await handle_events(rt, records([stream[0]]))
+                if n >= batches + 2:  # CPU: the handler's batch only, not the identify before
+                    pg0, cpu0 = await _backends(probe), time.process_time()
+                    await handle_events(rt, records(todo))
+                    spent += time.process_time() - cpu0
+                    pg += await _backends(probe) - pg0
+                    continue
                 wire.on, wire.trips = True, []
                 await handle_events(rt, records(todo))
                 wire.on = False
@@ -136,7 +171,10 @@ async def run(url: str, batches: int, verbose: bool) -> None:
             trips = sum(len(c) for c in counts) / batches
             statements = sum(k in "EQ" for c in counts for t in c for k, _ in t) / batches
             prepared = sum(k == "P" for c in counts for t in c for k, _ in t) / batches
-            print(f"{name:<42} {trips:>12.1f} {statements:>11.1f} {prepared:>9.1f}")
+            line = f"{name:<42} {trips:>12.1f} {statements:>11.1f} {prepared:>9.1f}"
+            if cpu:
+                line += f" {spent / cpu * 1e3:>16.2f} {pg / cpu * 1e3:>9.2f}"
+            print(line, flush=True)
             if verbose:
                 for trip in counts[-1]:
                     sql = next((s for k, s in trip if k in "QPB" and s), "")
@@ -144,11 +182,14 @@ async def run(url: str, batches: int, verbose: bool) -> None:
                     print(f"    {kinds:<10} {label(sql)}")
     finally:
         await rt.engine.dispose()
+        await probe.dispose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=5, help="measured batches per shape")
+    parser.add_argument("--cpu", type=int, default=0, help="batches per shape whose CPU is "
+                        "measured (after the counted ones)")
     parser.add_argument("--verbose", action="store_true", help="each round trip of the last "
                         "batch of each shape: its messages and statement")
     args = parser.parse_args()
@@ -156,7 +197,7 @@ def main() -> None:
         server = stack.enter_context(postgres_server())
         url = stack.enter_context(scratch_database(server))
         upgrade_all(url)
-        asyncio.run(run(url, args.batches, args.verbose))
+        asyncio.run(run(url, args.batches, args.verbose, args.cpu))
 
 
 if __name__ == "__main__":

@@ -204,6 +204,8 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
         "$4::timestamptz[], $5::date[], $6::float8[], $7::text[], $8::text[]) "
         "AS t(ws, k, p, at, d, v, c, s) ON CONFLICT DO NOTHING RETURNING workspace_id, order_key",
         *cols[:7], [chr(31).join(s) for s in cols[7]])
+    if counted is not None and {(ws, key) for ws, key in fresh} != counted:
+        raise OrderRace("another writer stored one of the batch's orders meanwhile")
     out = []
     for ws, key in fresh:
         o = batch[(ws, key)]

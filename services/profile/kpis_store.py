@@ -3,7 +3,8 @@
 The consumer notes each message's facts while it applies the batch (`KpiFacts`); `write`
 turns them into rollup rows (counters, distinct-people sets, unique opens and clicks, touches,
 orders and their attribution). Redelivery is harmless: the inbox drops repeated message ids,
-orders are keyed by order_id, first opens/clicks by message id. Never commits.
+orders are keyed by order_id, first opens/clicks by message id. `kpi_orders` is also the
+register by which the profiles count each order once (domain/orders.py). Never commits.
 """
 
 from __future__ import annotations

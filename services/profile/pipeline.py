@@ -1,8 +1,9 @@
 """One polled batch of events or delivery outcomes -> profiles, history, outbox. One transaction.
 
 Reads everything the batch needs in a handful of queries (conventions, tombstones, identities,
-profiles, memberships), resolves and applies each message in memory in offset order, then
-writes back in bulk: that is what keeps the consumer at thousands of events per second.
+orders stored before, profiles, memberships), resolves and applies each message in memory in
+offset order, then writes back in bulk: that is what keeps the consumer at thousands of events
+per second.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """One polled batch of events or delivery outcomes -> profiles, history, outbox. One transaction.
 
 Reads everything the batch needs in a handful of queries (conventions and segment rules with
-the inbox claim, then owners and tombstones, profiles, memberships), resolves and applies each
-message in memory in offset order, then writes back in bulk (identities, profiles and history
-in one statement): that is what keeps the consumer at thousands of events per second, and a
-small batch at few round trips (docs/performance.md, "Cost per poll").
+the inbox claim, then owners and tombstones, orders stored before, profiles), resolves and
+applies each message in memory in offset order, then writes back in bulk (identities, profiles
+and history in one statement, which also reads the memberships): that is what keeps the
+consumer at thousands of events per second, and a small batch at few round trips
+(docs/performance.md, "Cost per poll").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from services.profile.domain.identity import (
     identifier_hash,
     lookup_only,
 )
+from services.profile.domain.orders import OrderBook, order_of
 from services.profile.domain.segments import Rule
 from services.profile.domain.snapshot import snapshot
 from services.profile.domain.state import (
@@ -60,10 +62,15 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
                lookup_only(i) if isinstance(i, Event) else []) for i in items]
     wanted = {(item.workspace_id, k, v): "" for item, (ids, lookup)
               in zip(items, idents, strict=True) for k, v in ids + lookup}
-    for key in wanted:  # what an erasure's tombstone keeps of the identifier
-        wanted[key] = identifier_hash(key[0], (key[1], key[2]))
+    for ident in wanted:  # what an erasure's tombstone keeps of the identifier
+        wanted[ident] = identifier_hash(ident[0], (ident[1], ident[2]))
     known, gone = await repo.owners(conn, wanted)
-    batch = Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()))
+    # Which of the batch's orders were stored before: those never count again (orders.py).
+    stored = await kpis_store.known_orders(conn, {
+        (i.workspace_id, key) for i in items
+        if isinstance(i, Event) and (key := order_of(i, convs[i.workspace_id])) is not None})
+    batch = Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()),
+                  orders=OrderBook(stored))
     for (ws, kind, value), pid in known.items():
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
     for item, (ids, lookup) in zip(items, idents, strict=True):
@@ -99,7 +106,8 @@ async def _write(conn: AsyncConnection, b: Batch, settings: Settings,
                                {loser: (b.states[b.live(loser)].workspace_id, b.live(loser))
                                 for loser, _ in b.merges}, members,
                                [(ws, c.data["from"], c.data["to"]) for ws, _, _, c in b.changes
-                                if c.kind == "lifecycle_changed"], b.now)
+                                if c.kind == "lifecycle_changed"], b.now,
+                               counted=b.orders.counted)
         encoded = await encoder
     finally:
         encoder.cancel()  # a no-op once it is done; stops it when a write failed

@@ -12,11 +12,11 @@ commit goes to the broker, not here, and is not called; the relay's deletes of p
 rows (one statement per 0.1 s for every publish, on its own connection) are not counted.
 
 The counts are deterministic: the same on a loaded machine. `--cpu N` adds, over N more
-batches of each shape, the CPU per batch of this process (the handler: parse of nothing,
-resolution, encoding, the driver) and of the database's Postgres backends (read from
-/proc: the server must be local), which drift with the machine's load. Compare two builds
-by running a copy of this file in the other tree (bench/_root.py puts the tree of the
-script first on sys.path)::
+batches of each shape, the CPU per batch of this process (the handler: resolution,
+encoding, the driver) and of the database's Postgres backends (read from /proc: the server
+must be local), and the wall time per handler call, which drift with the machine's load.
+Compare two builds by running a copy of this file in the other tree (bench/_root.py puts
+the tree of the script first on sys.path)::
 
     .venv/bin/python bench/poll_statements.py [--batches 5] [--verbose] [--cpu 200]
 """
@@ -145,13 +145,13 @@ async def run(url: str, batches: int, verbose: bool, cpu: int) -> None:
               ("20 (10 new customers: identify, track)", 20, None)]
     probe = create_engine(url, pool_size=1)
     print(f"{'records per batch':<42} {'round trips':>12} {'statements':>11} {'prepared':>9}"
-          + (f" {'ms CPU: handler':>16} {'Postgres':>9}" if cpu else ""))
+          + (f" {'ms CPU: handler':>16} {'Postgres':>9} {'ms wall':>8}" if cpu else ""))
     try:
         for name, size, pick in shapes:
             counts = []
             for n in range(batches + 2 + cpu):  # two warm-up batches
                 if n == batches + 2:
-                    spent = pg = 0.0
+                    spent = pg = wall = 0.0
                 stream = list(events(ws, customer, max(size // 2, 1)))
                 customer += max(size // 2, 1)
                 todo = [stream[pick]] if pick is not None else stream
@@ -159,7 +159,9 @@ async def run(url: str, batches: int, verbose: bool, cpu: int) -> None:
                     await handle_events(rt, records([stream[0]]))
                 if n >= batches + 2:  # CPU: the handler's batch only, not the identify before
                     pg0, cpu0 = await _backends(probe), time.process_time()
+                    wall0 = time.perf_counter()
                     await handle_events(rt, records(todo))
+                    wall += time.perf_counter() - wall0
                     spent += time.process_time() - cpu0
                     pg += await _backends(probe) - pg0
                     continue
@@ -173,7 +175,8 @@ async def run(url: str, batches: int, verbose: bool, cpu: int) -> None:
             prepared = sum(k == "P" for c in counts for t in c for k, _ in t) / batches
             line = f"{name:<42} {trips:>12.1f} {statements:>11.1f} {prepared:>9.1f}"
             if cpu:
-                line += f" {spent / cpu * 1e3:>16.2f} {pg / cpu * 1e3:>9.2f}"
+                line += (f" {spent / cpu * 1e3:>16.2f} {pg / cpu * 1e3:>9.2f}"
+                         f" {wall / cpu * 1e3:>8.2f}")
             print(line, flush=True)
             if verbose:
                 for trip in counts[-1]:

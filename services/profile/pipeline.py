@@ -1,11 +1,11 @@
 """One polled batch of events or delivery outcomes -> profiles, history, outbox. One transaction.
 
 Reads everything the batch needs in a handful of queries (conventions and segment rules with
-the inbox claim, then owners and tombstones, orders stored before, profiles), resolves and
-applies each message in memory in offset order, then writes back in bulk (identities, profiles
-and history in one statement, which also reads the memberships): that is what keeps the
-consumer at thousands of events per second, and a small batch at few round trips
-(docs/performance.md, "Cost per poll").
+the inbox claim, then owners, tombstones and the profiles locked, orders stored before),
+resolves and applies each message in memory in offset order, then writes back in bulk
+(identities, profiles and history in one statement, which also reads the memberships): that
+is what keeps the consumer at thousands of events per second, and a small batch at few round
+trips (docs/performance.md, "Cost per poll").
 """
 
 from __future__ import annotations
@@ -64,13 +64,12 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
               in zip(items, idents, strict=True) for k, v in ids + lookup}
     for ident in wanted:  # what an erasure's tombstone keeps of the identifier
         wanted[ident] = identifier_hash(ident[0], (ident[1], ident[2]))
-    known, gone = await repo.owners(conn, wanted)
+    known, gone, states = await repo.owners(conn, wanted)
     # Which of the batch's orders were stored before: those never count again (orders.py).
     stored = await kpis_store.known_orders(conn, {
         (i.workspace_id, key) for i in items
         if isinstance(i, Event) and (key := order_of(i, convs[i.workspace_id])) is not None})
-    batch = Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()),
-                  orders=OrderBook(stored))
+    batch = Batch(now, convs, {}, states, orders=OrderBook(stored))
     for (ws, kind, value), pid in known.items():
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
     for item, (ids, lookup) in zip(items, idents, strict=True):

@@ -54,29 +54,45 @@ async def conventions_for(conn: AsyncConnection, workspace_ids: Iterable[str]
 
 
 async def owners(conn: AsyncConnection, keys: dict[tuple[str, str, str], str]
-                 ) -> tuple[dict[tuple[str, str, str], str], set[tuple[str, str, str]]]:
+                 ) -> tuple[dict[tuple[str, str, str], str], set[tuple[str, str, str]],
+                            dict[str, ProfileState]]:
     """For (workspace, kind, value) -> the identifier's tombstone hash: the profile id of
-    each known identifier, and the identifiers nobody owns that belong to erased people
-    (erasure deletes the identities, so only an unowned identifier can be an erased one).
-    One statement: the owners and the tombstones were a round trip each."""
+    each known identifier, the identifiers nobody owns that belong to erased people
+    (erasure deletes the identities, so only an unowned identifier can be an erased one),
+    and the known identifiers' profiles, loaded and locked (`FOR UPDATE`, in id order, so
+    two writers never deadlock). One statement: owners, tombstones and the lock were a
+    round trip each. A profile merged or erased by another writer meanwhile is missing from
+    the locked ones: IdentityRace, and the caller retries the batch."""
     if not keys:
-        return {}, set()
+        return {}, set(), {}
     ws, kinds, values, hashes = _columns(((*k, h) for k, h in keys.items()), 4)
-    # unnest() of the arrays: one statement whatever the batch size. LATERAL probes, not
-    # plain joins: the planner would hash-join by scanning the whole table, while this is
-    # one primary-key probe per identifier (and a tombstone probe per unowned one), whatever
-    # the tables' size.
     rows = await fetch(conn, _OWNERS, ws, kinds, values, hashes)
     known = {(r[0], r[1], r[2]): r[3] for r in rows if r[3] is not None}
-    return known, {(r[0], r[1], r[2]) for r in rows if r[4]}
+    states = {r["id"]: state_from_row(r) for r in rows if r[0] is None}
+    if states.keys() != set(known.values()):
+        raise IdentityRace("a profile was merged or erased by another writer")
+    return known, {(r[0], r[1], r[2]) for r in rows if r[4]}, states
 
 
+# unnest() of the arrays: one statement whatever the batch size. LATERAL probes, not plain
+# joins: the planner would hash-join by scanning the whole table, while this is one
+# primary-key probe per identifier (and a tombstone probe per unowned one), whatever the
+# tables' size; LIMIT 1 keeps the planner from flattening a probe into a scan. The owners'
+# ids are sorted (bytewise, as Python sorts them in lock_profiles) before the locks.
 _OWNERS = (
-    "SELECT q.ws, q.k, q.v, i.profile_id, i.profile_id IS NULL AND EXISTS (SELECT 1 FROM "
-    "profile.tombstones t WHERE t.workspace_id = q.ws AND t.identifier_hash = q.h) "
+    "WITH q AS MATERIALIZED (SELECT q.ws AS q_ws, q.k AS q_k, q.v AS q_v, "
+    "i.profile_id AS q_pid, i.profile_id IS NULL AND EXISTS (SELECT 1 FROM "
+    "profile.tombstones t WHERE t.workspace_id = q.ws AND t.identifier_hash = q.h) AS q_gone "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS q(ws, k, v, h) "
     "LEFT JOIN LATERAL (SELECT i.profile_id FROM profile.identities i WHERE "
-    "i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v LIMIT 1) AS i ON true")
+    "i.workspace_id = q.ws AND i.kind = q.k AND i.value = q.v LIMIT 1) AS i ON true), "
+    "l AS MATERIALIZED (SELECT p.* FROM (SELECT q_pid AS id FROM q WHERE q_pid IS NOT NULL "
+    "GROUP BY q_pid ORDER BY q_pid COLLATE \"C\") AS u CROSS JOIN LATERAL (SELECT * FROM "
+    "profile.profiles WHERE id = u.id LIMIT 1 FOR UPDATE) AS p) "
+    # The owners' rows, then each locked profile once (`ON false`: q's rows with l's columns
+    # null, typed).
+    "SELECT q.*, l.* FROM q LEFT JOIN l ON false "
+    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, l.* FROM l")
 
 
 async def lock_profiles(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, ProfileState]:

@@ -13,7 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.profile import kpis_store
+from services.profile import repository as repo
+from services.profile.domain.identity import identifier_hash
 from services.profile.pipeline import apply_batch
+from services.profile.repository import IdentityRace
 from services.profile.tables import events, identities, outbox, profiles, segments
 from shared.contracts.events import Event
 from shared.db import create_engine
@@ -138,3 +141,29 @@ async def test_an_order_another_writer_stored_meanwhile_retries_the_batch(
                                           profiles.c.gross_revenue).where(
             profiles.c.workspace_id == ws).order_by(profiles.c.user_id))).all()
     assert [tuple(r) for r in rows] == [("a", 1, 30), ("b", 0, 0)]
+
+
+async def test_the_owners_statement_locks_the_known_profiles_and_sees_a_vanished_one(
+        engine: AsyncEngine, settings: Settings, unique: str) -> None:
+    """Owners, tombstones and the profile locks are one statement (repository.owners): the
+    profiles it returns stay locked until the batch commits, and an identifier whose profile
+    another writer removed meanwhile (a merge, an erasure) makes the batch retry."""
+    ws = f"lock-{unique}"
+    async with engine.begin() as conn:
+        await apply_batch(conn, batch(ws, {"type": "identify", "user_id": "u1"},
+                                      {"type": "identify", "user_id": "u2"}), settings, T0)
+    keys = {(ws, "user_id", u): identifier_hash(ws, ("user_id", u)) for u in ("u1", "u2", "u3")}
+    async with engine.begin() as conn:
+        known, gone, states = await repo.owners(conn, keys)
+        assert set(known) == {(ws, "user_id", "u1"), (ws, "user_id", "u2")} and not gone
+        assert states.keys() == set(known.values())
+        assert {s.user_id for s in states.values()} == {"u1", "u2"}
+        async with engine.connect() as other:
+            with pytest.raises(Exception, match="could not obtain lock"):
+                await other.exec_driver_sql(
+                    "SELECT 1 FROM profile.profiles WHERE id = $1 FOR UPDATE NOWAIT",
+                    (known[(ws, "user_id", "u1")],))
+    async with engine.begin() as conn:  # u1's profile goes, its identity stays: a race
+        await conn.execute(profiles.delete().where(profiles.c.id == known[(ws, "user_id", "u1")]))
+        with pytest.raises(IdentityRace):
+            await repo.owners(conn, keys)

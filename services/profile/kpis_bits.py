@@ -1,0 +1,153 @@
+"""The distinct-people bitmaps (`kpi_bits`), written in the consumer's batch transaction.
+
+Each profile with a people fact has a dense number per workspace (`kpi_numbers`, assigned on
+its first fact); a figure's people of one local day are one bit string per chunk of `BITS`
+numbers (bit n % BITS of chunk n // BITS), and for `customer` a second one of the people
+with two facts or more that day (`twice`). Weeks, months and any window are ORs of days
+(services/profile/kpis_read.py). Never commits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.profile.domain.kpis import BITS
+from services.profile.repository import fetch
+
+# (workspace, figure, dim, key, segment, local day, profile id) -> facts
+People = dict[tuple[str, str, str, str, str, date, str], int]
+TWICE = ("customer",)  # the figures whose repeaters are read (sales.repeat_rate)
+
+# Numbers of known profiles; widens their first..last day to the batch's days.
+_KNOWN = (
+    "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[]) AS "
+    "t(ws, pid, lo, hi)), u AS (UPDATE profile.kpi_numbers k SET first_day = "
+    "least(k.first_day, t.lo), last_day = greatest(k.last_day, t.hi) FROM t WHERE "
+    "k.workspace_id = t.ws AND k.profile_id = t.pid AND (t.lo < k.first_day OR "
+    "t.hi > k.last_day)) SELECT k.workspace_id, k.profile_id, k.n FROM profile.kpi_numbers k "
+    "JOIN t ON k.workspace_id = t.ws AND k.profile_id = t.pid")
+# The next numbers of each workspace for profiles new to it (the counter row serialises
+# batches that number people of one workspace).
+_NEW = (
+    "WITH t AS (SELECT t.*, row_number() OVER (PARTITION BY ws ORDER BY pid) - 1 AS i, "
+    "count(*) OVER (PARTITION BY ws) AS c FROM unnest($1::text[], $2::text[], $3::date[], "
+    "$4::date[]) AS t(ws, pid, lo, hi)), nx AS (INSERT INTO profile.kpi_number_next "
+    "(workspace_id, next) SELECT DISTINCT ws, c FROM t ON CONFLICT (workspace_id) DO UPDATE "
+    "SET next = kpi_number_next.next + excluded.next RETURNING workspace_id, next) "
+    "INSERT INTO profile.kpi_numbers (workspace_id, profile_id, n, first_day, last_day) "
+    "SELECT t.ws, t.pid, nx.next - t.c + t.i, t.lo, t.hi FROM t JOIN nx ON nx.workspace_id = "
+    "t.ws ON CONFLICT DO NOTHING RETURNING workspace_id, profile_id, n")
+# OR the batch's bits in; a person already in the day (or twice in the batch) is twice.
+_ADD = (
+    "INSERT INTO profile.kpi_bits (workspace_id, figure, dim, key, segment, day, chunk, bits, "
+    "twice) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    f"$6::date[], $7::int[], $8::bit({BITS})[], $9::bit({BITS})[]) ON CONFLICT "
+    "(workspace_id, figure, dim, key, segment, day, chunk) DO UPDATE SET twice = "
+    "kpi_bits.twice | (kpi_bits.bits & excluded.bits) | excluded.twice, "
+    "bits = kpi_bits.bits | excluded.bits")
+# Profiles' bits cleared in every row of their days that has them: the rows as they were
+# (one update per row, whichever of the profiles it holds).
+_CLEAR = (
+    "WITH t AS (SELECT * FROM unnest($1::text[], $2::int[], $3::date[], $4::date[]) AS "
+    "t(ws, n, lo, hi)), old AS (SELECT b.workspace_id, b.figure, b.dim, b.key, b.segment, "
+    "b.day, b.chunk, t.n, coalesce(get_bit(b.twice, t.n % $5), 0) AS twice FROM "
+    "profile.kpi_bits b JOIN t ON b.workspace_id = t.ws AND b.chunk = t.n / $5 AND b.day "
+    "BETWEEN t.lo AND t.hi WHERE get_bit(b.bits, t.n % $5) = 1), m AS (SELECT workspace_id, "
+    "figure, dim, key, segment, day, chunk, ~profile.kpi_bitmap(array_agg(n % $5)) AS keep "
+    "FROM old GROUP BY 1, 2, 3, 4, 5, 6, 7), up AS (UPDATE profile.kpi_bits b SET bits = "
+    "b.bits & m.keep, twice = b.twice & m.keep FROM m WHERE (b.workspace_id, b.figure, "
+    "b.dim, b.key, b.segment, b.day, b.chunk) = (m.workspace_id, m.figure, m.dim, m.key, "
+    "m.segment, m.day, m.chunk)) SELECT * FROM old")
+
+
+def bitmap(offsets: Iterable[int]) -> asyncpg.BitString:
+    b = bytearray(BITS // 8)
+    for o in offsets:
+        b[o >> 3] |= 0x80 >> (o & 7)
+    return asyncpg.BitString.frombytes(bytes(b), BITS)
+
+
+async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date, date]]
+                  ) -> dict[tuple[str, str], int]:
+    """(workspace, profile) -> its number, assigning the next ones to new profiles; each
+    profile's first..last day widened to (first, last) of `days`."""
+    if not days:
+        return {}
+    cols = _columns([(*k, *v) for k, v in days.items()], 4)
+    out = {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN, *cols)}
+    for _ in range(2):  # a second pass only when another batch numbered one meanwhile
+        new = [(*k, *v) for k, v in days.items() if k not in out]
+        if not new:
+            break
+        out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _NEW, *_columns(new, 4))}
+        missing = [(*k, *v) for k, v in days.items() if k not in out]
+        if missing:
+            out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN,
+                                                            *_columns(missing, 4))}
+    return out
+
+
+async def add(conn: AsyncConnection, people: People) -> None:
+    """OR the batch's people into their day bitmaps (one upsert)."""
+    if not people:
+        return
+    days: dict[tuple[str, str], tuple[date, date]] = {}
+    for ws, _f, _d, _k, _s, day, pid in people:
+        held = days.get((ws, pid))
+        days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
+    number = await numbers(conn, days)
+    rows: dict[tuple[str, str, str, str, str, date, int], tuple[list[int], list[int]]] = \
+        defaultdict(lambda: ([], []))
+    for (ws, figure, dim, key, seg, day, pid), n in people.items():
+        k = number[(ws, pid)]
+        row = rows[(ws, figure, dim, key, seg, day, k // BITS)]
+        row[0].append(k % BITS)
+        if n >= 2:
+            row[1].append(k % BITS)
+    cols = _columns(list(rows), 7)
+    await fetch(conn, _ADD, *cols, [bitmap(o) for o, _ in rows.values()],
+                [bitmap(t) if key[1] in TWICE else None
+                 for key, (_, t) in rows.items()])
+
+
+async def clear(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:
+    """Take (workspace, profile)s out of every bitmap and forget their numbers; returns
+    the rows they were in (workspace_id, figure, dim, key, segment, day, chunk, n, twice)
+    and each one's profile id as `profile_id`."""
+    if not gone:
+        return []
+    found = await fetch(
+        conn, "DELETE FROM profile.kpi_numbers k USING unnest($1::text[], $2::text[]) AS "
+        "g(ws, pid) WHERE k.workspace_id = g.ws AND k.profile_id = g.pid RETURNING "
+        "k.workspace_id, k.profile_id, k.n, k.first_day, k.last_day", *_columns(gone, 2))
+    if not found:
+        return []
+    pid_of = {(r[0], r[2]): r[1] for r in found}
+    rows = await fetch(conn, _CLEAR, [r[0] for r in found], [r[2] for r in found],
+                       [r[3] for r in found], [r[4] for r in found], BITS)
+    return [(*r, pid_of[(r[0], r[7])]) for r in rows]
+
+
+async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:
+    """Merged profiles (loser -> (workspace, survivor)): the loser's bits become the
+    survivor's (its facts count as the survivor's: in a day both are in, the survivor has
+    two facts or more); the loser's number is forgotten."""
+    rows = await clear(conn, [(ws, loser) for loser, (ws, _) in merges.items()])
+    people: People = defaultdict(int)
+    for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in rows:
+        people[(ws, figure, dim, key, seg, day, merges[loser][1])] += 2 if twice else 1
+    await add(conn, people)
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], n: int) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(n)]
+    for row in rows:
+        for i in range(n):
+            cols[i].append(row[i])
+    return cols

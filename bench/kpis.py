@@ -158,7 +158,8 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
         async with engine.begin() as c:
             await kpis_state.take(c, WS, CONV, end)
         t5 = time.perf_counter()
-        await conn.execute("ANALYZE profile.kpi_counts; ANALYZE profile.kpi_people")
+        await conn.execute("ANALYZE profile.kpi_counts; ANALYZE profile.kpi_bits; "
+                           "ANALYZE profile.kpi_numbers")
         rebuilt = t4 - t3
         full = n_profiles >= 1_000_000 and n_events >= 10_000_000
         verdict = ("met" if rebuilt <= REBUILD_TARGET_S else "NOT met") if full else \
@@ -170,6 +171,11 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
             "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = 'profile' "
             "AND relname LIKE 'kpi_%' AND n_live_tup > 0 ORDER BY 1")
         print("  rollup rows: " + ", ".join(f"{r[0]} {r[1]:,}" for r in sizes))
+        bits = await conn.fetchrow(
+            "SELECT count(*), pg_total_relation_size('profile.kpi_bits'), "
+            "count(DISTINCT chunk), coalesce(sum(bit_count(bits)), 0) FROM profile.kpi_bits")
+        print(f"  people bitmaps: {bits[0]:,} rows, {bits[1] / 2**20:,.1f} MiB with indexes, "
+              f"{bits[2]} chunks of numbers, {bits[3]:,} bits set")
         last = end.date()
         first_day: date = last - timedelta(days=29)
         print(f"{'filter':<28} {'kpis p50':>10} {'kpis p99':>10} {'scan p50':>10} "

@@ -107,13 +107,13 @@ async def crm(conn: AsyncConnection, ws: str, first: date, last: date, segment: 
     sums = {r[0]: r for r in await fetch(conn, _ARMS + _MONEY, ws, segment, first, last,
                                          currencies)}
     rows = []
-    for control, n in ((False, counts[0][0]), (True, counts[0][1])):
-        n = int(n or 0)
+    for is_control, size in ((False, counts[0][0]), (True, counts[0][1])):
+        n = int(size or 0)
         if not n:
             continue
-        _, converted, total, squares = sums.get(control) or (control, 0, 0.0, 0.0)
+        _, converted, total, squares = sums.get(is_control) or (is_control, 0, 0.0, 0.0)
         mean = float(total) / n
-        rows.append({"control": control, "n": n, "converted": int(converted),
+        rows.append({"control": is_control, "n": n, "converted": int(converted),
                      "total": float(total), "mean": mean,
                      "var": max(0.0, float(squares) - n * mean * mean) / (n - 1) if n > 1
                      else None})

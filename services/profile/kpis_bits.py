@@ -110,10 +110,9 @@ async def add(conn: AsyncConnection, people: People) -> None:
         row[0].append(k % BITS)
         if n >= 2:
             row[1].append(k % BITS)
-    cols = _columns(list(rows), 7)
-    await fetch(conn, _ADD, *cols, [bitmap(o) for o, _ in rows.values()],
-                [bitmap(t) if key[1] in TWICE else None
-                 for key, (_, t) in rows.items()])
+    keys = sorted(rows)  # one order of row locks in every batch
+    await fetch(conn, _ADD, *_columns(keys, 7), [bitmap(rows[k][0]) for k in keys],
+                [bitmap(rows[k][1]) if k[1] in TWICE else None for k in keys])
 
 
 async def clear(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:
@@ -138,6 +137,14 @@ async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> Non
     """Merged profiles (loser -> (workspace, survivor)): the loser's bits become the
     survivor's (its facts count as the survivor's: in a day both are in, the survivor has
     two facts or more); the loser's number is forgotten."""
+    # Survivors numbered first: every batch takes the workspace's number counter before
+    # any bitmap row (one lock order, no deadlock between batches).
+    bounds = await fetch(
+        conn, "SELECT k.workspace_id, k.profile_id, k.first_day, k.last_day FROM "
+        "profile.kpi_numbers k JOIN unnest($1::text[], $2::text[]) AS g(ws, pid) ON "
+        "k.workspace_id = g.ws AND k.profile_id = g.pid",
+        [ws for ws, _ in merges.values()], list(merges))
+    await numbers(conn, {(r[0], merges[r[1]][1]): (r[2], r[3]) for r in bounds})
     rows = await clear(conn, [(ws, loser) for loser, (ws, _) in merges.items()])
     people: People = defaultdict(int)
     for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in rows:

@@ -24,25 +24,29 @@ from services.profile.repository import fetch
 People = dict[tuple[str, str, str, str, str, date, str], int]
 TWICE = ("customer",)  # the figures whose repeaters are read (sales.repeat_rate)
 
-# Numbers of known profiles; widens their first..last day to the batch's days.
-_KNOWN = (
+# Numbers of the batch's profiles, in one statement: the known ones (their first..last day
+# widened to the batch's days) and the next numbers of each workspace for the new ones
+# (the counter row serialises batches that number people of one workspace). A profile
+# another batch numbered meanwhile comes back without one: `_KNOWN` then.
+_NUMBERS = (
     "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[]) AS "
-    "t(ws, pid, lo, hi)), u AS (UPDATE profile.kpi_numbers k SET first_day = "
-    "least(k.first_day, t.lo), last_day = greatest(k.last_day, t.hi) FROM t WHERE "
-    "k.workspace_id = t.ws AND k.profile_id = t.pid AND (t.lo < k.first_day OR "
-    "t.hi > k.last_day)) SELECT k.workspace_id, k.profile_id, k.n FROM profile.kpi_numbers k "
-    "JOIN t ON k.workspace_id = t.ws AND k.profile_id = t.pid")
-# The next numbers of each workspace for profiles new to it (the counter row serialises
-# batches that number people of one workspace).
-_NEW = (
-    "WITH t AS (SELECT t.*, row_number() OVER (PARTITION BY ws ORDER BY pid) - 1 AS i, "
-    "count(*) OVER (PARTITION BY ws) AS c FROM unnest($1::text[], $2::text[], $3::date[], "
-    "$4::date[]) AS t(ws, pid, lo, hi)), nx AS (INSERT INTO profile.kpi_number_next "
-    "(workspace_id, next) SELECT DISTINCT ws, c FROM t ON CONFLICT (workspace_id) DO UPDATE "
-    "SET next = kpi_number_next.next + excluded.next RETURNING workspace_id, next) "
-    "INSERT INTO profile.kpi_numbers (workspace_id, profile_id, n, first_day, last_day) "
-    "SELECT t.ws, t.pid, nx.next - t.c + t.i, t.lo, t.hi FROM t JOIN nx ON nx.workspace_id = "
-    "t.ws ON CONFLICT DO NOTHING RETURNING workspace_id, profile_id, n")
+    "t(ws, pid, lo, hi)), known AS (SELECT k.workspace_id, k.profile_id, k.n FROM "
+    "profile.kpi_numbers k JOIN t ON k.workspace_id = t.ws AND k.profile_id = t.pid), "
+    "u AS (UPDATE profile.kpi_numbers k SET first_day = least(k.first_day, t.lo), last_day = "
+    "greatest(k.last_day, t.hi) FROM t WHERE k.workspace_id = t.ws AND k.profile_id = t.pid "
+    "AND (t.lo < k.first_day OR t.hi > k.last_day)), new AS (SELECT t.*, row_number() OVER "
+    "(PARTITION BY ws ORDER BY pid) - 1 AS i, count(*) OVER (PARTITION BY ws) AS c FROM t "
+    "WHERE NOT EXISTS (SELECT 1 FROM known WHERE known.workspace_id = t.ws AND "
+    "known.profile_id = t.pid)), nx AS (INSERT INTO profile.kpi_number_next (workspace_id, "
+    "next) SELECT DISTINCT ws, c FROM new ON CONFLICT (workspace_id) DO UPDATE SET next = "
+    "kpi_number_next.next + excluded.next RETURNING workspace_id, next), ins AS (INSERT INTO "
+    "profile.kpi_numbers (workspace_id, profile_id, n, first_day, last_day) SELECT new.ws, "
+    "new.pid, nx.next - new.c + new.i, new.lo, new.hi FROM new JOIN nx ON nx.workspace_id = "
+    "new.ws ON CONFLICT DO NOTHING RETURNING workspace_id, profile_id, n) SELECT * FROM known "
+    "UNION ALL SELECT * FROM ins")
+_KNOWN = (
+    "SELECT k.workspace_id, k.profile_id, k.n FROM profile.kpi_numbers k JOIN unnest("
+    "$1::text[], $2::text[]) AS t(ws, pid) ON k.workspace_id = t.ws AND k.profile_id = t.pid")
 # OR the batch's bits in; a person already in the day (or twice in the batch) is twice.
 _ADD = (
     "INSERT INTO profile.kpi_bits (workspace_id, figure, dim, key, segment, day, chunk, bits, "
@@ -79,17 +83,11 @@ async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date,
     profile's first..last day widened to (first, last) of `days`."""
     if not days:
         return {}
-    cols = _columns([(*k, *v) for k, v in days.items()], 4)
-    out = {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN, *cols)}
-    for _ in range(2):  # a second pass only when another batch numbered one meanwhile
-        new = [(*k, *v) for k, v in days.items() if k not in out]
-        if not new:
-            break
-        out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _NEW, *_columns(new, 4))}
-        missing = [(*k, *v) for k, v in days.items() if k not in out]
-        if missing:
-            out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN,
-                                                            *_columns(missing, 4))}
+    out = {(r[0], r[1]): r[2] for r in await fetch(
+        conn, _NUMBERS, *_columns([(*k, *v) for k, v in days.items()], 4))}
+    missing = [k for k in days if k not in out]
+    if missing:
+        out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN, *_columns(missing, 2))}
     return out
 
 
@@ -117,14 +115,22 @@ async def add(conn: AsyncConnection, people: People) -> None:
 
 async def clear(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:
     """Take (workspace, profile)s out of every bitmap and forget their numbers; returns
-    the rows they were in (workspace_id, figure, dim, key, segment, day, chunk, n, twice)
-    and each one's profile id as `profile_id`."""
+    the rows they were in (workspace_id, figure, dim, key, segment, day, chunk, n, twice,
+    profile id)."""
+    return await _clear(conn, await _forget_numbers(conn, gone))
+
+
+async def _forget_numbers(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:
+    """Delete the profiles' numbers: (workspace, profile, n, first day, last day) each."""
     if not gone:
         return []
-    found = await fetch(
+    return await fetch(
         conn, "DELETE FROM profile.kpi_numbers k USING unnest($1::text[], $2::text[]) AS "
         "g(ws, pid) WHERE k.workspace_id = g.ws AND k.profile_id = g.pid RETURNING "
         "k.workspace_id, k.profile_id, k.n, k.first_day, k.last_day", *_columns(gone, 2))
+
+
+async def _clear(conn: AsyncConnection, found: list[Any]) -> list[Any]:
     if not found:
         return []
     pid_of = {(r[0], r[2]): r[1] for r in found}
@@ -137,15 +143,13 @@ async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> Non
     """Merged profiles (loser -> (workspace, survivor)): the loser's bits become the
     survivor's (its facts count as the survivor's: in a day both are in, the survivor has
     two facts or more); the loser's number is forgotten."""
-    # Survivors numbered first: every batch takes the workspace's number counter before
-    # any bitmap row (one lock order, no deadlock between batches).
-    bounds = await fetch(
-        conn, "SELECT k.workspace_id, k.profile_id, k.first_day, k.last_day FROM "
-        "profile.kpi_numbers k JOIN unnest($1::text[], $2::text[]) AS g(ws, pid) ON "
-        "k.workspace_id = g.ws AND k.profile_id = g.pid",
-        [ws for ws, _ in merges.values()], list(merges))
-    await numbers(conn, {(r[0], merges[r[1]][1]): (r[2], r[3]) for r in bounds})
-    rows = await clear(conn, [(ws, loser) for loser, (ws, _) in merges.items()])
+    # The losers' numbers first, then the survivors', then the bitmap rows: the lock order
+    # of every batch (numbers, the workspace's counter, bitmaps), so no deadlock.
+    gone = await _forget_numbers(conn, [(ws, loser) for loser, (ws, _) in merges.items()])
+    if not gone:
+        return  # the losers never counted (an anonymous visitor without sends or orders)
+    await numbers(conn, {(r[0], merges[r[1]][1]): (r[3], r[4]) for r in gone})
+    rows = await _clear(conn, gone)
     people: People = defaultdict(int)
     for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in rows:
         people[(ws, figure, dim, key, seg, day, merges[loser][1])] += 2 if twice else 1

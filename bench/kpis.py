@@ -21,6 +21,9 @@ import asyncio
 import random
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -28,7 +31,7 @@ import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import asyncpg
 import orjson
 
-from services.profile import kpis_read, kpis_rebuild, kpis_state
+from services.profile import kpis_read, kpis_rebuild, kpis_rebuild_sql, kpis_state
 from services.profile.domain.conventions import Conventions
 from shared.db import create_engine
 from shared.db.migrate import upgrade_all
@@ -112,6 +115,28 @@ FILTERS: list[tuple[str, str, str]] = [
 TARGET_MS, REBUILD_TARGET_S = 200.0, 600.0
 
 
+@contextmanager
+def timed_steps() -> Iterator[dict[str, float]]:
+    """Seconds per rebuild statement, named as kpis_rebuild_sql names them."""
+    names = {v: k.strip("_").lower() for k, v in vars(kpis_rebuild_sql).items()
+             if isinstance(v, str) and k.startswith("_")}
+    steps: dict[str, float] = defaultdict(float)
+    original = kpis_rebuild_sql.fetch
+
+    async def fetch(conn: Any, sql: str, *args: Any) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return await original(conn, sql, *args)
+        finally:
+            steps[names.get(sql, sql.split()[0].lower())] += time.perf_counter() - started
+
+    kpis_rebuild_sql.fetch = fetch
+    try:
+        yield steps
+    finally:
+        kpis_rebuild_sql.fetch = original
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -153,7 +178,8 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
                   f"{time.perf_counter() - t3:.0f} s", flush=True)
 
         t3 = time.perf_counter()
-        await kpis_rebuild.rebuild(engine, WS, progress)
+        with timed_steps() as steps:
+            await kpis_rebuild.rebuild(engine, WS, progress)
         t4 = time.perf_counter()
         async with engine.begin() as c:
             await kpis_state.take(c, WS, CONV, end)
@@ -170,6 +196,9 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
         sizes = await conn.fetch(
             "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = 'profile' "
             "AND relname LIKE 'kpi_%' AND n_live_tup > 0 ORDER BY 1")
+        print("  rebuild steps (s): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])
+            if v >= 0.05))
         print("  rollup rows: " + ", ".join(f"{r[0]} {r[1]:,}" for r in sizes))
         bits = await conn.fetchrow(
             "SELECT count(*), pg_total_relation_size('profile.kpi_bits'), "

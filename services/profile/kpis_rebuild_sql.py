@@ -183,21 +183,16 @@ _ATTRIBUTED_REFUNDS = _ADD_COUNTS.format(select=(
     "o.segments) AS g(seg) WHERE x.kind = 'r' AND o.message_id IS NOT NULL AND "
     f"{_HAS_DIM} GROUP BY 2, 3, 4, 5, 6, 7"))
 
-# The distinct-people facts per local day (`kpi_p`: figure, dimension, segment, day, profile,
-# facts), then numbers for the profiles new to the workspace (in order of their first day),
-# then one bitmap per (figure, dimension, key, segment, day, chunk) (kpis_bits).
-_PEOPLE = (
-    "CREATE TEMP TABLE kpi_p ON COMMIT DROP AS SELECT 'reached'::text AS figure, d.dim, "
-    f"d.key, g.seg, x.day, x.pid, count(*)::int AS cnt FROM kpi_x x {_DIMS.format(t='x')} "
-    f"{_SEG} WHERE x.kind = 'd' AND x.status = 'sent' AND {_HAS_DIM} GROUP BY 1, 2, 3, 4, 5, "
-    # The CRM uplift's control arm: members whose send journey suppressed (kpis_uplift).
-    f"6 UNION ALL SELECT 'control', '', '', g.seg, x.day, x.pid, count(*)::int FROM kpi_x x "
-    f"{_SEG} WHERE x.kind = 'd' AND x.status = 'suppressed' GROUP BY 1, 2, 3, 4, 5, 6 "
-    "UNION ALL SELECT 'customer', '', '', g.seg, x.day, x.profile_id, count(*)::int FROM "
-    "profile.kpi_orders x CROSS JOIN LATERAL unnest(array[''] || x.segments) AS g(seg) WHERE "
-    "x.workspace_id = $1::text AND x.profile_id <> 'erased' GROUP BY 1, 2, 3, 4, 5, 6")
+# The distinct-people bitmaps: numbers for the profiles new to the workspace (in order of
+# their first day), then per (figure, dimension, key, segment, day, chunk) the OR of one bit
+# per fact (a person's repeated facts set the same bit), and for `customer` the bits of
+# those with two orders or more that day (kpis_bits).
+_WHO = (
+    "(SELECT x.pid, x.day FROM kpi_x x WHERE x.kind = 'd' AND x.status IN ('sent', "
+    "'suppressed') UNION ALL SELECT o.profile_id, o.day FROM profile.kpi_orders o WHERE "
+    "o.workspace_id = $1::text AND o.profile_id <> 'erased')")
 _NUMBERS = (
-    "WITH p AS (SELECT pid, min(day) AS lo, max(day) AS hi FROM kpi_p GROUP BY 1), u AS "
+    f"WITH p AS (SELECT pid, min(day) AS lo, max(day) AS hi FROM {_WHO} AS w GROUP BY 1), u AS "
     "(UPDATE profile.kpi_numbers k SET first_day = least(k.first_day, p.lo), last_day = "
     "greatest(k.last_day, p.hi) FROM p WHERE k.workspace_id = $1::text AND k.profile_id = "
     "p.pid AND (p.lo < k.first_day OR p.hi > k.last_day)), new AS (SELECT p.*, "
@@ -208,13 +203,22 @@ _NUMBERS = (
     "UPDATE SET next = kpi_number_next.next + excluded.next RETURNING next) INSERT INTO "
     "profile.kpi_numbers (workspace_id, profile_id, n, first_day, last_day) SELECT $1::text, "
     "new.pid, nx.next - new.c + new.i, new.lo, new.hi FROM new CROSS JOIN nx")
+_ZERO = f"repeat('0', {BITS})::bit({BITS})"
+_BIT = f"set_bit({_ZERO}, k.n % {BITS}, 1)"
 _BITS = (
     "INSERT INTO profile.kpi_bits (workspace_id, figure, dim, key, segment, day, chunk, bits, "
-    f"twice) SELECT $1::text, p.figure, p.dim, p.key, p.seg, p.day, k.n / {BITS}, "
-    f"profile.kpi_bitmap(array_agg(k.n % {BITS})), CASE WHEN p.figure = ANY($2::text[]) THEN "
-    f"profile.kpi_bitmap(array_agg(k.n % {BITS}) FILTER (WHERE p.cnt >= 2)) END FROM kpi_p p "
-    "JOIN profile.kpi_numbers k ON k.workspace_id = $1::text AND k.profile_id = p.pid "
-    "GROUP BY 2, 3, 4, 5, 6, 7")
+    f"twice) SELECT $1::text, f.figure, f.dim, f.key, f.seg, f.day, k.n / {BITS}, "
+    f"bit_or({_BIT}), CASE WHEN f.figure = ANY($2::text[]) THEN coalesce(bit_or(CASE WHEN "
+    f"f.cnt >= 2 THEN {_BIT} END), {_ZERO}) END FROM (SELECT 'reached'::text AS figure, "
+    f"d.dim, d.key, g.seg, x.day, x.pid, 1 AS cnt FROM kpi_x x {_DIMS.format(t='x')} {_SEG} "
+    f"WHERE x.kind = 'd' AND x.status = 'sent' AND {_HAS_DIM} UNION ALL "
+    # The CRM uplift's control arm: members whose send journey suppressed (kpis_uplift).
+    f"SELECT 'control', '', '', g.seg, x.day, x.pid, 1 FROM kpi_x x {_SEG} WHERE "
+    "x.kind = 'd' AND x.status = 'suppressed' UNION ALL SELECT 'customer', '', '', g.seg, "
+    "x.day, x.profile_id, count(*)::int FROM profile.kpi_orders x CROSS JOIN LATERAL "
+    "unnest(array[''] || x.segments) AS g(seg) WHERE x.workspace_id = $1::text AND "
+    "x.profile_id <> 'erased' GROUP BY 1, 2, 3, 4, 5, 6) AS f JOIN profile.kpi_numbers k ON "
+    "k.workspace_id = $1::text AND k.profile_id = f.pid GROUP BY 2, 3, 4, 5, 6, 7")
 
 
 async def extract(conn: Any, ws: str, conv: Conventions) -> list[tuple[datetime, datetime, int]]:
@@ -267,7 +271,5 @@ async def finish(conn: Any, ws: str, conv: Conventions) -> None:
     await fetch(conn, "ANALYZE profile.kpi_orders")  # now attributed: not all NULL
     await fetch(conn, _ATTRIBUTED, ws)
     await fetch(conn, _ATTRIBUTED_REFUNDS, ws)
-    await fetch(conn, _PEOPLE, ws)
-    await fetch(conn, "ANALYZE kpi_p")
     await fetch(conn, _NUMBERS, ws)
     await fetch(conn, _BITS, ws, list(TWICE))

@@ -31,7 +31,7 @@ import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import asyncpg
 import orjson
 
-from services.profile import kpis_read, kpis_rebuild, kpis_rebuild_sql, kpis_state
+from services.profile import kpis_read, kpis_rebuild, kpis_rebuild_sql, kpis_state, kpis_uplift
 from services.profile.domain.conventions import Conventions
 from shared.db import create_engine
 from shared.db.migrate import upgrade_all
@@ -233,6 +233,16 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
             worst = max(worst, pct(answer_times, 0.99))
             print(f"{label:<28} {pct(answer_times, 0.5):>10.1f} {pct(answer_times, 0.99):>10.1f}"
                   f" {pct(scan_times, 0.5):>10.1f} {max(scan_times) * 1000:>10.1f}", flush=True)
+        for segment in ("", SEGMENT):  # what GET /v1/kpis adds: uplift.crm (kpis_uplift)
+            crm_times = []
+            for _ in range(repeat):
+                s = time.perf_counter()
+                async with engine.connect() as c:
+                    await kpis_uplift.crm(c, WS, first_day, last, segment, "EUR")
+                crm_times.append(time.perf_counter() - s)
+            label = f"uplift.crm {'segment=' + segment if segment else '(none)'}"
+            print(f"{label:<28} {pct(crm_times, 0.5):>10.1f} {pct(crm_times, 0.99):>10.1f}",
+                  flush=True)
         verdict = ("met" if worst < TARGET_MS else "NOT met") if full else \
             "not the issue's size"
         print(f"kpis p99, worst filter: {worst:.1f} ms (target < {TARGET_MS:.0f} ms at 1 M "

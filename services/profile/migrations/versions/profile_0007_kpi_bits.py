@@ -39,7 +39,10 @@ def upgrade() -> None:
         dim varchar(16) NOT NULL, key varchar(200) NOT NULL, segment varchar(100) NOT NULL,
         day date NOT NULL, chunk integer NOT NULL, bits bit({BITS}) NOT NULL,
         twice bit({BITS}),
-        PRIMARY KEY (workspace_id, figure, dim, key, segment, day, chunk))""")
+        PRIMARY KEY (workspace_id, figure, dim, key, segment, day, chunk))
+        WITH (fillfactor = 75)""")  # room in the page: a day's row is updated in place (HOT)
+    # A merge or an erasure visits one chunk's rows of one profile's days (kpis_bits._CLEAR).
+    op.execute("CREATE INDEX kpi_bits_chunk ON profile.kpi_bits (workspace_id, chunk, day)")
     op.execute("ALTER TABLE profile.kpi_bits ALTER COLUMN bits SET STORAGE PLAIN, "
                "ALTER COLUMN twice SET STORAGE PLAIN")
     # The bitmap with the given bit positions set (0 = leftmost, as get_bit/set_bit count).

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from shared.settings import Settings
 
+RetentionDays = Annotated[float, Field(ge=1, le=3650)]  # a day to ten years
+
 
 class JourneySettings(Settings):
-    journey_trace_retention_days: float = Field(
-        default=90, ge=1, le=3650,
-        description="Decisions (the \"why?\" trace) of instances that ended longer ago than "
-                    "this are deleted (TOUCHPOINT_JOURNEY_TRACE_RETENTION_DAYS).")
-    journey_sends_retention_days: float = Field(
-        default=90, ge=1, le=3650,
-        description="Sends are kept at least this long, and longer when a published "
-                    "frequency cap looks further back (TOUCHPOINT_JOURNEY_SENDS_RETENTION_DAYS).")
+    journey_trace_retention_days: RetentionDays = Field(
+        default=90, description="Decisions (the \"why?\" trace) of instances that ended longer "
+                                "ago than this are deleted "
+                                "(TOUCHPOINT_JOURNEY_TRACE_RETENTION_DAYS).")
+    journey_sends_retention_days: RetentionDays = Field(
+        default=90, description="Sends are kept at least this long, and longer when a "
+                                "published frequency cap looks further back "
+                                "(TOUCHPOINT_JOURNEY_SENDS_RETENTION_DAYS).")
     messaging_url: str | None = Field(
         default=None, description="Messaging's base URL: journey reads a template's channel, "
                                   "category and topic there (TOUCHPOINT_MESSAGING_URL).")

@@ -11,7 +11,6 @@ wakeups.py): an idle journey service claims about once a second, not twenty time
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 
@@ -19,20 +18,22 @@ from sqlalchemy import select, update
 
 from services.journey import metrics, store, wakeups
 from services.journey.policy.directory import Directory, zones
+from services.journey.polling import PollingWorker
 from services.journey.publisher import OutboxPublisher
 from services.journey.store import Documents
 from services.journey.tables import instances, outbox
 from services.journey.unit import Unit
-from shared.alarm import Alarm
 from shared.clock import Clock
 from shared.kafka import is_transient
-from shared.runtime import ServiceRuntime, Stoppable
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
 
-class TimerWorker(Stoppable):
+class TimerWorker(PollingWorker):
+    alarms, name = wakeups.TIMERS, "timer worker"
     MAX_IDLE_S = 1.0  # the longest sleep after a claim that found nothing
+
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents,
                  publisher: OutboxPublisher | None = None, *, batch: int = 500,
                  idle_s: float = 0.05, max_idle_s: float | None = None,
@@ -46,28 +47,14 @@ class TimerWorker(Stoppable):
         # When the last claim found nothing: the earliest timer then (None: no timer).
         self.next_wake: datetime | None = None
 
-    async def run(self) -> None:
-        with wakeups.TIMERS.listening() as alarm:
-            await self._run(alarm)
+    async def step(self) -> float | None:
+        claimed = await self.fire_due()
+        return self._idle_for(claimed) if claimed < self.batch else None
 
-    async def _run(self, alarm: Alarm) -> None:
-        delay = 0.2
-        while not self._stopping.is_set():
-            alarm.arm()  # timers committed from here on wake the sleep below
-            try:
-                claimed = await self.fire_due()
-                delay = 0.2
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("timer worker: batch failed; retrying one by one")
-                    await self._fire_singly()
-                    continue
-                log.warning("timer worker: dependency down (%s), pausing", type(exc).__name__)
-                await self._sleep(delay)
-                delay = min(delay * 2, 15)
-                continue
-            if claimed < self.batch:
-                await alarm.sleep(self._idle_for(claimed), self._stopping)
+    async def failed(self, exc: Exception) -> bool:
+        log.exception("timer worker: batch failed; retrying one by one")
+        await self._fire_singly()
+        return True
 
     def _idle_for(self, claimed: int) -> float:
         """After a partial claim `idle_s` (timers are flowing: let them batch up); after
@@ -122,9 +109,3 @@ class TimerWorker(Stoppable):
                 await conn.execute(update(instances).where(instances.c.id == row.id).values(
                     wake_at=now + timedelta(hours=1),
                     exit_reason=f"timer failed: {type(exc).__name__}"[:200]))
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass

@@ -30,10 +30,25 @@ class Counter:
         return {"n": run}, self.size
 
 
-async def settle(cache: Summaries) -> None:
-    for entry in list(cache._entries.values()):
-        if entry.task is not None:
-            await entry.task
+class Figures:
+    """One test's own cache and computation; `n()` is the n its request is answered."""
+
+    def __init__(self, size: int) -> None:
+        self.cache, self.compute = Summaries(), Counter(size)
+
+    async def n(self, workspace: str = "ws", figure: str = "stats") -> int:
+        return int((await self.cache.get(workspace, figure, self.compute))["n"])
+
+    async def settle(self) -> None:
+        for entry in list(self.cache._entries.values()):
+            if entry.task is not None:
+                await entry.task
+
+    def cancel_refreshes(self) -> None:
+        """Every large entry has its background refresh; stop them (REFRESH_S is long)."""
+        for entry in self.cache._entries.values():
+            assert entry.task is not None
+            entry.task.cancel()
 
 
 @pytest.fixture(autouse=True)
@@ -43,80 +58,70 @@ def one_refresh_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(summary, "WATCH_S", -1.0)
 
 
+@pytest.fixture
+def large() -> Figures:
+    return Figures(size=summary.LARGE)
+
+
 async def test_a_small_workspace_is_computed_on_every_request() -> None:
-    cache, compute = Summaries(), Counter(size=summary.LARGE - 1)
-    assert [(await cache.get("ws", "stats", compute))["n"] for _ in range(3)] == [1, 2, 3]
-    assert all(entry.task is None for entry in cache._entries.values())
-
-
-
-def cancel_refreshes(cache: Summaries) -> None:
-    """Every large entry has its background refresh; stop them (REFRESH_S is long)."""
-    for entry in cache._entries.values():
-        assert entry.task is not None
-        entry.task.cancel()
+    small = Figures(size=summary.LARGE - 1)
+    assert [await small.n() for _ in range(3)] == [1, 2, 3]
+    assert all(entry.task is None for entry in small.cache._entries.values())
 
 
 async def test_a_large_workspace_is_served_from_the_last_figures(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, large: Figures) -> None:
     monkeypatch.setattr(summary, "REFRESH_S", 60.0)
-    cache, compute = Summaries(), Counter(size=summary.LARGE)
-    assert (await cache.get("ws", "stats", compute))["n"] == 1
-    assert (await cache.get("ws", "stats", compute))["n"] == 1
-    assert compute.runs == 1
+    assert [await large.n(), await large.n()] == [1, 1]
+    assert large.compute.runs == 1
     # Workspaces and figures are kept apart.
-    assert (await cache.get("other", "stats", compute))["n"] == 2
-    assert (await cache.get("ws", "goal", compute))["n"] == 3
-    cancel_refreshes(cache)
+    assert [await large.n("other"), await large.n("ws", "goal")] == [2, 3]
+    large.cancel_refreshes()
 
 
-async def test_a_large_workspace_refreshes_in_the_background_one_task_at_a_time() -> None:
-    cache, compute = Summaries(), Counter(size=summary.LARGE)
-    assert (await cache.get("ws", "stats", compute))["n"] == 1
-    compute.gate = asyncio.Event()
+async def test_a_large_workspace_refreshes_in_the_background_one_task_at_a_time(
+        large: Figures) -> None:
+    assert await large.n() == 1
+    large.compute.gate = gate = asyncio.Event()
     # The requests do not wait for the refresh, and start no second one.
-    assert (await cache.get("ws", "stats", compute))["n"] == 1
-    assert (await cache.get("ws", "stats", compute))["n"] == 1
+    assert [await large.n(), await large.n()] == [1, 1]
     await asyncio.sleep(0.01)
-    assert compute.runs == 2
-    compute.gate.set()
-    await settle(cache)
-    assert (await cache.get("ws", "stats", compute))["n"] == 2
-    await settle(cache)
+    assert large.compute.runs == 2
+    gate.set()
+    await large.settle()
+    assert await large.n() == 2
+    await large.settle()
 
 
-async def test_the_refresh_goes_on_while_someone_watches(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_refresh_goes_on_while_someone_watches(
+        monkeypatch: pytest.MonkeyPatch, large: Figures) -> None:
     monkeypatch.setattr(summary, "WATCH_S", 60.0)
-    cache, compute = Summaries(), Counter(size=summary.LARGE)
-    await cache.get("ws", "stats", compute)
+    await large.n()
     await asyncio.sleep(0.05)
-    assert compute.runs > 3  # every REFRESH_S (0 here) without any further request
+    assert large.compute.runs > 3  # every REFRESH_S (0 here) without any further request
     monkeypatch.setattr(summary, "WATCH_S", -1.0)
-    await settle(cache)  # and stops once nobody asked within WATCH_S
-    assert (await cache.get("ws", "stats", compute))["n"] == compute.runs
-    await settle(cache)
+    await large.settle()  # and stops once nobody asked within WATCH_S
+    assert await large.n() == large.compute.runs
+    await large.settle()
 
 
 async def test_figures_older_than_stale_s_are_computed_for_the_request(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, large: Figures) -> None:
     monkeypatch.setattr(summary, "REFRESH_S", 60.0)
     monkeypatch.setattr(summary, "STALE_S", 0.0)
-    cache, compute = Summaries(), Counter(size=summary.LARGE)
-    assert (await cache.get("ws", "stats", compute))["n"] == 1
-    assert (await cache.get("ws", "stats", compute))["n"] == 2
-    cancel_refreshes(cache)
+    assert [await large.n(), await large.n()] == [1, 2]
+    large.cancel_refreshes()
 
 
-async def test_a_failed_refresh_keeps_the_last_figures() -> None:
-    cache, compute = Summaries(), Counter(size=summary.LARGE)
-    assert (await cache.get("ws", "stats", compute))["n"] == 1
-    compute.fail = True
-    await settle(cache)
-    compute.fail = False
-    assert (await cache.get("ws", "stats", compute))["n"] == 1  # and starts the next task
-    await settle(cache)
-    assert (await cache.get("ws", "stats", compute))["n"] == 3
-    await settle(cache)
+async def test_a_failed_refresh_keeps_the_last_figures(large: Figures) -> None:
+    assert await large.n() == 1
+    large.compute.fail = True
+    await large.settle()
+    large.compute.fail = False
+    assert await large.n() == 1  # and starts the next task
+    await large.settle()
+    assert await large.n() == 3
+    await large.settle()
 
 
 def test_each_engine_has_its_own_figures() -> None:

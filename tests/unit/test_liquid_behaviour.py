@@ -72,32 +72,38 @@ def test_strict_templates_fail_instead(source: str) -> None:
     assert text("{{ profile.traits.nickname | default: 'x' }}", strict=True) == "x"
 
 
+@pytest.mark.parametrize(("source", "expected"), [
+    ("{{ event.properties.total | money }}", "$1,234.50"),
+    ("{{ event.properties.total | money: 'EUR' }}", "€1,234.50"),
+    ("{{ 7 | money: 'CHF' }}", "7.00 CHF"),
+    ("{{ -3.5 | money }}", "-$3.50"),
+    ("{{ 1500 | money: 'JPY' }}", "¥1,500"),
+    ("{{ '12.30' | money }}", "$12.30"),
+    ("[{{ profile.metrics.ltv | money }}]", "[]"),
+    ("[{{ 'abc' | money }}]", "[]"),
+    ("{{ event.occurred_at | date: '%Y-%m-%d %H:%M' }}", "2026-03-01 23:30"),
+    ("{{ event.occurred_at | date: '%H:%M', 'America/New_York' }}", "18:30"),
+    ("[{{ event.missing | date: '%Y' }}]", "[]"),
+    ("{{ 'not a date' | date: '%Y' }}", "not a date"),
+    ("{{ 'a b&c=d/é' | url_encode }}", "a+b%26c%3Dd%2F%C3%A9"),
+    ("{{ event.properties.items | json }}", '[{"name":"Mug"},{"name":"Tea"}]'),
+    ("{{ profile.traits.tags | json }}", '["vip","eu"]'),
+    ("{{ profile.missing | json }}", "null"),
+    ("{{ 'Grüße \"q\"' | json }}", '"Grüße \\"q\\""'),
+])
+def test_filters(source: str, expected: str) -> None:
+    assert text(source, options=RenderOptions()) == expected
+
+
 @pytest.mark.parametrize(("source", "options", "expected"), [
-    ("{{ event.properties.total | money }}", RenderOptions(), "$1,234.50"),
-    ("{{ event.properties.total | money: 'EUR' }}", RenderOptions(), "€1,234.50"),
     ("{{ 19.995 | money }}", RenderOptions(currency="GBP"), "£20.00"),
-    ("{{ 7 | money: 'CHF' }}", RenderOptions(), "7.00 CHF"),
-    ("{{ -3.5 | money }}", RenderOptions(), "-$3.50"),
-    ("{{ 1500 | money: 'JPY' }}", RenderOptions(), "¥1,500"),
-    ("{{ '12.30' | money }}", RenderOptions(), "$12.30"),
-    ("[{{ profile.metrics.ltv | money }}]", RenderOptions(), "[]"),
-    ("[{{ 'abc' | money }}]", RenderOptions(), "[]"),
     # the customer's zone (Paris is UTC+1 in March): 23:30 UTC is the next day there
     ("{{ event.occurred_at | date: '%Y-%m-%d %H:%M' }}",
      RenderOptions(timezone="Europe/Paris"), "2026-03-02 00:30"),
-    ("{{ event.occurred_at | date: '%Y-%m-%d %H:%M' }}", RenderOptions(), "2026-03-01 23:30"),
-    ("{{ event.occurred_at | date: '%H:%M', 'America/New_York' }}", RenderOptions(), "18:30"),
     ("{{ event.occurred_at | date: '%b %d' }}", RenderOptions(timezone="Nope/Zone"), "Mar 01"),
-    ("[{{ event.missing | date: '%Y' }}]", RenderOptions(), "[]"),
-    ("{{ 'not a date' | date: '%Y' }}", RenderOptions(), "not a date"),
-    ("{{ 'a b&c=d/é' | url_encode }}", RenderOptions(), "a+b%26c%3Dd%2F%C3%A9"),
-    ("{{ event.properties.items | json }}", RenderOptions(),
-     '[{"name":"Mug"},{"name":"Tea"}]'),
-    ("{{ profile.traits.tags | json }}", RenderOptions(), '["vip","eu"]'),
-    ("{{ profile.missing | json }}", RenderOptions(), "null"),
-    ("{{ 'Grüße \"q\"' | json }}", RenderOptions(), '"Grüße \\"q\\""'),
 ])
-def test_filters(source: str, options: RenderOptions, expected: str) -> None:
+def test_filters_in_the_workspace_settings(source: str, options: RenderOptions,
+                                           expected: str) -> None:
     assert text(source, options=options) == expected
 
 

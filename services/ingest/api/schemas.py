@@ -16,11 +16,9 @@ _TRACK_EXAMPLES: list[Any] = [{
     "messageId": "6f1d0c8e-2d7b-4b7e-9d52-0d2d1c7e9a11"}]
 
 
-class TrackingCall(BaseModel):
-    """One Segment-spec call: ids, names, properties or traits, context, times."""
-
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": _TRACK_EXAMPLES})
-
+# A call's own fields. TrackingCall names this base last so that OpenAPI lists them first
+# (pydantic orders fields base by base, from the last base to the first).
+class _CallFields(BaseModel):
     messageId: str | None = Field(None, max_length=200,
                                   description="Idempotency key (dedupe window 48 h).")
     userId: str | None = Field(None, max_length=255)
@@ -32,12 +30,24 @@ class TrackingCall(BaseModel):
     previousId: str | None = Field(None, max_length=255, description="`alias`: the old id.")
     properties: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
-    integrations: dict[str, Any] | None = None
     timestamp: datetime | None = None
     originalTimestamp: datetime | None = None
+
+
+class BatchWide(BaseModel):
+    """What a call carries and a batch may also set once, at its top level (context,
+    integrations and sentAt then apply to each of its calls)."""
+
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
     sentAt: datetime | None = Field(None, description="Client clock, for skew correction.")
     writeKey: str | None = Field(None, description="The write key, when not sent as Basic.")
+
+
+class TrackingCall(BatchWide, _CallFields):
+    """One Segment-spec call: ids, names, properties or traits, context, times."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": _TRACK_EXAMPLES})
 
 
 # `Call.problems` (services/ingest/domain/calls.py) as JSON schema: which ids and names
@@ -91,7 +101,7 @@ class BatchCall(TrackingCall):
     type: Literal["track", "identify", "page", "screen", "group", "alias"]
 
 
-class TrackingBatch(BaseModel):
+class TrackingBatch(BatchWide):
     """Calls sent together; top-level context, integrations and sentAt apply to each."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
@@ -100,10 +110,6 @@ class TrackingBatch(BaseModel):
         "sentAt": "2026-01-15T10:30:01Z"}]})
 
     batch: list[BatchCall] = Field(min_length=1)
-    context: dict[str, Any] | None = None
-    integrations: dict[str, Any] | None = None
-    sentAt: datetime | None = None
-    writeKey: str | None = None
 
 
 class Accepted(BaseModel):

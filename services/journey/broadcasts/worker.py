@@ -9,7 +9,6 @@ commit releases the claims; after commit the recipients' rows have moved on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from datetime import datetime
@@ -24,21 +23,22 @@ from services.journey.broadcasts import store as bstore
 from services.journey.domain.broadcast import BroadcastDocument, advanced, allowed
 from services.journey.handlers import apply_signals
 from services.journey.policy.directory import Directory
+from services.journey.polling import PollingWorker
 from services.journey.publisher import OutboxPublisher
 from services.journey.store import Documents
 from services.journey.tables import broadcasts, outbox, policies
-from shared.alarm import Alarm
 from shared.clock import Clock
 from shared.db.outbox import OutboxRow
-from shared.kafka import is_transient
-from shared.runtime import ServiceRuntime, Stoppable
+from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 UNTHROTTLED = 1000.0  # per second, per broadcast, when neither limit is set
 MAX_PER_TICK = 2000  # recipients per broadcast per transaction
 
 
-class BroadcastWorker(Stoppable):
+class BroadcastWorker(PollingWorker):
+    alarms, name = wakeups.BROADCASTS, "broadcast worker"
+
     def __init__(self, rt: ServiceRuntime, clock: Clock, docs: Documents, directory: Directory,
                  publisher: OutboxPublisher | None = None, *, tick_s: float = 0.1,
                  max_idle_s: float = 1.0) -> None:
@@ -47,26 +47,8 @@ class BroadcastWorker(Stoppable):
         self.tick_s, self.max_idle_s = tick_s, max_idle_s
         super().__init__()
 
-    async def run(self) -> None:
-        with wakeups.BROADCASTS.listening() as alarm:
-            await self._run(alarm)
-
-    async def _run(self, alarm: Alarm) -> None:
-        delay = 0.2
-        while not self._stopping.is_set():
-            alarm.arm()  # broadcasts started from here on wake the sleep below
-            try:
-                idle_for = await self.tick()
-                delay = 0.2
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("broadcast worker: tick failed")
-                else:
-                    log.warning("broadcast worker: dependency down (%s)", type(exc).__name__)
-                await self._sleep(delay)
-                delay = min(delay * 2, 15)
-                continue
-            await alarm.sleep(idle_for, self._stopping)
+    async def step(self) -> float | None:
+        return await self.tick()
 
     async def tick(self) -> float:
         """Start due broadcasts and pace the sending ones; returns how long to sleep."""
@@ -168,9 +150,3 @@ class BroadcastWorker(Stoppable):
             (pid, "sent" if pid in entered else "suppressed", now, None,
              None if pid in entered else "left_audience") for pid in claimed])
         return len(claimed), []
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass

@@ -79,19 +79,20 @@ _ARMS = (
     "n.profile_id = c.profile_id WHERE c.workspace_id = $1 AND n.n / "
     f"{BITS} IN (SELECT chunk FROM a) GROUP BY 1), x AS (SELECT a.chunk, coalesce(a.r, {_ZERO}) "
     f"AS r, coalesce(a.c, {_ZERO}) AS c, coalesce(k.k, {_ZERO}) AS k FROM a LEFT JOIN k "
-    "USING (chunk)), arm AS (SELECT chunk, r & ~(c | k) AS treated, (r | c) & (c | k) AS "
-    "control FROM x) ")
+    "USING (chunk)), arm AS MATERIALIZED (SELECT chunk, r & ~(c | k) AS treated, "
+    "(r | c) & (c | k) AS control FROM x) ")
 # Each customer with orders in the window, in the arm its bit is in: converted, net revenue
-# in the workspace currency (0 without), and its square (Welch's variance).
+# in the workspace currency (0 without), and its square (Welch's variance). The customers
+# are numbered before they meet the arms' bitmaps (one chunk row each, by its number).
 _MONEY = (
-    ", money AS (SELECT profile_id, sum(orders) AS orders, sum(revenue) FILTER (WHERE "
-    "currency = ANY($5::text[])) AS revenue FROM profile.kpi_customer_days WHERE "
-    "workspace_id = $1 AND day BETWEEN $3 AND $4 GROUP BY 1), who AS (SELECT "
-    f"get_bit(arm.control, n.n % {BITS}) = 1 AS control, get_bit(arm.control, n.n % {BITS}) "
-    f"+ get_bit(arm.treated, n.n % {BITS}) = 1 AS inside, m.orders, coalesce(m.revenue, 0) "
-    "AS v FROM money m JOIN profile.kpi_numbers n ON n.workspace_id = $1 AND n.profile_id = "
-    f"m.profile_id JOIN arm ON arm.chunk = n.n / {BITS}) SELECT control, count(*) FILTER "
-    "(WHERE orders > 0), sum(v), sum(v * v) FROM who WHERE inside GROUP BY 1")
+    ", money AS MATERIALIZED (SELECT n.n, m.orders, m.v FROM (SELECT profile_id, sum(orders) "
+    "AS orders, coalesce(sum(revenue) FILTER (WHERE currency = ANY($5::text[])), 0) AS v "
+    "FROM profile.kpi_customer_days WHERE workspace_id = $1 AND day BETWEEN $3 AND $4 GROUP "
+    "BY 1) AS m JOIN profile.kpi_numbers n ON n.workspace_id = $1 AND n.profile_id = "
+    f"m.profile_id), who AS (SELECT get_bit(arm.control, m.n % {BITS}) = 1 AS control, "
+    f"get_bit(arm.control, m.n % {BITS}) + get_bit(arm.treated, m.n % {BITS}) = 1 AS inside, "
+    f"m.orders, m.v FROM money m JOIN arm ON arm.chunk = m.n / {BITS}) SELECT control, "
+    "count(*) FILTER (WHERE orders > 0), sum(v), sum(v * v) FROM who WHERE inside GROUP BY 1")
 _ARMS_ONLY = "SELECT sum(bit_count(treated)), sum(bit_count(control)) FROM arm"
 
 

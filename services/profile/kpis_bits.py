@@ -30,11 +30,12 @@ TWICE = ("customer",)  # the figures whose repeaters are read (sales.repeat_rate
 # another batch numbered meanwhile comes back without one: `_KNOWN` then.
 _NUMBERS = (
     "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[]) AS "
-    "t(ws, pid, lo, hi)), known AS (SELECT k.workspace_id, k.profile_id, k.n FROM "
-    "profile.kpi_numbers k JOIN t ON k.workspace_id = t.ws AND k.profile_id = t.pid), "
-    "u AS (UPDATE profile.kpi_numbers k SET first_day = least(k.first_day, t.lo), last_day = "
-    "greatest(k.last_day, t.hi) FROM t WHERE k.workspace_id = t.ws AND k.profile_id = t.pid "
-    "AND (t.lo < k.first_day OR t.hi > k.last_day)), new AS (SELECT t.*, row_number() OVER "
+    "t(ws, pid, lo, hi)), known AS (SELECT k.workspace_id, k.profile_id, k.n, t.lo, t.hi, "
+    "t.lo < k.first_day OR t.hi > k.last_day AS wider FROM profile.kpi_numbers k JOIN t ON "
+    "k.workspace_id = t.ws AND k.profile_id = t.pid), u AS (UPDATE profile.kpi_numbers k SET "
+    "first_day = least(k.first_day, w.lo), last_day = greatest(k.last_day, w.hi) FROM known w "
+    "WHERE w.wider AND k.workspace_id = w.workspace_id AND k.profile_id = w.profile_id), "
+    "new AS (SELECT t.*, row_number() OVER "
     "(PARTITION BY ws ORDER BY pid) - 1 AS i, count(*) OVER (PARTITION BY ws) AS c FROM t "
     "WHERE NOT EXISTS (SELECT 1 FROM known WHERE known.workspace_id = t.ws AND "
     "known.profile_id = t.pid)), nx AS (INSERT INTO profile.kpi_number_next (workspace_id, "
@@ -42,8 +43,8 @@ _NUMBERS = (
     "kpi_number_next.next + excluded.next RETURNING workspace_id, next), ins AS (INSERT INTO "
     "profile.kpi_numbers (workspace_id, profile_id, n, first_day, last_day) SELECT new.ws, "
     "new.pid, nx.next - new.c + new.i, new.lo, new.hi FROM new JOIN nx ON nx.workspace_id = "
-    "new.ws ON CONFLICT DO NOTHING RETURNING workspace_id, profile_id, n) SELECT * FROM known "
-    "UNION ALL SELECT * FROM ins")
+    "new.ws ON CONFLICT DO NOTHING RETURNING workspace_id, profile_id, n) SELECT workspace_id, "
+    "profile_id, n FROM known UNION ALL SELECT * FROM ins")
 _KNOWN = (
     "SELECT k.workspace_id, k.profile_id, k.n FROM profile.kpi_numbers k JOIN unnest("
     "$1::text[], $2::text[]) AS t(ws, pid) ON k.workspace_id = t.ws AND k.profile_id = t.pid")

@@ -92,15 +92,18 @@ async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date,
     return out
 
 
-async def add(conn: AsyncConnection, people: People) -> None:
-    """OR the batch's people into their day bitmaps (one upsert)."""
+async def add(conn: AsyncConnection, people: People,
+              number: dict[tuple[str, str], int] | None = None) -> None:
+    """OR the batch's people into their day bitmaps (one upsert). `number`: the profiles'
+    numbers when the caller has them, their days already inside their bounds."""
     if not people:
         return
-    days: dict[tuple[str, str], tuple[date, date]] = {}
-    for ws, _f, _d, _k, _s, day, pid in people:
-        held = days.get((ws, pid))
-        days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
-    number = await numbers(conn, days)
+    if number is None:
+        days: dict[tuple[str, str], tuple[date, date]] = {}
+        for ws, _f, _d, _k, _s, day, pid in people:
+            held = days.get((ws, pid))
+            days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
+        number = await numbers(conn, days)
     rows: dict[tuple[str, str, str, str, str, date, int], tuple[list[int], list[int]]] = \
         defaultdict(lambda: ([], []))
     for (ws, figure, dim, key, seg, day, pid), n in people.items():
@@ -149,12 +152,18 @@ async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> Non
     gone = await _forget_numbers(conn, [(ws, loser) for loser, (ws, _) in merges.items()])
     if not gone:
         return  # the losers never counted (an anonymous visitor without sends or orders)
-    await numbers(conn, {(r[0], merges[r[1]][1]): (r[3], r[4]) for r in gone})
+    # The survivors' days widened to the losers': every row moved below is inside them.
+    bounds: dict[tuple[str, str], tuple[date, date]] = {}
+    for ws, loser, _n, lo, hi in gone:
+        held = bounds.get((ws, merges[loser][1]))
+        bounds[(ws, merges[loser][1])] = (min(held[0], lo), max(held[1], hi)) if held else \
+            (lo, hi)
+    number = await numbers(conn, bounds)
     rows = await _clear(conn, gone)
     people: People = defaultdict(int)
     for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in rows:
         people[(ws, figure, dim, key, seg, day, merges[loser][1])] += 2 if twice else 1
-    await add(conn, people)
+    await add(conn, people, number)
 
 
 def _columns(rows: Iterable[tuple[Any, ...]], n: int) -> list[list[Any]]:

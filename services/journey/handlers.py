@@ -71,7 +71,7 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
         unit.revenue_names = await revenue_names(directory, {s.workspace_id for s in todo})
         # Snapshots first: a profile seen for the first time gets its control group
         # membership here, under the policy of that moment, and keeps it.
-        await unit.load_policies({s.workspace_id for s in todo})
+        await unit.load_workspaces({s.workspace_id for s in todo}, live=True)
         unit.control.update(await store.save_snapshots(
             conn, {(s.workspace_id, s.profile_id): s.profile for s in todo if s.profile},
             unit.in_control))

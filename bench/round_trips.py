@@ -189,7 +189,13 @@ async def journey_scenarios(url: str, wire: Wire, sizes: list[int], batches: int
                 await run(size)
             out.setdefault(name, {})[size] = await count(wire, batches,
                                                          lambda _n, s=size, r=run: r(s))
+    async with rt.engine.connect() as conn:  # what the batches did, to be sure they did it
+        got = (await conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM journey.instances), "
+            "(SELECT count(*) FROM journey.decisions), (SELECT count(*) FROM journey.sends), "
+            "(SELECT count(*) FROM journey.outbox)")).one()
     await rt.engine.dispose()
+    print("journey: instances, decisions, sends, outbox rows:", tuple(got))
     return out
 
 
@@ -232,7 +238,11 @@ async def messaging_scenarios(url: str, smtp: str, wire: Wire, sizes: list[int],
         out.setdefault("messaging.send-commands", {})[size] = await count(
             wire, batches, lambda _n, s=size: send(s))
     await m.close()
+    async with engine.connect() as conn:  # what the batches did, to be sure they did it
+        got = (await conn.exec_driver_sql(
+            "SELECT status, count(*) FROM messaging.messages GROUP BY 1")).all()
     await engine.dispose()
+    print("messaging: messages by status:", dict(got))  # type: ignore[arg-type]
     return out
 
 

@@ -32,6 +32,7 @@ from services.journey.domain.timing import zone
 from services.journey.outcomes import outcome_message
 from services.journey.outgoing import send_key, to_message
 from services.journey.policy.store import Loaded
+from services.journey.workspaces import Workspaces
 from services.journey.workspaces import read as read_workspaces
 from shared.db.outbox import OutboxRow, Pending
 from shared.settings import Settings
@@ -75,9 +76,20 @@ class Unit:
         """Policies and template facts of these workspaces, and with `live` their live
         journeys (`self.live`): one statement for those not read yet in this unit."""
         missing = workspaces - (self._read_live if live else self._read)
-        if not missing:
-            return
-        found = await read_workspaces(self.conn, self.docs, missing, live=live)
+        if missing:
+            self._take(await read_workspaces(self.conn, self.docs, missing, live=live),
+                       missing, live)
+
+    async def claim(self, inbox: Table, consumer: str, ids: list[str], workspaces: set[str]
+                    ) -> set[str]:
+        """The inbox claim of a consumer's batch (returns the ids not seen before) and
+        `load_workspaces(workspaces, live=True)`, in one statement."""
+        found = await read_workspaces(self.conn, self.docs, workspaces, live=True,
+                                      claim=(inbox, consumer, ids))
+        self._take(found, workspaces, True)
+        return found.claimed
+
+    def _take(self, found: Workspaces, missing: set[str], live: bool) -> None:
         self.policies.update(found.policies)
         self.templates.update(found.templates)
         self._read |= missing

@@ -1,5 +1,6 @@
 """What an engine transaction reads about its workspaces, in one statement: the contact
-policies, the template facts and (for signals) the live journeys' versions.
+policies, the template facts and (for signals) the live journeys' versions; for a
+consumer's batch, with the inbox claim.
 
 A consumer's poll used to read these in five statements (policies and templates twice
 where a workspace has no policy, then the live journeys with their documents), a timer
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
@@ -43,6 +46,18 @@ _READ = (
     "WHERE $2::bool AND j.status = 'published' AND j.workspace_id = ANY($1::varchar[])")
 
 
+
+
+@lru_cache(maxsize=4)
+def _claim_and_read(inbox: Table) -> str:
+    """The inbox claim (shared/db/inbox.py's statement: the ids not seen before) as a part of
+    the read: the transaction's first statement does both."""
+    return (f"WITH claimed AS (INSERT INTO {_name(inbox)} (consumer, message_id) "
+            "SELECT $3, m FROM unnest($4::text[]) AS m ON CONFLICT DO NOTHING "
+            "RETURNING message_id) SELECT 'i', NULL, message_id, NULL, NULL, NULL, NULL, NULL, "
+            f"NULL FROM claimed UNION ALL {_READ}")
+
+
 @dataclass
 class Workspaces:
     """The batch's workspaces as read: policies, template facts, and with `live` the
@@ -51,18 +66,27 @@ class Workspaces:
     policies: dict[str, Loaded] = field(default_factory=dict)
     templates: dict[str, dict[str, TemplateMeta]] = field(default_factory=dict)
     live: dict[str, list[tuple[int, JourneyDocument]]] = field(default_factory=dict)
+    claimed: set[str] = field(default_factory=set)  # with `claim`: the ids not seen before
 
 
 async def read(conn: AsyncConnection, docs: Documents, workspaces: Iterable[str], *,
-               live: bool) -> Workspaces:
+               live: bool, claim: tuple[Table, str, list[str]] | None = None) -> Workspaces:
+    """`claim`: (inbox table, consumer, message ids) to claim in the same statement."""
     wanted = sorted(set(workspaces))
     out = Workspaces()
-    if not wanted:
+    if claim is not None:
+        inbox, consumer, ids = claim
+        rows = await (await driver(conn)).fetch(_claim_and_read(inbox), wanted, live, consumer,
+                                                list(dict.fromkeys(ids)))
+    elif wanted:
+        rows = await (await driver(conn)).fetch(_READ, wanted, live)
+    else:
         return out
-    rows = await (await driver(conn)).fetch(_READ, wanted, live)
     versions: list[tuple[str, str, int]] = []
     for kind, ws, key, version, document, a, b, c, at in rows:
-        if kind == "p":
+        if kind == "i":
+            out.claimed.add(key)
+        elif kind == "p":
             out.policies[ws] = loaded(ws, document, a, at)
         elif kind == "t":
             out.templates.setdefault(ws, {})[key] = TemplateMeta(a, b, c)

@@ -106,14 +106,28 @@ async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: date
     return _instances(r for r in rows if (r["workspace_id"], r["profile_id"]) in wanted)
 
 
-async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
-                           ) -> list[Instance]:
-    """The newest instance per (workspace, journey, profile, instance key): entry policy."""
+# `lock_customers`'s locks as a part of the latest instances' read: the read refers to them,
+# so they are taken first (in one order), and a read that finds nothing takes them too.
+_LATEST_LOCKING = (
+    "SELECT l.* FROM (SELECT count(pg_advisory_xact_lock(k)) AS n FROM (SELECT "
+    "hashtextextended(p, 0) AS k FROM unnest($5::text[]) AS p ORDER BY 1) AS s) AS locks "
+    "LEFT JOIN LATERAL (" + _LATEST.replace(" WHERE ", " WHERE locks.n >= 0 AND ", 1)
+    + ") AS l ON true")
+
+
+async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]],
+                           lock: Sequence[Pair] = ()) -> list[Instance]:
+    """The newest instance per (workspace, journey, profile, instance key): entry policy.
+    With `lock` (and keys), `lock_customers(lock)` in the same statement: the caller's
+    next statement sees every send committed under those locks."""
     if not keys:
         return []
     wanted = set(keys)
-    rows = await (await driver(conn)).fetch(
-        _LATEST, *(sorted({k[n] for k in wanted}) for n in range(4)))
+    args = [sorted({k[n] for k in wanted}) for n in range(4)]
+    if lock:
+        rows = await (await driver(conn)).fetch(_LATEST_LOCKING, *args, _lock_keys(lock))
+    else:
+        rows = await (await driver(conn)).fetch(_LATEST, *args)
     return _instances(r for r in rows if (r["workspace_id"], r["journey_key"],
                                           r["profile_id"], r["instance_key"]) in wanted)
 
@@ -219,8 +233,11 @@ async def lock_customers(conn: AsyncConnection, pairs: Sequence[Pair]) -> None:
     if pairs:
         await _driver_execute(
             conn, "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended(p, 0) AS k "
-                  "FROM unnest($1::text[]) AS p ORDER BY 1) AS locks",
-            sorted({f"{ws}\x1f{pid}" for ws, pid in pairs}))
+                  "FROM unnest($1::text[]) AS p ORDER BY 1) AS locks", _lock_keys(pairs))
+
+
+def _lock_keys(pairs: Sequence[Pair]) -> list[str]:
+    return sorted({f"{ws}\x1f{pid}" for ws, pid in pairs})
 
 
 _MUTABLE = [f for f in _FIELDS if f not in ("id", "workspace_id", "journey_key", "version",

@@ -71,6 +71,7 @@ class Unit:
         self.earliest_wake: datetime | None = None
         self._read: set[str] = set()  # workspaces whose policy and templates were read
         self._read_live: set[str] = set()  # ... and whose live journeys were too
+        self._locked = False  # the customers' advisory locks are held (lock_customers)
 
     async def load_workspaces(self, workspaces: set[str], *, live: bool = False) -> None:
         """Policies and template facts of these workspaces, and with `live` their live
@@ -123,12 +124,20 @@ class Unit:
                 for c in cands:
                     wanted.append((signal.workspace_id, doc.key, signal.profile_id,
                                    c.instance_key))
-        for inst in await store.latest_instances(self.conn, wanted):
+        # The customers' advisory locks (see _load_common) go with this read where a cap
+        # or the policy already counts past sends: a round trip less. Taken after the
+        # open instances' row locks, as always, so a timer worker (rows, then these)
+        # cannot deadlock with a batch.
+        await self.docs.of(self.conn, {(i.workspace_id, i.journey_key, i.version)
+                                       for i in self.instances.values()})
+        lock = pairs if wanted and self._window(pairs) else []
+        for inst in await store.latest_instances(self.conn, wanted, lock):
             if inst.id not in self.instances:
                 self._adopt([inst])
             inst = self.instances[inst.id]
             self.latest[(inst.workspace_id, inst.journey_key, inst.profile_id,
                          inst.instance_key)] = inst
+        self._locked = bool(lock)
         carried = {(s.workspace_id, s.profile_id) for s in signals if s.profile}
         self.profiles.update(await store.load_snapshots(
             self.conn, [p for p in pairs if p not in carried and p not in self.control],
@@ -157,6 +166,18 @@ class Unit:
     async def _load_common(self, pairs: list[Pair]) -> None:
         await self.docs.of(self.conn, {(i.workspace_id, i.journey_key, i.version)
                                        for i in self.instances.values()})
+        window = self._window(pairs)
+        if window:
+            if not self._locked:
+                await store.lock_customers(self.conn, pairs)
+            rows = await store.recent_sends(self.conn, pairs, self.now - window)
+            for pair, sent in rows.items():
+                self.sends[pair] = [(channel, at) for channel, at, _t, _c in sent]
+                self.past[pair] = [PastSend(ch, topic, cat, at) for ch, at, topic, cat in sent]
+
+    def _window(self, pairs: list[Pair]) -> timedelta:
+        """How far back past sends count: the longest cap of the live journeys and of the
+        instances' versions (parsed), or the policy's lookback. Zero: none counts."""
         window = timedelta(0)
         for docs in self.live.values():
             for _v, doc in docs:
@@ -167,12 +188,7 @@ class Unit:
         for ws in {ws for ws, _ in pairs}:
             if ws in self.policies:
                 window = max(window, self.policies[ws].policy.lookback)
-        if window:
-            await store.lock_customers(self.conn, pairs)
-            rows = await store.recent_sends(self.conn, pairs, self.now - window)
-            for pair, sent in rows.items():
-                self.sends[pair] = [(channel, at) for channel, at, _t, _c in sent]
-                self.past[pair] = [PastSend(ch, topic, cat, at) for ch, at, topic, cat in sent]
+        return window
 
     # --- applying ----------------------------------------------------------------------
 

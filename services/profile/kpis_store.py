@@ -3,7 +3,8 @@
 The consumer notes each message's facts while it applies the batch (`KpiFacts`); `write`
 turns them into rollup rows (counters, distinct-people sets, unique opens and clicks, touches,
 orders and their attribution). Redelivery is harmless: the inbox drops repeated message ids,
-orders are keyed by order_id, first opens/clicks by message id. Never commits.
+orders are keyed by order_id, first opens/clicks by message id. `kpi_orders` is also the
+register by which the profiles count each order once (domain/orders.py). Never commits.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from services.profile.domain.kpis import (
 )
 from services.profile.kpis_uplift import Money, customer_days, fold, known_control
 from services.profile.repository import fetch
+from shared.kafka.errors import DependencyUnavailable
 
 # Adds to a customer's count per figure, dimension and bucket; answers the rows as they are now.
 _ADD_PEOPLE = (
@@ -39,6 +41,25 @@ _ADD_PEOPLE = (
     "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
     "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
     "key, segment, interval, start, profile_id, n")
+
+
+class OrderRace(DependencyUnavailable):
+    """A batch's order was stored by another writer after the batch read `known_orders`:
+    the profiles counted it too. Retried: the batch runs again and reads it as known."""
+
+
+async def known_orders(conn: AsyncConnection, keys: set[tuple[str, str]]
+                       ) -> set[tuple[str, str]]:
+    """Which (workspace, order key) are in `kpi_orders` already: one primary-key probe each
+    (the LATERAL form keeps the planner from scanning the table, as repository.owners)."""
+    if not keys:
+        return set()
+    ws, k = _columns(keys, 2)
+    rows = await fetch(
+        conn, "SELECT o.workspace_id, o.order_key FROM unnest($1::text[], $2::text[]) AS "
+        "q(ws, k) CROSS JOIN LATERAL (SELECT workspace_id, order_key FROM profile.kpi_orders o "
+        "WHERE o.workspace_id = q.ws AND o.order_key = q.k LIMIT 1) AS o", ws, k)
+    return {(r[0], r[1]) for r in rows}
 
 
 async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
@@ -61,9 +82,11 @@ async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
 async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                 live: Callable[[str], str], merges: dict[str, tuple[str, str]],
                 members: dict[str, set[str]], moves: list[tuple[str, str | None, str]],
-                now: datetime, *, people: bool = True) -> None:
+                now: datetime, *, people: bool = True,
+                counted: set[tuple[str, str]] | None = None) -> None:
     """Apply one batch's facts. `merges`: loser -> (workspace, survivor); `members`: segment keys by
-    profile id after the batch; `moves`: (workspace, from, to) lifecycle changes."""
+    profile id after the batch; `moves`: (workspace, from, to) lifecycle changes; `counted`:
+    the orders (workspace, key) the profiles counted as new, which the insert must find new."""
     if not facts and not moves and not merges:
         return
     reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
@@ -78,7 +101,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     money: Money = defaultdict(lambda: [0, 0.0])
     await _deliveries(conn, facts, convs, live, segs, r)
     await _control(conn, facts, convs, live, segs, r)
-    new_orders = await _orders(conn, facts, convs, live, segs, r, money)
+    new_orders = await _orders(conn, facts, convs, live, segs, r, money, counted)
     await _refunds(conn, facts, convs, live, segs, r, money)
     await customer_days(conn, money)
     # Orders a new open or click may now claim (up to the click window after it), and every
@@ -163,8 +186,10 @@ async def _control(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
 
 async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
-                  r: Rollup, money: Money) -> list[Order]:
-    """Insert the batch's orders; the ones not seen before (by order_id) are counted."""
+                  r: Rollup, money: Money,
+                  counted: set[tuple[str, str]] | None = None) -> list[Order]:
+    """Insert the batch's orders; the ones not seen before (by order_id) are counted. They
+    must be the ones the profiles `counted` (known_orders read before), else retry."""
     batch: dict[tuple[str, str], Order] = {}
     for o in facts.orders:
         batch.setdefault((o.ws, o.key), o._replace(pid=live(o.pid)))
@@ -180,6 +205,8 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
         "$4::timestamptz[], $5::date[], $6::float8[], $7::text[], $8::text[]) "
         "AS t(ws, k, p, at, d, v, c, s) ON CONFLICT DO NOTHING RETURNING workspace_id, order_key",
         *cols[:7], [chr(31).join(s) for s in cols[7]])
+    if counted is not None and {(ws, key) for ws, key in fresh} != counted:
+        raise OrderRace("another writer stored one of the batch's orders meanwhile")
     out = []
     for ws, key in fresh:
         o = batch[(ws, key)]

@@ -1,8 +1,9 @@
 """One polled batch of events or delivery outcomes -> profiles, history, outbox. One transaction.
 
 Reads everything the batch needs in a handful of queries (conventions, tombstones, identities,
-profiles, memberships), resolves and applies each message in memory in offset order, then
-writes back in bulk: that is what keeps the consumer at thousands of events per second.
+orders stored before, profiles, memberships), resolves and applies each message in memory in
+offset order, then writes back in bulk: that is what keeps the consumer at thousands of events
+per second.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from services.profile.domain.identity import (
     identifier_hash,
     lookup_only,
 )
+from services.profile.domain.orders import OrderBook, order_of
 from services.profile.domain.snapshot import snapshot
 from services.profile.domain.state import (
     iso,
@@ -55,7 +57,12 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
     # Only an identifier nobody owns can be an erased one (erasure deletes the identities).
     hashes = {key: identifier_hash(key[0], (key[1], key[2])) for key in wanted - known.keys()}
     gone = await repo.erased(conn, [(key[0], h) for key, h in hashes.items()])
-    batch = Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()))
+    # Which of the batch's orders were stored before: those never count again (orders.py).
+    stored = await kpis_store.known_orders(conn, {
+        (i.workspace_id, key) for i in items
+        if isinstance(i, Event) and (key := order_of(i, convs[i.workspace_id])) is not None})
+    batch = Batch(now, convs, {}, await repo.lock_profiles(conn, known.values()),
+                  orders=OrderBook(stored))
     for (ws, kind, value), pid in known.items():
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
     for item, (ids, lookup) in zip(items, idents, strict=True):
@@ -89,7 +96,8 @@ async def _write(conn: AsyncConnection, b: Batch, settings: Settings) -> list[Ou
                                {loser: (b.states[b.live(loser)].workspace_id, b.live(loser))
                                 for loser, _ in b.merges}, members,
                                [(ws, c.data["from"], c.data["to"]) for ws, _, _, c in b.changes
-                                if c.kind == "lifecycle_changed"], b.now)
+                                if c.kind == "lifecycle_changed"], b.now,
+                               counted=b.orders.counted)
         encoded = await encoder
     finally:
         encoder.cancel()  # a no-op once it is done; stops it when a write failed

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.profile import kpis_store
 from services.profile.pipeline import apply_batch
 from services.profile.tables import events, identities, outbox, profiles, segments
 from shared.contracts.events import Event
@@ -107,3 +108,33 @@ async def test_profile_events_carry_the_segments_and_traits_the_batch_left(
     entered = [orjson.loads(r.value) for r in rows if r.topic.endswith("profile-changes")
                and orjson.loads(r.value)["kind"] == "segment_entered"]
     assert [c["profile"]["segments"] for c in entered] == [["pro"]]
+
+
+async def test_an_order_another_writer_stored_meanwhile_retries_the_batch(
+        engine: AsyncEngine, settings: Settings, unique: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two batches holding one order_id (two partitions, two profiles) both read it as new:
+    the one whose kpi_orders insert finds it stored rolls back and runs again, and then
+    counts it as known. Played here by reading known orders as none, once."""
+    ws = f"ord-{unique}"
+    order = {"type": "track", "event": "Order Completed",
+             "properties": {"order_id": "o-1", "revenue": 30}}
+    async with engine.begin() as conn:
+        await apply_batch(conn, batch(ws, {**order, "user_id": "a"}), settings, T0)
+    real = kpis_store.known_orders
+
+    async def stale(*_: Any) -> set[tuple[str, str]]:
+        return set()
+    monkeypatch.setattr(kpis_store, "known_orders", stale)
+    retry = batch(ws, {**order, "user_id": "b"})
+    with pytest.raises(kpis_store.OrderRace):
+        async with engine.begin() as conn:
+            await apply_batch(conn, retry, settings, T0)
+    monkeypatch.setattr(kpis_store, "known_orders", real)
+    async with engine.begin() as conn:
+        await apply_batch(conn, retry, settings, T0)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(profiles.c.user_id, profiles.c.order_count,
+                                          profiles.c.gross_revenue).where(
+            profiles.c.workspace_id == ws).order_by(profiles.c.user_id))).all()
+    assert [tuple(r) for r in rows] == [("a", 1, 30), ("b", 0, 0)]

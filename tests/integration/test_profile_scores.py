@@ -80,7 +80,8 @@ async def test_rfm_and_lifecycle_on_a_known_dataset(world: ProfileWorld) -> None
               if c["kind"] == "lifecycle_changed"}
     assert {("c", "at_risk"), ("d", "lapsed"), ("e", "churned")} <= stages
     # A lapsed customer who orders again is reactivated, at once.
-    await world.send(ws, *orders("d", 0, 1, 100))
+    await world.send(ws, {**orders("d", 0, 1, 100)[0], "properties": {  # a new order_id
+        "revenue": 100, "order_id": "d-again"}})
     d = await _metrics(world, h, "d", 5)
     assert d["lifecycle_stage"] == "reactivated"
 

@@ -88,3 +88,55 @@ def test_an_order_moves_the_lifecycle_stage() -> None:
     assert state.order_count == 1 and state.lifecycle_stage is not None
     assert [c.kind for _, _, _, c in b.changes] == ["lifecycle_changed"]
     assert [(o.key, o.revenue, o.currency) for o in b.kpi.orders] == [("A1", 40.0, "EUR")]
+
+
+def _order(event_id: str, order_id: str | None, revenue: float, **who: str) -> Event:
+    props: dict[str, object] = {"revenue": revenue}
+    if order_id is not None:
+        props["order_id"] = order_id
+    return _event(id=event_id, type="track", event="Order Completed", properties=props,
+                  **(who or {"user_id": "u-1"}))
+
+
+def test_a_retried_order_counts_once_on_the_profile_and_in_the_kpi_facts() -> None:
+    b = _batch()
+    _apply(b, _order("e1", "o-1", 40))
+    _apply(b, _order("e2", "o-1", 40))  # the storefront's retry: another messageId
+    [p] = b.states.values()
+    assert (p.order_count, p.gross_revenue, p.event_count) == (1, 40, 2)
+    assert b.orders.counted == {("ws", "o-1")}
+    assert [o.key for o in b.kpi.orders] == ["o-1", "o-1"]  # kpi_orders keeps the first
+
+
+def test_an_order_stored_by_an_earlier_batch_does_not_count_again() -> None:
+    p = ProfileState("p1", "ws", NOW - timedelta(days=9), NOW - timedelta(days=9),
+                     user_id="u-1", order_count=1, gross_revenue=40,
+                     first_order_at=NOW - timedelta(days=9), last_order_at=NOW - timedelta(days=9))
+    b = _batch({"p1": p}, {("user_id", "u-1"): "p1"})
+    b.orders.known.add(("ws", "o-1"))
+    _apply(b, _order("e2", "o-1", 40))
+    assert (p.order_count, p.gross_revenue, p.last_order_at) == (1, 40, NOW - timedelta(days=9))
+    assert b.orders.counted == set() and p.event_count == 1
+
+
+def test_orders_without_an_order_id_count_each_event_and_refunds_count_each_time() -> None:
+    b = _batch()
+    for event_id in ("e1", "e2"):
+        _apply(b, _order(event_id, None, 10))
+    for event_id in ("r1", "r2"):
+        _apply(b, _event(id=event_id, type="track", event="Order Refunded", user_id="u-1",
+                         properties={"order_id": "o-9", "revenue": 5}))
+    [p] = b.states.values()
+    assert (p.order_count, p.gross_revenue) == (2, 20)
+    assert (p.refund_count, p.refunded) == (2, 10)  # refunds: as before, each event
+    assert b.orders.counted == {("ws", "event:e1"), ("ws", "event:e2")}
+
+
+def test_an_order_held_by_two_profiles_counts_once_after_they_merge() -> None:
+    b = _batch()
+    _apply(b, _order("e1", "o-1", 40, anonymous_id="anon-1"))
+    _apply(b, _order("e2", "o-1", 40, user_id="u-1"))  # the retry, another profile
+    assert sorted(p.order_count for p in b.states.values()) == [0, 1]
+    _apply(b, _event(id="e3", type="identify", user_id="u-1", anonymous_id="anon-1"))
+    [p] = b.states.values()
+    assert (p.order_count, p.gross_revenue, p.event_count) == (1, 40, 3)

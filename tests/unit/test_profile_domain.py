@@ -18,6 +18,7 @@ from services.profile.domain.identity import (
     normalise_phone,
     resolve,
 )
+from services.profile.domain.orders import OrderBook, order_key
 from services.profile.domain.segments import is_time_based, matches, rule_adapter
 from services.profile.domain.snapshot import snapshot
 from services.profile.domain.state import ProfileState, apply_event, merge_into, reachable
@@ -191,3 +192,12 @@ def test_an_outcome_naming_its_address_marks_only_that_address() -> None:
     assert [t for t, v in p.push_tokens.items() if v["deliverable"]] == ["token-bbbbbbbb"]
     unknown = bad.model_copy(update={"address": "token-zzzzzzzz"})
     assert apply_delivery(p, unknown) == [] and reachable(p)["push"]
+
+
+def test_order_keys_are_the_kpi_orders_keys() -> None:
+    assert order_key({"order_id": 17}, "m1") == "17"
+    assert order_key({"order_id": ""}, "m1") == order_key({}, "m1") == "event:m1"
+    assert order_key({"order_id": "x" * 300}, "m1") == "x" * 200
+    book = OrderBook(known={("ws", "a")})
+    assert [book.first("ws", k) for k in ("a", "b", "b")] == [False, True, False]
+    assert book.first("other", "a") and book.counted == {("ws", "b"), ("other", "a")}

@@ -41,10 +41,12 @@ class ProfileMetrics(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     event_count: int
-    order_count: int
-    revenue: float
-    gross_revenue: float
-    refund_count: int
+    order_count: int = Field(description="Orders (`order_events`), each `order_id` once: a "
+                             "retried order does not count again; one without an `order_id` "
+                             "counts per event.")
+    revenue: float = Field(description="gross_revenue - refunded.")
+    gross_revenue: float = Field(description="The orders' values, each `order_id` once.")
+    refund_count: int = Field(description="Refund events (`refund_events`), each counted.")
     refunded: float
     average_order_value: float | None
     first_order_at: str | None

@@ -3,7 +3,7 @@
 `services.profile.pipeline` reads what a batch needs (conventions, owners of its
 identifiers, the profiles, locked), calls `apply_item` for each message in offset order,
 then writes back what `Batch` collected: new identities, merges, history rows, the
-profile events and changes to publish, the KPI facts.
+profile events and changes to publish, the KPI facts, the orders it counted.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from services.profile.domain.delivery import apply_delivery, event_name, event_p
 from services.profile.domain.identity import Candidate, Identifier, identifiers, resolve
 from services.profile.domain.kpi_facts import KpiFacts
 from services.profile.domain.lifecycle import lifecycle_stage
+from services.profile.domain.orders import OrderBook, order_of
 from services.profile.domain.snapshot import snapshot_fields
 from services.profile.domain.state import (
     Change,
@@ -56,6 +57,7 @@ class Batch:
     merged_into: dict[str, str] = field(default_factory=dict)  # loser -> survivor, this batch
     produced: datetime = field(default_factory=utcnow)  # produced_at of the batch's messages
     kpi: KpiFacts = field(default_factory=KpiFacts)
+    orders: OrderBook = field(default_factory=OrderBook)  # orders stored before, and counted
 
     def live(self, pid: str) -> str:
         """Where rows queued for `pid` belong now (it may have been merged since)."""
@@ -126,7 +128,10 @@ def apply_item(b: Batch, item: Event | DeliveryEvent, ids: list[Identifier],
         b.kpi.note_delivery(p.id, item)
     else:
         event = ev
-        changes += apply_event(p, ev, conv)
+        # An order counts on the profile once per order_id, as in the KPIs.
+        key = order_of(ev, conv)
+        repeat = key is not None and not b.orders.first(ws, key)
+        changes += apply_event(p, ev, conv, repeat_order=repeat)
         b.kpi.note_event(p.id, ev, conv)
         renamed = [] if before_traits is p.traits else sorted(
             k for k in p.traits if before_traits.get(k, object()) != p.traits[k])

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from services.profile.domain.conventions import Conventions, order_value
 from services.profile.domain.kpis import COUNTED, TOUCHES
+from services.profile.domain.orders import order_key
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.events import Event
 
@@ -78,10 +79,8 @@ class KpiFacts:
     def track(self, ws: str, pid: str, event_id: str, name: str, props: dict[str, Any],
               at: datetime, conv: Conventions) -> None:
         if name in conv.order_events:
-            key = props.get("order_id")
-            self.orders.append(Order(ws, pid, str(key)[:200] if key else
-                                      f"event:{event_id}"[:200], at,
-                                      order_value(props, conv), _currency(props)))
+            self.orders.append(Order(ws, pid, order_key(props, event_id), at,
+                                     order_value(props, conv), _currency(props)))
         elif name in conv.refund_events:
             key = props.get("order_id")
             self.refunds.append(Refund(ws, pid, str(key)[:200] if key else None, at,

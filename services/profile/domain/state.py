@@ -63,8 +63,11 @@ class Change:
     data: dict[str, Any]
 
 
-def apply_event(p: ProfileState, event: Event, conv: Conventions) -> list[Change]:
-    """Apply one accepted event; returns the changes it caused (consent, address)."""
+def apply_event(p: ProfileState, event: Event, conv: Conventions, *,
+                repeat_order: bool = False) -> list[Change]:
+    """Apply one accepted event; returns the changes it caused (consent, address).
+    `repeat_order`: an order whose `order_id` was counted before (domain/orders.py): still
+    an event of the profile, but its orders, revenue and order times stay as they are."""
     ts = event.timestamp
     p.event_count += 1
     p.first_seen_at = min(p.first_seen_at, ts)
@@ -83,7 +86,7 @@ def apply_event(p: ProfileState, event: Event, conv: Conventions) -> list[Change
         p.push_tokens[token] = {"deliverable": True, "reason": None, "at": iso(ts)}
         changes.append(Change("address_changed", {"channel": "push", "deliverable": True,
                                                   "reason": "new device token"}))
-    if event.type is EventType.track and event.event:
+    if event.type is EventType.track and event.event and not repeat_order:
         _apply_track(p, event.event, event.properties, ts, conv)
     return changes
 

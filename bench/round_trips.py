@@ -5,7 +5,11 @@ Runs the handlers themselves (the functions a `ConsumerLoop` calls with a poll's
 against a scratch Postgres, and reads what the process writes to Postgres off the socket
 (the frontend protocol's messages; nothing in the services is changed or wrapped): every
 Sync, simple Query and CopyDone is a round trip (the client waits for the server), every
-Execute or simple Query a statement, labelled by its verb and the tables it names.
+Execute or simple Query a statement, labelled by its verb and the tables it names. Also
+printed, per batch: the CPU of the database's Postgres backends and of this process (the
+handler; for messaging also the SMTP sink's thread): times, which vary with the machine's
+load (and Postgres's in steps of its 10 ms clock ticks: use many batches); the counts
+do not.
 
 Scenarios, each after warm-up batches (the per-connection prepared statements, the
 parsed journey documents and the channel configuration are in place, as in a running
@@ -31,6 +35,7 @@ import argparse
 import asyncio
 import re
 import struct
+import time
 import uuid
 from asyncio.selector_events import _SelectorSocketTransport
 from collections import Counter
@@ -43,6 +48,7 @@ from typing import Any
 import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import asyncpg
 import orjson
+import psutil
 from journey import journey as journey_document  # bench/journey.py's ten journeys
 
 from shared.db.engine import create_engine
@@ -52,6 +58,9 @@ from tests.support.postgres import postgres_server, scratch_database
 from tests.support.smtp import Inbox, serve_smtp
 
 WS = "rt"
+# consumer -> records per batch -> (round trips, statements, statements by label,
+# Postgres CPU s, process CPU s), per batch
+Results = dict[str, dict[int, tuple[float, float, Counter[str], float, float]]]
 _TABLE = re.compile(r'"?(journey|messaging)"?\."?(\w+)"?')
 _VERB = re.compile(r"^\s*(\w+)")
 
@@ -65,8 +74,8 @@ def label(sql: str) -> str:
 class Wire:
     """Reads the frontend protocol off every write to Postgres's port."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, port: int, database: str) -> None:
+        self.port, self.database = port, database
         self.trips = 0
         self.statements: Counter[str] = Counter()
         self._names: dict[str, str] = {}  # prepared statement name -> SQL
@@ -108,13 +117,30 @@ class Wire:
                 self.trips += 1
 
 
+def backends_cpu(database: str) -> float:
+    """CPU seconds so far of this database's Postgres backends (their process titles name
+    it): what the statements cost the server."""
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(database in part for part in proc.info["cmdline"] or []):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 async def count(wire: Wire, batches: int, run: Callable[[int], Awaitable[None]]
-                ) -> tuple[float, float, Counter[str]]:
+                ) -> tuple[float, float, Counter[str], float, float]:
     trips0, statements0 = wire.trips, wire.statements.copy()
+    pg0, cpu0 = backends_cpu(wire.database), time.process_time()
     for n in range(batches):
         await run(n)
     done = wire.statements - statements0
-    return ((wire.trips - trips0) / batches, sum(done.values()) / batches, done)
+    return ((wire.trips - trips0) / batches, sum(done.values()) / batches, done,
+            (backends_cpu(wire.database) - pg0) / batches,
+            (time.process_time() - cpu0) / batches)
 
 
 def record(value: Any) -> Any:
@@ -141,7 +167,7 @@ async def journey_setup(url: str) -> None:
 
 
 async def journey_scenarios(url: str, wire: Wire, sizes: list[int], batches: int
-                            ) -> dict[str, dict[int, tuple[float, float, Counter[str]]]]:
+                            ) -> Results:
     from services.journey.handlers import handle_profile_changes, handle_profile_events
     from services.journey.store import Documents
     from shared.clock import SystemClock
@@ -182,7 +208,7 @@ async def journey_scenarios(url: str, wire: Wire, sizes: list[int], batches: int
         await handle_profile_changes(rt, clock, docs, None,  # type: ignore[arg-type]
                                      [record(change(p)) for p in customers[-size:]])
 
-    out: dict[str, dict[int, tuple[float, float, Counter[str]]]] = {}
+    out: Results = {}
     for name, run in (("journey.profile-events", events), ("journey.profile-changes", changes)):
         for size in sizes:
             for _ in range(3):  # warm-up: prepared statements, parsed documents
@@ -201,7 +227,7 @@ async def journey_scenarios(url: str, wire: Wire, sizes: list[int], batches: int
 
 async def messaging_scenarios(url: str, smtp: str, wire: Wire, sizes: list[int],
                               batches: int
-                              ) -> dict[str, dict[int, tuple[float, float, Counter[str]]]]:
+                              ) -> Results:
     from services.messaging.handlers import handle_send_commands
     from services.messaging.parts import Messaging
     from services.messaging.settings import MessagingSettings
@@ -231,7 +257,7 @@ async def messaging_scenarios(url: str, smtp: str, wire: Wire, sizes: list[int],
         await handle_send_commands(rt, m, [  # type: ignore[arg-type]
             record(command(f"p{uuid.uuid4().hex[:12]}")) for _ in range(size)])
 
-    out: dict[str, dict[int, tuple[float, float, Counter[str]]]] = {}
+    out: Results = {}
     for size in sizes:
         for _ in range(3):
             await send(size)
@@ -248,14 +274,16 @@ async def messaging_scenarios(url: str, smtp: str, wire: Wire, sizes: list[int],
 
 async def main_async(args: argparse.Namespace, url: str, smtp: str) -> None:
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    wire = Wire(port)
+    wire = Wire(port, url.rsplit("/", 1)[1])
     sizes = [int(s) for s in args.sizes.split(",")]
     results = await journey_scenarios(url, wire, sizes, args.batches)
     results |= await messaging_scenarios(url, smtp, wire, sizes, args.batches)
-    print(f"{'consumer':<26} {'records':>8} {'round trips':>12} {'statements':>11}")
+    print(f"{'consumer':<26} {'records':>8} {'round trips':>12} {'statements':>11} "
+          f"{'Postgres ms':>12} {'process ms':>11}")
     for name, by_size in results.items():
-        for size, (trips, statements, _) in by_size.items():
-            print(f"{name:<26} {size:>8} {trips:>12.1f} {statements:>11.1f}")
+        for size, (trips, statements, _, pg, cpu) in by_size.items():
+            print(f"{name:<26} {size:>8} {trips:>12.1f} {statements:>11.1f} {pg * 1e3:>12.2f} "
+                  f"{cpu * 1e3:>11.2f}")
     if args.statements:
         for name, by_size in results.items():
             for size in (min(by_size), max(by_size)):

@@ -21,6 +21,9 @@ import asyncio
 import random
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -28,7 +31,7 @@ import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 import asyncpg
 import orjson
 
-from services.profile import kpis_read, kpis_rebuild, kpis_state
+from services.profile import kpis_read, kpis_rebuild, kpis_rebuild_sql, kpis_state, kpis_uplift
 from services.profile.domain.conventions import Conventions
 from shared.db import create_engine
 from shared.db.migrate import upgrade_all
@@ -112,6 +115,28 @@ FILTERS: list[tuple[str, str, str]] = [
 TARGET_MS, REBUILD_TARGET_S = 200.0, 600.0
 
 
+@contextmanager
+def timed_steps() -> Iterator[dict[str, float]]:
+    """Seconds per rebuild statement, named as kpis_rebuild_sql names them."""
+    names = {v: k.strip("_").lower() for k, v in vars(kpis_rebuild_sql).items()
+             if isinstance(v, str) and k.startswith("_")}
+    steps: dict[str, float] = defaultdict(float)
+    original = kpis_rebuild_sql.fetch
+
+    async def fetch(conn: Any, sql: str, *args: Any) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return await original(conn, sql, *args)
+        finally:
+            steps[names.get(sql, sql.split()[0].lower())] += time.perf_counter() - started
+
+    kpis_rebuild_sql.fetch = fetch
+    try:
+        yield steps
+    finally:
+        kpis_rebuild_sql.fetch = original
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -153,12 +178,14 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
                   f"{time.perf_counter() - t3:.0f} s", flush=True)
 
         t3 = time.perf_counter()
-        await kpis_rebuild.rebuild(engine, WS, progress)
+        with timed_steps() as steps:
+            await kpis_rebuild.rebuild(engine, WS, progress)
         t4 = time.perf_counter()
         async with engine.begin() as c:
             await kpis_state.take(c, WS, CONV, end)
         t5 = time.perf_counter()
-        await conn.execute("ANALYZE profile.kpi_counts; ANALYZE profile.kpi_people")
+        await conn.execute("ANALYZE profile.kpi_counts; ANALYZE profile.kpi_bits; "
+                           "ANALYZE profile.kpi_numbers")
         rebuilt = t4 - t3
         full = n_profiles >= 1_000_000 and n_events >= 10_000_000
         verdict = ("met" if rebuilt <= REBUILD_TARGET_S else "NOT met") if full else \
@@ -169,7 +196,15 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
         sizes = await conn.fetch(
             "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = 'profile' "
             "AND relname LIKE 'kpi_%' AND n_live_tup > 0 ORDER BY 1")
+        print("  rebuild steps (s): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])
+            if v >= 0.05))
         print("  rollup rows: " + ", ".join(f"{r[0]} {r[1]:,}" for r in sizes))
+        bits = await conn.fetchrow(
+            "SELECT count(*), pg_total_relation_size('profile.kpi_bits'), "
+            "count(DISTINCT chunk), coalesce(sum(bit_count(bits)), 0) FROM profile.kpi_bits")
+        print(f"  people bitmaps: {bits[0]:,} rows, {bits[1] / 2**20:,.1f} MiB with indexes, "
+              f"{bits[2]} chunks of numbers, {bits[3]:,} bits set")
         last = end.date()
         first_day: date = last - timedelta(days=29)
         print(f"{'filter':<28} {'kpis p50':>10} {'kpis p99':>10} {'scan p50':>10} "
@@ -198,6 +233,16 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
             worst = max(worst, pct(answer_times, 0.99))
             print(f"{label:<28} {pct(answer_times, 0.5):>10.1f} {pct(answer_times, 0.99):>10.1f}"
                   f" {pct(scan_times, 0.5):>10.1f} {max(scan_times) * 1000:>10.1f}", flush=True)
+        for segment in ("", SEGMENT):  # what GET /v1/kpis adds: uplift.crm (kpis_uplift)
+            crm_times = []
+            for _ in range(repeat):
+                s = time.perf_counter()
+                async with engine.connect() as c:
+                    await kpis_uplift.crm(c, WS, first_day, last, segment, "EUR")
+                crm_times.append(time.perf_counter() - s)
+            label = f"uplift.crm {'segment=' + segment if segment else '(none)'}"
+            print(f"{label:<28} {pct(crm_times, 0.5):>10.1f} {pct(crm_times, 0.99):>10.1f}",
+                  flush=True)
         verdict = ("met" if worst < TARGET_MS else "NOT met") if full else \
             "not the issue's size"
         print(f"kpis p99, worst filter: {worst:.1f} ms (target < {TARGET_MS:.0f} ms at 1 M "

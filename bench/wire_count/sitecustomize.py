@@ -1,7 +1,7 @@
 """Round trips to Postgres per consumer poll, counted inside the services of a bench run.
 
 Python imports `sitecustomize` at start-up from the first folder of sys.path that has one:
-bench/round_trips.py puts this folder on the PYTHONPATH of `bench/pipeline.py`, whose
+bench/stack_round_trips.py puts this folder on the PYTHONPATH of `bench/pipeline.py`, whose
 service processes inherit it. With `WIRE_COUNT_DIR` set, each process that runs a consumer
 loop counts the socket writes to the Postgres port (one per statement or round trip) made
 while `ConsumerLoop._process` handles a poll (the handlers' transactions; a background

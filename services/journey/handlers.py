@@ -28,7 +28,6 @@ from services.journey.tables import (
 from services.journey.unit import Unit, announce_timers
 from shared.clock import Clock
 from shared.contracts.profile import ChangeKind, ProfileChange, ProfileEvent
-from shared.db import claim_new
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
@@ -52,9 +51,10 @@ def change_signal(change: ProfileChange) -> Signal:
 async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
                         publisher: OutboxPublisher | None, consumer: str, ids: list[str],
                         signals: list[Signal], before: Any = None) -> None:
-    unit: Unit | None = None
     async with rt.engine.begin() as conn:
-        fresh = await claim_new(conn, inbox, consumer, ids)
+        unit = Unit(conn, docs, rt.settings, outbox, clock.now())
+        # The claim and the workspaces' policies, templates and live journeys: one statement.
+        fresh = await unit.claim(inbox, consumer, ids, {s.workspace_id for s in signals})
         todo = []
         for signal, message_id in zip(signals, ids, strict=True):
             if message_id in fresh:  # a duplicate within the batch counts once too
@@ -64,14 +64,12 @@ async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
             todo = await before(conn, todo)
         if not todo:
             return
-        unit = Unit(conn, docs, rt.settings, outbox, clock.now())
         parts = getattr(rt, "parts", None)
         directory = parts.extras.get("directory") if parts else None
         unit.zones = await zones(directory, {s.workspace_id for s in todo})
         unit.revenue_names = await revenue_names(directory, {s.workspace_id for s in todo})
         # Snapshots first: a profile seen for the first time gets its control group
         # membership here, under the policy of that moment, and keeps it.
-        await unit.load_policies({s.workspace_id for s in todo})
         unit.control.update(await store.save_snapshots(
             conn, {(s.workspace_id, s.profile_id): s.profile for s in todo if s.profile},
             unit.in_control))

@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import select, tuple_
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Table, select, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.journey.domain.document import JourneyDocument
@@ -20,12 +22,14 @@ from services.journey.tables import (
     decisions,
     instances,
     journey_versions,
-    journeys,
     sends,
     snapshots,
 )
+from services.journey.tables import outbox as outbox_table
 from shared.conditions import STORED
 from shared.db.driver import driver
+from shared.db.outbox import OutboxRow, Pending, written_rows
+from shared.kafka.codec import headers_json, with_trace
 
 Pair = tuple[str, str]  # (workspace_id, profile_id)
 _FIELDS = [c.name for c in instances.columns if c.name != "updated_at"]
@@ -43,25 +47,6 @@ class Documents:
         if key not in self._parsed:  # grows with published versions only: never evicted
             self._parsed[key] = JourneyDocument.model_validate(document, context=STORED)
         return self._parsed[key]
-
-    async def live(self, conn: AsyncConnection, workspaces: Iterable[str]
-                   ) -> dict[str, list[tuple[int, JourneyDocument]]]:
-        """The current version of every journey that takes new entries, per workspace."""
-        rows = (await conn.execute(
-            select(journey_versions.c.workspace_id, journey_versions.c.version,
-                   journey_versions.c.document)
-            .join(journeys, (journeys.c.workspace_id == journey_versions.c.workspace_id)
-                  & (journeys.c.key == journey_versions.c.key)
-                  & (journeys.c.published_version == journey_versions.c.version))
-            .where(journeys.c.status == "published",
-                   journeys.c.workspace_id.in_(list(set(workspaces))))
-            .order_by(journeys.c.key)
-        )).all()
-        out: dict[str, list[tuple[int, JourneyDocument]]] = {}
-        for row in rows:
-            out.setdefault(row.workspace_id, []).append(
-                (row.version, self.parse(row.workspace_id, row.version, row.document)))
-        return out
 
     async def of(self, conn: AsyncConnection, wanted: Iterable[tuple[str, str, int]]
                  ) -> None:
@@ -121,14 +106,28 @@ async def open_instances(conn: AsyncConnection, pairs: Sequence[Pair], now: date
     return _instances(r for r in rows if (r["workspace_id"], r["profile_id"]) in wanted)
 
 
-async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
-                           ) -> list[Instance]:
-    """The newest instance per (workspace, journey, profile, instance key): entry policy."""
+# `lock_customers`'s locks as a part of the latest instances' read: the read refers to them,
+# so they are taken first (in one order), and a read that finds nothing takes them too.
+_LATEST_LOCKING = (
+    "SELECT l.* FROM (SELECT count(pg_advisory_xact_lock(k)) AS n FROM (SELECT "
+    "hashtextextended(p, 0) AS k FROM unnest($5::text[]) AS p ORDER BY 1) AS s) AS locks "
+    "LEFT JOIN LATERAL (" + _LATEST.replace(" WHERE ", " WHERE locks.n >= 0 AND ", 1)
+    + ") AS l ON true")
+
+
+async def latest_instances(conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]],
+                           lock: Sequence[Pair] = ()) -> list[Instance]:
+    """The newest instance per (workspace, journey, profile, instance key): entry policy.
+    With `lock` (and keys), `lock_customers(lock)` in the same statement: the caller's
+    next statement sees every send committed under those locks."""
     if not keys:
         return []
     wanted = set(keys)
-    rows = await (await driver(conn)).fetch(
-        _LATEST, *(sorted({k[n] for k in wanted}) for n in range(4)))
+    args = [sorted({k[n] for k in wanted}) for n in range(4)]
+    if lock:
+        rows = await (await driver(conn)).fetch(_LATEST_LOCKING, *args, _lock_keys(lock))
+    else:
+        rows = await (await driver(conn)).fetch(_LATEST, *args)
     return _instances(r for r in rows if (r["workspace_id"], r["journey_key"],
                                           r["profile_id"], r["instance_key"]) in wanted)
 
@@ -234,8 +233,11 @@ async def lock_customers(conn: AsyncConnection, pairs: Sequence[Pair]) -> None:
     if pairs:
         await _driver_execute(
             conn, "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended(p, 0) AS k "
-                  "FROM unnest($1::text[]) AS p ORDER BY 1) AS locks",
-            sorted({f"{ws}\x1f{pid}" for ws, pid in pairs}))
+                  "FROM unnest($1::text[]) AS p ORDER BY 1) AS locks", _lock_keys(pairs))
+
+
+def _lock_keys(pairs: Sequence[Pair]) -> list[str]:
+    return sorted({f"{ws}\x1f{pid}" for ws, pid in pairs})
 
 
 _MUTABLE = [f for f in _FIELDS if f not in ("id", "workspace_id", "journey_key", "version",
@@ -253,7 +255,8 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> None:
+def _rows(touched: Iterable[Instance]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(new rows in _FIELDS order, changed rows as _UPDATE takes them); marks them clean."""
     new, changed = [], []
     for inst in touched:
         if inst.new:
@@ -264,38 +267,96 @@ async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> 
                                        if f == "context" else getattr(inst, f)
                                        for f in _MUTABLE)))
         inst.new = inst.dirty = False
-    # Updates first: an instance a re-entry (or an exit then a new entry) ended in this batch
-    # must leave the one-active-instance index before its successor is inserted.
-    if changed:
-        await (await driver(conn)).executemany(_UPDATE, changed)
-    if new:
-        await copy_rows(conn, instances, _FIELDS, new)
+    return new, changed
+
+
+async def save_instances(conn: AsyncConnection, touched: Iterable[Instance]) -> None:
+    await write(conn, touched, [], [], [])
 
 
 _DECISION_COLUMNS = ["workspace_id", "profile_id", "journey_key", "version", "instance_id",
                      "instance_key", "stage", "step", "kind", "outcome", "reason", "detail",
                      "at"]
+_SEND_COLUMNS = ["workspace_id", "idempotency_key", "profile_id", "channel", "journey_key",
+                 "sent_at", "topic", "category"]
 
 
-async def save_decisions(conn: AsyncConnection, made: Sequence[Decision]) -> None:
-    if not made:
-        return
+def _decision_rows(made: Sequence[Decision]) -> list[tuple[Any, ...]]:
     rows = []
     for d in made:  # tuples in _DECISION_COLUMNS order: about three per event, so no dicts
         who = d.instance
         rows.append((who.workspace_id, who.profile_id, who.journey_key, who.version,
                      getattr(who, "id", None), who.instance_key, d.stage, d.step, d.kind,
                      d.outcome, (d.reason or None) and d.reason[:300], _json(d.detail), d.at))
-    await copy_rows(conn, decisions, _DECISION_COLUMNS, rows)
+    return rows
 
 
-async def copy_rows(conn: AsyncConnection, table: Any, columns: list[str],
-                    records: list[tuple[Any, ...]]) -> None:
-    """Bulk insert with COPY inside the caller's transaction: the engine's hot path writes
-    thousands of rows per batch (decisions, new instances). JSONB values go as JSON text."""
+# Each column type of the inserted tables, as the element type of its array parameter.
+_ARRAY_TYPES: list[tuple[type, str]] = [(String, "text"), (BigInteger, "bigint"),
+                                        (Integer, "int"), (Boolean, "bool"),
+                                        (DateTime, "timestamptz"), (JSONB, "jsonb")]
+
+
+def _insert(table: Table, columns: list[str], first: int, tail: str = "") -> str:
+    """INSERT of one array parameter per column ($first on), in the arrays' order. Strings
+    go as text[]: a cast to varchar(n) would cut a value that is too long, the column's
+    own (assignment) cast refuses it, as COPY did."""
+    def kind(column: str) -> str:
+        t = table.c[column].type
+        return next(name for sa, name in _ARRAY_TYPES if isinstance(t, sa))
+    names = ", ".join(f'"{c}"' for c in columns)
+    arrays = ", ".join(f"${first + n}::{kind(c)}[]" for n, c in enumerate(columns))
+    return (f"INSERT INTO {table.schema}.{table.name} ({names}) SELECT {names} "
+            f"FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) ORDER BY n{tail}")
+
+
+@lru_cache(maxsize=4)
+def _write_sql(outbox: Table) -> str:
+    """A batch's inserts in one statement: new instances, decisions (in order: the "why"
+    trace reads them by id), sends, and the outbox rows (in order, their ids returned)."""
+    at = 1
+    parts = []
+    for name, table, columns, tail in (("i", instances, _FIELDS, ""),
+                                       ("d", decisions, _DECISION_COLUMNS, ""),
+                                       ("s", sends, _SEND_COLUMNS, " ON CONFLICT DO NOTHING")):
+        parts.append(f"{name} AS ({_insert(table, columns, at, tail)})")
+        at += len(columns)
+    return (f"WITH {', '.join(parts)} INSERT INTO {outbox.schema}.{outbox.name} "
+            f"(topic, key, value, headers) SELECT t, k, v, h::jsonb FROM unnest(${at}::text[], "
+            f"${at + 1}::bytea[], ${at + 2}::bytea[], ${at + 3}::text[]) "
+            "WITH ORDINALITY AS u(t, k, v, h, n) ORDER BY n RETURNING id")
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+async def write(conn: AsyncConnection, touched: Iterable[Instance], made: Sequence[Decision],
+                sent: Sequence[dict[str, Any]], queued: Sequence[Pending],
+                outbox: Table = outbox_table) -> list[OutboxRow]:
+    """Everything a batch changes, in two statements at most: the changed instances'
+    UPDATE, then one INSERT of the new instances, `made` decisions, `sent` sends and the
+    `queued` outbox rows (each with its full topic). Before, each was a statement of its
+    own and the two COPYs two round trips each: at a poll of a few events, most of the
+    transaction's round trips. Returns the outbox rows to publish after commit."""
+    new, changed = _rows(touched)
     db = await driver(conn)
-    await db.copy_records_to_table(table.name, schema_name=table.schema, columns=columns,
-                                   records=records)
+    # Updates first: an instance a re-entry (or an exit then a new entry) ended in this batch
+    # must leave the one-active-instance index before its successor is inserted (within one
+    # statement, the order of its parts is not defined).
+    if changed:
+        await db.executemany(_UPDATE, changed)
+    if not (new or made or sent or queued):
+        return []
+    topics = [p.topic for p in queued]
+    keys = [p.key for p in queued]
+    values = [p.value for p in queued]
+    headers = with_trace([headers_json(p.short, p.message_id) for p in queued])
+    got = await db.fetch(
+        _write_sql(outbox), *_columns(new, len(_FIELDS)),
+        *_columns(_decision_rows(made), len(_DECISION_COLUMNS)),
+        *[[row.get(c) for row in sent] for c in _SEND_COLUMNS], topics, keys, values, headers)
+    return written_rows([r[0] for r in got], topics, keys, values, headers)
 
 
 async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:

@@ -31,9 +31,10 @@ from services.journey.domain.steps import exit_instance
 from services.journey.domain.timing import zone
 from services.journey.outcomes import outcome_message
 from services.journey.outgoing import send_key, to_message
-from services.journey.policy import store as policy_store
 from services.journey.policy.store import Loaded
-from shared.db.outbox import OutboxRow, Pending, queue
+from services.journey.workspaces import Workspaces
+from services.journey.workspaces import read as read_workspaces
+from shared.db.outbox import OutboxRow, Pending
 from shared.settings import Settings
 
 Pair = store.Pair
@@ -68,11 +69,34 @@ class Unit:
         # The earliest timer of the batch's instances once flushed: announced after commit
         # to the timer workers of this process (services/journey/wakeups.py).
         self.earliest_wake: datetime | None = None
+        self._read: set[str] = set()  # workspaces whose policy and templates were read
+        self._read_live: set[str] = set()  # ... and whose live journeys were too
+        self._locked = False  # the customers' advisory locks are held (lock_customers)
 
-    async def load_policies(self, workspaces: set[str]) -> None:
-        missing = workspaces - set(self.policies)
-        self.policies.update(await policy_store.load_policies(self.conn, missing))
-        self.templates.update(await policy_store.load_templates(self.conn, missing))
+    async def load_workspaces(self, workspaces: set[str], *, live: bool = False) -> None:
+        """Policies and template facts of these workspaces, and with `live` their live
+        journeys (`self.live`): one statement for those not read yet in this unit."""
+        missing = workspaces - (self._read_live if live else self._read)
+        if missing:
+            self._take(await read_workspaces(self.conn, self.docs, missing, live=live),
+                       missing, live)
+
+    async def claim(self, inbox: Table, consumer: str, ids: list[str], workspaces: set[str]
+                    ) -> set[str]:
+        """The inbox claim of a consumer's batch (returns the ids not seen before) and
+        `load_workspaces(workspaces, live=True)`, in one statement."""
+        found = await read_workspaces(self.conn, self.docs, workspaces, live=True,
+                                      claim=(inbox, consumer, ids))
+        self._take(found, workspaces, True)
+        return found.claimed
+
+    def _take(self, found: Workspaces, missing: set[str], live: bool) -> None:
+        self.policies.update(found.policies)
+        self.templates.update(found.templates)
+        self._read |= missing
+        if live:
+            self.live.update(found.live)
+            self._read_live |= missing
 
     def in_control(self, workspace_id: str, profile_id: str) -> bool:
         """Control membership for a profile seen for the first time."""
@@ -84,8 +108,7 @@ class Unit:
 
     async def load_for_signals(self, signals: list[Signal]) -> None:
         pairs = sorted({(s.workspace_id, s.profile_id) for s in signals})
-        await self.load_policies({ws for ws, _ in pairs})
-        self.live = await self.docs.live(self.conn, {ws for ws, _ in pairs})
+        await self.load_workspaces({ws for ws, _ in pairs}, live=True)
         self._adopt(await store.open_instances(self.conn, pairs, self.now))
         wanted = []
         for signal in signals:
@@ -101,12 +124,20 @@ class Unit:
                 for c in cands:
                     wanted.append((signal.workspace_id, doc.key, signal.profile_id,
                                    c.instance_key))
-        for inst in await store.latest_instances(self.conn, wanted):
+        # The customers' advisory locks (see _load_common) go with this read where a cap
+        # or the policy already counts past sends: a round trip less. Taken after the
+        # open instances' row locks, as always, so a timer worker (rows, then these)
+        # cannot deadlock with a batch.
+        await self.docs.of(self.conn, {(i.workspace_id, i.journey_key, i.version)
+                                       for i in self.instances.values()})
+        lock = pairs if wanted and self._window(pairs) else []
+        for inst in await store.latest_instances(self.conn, wanted, lock):
             if inst.id not in self.instances:
                 self._adopt([inst])
             inst = self.instances[inst.id]
             self.latest[(inst.workspace_id, inst.journey_key, inst.profile_id,
                          inst.instance_key)] = inst
+        self._locked = bool(lock)
         carried = {(s.workspace_id, s.profile_id) for s in signals if s.profile}
         self.profiles.update(await store.load_snapshots(
             self.conn, [p for p in pairs if p not in carried and p not in self.control],
@@ -119,7 +150,7 @@ class Unit:
             return due  # nothing to load for (the idle worker's path: one statement)
         self._adopt(due)
         pairs = sorted({(i.workspace_id, i.profile_id) for i in due})
-        await self.load_policies({ws for ws, _ in pairs})
+        await self.load_workspaces({ws for ws, _ in pairs})
         self.profiles.update(await store.load_snapshots(self.conn, pairs, self.control))
         await self._load_common(pairs)
         return due
@@ -135,6 +166,18 @@ class Unit:
     async def _load_common(self, pairs: list[Pair]) -> None:
         await self.docs.of(self.conn, {(i.workspace_id, i.journey_key, i.version)
                                        for i in self.instances.values()})
+        window = self._window(pairs)
+        if window:
+            if not self._locked:
+                await store.lock_customers(self.conn, pairs)
+            rows = await store.recent_sends(self.conn, pairs, self.now - window)
+            for pair, sent in rows.items():
+                self.sends[pair] = [(channel, at) for channel, at, _t, _c in sent]
+                self.past[pair] = [PastSend(ch, topic, cat, at) for ch, at, topic, cat in sent]
+
+    def _window(self, pairs: list[Pair]) -> timedelta:
+        """How far back past sends count: the longest cap of the live journeys and of the
+        instances' versions (parsed), or the policy's lookback. Zero: none counts."""
         window = timedelta(0)
         for docs in self.live.values():
             for _v, doc in docs:
@@ -145,12 +188,7 @@ class Unit:
         for ws in {ws for ws, _ in pairs}:
             if ws in self.policies:
                 window = max(window, self.policies[ws].policy.lookback)
-        if window:
-            await store.lock_customers(self.conn, pairs)
-            rows = await store.recent_sends(self.conn, pairs, self.now - window)
-            for pair, sent in rows.items():
-                self.sends[pair] = [(channel, at) for channel, at, _t, _c in sent]
-                self.past[pair] = [PastSend(ch, topic, cat, at) for ch, at, topic, cat in sent]
+        return window
 
     # --- applying ----------------------------------------------------------------------
 
@@ -212,22 +250,21 @@ class Unit:
         self.earliest_wake = min((i.wake_at for i in self.instances.values()
                                   if i.status == "active" and i.wake_at is not None),
                                  default=None)
-        await store.save_instances(self.conn, self.instances.values())
-        await store.save_decisions(self.conn, self.fx.decisions)
         for (kind, outcome), count in Counter(
                 (d.kind, d.outcome) for d in self.fx.decisions).items():
             metrics.DECISIONS.labels(kind, outcome).inc(count)
+        made = list(self.fx.decisions)
         messages: dict[str, list[Pending]] = {}
         sent = []
         for out in self.fx.outgoing:
             inst = out.instance
             profile = self.profiles.get((inst.workspace_id, inst.profile_id), {})
             key = send_key(out)
-            made = to_message(out, key, profile, self.now)
-            if made is None:
-                await store.save_decisions(self.conn, [_unaddressable(out, self.now)])
+            message = to_message(out, key, profile, self.now)
+            if message is None:
+                made.append(_unaddressable(out, self.now))
                 continue
-            messages.setdefault(made.short, []).append(made)
+            messages.setdefault(message.short, []).append(message)
             if out.traits is None:
                 meta = (self.templates.get(inst.workspace_id, {}).get(out.send.template)
                         if out.send else None)
@@ -237,14 +274,14 @@ class Unit:
                              "sent_at": self.now, "topic": meta.topic if meta else None,
                              "category": meta.category if meta else None})
         for decision in self.fx.decisions:
-            made = outcome_message(decision, self.now)
-            if made is not None:
-                messages.setdefault(made.short, []).append(made)
-        await store.record_sends(self.conn, sent)
-        ids: list[OutboxRow] = []
-        for short, batch in sorted(messages.items()):
-            ids += await queue(self.conn, self.outbox, batch, topic=self.settings.topic(short))
-        return ids
+            message = outcome_message(decision, self.now)
+            if message is not None:
+                messages.setdefault(message.short, []).append(message)
+        queued = [m._replace(topic=self.settings.topic(short))
+                  for short, batch in sorted(messages.items()) for m in batch]
+        # One statement for all of it (and the changed instances' UPDATE before it).
+        return await store.write(self.conn, self.instances.values(), made, sent, queued,
+                                 self.outbox)
 
 
 def announce_timers(unit: Unit | None) -> None:

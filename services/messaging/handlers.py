@@ -4,7 +4,7 @@ Per polled batch: load send-time state for the whole batch (templates, messaging
 copy, the undeliverable addresses), then work in waves of about `messaging_wave_size`
 messages (a customer's messages all in one wave), two waves in flight:
 1. check consent and suppression and render each message, under a fresh message id;
-2. claim, in one transaction: insert every new command's message row (unique on the
+2. claim, in one statement: insert every new command's message row (unique on the
    idempotency key), `queued`, with its `queued` delivery event. A redelivered command finds
    its row and is skipped, except: a row still `queued` (the crash came before its provider
    call) is rendered again under its own id and sent now; a row left `sending` (the crash
@@ -36,8 +36,15 @@ from services.messaging.ledger import Ledger, send_all
 from services.messaging.message import UNKNOWN, Prepared
 from services.messaging.parts import Messaging
 from services.messaging.prepare import prepare, recipient_addresses
-from services.messaging.store import SendState, emit, load_send_state, transaction
-from services.messaging.store.sends import insert_queued, mark_unknown, unfinished
+from services.messaging.store import (
+    SendState,
+    emit,
+    load_send_state,
+    one_statement,
+    transaction,
+)
+from services.messaging.store.outbox import arrays
+from services.messaging.store.sends import claim_queued, mark_unknown, unfinished
 from shared.contracts.delivery import DeliveryStatus
 from shared.contracts.send import SendCommand
 from shared.db.outbox import OutboxRow
@@ -120,26 +127,29 @@ async def _wave(rt: ServiceRuntime, m: Messaging, cmds: list[Command],
 async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
                  ) -> tuple[list[Prepared], list[tuple[Prepared, str]], list[OutboxRow]]:
     """Insert the wave's new message rows, `queued` (the idempotency key is recorded before
-    any provider call). Returns the new messages, the redelivered ones still `queued` with
-    their ids, and the outbox rows written. Rows a crash left `sending` become `unknown`."""
+    any provider call), with their `queued` delivery events: one statement, atomic on its
+    own. Returns the new messages, the redelivered ones still `queued` with their ids, and
+    the outbox rows written. Rows a crash left `sending` become `unknown`."""
     cmds = [p.cmd for p in prepared]
     now = datetime.now(UTC)
-    async with transaction(rt.engine) as db:
-        fresh_ids = await insert_queued(
-            db, [p.message_id for p in prepared], [c.workspace_id for c in cmds],
+    events = arrays(rt.settings, [send_event(p.cmd, p.message_id, DeliveryStatus.queued, now,
+                                             **p.event_fields()) for p in prepared])
+    async with one_statement(rt.engine) as db:
+        fresh_ids, rows = await claim_queued(db, [
+            [p.message_id for p in prepared], [c.workspace_id for c in cmds],
             [c.idempotency_key for c in cmds], [c.profile_id for c in cmds],
             [c.channel.value for c in cmds], [c.template for c in cmds],
             ["queued"] * len(prepared),
             [", ".join(p.addresses)[:2000] or None for p in prepared],
             [c.journey.model_dump_json() if c.journey else None for c in cmds],
             [c.journey.key if c.journey else None for c in cmds],
-            [p.template_version for p in prepared])
-        fresh = [p for p in prepared if p.message_id in fresh_ids]
-        events = [send_event(p.cmd, p.message_id, DeliveryStatus.queued, now,
-                             **p.event_fields()) for p in fresh]
-        resumed: list[tuple[Prepared, str]] = []
-        if leftover := {(p.cmd.workspace_id, p.cmd.idempotency_key): p for p in prepared
-                        if p.message_id not in fresh_ids}:
+            [p.template_version for p in prepared]], events)
+    fresh = [p for p in prepared if p.message_id in fresh_ids]
+    resumed: list[tuple[Prepared, str]] = []
+    # Redelivered commands (rare): their rows, in a transaction of their own.
+    if leftover := {(p.cmd.workspace_id, p.cmd.idempotency_key): p for p in prepared
+                    if p.message_id not in fresh_ids}:
+        async with transaction(rt.engine) as db:
             again = await unfinished(db, list(leftover))
             resumed = [(leftover[r["workspace_id"], r["idempotency_key"]], r["id"])
                        for r in again if r["status"] == "queued"]
@@ -147,7 +157,7 @@ async def _claim(rt: ServiceRuntime, prepared: list[Prepared]
                            for r in again if r["status"] == "sending"}:
                 await mark_unknown(db, list(unknown),
                                    [p.cmd.model_dump_json() for p in unknown.values()], UNKNOWN)
-                events += [send_event(p.cmd, mid, DeliveryStatus.unknown, now, reason=UNKNOWN)
-                           for mid, p in unknown.items()]
-        rows = await emit(db, rt.settings, events)
+                rows += await emit(db, rt.settings, [
+                    send_event(p.cmd, mid, DeliveryStatus.unknown, now, reason=UNKNOWN)
+                    for mid, p in unknown.items()])
     return fresh, resumed, rows

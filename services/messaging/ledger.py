@@ -2,8 +2,10 @@
 
 A send worker, before each provider call, hands the ledger the outcome of its previous call
 (if any) and the id of the message it is about to send. The ledger writes everything handed
-in meanwhile in ONE transaction: the outcomes with their delivery events and the
-`queued|retrying -> sending` mark of the next messages. While it commits, new hand-ins
+in meanwhile at once, atomically: the outcomes with their delivery events and the
+`queued|retrying -> sending` mark of the next messages (one statement of data-modifying
+CTEs, outside a transaction, unless an outcome marks an address undeliverable or gives a
+discount code back: then a transaction of a few). While it commits, new hand-ins
 collect for the next flush, so the number of transactions follows the database's pace, not
 the number of messages: a wave of 64 messages costs a few flushes, not 64 round trips.
 
@@ -33,8 +35,20 @@ from services.messaging.delivery_events import outcome_events
 from services.messaging.message import Outcome, Prepared, verdict_outcome
 from services.messaging.metrics import SENDS
 from services.messaging.parts import Messaging
-from services.messaging.store import Driver, emit, mark_undeliverable, transaction
-from services.messaging.store.sends import OUTCOME_COLUMNS, mark_sending, record_outcomes
+from services.messaging.store import (
+    Driver,
+    emit,
+    mark_undeliverable,
+    one_statement,
+    transaction,
+)
+from services.messaging.store.outbox import arrays
+from services.messaging.store.sends import (
+    OUTCOME_COLUMNS,
+    mark_sending,
+    record_and_mark,
+    record_outcomes,
+)
 from shared.db.outbox import OutboxRow
 from shared.kafka.errors import is_transient
 from shared.runtime import ServiceRuntime
@@ -117,10 +131,19 @@ class Ledger:
         stamp = datetime.now(UTC)  # the same on every retry: see `mark_sending`
         while True:
             try:
-                async with transaction(self.rt.engine) as db:
-                    rows = await record(db, self.rt, outcomes)
-                    await release_unsent(db, outcomes)  # codes of messages never sent
-                    marked = await mark_sending(db, marks, stamp)
+                if any(o.dead or o.prepared.codes for o in outcomes):
+                    async with transaction(self.rt.engine) as db:
+                        rows = await record(db, self.rt, outcomes)
+                        await release_unsent(db, outcomes)  # codes of messages never sent
+                        marked = await mark_sending(db, marks, stamp)
+                else:  # the usual flush: one statement, no BEGIN and COMMIT around it
+                    async with one_statement(self.rt.engine) as db:
+                        now = datetime.now(UTC)
+                        marked, rows = await record_and_mark(
+                            db, outcome_columns(outcomes, now),
+                            arrays(self.rt.settings,
+                                   [e for o in outcomes for e in outcome_events(o, now)]),
+                            marks, stamp)
                 for o in outcomes:  # committed: counted once
                     SENDS.labels(o.prepared.cmd.channel.value, o.status).inc()
                 return marked, rows
@@ -138,6 +161,19 @@ async def record(db: Driver, rt: ServiceRuntime, outcomes: list[Outcome]) -> lis
     if not outcomes:
         return []
     now = datetime.now(UTC)
+    events = [e for o in outcomes for e in outcome_events(o, now)]
+    await record_outcomes(db, outcome_columns(outcomes, now))
+    for o in outcomes:
+        if o.dead:
+            cmd = o.prepared.cmd
+            await mark_undeliverable(
+                db, workspace_id=cmd.workspace_id, channel=cmd.channel.value,
+                addresses=[a for a, _ in o.dead], reason=o.dead[0][1])
+    return await emit(db, rt.settings, events)
+
+
+def outcome_columns(outcomes: list[Outcome], now: datetime) -> list[list[Any]]:
+    """The outcomes as `record_outcomes` takes them: one list per column."""
     columns: list[list[Any]] = [[] for _ in range(OUTCOME_COLUMNS)]
     for o in outcomes:
         content = o.prepared.content if o.status in ("sent", "bounced") else None
@@ -151,15 +187,7 @@ async def record(db: Driver, rt: ServiceRuntime, outcomes: list[Outcome]) -> lis
                o.prepared.cmd.model_dump_json() if o.status in KEEP_COMMAND else None)
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    events = [e for o in outcomes for e in outcome_events(o, now)]
-    await record_outcomes(db, columns)
-    for o in outcomes:
-        if o.dead:
-            cmd = o.prepared.cmd
-            await mark_undeliverable(
-                db, workspace_id=cmd.workspace_id, channel=cmd.channel.value,
-                addresses=[a for a, _ in o.dead], reason=o.dead[0][1])
-    return await emit(db, rt.settings, events)
+    return columns
 
 
 async def send_all(rt: ServiceRuntime, m: Messaging, ledger: Ledger, prepared: list[Prepared],

@@ -13,7 +13,6 @@ from services.profile.domain import kpi_figures as fig
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpis import (
     DIMENSIONS,
-    cover,
     interval_start,
     next_start,
     whole_intervals,
@@ -38,7 +37,7 @@ class Window:
 
 async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[str, Any]:
     sums = await _counts(conn, w)
-    people = await _people(conn, w, sums)
+    people = await _people(conn, w)
     states = await _states(conn, w)
     previous, kept = await _retention(conn, w)
     cohort_rows = await _cohorts(conn, w)
@@ -133,100 +132,86 @@ async def _counts(conn: AsyncConnection, w: Window
     return out
 
 
-async def _people(conn: AsyncConnection, w: Window,
-                  sums: dict[tuple[date | None, str, str], fig.Sums]
+# A figure's day bitmaps in labelled spans of days ($5 labels, $6..$7 first and last days):
+# per label and chunk the OR of the days (who), and who counted twice or more: twice in a
+# day, or in two different days (in a day's bits and in the OR of the span's days before).
+_SPANS = (
+    "WITH s AS (SELECT * FROM unnest($5::int[], $6::date[], $7::date[]) AS s(label, lo, hi)), "
+    "d AS (SELECT s.label, b.figure, b.chunk, b.bits, b.twice, bit_or(b.bits) OVER (PARTITION "
+    "BY s.label, b.figure, b.chunk ORDER BY b.day ROWS BETWEEN UNBOUNDED PRECEDING AND "
+    "1 PRECEDING) AS before FROM profile.kpi_bits b JOIN s ON b.day BETWEEN s.lo AND s.hi "
+    "WHERE b.workspace_id = $1 AND b.segment = $2 AND ((b.figure = 'reached' AND b.dim = $3 "
+    "AND b.key = $4) OR (b.figure = 'customer' AND b.dim = '' AND b.key = '')) AND b.day "
+    "BETWEEN $8 AND $9), u AS (SELECT label, figure, chunk, bit_or(bits) AS who, bit_or("
+    "twice | (bits & coalesce(before, bits # bits))) AS again FROM d GROUP BY 1, 2, 3) "
+    "SELECT label, figure, sum(bit_count(who)), coalesce(sum(bit_count(again)), 0) FROM u "
+    "GROUP BY 1, 2")
+
+
+async def _people(conn: AsyncConnection, w: Window
                   ) -> dict[tuple[date | None, str], tuple[int, int]]:
     """(interval start | None for the window, figure) -> (distinct people, people with two
-    facts or more). A whole interval of the series, or a window that is one whole day, week
-    or month, reads that set's counters; anything else is the exact union of the fewest
-    whole months, weeks and days that make it up (`cover`)."""
-    out: dict[tuple[date | None, str], tuple[int, int]] = {}
-    scope = {"reached": (w.dim, w.key), "customer": ("", "")}
-    unions: dict[str, list[tuple[str, date]]] = {}
-
+    facts or more): the OR of the day bitmaps of each series entry's days in the window and
+    of the window's (exact for every window)."""
+    spans: list[tuple[date | None, date, date]] = [(None, w.first, w.last)]
     start = interval_start(w.first, w.interval)
     while start <= w.last:
-        end = next_start(start, w.interval) - timedelta(days=1)
-        if start >= w.first and end <= w.last:  # a whole interval: its set's counters
-            for figure, (dim, key) in scope.items():
-                m = sums.get((start, dim, key), {})
-                out[(start, figure)] = (
-                    int(m.get(f"{figure}@{w.interval}", {}).get("", 0.0)),
-                    int(m.get(f"{figure}@{w.interval}:repeat", {}).get("", 0.0)))
-        else:
-            unions[start.isoformat()] = cover(max(start, w.first), min(end, w.last))
+        spans.append((start, max(start, w.first),
+                      min(next_start(start, w.interval) - timedelta(days=1), w.last)))
         start = next_start(start, w.interval)
-    whole = cover(w.first, w.last)
-    if len(whole) == 1 and whole[0][0] == w.interval:
-        out.update({(None, f): out[(whole[0][1], f)] for f in scope if (whole[0][1], f) in out})
-    else:
-        unions["window"] = whole
-    if unions:
-        labels, intervals, starts = _columns3([(label, i, s) for label, sets in unions.items()
-                                               for i, s in sets])
-        rows = await fetch(
-            conn, "WITH c AS (SELECT * FROM unnest($5::text[], $6::text[], $7::date[]) AS "
-            "c(label, interval, start)), x AS (SELECT c.label, p.figure, p.profile_id, "
-            "sum(p.n) AS n FROM profile.kpi_people p JOIN c ON p.interval = c.interval AND "
-            "p.start = c.start WHERE p.workspace_id = $1 AND p.segment = $2 AND "
-            "((p.figure = 'reached' AND p.dim = $3 AND p.key = $4) OR (p.figure = 'customer' "
-            "AND p.dim = '' AND p.key = '')) GROUP BY 1, 2, 3) SELECT label, figure, count(*), "
-            "count(*) FILTER (WHERE n >= 2) FROM x GROUP BY 1, 2",
-            w.workspace_id, w.segment, w.dim, w.key, labels, intervals, starts)
-        for label, figure, n, twice in rows:
-            out[(None if label == "window" else date.fromisoformat(label), figure)] = (n, twice)
-    return out
-
-
-def _columns3(rows: list[tuple[str, str, date]]) -> tuple[list[str], list[str], list[date]]:
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    rows = await fetch(conn, _SPANS, w.workspace_id, w.segment, w.dim, w.key,
+                       list(range(len(spans))), [lo for _, lo, _ in spans],
+                       [hi for _, _, hi in spans], w.first, w.last)
+    return {(spans[label][0], figure): (int(n), int(twice)) for label, figure, n, twice in rows}
 
 
 async def _retention(conn: AsyncConnection, w: Window) -> tuple[int, int]:
     """Customers of the previous window of equal length, and how many of them ordered in
-    this one (both exact, over the day sets)."""
-    days = (w.last - w.first).days + 1
-    row = (await fetch(
-        conn, "SELECT count(*) FILTER (WHERE prev), count(*) FILTER (WHERE prev AND cur) FROM "
-        "(SELECT profile_id, bool_or(start < $3) AS prev, bool_or(start >= $3) AS cur FROM "
-        "profile.kpi_people WHERE workspace_id = $1 AND segment = $2 AND figure = 'customer' "
-        "AND dim = '' AND key = '' AND interval = 'day' AND start BETWEEN $4 AND $5 "
-        "GROUP BY 1) x", w.workspace_id, w.segment, w.first, w.first - timedelta(days=days),
-        w.last))[0]
-    return int(row[0]), int(row[1])
+    this one (both exact, over the day bitmaps)."""
+    return (await _retention_spans(conn, w, [(w.first, w.last)])).get(w.first, (0, 0))
 
 
 async def _retention_series(conn: AsyncConnection, w: Window, spans: list[tuple[date, date]]
                             ) -> dict[date, tuple[int, int]]:
     """`_retention` for each series entry at once: its days in the window against as many
     days before them; first day -> (customers before, of them ordering again)."""
+    return await _retention_spans(conn, w, spans)
+
+
+async def _retention_spans(conn: AsyncConnection, w: Window, spans: list[tuple[date, date]]
+                           ) -> dict[date, tuple[int, int]]:
     if not spans:
         return {}
     los, his, prevs = ([lo for lo, _ in spans], [hi for _, hi in spans],
                        [lo - (hi - lo + timedelta(days=1)) for lo, hi in spans])
     rows = await fetch(
         conn, "WITH i AS (SELECT * FROM unnest($3::date[], $4::date[], $5::date[]) AS "
-        "i(lo, hi, prev)), x AS (SELECT i.lo, p.profile_id, bool_or(p.start < i.lo) AS prev, "
-        "bool_or(p.start >= i.lo) AS cur FROM profile.kpi_people p JOIN i ON p.start BETWEEN "
-        "i.prev AND i.hi WHERE p.workspace_id = $1 AND p.segment = $2 AND p.figure = "
-        "'customer' AND p.dim = '' AND p.key = '' AND p.interval = 'day' AND p.start BETWEEN "
-        "$6 AND $7 GROUP BY 1, 2) SELECT lo, count(*) FILTER (WHERE prev), count(*) FILTER "
-        "(WHERE prev AND cur) FROM x GROUP BY 1",
+        "i(lo, hi, prev)), x AS (SELECT i.lo, b.chunk, bit_or(b.bits) FILTER (WHERE "
+        "b.day < i.lo) AS prev, bit_or(b.bits) FILTER (WHERE b.day >= i.lo) AS cur FROM "
+        "profile.kpi_bits b JOIN i ON b.day BETWEEN i.prev AND i.hi WHERE b.workspace_id = "
+        "$1 AND b.segment = $2 AND b.figure = 'customer' AND b.dim = '' AND b.key = '' AND "
+        "b.day BETWEEN $6 AND $7 GROUP BY 1, 2) SELECT lo, coalesce(sum(bit_count(prev)), 0), "
+        "coalesce(sum(bit_count(prev & cur)), 0) FROM x GROUP BY 1",
         w.workspace_id, w.segment, los, his, prevs, min(prevs), max(his))
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
 async def _cohorts(conn: AsyncConnection, w: Window) -> list[tuple[str, int, int]]:
     """Customers whose first order month (as far as the rollups go) is one of the window's
-    months, and in which later months (up to the window's last) they ordered: month sets."""
+    months, and in which later months (up to the window's last) they ordered: month ORs of
+    the day bitmaps, a cohort being its month less every month before."""
     rows = await fetch(
-        conn, "WITH m AS (SELECT profile_id, start FROM profile.kpi_people WHERE "
-        "workspace_id = $1 AND segment = $2 AND figure = 'customer' AND dim = '' AND "
-        "key = '' AND interval = 'month' AND start <= $4), f AS (SELECT profile_id, "
-        "min(start) AS first FROM m GROUP BY 1 HAVING min(start) >= date_trunc('month', "
-        "$3::date)) SELECT to_char(f.first, 'YYYY-MM'), ((extract(year FROM m.start) - "
-        "extract(year FROM f.first)) * 12 + extract(month FROM m.start) - extract(month FROM "
-        "f.first))::int, count(*) FROM f JOIN m USING (profile_id) GROUP BY 1, 2",
+        conn, "WITH m AS (SELECT date_trunc('month', day)::date AS month, chunk, bit_or(bits) "
+        "AS bits FROM profile.kpi_bits WHERE workspace_id = $1 AND segment = $2 AND figure = "
+        "'customer' AND dim = '' AND key = '' AND day < (date_trunc('month', $4::date) + "
+        "interval '1 month')::date GROUP BY 1, 2), f AS (SELECT month, chunk, bits & "
+        "~coalesce(bit_or(bits) OVER (PARTITION BY chunk ORDER BY month ROWS BETWEEN "
+        "UNBOUNDED PRECEDING AND 1 PRECEDING), bits # bits) AS cohort FROM m) SELECT "
+        "to_char(f.month, 'YYYY-MM'), ((extract(year FROM m.month) - extract(year FROM "
+        "f.month)) * 12 + extract(month FROM m.month) - extract(month FROM f.month))::int, "
+        "sum(bit_count(f.cohort & m.bits)) FROM f JOIN m ON m.chunk = f.chunk AND "
+        "m.month >= f.month WHERE f.month >= date_trunc('month', $3::date) GROUP BY 1, 2 "
+        "HAVING sum(bit_count(f.cohort & m.bits)) > 0",
         w.workspace_id, w.segment, w.first, w.last)
     return [(r[0], int(r[1]), int(r[2])) for r in rows]
 

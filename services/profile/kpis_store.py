@@ -1,10 +1,11 @@
 """KPI rollups, written in the batch's own transaction: one statement per table per batch.
 
 The consumer notes each message's facts while it applies the batch (`KpiFacts`); `write`
-turns them into rollup rows (counters, distinct-people sets, unique opens and clicks, touches,
-orders and their attribution). Redelivery is harmless: the inbox drops repeated message ids,
-orders are keyed by order_id, first opens/clicks by message id. `kpi_orders` is also the
-register by which the profiles count each order once (domain/orders.py). Never commits.
+turns them into rollup rows (counters, distinct-people bitmaps, unique opens and clicks,
+touches, orders and their attribution). Redelivery is harmless: the inbox drops repeated
+message ids, orders are keyed by order_id, first opens/clicks by message id. `kpi_orders` is
+also the register by which the profiles count each order once (domain/orders.py). Never
+commits.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.profile import kpis_bits
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpi_facts import KpiFacts, Order
 from services.profile.domain.kpis import (
@@ -32,15 +34,6 @@ from services.profile.domain.kpis import (
 from services.profile.kpis_uplift import Money, customer_days, fold, known_control
 from services.profile.repository import fetch
 from shared.kafka.errors import DependencyUnavailable
-
-# Adds to a customer's count per figure, dimension and bucket; answers the rows as they are now.
-_ADD_PEOPLE = (
-    "INSERT INTO profile.kpi_people (workspace_id, figure, dim, key, segment, interval, start, "
-    "profile_id, n) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-    "$5::text[], $6::text[], $7::date[], $8::text[], $9::int[]) "
-    "ON CONFLICT (workspace_id, figure, dim, key, segment, interval, start, profile_id) "
-    "DO UPDATE SET n = kpi_people.n + excluded.n RETURNING workspace_id, figure, dim, "
-    "key, segment, interval, start, profile_id, n")
 
 
 class OrderRace(DependencyUnavailable):
@@ -82,8 +75,7 @@ async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
 async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                 live: Callable[[str], str], merges: dict[str, tuple[str, str]],
                 members: dict[str, set[str]], moves: list[tuple[str, str | None, str]],
-                now: datetime, *, people: bool = True,
-                counted: set[tuple[str, str]] | None = None) -> None:
+                now: datetime, *, counted: set[tuple[str, str]] | None = None) -> None:
     """Apply one batch's facts. `merges`: loser -> (workspace, survivor); `members`: segment keys by
     profile id after the batch; `moves`: (workspace, from, to) lifecycle changes; `counted`:
     the orders (workspace, key) the profiles counted as new, which the insert must find new."""
@@ -97,7 +89,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         keys = reporting.get(ws)
         return sorted(keys & members.get(pid, set())) if keys else []
 
-    r = Rollup(with_people=people)
+    r = Rollup()
     money: Money = defaultdict(lambda: [0, 0.0])
     await _deliveries(conn, facts, convs, live, segs, r)
     await _control(conn, facts, convs, live, segs, r)
@@ -319,18 +311,8 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
 
 
 async def flush(conn: AsyncConnection, r: Rollup) -> None:
-    """Add the batch's people and counters to the rollups (one upsert each). People first:
-    a person new to a set adds 1 to that set's counter, one reaching 2 facts to its repeat
-    counter."""
-    if r.people:
-        cols = _columns(r.people, 8)
-        rows = await fetch(conn, _ADD_PEOPLE, *cols, list(r.people.values()))
-        for row in rows:
-            key = tuple(row.values())
-            added = r.people[key[:8]]
-            n = row["n"]
-            r.people_moved(key[:7], distinct=1 if n == added else 0,
-                           repeat=int(n >= 2) - int(n - added >= 2))
+    """Add the batch's people (their day bitmaps) and counters to the rollups."""
+    await kpis_bits.add(conn, r.people)
     if r.counts:
         cols = _columns(r.counts, 7)
         await fetch(
@@ -341,14 +323,11 @@ async def flush(conn: AsyncConnection, r: Rollup) -> None:
             "value = kpi_counts.value + excluded.value", *cols, list(r.counts.values()))
 
 
-_PEOPLE = ("workspace_id", "figure", "dim", "key", "segment", "interval", "start")
-
-
 async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:
-    """Merged profiles (loser -> (workspace, survivor)): their touches, orders and people
-    rows become the survivor's. Two rows of one set fold into one, and the set's counters
-    say so: distinct counts stay distinct. Matched by workspace and profile: each table's
-    index (a merge in a batch is common; a scan of the rollups per batch would not do)."""
+    """Merged profiles (loser -> (workspace, survivor)): their touches, orders, customer
+    days and bits become the survivor's (a day both were in holds the survivor once, with
+    two facts or more: distinct counts stay distinct). Matched by workspace and profile:
+    each table's index, and the loser's bits in its own days only (kpi_numbers)."""
     losers = list(merges)
     workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
     for table in ("kpi_touches", "kpi_orders"):
@@ -357,38 +336,14 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> 
                     "x.workspace_id = m.w AND x.profile_id = m.l", workspaces, losers,
                     survivors)
     await fold(conn, workspaces, losers, survivors)
-    gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = "
-                       "ANY($1::text[]) RETURNING *", losers)
-    if not gone:
-        return
-    moved: dict[tuple[Any, ...], list[int]] = defaultdict(list)  # survivor row -> losers' n
-    for row in gone:
-        moved[(*(row[c] for c in _PEOPLE), merges[row["profile_id"]][1])].append(row["n"])
-    cols = _columns(moved, 8)
-    rows = await fetch(conn, _ADD_PEOPLE, *cols, [sum(ns) for ns in moved.values()])
-    r = Rollup()
-    for row in rows:
-        key = tuple(row.values())
-        ns = moved[key[:8]]
-        n, added = row["n"], sum(ns)
-        had = n != added  # the survivor was in the set already
-        before_repeat = sum(x >= 2 for x in ns) + int(had and n - added >= 2)
-        r.people_moved(key[:7], distinct=1 - len(ns) - int(had),
-                       repeat=int(n >= 2) - before_repeat)
-    await flush(conn, r)
+    await kpis_bits.move(conn, merges)
 
 
 async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> None:
-    """Erasure: the person leaves the distinct-people sets (and their counters), the
-    touches, the control group and the per-customer days; the anonymous counters (orders,
-    revenue, sends) keep what happened."""
-    gone = await fetch(conn, "DELETE FROM profile.kpi_people WHERE profile_id = $1 "
-                       "RETURNING *", profile_id)
-    r = Rollup()
-    for row in gone:
-        r.people_moved(tuple(row[c] for c in _PEOPLE),
-                       distinct=-1, repeat=-int(row["n"] >= 2))
-    await flush(conn, r)
+    """Erasure: the person leaves the distinct-people bitmaps (their number is forgotten),
+    the touches, the control group and the per-customer days; the anonymous counters
+    (orders, revenue, sends) keep what happened."""
+    await kpis_bits.clear(conn, [(workspace_id, profile_id)])
     for table in ("kpi_touches", "kpi_control", "kpi_customer_days"):
         await fetch(conn, f"DELETE FROM profile.{table} WHERE workspace_id = $1 AND "  # noqa: S608
                     "profile_id = $2", workspace_id, profile_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.profile.domain.kpis import cover
+from services.profile.domain.kpis import BITS
 from services.profile.repository import fetch
 from shared.uplift import conversion, newcombe, welch
 
@@ -47,7 +47,7 @@ async def customer_days(conn: AsyncConnection, money: Money) -> None:
 async def fold(conn: AsyncConnection, workspaces: list[str], losers: list[str],
                survivors: list[str]) -> None:
     """Merges: a loser's days fold into the survivor's, and a loser in the control group
-    makes the survivor a member (its `control` sets move with the other people sets)."""
+    makes the survivor a member (its `control` bits move with the other people bitmaps)."""
     await fetch(
         conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS "
         "m(w, l, s)), g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE "
@@ -65,30 +65,59 @@ async def fold(conn: AsyncConnection, workspaces: list[str], losers: list[str],
         "1, 2 ON CONFLICT DO NOTHING", workspaces, losers, survivors)
 
 
+_ZERO = f"repeat('0', {BITS})::bit({BITS})"
+# Per chunk of numbers: the treated arm (sent a message in the window, neither in the
+# window's control bitmaps nor a known member) and the control arm (control bitmaps, or
+# sent and a known member: kpi_control); then the arms' sizes.
+_ARMS = (
+    "WITH a AS (SELECT chunk, bit_or(bits) FILTER (WHERE figure = 'reached') AS r, "
+    "bit_or(bits) FILTER (WHERE figure = 'control') AS c FROM profile.kpi_bits WHERE "
+    "workspace_id = $1 AND segment = $2 AND dim = '' AND key = '' AND figure = "
+    "ANY(ARRAY['reached', 'control']) AND day BETWEEN $3 AND $4 GROUP BY 1), k AS (SELECT "
+    f"n.n / {BITS} AS chunk, profile.kpi_bitmap(array_agg(n.n % {BITS})) AS k FROM "
+    "profile.kpi_control c JOIN profile.kpi_numbers n ON n.workspace_id = c.workspace_id AND "
+    "n.profile_id = c.profile_id WHERE c.workspace_id = $1 AND n.n / "
+    f"{BITS} IN (SELECT chunk FROM a) GROUP BY 1), x AS (SELECT a.chunk, coalesce(a.r, {_ZERO}) "
+    f"AS r, coalesce(a.c, {_ZERO}) AS c, coalesce(k.k, {_ZERO}) AS k FROM a LEFT JOIN k "
+    "USING (chunk)), arm AS MATERIALIZED (SELECT chunk, r & ~(c | k) AS treated, "
+    "(r | c) & (c | k) AS control FROM x) ")
+# Each customer with orders in the window, in the arm its bit is in: converted, net revenue
+# in the workspace currency (0 without), and its square (Welch's variance). The customers
+# are numbered before they meet the arms' bitmaps (one chunk row each, by its number).
+_MONEY = (
+    ", money AS MATERIALIZED (SELECT n.n, m.orders, m.v FROM (SELECT profile_id, sum(orders) "
+    "AS orders, coalesce(sum(revenue) FILTER (WHERE currency = ANY($5::text[])), 0) AS v "
+    "FROM profile.kpi_customer_days WHERE workspace_id = $1 AND day BETWEEN $3 AND $4 GROUP "
+    "BY 1) AS m JOIN profile.kpi_numbers n ON n.workspace_id = $1 AND n.profile_id = "
+    f"m.profile_id), who AS (SELECT get_bit(arm.control, m.n % {BITS}) = 1 AS control, "
+    f"get_bit(arm.control, m.n % {BITS}) + get_bit(arm.treated, m.n % {BITS}) = 1 AS inside, "
+    f"m.orders, m.v FROM money m JOIN arm ON arm.chunk = m.n / {BITS}) SELECT control, "
+    "count(*) FILTER (WHERE orders > 0), sum(v), sum(v * v) FROM who WHERE inside GROUP BY 1")
+_ARMS_ONLY = "SELECT sum(bit_count(treated)), sum(bit_count(control)) FROM arm"
+
+
 async def crm(conn: AsyncConnection, ws: str, first: date, last: date, segment: str,
               currency: str) -> dict[str, Any]:
     """All treated customers (sent a message in the window, not control-group members)
     against the control group's members whose marketing send was suppressed in the window:
     conversion (an order in the window) with Newcombe's interval, net revenue per customer
-    (in the workspace currency) with Welch's. Exact: unions of whole day, week and month
-    sets, and each customer's days."""
-    intervals, starts = _columns(cover(first, last), 2)
+    (in the workspace currency) with Welch's. Exact: ORs of the window's day bitmaps, and
+    each customer's days."""
     currencies = sorted({currency, ""})
-    rows = await fetch(
-        conn, "WITH c AS (SELECT * FROM unnest($3::text[], $4::date[]) AS c(interval, start)), "
-        "arm AS (SELECT p.profile_id, bool_or(p.figure = 'control') AS control FROM "
-        "profile.kpi_people p JOIN c ON p.interval = c.interval AND p.start = c.start WHERE "
-        "p.workspace_id = $1 AND p.segment = $2 AND p.dim = '' AND p.key = '' AND p.figure = "
-        "ANY(ARRAY['reached', 'control']) GROUP BY 1), money AS (SELECT profile_id, "
-        "sum(orders) AS orders, sum(revenue) FILTER (WHERE currency = ANY($7::text[])) AS "
-        "revenue FROM profile.kpi_customer_days WHERE workspace_id = $1 AND day BETWEEN $5 "
-        "AND $6 GROUP BY 1), who AS (SELECT a.profile_id, a.control OR EXISTS (SELECT 1 FROM "
-        "profile.kpi_control k WHERE k.workspace_id = $1 AND k.profile_id = a.profile_id) "
-        "AS control FROM arm a) SELECT who.control, count(*) AS n, count(*) FILTER (WHERE "
-        "m.orders > 0) AS converted, coalesce(sum(m.revenue), 0) AS total, "
-        "avg(coalesce(m.revenue, 0)) AS mean, var_samp(coalesce(m.revenue, 0)) AS var FROM "
-        "who LEFT JOIN money m USING (profile_id) GROUP BY 1",
-        ws, segment, intervals, starts, first, last, currencies)
+    counts = await fetch(conn, _ARMS + _ARMS_ONLY, ws, segment, first, last)
+    sums = {r[0]: r for r in await fetch(conn, _ARMS + _MONEY, ws, segment, first, last,
+                                         currencies)}
+    rows = []
+    for is_control, size in ((False, counts[0][0]), (True, counts[0][1])):
+        n = int(size or 0)
+        if not n:
+            continue
+        _, converted, total, squares = sums.get(is_control) or (is_control, 0, 0.0, 0.0)
+        mean = float(total) / n
+        rows.append({"control": is_control, "n": n, "converted": int(converted),
+                     "total": float(total), "mean": mean,
+                     "var": max(0.0, float(squares) - n * mean * mean) / (n - 1) if n > 1
+                     else None})
     arms = {bool(r["control"]): r for r in rows}
     treated, control = _arm(arms.get(False)), _arm(arms.get(True))
     interval = newcombe((treated["converted"], treated["customers"]),

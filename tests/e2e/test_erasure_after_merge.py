@@ -224,7 +224,7 @@ async def test_no_personal_data_anywhere_after_merge_and_erasure(
         # The search finds the person before the erasure, and the ids in the new tables.
         before = await find_everywhere(engine, needles)
         assert {"profile.profiles", "messaging.messages"} <= set(before), before
-        tables = {"journey.broadcast_audience", "messaging.codes", "profile.kpi_people",
+        tables = {"journey.broadcast_audience", "messaging.codes", "profile.kpi_numbers",
                   "profile.kpi_touches", "profile.kpi_orders"}
         linked: dict[str, int] = {}
         for _ in range(300):  # the opens, clicks and order reach the rollups

@@ -136,6 +136,9 @@ async def test_auth_write_keys_and_their_admin_api(cfg: Settings,
             assert r.headers["content-type"] == "application/problem+json"
         r = await http.post(f"{url}/v1/track", json={**TRACK, "writeKey": 12})
         assert r.status_code == 401
+        # With Basic auth the body's writeKey is not read, but still held to its type.
+        r = await http.post(f"{url}/v1/track", auth=write_auth, json={**TRACK, "writeKey": 12})
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "writeKey"
         # analytics.js posts text/plain (a CORS "simple" request): still JSON to us.
         r = await http.post(f"{url}/v1/track", auth=write_auth, content=orjson.dumps(TRACK),
                             headers={"content-type": "text/plain"})

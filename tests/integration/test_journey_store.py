@@ -108,3 +108,26 @@ async def test_a_cap_holds_when_the_lock_winner_read_its_clock_after_the_loser(
         held = (await conn.execute(select(instances.c.wake_kind).where(
             instances.c.workspace_id == ws, instances.c.id == second.id))).scalar_one()
     assert sent == [t0 + timedelta(milliseconds=3)] and held == "deferred"
+
+
+async def test_the_latest_instances_read_takes_the_customers_locks_even_finding_none(
+        engine: AsyncEngine) -> None:
+    """A batch's advisory locks ride on the latest-instances read (one round trip less):
+    they are held when it returns, whether or not it found an instance, and a second
+    transaction on the same customer waits for them until the first commits."""
+    ws, pid = f"ws-{uuid.uuid4().hex[:8]}", "p1"
+    key = [(ws, "j", pid, "o1")]
+    held = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND pid = pg_backend_pid()")
+    async with engine.begin() as conn:
+        assert await store.latest_instances(conn, key, [(ws, pid)]) == []
+        assert (await conn.exec_driver_sql(held)).scalar() == 1
+
+        async def second() -> None:
+            async with engine.begin() as other:
+                await store.lock_customers(other, [(ws, pid)])
+
+        waiting = asyncio.create_task(second())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # blocked on the first transaction's lock
+    await asyncio.wait_for(waiting, 5)

@@ -307,7 +307,7 @@ async def test_filters_segments_weeks_and_rebuild(engine: AsyncEngine, settings:
             pro["series"][0]["communication"]["reached"]) == (1, 1, 1)
     # Row for row what the consumer's own writer makes of the same history met in time order.
     rebuilt = await kpis_replay.rollups(engine, ws)
-    assert rebuilt["kpi_counts"] and rebuilt["kpi_orders"] and rebuilt["kpi_people"]
+    assert rebuilt["kpi_counts"] and rebuilt["kpi_orders"] and rebuilt["kpi_bits"]
     await kpis_replay.replay(engine, ws)
     assert await kpis_replay.rollups(engine, ws) == rebuilt
 
@@ -368,6 +368,45 @@ async def test_a_merge_folds_two_customers_of_one_day_into_one(
     # two-day window agree.
     assert await customers(day, day) == (1, 1.0, 1)
     assert await customers(day, day + timedelta(days=1)) == (1, 1.0, 1)
+
+
+async def test_repeat_customers_over_days_and_within_a_day(
+        engine: AsyncEngine, settings: Settings, unique: str) -> None:
+    """The people bitmaps' repeat fold: u orders on two days (a repeater of the two-day
+    window, of neither day), v twice on one day (a repeater of that day and of the window).
+    Workspace zone UTC."""
+    ws = f"kpi-{unique}"
+    h = timedelta(hours=1)
+    await run(engine, settings, [order(ws, D1 + 10 * h, "u", "o1", 10)], D1 + 11 * h)
+    await run(engine, settings, [order(ws, D2 + 10 * h, "u", "o2", 20),
+                                 order(ws, D2 + 11 * h, "v", "o3", 30),
+                                 order(ws, D2 + 12 * h, "v", "o4", 40)], D2 + 13 * h)
+
+    async def sales(first: date, last: date) -> Any:
+        w = kpis_read.Window(ws, first, last, "day", "", "", "")
+        async with engine.connect() as conn:
+            return await kpis_read.answer(conn, w, Conventions())
+    d1, d2 = date(2026, 11, 2), date(2026, 11, 3)
+    both = await sales(d1, d2)
+    assert (both["totals"]["sales"]["customers"], both["totals"]["sales"]["repeat_rate"]) == \
+        (2, 1.0)
+    assert [(e["sales"]["customers"], e["sales"]["repeat_rate"]) for e in both["series"]] == \
+        [(1, 0.0), (2, 0.5)]
+    # D2 against D1: u ordered on D1 and again on D2.
+    second = await sales(d2, d2)
+    assert (second["totals"]["retention"]["previous_customers"],
+            second["totals"]["retention"]["retained_customers"]) == (1, 1)
+    assert both["series"][1]["retention"]["retained_customers"] == 1
+    # A week that holds both days (partial: the window is two of its days) agrees.
+    week = await _week(engine, ws, d1, d2)
+    assert (week["series"][0]["sales"]["customers"],
+            week["series"][0]["sales"]["repeat_rate"]) == (2, 1.0)
+
+
+async def _week(engine: AsyncEngine, ws: str, first: date, last: date) -> Any:
+    w = kpis_read.Window(ws, first, last, "week", "", "", "")
+    async with engine.connect() as conn:
+        return await kpis_read.answer(conn, w, Conventions())
 
 
 async def test_a_batch_waits_while_a_rebuild_holds_the_workspace(

@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.profile import kpis_store
 from services.profile import repository as repo
 from services.profile.domain.kpi_facts import KpiFacts
+from services.profile.domain.kpis import BITS
 from shared.contracts.delivery import DeliveryStatus
 
 _STATUS = {s.value: s for s in DeliveryStatus}
-_EMPTIED = ("kpi_people", "kpi_firsts", "kpi_touches", "kpi_orders", "kpi_customer_days")
+_EMPTIED = ("kpi_bits", "kpi_firsts", "kpi_touches", "kpi_orders", "kpi_customer_days")
 
 
 async def replay(engine: AsyncEngine, ws: str, page: int = 1) -> None:
@@ -72,7 +73,6 @@ async def rollups(engine: AsyncEngine, ws: str) -> dict[str, set[tuple[Any, ...]
             "profile.kpi_counts WHERE workspace_id = $1 AND round(value::numeric, 6) <> 0 "
             "AND metric NOT LIKE 'move:%'", ws)}
         for table, cols in (
-                ("kpi_people", "figure, dim, key, segment, interval, start, profile_id, n"),
                 ("kpi_firsts", "message_id, kind"),
                 ("kpi_touches", "message_id, kind, profile_id, at, channel, journey, "
                                 "broadcast, template"),
@@ -86,6 +86,14 @@ async def rollups(engine: AsyncEngine, ws: str) -> dict[str, set[tuple[Any, ...]
                                     "WHERE workspace_id = $1", ws)
             out[table] = {tuple(tuple(v) if isinstance(v, list) else v for v in r)
                           for r in rows}
+        # The bitmaps as who is in them (numbers differ between a rebuild and a replay):
+        # (figure, dim, key, segment, day, profile id, twice that day or None).
+        out["kpi_bits"] = {tuple(r) for r in await repo.fetch(
+            conn, "SELECT b.figure, b.dim, b.key, b.segment, b.day, k.profile_id, CASE WHEN "
+            "b.twice IS NOT NULL THEN get_bit(b.twice, i) END FROM profile.kpi_bits b CROSS "
+            "JOIN generate_series(0, $2 - 1) AS i JOIN profile.kpi_numbers k ON "
+            "k.workspace_id = b.workspace_id AND k.n = b.chunk * $2 + i WHERE "
+            "b.workspace_id = $1 AND get_bit(b.bits, i) = 1", ws, BITS)}
     return out
 
 

@@ -56,6 +56,9 @@ class Call(BaseModel):
     timestamp: Time | None = None
     originalTimestamp: Time | None = None
     sentAt: Time | None = None
+    # Read from the body only without Basic auth, but held to its type either way: a call
+    # the OpenAPI calls invalid is refused whichever way the key came.
+    writeKey: Annotated[str, Field(strict=True)] | None = None
 
     def problems(self) -> list[dict[str, str]]:
         """The spec's rules beyond types: which ids and names each call needs."""

@@ -37,15 +37,17 @@ async def load_policies(conn: AsyncConnection, workspaces: Iterable[str]) -> dic
     rows = await (await driver(conn)).fetch(
         f"SELECT workspace_id, document, salt, updated_at FROM "
         f"{policies.schema}.{policies.name} WHERE workspace_id = ANY($1::varchar[])", wanted)
-    out = {}
-    for ws, document, salt, updated_at in rows:
-        parsed = _PARSED.get((ws, updated_at))
-        if parsed is None:
-            if len(_PARSED) > 10_000:
-                _PARSED.clear()
-            parsed = _PARSED[(ws, updated_at)] = ContactPolicy.model_validate(document)
-        out[ws] = Loaded(parsed, salt, updated_at)
-    return out
+    return {ws: loaded(ws, document, salt, updated_at) for ws, document, salt, updated_at in rows}
+
+
+def loaded(workspace_id: str, document: Any, salt: str, updated_at: datetime) -> Loaded:
+    """A policy row as the engine uses it, its document parsed once per version."""
+    parsed = _PARSED.get((workspace_id, updated_at))
+    if parsed is None:
+        if len(_PARSED) > 10_000:
+            _PARSED.clear()
+        parsed = _PARSED[(workspace_id, updated_at)] = ContactPolicy.model_validate(document)
+    return Loaded(parsed, salt, updated_at)
 
 
 async def save_policy(conn: AsyncConnection, workspace_id: str, document: dict[str, Any]

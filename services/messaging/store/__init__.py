@@ -14,7 +14,7 @@ connection; callers own transactions.
 """
 
 from services.messaging.store.addresses import mark_deliverable, mark_undeliverable
-from services.messaging.store.connection import Driver, driver, transaction
+from services.messaging.store.connection import Driver, driver, one_statement, transaction
 from services.messaging.store.consents import merge_consents, record_consent
 from services.messaging.store.erasure import erase_profile
 from services.messaging.store.messages import message_filter, touch_message
@@ -23,4 +23,4 @@ from services.messaging.store.send_state import SendState, load_send_state
 
 __all__ = ["Driver", "SendState", "driver", "emit", "erase_profile", "load_send_state",
            "mark_deliverable", "mark_undeliverable", "merge_consents", "message_filter",
-           "record_consent", "touch_message", "transaction"]
+           "one_statement", "record_consent", "touch_message", "transaction"]

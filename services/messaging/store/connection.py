@@ -35,6 +35,21 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Driver]:
             raise
 
 
+@asynccontextmanager
+async def one_statement(engine: AsyncEngine) -> AsyncIterator[Driver]:
+    """A pooled connection for a single statement outside any transaction: atomic on its
+    own, and without a BEGIN and a COMMIT round trip around it (the send path's claims and
+    ledger flushes whose parts fit in one statement of data-modifying CTEs)."""
+    async with engine.connect() as conn:
+        db: Driver = await sqlalchemy_driver(conn)  # not in a SQLAlchemy transaction
+        try:
+            yield db
+        except BaseException:
+            if db.is_closed():  # don't hand a dead connection back to the pool
+                await conn.invalidate()
+            raise
+
+
 async def driver(conn: AsyncConnection | Driver) -> Driver:
     """asyncpg itself, also inside a SQLAlchemy transaction (the API's paths)."""
     if not isinstance(conn, AsyncConnection):

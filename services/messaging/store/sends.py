@@ -10,7 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from services.messaging.store.connection import Driver
+from services.messaging.store.outbox import Arrays, insert_cte
 from services.messaging.tables import messages
+from shared.db.outbox import OutboxRow
 
 _T = messages.fullname
 _CLAIM = (f"INSERT INTO {_T} (id, workspace_id, idempotency_key, profile_id, "
@@ -29,9 +31,10 @@ _UNKNOWN = (f"UPDATE {_T} AS m SET status = 'unknown', error = $3, "
 # $2 stamps the mark and tells a retry of the same flush its own marks apart: a COMMIT whose
 # answer an outage cut off may have committed, and the retry must not read those messages
 # as taken by another worker (they would stay `sending`, never sent).
-_MARK = (f"UPDATE {_T} SET status = 'sending', updated_at = $2 "
-         "WHERE id = ANY($1::text[]) AND (status IN ('queued', 'retrying') "
-         "OR (status = 'sending' AND updated_at = $2)) RETURNING id")
+_MARK_AT = (f"UPDATE {_T} SET status = 'sending', updated_at = ${{stamp}} "
+            "WHERE id = ANY(${ids}::text[]) AND (status IN ('queued', 'retrying') "
+            "OR (status = 'sending' AND updated_at = ${stamp})) RETURNING id")
+_MARK = _MARK_AT.format(ids=1, stamp=2)
 _RECORD = (f"UPDATE {_T} AS m SET status = o.status, error = o.error, "
            "updated_at = now(), attempts = m.attempts + 1, provider = o.provider, "
            "provider_message_id = o.provider_id, sent_at = o.sent_at, content = o.content, "
@@ -44,6 +47,17 @@ _RECORD = (f"UPDATE {_T} AS m SET status = o.status, error = o.error, "
            "retry_at, retry_since, command) "
            "WHERE m.id = o.id")
 OUTCOME_COLUMNS = 12  # the columns `record_outcomes` takes, in _RECORD's order
+# The claim and its `queued` delivery events in one statement (so, outside a transaction,
+# without BEGIN and COMMIT): only the events of the rows inserted go into the outbox.
+_CLAIM_QUEUED = (f"WITH claimed AS ({_CLAIM}), queued AS ({insert_cte(12, only_of='claimed')}) "
+                 "SELECT id AS message, NULL::bigint AS outbox_id FROM claimed "
+                 "UNION ALL SELECT NULL, id FROM queued")
+# A ledger flush in one statement: outcomes, their delivery events and the next marks
+# (never the same message: a message's outcome comes only after its mark was durable).
+_RECORD_AND_MARK = (f"WITH recorded AS ({_RECORD}), queued AS ({insert_cte(13)}), "
+                    f"marked AS ({_MARK_AT.format(ids=17, stamp=18)}) "
+                    "SELECT id AS message, NULL::bigint AS outbox_id FROM marked "
+                    "UNION ALL SELECT NULL, id FROM queued")
 _TEST = (f"INSERT INTO {_T} (id, workspace_id, idempotency_key, profile_id, "
          "channel, template, template_version, status, recipient) "
          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
@@ -68,11 +82,27 @@ _UNUSABLE = (f"UPDATE {_T} SET status = 'failed', retry_at = NULL, "
              "WHERE id = ANY($1::text[]) AND status = 'retrying'")
 
 
-async def insert_queued(db: Driver, *columns: Sequence[Any]) -> set[str]:
+async def claim_queued(db: Driver, columns: Sequence[Sequence[Any]], events: Arrays
+                       ) -> tuple[set[str], list[OutboxRow]]:
     """Insert message rows `queued` (id, workspace, idempotency key, profile, channel,
     template, status, recipient, journey JSON, journey key, template version: one list
-    each); a row whose idempotency key is taken is skipped. Returns the ids inserted."""
-    return {r["id"] for r in await db.fetch(_CLAIM, *columns)}
+    each; a row whose idempotency key is taken is skipped) and the `queued` delivery events
+    of those inserted (`events`, one per row, in their order), as one statement. Returns
+    the ids inserted and the outbox rows written."""
+    got = await db.fetch(_CLAIM_QUEUED, *columns, *events, list(columns[0]))
+    fresh = {r[0] for r in got if r[0] is not None}
+    keep = [n for n, message_id in enumerate(columns[0]) if message_id in fresh]
+    return fresh, events.written([r[1] for r in got if r[1] is not None], keep)
+
+
+async def record_and_mark(db: Driver, columns: Sequence[Sequence[Any]], events: Arrays,
+                          ids: Sequence[str], stamp: datetime
+                          ) -> tuple[set[str], list[OutboxRow]]:
+    """`record_outcomes`, their delivery events and `mark_sending`, as one statement.
+    Returns what `mark_sending` does and the outbox rows written."""
+    got = await db.fetch(_RECORD_AND_MARK, *columns, *events, list(ids), stamp)
+    return ({r[0] for r in got if r[0] is not None},
+            events.written([r[1] for r in got if r[1] is not None]))
 
 
 async def unfinished(db: Driver, keys: Sequence[tuple[str, str]]) -> list[Any]:

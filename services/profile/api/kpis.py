@@ -29,7 +29,9 @@ INTERVALS = ("day", "week", "month")
 
 class KpiAnswer(BaseModel):
     window: dict[str, Any] = Field(description="from, to (inclusive), interval, timezone, "
-                                               "filters, whether distinct figures are exact")
+                                               "filters, whole_intervals, distinct (always "
+                                               "`exact`: every window is an OR of day "
+                                               "bitmaps, no sketch)")
     totals: dict[str, Any] = Field(description="GROUP -> figures over the whole window")
     series: list[dict[str, Any]] = Field(description="per interval: start and GROUP -> figures")
     by: dict[str, Any] = Field(description="journey / broadcast / template / channel -> KEY -> "

@@ -22,6 +22,7 @@ TOUCHES = {DeliveryStatus.opened: "open", DeliveryStatus.clicked: "click"}
 DIMENSIONS = ("channel", "journey", "broadcast", "template")
 ALL = ("", "")  # the (dim, key) every fact counts under
 INTERVALS = ("day", "week", "month")
+BITS = 8192  # profile numbers per bitmap row (kpi_bits): 1 KB, stored inline
 
 
 @lru_cache(maxsize=256)
@@ -126,9 +127,9 @@ class Rollup:
 
     counts: dict[tuple[str, date, str, str, str, str, str], float] = field(
         default_factory=lambda: defaultdict(float))
-    people: dict[tuple[str, str, str, str, str, str, date, str], int] = field(
+    # (workspace, figure, dim, key, segment, local day, profile id) -> facts this batch
+    people: dict[tuple[str, str, str, str, str, date, str], int] = field(
         default_factory=lambda: defaultdict(int))
-    with_people: bool = True  # False: a rebuild fills the sets in bulk afterwards
 
     def count(self, ws: str, day: date, dims: list[tuple[str, str]], segments: Iterable[str],
               metric: str, value: float = 1.0, currency: str = "") -> None:
@@ -138,23 +139,10 @@ class Rollup:
 
     def person(self, ws: str, figure: str, day: date, dims: list[tuple[str, str]],
                segments: Iterable[str], profile_id: str, n: int = 1) -> None:
-        """The person counts in the day's, the ISO week's and the month's set."""
-        if not self.with_people:
-            return
-        starts = [(i, interval_start(day, i)) for i in INTERVALS]
+        """The person counts in the day's bitmap (weeks, months, windows: ORs of days)."""
         for seg in ("", *segments):
             for dim, key in dims:
-                for interval, start in starts:
-                    self.people[(ws, figure, dim, key, seg, interval, start, profile_id)] += n
-
-    def people_moved(self, key: tuple[str, str, str, str, str, str, date], *, distinct: int,
-                     repeat: int) -> None:
-        """A set's size and its people counted twice or more changed (counters)."""
-        ws, figure, dim, k, seg, interval, start = key
-        if distinct:
-            self.counts[(ws, start, dim, k, seg, f"{figure}@{interval}", "")] += distinct
-        if repeat:
-            self.counts[(ws, start, dim, k, seg, f"{figure}@{interval}:repeat", "")] += repeat
+                self.people[(ws, figure, dim, key, seg, day, profile_id)] += n
 
     def __bool__(self) -> bool:
         return bool(self.counts or self.people)

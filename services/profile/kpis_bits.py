@@ -1,0 +1,174 @@
+"""The distinct-people bitmaps (`kpi_bits`), written in the consumer's batch transaction.
+
+Each profile with a people fact has a dense number per workspace (`kpi_numbers`, assigned on
+its first fact); a figure's people of one local day are one bit string per chunk of `BITS`
+numbers (bit n % BITS of chunk n // BITS), and for `customer` a second one of the people
+with two facts or more that day (`twice`). Weeks, months and any window are ORs of days
+(services/profile/kpis_read.py). Never commits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.profile.domain.kpis import BITS
+from services.profile.repository import fetch
+
+# (workspace, figure, dim, key, segment, local day, profile id) -> facts
+People = dict[tuple[str, str, str, str, str, date, str], int]
+TWICE = ("customer",)  # the figures whose repeaters are read (sales.repeat_rate)
+
+# Numbers of the batch's profiles, in one statement: the known ones (their first..last day
+# widened to the batch's days) and the next numbers of each workspace for the new ones
+# (the counter row serialises batches that number people of one workspace). A profile
+# another batch numbered meanwhile comes back without one: `_KNOWN` then.
+_NUMBERS = (
+    "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[]) AS "
+    "t(ws, pid, lo, hi)), known AS (SELECT k.workspace_id, k.profile_id, k.n, t.lo, t.hi, "
+    "t.lo < k.first_day OR t.hi > k.last_day AS wider FROM profile.kpi_numbers k JOIN t ON "
+    "k.workspace_id = t.ws AND k.profile_id = t.pid), u AS (UPDATE profile.kpi_numbers k SET "
+    "first_day = least(k.first_day, w.lo), last_day = greatest(k.last_day, w.hi) FROM known w "
+    "WHERE w.wider AND k.workspace_id = w.workspace_id AND k.profile_id = w.profile_id), "
+    "new AS (SELECT t.*, row_number() OVER "
+    "(PARTITION BY ws ORDER BY pid) - 1 AS i, count(*) OVER (PARTITION BY ws) AS c FROM t "
+    "WHERE NOT EXISTS (SELECT 1 FROM known WHERE known.workspace_id = t.ws AND "
+    "known.profile_id = t.pid)), nx AS (INSERT INTO profile.kpi_number_next (workspace_id, "
+    "next) SELECT DISTINCT ws, c FROM new ON CONFLICT (workspace_id) DO UPDATE SET next = "
+    "kpi_number_next.next + excluded.next RETURNING workspace_id, next), ins AS (INSERT INTO "
+    "profile.kpi_numbers (workspace_id, profile_id, n, first_day, last_day) SELECT new.ws, "
+    "new.pid, nx.next - new.c + new.i, new.lo, new.hi FROM new JOIN nx ON nx.workspace_id = "
+    "new.ws ON CONFLICT DO NOTHING RETURNING workspace_id, profile_id, n) SELECT workspace_id, "
+    "profile_id, n FROM known UNION ALL SELECT * FROM ins")
+_KNOWN = (
+    "SELECT k.workspace_id, k.profile_id, k.n FROM profile.kpi_numbers k JOIN unnest("
+    "$1::text[], $2::text[]) AS t(ws, pid) ON k.workspace_id = t.ws AND k.profile_id = t.pid")
+# OR the batch's bits in; a person already in the day (or twice in the batch) is twice.
+_ADD = (
+    "INSERT INTO profile.kpi_bits (workspace_id, figure, dim, key, segment, day, chunk, bits, "
+    "twice) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    f"$6::date[], $7::int[], $8::bit({BITS})[], $9::bit({BITS})[]) ON CONFLICT "
+    "(workspace_id, figure, dim, key, segment, day, chunk) DO UPDATE SET twice = "
+    "kpi_bits.twice | (kpi_bits.bits & excluded.bits) | excluded.twice, "
+    "bits = kpi_bits.bits | excluded.bits")
+# Profiles' bits cleared in every row of their days that has them: the rows as they were
+# (one update per row, whichever of the profiles it holds).
+_CLEAR = (
+    "WITH t AS (SELECT * FROM unnest($1::text[], $2::int[], $3::date[], $4::date[]) AS "
+    "t(ws, n, lo, hi)), old AS (SELECT b.workspace_id, b.figure, b.dim, b.key, b.segment, "
+    "b.day, b.chunk, t.n, coalesce(get_bit(b.twice, t.n % $5), 0) AS twice FROM "
+    "profile.kpi_bits b JOIN t ON b.workspace_id = t.ws AND b.chunk = t.n / $5 AND b.day "
+    "BETWEEN t.lo AND t.hi WHERE get_bit(b.bits, t.n % $5) = 1), m AS (SELECT workspace_id, "
+    "figure, dim, key, segment, day, chunk, ~profile.kpi_bitmap(array_agg(n % $5)) AS keep "
+    "FROM old GROUP BY 1, 2, 3, 4, 5, 6, 7), up AS (UPDATE profile.kpi_bits b SET bits = "
+    "b.bits & m.keep, twice = b.twice & m.keep FROM m WHERE (b.workspace_id, b.figure, "
+    "b.dim, b.key, b.segment, b.day, b.chunk) = (m.workspace_id, m.figure, m.dim, m.key, "
+    "m.segment, m.day, m.chunk)) SELECT * FROM old")
+
+
+def bitmap(offsets: Iterable[int]) -> asyncpg.BitString:
+    b = bytearray(BITS // 8)
+    for o in offsets:
+        b[o >> 3] |= 0x80 >> (o & 7)
+    return asyncpg.BitString.frombytes(bytes(b), BITS)
+
+
+async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date, date]]
+                  ) -> dict[tuple[str, str], int]:
+    """(workspace, profile) -> its number, assigning the next ones to new profiles; each
+    profile's first..last day widened to (first, last) of `days`."""
+    if not days:
+        return {}
+    out = {(r[0], r[1]): r[2] for r in await fetch(
+        conn, _NUMBERS, *_columns([(*k, *v) for k, v in days.items()], 4))}
+    missing = [k for k in days if k not in out]
+    if missing:
+        out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN, *_columns(missing, 2))}
+    return out
+
+
+async def add(conn: AsyncConnection, people: People,
+              number: dict[tuple[str, str], int] | None = None) -> None:
+    """OR the batch's people into their day bitmaps (one upsert). `number`: the profiles'
+    numbers when the caller has them, their days already inside their bounds."""
+    if not people:
+        return
+    if number is None:
+        days: dict[tuple[str, str], tuple[date, date]] = {}
+        for ws, _f, _d, _k, _s, day, pid in people:
+            held = days.get((ws, pid))
+            days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
+        number = await numbers(conn, days)
+    rows: dict[tuple[str, str, str, str, str, date, int], tuple[list[int], list[int]]] = \
+        defaultdict(lambda: ([], []))
+    for (ws, figure, dim, key, seg, day, pid), n in people.items():
+        k = number[(ws, pid)]
+        row = rows[(ws, figure, dim, key, seg, day, k // BITS)]
+        row[0].append(k % BITS)
+        if n >= 2:
+            row[1].append(k % BITS)
+    keys = sorted(rows)  # one order of row locks in every batch
+    await fetch(conn, _ADD, *_columns(keys, 7), [bitmap(rows[k][0]) for k in keys],
+                [bitmap(rows[k][1]) if k[1] in TWICE else None for k in keys])
+
+
+async def clear(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:
+    """Take (workspace, profile)s out of every bitmap and forget their numbers; returns
+    the rows they were in (workspace_id, figure, dim, key, segment, day, chunk, n, twice,
+    profile id)."""
+    return await _clear(conn, await _forget_numbers(conn, gone))
+
+
+async def _forget_numbers(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:
+    """Delete the profiles' numbers: (workspace, profile, n, first day, last day) each."""
+    if not gone:
+        return []
+    return await fetch(
+        conn, "DELETE FROM profile.kpi_numbers k USING unnest($1::text[], $2::text[]) AS "
+        "g(ws, pid) WHERE k.workspace_id = g.ws AND k.profile_id = g.pid RETURNING "
+        "k.workspace_id, k.profile_id, k.n, k.first_day, k.last_day", *_columns(gone, 2))
+
+
+async def _clear(conn: AsyncConnection, found: list[Any]) -> list[Any]:
+    if not found:
+        return []
+    pid_of = {(r[0], r[2]): r[1] for r in found}
+    rows = await fetch(conn, _CLEAR, [r[0] for r in found], [r[2] for r in found],
+                       [r[3] for r in found], [r[4] for r in found], BITS)
+    return [(*r, pid_of[(r[0], r[7])]) for r in rows]
+
+
+async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:
+    """Merged profiles (loser -> (workspace, survivor)): the loser's bits become the
+    survivor's (its facts count as the survivor's: in a day both are in, the survivor has
+    two facts or more); the loser's number is forgotten."""
+    # The losers' numbers first, then the survivors', then the bitmap rows: the lock order
+    # of every batch (numbers, the workspace's counter, bitmaps), so no deadlock.
+    gone = await _forget_numbers(conn, [(ws, loser) for loser, (ws, _) in merges.items()])
+    if not gone:
+        return  # the losers never counted (an anonymous visitor without sends or orders)
+    # The survivors' days widened to the losers': every row moved below is inside them.
+    bounds: dict[tuple[str, str], tuple[date, date]] = {}
+    for ws, loser, _n, lo, hi in gone:
+        held = bounds.get((ws, merges[loser][1]))
+        bounds[(ws, merges[loser][1])] = (min(held[0], lo), max(held[1], hi)) if held else \
+            (lo, hi)
+    number = await numbers(conn, bounds)
+    rows = await _clear(conn, gone)
+    people: People = defaultdict(int)
+    for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in rows:
+        people[(ws, figure, dim, key, seg, day, merges[loser][1])] += 2 if twice else 1
+    await add(conn, people, number)
+
+
+def _columns(rows: Iterable[tuple[Any, ...]], n: int) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(n)]
+    for row in rows:
+        for i in range(n):
+            cols[i].append(row[i])
+    return cols

@@ -57,7 +57,7 @@ async def erased(conn: AsyncConnection, hashes: list[tuple[str, str]]) -> set[tu
     """Which (workspace, identifier hash) pairs belong to erased people."""
     if not hashes:
         return set()
-    ws, digests = _columns(set(hashes), 2)
+    ws, digests = columns(set(hashes), 2)
     # One primary-key probe per hash (see owners() for why not a join).
     rows = await fetch(
         conn, "SELECT k.ws, k.h FROM unnest($1::text[], $2::text[]) AS k(ws, h) "
@@ -74,7 +74,7 @@ async def owners(conn: AsyncConnection, keys: list[tuple[str, str, str]]
     # unnest() of three arrays: one statement whatever the batch size. A LATERAL probe, not a
     # plain join: the planner would hash-join by scanning the whole table, while this is one
     # primary-key probe per identifier, whatever the table's size.
-    ws, kinds, values = _columns(set(keys), 3)
+    ws, kinds, values = columns(set(keys), 3)
     rows = await fetch(
         conn, "SELECT i.workspace_id, i.kind, i.value, i.profile_id "
         "FROM unnest($1::text[], $2::text[], $3::text[]) "
@@ -212,10 +212,10 @@ def _texts(values: list[str]) -> Any:
     return bindparam(None, values, type_=ARRAY(String()))
 
 
-def _columns(rows: Iterable[tuple[str, ...]], width: int) -> list[list[str]]:
-    """Rows -> one list per column (what unnest() takes)."""
-    columns: list[list[str]] = [[] for _ in range(width)]
+def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows -> one list per column of their first `width` values (what unnest() takes)."""
+    out: list[list[Any]] = [[] for _ in range(width)]
     for row in rows:
-        for i, value in enumerate(row):
-            columns[i].append(value)
-    return columns
+        for i in range(width):
+            out[i].append(row[i])
+    return out

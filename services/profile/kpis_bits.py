@@ -18,7 +18,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.kpis import BITS
-from services.profile.repository import fetch
+from services.profile.repository import columns, fetch
 
 # (workspace, figure, dim, key, segment, local day, profile id) -> facts
 People = dict[tuple[str, str, str, str, str, date, str], int]
@@ -85,10 +85,10 @@ async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date,
     if not days:
         return {}
     out = {(r[0], r[1]): r[2] for r in await fetch(
-        conn, _NUMBERS, *_columns([(*k, *v) for k, v in days.items()], 4))}
+        conn, _NUMBERS, *columns([(*k, *v) for k, v in days.items()], 4))}
     missing = [k for k in days if k not in out]
     if missing:
-        out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN, *_columns(missing, 2))}
+        out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN, *columns(missing, 2))}
     return out
 
 
@@ -113,7 +113,7 @@ async def add(conn: AsyncConnection, people: People,
         if n >= 2:
             row[1].append(k % BITS)
     keys = sorted(rows)  # one order of row locks in every batch
-    await fetch(conn, _ADD, *_columns(keys, 7), [bitmap(rows[k][0]) for k in keys],
+    await fetch(conn, _ADD, *columns(keys, 7), [bitmap(rows[k][0]) for k in keys],
                 [bitmap(rows[k][1]) if k[1] in TWICE else None for k in keys])
 
 
@@ -131,7 +131,7 @@ async def _forget_numbers(conn: AsyncConnection, gone: list[tuple[str, str]]) ->
     return await fetch(
         conn, "DELETE FROM profile.kpi_numbers k USING unnest($1::text[], $2::text[]) AS "
         "g(ws, pid) WHERE k.workspace_id = g.ws AND k.profile_id = g.pid RETURNING "
-        "k.workspace_id, k.profile_id, k.n, k.first_day, k.last_day", *_columns(gone, 2))
+        "k.workspace_id, k.profile_id, k.n, k.first_day, k.last_day", *columns(gone, 2))
 
 
 async def _clear(conn: AsyncConnection, found: list[Any]) -> list[Any]:
@@ -165,10 +165,3 @@ async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> Non
         people[(ws, figure, dim, key, seg, day, merges[loser][1])] += 2 if twice else 1
     await add(conn, people, number)
 
-
-def _columns(rows: Iterable[tuple[Any, ...]], n: int) -> list[list[Any]]:
-    cols: list[list[Any]] = [[] for _ in range(n)]
-    for row in rows:
-        for i in range(n):
-            cols[i].append(row[i])
-    return cols

@@ -32,7 +32,7 @@ from services.profile.domain.kpis import (
     nps_bucket,
 )
 from services.profile.kpis_uplift import Money, customer_days, fold, known_control
-from services.profile.repository import fetch
+from services.profile.repository import columns, fetch
 from shared.kafka.errors import DependencyUnavailable
 
 
@@ -47,7 +47,7 @@ async def known_orders(conn: AsyncConnection, keys: set[tuple[str, str]]
     (the LATERAL form keeps the planner from scanning the table, as repository.owners)."""
     if not keys:
         return set()
-    ws, k = _columns(keys, 2)
+    ws, k = columns(keys, 2)
     rows = await fetch(
         conn, "SELECT o.workspace_id, o.order_key FROM unnest($1::text[], $2::text[]) AS "
         "q(ws, k) CROSS JOIN LATERAL (SELECT workspace_id, order_key FROM profile.kpi_orders o "
@@ -143,7 +143,7 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
             touches[key] = (ws, d.message_id, kind, pid, d.at, d.channel, d.journey,
                             d.broadcast, d.template)
     if firsts:
-        ws_, mid, kind_ = _columns(firsts, 3)
+        ws_, mid, kind_ = columns(firsts, 3)
         fresh = await fetch(
             conn, "INSERT INTO profile.kpi_firsts (workspace_id, message_id, kind) "
             "SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) "
@@ -153,7 +153,7 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
             r.count(row[0], day, dims, seg, "unique_opens" if row[2] == "open"
                     else "unique_clicks")
     if touches:
-        cols = _columns(touches.values(), 9)
+        cols = columns(touches.values(), 9)
         await fetch(
             conn, "INSERT INTO profile.kpi_touches (workspace_id, message_id, kind, profile_id, "
             "at, channel, journey, broadcast, template) SELECT * FROM unnest($1::text[], "
@@ -189,7 +189,7 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
         return []
     rows = [(o.ws, o.key, o.pid, o.at, local_day(o.at, convs[o.ws].timezone), o.revenue,
              o.currency, segs(o.ws, o.pid)) for o in batch.values()]
-    cols = _columns(rows, 8)
+    cols = columns(rows, 8)
     fresh = await fetch(
         conn, "INSERT INTO profile.kpi_orders (workspace_id, order_key, profile_id, at, day, "
         "revenue, currency, segments) SELECT ws, k, p, at, d, v, c, "
@@ -227,7 +227,7 @@ async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
             per_order[(f.ws, f.order_key)] += f.amount
     if not per_order:
         return
-    ws_, keys = _columns(per_order, 2)
+    ws_, keys = columns(per_order, 2)
     rows = await fetch(
         conn, "UPDATE profile.kpi_orders o SET refunded = o.refunded + t.v FROM "
         "unnest($1::text[], $2::text[], $3::float8[]) AS t(ws, k, v) WHERE "
@@ -252,8 +252,8 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
     if not new_orders and not probes:
         return
     keys = [(o.ws, o.key) for o in new_orders]
-    pw, pk = _columns(keys, 2) if keys else ([], [])
-    tw, tp, tlo, thi = _columns(probes, 4) if probes else ([], [], [], [])
+    pw, pk = columns(keys, 2) if keys else ([], [])
+    tw, tp, tlo, thi = columns(probes, 4) if probes else ([], [], [], [])
     orders = await fetch(
         conn, "SELECT o.* FROM profile.kpi_orders o WHERE (o.workspace_id, o.order_key) IN "
         "(SELECT * FROM unnest($1::text[], $2::text[])) UNION SELECT o.* FROM "
@@ -269,7 +269,7 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
                            convs[k[0]].attribution_open_window)
         held = span.get(k)
         span[k] = (min(held[0], lo), max(held[1], o["at"])) if held else (lo, o["at"])
-    sw, sp, slo, shi = _columns([(*k, *v) for k, v in span.items()], 4)
+    sw, sp, slo, shi = columns([(*k, *v) for k, v in span.items()], 4)
     found: dict[tuple[str, str], list[Touch]] = defaultdict(list)
     for t in await fetch(
             conn, "SELECT t.* FROM profile.kpi_touches t JOIN unnest($1::text[], $2::text[], "
@@ -307,14 +307,14 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
             conn, "UPDATE profile.kpi_orders o SET message_id = t.m, channel = t.c, "
             "journey = t.j, broadcast = t.b, template = t.t FROM unnest($1::text[], $2::text[], "
             "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(ws, k, m, c, j, "
-            "b, t) WHERE o.workspace_id = t.ws AND o.order_key = t.k", *_columns(updates, 7))
+            "b, t) WHERE o.workspace_id = t.ws AND o.order_key = t.k", *columns(updates, 7))
 
 
 async def flush(conn: AsyncConnection, r: Rollup) -> None:
     """Add the batch's people (their day bitmaps) and counters to the rollups."""
     await kpis_bits.add(conn, r.people)
     if r.counts:
-        cols = _columns(r.counts, 7)
+        cols = columns(r.counts, 7)
         await fetch(
             conn, "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, "
             "currency, value) SELECT * FROM unnest($1::text[], $2::date[], $3::text[], "
@@ -350,11 +350,4 @@ async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> N
     await fetch(conn, "UPDATE profile.kpi_orders SET profile_id = 'erased' WHERE "
                 "workspace_id = $1 AND profile_id = $2", workspace_id, profile_id)
 
-
-def _columns(rows: Iterable[tuple[Any, ...]], n: int) -> list[list[Any]]:
-    cols: list[list[Any]] = [[] for _ in range(n)]
-    for row in rows:
-        for i in range(n):
-            cols[i].append(row[i])
-    return cols
 

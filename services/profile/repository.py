@@ -65,7 +65,7 @@ async def owners(conn: AsyncConnection, keys: dict[tuple[str, str, str], str]
     the locked ones: IdentityRace, and the caller retries the batch."""
     if not keys:
         return {}, set(), {}
-    ws, kinds, values, hashes = _columns(((*k, h) for k, h in keys.items()), 4)
+    ws, kinds, values, hashes = columns(((*k, h) for k, h in keys.items()), 4)
     rows = await fetch(conn, _OWNERS, ws, kinds, values, hashes)
     known = {(r[0], r[1], r[2]): r[3] for r in rows if r[3] is not None}
     states = {r["id"]: state_from_row(r) for r in rows if r[0] is None}
@@ -197,9 +197,9 @@ async def write(conn: AsyncConnection, identities: list[dict[str, str]],
     rows = [[column(p) for column in _COLUMNS] for p in states]
     profiles = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * len(_COLUMNS)
     got = await fetch(
-        conn, _WRITE, *_columns(((r["workspace_id"], r["kind"], r["value"], r["profile_id"])
+        conn, _WRITE, *columns(((r["workspace_id"], r["kind"], r["value"], r["profile_id"])
                                  for r in identities), 4), *profiles,
-        *_columns(((r["workspace_id"], r["event_id"], r["profile_id"], r["type"], r["name"],
+        *columns(((r["workspace_id"], r["event_id"], r["profile_id"], r["type"], r["name"],
                     orjson.dumps(r["properties"]).decode(), r["timestamp"], r["received_at"])
                    for r in history), 8), members_of)
     for pid, key, claimed in got:
@@ -258,10 +258,10 @@ def _texts(values: list[str]) -> Any:
     return bindparam(None, values, type_=ARRAY(String()))
 
 
-def _columns(rows: Iterable[tuple[str, ...]], width: int) -> list[list[str]]:
-    """Rows -> one list per column (what unnest() takes)."""
-    columns: list[list[str]] = [[] for _ in range(width)]
+def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows -> one list per column of their first `width` values (what unnest() takes)."""
+    out: list[list[Any]] = [[] for _ in range(width)]
     for row in rows:
-        for i, value in enumerate(row):
-            columns[i].append(value)
-    return columns
+        for i in range(width):
+            out[i].append(row[i])
+    return out

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.profile import kpis_uplift
 from services.profile.domain import kpi_figures as fig
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpis import (
@@ -35,7 +37,36 @@ class Window:
     segment: str  # "" or a reporting segment
 
 
+async def answer_and_crm(engine: AsyncEngine, w: Window, conv: Conventions
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What GET /v1/kpis reads: the answer and `uplift.crm`, at once on two pooled
+    connections (independent reads: the slower one's time, not the sum, on two cores)."""
+    async def crm() -> dict[str, Any]:
+        async with engine.connect() as conn:
+            return await kpis_uplift.crm(conn, w.workspace_id, w.first, w.last, w.segment,
+                                         await _currency(conn, w, conv))
+
+    async def main() -> dict[str, Any]:
+        async with engine.connect() as conn:
+            return await answer(conn, w, conv)
+
+    out, crm_figures = await asyncio.gather(main(), crm())
+    return out, crm_figures
+
+
+async def _currency(conn: AsyncConnection, w: Window, conv: Conventions) -> str:
+    """The answer's `sales.currency` (fig.main_currency of the window's orders) or ""."""
+    if conv.currency:
+        return conv.currency
+    rows = await fetch(
+        conn, "SELECT currency, sum(value) FROM profile.kpi_counts WHERE workspace_id = $1 "
+        "AND segment = $2 AND day BETWEEN $3 AND $4 AND dim = '' AND key = '' AND metric = "
+        "'orders' GROUP BY 1", w.workspace_id, w.segment, w.first, w.last)
+    return fig.main_currency({"orders": {r[0]: float(r[1]) for r in rows}}, None)
+
+
 async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[str, Any]:
+    await kpis_uplift.read_settings(conn)
     sums = await _counts(conn, w)
     people = await _people(conn, w)
     states = await _states(conn, w)
@@ -47,12 +78,7 @@ async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[st
                      _new_profiles(states, w.first, w.last))
     totals["retention"] = fig.retention(previous, kept) | {"cohorts": fig.cohorts(cohort_rows)}
     series = []
-    spans = []  # each series entry's days inside the window
-    start = interval_start(w.first, w.interval)
-    while start <= w.last:
-        spans.append((start, max(start, w.first),
-                      min(_next(start, w.interval) - timedelta(days=1), w.last)))
-        start = _next(start, w.interval)
+    spans = _series_spans(w)  # each series entry's days inside the window
     kept_by = await _retention_series(conn, w, [(lo, end) for _, lo, end in spans])
     cohort_of = {c["month"]: c for c in totals["retention"]["cohorts"]}
     for start, lo, end in spans:
@@ -106,10 +132,6 @@ def _groups(sums: dict[tuple[date | None, str, str], fig.Sums],
             "nps": fig.nps(everyone)}
 
 
-def _next(start: date, interval: str) -> date:
-    return next_start(start, interval)
-
-
 async def _counts(conn: AsyncConnection, w: Window
                   ) -> dict[tuple[date | None, str, str], fig.Sums]:
     """(interval start | None for the window, dim, key) -> metric -> currency -> sum. Per
@@ -132,37 +154,53 @@ async def _counts(conn: AsyncConnection, w: Window
     return out
 
 
-# A figure's day bitmaps in labelled spans of days ($5 labels, $6..$7 first and last days):
+# A figure's day bitmaps in the series' spans of days ($5 labels of $6 days: each day of
+# the window with its span's label; the spans tile the window; a hash join, not a range):
 # per label and chunk the OR of the days (who), and who counted twice or more: twice in a
 # day, or in two different days (in a day's bits and in the OR of the span's days before).
+# The window's (label -1) from the same pass: the OR of the spans' rows, twice if twice in
+# a span or in two spans.
 _SPANS = (
-    "WITH s AS (SELECT * FROM unnest($5::int[], $6::date[], $7::date[]) AS s(label, lo, hi)), "
-    "d AS (SELECT s.label, b.figure, b.chunk, b.bits, b.twice, bit_or(b.bits) OVER (PARTITION "
+    "WITH s AS (SELECT * FROM unnest($5::int[], $6::date[]) AS s(label, day)), d AS (SELECT "
+    "s.label, b.figure, b.chunk, b.bits, b.twice, bit_or(b.bits) OVER (PARTITION "
     "BY s.label, b.figure, b.chunk ORDER BY b.day ROWS BETWEEN UNBOUNDED PRECEDING AND "
-    "1 PRECEDING) AS before FROM profile.kpi_bits b JOIN s ON b.day BETWEEN s.lo AND s.hi "
+    "1 PRECEDING) AS before FROM profile.kpi_bits b JOIN s ON b.day = s.day "
     "WHERE b.workspace_id = $1 AND b.segment = $2 AND ((b.figure = 'reached' AND b.dim = $3 "
     "AND b.key = $4) OR (b.figure = 'customer' AND b.dim = '' AND b.key = '')) AND b.day "
-    "BETWEEN $8 AND $9), u AS (SELECT label, figure, chunk, bit_or(bits) AS who, bit_or("
-    "twice | (bits & coalesce(before, bits # bits))) AS again FROM d GROUP BY 1, 2, 3) "
+    "BETWEEN $7 AND $8), u AS MATERIALIZED (SELECT label, figure, chunk, bit_or(bits) AS who, "
+    "bit_or(twice | (bits & coalesce(before, bits # bits))) AS again FROM d GROUP BY 1, 2, 3), "
+    "v AS (SELECT figure, chunk, who, again | (who & coalesce(bit_or(who) OVER (PARTITION BY "
+    "figure, chunk ORDER BY label ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), "
+    "who # who)) AS again FROM u), w AS (SELECT figure, chunk, bit_or(who) AS who, "
+    "bit_or(again) AS again FROM v GROUP BY 1, 2) "
     "SELECT label, figure, sum(bit_count(who)), coalesce(sum(bit_count(again)), 0) FROM u "
-    "GROUP BY 1, 2")
+    "GROUP BY 1, 2 UNION ALL SELECT -1, figure, sum(bit_count(who)), "
+    "coalesce(sum(bit_count(again)), 0) FROM w GROUP BY 1, 2")
+
+
+def _series_spans(w: Window) -> list[tuple[date, date, date]]:
+    """Each series entry: (its start, its first and last day inside the window)."""
+    spans = []
+    start = interval_start(w.first, w.interval)
+    while start <= w.last:
+        spans.append((start, max(start, w.first),
+                      min(next_start(start, w.interval) - timedelta(days=1), w.last)))
+        start = next_start(start, w.interval)
+    return spans
 
 
 async def _people(conn: AsyncConnection, w: Window
                   ) -> dict[tuple[date | None, str], tuple[int, int]]:
     """(interval start | None for the window, figure) -> (distinct people, people with two
     facts or more): the OR of the day bitmaps of each series entry's days in the window and
-    of the window's (exact for every window)."""
-    spans: list[tuple[date | None, date, date]] = [(None, w.first, w.last)]
-    start = interval_start(w.first, w.interval)
-    while start <= w.last:
-        spans.append((start, max(start, w.first),
-                      min(next_start(start, w.interval) - timedelta(days=1), w.last)))
-        start = next_start(start, w.interval)
+    of the window's (exact for every window), each day row read once."""
+    spans = _series_spans(w)
+    days = [(label, lo + timedelta(days=i)) for label, (_, lo, hi) in enumerate(spans)
+            for i in range((hi - lo).days + 1)]
     rows = await fetch(conn, _SPANS, w.workspace_id, w.segment, w.dim, w.key,
-                       list(range(len(spans))), [lo for _, lo, _ in spans],
-                       [hi for _, _, hi in spans], w.first, w.last)
-    return {(spans[label][0], figure): (int(n), int(twice)) for label, figure, n, twice in rows}
+                       [label for label, _ in days], [day for _, day in days], w.first, w.last)
+    return {(spans[label][0] if label >= 0 else None, figure): (int(n), int(twice))
+            for label, figure, n, twice in rows}
 
 
 async def _retention(conn: AsyncConnection, w: Window) -> tuple[int, int]:

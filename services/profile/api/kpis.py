@@ -10,7 +10,7 @@ import httpx
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from services.profile import kpis_read, kpis_rebuild, kpis_uplift
+from services.profile import kpis_read, kpis_rebuild
 from services.profile import repository as repo
 from services.profile.domain.kpis import local_day
 from services.profile.settings import ProfileSettings
@@ -94,9 +94,7 @@ async def get_kpis(request: Request, rt: RuntimeDep, principal: AdminDep,
                 raise _bad("segment", "no segment with this key marked `reporting: true`")
         dim, key = chosen[0] if chosen else ("", "")
         w = kpis_read.Window(ws, first, last, interval, dim, key, segment or "")
-        out = await kpis_read.answer(conn, w, conv)
-        crm = await kpis_uplift.crm(conn, ws, first, last, segment or "",
-                                    out["totals"]["sales"]["currency"] or "")
+    out, crm = await kpis_read.answer_and_crm(rt.engine, w, conv)
     out["warnings"] = []
     uplift, warning = await _uplift(request, sorted(out["by"]["journey"]))
     # Journeys' figures under their keys (none when journey is unavailable: a warning says

@@ -185,7 +185,8 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
             await kpis_state.take(c, WS, CONV, end)
         t5 = time.perf_counter()
         await conn.execute("ANALYZE profile.kpi_counts; ANALYZE profile.kpi_bits; "
-                           "ANALYZE profile.kpi_numbers")
+                           "ANALYZE profile.kpi_numbers; ANALYZE profile.kpi_customer_days; "
+                           "ANALYZE profile.kpi_control")
         rebuilt = t4 - t3
         full = n_profiles >= 1_000_000 and n_events >= 10_000_000
         verdict = ("met" if rebuilt <= REBUILD_TARGET_S else "NOT met") if full else \
@@ -208,20 +209,25 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
         last = end.date()
         first_day: date = last - timedelta(days=29)
         print(f"{'filter':<28} {'kpis p50':>10} {'kpis p99':>10} {'scan p50':>10} "
-              f"{'scan max':>10}   (ms, 30 days; kpis {repeat} runs, scan {scan_repeat} "
-              f"runs each; target kpis p99 < {TARGET_MS:.0f} ms)")
+              f"{'scan max':>10} {'+crm p50':>10} {'+crm p99':>10}   (ms, 30 days; kpis "
+              f"{repeat} runs, scan {scan_repeat} runs each; +crm: the answer and uplift.crm "
+              f"as GET /v1/kpis reads them, concurrently; target p99 < {TARGET_MS:.0f} ms)")
         worst = 0.0
         for dim, key, extra in FILTERS:
             if dim == "segment":
                 w = kpis_read.Window(WS, first_day, last, "day", "", "", key)
             else:
                 w = kpis_read.Window(WS, first_day, last, "day", dim, key, "")
-            answer_times, scan_times = [], []
+            answer_times, scan_times, whole_times = [], [], []
             for _ in range(repeat):
                 s = time.perf_counter()
                 async with engine.connect() as c:
                     await kpis_read.answer(c, w, CONV)
                 answer_times.append(time.perf_counter() - s)
+            for _ in range(repeat):
+                s = time.perf_counter()
+                await kpis_read.answer_and_crm(engine, w, CONV)
+                whole_times.append(time.perf_counter() - s)
             for _ in range(scan_repeat):
                 s = time.perf_counter()
                 await conn.fetch(SCAN.format(extra=extra), WS,
@@ -230,9 +236,10 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
                                                   datetime.min.time(), UTC))
                 scan_times.append(time.perf_counter() - s)
             label = f"{dim}={key}" if dim else "(none)"
-            worst = max(worst, pct(answer_times, 0.99))
+            worst = max(worst, pct(whole_times, 0.99))
             print(f"{label:<28} {pct(answer_times, 0.5):>10.1f} {pct(answer_times, 0.99):>10.1f}"
-                  f" {pct(scan_times, 0.5):>10.1f} {max(scan_times) * 1000:>10.1f}", flush=True)
+                  f" {pct(scan_times, 0.5):>10.1f} {max(scan_times) * 1000:>10.1f}"
+                  f" {pct(whole_times, 0.5):>10.1f} {pct(whole_times, 0.99):>10.1f}", flush=True)
         for segment in ("", SEGMENT):  # what GET /v1/kpis adds: uplift.crm (kpis_uplift)
             crm_times = []
             for _ in range(repeat):
@@ -245,8 +252,8 @@ async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int) ->
                   flush=True)
         verdict = ("met" if worst < TARGET_MS else "NOT met") if full else \
             "not the issue's size"
-        print(f"kpis p99, worst filter: {worst:.1f} ms (target < {TARGET_MS:.0f} ms at 1 M "
-              f"profiles and 10 M events: {verdict})")
+        print(f"answer + uplift.crm p99, worst filter: {worst:.1f} ms (target < "
+              f"{TARGET_MS:.0f} ms at 1 M profiles and 10 M events: {verdict})")
         await engine.dispose()
         await conn.close()
 

@@ -83,13 +83,15 @@ _ARMS = (
     "(r | c) & (c | k) AS control FROM x) ")
 # Each customer with orders in the window, in the arm its bit is in: converted, net revenue
 # in the workspace currency (0 without), and its square (Welch's variance). The customers
-# are numbered before they meet the arms' bitmaps (one chunk row each, by its number).
+# are numbered before they meet the arms' bitmaps (one chunk row each, by its number); only
+# numbers whose days meet the window (one outside them has no bit in the window's arms).
 _MONEY = (
     ", money AS MATERIALIZED (SELECT n.n, m.orders, m.v FROM (SELECT profile_id, sum(orders) "
     "AS orders, coalesce(sum(revenue) FILTER (WHERE currency = ANY($5::text[])), 0) AS v "
     "FROM profile.kpi_customer_days WHERE workspace_id = $1 AND day BETWEEN $3 AND $4 GROUP "
     "BY 1) AS m JOIN profile.kpi_numbers n ON n.workspace_id = $1 AND n.profile_id = "
-    f"m.profile_id), who AS (SELECT get_bit(arm.control, m.n % {BITS}) = 1 AS control, "
+    "m.profile_id AND n.last_day >= $3 AND n.first_day <= $4), who AS (SELECT "
+    f"get_bit(arm.control, m.n % {BITS}) = 1 AS control, "
     f"get_bit(arm.control, m.n % {BITS}) + get_bit(arm.treated, m.n % {BITS}) = 1 AS inside, "
     f"m.orders, m.v FROM money m JOIN arm ON arm.chunk = m.n / {BITS}) "
     # One statement, one row, the arms computed once: their sizes, then per arm the

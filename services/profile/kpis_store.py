@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -41,32 +41,51 @@ class OrderRace(DependencyUnavailable):
     the profiles counted it too. Retried: the batch runs again and reads it as known."""
 
 
-async def known_orders(conn: AsyncConnection, keys: set[tuple[str, str]]
-                       ) -> set[tuple[str, str]]:
+class Prior(NamedTuple):
+    """What a batch reads of the rollups before it applies its messages."""
+
+    stored: set[tuple[str, str]]  # the batch's (workspace, order key)s in kpi_orders already
+    reporting: dict[str, set[str]] | None  # reporting segments by workspace; None: not read
+
+
+async def known_orders(conn: AsyncConnection, keys: set[tuple[str, str]],
+                       workspaces: Iterable[str] = ()) -> Prior:
     """Which (workspace, order key) are in `kpi_orders` already: one primary-key probe each
-    (the LATERAL form keeps the planner from scanning the table, as repository.owners)."""
+    (the LATERAL form keeps the planner from scanning the table, as repository.owners).
+    With `workspaces`, the same statement takes the rebuild lock and reads the reporting
+    segments `write` needs (reporting_segments): one round trip for both."""
     if not keys:
-        return set()
+        return Prior(set(), None)
     ws, k = columns(keys, 2)
+    wanted = sorted(set(workspaces))
     rows = await fetch(
-        conn, "SELECT o.workspace_id, o.order_key FROM unnest($1::text[], $2::text[]) AS "
-        "q(ws, k) CROSS JOIN LATERAL (SELECT workspace_id, order_key FROM profile.kpi_orders o "
-        "WHERE o.workspace_id = q.ws AND o.order_key = q.k LIMIT 1) AS o", ws, k)
-    return {(r[0], r[1]) for r in rows}
+        conn, "SELECT o.workspace_id, o.order_key, false FROM unnest($1::text[], $2::text[]) "
+        "AS q(ws, k) CROSS JOIN LATERAL (SELECT workspace_id, order_key FROM "
+        "profile.kpi_orders o WHERE o.workspace_id = q.ws AND o.order_key = q.k LIMIT 1) AS o"
+        + (" UNION ALL " + _REPORTING.replace("$1", "$3") if wanted else ""),
+        ws, k, *([wanted] if wanted else []))
+    reporting: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r[2] and r[0] is not None:
+            reporting[r[0]].add(r[1])
+    return Prior({(r[0], r[1]) for r in rows if not r[2]}, reporting if wanted else None)
+
+
+# The shared lock a rebuild of the workspace takes exclusively: a batch waits for it.
+# UNION ALL runs both branches, so the lock is taken whatever segments there are.
+_REPORTING = (
+    "SELECT NULL::text, NULL::text, true FROM (SELECT count("
+    "pg_advisory_xact_lock_shared(hashtext('profile-kpis:' || w))) FROM "
+    "unnest($1::text[]) AS w) AS l UNION ALL SELECT workspace_id, key, true FROM "
+    "profile.segments WHERE reporting AND workspace_id = ANY($1::text[])")
 
 
 async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
                              ) -> dict[str, set[str]]:
     out: dict[str, set[str]] = defaultdict(set)
-    wanted = list(set(workspaces))
+    wanted = sorted(set(workspaces))
     if wanted:
-        # The shared lock a rebuild of the workspace takes exclusively: a batch waits for it.
-        # UNION ALL runs both branches, so the lock is taken whatever segments there are.
-        for r in await fetch(
-                conn, "SELECT NULL::text, NULL::text FROM (SELECT count("
-                "pg_advisory_xact_lock_shared(hashtext('profile-kpis:' || w))) FROM "
-                "unnest($1::text[]) AS w) AS l UNION ALL SELECT workspace_id, key FROM "
-                "profile.segments WHERE reporting AND workspace_id = ANY($1::text[])", wanted):
+        for r in await fetch(conn, _REPORTING, wanted):
             if r[0] is not None:
                 out[r[0]].add(r[1])
     return out
@@ -75,13 +94,17 @@ async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
 async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                 live: Callable[[str], str], merges: dict[str, tuple[str, str]],
                 members: dict[str, set[str]], moves: list[tuple[str, str | None, str]],
-                now: datetime, *, counted: set[tuple[str, str]] | None = None) -> None:
+                now: datetime, *, counted: set[tuple[str, str]] | None = None,
+                reporting: dict[str, set[str]] | None = None) -> None:
     """Apply one batch's facts. `merges`: loser -> (workspace, survivor); `members`: segment keys by
     profile id after the batch; `moves`: (workspace, from, to) lifecycle changes; `counted`:
-    the orders (workspace, key) the profiles counted as new, which the insert must find new."""
+    the orders (workspace, key) the profiles counted as new, which the insert must find new;
+    `reporting`: the reporting segments of `convs`' workspaces when `known_orders` read
+    them (under the rebuild lock), else read here."""
     if not facts and not moves and not merges:
         return
-    reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
+    if reporting is None:
+        reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
     if merges:
         await repoint(conn, merges)
 
@@ -244,6 +267,25 @@ async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
                         "attributed_refunded", f.amount, row["currency"])
 
 
+# The orders to (re)decide: the batch's new ones and those of (workspace, profile) between
+# two times; then the touches that can claim them (from the attribution windows before the
+# first to the last, per profile), in the same answer: rows with a `kind` are touches.
+_ATTRIBUTION = (
+    "WITH o AS MATERIALIZED (SELECT o.* FROM profile.kpi_orders o WHERE (o.workspace_id, "
+    "o.order_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) UNION SELECT o.* FROM "
+    "profile.kpi_orders o JOIN unnest($3::text[], $4::text[], $5::timestamptz[], "
+    "$6::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id = t.ws AND o.profile_id = t.p "
+    "AND o.at BETWEEN t.lo AND t.hi), s AS (SELECT o.workspace_id AS ws, o.profile_id AS p, "
+    "min(o.at - w.back) AS lo, max(o.at) AS hi FROM o JOIN unnest($7::text[], "
+    "$8::interval[]) AS w(ws, back) ON w.ws = o.workspace_id GROUP BY 1, 2) SELECT "
+    "o.workspace_id, o.profile_id, o.at, o.order_key, o.day, o.revenue, o.currency, "
+    "o.refunded, o.segments, o.message_id, NULL::text AS kind, o.channel, o.journey, "
+    "o.broadcast, o.template FROM o UNION ALL SELECT t.workspace_id, t.profile_id, t.at, "
+    "NULL, NULL, NULL, NULL, NULL, NULL, t.message_id, t.kind, t.channel, t.journey, "
+    "t.broadcast, t.template FROM profile.kpi_touches t JOIN s ON t.workspace_id = s.ws AND "
+    "t.profile_id = s.p AND t.at BETWEEN s.lo AND s.hi")
+
+
 async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
                      new_orders: list[Order],
                      probes: list[tuple[str, str, datetime, datetime]], r: Rollup) -> None:
@@ -254,30 +296,18 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
     keys = [(o.ws, o.key) for o in new_orders]
     pw, pk = columns(keys, 2) if keys else ([], [])
     tw, tp, tlo, thi = columns(probes, 4) if probes else ([], [], [], [])
-    orders = await fetch(
-        conn, "SELECT o.* FROM profile.kpi_orders o WHERE (o.workspace_id, o.order_key) IN "
-        "(SELECT * FROM unnest($1::text[], $2::text[])) UNION SELECT o.* FROM "
-        "profile.kpi_orders o JOIN unnest($3::text[], $4::text[], $5::timestamptz[], "
-        "$6::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id = t.ws AND "
-        "o.profile_id = t.p AND o.at BETWEEN t.lo AND t.hi", pw, pk, tw, tp, tlo, thi)
-    if not orders:
-        return
-    span: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for o in orders:
-        k = (o["workspace_id"], o["profile_id"])
-        lo = o["at"] - max(convs[k[0]].attribution_click_window,
-                           convs[k[0]].attribution_open_window)
-        held = span.get(k)
-        span[k] = (min(held[0], lo), max(held[1], o["at"])) if held else (lo, o["at"])
-    sw, sp, slo, shi = columns([(*k, *v) for k, v in span.items()], 4)
+    back = {ws: max(c.attribution_click_window, c.attribution_open_window)
+            for ws, c in convs.items()}
+    orders: list[Any] = []
     found: dict[tuple[str, str], list[Touch]] = defaultdict(list)
-    for t in await fetch(
-            conn, "SELECT t.* FROM profile.kpi_touches t JOIN unnest($1::text[], $2::text[], "
-            "$3::timestamptz[], $4::timestamptz[]) AS s(ws, p, lo, hi) ON t.workspace_id = s.ws "
-            "AND t.profile_id = s.p AND t.at BETWEEN s.lo AND s.hi", sw, sp, slo, shi):
-        found[(t["workspace_id"], t["profile_id"])].append(Touch(
-            t["message_id"], t["kind"], t["at"], t["channel"], t["journey"], t["broadcast"],
-            t["template"]))
+    for row in await fetch(conn, _ATTRIBUTION, pw, pk, tw, tp, tlo, thi, list(back),
+                           list(back.values())):
+        if row["kind"] is None:
+            orders.append(row)
+        else:
+            found[(row["workspace_id"], row["profile_id"])].append(Touch(
+                row["message_id"], row["kind"], row["at"], row["channel"], row["journey"],
+                row["broadcast"], row["template"]))
     updates = []
     for o in orders:
         ws, conv = o["workspace_id"], convs[o["workspace_id"]]

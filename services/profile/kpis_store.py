@@ -31,7 +31,7 @@ from services.profile.domain.kpis import (
     local_day,
     nps_bucket,
 )
-from services.profile.kpis_uplift import Money, customer_days, fold, known_control
+from services.profile.kpis_uplift import Money, add_days, fold, known_control
 from services.profile.repository import columns, fetch
 from shared.kafka.errors import DependencyUnavailable
 
@@ -116,9 +116,9 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     money: Money = defaultdict(lambda: [0, 0.0])
     await _deliveries(conn, facts, convs, live, segs, r)
     await _control(conn, facts, convs, live, segs, r)
+    _refund_money(facts, convs, live, segs, r, money)
     new_orders = await _orders(conn, facts, convs, live, segs, r, money, counted)
-    await _refunds(conn, facts, convs, live, segs, r, money)
-    await customer_days(conn, money)
+    await _refunds(conn, facts, convs, r)
     # Orders a new open or click may now claim (up to the click window after it), and every
     # order of a merged profile (the other profile's touches may claim them).
     probes = {(ws, live(pid), at, at + convs[ws].attribution_click_window)
@@ -203,23 +203,19 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
                   r: Rollup, money: Money,
                   counted: set[tuple[str, str]] | None = None) -> list[Order]:
-    """Insert the batch's orders; the ones not seen before (by order_id) are counted. They
+    """Insert the batch's orders; the ones not seen before (by order_id) are counted, and
+    added to their customers' days with `money` (the refunds'), in the same statement. They
     must be the ones the profiles `counted` (known_orders read before), else retry."""
     batch: dict[tuple[str, str], Order] = {}
     for o in facts.orders:
         batch.setdefault((o.ws, o.key), o._replace(pid=live(o.pid)))
-    if not batch:
+    if not batch and not money:
         return []
     rows = [(o.ws, o.key, o.pid, o.at, local_day(o.at, convs[o.ws].timezone), o.revenue,
              o.currency, segs(o.ws, o.pid)) for o in batch.values()]
     cols = columns(rows, 8)
-    fresh = await fetch(
-        conn, "INSERT INTO profile.kpi_orders (workspace_id, order_key, profile_id, at, day, "
-        "revenue, currency, segments) SELECT ws, k, p, at, d, v, c, "
-        "string_to_array(s, chr(31)) FROM unnest($1::text[], $2::text[], $3::text[], "
-        "$4::timestamptz[], $5::date[], $6::float8[], $7::text[], $8::text[]) "
-        "AS t(ws, k, p, at, d, v, c, s) ON CONFLICT DO NOTHING RETURNING workspace_id, order_key",
-        *cols[:7], [chr(31).join(s) for s in cols[7]])
+    fresh = await fetch(conn, _ORDERS, *cols[:7], [chr(31).join(s) for s in cols[7]],
+                        *columns([(*k, *v) for k, v in money.items()], 6))
     if counted is not None and {(ws, key) for ws, key in fresh} != counted:
         raise OrderRace("another writer stored one of the batch's orders meanwhile")
     out = []
@@ -229,23 +225,41 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
         r.count(ws, day, [ALL], seg, "orders", 1, o.currency)
         r.count(ws, day, [ALL], seg, "revenue", o.revenue, o.currency)
         r.person(ws, "customer", day, [ALL], seg, o.pid)
-        spent = money[(ws, o.pid, day, o.currency)]
-        spent[0] += 1
-        spent[1] += o.revenue
         out.append(o)
     return out
 
 
-async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
-                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
-                   r: Rollup, money: Money) -> None:
-    per_order: dict[tuple[str, str], float] = defaultdict(float)
+# The batch's orders, each once by key; the new ones (returned) and the refunds' money
+# ($9..$14) go to the customers' days.
+_ORDERS = (
+    "WITH ins AS (INSERT INTO profile.kpi_orders (workspace_id, order_key, profile_id, at, "
+    "day, revenue, currency, segments) SELECT ws, k, p, at, d, v, c, "
+    "string_to_array(s, chr(31)) FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::timestamptz[], $5::date[], $6::float8[], $7::text[], $8::text[]) "
+    "AS t(ws, k, p, at, d, v, c, s) ON CONFLICT DO NOTHING RETURNING workspace_id, order_key, "
+    "profile_id, day, currency, revenue), days AS (" + add_days(
+        "SELECT workspace_id, profile_id, day, currency, 1, revenue FROM ins UNION ALL "
+        "SELECT * FROM unnest($9::text[], $10::text[], $11::date[], $12::text[], $13::int[], "
+        "$14::float8[])") + ") SELECT workspace_id, order_key FROM ins")
+
+
+def _refund_money(facts: KpiFacts, convs: dict[str, Conventions], live: Callable[[str], str],
+                  segs: Callable[[str, str], list[str]], r: Rollup, money: Money) -> None:
+    """Refunds count on their own day, and take from their customers' net revenue."""
     for f in facts.refunds:
         pid = live(f.pid)
         day = local_day(f.at, convs[f.ws].timezone)
         money[(f.ws, pid, day, f.currency)][1] -= f.amount
         r.count(f.ws, day, [ALL], segs(f.ws, pid), "refunds", 1, f.currency)
         r.count(f.ws, day, [ALL], segs(f.ws, pid), "refunded", f.amount, f.currency)
+
+
+async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
+                   r: Rollup) -> None:
+    """Refunds naming an order: on the order (after the batch's orders are in), and off the
+    attributed revenue of the message it is attributed to."""
+    per_order: dict[tuple[str, str], float] = defaultdict(float)
+    for f in facts.refunds:
         if f.order_key:
             per_order[(f.ws, f.order_key)] += f.amount
     if not per_order:

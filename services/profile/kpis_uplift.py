@@ -31,17 +31,15 @@ async def known_control(conn: AsyncConnection, first: dict[tuple[str, str], date
                     *_columns([(*k, v) for k, v in first.items()], 3))
 
 
-async def customer_days(conn: AsyncConnection, money: Money) -> None:
-    """Add the batch's new orders and net revenue to each customer's local days."""
-    if money:
-        rows = [(*k, v[0], v[1]) for k, v in money.items()]
-        await fetch(
-            conn, "INSERT INTO profile.kpi_customer_days (workspace_id, profile_id, day, "
-            "currency, orders, revenue) SELECT * FROM unnest($1::text[], $2::text[], "
-            "$3::date[], $4::text[], $5::int[], $6::float8[]) ON CONFLICT (workspace_id, "
-            "profile_id, day, currency) DO UPDATE SET orders = kpi_customer_days.orders + "
-            "excluded.orders, revenue = kpi_customer_days.revenue + excluded.revenue",
-            *_columns(rows, 6))
+def add_days(select: str) -> str:
+    """The statement that adds `select`'s (workspace, profile, local day, currency, new
+    orders, net revenue) rows to the customers' days (several rows of one day add up)."""
+    return (
+        "INSERT INTO profile.kpi_customer_days (workspace_id, profile_id, day, currency, "
+        f"orders, revenue) SELECT ws, p, d, c, sum(n), sum(v) FROM ({select}) AS m(ws, p, d, "
+        "c, n, v) GROUP BY 1, 2, 3, 4 ON CONFLICT (workspace_id, profile_id, day, currency) DO "
+        "UPDATE SET orders = kpi_customer_days.orders + excluded.orders, revenue = "
+        "kpi_customer_days.revenue + excluded.revenue")
 
 
 async def fold(conn: AsyncConnection, workspaces: list[str], losers: list[str],

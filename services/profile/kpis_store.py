@@ -31,7 +31,7 @@ from services.profile.domain.kpis import (
     local_day,
     nps_bucket,
 )
-from services.profile.kpis_uplift import Money, add_days, fold, known_control
+from services.profile.kpis_uplift import FOLD, Money, add_days, known_control
 from services.profile.repository import columns, fetch
 from shared.kafka.errors import DependencyUnavailable
 
@@ -369,18 +369,23 @@ async def flush(conn: AsyncConnection, r: Rollup) -> None:
 
 async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:
     """Merged profiles (loser -> (workspace, survivor)): their touches, orders, customer
-    days and bits become the survivor's (a day both were in holds the survivor once, with
-    two facts or more: distinct counts stay distinct). Matched by workspace and profile:
-    each table's index, and the loser's bits in its own days only (kpi_numbers)."""
+    days, control membership and bits become the survivor's (a day both were in holds the
+    survivor once, with two facts or more: distinct counts stay distinct). Matched by
+    workspace and profile: each table's index, and the loser's bits in its own days only
+    (kpi_numbers). One statement for the tables, which also forgets the losers' numbers
+    (the first of the numbers' locks, as kpis_bits.move needs), then the bits."""
     losers = list(merges)
     workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
-    for table in ("kpi_touches", "kpi_orders"):
-        await fetch(conn, f"UPDATE profile.{table} x SET profile_id = m.s FROM "  # noqa: S608
-                    "unnest($1::text[], $2::text[], $3::text[]) AS m(w, l, s) WHERE "
-                    "x.workspace_id = m.w AND x.profile_id = m.l", workspaces, losers,
-                    survivors)
-    await fold(conn, workspaces, losers, survivors)
-    await kpis_bits.move(conn, merges)
+    gone = await fetch(conn, _REPOINT, workspaces, losers, survivors)
+    await kpis_bits.move(conn, merges, gone)
+
+
+_REPOINT = (
+    "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m(w, l, s)), "
+    "t AS (UPDATE profile.kpi_touches x SET profile_id = m.s FROM m WHERE x.workspace_id = "
+    "m.w AND x.profile_id = m.l), o AS (UPDATE profile.kpi_orders x SET profile_id = m.s "
+    "FROM m WHERE x.workspace_id = m.w AND x.profile_id = m.l), " + FOLD + ", n AS (" +
+    kpis_bits.FORGET.format(gone="SELECT w, l FROM m") + ") SELECT * FROM n")
 
 
 async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> None:

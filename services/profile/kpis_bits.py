@@ -93,9 +93,11 @@ async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date,
 
 
 async def add(conn: AsyncConnection, people: People,
-              number: dict[tuple[str, str], int] | None = None) -> None:
+              number: dict[tuple[str, str], int] | None = None,
+              also: tuple[str, list[Any]] = ("", [])) -> None:
     """OR the batch's people into their day bitmaps (one upsert). `number`: the profiles'
-    numbers when the caller has them, their days already inside their bounds."""
+    numbers when the caller has them, their days already inside their bounds. `also`: a
+    CTE (`name AS (...)`, its parameters from $10) the upsert's statement runs too."""
     if not people:
         return
     if number is None:
@@ -113,8 +115,9 @@ async def add(conn: AsyncConnection, people: People,
         if n >= 2:
             row[1].append(k % BITS)
     keys = sorted(rows)  # one order of row locks in every batch
-    await fetch(conn, _ADD, *columns(keys, 7), [bitmap(rows[k][0]) for k in keys],
-                [bitmap(rows[k][1]) if k[1] in TWICE else None for k in keys])
+    await fetch(conn, f"WITH {also[0]} {_ADD}" if also[0] else _ADD, *columns(keys, 7),
+                [bitmap(rows[k][0]) for k in keys],
+                [bitmap(rows[k][1]) if k[1] in TWICE else None for k in keys], *also[1])
 
 
 async def clear(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:

@@ -355,16 +355,23 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
 
 
 async def flush(conn: AsyncConnection, r: Rollup) -> None:
-    """Add the batch's people (their day bitmaps) and counters to the rollups."""
-    await kpis_bits.add(conn, r.people)
-    if r.counts:
-        cols = columns(r.counts, 7)
-        await fetch(
-            conn, "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, "
-            "currency, value) SELECT * FROM unnest($1::text[], $2::date[], $3::text[], "
-            "$4::text[], $5::text[], $6::text[], $7::text[], $8::float8[]) ON CONFLICT "
-            "(workspace_id, dim, key, segment, day, metric, currency) DO UPDATE SET "
-            "value = kpi_counts.value + excluded.value", *cols, list(r.counts.values()))
+    """Add the batch's people (their day bitmaps) and counters to the rollups: the counters'
+    upsert goes with the bitmaps' (one statement) when there are people."""
+    counts = [*columns(r.counts, 7), list(r.counts.values())] if r.counts else []
+    if r.people:
+        await kpis_bits.add(conn, r.people, also=(
+            f"c AS ({_COUNTS.format(*range(10, 18))})", counts) if counts else ("", []))
+    elif counts:
+        await fetch(conn, _COUNTS.format(*range(1, 9)), *counts)
+
+
+# The counters' upsert; {0}..{7}: the numbers of its parameters.
+_COUNTS = (
+    "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, currency, "
+    "value) SELECT * FROM unnest(${0}::text[], ${1}::date[], ${2}::text[], ${3}::text[], "
+    "${4}::text[], ${5}::text[], ${6}::text[], ${7}::float8[]) ON CONFLICT (workspace_id, dim, "
+    "key, segment, day, metric, currency) DO UPDATE SET value = kpi_counts.value + "
+    "excluded.value")
 
 
 async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -311,8 +312,8 @@ async def _true_after_commits(calls: list[str], n: int, commits: list[dict], c: 
 
 
 async def test_a_small_poll_waits_a_bounded_time_for_more_records(world) -> None:
-    """A poll of fewer than `consumer_linger_records` records waits up to
-    `consumer_linger_ms` for more: records produced apart reach the handler as one batch,
+    """While records flow, a poll of fewer than `consumer_linger_records` records waits up
+    to `consumer_linger_ms` for more: records produced apart reach the handler as one batch,
     in order; a lone record is handled once the wait runs out."""
     settings, engine, effects, inbox, topic = world
     lingering = settings.model_copy(update={"consumer_linger_ms": 5000,
@@ -328,6 +329,8 @@ async def test_a_small_poll_waits_a_bounded_time_for_more_records(world) -> None
     held = asyncio.Event()
 
     class Watched(ConsumerLoop):
+        FLOWING_S = math.inf  # every poll counts as part of a flow, the first one too
+
         async def _linger(self, consumer, polled):
             held.set()  # a small poll is waiting: what comes now joins it
             await super()._linger(consumer, polled)

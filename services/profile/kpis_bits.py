@@ -93,9 +93,11 @@ async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date,
 
 
 async def add(conn: AsyncConnection, people: People,
-              number: dict[tuple[str, str], int] | None = None) -> None:
+              number: dict[tuple[str, str], int] | None = None,
+              also: tuple[str, list[Any]] = ("", [])) -> None:
     """OR the batch's people into their day bitmaps (one upsert). `number`: the profiles'
-    numbers when the caller has them, their days already inside their bounds."""
+    numbers when the caller has them, their days already inside their bounds. `also`: a
+    CTE (`name AS (...)`, its parameters from $10) the upsert's statement runs too."""
     if not people:
         return
     if number is None:
@@ -113,8 +115,9 @@ async def add(conn: AsyncConnection, people: People,
         if n >= 2:
             row[1].append(k % BITS)
     keys = sorted(rows)  # one order of row locks in every batch
-    await fetch(conn, _ADD, *columns(keys, 7), [bitmap(rows[k][0]) for k in keys],
-                [bitmap(rows[k][1]) if k[1] in TWICE else None for k in keys])
+    await fetch(conn, f"WITH {also[0]} {_ADD}" if also[0] else _ADD, *columns(keys, 7),
+                [bitmap(rows[k][0]) for k in keys],
+                [bitmap(rows[k][1]) if k[1] in TWICE else None for k in keys], *also[1])
 
 
 async def clear(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:
@@ -124,14 +127,20 @@ async def clear(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]
     return await _clear(conn, await _forget_numbers(conn, gone))
 
 
+# Forget the numbers of `{gone}`'s (workspace, profile)s: (workspace, profile, n, first
+# day, last day) each.
+FORGET = (
+    "DELETE FROM profile.kpi_numbers k USING ({gone}) AS g(ws, pid) WHERE k.workspace_id = "
+    "g.ws AND k.profile_id = g.pid RETURNING k.workspace_id, k.profile_id, k.n, k.first_day, "
+    "k.last_day")
+
+
 async def _forget_numbers(conn: AsyncConnection, gone: list[tuple[str, str]]) -> list[Any]:
     """Delete the profiles' numbers: (workspace, profile, n, first day, last day) each."""
     if not gone:
         return []
-    return await fetch(
-        conn, "DELETE FROM profile.kpi_numbers k USING unnest($1::text[], $2::text[]) AS "
-        "g(ws, pid) WHERE k.workspace_id = g.ws AND k.profile_id = g.pid RETURNING "
-        "k.workspace_id, k.profile_id, k.n, k.first_day, k.last_day", *columns(gone, 2))
+    return await fetch(conn, FORGET.format(
+        gone="SELECT * FROM unnest($1::text[], $2::text[])"), *columns(gone, 2))
 
 
 async def _clear(conn: AsyncConnection, found: list[Any]) -> list[Any]:
@@ -143,13 +152,13 @@ async def _clear(conn: AsyncConnection, found: list[Any]) -> list[Any]:
     return [(*r, pid_of[(r[0], r[7])]) for r in rows]
 
 
-async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:
+async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]],
+               gone: list[Any]) -> None:
     """Merged profiles (loser -> (workspace, survivor)): the loser's bits become the
     survivor's (its facts count as the survivor's: in a day both are in, the survivor has
-    two facts or more); the loser's number is forgotten."""
+    two facts or more). `gone`: the losers' numbers, forgotten already (FORGET's rows)."""
     # The losers' numbers first, then the survivors', then the bitmap rows: the lock order
     # of every batch (numbers, the workspace's counter, bitmaps), so no deadlock.
-    gone = await _forget_numbers(conn, [(ws, loser) for loser, (ws, _) in merges.items()])
     if not gone:
         return  # the losers never counted (an anonymous visitor without sends or orders)
     # The survivors' days widened to the losers': every row moved below is inside them.

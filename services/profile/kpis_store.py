@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,7 +31,7 @@ from services.profile.domain.kpis import (
     local_day,
     nps_bucket,
 )
-from services.profile.kpis_uplift import Money, customer_days, fold, known_control
+from services.profile.kpis_uplift import FOLD, Money, add_days, known_control
 from services.profile.repository import columns, fetch
 from shared.kafka.errors import DependencyUnavailable
 
@@ -41,32 +41,51 @@ class OrderRace(DependencyUnavailable):
     the profiles counted it too. Retried: the batch runs again and reads it as known."""
 
 
-async def known_orders(conn: AsyncConnection, keys: set[tuple[str, str]]
-                       ) -> set[tuple[str, str]]:
+class Prior(NamedTuple):
+    """What a batch reads of the rollups before it applies its messages."""
+
+    stored: set[tuple[str, str]]  # the batch's (workspace, order key)s in kpi_orders already
+    reporting: dict[str, set[str]] | None  # reporting segments by workspace; None: not read
+
+
+async def known_orders(conn: AsyncConnection, keys: set[tuple[str, str]],
+                       workspaces: Iterable[str] = ()) -> Prior:
     """Which (workspace, order key) are in `kpi_orders` already: one primary-key probe each
-    (the LATERAL form keeps the planner from scanning the table, as repository.owners)."""
+    (the LATERAL form keeps the planner from scanning the table, as repository.owners).
+    With `workspaces`, the same statement takes the rebuild lock and reads the reporting
+    segments `write` needs (reporting_segments): one round trip for both."""
     if not keys:
-        return set()
+        return Prior(set(), None)
     ws, k = columns(keys, 2)
+    wanted = sorted(set(workspaces))
     rows = await fetch(
-        conn, "SELECT o.workspace_id, o.order_key FROM unnest($1::text[], $2::text[]) AS "
-        "q(ws, k) CROSS JOIN LATERAL (SELECT workspace_id, order_key FROM profile.kpi_orders o "
-        "WHERE o.workspace_id = q.ws AND o.order_key = q.k LIMIT 1) AS o", ws, k)
-    return {(r[0], r[1]) for r in rows}
+        conn, "SELECT o.workspace_id, o.order_key, false FROM unnest($1::text[], $2::text[]) "
+        "AS q(ws, k) CROSS JOIN LATERAL (SELECT workspace_id, order_key FROM "
+        "profile.kpi_orders o WHERE o.workspace_id = q.ws AND o.order_key = q.k LIMIT 1) AS o"
+        + (" UNION ALL " + _REPORTING.replace("$1", "$3") if wanted else ""),
+        ws, k, *([wanted] if wanted else []))
+    reporting: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r[2] and r[0] is not None:
+            reporting[r[0]].add(r[1])
+    return Prior({(r[0], r[1]) for r in rows if not r[2]}, reporting if wanted else None)
+
+
+# The shared lock a rebuild of the workspace takes exclusively: a batch waits for it.
+# UNION ALL runs both branches, so the lock is taken whatever segments there are.
+_REPORTING = (
+    "SELECT NULL::text, NULL::text, true FROM (SELECT count("
+    "pg_advisory_xact_lock_shared(hashtext('profile-kpis:' || w))) FROM "
+    "unnest($1::text[]) AS w) AS l UNION ALL SELECT workspace_id, key, true FROM "
+    "profile.segments WHERE reporting AND workspace_id = ANY($1::text[])")
 
 
 async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
                              ) -> dict[str, set[str]]:
     out: dict[str, set[str]] = defaultdict(set)
-    wanted = list(set(workspaces))
+    wanted = sorted(set(workspaces))
     if wanted:
-        # The shared lock a rebuild of the workspace takes exclusively: a batch waits for it.
-        # UNION ALL runs both branches, so the lock is taken whatever segments there are.
-        for r in await fetch(
-                conn, "SELECT NULL::text, NULL::text FROM (SELECT count("
-                "pg_advisory_xact_lock_shared(hashtext('profile-kpis:' || w))) FROM "
-                "unnest($1::text[]) AS w) AS l UNION ALL SELECT workspace_id, key FROM "
-                "profile.segments WHERE reporting AND workspace_id = ANY($1::text[])", wanted):
+        for r in await fetch(conn, _REPORTING, wanted):
             if r[0] is not None:
                 out[r[0]].add(r[1])
     return out
@@ -75,13 +94,17 @@ async def reporting_segments(conn: AsyncConnection, workspaces: Iterable[str]
 async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                 live: Callable[[str], str], merges: dict[str, tuple[str, str]],
                 members: dict[str, set[str]], moves: list[tuple[str, str | None, str]],
-                now: datetime, *, counted: set[tuple[str, str]] | None = None) -> None:
+                now: datetime, *, counted: set[tuple[str, str]] | None = None,
+                reporting: dict[str, set[str]] | None = None) -> None:
     """Apply one batch's facts. `merges`: loser -> (workspace, survivor); `members`: segment keys by
     profile id after the batch; `moves`: (workspace, from, to) lifecycle changes; `counted`:
-    the orders (workspace, key) the profiles counted as new, which the insert must find new."""
+    the orders (workspace, key) the profiles counted as new, which the insert must find new;
+    `reporting`: the reporting segments of `convs`' workspaces when `known_orders` read
+    them (under the rebuild lock), else read here."""
     if not facts and not moves and not merges:
         return
-    reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
+    if reporting is None:
+        reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
     if merges:
         await repoint(conn, merges)
 
@@ -93,9 +116,9 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     money: Money = defaultdict(lambda: [0, 0.0])
     await _deliveries(conn, facts, convs, live, segs, r)
     await _control(conn, facts, convs, live, segs, r)
+    _refund_money(facts, convs, live, segs, r, money)
     new_orders = await _orders(conn, facts, convs, live, segs, r, money, counted)
-    await _refunds(conn, facts, convs, live, segs, r, money)
-    await customer_days(conn, money)
+    await _refunds(conn, facts, convs, r)
     # Orders a new open or click may now claim (up to the click window after it), and every
     # order of a merged profile (the other profile's touches may claim them).
     probes = {(ws, live(pid), at, at + convs[ws].attribution_click_window)
@@ -180,23 +203,19 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
                   r: Rollup, money: Money,
                   counted: set[tuple[str, str]] | None = None) -> list[Order]:
-    """Insert the batch's orders; the ones not seen before (by order_id) are counted. They
+    """Insert the batch's orders; the ones not seen before (by order_id) are counted, and
+    added to their customers' days with `money` (the refunds'), in the same statement. They
     must be the ones the profiles `counted` (known_orders read before), else retry."""
     batch: dict[tuple[str, str], Order] = {}
     for o in facts.orders:
         batch.setdefault((o.ws, o.key), o._replace(pid=live(o.pid)))
-    if not batch:
+    if not batch and not money:
         return []
     rows = [(o.ws, o.key, o.pid, o.at, local_day(o.at, convs[o.ws].timezone), o.revenue,
              o.currency, segs(o.ws, o.pid)) for o in batch.values()]
     cols = columns(rows, 8)
-    fresh = await fetch(
-        conn, "INSERT INTO profile.kpi_orders (workspace_id, order_key, profile_id, at, day, "
-        "revenue, currency, segments) SELECT ws, k, p, at, d, v, c, "
-        "string_to_array(s, chr(31)) FROM unnest($1::text[], $2::text[], $3::text[], "
-        "$4::timestamptz[], $5::date[], $6::float8[], $7::text[], $8::text[]) "
-        "AS t(ws, k, p, at, d, v, c, s) ON CONFLICT DO NOTHING RETURNING workspace_id, order_key",
-        *cols[:7], [chr(31).join(s) for s in cols[7]])
+    fresh = await fetch(conn, _ORDERS, *cols[:7], [chr(31).join(s) for s in cols[7]],
+                        *columns([(*k, *v) for k, v in money.items()], 6))
     if counted is not None and {(ws, key) for ws, key in fresh} != counted:
         raise OrderRace("another writer stored one of the batch's orders meanwhile")
     out = []
@@ -206,23 +225,41 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
         r.count(ws, day, [ALL], seg, "orders", 1, o.currency)
         r.count(ws, day, [ALL], seg, "revenue", o.revenue, o.currency)
         r.person(ws, "customer", day, [ALL], seg, o.pid)
-        spent = money[(ws, o.pid, day, o.currency)]
-        spent[0] += 1
-        spent[1] += o.revenue
         out.append(o)
     return out
 
 
-async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
-                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
-                   r: Rollup, money: Money) -> None:
-    per_order: dict[tuple[str, str], float] = defaultdict(float)
+# The batch's orders, each once by key; the new ones (returned) and the refunds' money
+# ($9..$14) go to the customers' days.
+_ORDERS = (
+    "WITH ins AS (INSERT INTO profile.kpi_orders (workspace_id, order_key, profile_id, at, "
+    "day, revenue, currency, segments) SELECT ws, k, p, at, d, v, c, "
+    "string_to_array(s, chr(31)) FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::timestamptz[], $5::date[], $6::float8[], $7::text[], $8::text[]) "
+    "AS t(ws, k, p, at, d, v, c, s) ON CONFLICT DO NOTHING RETURNING workspace_id, order_key, "
+    "profile_id, day, currency, revenue), days AS (" + add_days(
+        "SELECT workspace_id, profile_id, day, currency, 1, revenue FROM ins UNION ALL "
+        "SELECT * FROM unnest($9::text[], $10::text[], $11::date[], $12::text[], $13::int[], "
+        "$14::float8[])") + ") SELECT workspace_id, order_key FROM ins")
+
+
+def _refund_money(facts: KpiFacts, convs: dict[str, Conventions], live: Callable[[str], str],
+                  segs: Callable[[str, str], list[str]], r: Rollup, money: Money) -> None:
+    """Refunds count on their own day, and take from their customers' net revenue."""
     for f in facts.refunds:
         pid = live(f.pid)
         day = local_day(f.at, convs[f.ws].timezone)
         money[(f.ws, pid, day, f.currency)][1] -= f.amount
         r.count(f.ws, day, [ALL], segs(f.ws, pid), "refunds", 1, f.currency)
         r.count(f.ws, day, [ALL], segs(f.ws, pid), "refunded", f.amount, f.currency)
+
+
+async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
+                   r: Rollup) -> None:
+    """Refunds naming an order: on the order (after the batch's orders are in), and off the
+    attributed revenue of the message it is attributed to."""
+    per_order: dict[tuple[str, str], float] = defaultdict(float)
+    for f in facts.refunds:
         if f.order_key:
             per_order[(f.ws, f.order_key)] += f.amount
     if not per_order:
@@ -244,6 +281,25 @@ async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
                         "attributed_refunded", f.amount, row["currency"])
 
 
+# The orders to (re)decide: the batch's new ones and those of (workspace, profile) between
+# two times; then the touches that can claim them (from the attribution windows before the
+# first to the last, per profile), in the same answer: rows with a `kind` are touches.
+_ATTRIBUTION = (
+    "WITH o AS MATERIALIZED (SELECT o.* FROM profile.kpi_orders o WHERE (o.workspace_id, "
+    "o.order_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) UNION SELECT o.* FROM "
+    "profile.kpi_orders o JOIN unnest($3::text[], $4::text[], $5::timestamptz[], "
+    "$6::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id = t.ws AND o.profile_id = t.p "
+    "AND o.at BETWEEN t.lo AND t.hi), s AS (SELECT o.workspace_id AS ws, o.profile_id AS p, "
+    "min(o.at - w.back) AS lo, max(o.at) AS hi FROM o JOIN unnest($7::text[], "
+    "$8::interval[]) AS w(ws, back) ON w.ws = o.workspace_id GROUP BY 1, 2) SELECT "
+    "o.workspace_id, o.profile_id, o.at, o.order_key, o.day, o.revenue, o.currency, "
+    "o.refunded, o.segments, o.message_id, NULL::text AS kind, o.channel, o.journey, "
+    "o.broadcast, o.template FROM o UNION ALL SELECT t.workspace_id, t.profile_id, t.at, "
+    "NULL, NULL, NULL, NULL, NULL, NULL, t.message_id, t.kind, t.channel, t.journey, "
+    "t.broadcast, t.template FROM profile.kpi_touches t JOIN s ON t.workspace_id = s.ws AND "
+    "t.profile_id = s.p AND t.at BETWEEN s.lo AND s.hi")
+
+
 async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
                      new_orders: list[Order],
                      probes: list[tuple[str, str, datetime, datetime]], r: Rollup) -> None:
@@ -254,30 +310,18 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
     keys = [(o.ws, o.key) for o in new_orders]
     pw, pk = columns(keys, 2) if keys else ([], [])
     tw, tp, tlo, thi = columns(probes, 4) if probes else ([], [], [], [])
-    orders = await fetch(
-        conn, "SELECT o.* FROM profile.kpi_orders o WHERE (o.workspace_id, o.order_key) IN "
-        "(SELECT * FROM unnest($1::text[], $2::text[])) UNION SELECT o.* FROM "
-        "profile.kpi_orders o JOIN unnest($3::text[], $4::text[], $5::timestamptz[], "
-        "$6::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id = t.ws AND "
-        "o.profile_id = t.p AND o.at BETWEEN t.lo AND t.hi", pw, pk, tw, tp, tlo, thi)
-    if not orders:
-        return
-    span: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-    for o in orders:
-        k = (o["workspace_id"], o["profile_id"])
-        lo = o["at"] - max(convs[k[0]].attribution_click_window,
-                           convs[k[0]].attribution_open_window)
-        held = span.get(k)
-        span[k] = (min(held[0], lo), max(held[1], o["at"])) if held else (lo, o["at"])
-    sw, sp, slo, shi = columns([(*k, *v) for k, v in span.items()], 4)
+    back = {ws: max(c.attribution_click_window, c.attribution_open_window)
+            for ws, c in convs.items()}
+    orders: list[Any] = []
     found: dict[tuple[str, str], list[Touch]] = defaultdict(list)
-    for t in await fetch(
-            conn, "SELECT t.* FROM profile.kpi_touches t JOIN unnest($1::text[], $2::text[], "
-            "$3::timestamptz[], $4::timestamptz[]) AS s(ws, p, lo, hi) ON t.workspace_id = s.ws "
-            "AND t.profile_id = s.p AND t.at BETWEEN s.lo AND s.hi", sw, sp, slo, shi):
-        found[(t["workspace_id"], t["profile_id"])].append(Touch(
-            t["message_id"], t["kind"], t["at"], t["channel"], t["journey"], t["broadcast"],
-            t["template"]))
+    for row in await fetch(conn, _ATTRIBUTION, pw, pk, tw, tp, tlo, thi, list(back),
+                           list(back.values())):
+        if row["kind"] is None:
+            orders.append(row)
+        else:
+            found[(row["workspace_id"], row["profile_id"])].append(Touch(
+                row["message_id"], row["kind"], row["at"], row["channel"], row["journey"],
+                row["broadcast"], row["template"]))
     updates = []
     for o in orders:
         ws, conv = o["workspace_id"], convs[o["workspace_id"]]
@@ -311,32 +355,44 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
 
 
 async def flush(conn: AsyncConnection, r: Rollup) -> None:
-    """Add the batch's people (their day bitmaps) and counters to the rollups."""
-    await kpis_bits.add(conn, r.people)
-    if r.counts:
-        cols = columns(r.counts, 7)
-        await fetch(
-            conn, "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, "
-            "currency, value) SELECT * FROM unnest($1::text[], $2::date[], $3::text[], "
-            "$4::text[], $5::text[], $6::text[], $7::text[], $8::float8[]) ON CONFLICT "
-            "(workspace_id, dim, key, segment, day, metric, currency) DO UPDATE SET "
-            "value = kpi_counts.value + excluded.value", *cols, list(r.counts.values()))
+    """Add the batch's people (their day bitmaps) and counters to the rollups: the counters'
+    upsert goes with the bitmaps' (one statement) when there are people."""
+    counts = [*columns(r.counts, 7), list(r.counts.values())] if r.counts else []
+    if r.people:
+        await kpis_bits.add(conn, r.people, also=(
+            f"c AS ({_COUNTS.format(*range(10, 18))})", counts) if counts else ("", []))
+    elif counts:
+        await fetch(conn, _COUNTS.format(*range(1, 9)), *counts)
+
+
+# The counters' upsert; {0}..{7}: the numbers of its parameters.
+_COUNTS = (
+    "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, currency, "
+    "value) SELECT * FROM unnest(${0}::text[], ${1}::date[], ${2}::text[], ${3}::text[], "
+    "${4}::text[], ${5}::text[], ${6}::text[], ${7}::float8[]) ON CONFLICT (workspace_id, dim, "
+    "key, segment, day, metric, currency) DO UPDATE SET value = kpi_counts.value + "
+    "excluded.value")
 
 
 async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:
     """Merged profiles (loser -> (workspace, survivor)): their touches, orders, customer
-    days and bits become the survivor's (a day both were in holds the survivor once, with
-    two facts or more: distinct counts stay distinct). Matched by workspace and profile:
-    each table's index, and the loser's bits in its own days only (kpi_numbers)."""
+    days, control membership and bits become the survivor's (a day both were in holds the
+    survivor once, with two facts or more: distinct counts stay distinct). Matched by
+    workspace and profile: each table's index, and the loser's bits in its own days only
+    (kpi_numbers). One statement for the tables, which also forgets the losers' numbers
+    (the first of the numbers' locks, as kpis_bits.move needs), then the bits."""
     losers = list(merges)
     workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
-    for table in ("kpi_touches", "kpi_orders"):
-        await fetch(conn, f"UPDATE profile.{table} x SET profile_id = m.s FROM "  # noqa: S608
-                    "unnest($1::text[], $2::text[], $3::text[]) AS m(w, l, s) WHERE "
-                    "x.workspace_id = m.w AND x.profile_id = m.l", workspaces, losers,
-                    survivors)
-    await fold(conn, workspaces, losers, survivors)
-    await kpis_bits.move(conn, merges)
+    gone = await fetch(conn, _REPOINT, workspaces, losers, survivors)
+    await kpis_bits.move(conn, merges, gone)
+
+
+_REPOINT = (
+    "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m(w, l, s)), "
+    "t AS (UPDATE profile.kpi_touches x SET profile_id = m.s FROM m WHERE x.workspace_id = "
+    "m.w AND x.profile_id = m.l), o AS (UPDATE profile.kpi_orders x SET profile_id = m.s "
+    "FROM m WHERE x.workspace_id = m.w AND x.profile_id = m.l), " + FOLD + ", n AS (" +
+    kpis_bits.FORGET.format(gone="SELECT w, l FROM m") + ") SELECT * FROM n")
 
 
 async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> None:

@@ -31,38 +31,28 @@ async def known_control(conn: AsyncConnection, first: dict[tuple[str, str], date
                     *_columns([(*k, v) for k, v in first.items()], 3))
 
 
-async def customer_days(conn: AsyncConnection, money: Money) -> None:
-    """Add the batch's new orders and net revenue to each customer's local days."""
-    if money:
-        rows = [(*k, v[0], v[1]) for k, v in money.items()]
-        await fetch(
-            conn, "INSERT INTO profile.kpi_customer_days (workspace_id, profile_id, day, "
-            "currency, orders, revenue) SELECT * FROM unnest($1::text[], $2::text[], "
-            "$3::date[], $4::text[], $5::int[], $6::float8[]) ON CONFLICT (workspace_id, "
-            "profile_id, day, currency) DO UPDATE SET orders = kpi_customer_days.orders + "
-            "excluded.orders, revenue = kpi_customer_days.revenue + excluded.revenue",
-            *_columns(rows, 6))
+def add_days(select: str) -> str:
+    """The statement that adds `select`'s (workspace, profile, local day, currency, new
+    orders, net revenue) rows to the customers' days (several rows of one day add up)."""
+    return (
+        "INSERT INTO profile.kpi_customer_days (workspace_id, profile_id, day, currency, "
+        f"orders, revenue) SELECT ws, p, d, c, sum(n), sum(v) FROM ({select}) AS m(ws, p, d, "
+        "c, n, v) GROUP BY 1, 2, 3, 4 ON CONFLICT (workspace_id, profile_id, day, currency) DO "
+        "UPDATE SET orders = kpi_customer_days.orders + excluded.orders, revenue = "
+        "kpi_customer_days.revenue + excluded.revenue")
 
 
-async def fold(conn: AsyncConnection, workspaces: list[str], losers: list[str],
-               survivors: list[str]) -> None:
-    """Merges: a loser's days fold into the survivor's, and a loser in the control group
-    makes the survivor a member (its `control` bits move with the other people bitmaps)."""
-    await fetch(
-        conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS "
-        "m(w, l, s)), g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE "
-        "x.workspace_id = m.w AND x.profile_id = m.l RETURNING x.*, m.s) INSERT INTO "
-        "profile.kpi_customer_days (workspace_id, profile_id, day, currency, orders, revenue) "
-        "SELECT workspace_id, s, day, currency, sum(orders), sum(revenue) FROM g GROUP BY 1, "
-        "2, 3, 4 ON CONFLICT (workspace_id, profile_id, day, currency) DO UPDATE SET orders = "
-        "kpi_customer_days.orders + excluded.orders, revenue = kpi_customer_days.revenue + "
-        "excluded.revenue", workspaces, losers, survivors)
-    await fetch(
-        conn, "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS "
-        "m(w, l, s)), g AS (DELETE FROM profile.kpi_control x USING m WHERE x.workspace_id = "
-        "m.w AND x.profile_id = m.l RETURNING x.*, m.s) INSERT INTO profile.kpi_control "
-        "(workspace_id, profile_id, since) SELECT workspace_id, s, min(since) FROM g GROUP BY "
-        "1, 2 ON CONFLICT DO NOTHING", workspaces, losers, survivors)
+# Merges (CTEs over `m(w, l, s)`: workspace, loser, survivor; kpis_store.repoint): a
+# loser's days fold into the survivor's, and a loser in the control group makes the survivor
+# a member (its `control` bits move with the other people bitmaps).
+FOLD = (
+    "g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE x.workspace_id = m.w AND "
+    "x.profile_id = m.l RETURNING x.workspace_id, m.s, x.day, x.currency, x.orders, "
+    "x.revenue), days AS (" + add_days("SELECT * FROM g") + "), k AS (DELETE FROM "
+    "profile.kpi_control x USING m WHERE x.workspace_id = m.w AND x.profile_id = m.l "
+    "RETURNING x.*, m.s), ctl AS (INSERT INTO profile.kpi_control (workspace_id, "
+    "profile_id, since) SELECT workspace_id, s, min(since) FROM k GROUP BY 1, 2 ON CONFLICT "
+    "DO NOTHING)")
 
 
 _ZERO = f"repeat('0', {BITS})::bit({BITS})"

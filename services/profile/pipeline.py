@@ -66,10 +66,12 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
         wanted[ident] = identifier_hash(ident[0], (ident[1], ident[2]))
     known, gone, states = await repo.owners(conn, wanted)
     # Which of the batch's orders were stored before: those never count again (orders.py).
-    stored = await kpis_store.known_orders(conn, {
+    # With them, under the rebuild lock, the reporting segments the KPI rollups need.
+    prior = await kpis_store.known_orders(conn, {
         (i.workspace_id, key) for i in items
-        if isinstance(i, Event) and (key := order_of(i, convs[i.workspace_id])) is not None})
-    batch = Batch(now, convs, {}, states, orders=OrderBook(stored))
+        if isinstance(i, Event) and (key := order_of(i, convs[i.workspace_id])) is not None},
+        convs)
+    batch = Batch(now, convs, {}, states, orders=OrderBook(prior.stored))
     for (ws, kind, value), pid in known.items():
         batch.owners.setdefault(ws, {})[(kind, value)] = pid
     for item, (ids, lookup) in zip(items, idents, strict=True):
@@ -77,11 +79,12 @@ async def apply_batch(conn: AsyncConnection, items: list[Event | DeliveryEvent],
         if gone and any((ws, k, v) in gone for k, v in ids + lookup):
             continue  # an erased person: never re-created by late events or re-imports
         apply_item(batch, item, ids, lookup)
-    return await _write(conn, batch, settings, reads.rules)
+    return await _write(conn, batch, settings, reads.rules, prior.reporting)
 
 
 async def _write(conn: AsyncConnection, b: Batch, settings: Settings,
-                 rules: dict[str, dict[str, Rule]]) -> list[OutboxRow]:
+                 rules: dict[str, dict[str, Rule]], reporting: dict[str, set[str]] | None
+                 ) -> list[OutboxRow]:
     # Rows queued for a profile that a later message in this batch merged away follow it.
     for row in b.new_identities + b.history:
         row["profile_id"] = b.live(row["profile_id"])
@@ -106,7 +109,7 @@ async def _write(conn: AsyncConnection, b: Batch, settings: Settings,
                                 for loser, _ in b.merges}, members,
                                [(ws, c.data["from"], c.data["to"]) for ws, _, _, c in b.changes
                                 if c.kind == "lifecycle_changed"], b.now,
-                               counted=b.orders.counted)
+                               counted=b.orders.counted, reporting=reporting)
         encoded = await encoder
     finally:
         encoder.cancel()  # a no-op once it is done; stops it when a write failed

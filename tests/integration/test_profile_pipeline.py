@@ -126,8 +126,8 @@ async def test_an_order_another_writer_stored_meanwhile_retries_the_batch(
         await apply_batch(conn, batch(ws, {**order, "user_id": "a"}), settings, T0)
     real = kpis_store.known_orders
 
-    async def stale(*_: Any) -> set[tuple[str, str]]:
-        return set()
+    async def stale(*_: Any) -> kpis_store.Prior:
+        return kpis_store.Prior(set(), None)
     monkeypatch.setattr(kpis_store, "known_orders", stale)
     retry = batch(ws, {**order, "user_id": "b"})
     with pytest.raises(kpis_store.OrderRace):

@@ -67,6 +67,15 @@ class Settings(BaseSettings):
         default=100, ge=0, le=5000,
         description="Fetch wait once a consumer has had no records for 2 s (0: always "
                     "consumer_fetch_max_wait_ms); the first records end it.")
+    # While records flow, a poll of fewer than `consumer_linger_records` records waits up
+    # to this long for more before its handler runs: at low rates a poll's fixed cost
+    # (transaction, commit, outbox publish) dominates, so fuller polls cut CPU per event
+    # (docs/performance.md, "Cost per poll").
+    consumer_linger_ms: int = Field(
+        default=20, ge=0, le=1000,
+        description="How long a small poll waits for more records before it is handled, "
+                    "while records flow (0: never); adds at most this much per hop.")
+    consumer_linger_records: int = Field(default=32, ge=1, le=10_000)
     # A restarted member waits for the old one's session to expire (Tansu ignores LeaveGroup):
     # this bounds recovery after a crash (docs/reliability.md#recovery-after-a-crash).
     consumer_session_timeout_ms: int = Field(default=6_000, ge=3_000, le=300_000)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -308,3 +309,58 @@ async def test_the_offsets_of_several_polls_go_in_one_commit_once_the_records_st
 
 async def _true_after_commits(calls: list[str], n: int, commits: list[dict], c: int) -> bool:
     return len(calls) >= n and len(commits) >= c
+
+
+async def test_a_small_poll_waits_a_bounded_time_for_more_records(world) -> None:
+    """While records flow, a poll of fewer than `consumer_linger_records` records waits up
+    to `consumer_linger_ms` for more: records produced apart reach the handler as one batch,
+    in order; a lone record is handled once the wait runs out."""
+    settings, engine, effects, inbox, topic = world
+    lingering = settings.model_copy(update={"consumer_linger_ms": 5000,
+                                            "consumer_linger_records": 3})
+    calls: list[str] = []
+    batches: list[list[str]] = []
+    inner = recording_handler(engine, effects, inbox, calls)
+
+    async def handler(records: list[Record]) -> None:
+        batches.append([r.value.id for r in records])
+        await inner(records)
+
+    held = asyncio.Event()
+
+    class Watched(ConsumerLoop):
+        FLOWING_S = math.inf  # every poll counts as part of a flow, the first one too
+
+        async def _linger(self, consumer, polled):
+            held.set()  # a small poll is waiting: what comes now joins it
+            await super()._linger(consumer, polled)
+
+    producer = create_producer(settings)
+    await producer.start()
+    loop = Watched(ConsumerSpec("loop-linger", topic, Event, handler), lingering, producer)
+    await produce(settings, topic, [event(0)])
+    task = asyncio.create_task(loop.run())
+    try:
+        await asyncio.wait_for(held.wait(), 45)
+        await produce(settings, topic, [event(1), event(2)])
+        await _until(lambda: len(calls) >= 3)
+        assert batches == [["e0", "e1", "e2"]]
+        held.clear()
+        await produce(settings, topic, [event(3)])
+        await asyncio.wait_for(held.wait(), 45)
+        started = asyncio.get_running_loop().time()
+        await _until(lambda: len(calls) >= 4)
+        waited = asyncio.get_running_loop().time() - started
+        assert batches[-1] == ["e3"] and 4.0 < waited < 15.0
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 15)
+        await producer.stop()
+    assert await count(engine, effects) == 4
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 45.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)

@@ -50,6 +50,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from shared.settings import Settings
+from tests.support.measure import process_cpu
 from tests.support.net import free_port
 from tests.support.options import bench_options
 from tests.support.ready import wait_ready
@@ -60,13 +61,6 @@ ADMIN = f"tp_admin_bench_{uuid.uuid4().hex}"
 WS = "bench"
 BATCH = 500
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU the process used so far (Linux /proc). Per operation, it says what
-    the engine costs even when other work shares the machine's cores."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -225,7 +219,7 @@ async def broadcast_phase(http: httpx.AsyncClient, base: str, pg: asyncpg.Connec
     preview_s = time.perf_counter() - started
     assert r.status_code == 200, r.text
     expected = r.json()["recipients"]
-    cpu = cpu_seconds(pid)
+    cpu = process_cpu(pid)
     started = time.perf_counter()
     r = await http.post(f"{base}/v1/broadcasts/bench/send", headers=admin, timeout=120)
     assert r.status_code == 200, r.text
@@ -239,7 +233,7 @@ async def broadcast_phase(http: httpx.AsyncClient, base: str, pg: asyncpg.Connec
     sent = await pg.fetchval("SELECT count(*) FROM journey.broadcast_audience WHERE "
                              "broadcast_key = 'bench' AND status = 'sent'")
     return {"preview_s": preview_s, "expected": expected, "sent": sent, "handed_s": handed,
-            "published_s": published, "cpu": (cpu_seconds(pid) - cpu) / n}
+            "published_s": published, "cpu": (process_cpu(pid) - cpu) / n}
 
 
 async def main(n_events: int, n_timers: int, timer_rate: int, n_broadcast: int = 0,
@@ -269,21 +263,21 @@ async def main(n_events: int, n_timers: int, timer_rate: int, n_broadcast: int =
                                        headers={"Authorization": f"Bearer {ADMIN}"})
                     assert r.status_code == 200, r.text
             await events_phase(settings, pg, 500)  # warm-up: connections, parsed documents
-            cpu = cpu_seconds(proc.pid)
+            cpu = process_cpu(proc.pid)
             applied, published = await events_phase(settings, pg, n_events)
             events_rate = n_events / applied
             # CPU until the outbox is empty: the engine's work also includes publishing what
             # it decided; a build that left more of that for later would look cheaper.
-            events_cpu = (cpu_seconds(proc.pid) - cpu) / n_events
+            events_cpu = (process_cpu(proc.pid) - cpu) / n_events
             async with httpx.AsyncClient(timeout=10) as http:
                 batches = await handler_batches(http, base)
             events_ceiling = await ceiling(pg, n_events)
 
             now = datetime.now(UTC) + timedelta(seconds=1)
             await waiting_instances(pg, n_timers, [now] * n_timers)
-            cpu = cpu_seconds(proc.pid)
+            cpu = process_cpu(proc.pid)
             rows = await fired(pg, n_timers, timeout=120)
-            timers_cpu = (cpu_seconds(proc.pid) - cpu) / max(len(rows), 1)
+            timers_cpu = (process_cpu(proc.pid) - cpu) / max(len(rows), 1)
             moved = sorted(r["updated_at"] for r in rows)
             capacity = len(rows) / max((moved[-1] - moved[0]).total_seconds(), 1e-3)
             timers_ceiling = await ceiling(pg, n_timers)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import struct
 import time
 import uuid
@@ -43,6 +42,7 @@ from shared.db import create_engine
 from shared.db.migrate import upgrade_all
 from shared.kafka import Record
 from shared.settings import Settings
+from tests.support.measure import process_cpu
 from tests.support.postgres import postgres_server, scratch_database
 
 
@@ -109,15 +109,6 @@ def label(sql: str) -> str:
     return words[:70]
 
 
-def _proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a local process (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 async def _backends(engine: Any) -> float:
     """CPU seconds so far of the Postgres backends of this database but the one asking."""
@@ -125,7 +116,7 @@ async def _backends(engine: Any) -> float:
         pids = (await conn.exec_driver_sql(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid()")).scalars().all()
-    return sum(_proc_cpu(pid) for pid in pids)
+    return sum(process_cpu(pid) for pid in pids)
 
 
 async def run(url: str, batches: int, verbose: bool, cpu: int) -> None:

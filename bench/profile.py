@@ -23,7 +23,6 @@ Postgres backend's that ran the batch (read from /proc: the server must be local
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 import uuid
@@ -47,6 +46,7 @@ from shared.contracts.events import Event
 from shared.db import create_engine
 from shared.db.migrate import upgrade_all
 from shared.settings import Settings
+from tests.support.measure import process_cpu
 from tests.support.options import bench_options
 from tests.support.postgres import postgres_server, scratch_database
 
@@ -92,23 +92,14 @@ class Target:
     async def batch(self, chunk: list[Any]) -> None:
         async with self.engine.begin() as conn:
             pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
-            before = _backend_cpu(pid)
+            before = process_cpu(pid)
             fresh, reads = await claim_and_read(conn, inbox, self.consumer,
                                                 [e.dedupe_id() for e in chunk],
                                                 {e.workspace_id for e in chunk})
             await apply_batch(conn, [e for e in chunk if e.dedupe_id() in fresh], self.settings,
                               datetime.now(UTC), reads)
-        self.backend_cpu += _backend_cpu(pid) - before
+        self.backend_cpu += process_cpu(pid) - before
 
-
-def _backend_cpu(pid: int) -> float:
-    """User + system CPU seconds of a local process (0 where /proc cannot tell)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def deliveries(n: int, profiles: list[str], workspace: str, seed: int = 2) -> list[Any]:

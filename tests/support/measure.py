@@ -26,6 +26,18 @@ def processes(named: dict[str, list[int]], this: str = "bench") -> dict[str, lis
     return found
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds one local process has used so far (Linux /proc; 0 once
+    it is gone). Per operation it says what a process costs even when others share the
+    cores."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
     """User + system CPU seconds each group has spent so far (processes gone count 0)."""
     total: dict[str, float] = {}

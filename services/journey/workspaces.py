@@ -27,35 +27,38 @@ from services.journey.policy.store import Loaded, loaded
 from services.journey.store import Documents
 from services.journey.tables import journey_versions, journeys, policies, templates_seen
 from shared.db.driver import driver
+from shared.db.inbox import claim_cte
 
 
 def _name(table: Any) -> str:
     return f"{table.schema}.{table.name}"
 
 
-# One row shape for the three kinds: (kind, workspace, key, version, document, a, b, c, at).
-_READ = (
-    "SELECT 'p' AS kind, workspace_id, NULL::text AS key, NULL::int AS version, document, "
-    "salt::text AS a, NULL::text AS b, NULL::text AS c, updated_at "
-    f"FROM {_name(policies)} WHERE workspace_id = ANY($1::varchar[]) "
-    "UNION ALL SELECT 't', workspace_id, key, NULL, NULL, channel, category, topic, NULL "
-    f"FROM {_name(templates_seen)} WHERE workspace_id = ANY($1::varchar[]) "
-    "UNION ALL SELECT 'j', j.workspace_id, j.key, v.version, NULL, NULL, NULL, NULL, NULL "
-    f"FROM {_name(journeys)} AS j JOIN {_name(journey_versions)} AS v "
-    "ON v.workspace_id = j.workspace_id AND v.key = j.key AND v.version = j.published_version "
-    "WHERE $2::bool AND j.status = 'published' AND j.workspace_id = ANY($1::varchar[])")
+# One row shape for the three kinds: (kind, workspace, key, version, document, a, b, c, at);
+# `$w` the workspaces, `$l` whether to read the live journeys.
+def _read(w: int, live: int) -> str:
+    return (
+        "SELECT 'p' AS kind, workspace_id, NULL::text AS key, NULL::int AS version, document, "
+        "salt::text AS a, NULL::text AS b, NULL::text AS c, updated_at "
+        f"FROM {_name(policies)} WHERE workspace_id = ANY(${w}::varchar[]) "
+        "UNION ALL SELECT 't', workspace_id, key, NULL, NULL, channel, category, topic, NULL "
+        f"FROM {_name(templates_seen)} WHERE workspace_id = ANY(${w}::varchar[]) "
+        "UNION ALL SELECT 'j', j.workspace_id, j.key, v.version, NULL, NULL, NULL, NULL, NULL "
+        f"FROM {_name(journeys)} AS j JOIN {_name(journey_versions)} AS v ON v.workspace_id = "
+        "j.workspace_id AND v.key = j.key AND v.version = j.published_version "
+        f"WHERE ${live}::bool AND j.status = 'published' "
+        f"AND j.workspace_id = ANY(${w}::varchar[])")
 
 
+_READ = _read(1, 2)
 
 
 @lru_cache(maxsize=4)
 def _claim_and_read(inbox: Table) -> str:
-    """The inbox claim (shared/db/inbox.py's statement: the ids not seen before) as a part of
+    """The inbox claim (shared/db/inbox.py's, $1 the consumer and $2 the ids) as a part of
     the read: the transaction's first statement does both."""
-    return (f"WITH claimed AS (INSERT INTO {_name(inbox)} (consumer, message_id) "
-            "SELECT $3, m FROM unnest($4::text[]) AS m ON CONFLICT DO NOTHING "
-            "RETURNING message_id) SELECT 'i', NULL, message_id, NULL, NULL, NULL, NULL, NULL, "
-            f"NULL FROM claimed UNION ALL {_READ}")
+    return (f"WITH {claim_cte(inbox)} SELECT 'i', NULL, message_id, NULL, NULL, NULL, NULL, "
+            f"NULL, NULL FROM claimed UNION ALL {_read(3, 4)}")
 
 
 @dataclass
@@ -76,8 +79,8 @@ async def read(conn: AsyncConnection, docs: Documents, workspaces: Iterable[str]
     out = Workspaces()
     if claim is not None:
         inbox, consumer, ids = claim
-        rows = await (await driver(conn)).fetch(_claim_and_read(inbox), wanted, live, consumer,
-                                                list(dict.fromkeys(ids)))
+        rows = await (await driver(conn)).fetch(_claim_and_read(inbox), consumer,
+                                                list(dict.fromkeys(ids)), wanted, live)
     elif wanted:
         rows = await (await driver(conn)).fetch(_READ, wanted, live)
     else:

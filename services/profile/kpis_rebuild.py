@@ -23,7 +23,8 @@ from services.profile import repository as repo
 
 log = logging.getLogger(__name__)
 _TASKS: set[asyncio.Task[None]] = set()
-_EMPTIED = ("kpi_bits", "kpi_firsts", "kpi_touches", "kpi_orders", "kpi_customer_days")
+_EMPTIED = ("kpi_bits", "kpi_firsts", "kpi_touches", "kpi_orders", "kpi_customer_days",
+            "kpi_money")
 
 
 async def start(engine: AsyncEngine, workspace_id: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpis import BITS, COUNTED, TOUCHES
 from services.profile.kpis_bits import TWICE
+from services.profile.kpis_uplift import pack
 from shared.db.driver import driver
 
 LONG = 3600.0  # seconds a statement may run: far past the engine's 30 s for requests
@@ -187,10 +188,13 @@ _ATTRIBUTED_REFUNDS = _ADD_COUNTS.format(select=(
 # their first day), then per (figure, dimension, key, segment, day, chunk) the OR of one bit
 # per fact (a person's repeated facts set the same bit), and for `customer` the bits of
 # those with two orders or more that day (kpis_bits).
+# Customers with a refund alone are numbered too: every customer with money has a number
+# (kpi_money, below).
 _WHO = (
     "(SELECT x.pid, x.day FROM kpi_x x WHERE x.kind = 'd' AND x.status IN ('sent', "
     "'suppressed') UNION ALL SELECT o.profile_id, o.day FROM profile.kpi_orders o WHERE "
-    "o.workspace_id = $1::text AND o.profile_id <> 'erased')")
+    "o.workspace_id = $1::text AND o.profile_id <> 'erased' UNION ALL SELECT x.pid, x.day "
+    "FROM kpi_x x WHERE x.kind = 'r')")
 _NUMBERS = (
     f"WITH p AS (SELECT pid, min(day) AS lo, max(day) AS hi FROM {_WHO} AS w GROUP BY 1), u AS "
     "(UPDATE profile.kpi_numbers k SET first_day = least(k.first_day, p.lo), last_day = "
@@ -219,6 +223,13 @@ _BITS = (
     "unnest(array[''] || x.segments) AS g(seg) WHERE x.workspace_id = $1::text AND "
     "x.profile_id <> 'erased' GROUP BY 1, 2, 3, 4, 5, 6) AS f JOIN profile.kpi_numbers k ON "
     "k.workspace_id = $1::text AND k.profile_id = f.pid GROUP BY 2, 3, 4, 5, 6, 7")
+
+# The customers' days by number (kpis_uplift's read): one kpi_money row per day and currency.
+_MONEY = (
+    "INSERT INTO profile.kpi_money (workspace_id, day, currency, data) SELECT $1::text, "
+    "d.day, d.currency, " + pack("k.n", "d.revenue", "d.orders") + " FROM "
+    "profile.kpi_customer_days d JOIN profile.kpi_numbers k ON k.workspace_id = $1::text AND "
+    "k.profile_id = d.profile_id WHERE d.workspace_id = $1::text GROUP BY 2, 3")
 
 
 async def extract(conn: Any, ws: str, conv: Conventions) -> list[tuple[datetime, datetime, int]]:
@@ -273,3 +284,4 @@ async def finish(conn: Any, ws: str, conv: Conventions) -> None:
     await fetch(conn, _ATTRIBUTED_REFUNDS, ws)
     await fetch(conn, _NUMBERS, ws)
     await fetch(conn, _BITS, ws, list(TWICE))
+    await fetch(conn, _MONEY, ws)

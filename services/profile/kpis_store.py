@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.profile import kpis_bits
+from services.profile import kpis_bits, kpis_uplift
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpi_facts import KpiFacts, Order
 from services.profile.domain.kpis import (
@@ -31,7 +31,7 @@ from services.profile.domain.kpis import (
     local_day,
     nps_bucket,
 )
-from services.profile.kpis_uplift import FOLD, Money, add_days, known_control
+from services.profile.kpis_uplift import ADD_MONEY, FOLD, Money, add_days, known_control
 from services.profile.repository import columns, fetch
 from shared.kafka.errors import DependencyUnavailable
 
@@ -105,8 +105,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         return
     if reporting is None:
         reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
-    if merges:
-        await repoint(conn, merges)
+    moved = await repoint(conn, merges) if merges else []
 
     def segs(ws: str, pid: str) -> list[str]:
         keys = reporting.get(ws)
@@ -125,6 +124,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
               for ws, pid, at in _touch_times(facts)}
     probes |= {(ws, s, _EVER[0], _EVER[1]) for ws, s in merges.values()}
     await _attribute(conn, convs, new_orders, sorted(probes), r)
+    records = _records(money, new_orders, moved, convs)
     for ws, pid, at, score in facts.nps:
         pid = live(pid)
         day = local_day(at, convs[ws].timezone)
@@ -132,8 +132,33 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         r.count(ws, day, [ALL], segs(ws, pid), "nps_responses")
     for ws, old, new in moves:
         r.count(ws, local_day(now, convs[ws].timezone), [ALL], [], f"move:{old or 'none'}>{new}")
-    await flush(conn, r)
+    await flush(conn, r, records)
 
+
+# kpi_money's records of a batch: (workspace, profile id or number, day, currency) ->
+# [orders, revenue] added; a profile id is numbered in `flush`.
+Records = dict[tuple[str, str | int, date, str], list[Any]]
+
+
+def _records(money: Money, new_orders: list[Order], moved: list[Any],
+             convs: dict[str, Conventions]) -> Records:
+    """What the batch added to kpi_customer_days: the refunds (`money`), the new orders, a
+    merge's days (off the loser's number, onto the survivor)."""
+    out: Records = defaultdict(lambda: [0, 0.0])
+    for key, (o, v) in money.items():
+        out[key][0] += o
+        out[key][1] += v
+    for order in new_orders:
+        held = out[(order.ws, order.pid, local_day(order.at, convs[order.ws].timezone),
+                    order.currency)]
+        held[0] += 1
+        held[1] += order.revenue
+    for ws, _loser, survivor, day, currency, orders, revenue, n in moved:
+        for who, sign in ((survivor, 1), (n, -1)):
+            if who is not None:
+                out[(ws, who, day, currency)][0] += sign * orders
+                out[(ws, who, day, currency)][1] += sign * revenue
+    return out
 
 _EVER = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
 
@@ -354,15 +379,46 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
             "b, t) WHERE o.workspace_id = t.ws AND o.order_key = t.k", *columns(updates, 7))
 
 
-async def flush(conn: AsyncConnection, r: Rollup) -> None:
-    """Add the batch's people (their day bitmaps) and counters to the rollups: the counters'
-    upsert goes with the bitmaps' (one statement) when there are people."""
-    counts = [*columns(r.counts, 7), list(r.counts.values())] if r.counts else []
+COMPACT_EVERY = 64  # batches with money per compaction of their days (kpi_money)
+_turn = 0
+
+
+async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None) -> None:
+    """Add the batch's people (their day bitmaps), counters and kpi_money records to the
+    rollups: one statement when there are people (the records' profiles numbered with
+    theirs: every customer with money has a number)."""
+    global _turn  # noqa: PLW0603
+    parts: list[tuple[str, int, list[Any]]] = []
+    if r.counts:
+        parts.append((_COUNTS, 8, [*columns(r.counts, 7), list(r.counts.values())]))
+    number = None
+    if records:
+        days: dict[tuple[str, str], tuple[date, date]] = {}
+        for ws, _f, _d, _k, _s, day, pid in r.people:
+            held = days.get((ws, pid))
+            days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
+        for ws, who, day, _c in records:
+            if isinstance(who, str):
+                held = days.get((ws, who))
+                days[(ws, who)] = (min(held[0], day), max(held[1], day)) if held else \
+                    (day, day)
+        number = await kpis_bits.numbers(conn, days)
+        rows = sorted((ws, who if isinstance(who, int) else number[(ws, who)], day, c, *v)
+                      for (ws, who, day, c), v in records.items())
+        parts.append((ADD_MONEY, 6, columns(rows, 6)))
+    first = 10 if r.people else 1
+    ctes, args = [], []
+    for name, (sql, k, cols) in zip("cm", parts, strict=False):
+        ctes.append(f"{name} AS ({sql.format(*range(first + len(args), first + len(args) + k))})")
+        args += cols
     if r.people:
-        await kpis_bits.add(conn, r.people, also=(
-            f"c AS ({_COUNTS.format(*range(10, 18))})", counts) if counts else ("", []))
-    elif counts:
-        await fetch(conn, _COUNTS.format(*range(1, 9)), *counts)
+        await kpis_bits.add(conn, r.people, number, also=(", ".join(ctes), args))
+    elif ctes:
+        await fetch(conn, "WITH " + ", ".join(ctes) + " SELECT 1", *args)
+    if records:
+        _turn += 1
+        if _turn % COMPACT_EVERY == 0:  # a day's rows stay few: one per batch until then
+            await kpis_uplift.compact(conn, [(ws, day, c) for ws, _w, day, c in records])
 
 
 # The counters' upsert; {0}..{7}: the numbers of its parameters.
@@ -374,7 +430,7 @@ _COUNTS = (
     "excluded.value")
 
 
-async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> None:
+async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> list[Any]:
     """Merged profiles (loser -> (workspace, survivor)): their touches, orders, customer
     days, control membership and bits become the survivor's (a day both were in holds the
     survivor once, with two facts or more: distinct counts stay distinct). Matched by
@@ -383,8 +439,14 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> 
     (the first of the numbers' locks, as kpis_bits.move needs), then the bits."""
     losers = list(merges)
     workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
-    gone = await fetch(conn, _REPOINT, workspaces, losers, survivors)
+    rows = await fetch(conn, _REPOINT, workspaces, losers, survivors)
+    gone = [r[1:6] for r in rows if r[0]]
     await kpis_bits.move(conn, merges, gone)
+    # The losers' moved days: (workspace, loser, survivor, day, currency, orders, revenue,
+    # the loser's number or None), for kpi_money.
+    number = {(r[0], r[1]): r[2] for r in gone}
+    return [(r[1], r[2], r[6], r[4], r[7], r[8], r[9], number.get((r[1], r[2])))
+            for r in rows if not r[0]]
 
 
 _REPOINT = (
@@ -392,7 +454,9 @@ _REPOINT = (
     "t AS (UPDATE profile.kpi_touches x SET profile_id = m.s FROM m WHERE x.workspace_id = "
     "m.w AND x.profile_id = m.l), o AS (UPDATE profile.kpi_orders x SET profile_id = m.s "
     "FROM m WHERE x.workspace_id = m.w AND x.profile_id = m.l), " + FOLD + ", n AS (" +
-    kpis_bits.FORGET.format(gone="SELECT w, l FROM m") + ") SELECT * FROM n")
+    kpis_bits.FORGET.format(gone="SELECT w, l FROM m") + ") SELECT true, workspace_id, "
+    "profile_id, n, first_day, last_day, NULL, NULL, NULL, NULL FROM n UNION ALL SELECT "
+    "false, workspace_id, profile_id, NULL, day, NULL, s, currency, orders, revenue FROM g")
 
 
 async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> None:
@@ -400,9 +464,14 @@ async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> N
     the touches, the control group and the per-customer days; the anonymous counters
     (orders, revenue, sends) keep what happened."""
     await kpis_bits.clear(conn, [(workspace_id, profile_id)])
-    for table in ("kpi_touches", "kpi_control", "kpi_customer_days"):
+    for table in ("kpi_touches", "kpi_control"):
         await fetch(conn, f"DELETE FROM profile.{table} WHERE workspace_id = $1 AND "  # noqa: S608
                     "profile_id = $2", workspace_id, profile_id)
+    days = await fetch(conn, "DELETE FROM profile.kpi_customer_days WHERE workspace_id = $1 "
+                       "AND profile_id = $2 RETURNING workspace_id, day, currency",
+                       workspace_id, profile_id)
+    # Their kpi_money records go too: their days' rows again from the others' days.
+    await kpis_uplift.compact(conn, [tuple(d) for d in days])
     await fetch(conn, "UPDATE profile.kpi_orders SET profile_id = 'erased' WHERE "
                 "workspace_id = $1 AND profile_id = $2", workspace_id, profile_id)
 

@@ -1,12 +1,14 @@
 """The CRM uplift's rollups (`uplift.crm` of `GET /v1/kpis`): control-group members and each
-customer's orders and net revenue per local day. Written in the consumer's batch
-transaction (called from kpis_store), read without scanning the event history."""
+customer's orders and net revenue per local day (`kpi_customer_days`, and the same amounts
+packed by customer number in `kpi_money`, what the read sums). Written in the consumer's
+batch transaction (called from kpis_store), read without scanning the event history."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.kpis import BITS
@@ -15,6 +17,37 @@ from shared.uplift import conversion, newcombe, welch
 
 # (workspace, profile, local day, currency) -> [new orders, net revenue]: kpi_customer_days.
 Money = dict[tuple[str, str, date, str], list[Any]]
+# kpi_money's records: customer number, net revenue and new orders added (big-endian).
+RECORD = np.dtype([("n", ">i8"), ("v", ">f8"), ("o", ">i4")])
+
+
+def pack(n: str, v: str, o: str) -> str:
+    """The SQL aggregate packing rows' (number, revenue, orders) into RECORDs."""
+    return (f"string_agg(int8send(({n})::int8) || float8send(({v})::float8) || "
+            f"int4send(({o})::int4), ''::bytea ORDER BY {n})")
+
+
+# One kpi_money row per (workspace, day, currency) of the rows' (workspace, number, day,
+# currency, orders, revenue); {0}..{5}: the numbers of its parameters.
+ADD_MONEY = (
+    "INSERT INTO profile.kpi_money (workspace_id, day, currency, data) SELECT ws, d, c, "
+    + pack("n", "v", "o") + " FROM unnest(${0}::text[], ${1}::int[], ${2}::date[], "
+    "${3}::text[], ${4}::int[], ${5}::float8[]) AS t(ws, n, d, c, o, v) GROUP BY 1, 2, 3")
+# Each (workspace, day, currency) of $1..$3 as one kpi_money row again, from the customers'
+# days (the numbered ones: every customer with money has a number). After COMPACT_LOCK (a
+# statement of its own, so that this one sees what the lock waited for).
+COMPACT_LOCK = (
+    "SELECT count(pg_advisory_xact_lock(hashtext('profile-kpi-money:' || ws || ':' || d || "
+    "':' || c))) FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::date[], $3::text[]) "
+    "ORDER BY 1, 2, 3) AS t(ws, d, c)")
+COMPACT = (
+    "WITH t AS (SELECT DISTINCT * FROM unnest($1::text[], $2::date[], $3::text[]) AS t(ws, d, "
+    "c)), gone AS (DELETE FROM profile.kpi_money x USING t WHERE x.workspace_id = t.ws AND "
+    "x.day = t.d AND x.currency = t.c) INSERT INTO profile.kpi_money (workspace_id, day, "
+    "currency, data) SELECT t.ws, t.d, t.c, " + pack("k.n", "m.revenue", "m.orders") +
+    " FROM t JOIN profile.kpi_customer_days m ON m.workspace_id = t.ws AND m.day = t.d AND "
+    "m.currency = t.c JOIN profile.kpi_numbers k ON k.workspace_id = m.workspace_id AND "
+    "k.profile_id = m.profile_id GROUP BY 1, 2, 3")
 
 
 def _columns(rows: list[tuple[Any, ...]], n: int) -> list[list[Any]]:
@@ -45,10 +78,13 @@ def add_days(select: str) -> str:
 # Merges (CTEs over `m(w, l, s)`: workspace, loser, survivor; kpis_store.repoint): a
 # loser's days fold into the survivor's, and a loser in the control group makes the survivor
 # a member (its `control` bits move with the other people bitmaps).
+# The moved days (g: workspace, loser, survivor, day, currency, orders, revenue) go to
+# kpi_money with the numbers (kpis_store.write).
 FOLD = (
     "g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE x.workspace_id = m.w AND "
-    "x.profile_id = m.l RETURNING x.workspace_id, m.s, x.day, x.currency, x.orders, "
-    "x.revenue), days AS (" + add_days("SELECT * FROM g") + "), k AS (DELETE FROM "
+    "x.profile_id = m.l RETURNING x.workspace_id, x.profile_id, m.s, x.day, x.currency, "
+    "x.orders, x.revenue), days AS (" + add_days(
+        "SELECT workspace_id, s, day, currency, orders, revenue FROM g") + "), k AS (DELETE FROM "
     "profile.kpi_control x USING m WHERE x.workspace_id = m.w AND x.profile_id = m.l "
     "RETURNING x.*, m.s), ctl AS (INSERT INTO profile.kpi_control (workspace_id, "
     "profile_id, since) SELECT workspace_id, s, min(since) FROM k GROUP BY 1, 2 ON CONFLICT "
@@ -71,30 +107,16 @@ _ARMS = (
     f"AS r, coalesce(a.c, {_ZERO}) AS c, coalesce(k.k, {_ZERO}) AS k FROM a LEFT JOIN k "
     "USING (chunk)), arm AS MATERIALIZED (SELECT chunk, r & ~(c | k) AS treated, "
     "(r | c) & (c | k) AS control FROM x) ")
-# Each customer with orders in the window, in the arm its bit is in: converted, net revenue
-# in the workspace currency (0 without), and its square (Welch's variance). The customers
-# are numbered before they meet the arms' bitmaps (one chunk row each, by its number); only
-# numbers whose days meet the window (one outside them has no bit in the window's arms).
+# The arms' bitmaps per chunk, then the window's kpi_money rows (every currency; whether
+# it counts for revenue): numpy sums each customer's records and meets them with the arms
+# (crm). A number outside the arms (a forgotten one, a merge's loser) is left out there.
 _MONEY = (
-    ", money AS MATERIALIZED (SELECT n.n, m.orders, m.v FROM (SELECT profile_id, sum(orders) "
-    "AS orders, coalesce(sum(revenue) FILTER (WHERE currency = ANY($5::text[])), 0) AS v "
-    "FROM profile.kpi_customer_days WHERE workspace_id = $1 AND day BETWEEN $3 AND $4 GROUP "
-    "BY 1) AS m JOIN profile.kpi_numbers n ON n.workspace_id = $1 AND n.profile_id = "
-    "m.profile_id AND n.last_day >= $3 AND n.first_day <= $4), who AS (SELECT "
-    f"get_bit(arm.control, m.n % {BITS}) = 1 AS control, "
-    f"get_bit(arm.control, m.n % {BITS}) + get_bit(arm.treated, m.n % {BITS}) = 1 AS inside, "
-    f"m.orders, m.v FROM money m JOIN arm ON arm.chunk = m.n / {BITS}) "
-    # One statement, one row, the arms computed once: their sizes, then per arm the
-    # converted customers, the revenue and its squares (conditional sums: no sort).
-    "SELECT (SELECT sum(bit_count(treated)) FROM arm), (SELECT sum(bit_count(control)) FROM "
-    "arm), count(*) FILTER (WHERE NOT control AND orders > 0), sum(v) FILTER (WHERE NOT "
-    "control), sum(v * v) FILTER (WHERE NOT control), count(*) FILTER (WHERE control AND "
-    "orders > 0), sum(v) FILTER (WHERE control), sum(v * v) FILTER (WHERE control) FROM who "
-    "WHERE inside")
-# The customers' window sums are hashed per customer: room for them in memory (the default
-# 4 MB spilled to disk at 100 k customers), for this transaction only; and a plan for the
-# window's own values (the prepared statement's generic plan, chosen after five runs,
-# joined the customers' numbers one index probe each: twice as slow).
+    "SELECT chunk, treated, control, NULL::bytea AS data, NULL::bool AS counts FROM arm "
+    "UNION ALL SELECT NULL, NULL, NULL, data, currency = ANY($5::text[]) FROM "
+    "profile.kpi_money WHERE workspace_id = $1 AND day BETWEEN $3 AND $4")
+# Room in memory for the reads' hashes (the default 4 MB spilled to disk at 100 k customers),
+# for this transaction only; and a plan for the window's own values (the prepared
+# statement's generic plan, chosen after five runs, was twice as slow).
 READ_SETTINGS = ("SELECT set_config('work_mem', '64MB', true), "
                  "set_config('plan_cache_mode', 'force_custom_plan', true)")
 
@@ -116,19 +138,8 @@ async def crm(conn: AsyncConnection, ws: str, first: date, last: date, segment: 
     each customer's days."""
     currencies = sorted({currency, ""})
     await read_settings(conn)
-    found = (await fetch(conn, _ARMS + _MONEY, ws, segment, first, last, currencies))[0]
-    rows = []
-    for is_control, size, sums in ((False, found[0], found[2:5]), (True, found[1], found[5:8])):
-        n = int(size or 0)
-        if not n:
-            continue
-        converted, total, squares = (int(sums[0] or 0), float(sums[1] or 0.0),
-                                     float(sums[2] or 0.0))
-        mean = total / n
-        rows.append({"control": is_control, "n": n, "converted": converted,
-                     "total": total, "mean": mean,
-                     "var": max(0.0, squares - n * mean * mean) / (n - 1) if n > 1
-                     else None})
+    rows = _arms_sums(await fetch(conn, _ARMS + _MONEY, ws, segment, first, last,
+                                  currencies))
     arms = {bool(r["control"]): r for r in rows}
     treated, control = _arm(arms.get(False)), _arm(arms.get(True))
     interval = newcombe((treated["converted"], treated["customers"]),
@@ -145,6 +156,42 @@ async def crm(conn: AsyncConnection, ws: str, first: date, last: date, segment: 
                                      "ci_method": "welch", "df": money["df"]}}
 
 
+def _arms_sums(found: list[Any]) -> list[dict[str, Any]]:
+    """Per arm (treated, control: the bits set in their bitmaps): its size, the customers
+    with an order in the window, their net revenue in the currencies that count, and its
+    squares (each customer's window sum of its records first)."""
+    chunks = [r for r in found if r[0] is not None]
+    size = (max(r[0] for r in chunks) + 1) * BITS if chunks else 0
+    arm = {False: np.zeros(size, bool), True: np.zeros(size, bool)}
+    for chunk, treated, control, _data, _counts in chunks:
+        for is_control, bits in ((False, treated), (True, control)):
+            arm[is_control][chunk * BITS:(chunk + 1) * BITS] = np.unpackbits(
+                np.frombuffer(bits.bytes, np.uint8), count=BITS).view(bool)
+    data = [r for r in found if r[0] is None]
+    recs = np.frombuffer(b"".join(r[3] for r in data), RECORD)
+    counts = np.repeat(np.array([bool(r[4]) for r in data], bool),
+                       [len(r[3]) // RECORD.itemsize for r in data])
+    inside = recs["n"] < size  # a number past the arms' chunks is in neither arm
+    n, counts = recs["n"][inside].astype(np.int64), counts[inside]
+    orders = np.bincount(n, recs["o"][inside].astype(np.float64), size)
+    money = np.bincount(n[counts], recs["v"][inside][counts].astype(np.float64), size)
+    rows = []
+    for is_control in (False, True):
+        members = arm[is_control]
+        count = int(np.count_nonzero(members))
+        if not count:
+            continue
+        v = money[members]
+        total, squares = float(v.sum()), float(np.dot(v, v))
+        mean = total / count
+        rows.append({"control": is_control, "n": count,
+                     "converted": int(np.count_nonzero(orders[members] > 0)),
+                     "total": total, "mean": mean,
+                     "var": max(0.0, squares - count * mean * mean) / (count - 1) if count > 1
+                     else None})
+    return rows
+
+
 def _arm(row: Any) -> dict[str, Any]:
     n, converted = (int(row["n"]), int(row["converted"])) if row else (0, 0)
     return {"customers": n, "converted": converted, "conversion": conversion(converted, n),
@@ -156,3 +203,11 @@ def _sample(row: Any) -> tuple[float, float, int]:
     if row is None:
         return 0.0, 0.0, 0
     return float(row["mean"]), float(row["var"] or 0.0), int(row["n"])
+
+
+async def compact(conn: AsyncConnection, keys: list[tuple[str, date, str]]) -> None:
+    """The (workspace, day, currency)s' kpi_money rows as one row each again (COMPACT)."""
+    if keys:
+        cols = _columns(sorted(set(keys)), 3)
+        await fetch(conn, COMPACT_LOCK, *cols)
+        await fetch(conn, COMPACT, *cols)

@@ -16,7 +16,8 @@ from services.profile.domain.kpis import BITS
 from shared.contracts.delivery import DeliveryStatus
 
 _STATUS = {s.value: s for s in DeliveryStatus}
-_EMPTIED = ("kpi_bits", "kpi_firsts", "kpi_touches", "kpi_orders", "kpi_customer_days")
+_EMPTIED = ("kpi_bits", "kpi_firsts", "kpi_touches", "kpi_orders", "kpi_customer_days",
+            "kpi_money")
 
 
 async def replay(engine: AsyncEngine, ws: str, page: int = 1) -> None:

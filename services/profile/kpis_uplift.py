@@ -186,7 +186,7 @@ def _arms_sums(found: list[Any]) -> list[dict[str, Any]]:
         mean = total / count
         rows.append({"control": is_control, "n": count,
                      "converted": int(np.count_nonzero(orders[members] > 0)),
-                     "total": total, "mean": mean,
+                     "total": total, "squares": squares, "mean": mean,
                      "var": max(0.0, squares - count * mean * mean) / (count - 1) if count > 1
                      else None})
     return rows

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import _root  # noqa: F401  (the repository root on sys.path: tests.support)
@@ -95,6 +96,17 @@ CONTEXT = {"profile": {"traits": {"first_name": "Ada"}, "metrics": {"order_count
                "shop": "Shop", "code": "WELCOME10"}}}
 
 
+async def until(counted: Callable[[], int], count: int, what: str, timeout: float = 120
+                ) -> float:
+    """The clock once `counted()` reaches `count` (polled every 2 ms)."""
+    deadline = time.perf_counter() + timeout
+    while counted() < count:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{counted()} of {count} {what}")
+        await asyncio.sleep(0.002)
+    return time.perf_counter()
+
+
 class Sink:
     def __init__(self, port: int) -> None:
         self.port, self.count = port, 0
@@ -111,13 +123,8 @@ class Sink:
         while line := await self.proc.stdout.readline():
             self.count = int(line)
 
-    async def wait_for(self, count: int, timeout: float = 120) -> float:
-        deadline = time.perf_counter() + timeout
-        while self.count < count:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"{self.count} of {count} emails")
-            await asyncio.sleep(0.002)
-        return time.perf_counter()
+    async def wait_for(self, count: int) -> float:
+        return await until(lambda: self.count, count, "emails")
 
     def cpu(self) -> float:
         """CPU seconds the sink has spent so far."""
@@ -154,13 +161,8 @@ class Published:
                 self.expected.discard(event["idempotency_key"])
                 self.seen += 1
 
-    async def wait_for(self, count: int, timeout: float = 120) -> float:
-        deadline = time.perf_counter() + timeout
-        while self.seen < count:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"{self.seen} of {count} delivery events")
-            await asyncio.sleep(0.002)
-        return time.perf_counter()
+    async def wait_for(self, count: int) -> float:
+        return await until(lambda: self.seen, count, "delivery events")
 
     async def stop(self) -> None:
         if self.task:

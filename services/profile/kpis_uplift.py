@@ -162,33 +162,33 @@ def _arms_sums(found: list[Any]) -> list[dict[str, Any]]:
     squares (each customer's window sum of its records first)."""
     chunks = [r for r in found if r[0] is not None]
     size = (max(r[0] for r in chunks) + 1) * BITS if chunks else 0
-    arm = {False: np.zeros(size, bool), True: np.zeros(size, bool)}
+    arm = np.zeros(size, np.uint8)  # per number: 1 treated, 2 control (disjoint), else 0
     for chunk, treated, control, _data, _counts in chunks:
-        for is_control, bits in ((False, treated), (True, control)):
-            arm[is_control][chunk * BITS:(chunk + 1) * BITS] = np.unpackbits(
-                np.frombuffer(bits.bytes, np.uint8), count=BITS).view(bool)
+        part = arm[chunk * BITS:(chunk + 1) * BITS]
+        part += np.unpackbits(np.frombuffer(treated.bytes, np.uint8), count=BITS)
+        part += 2 * np.unpackbits(np.frombuffer(control.bytes, np.uint8), count=BITS)
     data = [r for r in found if r[0] is None]
     recs = np.frombuffer(b"".join(r[3] for r in data), RECORD)
     counts = np.repeat(np.array([bool(r[4]) for r in data], bool),
                        [len(r[3]) // RECORD.itemsize for r in data])
-    inside = recs["n"] < size  # a number past the arms' chunks is in neither arm
-    n, counts = recs["n"][inside].astype(np.int64), counts[inside]
-    orders = np.bincount(n, recs["o"][inside].astype(np.float64), size)
-    money = np.bincount(n[counts], recs["v"][inside][counts].astype(np.float64), size)
+    n = recs["n"].astype(np.intp)
+    width = max(size, int(n.max()) + 1) if len(n) else size  # a number past the arms' chunks
+    orders = np.bincount(n, recs["o"].astype(np.float64), width)[:size]
+    money = np.bincount(n, np.where(counts, recs["v"].astype(np.float64), 0.0), width)[:size]
+    sizes = np.bincount(arm, minlength=4)
+    converted = np.bincount(arm, orders > 0, 4)
+    totals, squares = np.bincount(arm, money, 4), np.bincount(arm, money * money, 4)
     rows = []
-    for is_control in (False, True):
-        members = arm[is_control]
-        count = int(np.count_nonzero(members))
+    for is_control, code in ((False, 1), (True, 2)):
+        count = int(sizes[code])
         if not count:
             continue
-        v = money[members]
-        total, squares = float(v.sum()), float(np.dot(v, v))
+        total = float(totals[code])
         mean = total / count
-        rows.append({"control": is_control, "n": count,
-                     "converted": int(np.count_nonzero(orders[members] > 0)),
-                     "total": total, "squares": squares, "mean": mean,
-                     "var": max(0.0, squares - count * mean * mean) / (count - 1) if count > 1
-                     else None})
+        rows.append({"control": is_control, "n": count, "converted": int(converted[code]),
+                     "total": total, "squares": float(squares[code]), "mean": mean,
+                     "var": max(0.0, float(squares[code]) - count * mean * mean) / (count - 1)
+                     if count > 1 else None})
     return rows
 
 

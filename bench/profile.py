@@ -18,6 +18,7 @@ them (the batch's KPI facts neither noted nor written), batches alternating betw
 workspaces, on traffic that is half storefront events, half delivery outcomes of known
 profiles (sent, delivered, opened, clicked). CPU per event is this process's plus the
 Postgres backend's that ran the batch (read from /proc: the server must be local).
+`--analyze` takes the tables' statistics after the untimed seeding (see `compare`).
 """
 
 from __future__ import annotations

@@ -36,10 +36,11 @@ ADD_MONEY = (
 # Each (workspace, day, currency) of $1..$3 as one kpi_money row again, from the customers'
 # days (the numbered ones: every customer with money has a number). After COMPACT_LOCK (a
 # statement of its own, so that this one sees what the lock waited for).
+# The locks in the order of their keys (hashes): every transaction the same, no deadlock.
 COMPACT_LOCK = (
-    "SELECT count(pg_advisory_xact_lock(hashtext('profile-kpi-money:' || ws || ':' || d || "
-    "':' || c))) FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::date[], $3::text[]) "
-    "ORDER BY 1, 2, 3) AS t(ws, d, c)")
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtext("
+    "'profile-kpi-money:' || ws || ':' || d || ':' || c) AS h FROM unnest($1::text[], "
+    "$2::date[], $3::text[]) AS t(ws, d, c) ORDER BY 1) AS t")
 COMPACT = (
     "WITH t AS (SELECT DISTINCT * FROM unnest($1::text[], $2::date[], $3::text[]) AS t(ws, d, "
     "c)), gone AS (DELETE FROM profile.kpi_money x USING t WHERE x.workspace_id = t.ws AND "

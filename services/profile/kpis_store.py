@@ -407,7 +407,8 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
                       for (ws, who, day, c), v in records.items())
         parts.append((ADD_MONEY, 6, columns(rows, 6)))
     first = 10 if r.people else 1
-    ctes, args = [], []
+    ctes: list[str] = []
+    args: list[Any] = []
     for name, (sql, k, cols) in zip("cm", parts, strict=False):
         ctes.append(f"{name} AS ({sql.format(*range(first + len(args), first + len(args) + k))})")
         args += cols

@@ -68,9 +68,9 @@ def same(a: dict[bool, Any], b: dict[bool, Any]) -> bool:
                for c in (False, True))
 
 
-async def records(engine: AsyncEngine, ws: str) -> tuple[dict[int, Any], dict[int, Any]]:
-    """Per live number: (orders, revenue) of all its days, from kpi_money's records and from
-    kpi_customer_days."""
+async def records(engine: AsyncEngine, ws: str) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """Per live number and currency: (orders, revenue) of all its days, from kpi_money's
+    records and from kpi_customer_days."""
     async with engine.connect() as conn:
         rows = await fetch(conn, "SELECT data, currency FROM profile.kpi_money WHERE "
                            "workspace_id = $1", ws)

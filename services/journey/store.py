@@ -28,8 +28,7 @@ from services.journey.tables import (
 from services.journey.tables import outbox as outbox_table
 from shared.conditions import STORED
 from shared.db.driver import driver
-from shared.db.outbox import OutboxRow, Pending, written_rows
-from shared.kafka.codec import headers_json, with_trace
+from shared.db.outbox import OutboxRow, Pending, columns, insert_sql
 
 Pair = tuple[str, str]  # (workspace_id, profile_id)
 _FIELDS = [c.name for c in instances.columns if c.name != "updated_at"]
@@ -316,15 +315,12 @@ def _write_sql(outbox: Table) -> str:
     trace reads them by id), sends, and the outbox rows (in order, their ids returned)."""
     at = 1
     parts = []
-    for name, table, columns, tail in (("i", instances, _FIELDS, ""),
-                                       ("d", decisions, _DECISION_COLUMNS, ""),
-                                       ("s", sends, _SEND_COLUMNS, " ON CONFLICT DO NOTHING")):
-        parts.append(f"{name} AS ({_insert(table, columns, at, tail)})")
-        at += len(columns)
-    return (f"WITH {', '.join(parts)} INSERT INTO {outbox.schema}.{outbox.name} "
-            f"(topic, key, value, headers) SELECT t, k, v, h::jsonb FROM unnest(${at}::text[], "
-            f"${at + 1}::bytea[], ${at + 2}::bytea[], ${at + 3}::text[]) "
-            "WITH ORDINALITY AS u(t, k, v, h, n) ORDER BY n RETURNING id")
+    for name, table, names, tail in (("i", instances, _FIELDS, ""),
+                                     ("d", decisions, _DECISION_COLUMNS, ""),
+                                     ("s", sends, _SEND_COLUMNS, " ON CONFLICT DO NOTHING")):
+        parts.append(f"{name} AS ({_insert(table, names, at, tail)})")
+        at += len(names)
+    return f"WITH {', '.join(parts)} {insert_sql(outbox.fullname, at)}"
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -348,15 +344,12 @@ async def write(conn: AsyncConnection, touched: Iterable[Instance], made: Sequen
         await db.executemany(_UPDATE, changed)
     if not (new or made or sent or queued):
         return []
-    topics = [p.topic for p in queued]
-    keys = [p.key for p in queued]
-    values = [p.value for p in queued]
-    headers = with_trace([headers_json(p.short, p.message_id) for p in queued])
+    rows = columns(queued)
     got = await db.fetch(
         _write_sql(outbox), *_columns(new, len(_FIELDS)),
         *_columns(_decision_rows(made), len(_DECISION_COLUMNS)),
-        *[[row.get(c) for row in sent] for c in _SEND_COLUMNS], topics, keys, values, headers)
-    return written_rows([r[0] for r in got], topics, keys, values, headers)
+        *[[row.get(c) for row in sent] for c in _SEND_COLUMNS], *rows)
+    return rows.written([r[0] for r in got])
 
 
 async def record_sends(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:

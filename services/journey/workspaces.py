@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,21 +29,17 @@ from shared.db.driver import driver
 from shared.db.inbox import claim_cte
 
 
-def _name(table: Any) -> str:
-    return f"{table.schema}.{table.name}"
-
-
 # One row shape for the three kinds: (kind, workspace, key, version, document, a, b, c, at);
 # `$w` the workspaces, `$l` whether to read the live journeys.
 def _read(w: int, live: int) -> str:
     return (
         "SELECT 'p' AS kind, workspace_id, NULL::text AS key, NULL::int AS version, document, "
         "salt::text AS a, NULL::text AS b, NULL::text AS c, updated_at "
-        f"FROM {_name(policies)} WHERE workspace_id = ANY(${w}::varchar[]) "
+        f"FROM {policies.fullname} WHERE workspace_id = ANY(${w}::varchar[]) "
         "UNION ALL SELECT 't', workspace_id, key, NULL, NULL, channel, category, topic, NULL "
-        f"FROM {_name(templates_seen)} WHERE workspace_id = ANY(${w}::varchar[]) "
+        f"FROM {templates_seen.fullname} WHERE workspace_id = ANY(${w}::varchar[]) "
         "UNION ALL SELECT 'j', j.workspace_id, j.key, v.version, NULL, NULL, NULL, NULL, NULL "
-        f"FROM {_name(journeys)} AS j JOIN {_name(journey_versions)} AS v ON v.workspace_id = "
+        f"FROM {journeys.fullname} AS j JOIN {journey_versions.fullname} AS v ON v.workspace_id = "
         "j.workspace_id AND v.key = j.key AND v.version = j.published_version "
         f"WHERE ${live}::bool AND j.status = 'published' "
         f"AND j.workspace_id = ANY(${w}::varchar[])")

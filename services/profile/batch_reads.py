@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table
@@ -35,15 +36,14 @@ def _reads(param: int) -> str:
 
 
 _READS = _reads(1)
-_CLAIMED: dict[str, str] = {}
 
 
-def _claim_and_read_sql(table: Table) -> str:
-    key = f"{table.schema}.{table.name}"
-    if (sql := _CLAIMED.get(key)) is None:
-        sql = _CLAIMED[key] = (f"WITH {claim_cte(table)} SELECT 0, message_id, NULL::text, "
-                               f"NULL::jsonb FROM claimed UNION ALL {_reads(3)}")
-    return sql
+@lru_cache(maxsize=4)
+def _claim_and_read_sql(inbox: Table) -> str:
+    """The inbox claim (shared/db/inbox.py's, $1 the consumer and $2 the ids) as a part of
+    the read: the transaction's first statement does both."""
+    return (f"WITH {claim_cte(inbox)} SELECT 0, message_id, NULL::text, NULL::jsonb "
+            f"FROM claimed UNION ALL {_reads(3)}")
 
 
 async def claim_and_read(conn: AsyncConnection, inbox: Table, consumer: str,

@@ -98,12 +98,45 @@ class Pending(NamedTuple):
     topic: str = ""
 
 
+class Columns(NamedTuple):
+    """Outbox rows as one array per column: the parameters `insert_sql` takes, in order."""
+
+    topics: list[str]
+    keys: list[bytes | None]
+    values: list[bytes]
+    headers: list[str]
+
+    def written(self, ids: Sequence[int], keep: Sequence[int] | None = None
+                ) -> list[OutboxRow]:
+        """The rows written, given the ids returned (`keep`: the indexes inserted)."""
+        if keep is None:
+            return written_rows(ids, *self)
+        return written_rows(ids, [self.topics[n] for n in keep], [self.keys[n] for n in keep],
+                            [self.values[n] for n in keep], [self.headers[n] for n in keep])
+
+
+def columns(rows: Sequence[Pending], *, topic: str | None = None) -> Columns:
+    """`rows` as `insert_sql` takes them. `topic`: every row's, whatever their own says."""
+    return Columns([r.topic for r in rows] if topic is None else [topic] * len(rows),
+                   [r.key for r in rows], [r.value for r in rows],
+                   with_trace([headers_json(r.short, r.message_id) for r in rows]))
+
+
 @lru_cache(maxsize=32)
-def _insert(table: str) -> str:
+def insert_sql(table: str, first: int = 1, *, only_of: str | None = None) -> str:
+    """The one outbox INSERT, alone or as a part of a larger statement: `Columns` in
+    $first..$first+3, in order, returning the ids. `only_of`: a CTE returning message ids;
+    then $first+4 holds each row's message id, and only the rows of those go in."""
+    if only_of is None:
+        extra, names, where = "", "t, k, v, h, n", ""
+    else:
+        extra, names = f", ${first + 4}::text[]", "t, k, v, h, m, n"
+        where = f" WHERE m IN (SELECT id FROM {only_of})"
     # WITH ORDINALITY: identity ids follow the input order, which the relay publishes in.
     return (f"INSERT INTO {table} (topic, key, value, headers) "
-            "SELECT t, k, v, h::jsonb FROM unnest($1::text[], $2::bytea[], $3::bytea[], "
-            "$4::text[]) WITH ORDINALITY AS u(t, k, v, h, n) ORDER BY n RETURNING id")
+            f"SELECT t, k, v, h::jsonb FROM unnest(${first}::text[], ${first + 1}::bytea[], "
+            f"${first + 2}::bytea[], ${first + 3}::text[]{extra}) WITH ORDINALITY AS u({names})"
+            f"{where} ORDER BY n RETURNING id")
 
 
 async def queue(conn: AsyncConnection | Any, table: Table, rows: Sequence[Pending], *,
@@ -115,14 +148,10 @@ async def queue(conn: AsyncConnection | Any, table: Table, rows: Sequence[Pendin
     thousands of messages per second."""
     if not rows:
         return []
-    topics = [r.topic for r in rows] if topic is None else [topic] * len(rows)
-    keys = [r.key for r in rows]
-    values = [r.value for r in rows]
-    headers = with_trace([headers_json(r.short, r.message_id) for r in rows])
+    cols = columns(rows, topic=topic)
     raw = await driver(conn) if isinstance(conn, AsyncConnection) else conn
-    name = f"{table.schema}.{table.name}" if table.schema else table.name
-    got = await raw.fetch(_insert(name), topics, keys, values, headers)
-    return written_rows([r[0] for r in got], topics, keys, values, headers)
+    got = await raw.fetch(insert_sql(table.fullname), *cols)
+    return cols.written([r[0] for r in got])
 
 
 async def add_to_outbox(

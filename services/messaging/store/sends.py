@@ -10,9 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from services.messaging.store.connection import Driver
-from services.messaging.store.outbox import Arrays, insert_cte
-from services.messaging.tables import messages
-from shared.db.outbox import OutboxRow
+from services.messaging.tables import messages, outbox
+from shared.db.outbox import Columns, OutboxRow, insert_sql
 
 _T = messages.fullname
 _CLAIM = (f"INSERT INTO {_T} (id, workspace_id, idempotency_key, profile_id, "
@@ -49,12 +48,14 @@ _RECORD = (f"UPDATE {_T} AS m SET status = o.status, error = o.error, "
 OUTCOME_COLUMNS = 12  # the columns `record_outcomes` takes, in _RECORD's order
 # The claim and its `queued` delivery events in one statement (so, outside a transaction,
 # without BEGIN and COMMIT): only the events of the rows inserted go into the outbox.
-_CLAIM_QUEUED = (f"WITH claimed AS ({_CLAIM}), queued AS ({insert_cte(12, only_of='claimed')}) "
+_CLAIM_QUEUED = (f"WITH claimed AS ({_CLAIM}), "
+                 f"queued AS ({insert_sql(outbox.fullname, 12, only_of='claimed')}) "
                  "SELECT id AS message, NULL::bigint AS outbox_id FROM claimed "
                  "UNION ALL SELECT NULL, id FROM queued")
 # A ledger flush in one statement: outcomes, their delivery events and the next marks
 # (never the same message: a message's outcome comes only after its mark was durable).
-_RECORD_AND_MARK = (f"WITH recorded AS ({_RECORD}), queued AS ({insert_cte(13)}), "
+_RECORD_AND_MARK = (f"WITH recorded AS ({_RECORD}), "
+                    f"queued AS ({insert_sql(outbox.fullname, 13)}), "
                     f"marked AS ({_MARK_AT.format(ids=17, stamp=18)}) "
                     "SELECT id AS message, NULL::bigint AS outbox_id FROM marked "
                     "UNION ALL SELECT NULL, id FROM queued")
@@ -82,7 +83,7 @@ _UNUSABLE = (f"UPDATE {_T} SET status = 'failed', retry_at = NULL, "
              "WHERE id = ANY($1::text[]) AND status = 'retrying'")
 
 
-async def claim_queued(db: Driver, columns: Sequence[Sequence[Any]], events: Arrays
+async def claim_queued(db: Driver, columns: Sequence[Sequence[Any]], events: Columns
                        ) -> tuple[set[str], list[OutboxRow]]:
     """Insert message rows `queued` (id, workspace, idempotency key, profile, channel,
     template, status, recipient, journey JSON, journey key, template version: one list
@@ -95,7 +96,7 @@ async def claim_queued(db: Driver, columns: Sequence[Sequence[Any]], events: Arr
     return fresh, events.written([r[1] for r in got if r[1] is not None], keep)
 
 
-async def record_and_mark(db: Driver, columns: Sequence[Sequence[Any]], events: Arrays,
+async def record_and_mark(db: Driver, columns: Sequence[Sequence[Any]], events: Columns,
                           ids: Sequence[str], stamp: datetime
                           ) -> tuple[set[str], list[OutboxRow]]:
     """`record_outcomes`, their delivery events and `mark_sending`, as one statement.

@@ -18,6 +18,7 @@ them (the batch's KPI facts neither noted nor written), batches alternating betw
 workspaces, on traffic that is half storefront events, half delivery outcomes of known
 profiles (sent, delivered, opened, clicked). CPU per event is this process's plus the
 Postgres backend's that ran the batch (read from /proc: the server must be local).
+`--analyze` takes the tables' statistics after the untimed seeding (see `compare`).
 """
 
 from __future__ import annotations
@@ -141,8 +142,11 @@ def no_rollups() -> Iterator[None]:
         KpiFacts.note_event, KpiFacts.note_delivery, kpis_store.write = saved  # type: ignore[method-assign]
 
 
-async def compare(n: int, users: int, batch: int) -> None:
-    """With and without the rollups, batches alternating (two workspaces, same traffic)."""
+async def compare(n: int, users: int, batch: int, analyze: bool = False) -> None:
+    """With and without the rollups, batches alternating (two workspaces, same traffic).
+    `analyze`: statistics taken after the untimed seeding (ANALYZE), as autovacuum would
+    have on a running system; without, the connections' cached generic plans were made on
+    fresh, never-analysed tables and are not remade while the run grows them."""
     tune_gc()
     with postgres_server() as server, scratch_database(server) as url:
         await asyncio.to_thread(upgrade_all, url)
@@ -163,6 +167,9 @@ async def compare(n: int, users: int, batch: int) -> None:
                 n // 2, users, ws, seed=3)] + deliveries(n - n // 2, ids, ws)
             random.Random(5).shuffle(traffic)
             runs[label] = (target, traffic)
+        if analyze:
+            async with runs["with"][0].engine.connect() as conn:
+                await conn.exec_driver_sql("ANALYZE")
         cpu = {"with": 0.0, "without": 0.0}
         backend_before = {k: t.backend_cpu for k, (t, _) in runs.items()}
         for i in range(-(-n // batch)):
@@ -176,7 +183,8 @@ async def compare(n: int, users: int, batch: int) -> None:
                         await target.batch(chunk)
                 cpu[label] += time.process_time() - started
         print(f"profile rollup cost: {n} events per run (half storefront events, half "
-              f"delivery outcomes), batches of {batch}, with and without rollups alternating")
+              f"delivery outcomes), batches of {batch}, with and without rollups alternating"
+              + (", tables analysed after the seeding" if analyze else ""))
         per = {}
         for label, (target, _) in runs.items():
             backend = target.backend_cpu - backend_before[label]
@@ -298,6 +306,10 @@ if __name__ == "__main__":
     parser = bench_options(__doc__, events=20_000, users=5_000, batch=500)
     parser.add_argument("--rollups", choices=("on", "compare"), default="on",
                         help="compare: the consumer with and without the KPI rollups")
+    parser.add_argument("--analyze", action="store_true",
+                        help="with --rollups compare: ANALYZE after the untimed seeding")
     args = parser.parse_args()
-    asyncio.run((compare if args.rollups == "compare" else main)(args.events, args.users,
-                                                                   args.batch))
+    if args.rollups == "compare":
+        asyncio.run(compare(args.events, args.users, args.batch, args.analyze))
+    else:
+        asyncio.run(main(args.events, args.users, args.batch))

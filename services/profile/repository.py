@@ -115,16 +115,27 @@ async def repoint(conn: AsyncConnection, merges: dict[str, str]) -> None:
     """Move identifiers, history and memberships of merged profiles (loser -> survivor)."""
     if not merges:
         return
-    # `= ANY(array)` on the indexed profile_id: an index probe per loser, never a table scan.
     # One statement (data-modifying CTEs on four tables), so one round trip per batch.
     await fetch(conn, _REPOINT, list(merges), orjson.dumps(merges).decode())
 
 
+# A loser's rows of `table`, found by an index probe per loser: the LATERAL subquery
+# (OFFSET 0: never flattened into a join) keeps the index whatever the statistics, where
+# `profile_id = ANY($1)` in the connection's cached generic plan went to a scan of the
+# whole table once the plan was made on a small one (every batch with a merge paid a scan
+# of the history until autovacuum analysed it). The rows are then reached by ctid; nothing
+# else writes them meanwhile (their profiles are locked, as for every identity and history
+# row).
+def _losers_rows(table: str) -> str:
+    return (f"(SELECT f.ctid AS t FROM unnest($1::text[]) AS l(id) CROSS JOIN LATERAL (SELECT "
+            f"ctid FROM profile.{table} WHERE profile_id = l.id OFFSET 0) AS f) AS f")
+
+
 _REPOINT = (
-    "WITH i AS (UPDATE profile.identities SET profile_id = $2::jsonb ->> profile_id "
-    "WHERE profile_id = ANY($1::text[])), "
-    "e AS (UPDATE profile.events SET profile_id = $2::jsonb ->> profile_id "
-    "WHERE profile_id = ANY($1::text[])), "
+    "WITH i AS (UPDATE profile.identities x SET profile_id = $2::jsonb ->> x.profile_id "
+    f"FROM {_losers_rows('identities')} WHERE x.ctid = f.t), "
+    "e AS (UPDATE profile.events x SET profile_id = $2::jsonb ->> x.profile_id "
+    f"FROM {_losers_rows('events')} WHERE x.ctid = f.t), "
     "s AS (DELETE FROM profile.segment_members WHERE profile_id = ANY($1::text[])) "
     "DELETE FROM profile.profiles WHERE id = ANY($1::text[])")
 

@@ -16,13 +16,37 @@ from shared.runtime import ServiceRuntime
 
 CONSUMER = "messaging.profile-changes"
 async def handle_profile_changes(rt: ServiceRuntime, records: list[Record]) -> None:
-    """One transaction per batch; the inbox makes a redelivered change a no-op."""
+    """One transaction per batch; the inbox makes a redelivered change a no-op.
+
+    Consecutive "deliverable" address changes (every new customer's email) go out as one
+    DELETE; any other change first sends those gathered before it, so the batch's
+    statements keep the records' order."""
     changes: list[ProfileChange] = [r.value for r in records]
     async with rt.engine.begin() as conn:
         fresh = await claim_new(conn, inbox, CONSUMER, [c.dedupe_id() for c in changes])
+        deliverable: list[tuple[str, str, str]] = []
         for change in changes:
-            if change.dedupe_id() in fresh:
-                await _apply(conn, change)
+            if change.dedupe_id() not in fresh:
+                continue
+            if (target := _deliverable(change)) is not None:
+                deliverable.append(target)
+                continue
+            if deliverable:
+                await store.mark_deliverable_many(conn, deliverable)
+                deliverable = []
+            await _apply(conn, change)
+        await store.mark_deliverable_many(conn, deliverable)
+
+
+def _deliverable(change: ProfileChange) -> tuple[str, str, str] | None:
+    """(workspace, channel, address) when the change marks an address deliverable."""
+    if change.kind != ChangeKind.address_changed or change.data.get("deliverable") is not True:
+        return None
+    channel = change.data.get("channel")
+    address = change.data.get("address") or _snapshot_address(change, channel)
+    if not isinstance(channel, str) or not isinstance(address, str):
+        return None
+    return change.workspace_id, channel, address
 
 
 async def _apply(conn: AsyncConnection, change: ProfileChange) -> None:

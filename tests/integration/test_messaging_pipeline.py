@@ -603,3 +603,35 @@ async def test_address_changed_and_merge_reach_send_time(stack: Stack, unique: s
         await asyncio.sleep(0.2)
     assert [r["status"] for r in rows] == ["suppressed"] * 2, rows
     assert "undeliverable" in rows[0]["error"] and "unsubscribed from email" in rows[1]["error"]
+
+
+async def test_deliverable_changes_of_one_batch_keep_their_order(stack: Stack,
+                                                                 unique: str) -> None:
+    """Deliverable changes go out as one statement: a later undeliverable one still wins,
+    an earlier one is still cleared."""
+    from types import SimpleNamespace
+
+    from services.messaging.domain.addresses import address_hash
+    from services.messaging.profile_changes import handle_profile_changes
+    from services.messaging.tables import undeliverable
+    from shared.kafka import Record
+
+    now = datetime.now(UTC)
+    cleared, bounced, fresh = (f"{n}-{unique}@example.com" for n in ("c", "b", "f"))
+
+    def change(n: int, address: str, deliverable: bool) -> ProfileChange:
+        return ProfileChange(
+            id=f"d{n}-{unique}", workspace_id="default", profile_id=str(uuid.uuid4()),
+            occurred_at=now, kind=ChangeKind.address_changed,
+            data={"channel": "email", "deliverable": deliverable, "address": address,
+                  "reason": "hard bounce"})
+
+    batch = [change(0, cleared, False), change(1, cleared, True), change(2, fresh, True),
+             change(3, bounced, True), change(4, bounced, False)]
+    records = [Record(c, "profile-changes", 0, i, None, None) for i, c in enumerate(batch)]
+    await handle_profile_changes(SimpleNamespace(engine=stack.engine), records)  # type: ignore[arg-type]
+    async with stack.engine.connect() as conn:
+        rows = set((await conn.execute(select(undeliverable.c.address_hash).where(
+            undeliverable.c.address_hash.in_(
+                [address_hash("email", a) for a in (cleared, bounced, fresh)])))).scalars())
+    assert rows == {address_hash("email", bounced)}

@@ -21,8 +21,20 @@ async def mark_undeliverable(conn: AsyncConnection | Driver, *, workspace_id: st
             workspace_id, channel, reason[:300], hashes)
 
 
-async def mark_deliverable(conn: AsyncConnection, *, workspace_id: str, channel: str,
+async def mark_deliverable(conn: AsyncConnection | Driver, *, workspace_id: str, channel: str,
                            address: str) -> None:
-    await conn.execute(undeliverable.delete().where(
-        undeliverable.c.workspace_id == workspace_id, undeliverable.c.channel == channel,
-        undeliverable.c.address_hash == address_hash(channel, address)))
+    await mark_deliverable_many(conn, [(workspace_id, channel, address)])
+
+
+async def mark_deliverable_many(conn: AsyncConnection | Driver,
+                                targets: Iterable[tuple[str, str, str]]) -> None:
+    """Clear (workspace, channel, address) triples in one statement: a batch of profile
+    changes marks each new customer's address deliverable, one DELETE per record was a
+    round trip and a SQLAlchemy compile each."""
+    rows = list(dict.fromkeys((w, c, address_hash(c, a)) for w, c, a in targets))
+    if rows:
+        await (await driver(conn)).execute(
+            f"DELETE FROM {undeliverable.fullname} AS u USING unnest($1::text[], $2::text[], "
+            "$3::text[]) AS d(w, c, h) "
+            "WHERE u.workspace_id = d.w AND u.channel = d.c AND u.address_hash = d.h",
+            *map(list, zip(*rows, strict=True)))

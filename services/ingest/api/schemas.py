@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,16 +18,22 @@ _TRACK_EXAMPLES: list[Any] = [{
 
 # A call's own fields. TrackingCall names this base last so that OpenAPI lists them first
 # (pydantic orders fields base by base, from the last base to the first).
+# Ids may be numbers: SDKs of loosely typed languages send `"userId": 42`, read as its
+# decimal string (`Call`'s coerce_numbers_to_str), as Segment does. Names never are.
+_Id = Annotated[str, Field(max_length=255)] | float
+_NUMBER = " A number is read as its decimal string."
+
+
 class _CallFields(BaseModel):
-    messageId: str | None = Field(None, max_length=200,
-                                  description="Idempotency key (dedupe window 48 h).")
-    userId: str | None = Field(None, max_length=255)
-    anonymousId: str | None = Field(None, max_length=255)
+    messageId: Annotated[str, Field(max_length=200)] | float | None = Field(
+        None, description="Idempotency key (dedupe window 48 h)." + _NUMBER)
+    userId: _Id | None = Field(None, description="The customer's id in your system." + _NUMBER)
+    anonymousId: _Id | None = Field(None, description="A device or visit id." + _NUMBER)
     event: str | None = Field(None, max_length=200, description="`track`: the event's name.")
     name: str | None = Field(None, max_length=200, description="`page`/`screen`: its name.")
     category: str | None = Field(None, max_length=200)
-    groupId: str | None = Field(None, max_length=255, description="`group`: the group.")
-    previousId: str | None = Field(None, max_length=255, description="`alias`: the old id.")
+    groupId: _Id | None = Field(None, description="`group`: the group." + _NUMBER)
+    previousId: _Id | None = Field(None, description="`alias`: the old id." + _NUMBER)
     properties: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
     timestamp: datetime | None = None
@@ -52,7 +58,7 @@ class TrackingCall(BatchWide, _CallFields):
 
 # `Call.problems` (services/ingest/domain/calls.py) as JSON schema: which ids and names
 # each call type needs. An id or a name is there when it holds more than whitespace.
-_THERE = {"type": "string", "pattern": r"\S"}
+_THERE = {"anyOf": [{"type": "string", "pattern": r"\S"}, {"type": "number"}]}
 
 
 def _needs(*names: str) -> dict[str, Any]:

@@ -42,11 +42,17 @@ def _deliverable(change: ProfileChange) -> tuple[str, str, str] | None:
     """(workspace, channel, address) when the change marks an address deliverable."""
     if change.kind != ChangeKind.address_changed or change.data.get("deliverable") is not True:
         return None
+    target = _address(change)
+    return None if target is None else (change.workspace_id, *target)
+
+
+def _address(change: ProfileChange) -> tuple[str, str] | None:
+    """The (channel, address) an address change is about: named, or the snapshot's."""
     channel = change.data.get("channel")
     address = change.data.get("address") or _snapshot_address(change, channel)
     if not isinstance(channel, str) or not isinstance(address, str):
         return None
-    return change.workspace_id, channel, address
+    return channel, address
 
 
 async def _apply(conn: AsyncConnection, change: ProfileChange) -> None:
@@ -59,18 +65,12 @@ async def _apply(conn: AsyncConnection, change: ProfileChange) -> None:
                                            scope=scope, subscribed=data["subscribed"],
                                            source=str(data.get("source") or "profile"),
                                            at=change.occurred_at)
-        case ChangeKind.address_changed:
-            channel = data.get("channel")
-            address = data.get("address") or _snapshot_address(change, channel)
-            if not isinstance(channel, str) or not isinstance(address, str):
-                return
-            if data.get("deliverable") is False:
-                await store.mark_undeliverable(conn, workspace_id=ws, channel=channel,
-                                               addresses=[address],
+        case ChangeKind.address_changed:  # deliverable ones: batched by the handler
+            target = _address(change)
+            if target is not None and data.get("deliverable") is False:
+                await store.mark_undeliverable(conn, workspace_id=ws, channel=target[0],
+                                               addresses=[target[1]],
                                                reason=str(data.get("reason") or "profile"))
-            elif data.get("deliverable") is True:
-                await store.mark_deliverable(conn, workspace_id=ws, channel=channel,
-                                             address=address)
         case ChangeKind.erased:
             # The person is the profile and every profile ever merged into it: those the
             # change names and those this service saw merged (a merge long ago included).

@@ -394,14 +394,11 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
     number = None
     if records:
         days: dict[tuple[str, str], tuple[date, date]] = {}
-        for ws, _f, _d, _k, _s, day, pid in r.people:
-            held = days.get((ws, pid))
-            days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
-        for ws, who, day, _c in records:
-            if isinstance(who, str):
-                held = days.get((ws, who))
-                days[(ws, who)] = (min(held[0], day), max(held[1], day)) if held else \
-                    (day, day)
+        seen = [(ws, pid, day) for ws, _f, _d, _k, _s, day, pid in r.people]
+        for ws, who, day in seen + [(ws, w, d) for ws, w, d, _c in records
+                                    if isinstance(w, str)]:
+            held = days.get((ws, who))
+            days[(ws, who)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
         number = await kpis_bits.numbers(conn, days)
         rows = sorted((ws, who if isinstance(who, int) else number[(ws, who)], day, c, *v)
                       for (ws, who, day, c), v in records.items())

@@ -13,11 +13,7 @@ connection; callers own transactions.
 - outbox.py: delivery events into the outbox.
 """
 
-from services.messaging.store.addresses import (
-    mark_deliverable,
-    mark_deliverable_many,
-    mark_undeliverable,
-)
+from services.messaging.store.addresses import mark_deliverable_many, mark_undeliverable
 from services.messaging.store.connection import Driver, driver, one_statement, transaction
 from services.messaging.store.consents import merge_consents, record_consent
 from services.messaging.store.erasure import erase_profile
@@ -26,5 +22,5 @@ from services.messaging.store.outbox import emit
 from services.messaging.store.send_state import SendState, load_send_state
 
 __all__ = ["Driver", "SendState", "driver", "emit", "erase_profile", "load_send_state",
-           "mark_deliverable", "mark_deliverable_many", "mark_undeliverable", "merge_consents",
+           "mark_deliverable_many", "mark_undeliverable", "merge_consents",
            "message_filter", "one_statement", "record_consent", "touch_message", "transaction"]

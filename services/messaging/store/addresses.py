@@ -21,11 +21,6 @@ async def mark_undeliverable(conn: AsyncConnection | Driver, *, workspace_id: st
             workspace_id, channel, reason[:300], hashes)
 
 
-async def mark_deliverable(conn: AsyncConnection | Driver, *, workspace_id: str, channel: str,
-                           address: str) -> None:
-    await mark_deliverable_many(conn, [(workspace_id, channel, address)])
-
-
 async def mark_deliverable_many(conn: AsyncConnection | Driver,
                                 targets: Iterable[tuple[str, str, str]]) -> None:
     """Clear (workspace, channel, address) triples in one statement: a batch of profile

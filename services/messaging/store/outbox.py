@@ -26,12 +26,14 @@ async def emit(conn: AsyncConnection | Driver, settings: Settings,
     """Delivery events into the outbox, in the caller's transaction, in order."""
     if not events:
         return []
-    return await queue(conn, outbox, [e if isinstance(e, Pending) else encoded(e) for e in events],
-                       topic=settings.topic("delivery-events"))
+    return await queue(conn, outbox, _pending(events), topic=settings.topic("delivery-events"))
 
 
 def arrays(settings: Settings, events: Sequence[DeliveryEvent | Pending]) -> Columns:
     """Delivery events as the outbox INSERT part of a larger statement takes them
     (`shared.db.outbox.insert_sql`, on `outbox.fullname`)."""
-    return columns([e if isinstance(e, Pending) else encoded(e) for e in events],
-                   topic=settings.topic("delivery-events"))
+    return columns(_pending(events), topic=settings.topic("delivery-events"))
+
+
+def _pending(events: Sequence[DeliveryEvent | Pending]) -> list[Pending]:
+    return [e if isinstance(e, Pending) else encoded(e) for e in events]

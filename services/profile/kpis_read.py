@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.profile import kpis_uplift
 from services.profile.domain import kpi_figures as fig
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpis import (
+    BITS,
     DIMENSIONS,
     interval_start,
     next_start,
@@ -68,18 +70,21 @@ async def _currency(conn: AsyncConnection, w: Window, conv: Conventions) -> str:
 async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[str, Any]:
     await kpis_uplift.read_settings(conn)
     sums = await _counts(conn, w)
-    people = await _people(conn, w)
     states = await _states(conn, w)
-    previous, kept = await _retention(conn, w)
-    cohort_rows = await _cohorts(conn, w)
+    spans = _series_spans(w)  # each series entry's days inside the window
+    if _days_read(w, spans) <= DAYS_IN_PROCESS:
+        people, (previous, kept), kept_by, cohort_rows = await _from_days(conn, w, spans)
+    else:  # a long window: the ORs in Postgres (the day rows would not fit in memory)
+        people = await _people(conn, w)
+        previous, kept = await _retention(conn, w)
+        cohort_rows = await _cohorts(conn, w)
+        kept_by = await _retention_series(conn, w, [(lo, end) for _, lo, end in spans])
     main = fig.main_currency(sums.get((None, "", ""), {}), conv.currency)
     total_state = _last_state(states, w.first, w.last)
     totals = _groups(sums, people, None, w, main, total_state,
                      _new_profiles(states, w.first, w.last))
     totals["retention"] = fig.retention(previous, kept) | {"cohorts": fig.cohorts(cohort_rows)}
     series = []
-    spans = _series_spans(w)  # each series entry's days inside the window
-    kept_by = await _retention_series(conn, w, [(lo, end) for _, lo, end in spans])
     cohort_of = {c["month"]: c for c in totals["retention"]["cohorts"]}
     for start, lo, end in spans:
         entry = {"start": start.isoformat()} | _groups(
@@ -176,6 +181,135 @@ _SPANS = (
     "SELECT label, figure, sum(bit_count(who)), coalesce(sum(bit_count(again)), 0) FROM u "
     "GROUP BY 1, 2 UNION ALL SELECT -1, figure, sum(bit_count(who)), "
     "coalesce(sum(bit_count(again)), 0) FROM w GROUP BY 1, 2")
+
+
+# The answer's bitmaps in one statement, each day's rows of a figure packed as one value
+# (varbit_send of each row: a 4-byte length, then BITS / 8 bytes; `chunks` in the same
+# order, every aggregate of a group meeting its rows in one order): the window's `reached`
+# days ($3/$4: the filtered dimension and key, or everyone), the `customer` days $7..$8
+# (bits; twice, zero where NULL; whether twice was set), and per chunk the OR of the
+# customer days before $7 ('p') and of $9..$5 - 1 ('q': the window's previous window).
+_DAYS = (
+    "SELECT 'r', day, array_agg(chunk), string_agg(varbit_send(bits), ''::bytea), NULL::bytea, "
+    "NULL::bool[] FROM profile.kpi_bits WHERE workspace_id = $1 AND figure = 'reached' AND "
+    "dim = $3 AND key = $4 AND segment = $2 AND day BETWEEN $5 AND $6 GROUP BY day UNION ALL "
+    "SELECT 'c', day, array_agg(chunk), string_agg(varbit_send(bits), ''::bytea), "
+    "string_agg(varbit_send(coalesce(twice, bits # bits)), ''::bytea), array_agg(twice IS NOT "
+    "NULL) FROM profile.kpi_bits WHERE workspace_id = $1 AND figure = 'customer' AND dim = '' "
+    "AND key = '' AND segment = $2 AND day BETWEEN $7 AND $8 GROUP BY day UNION ALL SELECT "
+    "x.k, NULL, array_agg(s.chunk), string_agg(varbit_send(x.bits), ''::bytea), NULL, NULL "
+    "FROM (SELECT chunk, bit_or(bits) FILTER (WHERE day < $7) AS p, bit_or(bits) FILTER "
+    "(WHERE day >= $9 AND day < $5) AS q FROM profile.kpi_bits WHERE workspace_id = $1 AND "
+    "figure = 'customer' AND dim = '' AND key = '' AND segment = $2 AND day < greatest($7, $5) "
+    "GROUP BY chunk) s CROSS JOIN LATERAL (VALUES ('p', s.p), ('q', s.q)) AS x(k, bits) WHERE "
+    "x.bits IS NOT NULL GROUP BY x.k")
+# The most days of bitmaps one answer brings into the process (_from_days: the window's
+# and from its first series entry's previous span or its first month, to the end of its
+# last month); a longer window ORs in Postgres (_people, _retention, _cohorts).
+DAYS_IN_PROCESS = 200
+_ROW = 4 + BITS // 8  # a varbit_send record
+_WORDS = BITS // 64
+
+
+def _bounds(w: Window, spans: list[tuple[date, date, date]]) -> tuple[date, date]:
+    """The customer days _from_days reads one by one: from the earliest of the window's
+    first month and its series entries' previous spans, to the end of its last month."""
+    lo = min([interval_start(w.first, "month"),
+              *[lo - (hi - lo + timedelta(days=1)) for _, lo, hi in spans]])
+    return lo, next_start(interval_start(w.last, "month"), "month") - timedelta(days=1)
+
+
+def _days_read(w: Window, spans: list[tuple[date, date, date]]) -> int:
+    lo, hi = _bounds(w, spans)
+    return (hi - lo).days + 1
+
+
+def _count(grid: np.ndarray) -> int:
+    return int(np.bitwise_count(grid).sum())
+
+
+async def _from_days(conn: AsyncConnection, w: Window, spans: list[tuple[date, date, date]]
+                     ) -> tuple[dict[tuple[date | None, str], tuple[int, int]], tuple[int, int],
+                                dict[date, tuple[int, int]], list[tuple[str, int, int]]]:
+    """What _people, _retention, _retention_series and _cohorts answer (the same figures,
+    exact, the same ORs), from the day bitmaps read once (_DAYS) and OR-ed here."""
+    lo_c, hi_c = _bounds(w, spans)
+    length = w.last - w.first + timedelta(days=1)
+    rows = await fetch(conn, _DAYS, w.workspace_id, w.segment, w.dim, w.key, w.first, w.last,
+                       lo_c, hi_c, w.first - length)
+    width = max((max(r[2]) + 1 for r in rows), default=0)
+
+    def grid(chunks: list[int], data: bytes) -> np.ndarray:
+        out = np.zeros((width, _WORDS), np.uint64)
+        out.view(np.uint8)[chunks] = np.frombuffer(data, np.uint8).reshape(-1, _ROW)[:, 4:]
+        return out
+
+    zero = np.zeros((width, _WORDS), np.uint64)
+    reached: dict[date, np.ndarray] = {}
+    customer: dict[date, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    before: dict[str, np.ndarray] = {"p": zero, "q": zero}
+    for kind, day, chunks, bits, twice, has_twice in rows:
+        if kind == "r":
+            reached[day] = grid(chunks, bits)
+        elif kind == "c":
+            valid = np.zeros(width, bool)
+            valid[chunks] = has_twice
+            customer[day] = (grid(chunks, bits), grid(chunks, twice), valid)
+        else:
+            before[kind] = grid(chunks, bits)
+
+    def days(lo: date, hi: date) -> list[date]:
+        return [lo + timedelta(days=i) for i in range((hi - lo).days + 1)]
+
+    def who(lo: date, hi: date) -> np.ndarray:
+        out = zero.copy()
+        for day in days(lo, hi):
+            if day in customer:
+                out |= customer[day][0]
+        return out
+
+    people: dict[tuple[date | None, str], tuple[int, int]] = {}
+    kept_by: dict[date, tuple[int, int]] = {}
+    all_reached, all_who, all_again = zero.copy(), zero.copy(), zero.copy()
+    for start, lo, hi in spans:
+        r, c, again, valid = zero.copy(), zero.copy(), zero.copy(), np.zeros(width, bool)
+        for day in days(lo, hi):
+            if day in reached:
+                r |= reached[day]
+            if day in customer:
+                # twice that day, or that day and an earlier day of the entry (where a
+                # chunk's row had no twice, its row adds nothing: as NULL in Postgres)
+                bits, twice, has = customer[day]
+                again |= np.where(has[:, None], twice | (bits & c), zero)
+                valid |= has
+                c |= bits
+        people[(start, "reached")] = (_count(r), 0)
+        people[(start, "customer")] = (_count(c), _count(again))
+        # the window's repeaters: an entry's, or in an entry and an earlier one
+        all_again |= np.where(valid[:, None], again | (c & all_who), zero)
+        all_reached |= r
+        all_who |= c
+        previous = who(lo - (hi - lo + timedelta(days=1)), lo - timedelta(days=1))
+        kept_by[lo] = (_count(previous), _count(previous & c))
+    people[(None, "reached")] = (_count(all_reached), 0)
+    people[(None, "customer")] = (_count(all_who), _count(all_again))
+    retention = (_count(before["q"]), _count(before["q"] & all_who))
+    # cohorts: a month's customers less those of every month before (from the rollups'
+    # first day), and which of them order in each later month up to the window's last
+    months, month = [], interval_start(w.first, "month")
+    while month <= w.last:
+        months.append((month, who(month, next_start(month, "month") - timedelta(days=1))))
+        month = next_start(month, "month")
+    cohort_rows = []
+    for i, (first_month, bits) in enumerate(months):
+        cohort = bits & ~(before["p"] | who(lo_c, first_month - timedelta(days=1)))
+        for later, later_bits in months[i:]:
+            n = _count(cohort & later_bits)
+            if n:
+                cohort_rows.append((first_month.strftime("%Y-%m"),
+                                    (later.year - first_month.year) * 12 + later.month
+                                    - first_month.month, n))
+    return people, retention, kept_by, cohort_rows
 
 
 def _series_spans(w: Window) -> list[tuple[date, date, date]]:

@@ -183,29 +183,37 @@ _SPANS = (
     "coalesce(sum(bit_count(again)), 0) FROM w GROUP BY 1, 2")
 
 
-# The answer's bitmaps in one statement, each day's rows of a figure packed as one value
-# (each row's bits as BITS / 8 bytes, varbit_send less its 4-byte length; its chunk in
-# `chunks`, in the same order: every aggregate of a group meets its rows in one order):
-# the window's `reached` days ($3/$4: the filtered dimension and key, or everyone), and the
-# `customer` days $7..$8 with their `twice` rows that have a bit set (`twice`, its chunks)
-# and the chunks whose row has no `twice` (NULL: such a row adds no repeater); then per
-# chunk the OR of the customer days before $7 ('p') and of $9..$5 - 1 ('q': the window's
-# previous window).
+# The answer's bitmaps in one statement. The window's `reached` people ($3/$4: the
+# filtered dimension and key, or everyone) as counts: per series entry ('n', its start:
+# $10 is the interval) and for the window ('w'), each the OR of its days per chunk. The
+# `customer` days $7..$8 as rows ('c'), each day's packed as one value (each row's bits as
+# BITS / 8 bytes, varbit_send less its 4-byte length; its chunk in `chunks`, in the same
+# order: every aggregate of a group meets its rows in one order), with their `twice` rows
+# that have a bit set (`twice`, its chunks) and the chunks whose row has no `twice` (NULL:
+# such a row adds no repeater); then per chunk the OR of the customer days before $7
+# ('p') and of $9..$5 - 1 ('q': the window's previous window).
+_REACHED = (
+    "FROM profile.kpi_bits WHERE workspace_id = $1 AND figure = 'reached' AND dim = $3 AND "
+    "key = $4 AND segment = $2 AND day BETWEEN $5 AND $6")
 _DAYS = (
-    "SELECT 'r', day, array_agg(chunk), string_agg(substr(varbit_send(bits), 5), ''::bytea), "
-    "NULL::int[], NULL::bytea, NULL::int[] FROM profile.kpi_bits WHERE workspace_id = $1 AND "
-    "figure = 'reached' AND dim = $3 AND key = $4 AND segment = $2 AND day BETWEEN $5 AND $6 "
-    "GROUP BY day UNION ALL SELECT 'c', day, array_agg(chunk), string_agg(substr(varbit_send("
+    "SELECT 'n', start, NULL::int[], NULL::bytea, NULL::int[], NULL::bytea, NULL::int[], "
+    "sum(bit_count(who)) FROM (SELECT CASE $10::text WHEN 'week' THEN day - (extract(isodow "
+    "FROM day)::int - 1) WHEN 'month' THEN date_trunc('month', day)::date ELSE day END AS "
+    f"start, chunk, bit_or(bits) AS who {_REACHED} GROUP BY 1, 2) e GROUP BY start UNION ALL "
+    "SELECT 'w', NULL, NULL, NULL, NULL, NULL, NULL, sum(bit_count(who)) FROM (SELECT chunk, "
+    f"bit_or(bits) AS who {_REACHED} GROUP BY chunk) e HAVING count(*) > 0 UNION ALL "
+    "SELECT 'c', day, array_agg(chunk), string_agg(substr(varbit_send("
     "bits), 5), ''::bytea), array_agg(chunk) FILTER (WHERE bit_count(twice) > 0), "
     "string_agg(substr(varbit_send(twice), 5), ''::bytea) FILTER (WHERE bit_count(twice) > 0), "
-    "array_agg(chunk) FILTER (WHERE twice IS NULL) FROM profile.kpi_bits WHERE workspace_id = "
-    "$1 AND figure = 'customer' AND dim = '' AND key = '' AND segment = $2 AND day BETWEEN $7 "
-    "AND $8 GROUP BY day UNION ALL SELECT x.k, NULL, array_agg(s.chunk), string_agg(substr("
-    "varbit_send(x.bits), 5), ''::bytea), NULL, NULL, NULL FROM (SELECT chunk, bit_or(bits) "
-    "FILTER (WHERE day < $7) AS p, bit_or(bits) FILTER (WHERE day >= $9 AND day < $5) AS q "
-    "FROM profile.kpi_bits WHERE workspace_id = $1 AND figure = 'customer' AND dim = '' AND "
-    "key = '' AND segment = $2 AND day < greatest($7, $5) GROUP BY chunk) s CROSS JOIN LATERAL "
-    "(VALUES ('p', s.p), ('q', s.q)) AS x(k, bits) WHERE x.bits IS NOT NULL GROUP BY x.k")
+    "array_agg(chunk) FILTER (WHERE twice IS NULL), NULL FROM profile.kpi_bits WHERE "
+    "workspace_id = $1 AND figure = 'customer' AND dim = '' AND key = '' AND segment = $2 AND "
+    "day BETWEEN $7 AND $8 GROUP BY day UNION ALL SELECT x.k, NULL, array_agg(s.chunk), "
+    "string_agg(substr(varbit_send(x.bits), 5), ''::bytea), NULL, NULL, NULL, NULL FROM "
+    "(SELECT chunk, bit_or(bits) FILTER (WHERE day < $7) AS p, bit_or(bits) FILTER (WHERE "
+    "day >= $9 AND day < $5) AS q FROM profile.kpi_bits WHERE workspace_id = $1 AND figure = "
+    "'customer' AND dim = '' AND key = '' AND segment = $2 AND day < greatest($7, $5) GROUP "
+    "BY chunk) s CROSS JOIN LATERAL (VALUES ('p', s.p), ('q', s.q)) AS x(k, bits) WHERE "
+    "x.bits IS NOT NULL GROUP BY x.k")
 # The most days of bitmaps one answer brings into the process (_from_days: from the
 # earlier of its first month and its first series entry's previous span, to the end of
 # its last month); a longer window ORs in Postgres (_people, _retention, _cohorts).
@@ -230,92 +238,94 @@ def _count(grid: np.ndarray) -> int:
     return int(np.bitwise_count(grid).sum())
 
 
-def _counts_of(grids: np.ndarray) -> list[int]:
-    """Bits set in each of (n, chunks, words) grids."""
-    return [int(x) for x in np.bitwise_count(grids).sum(axis=(1, 2), dtype=np.int64)]
-
-
-def _scatter(out: np.ndarray, at: list[tuple[int, list[int], bytes]]) -> None:
-    """Rows (index of out's first axis, their chunks, their bytes) into out (n, chunks,
-    words)."""
-    for i, chunks, data in at:
-        rows = np.frombuffer(data, np.uint64).reshape(-1, _WORDS)
-        if len(chunks) == out.shape[1] and chunks[0] == 0 and chunks[-1] == len(chunks) - 1:
-            out[i] = rows  # every chunk, in order (one per chunk: the primary key)
-        else:
-            out[i, chunks] = rows
+def _grid(width: int, chunks: list[int], data: bytes) -> np.ndarray:
+    """One day's rows (their chunks, their bytes) as a (chunk, word) grid: a view of the
+    bytes when the day has every chunk (in order: one row per chunk), else a copy."""
+    rows = np.frombuffer(data, np.uint64).reshape(-1, _WORDS)
+    if len(chunks) == width and chunks[0] == 0 and chunks[-1] == width - 1:
+        return rows
+    out = np.zeros((width, _WORDS), np.uint64)
+    out[chunks] = rows
+    return out
 
 
 async def _from_days(conn: AsyncConnection, w: Window, spans: list[tuple[date, date, date]]
                      ) -> tuple[dict[tuple[date | None, str], tuple[int, int]], tuple[int, int],
                                 dict[date, tuple[int, int]], list[tuple[str, int, int]]]:
     """What _people, _retention, _retention_series and _cohorts answer (the same figures,
-    exact, the same ORs), from the day bitmaps read once (_DAYS) and OR-ed here: one grid
-    (day, chunk, word) of the customer days lo..hi, one of the window's reached days."""
+    exact, the same ORs), from the day bitmaps read once (_DAYS) and OR-ed here, each day
+    a (chunk, word) grid of uint64."""
     lo, hi = _bounds(w, spans)
     length = w.last - w.first + timedelta(days=1)
     rows = await fetch(conn, _DAYS, w.workspace_id, w.segment, w.dim, w.key, w.first, w.last,
-                       lo, hi, w.first - length)
-    width = max((max(r[2]) + 1 for r in rows), default=0)
-    ndays = max((r[1] for r in rows if r[0] == "c"), default=lo) - lo
-    ndays = max(ndays.days + 1, (w.last - lo).days + 1)
-    cust = np.zeros((ndays, width, _WORDS), np.uint64)
-    twice = np.zeros((ndays, width, _WORDS), np.uint64)
-    valid = np.zeros((ndays, width), bool)  # a customer row with `twice` (NULL: no repeater)
-    reached = np.zeros(((w.last - w.first).days + 1, width, _WORDS), np.uint64)
-    before = np.zeros((2, width, _WORDS), np.uint64)  # p, q
-    c_rows, t_rows, r_rows, b_rows = [], [], [], []
-    for kind, day, chunks, bits, t_chunks, t_bits, no_twice in rows:
-        if kind == "r":
-            r_rows.append(((day - w.first).days, chunks, bits))
-        elif kind == "c":
-            i = (day - lo).days
-            c_rows.append((i, chunks, bits))
-            valid[i, chunks] = True
-            if no_twice:
-                valid[i, no_twice] = False
+                       lo, hi, w.first - length, w.interval)
+    width = max((max(r[2]) + 1 for r in rows if r[2]), default=0)
+    zero = np.zeros((width, _WORDS), np.uint64)  # never written
+    people: dict[tuple[date | None, str], tuple[int, int]] = {
+        (r[1], "reached"): (int(r[7]), 0) for r in rows if r[0] in ("n", "w")}
+    cust: dict[date, np.ndarray] = {}
+    twice: dict[date, tuple[list[int], np.ndarray]] = {}  # the rows with a bit set
+    no_twice: dict[date, list[int]] = {}  # chunks whose row has no `twice`: no repeater
+    rows_of: dict[date, list[int]] = {}  # the chunks that have a row that day
+    before = {"p": zero, "q": zero}
+    for kind, day, chunks, bits, t_chunks, t_bits, nulls, _n in rows:
+        if kind in ("n", "w"):
+            continue
+        if kind == "c":
+            cust[day], rows_of[day] = _grid(width, chunks, bits), chunks
             if t_chunks:
-                t_rows.append((i, t_chunks, t_bits))
+                twice[day] = (t_chunks, np.frombuffer(t_bits, np.uint64).reshape(-1, _WORDS))
+            if nulls:
+                no_twice[day] = nulls
         else:
-            b_rows.append((0 if kind == "p" else 1, chunks, bits))
-    for out, at in ((cust, c_rows), (twice, t_rows), (reached, r_rows), (before, b_rows)):
-        _scatter(out, at)
-    zero = np.zeros((width, _WORDS), np.uint64)
+            before[kind] = _grid(width, chunks, bits)
 
     def who(first: date, last: date) -> np.ndarray:  # the customers of first..last
-        a, b = max((first - lo).days, 0), (last - lo).days + 1
-        return np.bitwise_or.reduce(cust[a:b], axis=0) if b > a else zero
+        out = None
+        for i in range((last - first).days + 1):
+            day = cust.get(first + timedelta(days=i))
+            if day is not None:
+                out = day.copy() if out is None else out.__ior__(day)
+        return zero if out is None else out
 
-    people: dict[tuple[date | None, str], tuple[int, int]] = {}
     kept_by: dict[date, tuple[int, int]] = {}
-    entries_who, entries_again, entries_valid = [], [], []
+    all_who, all_again = zero.copy(), zero.copy()
     for start, first, last in spans:
-        a, b = (first - lo).days, (last - lo).days + 1
         # who is in the entry, and who counted twice: twice in a day, or in a day and an
-        # earlier day of the entry (a chunk's row without `twice` adds nothing, as a NULL
-        # in Postgres)
-        c, again = cust[a].copy(), np.where(valid[a][:, None], twice[a], zero)
-        for i in range(a + 1, b):
-            again |= np.where(valid[i][:, None], twice[i] | (cust[i] & c), zero)
-            c |= cust[i]
-        r = np.bitwise_or.reduce(reached[(first - w.first).days:(last - w.first).days + 1],
-                                 axis=0)
-        people[(start, "reached")] = (_count(r), 0)
-        entries_who.append(c)
-        entries_again.append(again)
-        entries_valid.append(valid[a:b].any(axis=0))
-        people[(start, "customer")] = (_count(c), _count(entries_again[-1]))
+        # earlier day of the entry. A chunk's row without `twice` adds no repeater (a NULL
+        # in Postgres), nor does the entry's in that chunk if none of its rows has one.
+        c, again = zero.copy(), zero.copy()
+        has = np.zeros(width, bool)
+        for i in range((last - first).days + 1):
+            day = first + timedelta(days=i)
+            bits = cust.get(day)
+            if bits is None:
+                continue
+            seen = bits & c
+            if day in twice:
+                t_chunks, t_rows = twice[day]
+                seen[t_chunks] |= t_rows
+            if day in no_twice:
+                seen[no_twice[day]] = 0
+            again |= seen
+            c |= bits
+            if day in no_twice:  # the entry's chunks with a row that has `twice`
+                valid = np.zeros(width, bool)
+                valid[rows_of[day]] = True
+                valid[no_twice[day]] = False
+                has |= valid
+            else:
+                has[rows_of[day]] = True
+        people[(start, "customer")] = (_count(c), _count(again))
+        # the window's repeaters: an entry's, or in an entry and an earlier one
+        seen = again | (c & all_who)
+        seen[~has] = 0
+        all_again |= seen
+        all_who |= c
         previous = who(first - (last - first + timedelta(days=1)), first - timedelta(days=1))
         kept_by[first] = (_count(previous), _count(previous & c))
-    # the window's repeaters: an entry's, or in an entry and an earlier one
-    all_who, window_again = entries_who[0].copy(), entries_again[0].copy()
-    for i in range(1, len(spans)):
-        window_again |= np.where(entries_valid[i][:, None],
-                                 entries_again[i] | (entries_who[i] & all_who), zero)
-        all_who |= entries_who[i]
-    people[(None, "reached")] = (_count(np.bitwise_or.reduce(reached, axis=0)), 0)
-    people[(None, "customer")] = (_count(all_who), _count(window_again))
-    retention = (_count(before[1]), _count(before[1] & all_who))
+    people[(None, "customer")] = (_count(all_who), _count(all_again))
+    retention = (_count(before["q"]), _count(before["q"] & all_who))
     # cohorts: a month's customers less those of every month before (from the rollups'
     # first day), and which of them order in each later month up to the window's last
     months, month = [], interval_start(w.first, "month")
@@ -324,7 +334,7 @@ async def _from_days(conn: AsyncConnection, w: Window, spans: list[tuple[date, d
         month = next_start(month, "month")
     cohort_rows = []
     for i, (first_month, bits) in enumerate(months):
-        cohort = bits & ~(before[0] | who(lo, first_month - timedelta(days=1)))
+        cohort = bits & ~(before["p"] | who(lo, first_month - timedelta(days=1)))
         for later, later_bits in months[i:]:
             n = _count(cohort & later_bits)
             if n:

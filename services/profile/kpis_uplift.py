@@ -171,8 +171,8 @@ def _arms_sums(found: list[Any]) -> list[dict[str, Any]]:
     data = [r for r in found if r[0] is None]
     # each record's number, new orders and revenue (0 in a currency that does not count),
     # converted row by row into one array each (no copy of the rows joined first)
-    total = sum(len(r[3]) // RECORD.itemsize for r in data)
-    n, o, v = np.empty(total, np.intp), np.empty(total), np.empty(total)
+    records = sum(len(r[3]) // RECORD.itemsize for r in data)
+    n, o, v = np.empty(records, np.intp), np.empty(records), np.empty(records)
     at = 0
     for _chunk, _treated, _control, rows, counts in data:
         recs = np.frombuffer(rows, RECORD)

@@ -281,12 +281,14 @@ async def _from_days(conn: AsyncConnection, w: Window, spans: list[tuple[date, d
             before[kind] = _grid(width, chunks, bits)
 
     def who(first: date, last: date) -> np.ndarray:  # the customers of first..last
-        out = None
-        for i in range((last - first).days + 1):
-            day = cust.get(first + timedelta(days=i))
-            if day is not None:
-                out = day.copy() if out is None else out.__ior__(day)
-        return zero if out is None else out
+        found = [cust[d] for d in (first + timedelta(days=i)
+                                   for i in range((last - first).days + 1)) if d in cust]
+        if not found:
+            return zero
+        out = found[0].copy()  # the days' grids are read-only views of the rows sent
+        for day in found[1:]:
+            out |= day
+        return out
 
     kept_by: dict[date, tuple[int, int]] = {}
     all_who, all_again = zero.copy(), zero.copy()

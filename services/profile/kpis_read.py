@@ -72,7 +72,7 @@ async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[st
     sums = await _counts(conn, w)
     states = await _states(conn, w)
     spans = _series_spans(w)  # each series entry's days inside the window
-    if _days_read(w, spans) <= DAYS_IN_PROCESS:
+    if _fits(_days_read(w, spans), await _chunks(conn, w.workspace_id)):
         people, (previous, kept), kept_by, cohort_rows = await _from_days(conn, w, spans)
     else:  # a long window: the ORs in Postgres (the day rows would not fit in memory)
         people = await _people(conn, w)
@@ -214,10 +214,12 @@ _DAYS = (
     "'customer' AND dim = '' AND key = '' AND segment = $2 AND day < greatest($7, $5) GROUP "
     "BY chunk) s CROSS JOIN LATERAL (VALUES ('p', s.p), ('q', s.q)) AS x(k, bits) WHERE "
     "x.bits IS NOT NULL GROUP BY x.k")
-# The most days of bitmaps one answer brings into the process (_from_days: from the
-# earlier of its first month and its first series entry's previous span, to the end of
-# its last month); a longer window ORs in Postgres (_people, _retention, _cohorts).
-DAYS_IN_PROCESS = 200
+# The most customer day rows (1 KB each; their `twice` at most as many again) one answer
+# brings into the process (_from_days: from the earlier of its first month and its first
+# series entry's previous span, to the end of its last month, times the workspace's chunks
+# of numbers): 200 days at 128 chunks (1 M profiles numbered), ~25 MB. A longer window, or
+# a bigger workspace, ORs in Postgres (_people, _retention, _retention_series, _cohorts).
+ROWS_IN_PROCESS = 200 * 128
 _WORDS = BITS // 64  # a row as uint64 words
 
 
@@ -232,6 +234,18 @@ def _bounds(w: Window, spans: list[tuple[date, date, date]]) -> tuple[date, date
 def _days_read(w: Window, spans: list[tuple[date, date, date]]) -> int:
     lo, hi = _bounds(w, spans)
     return (hi - lo).days + 1
+
+
+def _fits(days: int, chunks: int) -> bool:
+    """Whether _from_days may bring `days` customer days of `chunks` rows into the process."""
+    return days * max(chunks, 1) <= ROWS_IN_PROCESS
+
+
+async def _chunks(conn: AsyncConnection, ws: str) -> int:
+    """The workspace's chunks of numbers (each a row per figure and day)."""
+    rows = await fetch(conn, "SELECT next FROM profile.kpi_number_next WHERE workspace_id = $1",
+                       ws)
+    return -(-int(rows[0][0]) // BITS) if rows else 0
 
 
 def _count(grid: np.ndarray) -> int:

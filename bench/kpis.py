@@ -40,6 +40,7 @@ from services.profile import kpis_read, kpis_rebuild, kpis_rebuild_sql, kpis_sta
 from services.profile.domain.conventions import Conventions
 from shared.db import create_engine
 from shared.db.migrate import upgrade_all
+from tests.support.postgres import _run as run_sync
 from tests.support.postgres import postgres_server, scratch_database
 
 WS = "bench-kpis"
@@ -149,31 +150,35 @@ def pct(samples: list[float], q: float) -> float:
 
 @contextmanager
 def database(server: str, keep: bool, reuse: str) -> Iterator[str]:
-    """The run's database: a new scratch one (dropped afterwards unless `keep`), or `reuse`."""
+    """The run's database URL: a new scratch one (dropped afterwards unless `keep`: then its
+    name is printed), or `reuse`."""
+    base = server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     if reuse:
-        yield server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + \
-            f"/{reuse}"
+        yield f"{base}/{reuse}"
         return
     if not keep:
         with scratch_database(server) as url:
             yield url
         return
-    yield f"create:tp_bench_kpis_{uuid.uuid4().hex[:8]}"  # created by main, in its loop
+    name = f"tp_bench_kpis_{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    run_sync(create())
+    print(f"database kept after the run: {name} (--reuse {name}; drop it when done)",
+          flush=True)
+    yield f"{base}/{name}"
 
 
 async def main(n_profiles: int, n_events: int, repeat: int, scan_repeat: int,
                keep: bool = False, reuse: str = "") -> None:
     end = datetime.now(UTC).replace(microsecond=0)
     with postgres_server() as server, database(server, keep, reuse) as url:
-        if url.startswith("create:"):  # --keep: a scratch database left in place
-            name = url.removeprefix("create:")
-            admin = await asyncpg.connect(server)
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            await admin.close()
-            url = server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") \
-                + f"/{name}"
-            print(f"database kept after the run: {name} (--reuse {name}; drop it when done)",
-                  flush=True)
         dsn = url.replace("postgresql+asyncpg://", "postgresql://")
         if reuse:
             conn = await asyncpg.connect(dsn)

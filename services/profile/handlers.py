@@ -43,7 +43,7 @@ async def handle_poll(rt: ServiceRuntime, polled: dict[str, list[Record]],
             {r.value.workspace_id for records in polled.values() for r in records})
         # A message id twice in one poll is claimed once: apply its first copy only.
         items = []
-        for consumer in sorted(polled, key=_ORDER.get):
+        for consumer in sorted(polled, key=lambda c: _ORDER[c]):
             mine = fresh[consumer]
             for record in polled[consumer]:
                 if (key := record.value.dedupe_id()) in mine:

@@ -8,7 +8,7 @@ workspaces of every record of the poll, the fresh ones' among them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -47,7 +47,7 @@ def _claim_and_read_sql(inbox: Table) -> str:
 
 
 async def claim_and_read(conn: AsyncConnection, inbox: Table,
-                         message_ids: dict[str, Iterable[str]], workspaces: Iterable[str]
+                         message_ids: Mapping[str, Iterable[str]], workspaces: Iterable[str]
                          ) -> tuple[dict[str, set[str]], Reads]:
     """Claim the message ids of each consumer (`message_ids` by consumer name: one poll's
     topics) in `inbox`: those not seen before come back, by consumer (the inbox's dedupe, in

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import (
     Column,
@@ -72,7 +72,7 @@ def claim_pairs_cte(table: Table) -> str:
     return sql
 
 
-def pairs(message_ids: dict[str, Iterable[str]]) -> tuple[list[str], list[str]]:
+def pairs(message_ids: Mapping[str, Iterable[str]]) -> tuple[list[str], list[str]]:
     """`claim_pairs_cte`'s $1 and $2 from ids by consumer, each consumer's deduplicated."""
     consumers: list[str] = []
     ids: list[str] = []

@@ -5,11 +5,15 @@ ones that don't parse go to the DLQ. The rest go to the handler as one batch, pa
 after partition in offset order (so one key's records stay in order, and handlers batch
 their database writes over the whole poll: one transaction per poll, not per partition).
 If the batch fails for a reason other than an outage, it is replayed one record at a time
-to find the poison one. Offsets (last offset + 1 of each partition) are committed only
-after the handler returned, in one request for every poll of the last `COMMIT_EVERY_S`
-(and at once when the records stop, before a rebalance takes partitions away, and at
-stop): one commit per poll was a broker round trip on every poll. A crash can redeliver
-up to that much more, which the inbox (or the handler's idempotency key) absorbs.
+to find the poison one. A poll holding records of two topics whose specs share a `joint`
+handler goes to it in one call (one transaction for both topics); if that fails for a
+reason other than an outage, each topic's own handler takes its records as above, so a
+poison record of one topic costs the other nothing. Offsets (last offset + 1 of each
+partition) are committed only after the handlers returned, in one request for every poll
+of the last `COMMIT_EVERY_S` (and at once when the records stop, before a rebalance takes
+partitions away, and at stop): one commit per poll was a broker round trip on every poll.
+A crash can redeliver up to that much more, which the inbox (or the handler's idempotency
+key) absorbs.
 """
 
 from __future__ import annotations

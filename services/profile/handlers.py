@@ -2,8 +2,14 @@
 
 One transaction per poll: a poll holding both topics' records goes to `handle_poll` (the
 consumer loop's joint handler), which claims both in one statement and applies them in
-one batch, with one outbox publish after commit; a poll of one topic is the same code
-with one topic.
+one batch, its outbox rows handed to the relay after commit; a poll of one topic is the
+same code with one topic.
+
+The rows go to `publish_soon`, as journey's and messaging's do: they are durable in the
+outbox with the commit, so the poll returns (and the loop commits its offsets) without
+waiting for the broker's acks, and rows of polls that arrive while a produce is in flight
+go out together in the next one, in order (one publish at a time). A crash before they
+are produced leaves them to the sweeper; `ServiceRuntime.stop` drains the relay.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ async def handle_poll(rt: ServiceRuntime, polled: dict[str, list[Record]],
                       clock: Clock | None = None) -> None:
     """A poll's records by consumer name (events first, then delivery outcomes, each topic's
     in the loop's order), in one transaction: what handling each topic's records in turn
-    would do, for one claim, one commit and one outbox publish."""
+    would do, for one claim, one commit and one hand-over of its outbox rows."""
     async with rt.engine.begin() as conn:
         # The inbox claim, and the conventions and segment rules the batch needs: one round trip.
         fresh, reads = await claim_and_read(
@@ -50,7 +56,7 @@ async def handle_poll(rt: ServiceRuntime, polled: dict[str, list[Record]],
                     mine.discard(key)
                     items.append(record.value)
         ids = await apply_batch(conn, items, rt.settings, (clock or SystemClock()).now(), reads)
-    await rt.publish(ids)
+    rt.publish_soon(ids)  # committed: the relay produces them in the background, in order
 
 
 _ORDER = {EVENTS: 0, DELIVERY: 1}

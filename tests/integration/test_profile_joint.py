@@ -5,12 +5,16 @@
 - a redelivered joint poll (the offsets were not committed) applies nothing twice
 - the joint poll does what the two topics' handlers do one after the other
 - a record seen by one topic's handler and again in a joint poll is not applied twice
+- a poll returns without waiting for the broker's acks (its rows handed to the relay's
+  `publish_soon`, durable in the outbox meanwhile); polls handled while a produce is in
+  flight go out together in the next one, and each key's rows reach the topic in order
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,24 +25,26 @@ from services.profile import tables
 from services.profile.handlers import DELIVERY, EVENTS, handle_poll
 from shared.contracts.delivery import DeliveryEvent
 from shared.contracts.events import Event
+from shared.contracts.profile import ProfileEvent
 from shared.db.outbox import OutboxRow
 from shared.kafka import Record
 from shared.kafka.admin import ensure_topics
 from shared.runtime import ServiceParts, ServiceRuntime
 from shared.settings import Settings
+from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 class Runtime(ServiceRuntime):
-    """Profile's runtime with the publish after commit recorded (and still done)."""
+    """Profile's runtime with the hand-over after commit recorded (and still done)."""
 
     published: list[list[OutboxRow]]
 
-    async def publish(self, rows: Any) -> None:
+    def publish_soon(self, rows: Sequence[OutboxRow]) -> None:
         self.published.append(list(rows))
-        await super().publish(rows)
+        super().publish_soon(rows)
 
 
 @pytest.fixture
@@ -52,6 +58,8 @@ async def rt(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         yield runtime
     finally:
+        if runtime.relay is not None:
+            await asyncio.wait_for(runtime.relay.drain(), 15)
         await runtime.producer.stop()
         if runtime.relay is not None:
             await runtime.relay.close()
@@ -187,3 +195,75 @@ async def test_the_claim_keeps_each_topics_ids_apart(rt: Runtime, unique: str) -
         n = (await conn.execute(select(func.count()).select_from(tables.events).where(
             tables.events.c.workspace_id == ws))).scalar_one()
     assert n == 3  # the identify, the track, the open
+
+
+async def outbox_ids(rt: Runtime, ids: list[int]) -> set[int]:
+    async with rt.engine.connect() as conn:
+        return {r[0] for r in (await conn.execute(text(
+            "SELECT id FROM profile.outbox WHERE id = ANY(:ids)"), {"ids": ids})).all()}
+
+
+async def test_a_poll_returns_before_the_acks_and_each_keys_rows_keep_their_order(
+        rt: Runtime, unique: str) -> None:
+    """The relay's produce held back (the broker is the real one; only the call waits on a
+    gate): three polls return while nothing is produced, their rows stay in the outbox;
+    once the gate opens the first poll's rows go out, the second's and third's together in
+    the next produce, and the topic holds each customer's profile events in poll order."""
+    ws = f"joint-soon-{unique}"
+    relay = rt.relay
+    assert relay is not None
+    gate, produces = asyncio.Event(), []
+    real = relay._produce
+
+    async def held(rows: Sequence[OutboxRow]) -> None:
+        produces.append([r.id for r in rows])
+        await gate.wait()
+        await real(rows)
+
+    relay._produce = held  # type: ignore[method-assign]
+    try:
+        await _polls_while_held(rt, ws, gate, produces)
+    finally:
+        gate.set()  # whatever failed, the fixture's drain must not wait on the gate
+
+
+async def _polls_while_held(rt: Runtime, ws: str, gate: asyncio.Event,
+                            produces: list[list[int]]) -> None:
+    relay = rt.relay
+    assert relay is not None
+    users = ["u1", "u2", "u3"]
+    polls = [[identify(ws, u) for u in users],
+             [track(ws, u, "Viewed", 1) for u in users],
+             [track(ws, u, "Added", 2) for u in users] + [track(ws, "u1", "Paid", 3)]]
+    offset = 0
+    for events in polls:  # each returns though its rows' produce is held
+        await asyncio.wait_for(handle_poll(rt, {EVENTS: [
+            record(e, "events", offset + i) for i, e in enumerate(events)]}), 10)
+        offset += len(events)
+    handed = [[r.id for r in rows] for rows in rt.published]
+    assert len(handed) == 3 and all(handed)  # one hand-over per poll (events and changes)
+    await asyncio.sleep(0.2)
+    # Nothing acked, so nothing deleted: every row still durable in the outbox.
+    assert await outbox_ids(rt, sum(handed, [])) == set(sum(handed, []))
+    assert produces == [handed[0]]  # the first poll's produce is waiting; the rest queue
+
+    gate.set()
+    await asyncio.wait_for(relay.drain(), 15)
+    assert produces == [handed[0], handed[1] + handed[2]]  # two polls in one produce
+    assert await outbox_ids(rt, sum(handed, [])) == set()  # acked, then deleted
+
+    expected = sum(len(events) for events in polls)
+
+    def mine(records: list[Any]) -> list[Any]:
+        return [r for r in records if ProfileEvent.model_validate_json(r.value).workspace_id
+                == ws]
+
+    got = mine(await read_topic(rt.settings.kafka_bootstrap, rt.settings.topic(
+        "profile-events"), lambda rs: len(mine(rs)) >= expected, 30))
+    assert len(got) == expected  # each once
+    per_key: dict[bytes, list[str | None]] = {}
+    for r in sorted(got, key=lambda r: (r.partition, r.offset)):
+        per_key.setdefault(r.key, []).append(ProfileEvent.model_validate_json(r.value).event.event)
+    assert sorted(per_key.values()) == sorted([[None, "Viewed", "Added", "Paid"],
+                                               [None, "Viewed", "Added"],
+                                               [None, "Viewed", "Added"]])

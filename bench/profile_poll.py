@@ -75,7 +75,8 @@ async def main(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     walls.sort()
     p99 = walls[int(0.99 * len(walls))]
     print(f"{args.polls} polls of {args.events} events: handle_poll wall p50 "
-          f"{1000 * statistics.median(walls):.2f} ms, p99 {1000 * p99:.2f} ms; CPU per poll {1000 * cpu / args.polls:.2f} ms (publish included); "
+          f"{1000 * statistics.median(walls):.2f} ms, p99 {1000 * p99:.2f} ms; "
+          f"CPU per poll {1000 * cpu / args.polls:.2f} ms (publish included); "
           f"{args.polls / wall:.0f} polls/s")
 
 

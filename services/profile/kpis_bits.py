@@ -57,14 +57,17 @@ _ADD = (
     "kpi_bits.twice | (kpi_bits.bits & excluded.bits) | excluded.twice, "
     "bits = kpi_bits.bits | excluded.bits")
 # Profiles' bits cleared in every row of their days that has them: the rows as they were
-# (one update per row, whichever of the profiles it holds).
+# (one update per row, whichever of the profiles it holds). The mask is an OR of one-bit
+# strings (B'0' zero-padded to BITS, folded once per plan): profile.kpi_bitmap (string
+# building, then a cast of 8192 characters) cost ~90 us per row against ~4.
 _CLEAR = (
     "WITH t AS (SELECT * FROM unnest($1::text[], $2::int[], $3::date[], $4::date[]) AS "
     "t(ws, n, lo, hi)), old AS (SELECT b.workspace_id, b.figure, b.dim, b.key, b.segment, "
     "b.day, b.chunk, t.n, coalesce(get_bit(b.twice, t.n % $5), 0) AS twice FROM "
     "profile.kpi_bits b JOIN t ON b.workspace_id = t.ws AND b.chunk = t.n / $5 AND b.day "
     "BETWEEN t.lo AND t.hi WHERE get_bit(b.bits, t.n % $5) = 1), m AS (SELECT workspace_id, "
-    "figure, dim, key, segment, day, chunk, ~profile.kpi_bitmap(array_agg(n % $5)) AS keep "
+    "figure, dim, key, segment, day, chunk, ~bit_or(set_bit(B'0'::bit(" + str(BITS) + "), "
+    "n % $5, 1)) AS keep "
     "FROM old GROUP BY 1, 2, 3, 4, 5, 6, 7), up AS (UPDATE profile.kpi_bits b SET bits = "
     "b.bits & m.keep, twice = b.twice & m.keep FROM m WHERE (b.workspace_id, b.figure, "
     "b.dim, b.key, b.segment, b.day, b.chunk) = (m.workspace_id, m.figure, m.dim, m.key, "

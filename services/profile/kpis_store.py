@@ -30,6 +30,7 @@ from services.profile.domain.kpis import (
     dims_of,
     local_day,
     nps_bucket,
+    zone,
 )
 from services.profile.kpis_uplift import ADD_MONEY, FOLD, Money, add_days, known_control
 from services.profile.repository import columns, fetch
@@ -170,26 +171,44 @@ def _touch_times(facts: KpiFacts) -> list[tuple[str, str, datetime]]:
 async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                       live: Callable[[str], str], segs: Callable[[str, str], list[str]],
                       r: Rollup) -> None:
-    firsts: dict[tuple[str, str, str], tuple[date, list[tuple[str, str]], list[str]]] = {}
+    """The outcomes' counters and `reached` people, first opens and clicks, last touches.
+    The counters and people are summed per message origin (channel, journey, broadcast,
+    template) first and spread over the origin's dimensions once per sum: a batch holds a
+    few dozen origins for hundreds of outcomes (the per-fact dictionaries cost ~4 us per
+    event of the consumer's CPU in bench/profile.py)."""
+    firsts: dict[tuple[str, str, str], tuple[date, Origin, tuple[str, ...]]] = {}
     touches: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+    counted: dict[tuple[str, date, Origin, tuple[str, ...], str], int] = defaultdict(int)
+    reached: dict[tuple[str, date, Origin, tuple[str, ...], str], int] = defaultdict(int)
+    zones: dict[str, Any] = {}
     for d in facts.deliveries:
         pid, ws = live(d.pid), d.ws
-        day = local_day(d.at, convs[ws].timezone)
-        dims = dims_of(d.channel, d.journey, d.broadcast, d.template)
+        z = zones.get(ws)
+        if z is None:
+            z = zones[ws] = zone(convs[ws].timezone)
+        day = d.at.astimezone(z).date()  # local_day
+        origin = (d.channel, d.journey, d.broadcast, d.template)
         metric = COUNTED.get(d.status)
         if metric is not None:
-            r.count(ws, day, dims, segs(ws, pid), metric)
+            seg = tuple(segs(ws, pid))
+            counted[(ws, day, origin, seg, metric)] += 1
             if metric == "sent":
-                r.person(ws, "reached", day, dims, segs(ws, pid), pid)
+                reached[(ws, day, origin, seg, pid)] += 1
             continue
         kind = TOUCHES[d.status]
         for k in ("open", "click") if kind == "click" else ("open",):
-            firsts.setdefault((ws, d.message_id, k), (day, dims, segs(ws, pid)))
+            if (ws, d.message_id, k) not in firsts:
+                firsts[(ws, d.message_id, k)] = (day, origin, tuple(segs(ws, pid)))
         key = (ws, d.message_id, kind)
         held = touches.get(key)
         if held is None or d.at > held[4]:
             touches[key] = (ws, d.message_id, kind, pid, d.at, d.channel, d.journey,
                             d.broadcast, d.template)
+    dims = _Dims()
+    for (ws, day, origin, seg, metric), n in counted.items():
+        r.count(ws, day, dims[origin], seg, metric, n)
+    for (ws, day, origin, seg, pid), n in reached.items():
+        r.person(ws, "reached", day, dims[origin], seg, pid, n)
     if firsts:
         ws_, mid, kind_ = columns(firsts, 3)
         fresh = await fetch(
@@ -197,8 +216,8 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
             "SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) "
             "ON CONFLICT DO NOTHING RETURNING workspace_id, message_id, kind", ws_, mid, kind_)
         for row in fresh:
-            day, dims, seg = firsts[(row[0], row[1], row[2])]
-            r.count(row[0], day, dims, seg, "unique_opens" if row[2] == "open"
+            day, origin, seg = firsts[(row[0], row[1], row[2])]
+            r.count(row[0], day, dims[origin], seg, "unique_opens" if row[2] == "open"
                     else "unique_clicks")
     if touches:
         cols = columns(touches.values(), 9)
@@ -209,6 +228,17 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
             "$8::text[], $9::text[]) ON CONFLICT (workspace_id, message_id, kind) DO UPDATE "
             "SET at = greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id",
             *cols)
+
+
+Origin = tuple[str, str | None, str | None, str | None]  # channel, journey, broadcast, template
+
+
+class _Dims(dict[Origin, list[tuple[str, str]]]):
+    """dims_of per message origin, computed once per batch."""
+
+    def __missing__(self, origin: Origin) -> list[tuple[str, str]]:
+        out = self[origin] = dims_of(*origin)
+        return out
 
 
 async def _control(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
@@ -390,13 +420,15 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
     global _turn  # noqa: PLW0603
     parts: list[tuple[str, int, list[Any]]] = []
     if r.counts:
-        parts.append((_COUNTS, 8, [*columns(r.counts, 7), list(r.counts.values())]))
+        counts = sorted(r.counts.items())  # one order of row locks in every batch
+        parts.append((_COUNTS, 8, [*columns([k for k, _v in counts], 7),
+                                   [v for _k, v in counts]]))
     number = None
     if records:
         days: dict[tuple[str, str], tuple[date, date]] = {}
-        seen = [(ws, pid, day) for ws, _f, _d, _k, _s, day, pid in r.people]
-        for ws, who, day in seen + [(ws, w, d) for ws, w, d, _c in records
-                                    if isinstance(w, str)]:
+        seen = {(ws, pid, day) for ws, _f, _d, _k, _s, day, pid in r.people}
+        seen.update((ws, w, d) for ws, w, d, _c in records if isinstance(w, str))
+        for ws, who, day in seen:
             held = days.get((ws, who))
             days[(ws, who)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
         number = await kpis_bits.numbers(conn, days)

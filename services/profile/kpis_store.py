@@ -33,7 +33,7 @@ from services.profile.domain.kpis import (
     zone,
 )
 from services.profile.kpis_uplift import ADD_MONEY, FOLD, Money, add_days, known_control
-from services.profile.repository import columns, fetch
+from services.profile.repository import columns, fetch, unnest_args
 from shared.kafka.errors import DependencyUnavailable
 
 
@@ -210,24 +210,28 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
     for (ws, day, origin, seg, pid), n in reached.items():
         r.person(ws, "reached", day, dims[origin], seg, pid, n)
     if firsts:
-        ws_, mid, kind_ = columns(firsts, 3)
-        fresh = await fetch(
-            conn, "INSERT INTO profile.kpi_firsts (workspace_id, message_id, kind) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) "
-            "ON CONFLICT DO NOTHING RETURNING workspace_id, message_id, kind", ws_, mid, kind_)
-        for row in fresh:
-            day, origin, seg = firsts[(row[0], row[1], row[2])]
-            r.count(row[0], day, dims[origin], seg, "unique_opens" if row[2] == "open"
+        keys = list(firsts)
+        exprs, args = unnest_args(1, columns(keys, 3), ["text"] * 3)
+        # The new ones come back as their positions in the arguments (one int array).
+        fresh = (await fetch(
+            conn, "WITH f AS (INSERT INTO profile.kpi_firsts (workspace_id, message_id, kind) "
+            f"SELECT * FROM unnest({exprs}) ON CONFLICT DO NOTHING RETURNING workspace_id, "
+            f"message_id, kind) SELECT array_agg(t.i) FROM f JOIN unnest({exprs}) WITH "
+            "ORDINALITY AS t(w, m, k, i) ON (t.w, t.m, t.k) = (f.workspace_id, f.message_id, "
+            "f.kind)", *args))[0][0] or ()
+        for i in fresh:
+            ws, _mid, kind = keys[i - 1]
+            day, origin, seg = firsts[keys[i - 1]]
+            r.count(ws, day, dims[origin], seg, "unique_opens" if kind == "open"
                     else "unique_clicks")
     if touches:
-        cols = columns(touches.values(), 9)
+        exprs, args = unnest_args(1, columns(touches.values(), 9), [
+            "text", "text", "text", "text", "timestamptz", "text", "text", "text", "text"])
         await fetch(
             conn, "INSERT INTO profile.kpi_touches (workspace_id, message_id, kind, profile_id, "
-            "at, channel, journey, broadcast, template) SELECT * FROM unnest($1::text[], "
-            "$2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], "
-            "$8::text[], $9::text[]) ON CONFLICT (workspace_id, message_id, kind) DO UPDATE "
-            "SET at = greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id",
-            *cols)
+            f"at, channel, journey, broadcast, template) SELECT * FROM unnest({exprs}) ON "
+            "CONFLICT (workspace_id, message_id, kind) DO UPDATE SET at = "
+            "greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id", *args)
 
 
 Origin = tuple[str, str | None, str | None, str | None]  # channel, journey, broadcast, template
@@ -418,11 +422,14 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
     rollups: one statement when there are people (the records' profiles numbered with
     theirs: every customer with money has a number)."""
     global _turn  # noqa: PLW0603
-    parts: list[tuple[str, int, list[Any]]] = []
+    first = 10 if r.people else 1
+    ctes: list[str] = []
+    args: list[Any] = []
     if r.counts:
         counts = sorted(r.counts.items())  # one order of row locks in every batch
-        parts.append((_COUNTS, 8, [*columns([k for k, _v in counts], 7),
-                                   [v for _k, v in counts]]))
+        exprs, args = unnest_args(first, [*columns([k for k, _v in counts], 7),
+                                          [v for _k, v in counts]], _COUNT_TYPES)
+        ctes.append(f"c AS ({_COUNTS.format(exprs)})")
     number = None
     if records:
         days: dict[tuple[str, str], tuple[date, date]] = {}
@@ -434,13 +441,8 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
         number = await kpis_bits.numbers(conn, days)
         rows = sorted((ws, who if isinstance(who, int) else number[(ws, who)], day, c, *v)
                       for (ws, who, day, c), v in records.items())
-        parts.append((ADD_MONEY, 6, columns(rows, 6)))
-    first = 10 if r.people else 1
-    ctes: list[str] = []
-    args: list[Any] = []
-    for name, (sql, k, cols) in zip("cm", parts, strict=False):
-        ctes.append(f"{name} AS ({sql.format(*range(first + len(args), first + len(args) + k))})")
-        args += cols
+        ctes.append(f"m AS ({ADD_MONEY.format(*range(first + len(args), first + len(args) + 6))})")
+        args += columns(rows, 6)
     if r.people:
         await kpis_bits.add(conn, r.people, number, also=(", ".join(ctes), args))
     elif ctes:
@@ -451,13 +453,12 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
             await kpis_uplift.compact(conn, [(ws, day, c) for ws, _w, day, c in records])
 
 
-# The counters' upsert; {0}..{7}: the numbers of its parameters.
+# The counters' upsert; {0}: unnest()'s arguments (repository.unnest_args).
 _COUNTS = (
     "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, currency, "
-    "value) SELECT * FROM unnest(${0}::text[], ${1}::date[], ${2}::text[], ${3}::text[], "
-    "${4}::text[], ${5}::text[], ${6}::text[], ${7}::float8[]) ON CONFLICT (workspace_id, dim, "
-    "key, segment, day, metric, currency) DO UPDATE SET value = kpi_counts.value + "
-    "excluded.value")
+    "value) SELECT * FROM unnest({0}) ON CONFLICT (workspace_id, dim, key, segment, day, "
+    "metric, currency) DO UPDATE SET value = kpi_counts.value + excluded.value")
+_COUNT_TYPES = ["text", "date", "text", "text", "text", "text", "text", "float8"]
 
 
 async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> list[Any]:

@@ -62,12 +62,20 @@ class Pool:
         self.open = 0
         self.freed = asyncio.Condition()
 
-    async def take(self) -> Connection:
+    async def take(self, fresh: bool = False) -> Connection:
+        """An idle kept-alive connection, or a new one (`fresh`: always a new one; an idle
+        connection may be one the server has closed meanwhile, after its keep-alive timeout)."""
         async with self.freed:
-            while not self.idle and self.open >= MAX_CONNECTIONS:
+            while True:
+                if self.idle and not fresh:
+                    return self.idle.pop()
+                if self.open < MAX_CONNECTIONS:
+                    break
+                if self.idle:  # a fresh one wanted and the pool full: the oldest idle goes
+                    self.idle.pop(0).writer.close()
+                    self.open -= 1
+                    break
                 await self.freed.wait()
-            if self.idle:
-                return self.idle.pop()
             self.open += 1
         return Connection(*await asyncio.open_connection(self.host, self.port))
 
@@ -87,8 +95,8 @@ async def customer(pool: Pool, requests: list[bytes], user: str, due: int,
                    results: list[str]) -> None:
     statuses: list[int] = []
     conn: Connection | None = None
-    for _attempt in range(2):  # a kept-alive connection the server closed: once more, fresh
-        conn = await pool.take()
+    for attempt in range(2):  # a kept-alive connection the server closed: once more, fresh
+        conn = await pool.take(fresh=attempt > 0)
         try:
             while len(statuses) < len(requests):
                 statuses.append(await conn.request(requests[len(statuses)]))

@@ -155,6 +155,13 @@ async def _forget_numbers(conn: AsyncConnection, gone: list[tuple[str, str]]) ->
         gone="SELECT * FROM unnest($1::text[], $2::text[])"), *columns(gone, 2))
 
 
+async def cleared(conn: AsyncConnection, found: list[Any]) -> list[Any]:
+    """Take numbers forgotten already (FORGET's rows: workspace, profile, n, first day, last
+    day) out of every bitmap of their days; returns the rows they were in (workspace_id,
+    figure, dim, key, segment, day, chunk, n, twice, profile id)."""
+    return await _clear(conn, found)
+
+
 async def _clear(conn: AsyncConnection, found: list[Any]) -> list[Any]:
     if not found:
         return []
@@ -162,27 +169,3 @@ async def _clear(conn: AsyncConnection, found: list[Any]) -> list[Any]:
     rows = await fetch(conn, _CLEAR, [r[0] for r in found], [r[2] for r in found],
                        [r[3] for r in found], [r[4] for r in found], BITS)
     return [(*r, pid_of[(r[0], r[7])]) for r in rows]
-
-
-async def move(conn: AsyncConnection, merges: dict[str, tuple[str, str]],
-               gone: list[Any]) -> None:
-    """Merged profiles (loser -> (workspace, survivor)): the loser's bits become the
-    survivor's (its facts count as the survivor's: in a day both are in, the survivor has
-    two facts or more). `gone`: the losers' numbers, forgotten already (FORGET's rows)."""
-    # The losers' numbers first, then the survivors', then the bitmap rows: the lock order
-    # of every batch (numbers, the workspace's counter, bitmaps), so no deadlock.
-    if not gone:
-        return  # the losers never counted (an anonymous visitor without sends or orders)
-    # The survivors' days widened to the losers': every row moved below is inside them.
-    bounds: dict[tuple[str, str], tuple[date, date]] = {}
-    for ws, loser, _n, lo, hi in gone:
-        held = bounds.get((ws, merges[loser][1]))
-        bounds[(ws, merges[loser][1])] = (min(held[0], lo), max(held[1], hi)) if held else \
-            (lo, hi)
-    number = await numbers(conn, bounds)
-    rows = await _clear(conn, gone)
-    people: People = defaultdict(int)
-    for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in rows:
-        people[(ws, figure, dim, key, seg, day, merges[loser][1])] += 2 if twice else 1
-    await add(conn, people, number)
-

@@ -106,7 +106,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         return
     if reporting is None:
         reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
-    moved = await repoint(conn, merges) if merges else []
+    moved, gone = await repoint(conn, merges) if merges else ([], [])
 
     def segs(ws: str, pid: str) -> list[str]:
         keys = reporting.get(ws)
@@ -133,7 +133,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         r.count(ws, day, [ALL], segs(ws, pid), "nps_responses")
     for ws, old, new in moves:
         r.count(ws, local_day(now, convs[ws].timezone), [ALL], [], f"move:{old or 'none'}>{new}")
-    await flush(conn, r, records)
+    await flush(conn, r, records, gone, merges)
 
 
 # kpi_money's records of a batch: (workspace, profile id or number, day, currency) ->
@@ -417,12 +417,19 @@ COMPACT_EVERY = 64  # batches with money per compaction of their days (kpi_money
 _turn = 0
 
 
-async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None) -> None:
+async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None,
+                gone: list[Any] | None = None,
+                merges: dict[str, tuple[str, str]] | None = None) -> None:
     """Add the batch's people (their day bitmaps), counters and kpi_money records to the
-    rollups: one statement when there are people (the records' profiles numbered with
-    theirs: every customer with money has a number)."""
+    rollups. The people and the records' profiles are numbered in one statement (every
+    customer with money has a number), then the merges' losers whose numbers `repoint`
+    forgot (`gone`: workspace, loser, number, first and last day) leave their bitmaps and
+    their bits become their survivors' people of the batch (a day both were in holds the
+    survivor with two facts or more), then one upsert adds the people, counters and records.
+    The lock order of every batch: numbers (the losers' in repoint, then these and the
+    workspace's counter), then bitmap rows, so no deadlock."""
     global _turn  # noqa: PLW0603
-    first = 10 if r.people else 1
+    first = 10 if r.people or gone else 1
     ctes: list[str] = []
     args: list[Any] = []
     if r.counts:
@@ -430,15 +437,24 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
         exprs, args = unnest_args(first, [*columns([k for k, _v in counts], 7),
                                           [v for _k, v in counts]], _COUNT_TYPES)
         ctes.append(f"c AS ({_COUNTS.format(exprs)})")
-    number = None
-    if records:
-        days: dict[tuple[str, str], tuple[date, date]] = {}
-        seen = {(ws, pid, day) for ws, _f, _d, _k, _s, day, pid in r.people}
-        seen.update((ws, w, d) for ws, w, d, _c in records if isinstance(w, str))
-        for ws, who, day in seen:
-            held = days.get((ws, who))
-            days[(ws, who)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
+    number: dict[tuple[str, str], int] = {}
+    days: dict[tuple[str, str], tuple[date, date]] = {}
+    seen = {(ws, pid, day) for ws, _f, _d, _k, _s, day, pid in r.people}
+    seen.update((ws, w, d) for ws, w, d, _c in records or () if isinstance(w, str))
+    spans = [(ws, pid, day, day) for ws, pid, day in seen]
+    # The survivors' days widened to their losers': every bit moved below is inside them.
+    spans += [(ws, (merges or {})[loser][1], lo, hi) for ws, loser, _n, lo, hi in gone or ()]
+    for ws, who, lo, hi in spans:
+        held = days.get((ws, who))
+        days[(ws, who)] = (min(held[0], lo), max(held[1], hi)) if held else (lo, hi)
+    if days:
         number = await kpis_bits.numbers(conn, days)
+    if gone:
+        for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in \
+                await kpis_bits.cleared(conn, gone):
+            r.people[(ws, figure, dim, key, seg, day, (merges or {})[loser][1])] += \
+                2 if twice else 1
+    if records:
         rows = sorted((ws, who if isinstance(who, int) else number[(ws, who)], day, c, *v)
                       for (ws, who, day, c), v in records.items())
         ctes.append(f"m AS ({ADD_MONEY.format(*range(first + len(args), first + len(args) + 6))})")
@@ -461,23 +477,25 @@ _COUNTS = (
 _COUNT_TYPES = ["text", "date", "text", "text", "text", "text", "text", "float8"]
 
 
-async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]) -> list[Any]:
+async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]
+                  ) -> tuple[list[Any], list[Any]]:
     """Merged profiles (loser -> (workspace, survivor)): their touches, orders, customer
     days, control membership and bits become the survivor's (a day both were in holds the
     survivor once, with two facts or more: distinct counts stay distinct). Matched by
     workspace and profile: each table's index, and the loser's bits in its own days only
     (kpi_numbers). One statement for the tables, which also forgets the losers' numbers
-    (the first of the numbers' locks, as kpis_bits.move needs), then the bits."""
+    (the first of the numbers' locks); their bits move in `flush`, with the batch's people.
+    Returns the moved customer days and the forgotten numbers."""
     losers = list(merges)
     workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
     rows = await fetch(conn, _REPOINT, workspaces, losers, survivors)
-    gone = [r[1:6] for r in rows if r[0]]
-    await kpis_bits.move(conn, merges, gone)
+    gone = [tuple(r[1:6]) for r in rows if r[0]]
     # The losers' moved days: (workspace, loser, survivor, day, currency, orders, revenue,
-    # the loser's number or None), for kpi_money.
+    # the loser's number or None), for kpi_money; and the losers' forgotten numbers, whose
+    # bits `flush` moves.
     number = {(r[0], r[1]): r[2] for r in gone}
     return [(r[1], r[2], r[6], r[4], r[7], r[8], r[9], number.get((r[1], r[2])))
-            for r in rows if not r[0]]
+            for r in rows if not r[0]], gone
 
 
 _REPOINT = (

@@ -277,7 +277,8 @@ def unnest_args(first: int, cols: list[list[Any]], types: list[str]) -> tuple[st
     column as one joined text split in SQL (string_to_array) when no value holds SEP, else
     the array. asyncpg checks and encodes a text array's elements one at a time in Python
     (two ABC isinstance checks each), ~0.3 us per value: hundreds per statement."""
-    exprs, args = [], []
+    exprs: list[str] = []
+    args: list[Any] = []
     for i, (col, kind) in enumerate(zip(cols, types, strict=True)):
         n = first + i
         try:

@@ -429,14 +429,6 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
     The lock order of every batch: numbers (the losers' in repoint, then these and the
     workspace's counter), then bitmap rows, so no deadlock."""
     global _turn  # noqa: PLW0603
-    first = 10 if r.people or gone else 1
-    ctes: list[str] = []
-    args: list[Any] = []
-    if r.counts:
-        counts = sorted(r.counts.items())  # one order of row locks in every batch
-        exprs, args = unnest_args(first, [*columns([k for k, _v in counts], 7),
-                                          [v for _k, v in counts]], _COUNT_TYPES)
-        ctes.append(f"c AS ({_COUNTS.format(exprs)})")
     number: dict[tuple[str, str], int] = {}
     days: dict[tuple[str, str], tuple[date, date]] = {}
     seen = {(ws, pid, day) for ws, _f, _d, _k, _s, day, pid in r.people}
@@ -454,6 +446,14 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
                 await kpis_bits.cleared(conn, gone):
             r.people[(ws, figure, dim, key, seg, day, (merges or {})[loser][1])] += \
                 2 if twice else 1
+    first = 10 if r.people else 1  # the bitmaps' upsert takes $1..$9
+    ctes: list[str] = []
+    args: list[Any] = []
+    if r.counts:
+        counts = sorted(r.counts.items())  # one order of row locks in every batch
+        exprs, args = unnest_args(first, [*columns([k for k, _v in counts], 7),
+                                          [v for _k, v in counts]], _COUNT_TYPES)
+        ctes.append(f"c AS ({_COUNTS.format(exprs)})")
     if records:
         rows = sorted((ws, who if isinstance(who, int) else number[(ws, who)], day, c, *v)
                       for (ws, who, day, c), v in records.items())

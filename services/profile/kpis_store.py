@@ -209,29 +209,28 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
         r.count(ws, day, dims[origin], seg, metric, n)
     for (ws, day, origin, seg, pid), n in reached.items():
         r.person(ws, "reached", day, dims[origin], seg, pid, n)
-    if firsts:
-        keys = list(firsts)
-        exprs, args = unnest_args(1, columns(keys, 3), ["text"] * 3)
-        # The new ones come back as their positions in the arguments (one int array).
-        fresh = (await fetch(
-            conn, "WITH f AS (INSERT INTO profile.kpi_firsts (workspace_id, message_id, kind) "
-            f"SELECT * FROM unnest({exprs}) ON CONFLICT DO NOTHING RETURNING workspace_id, "
-            f"message_id, kind) SELECT array_agg(t.i) FROM f JOIN unnest({exprs}) WITH "
-            "ORDINALITY AS t(w, m, k, i) ON (t.w, t.m, t.k) = (f.workspace_id, f.message_id, "
-            "f.kind)", *args))[0][0] or ()
-        for i in fresh:
-            ws, _mid, kind = keys[i - 1]
-            day, origin, seg = firsts[keys[i - 1]]
-            r.count(ws, day, dims[origin], seg, "unique_opens" if kind == "open"
-                    else "unique_clicks")
-    if touches:
-        exprs, args = unnest_args(1, columns(touches.values(), 9), [
-            "text", "text", "text", "text", "timestamptz", "text", "text", "text", "text"])
-        await fetch(
-            conn, "INSERT INTO profile.kpi_touches (workspace_id, message_id, kind, profile_id, "
-            f"at, channel, journey, broadcast, template) SELECT * FROM unnest({exprs}) ON "
-            "CONFLICT (workspace_id, message_id, kind) DO UPDATE SET at = "
-            "greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id", *args)
+    if not firsts:
+        return
+    # Every open or click holds a first and a touch: one statement for both, the new firsts
+    # answered as their positions in the arguments (one int array).
+    keys = list(firsts)
+    exprs, args = unnest_args(1, columns(keys, 3), ["text"] * 3)
+    texprs, targs = unnest_args(4, columns(touches.values(), 9), [
+        "text", "text", "text", "text", "timestamptz", "text", "text", "text", "text"])
+    fresh = (await fetch(
+        conn, "WITH f AS (INSERT INTO profile.kpi_firsts (workspace_id, message_id, kind) "
+        f"SELECT * FROM unnest({exprs}) ON CONFLICT DO NOTHING RETURNING workspace_id, "
+        "message_id, kind), t AS (INSERT INTO profile.kpi_touches (workspace_id, message_id, "
+        f"kind, profile_id, at, channel, journey, broadcast, template) SELECT * FROM unnest("
+        f"{texprs}) ON CONFLICT (workspace_id, message_id, kind) DO UPDATE SET at = "
+        "greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id) SELECT "
+        f"array_agg(a.i) FROM f JOIN unnest({exprs}) WITH ORDINALITY AS a(w, m, k, i) ON "
+        "(a.w, a.m, a.k) = (f.workspace_id, f.message_id, f.kind)", *args, *targs))[0][0]
+    for i in fresh or ():
+        ws, _mid, kind = keys[i - 1]
+        day, origin, seg = firsts[keys[i - 1]]
+        r.count(ws, day, dims[origin], seg, "unique_opens" if kind == "open"
+                else "unique_clicks")
 
 
 Origin = tuple[str, str | None, str | None, str | None]  # channel, journey, broadcast, template

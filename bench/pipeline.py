@@ -106,6 +106,12 @@ async def batch_sizes(http: httpx.AsyncClient, urls: list[str]) -> dict[str, tup
                     pair = list(out.get(consumer, (0.0, 0.0)))
                     pair[index] += float(line.rsplit(" ", 1)[1])
                     out[consumer] = (pair[0], pair[1])
+            # A poll of two topics handled in one transaction (a joint handler) counts in
+            # both topics' rows above, and once here, under "<a>+<b>".
+            if line.startswith("touchpoint_handler_seconds_count{") and "+" in line:
+                consumer = line.split('"')[1]
+                pair = out.get(consumer, (0.0, 0.0))
+                out[consumer] = (pair[0], pair[1] + float(line.rsplit(" ", 1)[1]))
     return out
 
 
@@ -295,7 +301,9 @@ def report(r: dict[str, Any], hop: list[float]) -> None:
         print(f"  hop {name:32s} p50 {pct(values, 50):7.1f}  p99 {pct(values, 99):7.1f} ms")
     print("  records per polled batch:")
     for consumer, (records, polls) in sorted(r["batches"].items()):
-        if polls:
+        if polls and "+" in consumer:
+            print(f"      of them, both topics in one transaction: {int(polls)} polls ({consumer})")
+        elif polls:
             print(f"    {consumer:30s} {records / polls:7.1f}  ({int(polls)} polls)")
     stack_cpu = sum(v for k, v in r["cpu"].items() if k not in TOOLS + ("bench",))
     print(f"  CPU (% of one core over {r['wall']:.1f} s) and ms per event:")

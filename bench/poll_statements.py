@@ -32,11 +32,13 @@ from asyncio.selector_events import _SelectorSocketTransport
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 import _root  # noqa: F401  (the repository root on sys.path: tests.support)
 
+from shared.contracts.delivery import DeliveryEvent
 from shared.contracts.events import Event
 from shared.db import create_engine
 from shared.db.migrate import upgrade_all
@@ -99,9 +101,43 @@ def events(ws: str, first: int, customers: int) -> Iterator[Event]:
             "properties": {"revenue": 10.5}})
 
 
-def records(items: list[Event]) -> list[Record]:
-    return [Record(e, "events", 0, n, f"{e.workspace_id}:{e.customer}".encode(), None)
+def records(items: list[Any]) -> list[Record]:
+    return [Record(e, "events", 0, n, f"{e.workspace_id}:{e.profile_id}".encode()
+                   if isinstance(e, DeliveryEvent)
+                   else f"{e.workspace_id}:{e.customer}".encode(), None)
             for n, e in enumerate(items)]
+
+
+def outcome(ws: str, profile_id: str) -> DeliveryEvent:
+    """An email's `delivered` outcome for a known customer, as messaging reports it."""
+    return DeliveryEvent.model_validate({
+        "id": f"d-{uuid.uuid4().hex}", "workspace_id": ws, "profile_id": profile_id,
+        "message_id": f"msg-{uuid.uuid4().hex}", "channel": "email", "status": "delivered",
+        "occurred_at": datetime.now(UTC).isoformat()})
+
+
+async def profile_of(engine: Any, ws: str, user: str) -> str:
+    async with engine.connect() as conn:
+        return str((await conn.exec_driver_sql(
+            "SELECT profile_id FROM profile.identities WHERE workspace_id = $1 "
+            "AND kind = 'user_id' AND value = $2", (ws, user))).scalar_one())
+
+
+def poll_handler(rt: Any) -> Any:
+    """What the consumer loop does with a poll of both topics: this build's joint handler
+    (`handle_poll`), or, in a build without one, the two topics' handlers (two
+    transactions; the loop runs them concurrently, counted here one after the other)."""
+    from services.profile import handlers
+
+    if hasattr(handlers, "handle_poll"):
+        async def joint(events: list[Record], outcomes: list[Record]) -> None:
+            await handlers.handle_poll(rt, {"profile.events": events,
+                                            "profile.delivery-events": outcomes})
+    else:
+        async def joint(events: list[Record], outcomes: list[Record]) -> None:
+            await handlers.handle_events(rt, events)
+            await handlers.handle_delivery_events(rt, outcomes)
+    return joint
 
 
 def label(sql: str) -> str:
@@ -132,8 +168,11 @@ async def run(url: str, batches: int, verbose: bool, cpu: int) -> None:
     wire = Wire(int(url.rsplit(":", 1)[1].split("/")[0]))
     ws = f"ws-{uuid.uuid4().hex[:6]}"
     customer = 0
-    shapes = [("1 (identify, new customer)", 1, 0), ("1 (track, known customer)", 1, 1),
-              ("20 (10 new customers: identify, track)", 20, None)]
+    shapes: list[tuple[str, int, Any]] = [
+        ("1 (identify, new customer)", 1, 0), ("1 (track, known customer)", 1, 1),
+        ("20 (10 new customers: identify, track)", 20, None),
+        ("1 + 1 (an identify; an outcome, 2 topics)", 1, "joint")]
+    joint = poll_handler(rt)
     probe = create_engine(url, pool_size=1)
     print(f"{'records per batch':<42} {'round trips':>12} {'statements':>11} {'prepared':>9}"
           + (f" {'ms CPU: handler':>16} {'Postgres':>9} {'ms wall':>8}" if cpu else ""))
@@ -145,19 +184,26 @@ async def run(url: str, batches: int, verbose: bool, cpu: int) -> None:
                     spent = pg = wall = 0.0
                 stream = list(events(ws, customer, max(size // 2, 1)))
                 customer += max(size // 2, 1)
-                todo = [stream[pick]] if pick is not None else stream
+                if pick == "joint":  # a new customer's identify, and an outcome of the one
+                    # before (known: it identified in the previous batch)
+                    known = await profile_of(probe, ws, f"u{customer - 2}")
+                    handle = partial(joint, records([stream[0]]),
+                                     records([outcome(ws, known)]))
+                else:
+                    todo = [stream[pick]] if pick is not None else stream
+                    handle = partial(handle_events, rt, records(todo))
                 if pick == 1:  # the customer first identifies, in a batch of its own
                     await handle_events(rt, records([stream[0]]))
                 if n >= batches + 2:  # CPU: the handler's batch only, not the identify before
                     pg0, cpu0 = await _backends(probe), time.process_time()
                     wall0 = time.perf_counter()
-                    await handle_events(rt, records(todo))
+                    await handle()
                     wall += time.perf_counter() - wall0
                     spent += time.process_time() - cpu0
                     pg += await _backends(probe) - pg0
                     continue
                 wire.on, wire.trips = True, []
-                await handle_events(rt, records(todo))
+                await handle()
                 wire.on = False
                 if n >= 2:
                     counts.append(list(wire.trips))

@@ -94,9 +94,10 @@ class Target:
         async with self.engine.begin() as conn:
             pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
             before = process_cpu(pid)
-            fresh, reads = await claim_and_read(conn, inbox, self.consumer,
-                                                [e.dedupe_id() for e in chunk],
-                                                {e.workspace_id for e in chunk})
+            claimed, reads = await claim_and_read(conn, inbox,
+                                                  {self.consumer: [e.dedupe_id() for e in chunk]},
+                                                  {e.workspace_id for e in chunk})
+            fresh = claimed[self.consumer]
             await apply_batch(conn, [e for e in chunk if e.dedupe_id() in fresh], self.settings,
                               datetime.now(UTC), reads)
         self.backend_cpu += process_cpu(pid) - before

@@ -208,8 +208,27 @@ async def journey_scenarios(url: str, wire: Wire, sizes: list[int], batches: int
         await handle_profile_changes(rt, clock, docs, None,  # type: ignore[arg-type]
                                      [record(change(p)) for p in customers[-size:]])
 
+    async def both(size: int) -> None:
+        """A poll of both topics: `size` new customers' events and `size` changes of known
+        ones. This build's joint handler (one transaction), or in a build without one the
+        two topics' handlers (two; the loop runs them concurrently, here in turn)."""
+        from services.journey import handlers
+
+        fresh = [f"p{uuid.uuid4().hex[:12]}" for _ in range(size)]
+        polled = {"journey.profile-events": [record(event(p, n)) for n, p in enumerate(fresh)],
+                  "journey.profile-changes": [record(change(p)) for p in customers[-size:]]}
+        customers.extend(fresh)
+        if hasattr(handlers, "handle_poll"):
+            await handlers.handle_poll(rt, clock, docs, None, polled)  # type: ignore[arg-type]
+        else:
+            await handle_profile_events(rt, clock, docs, None,  # type: ignore[arg-type]
+                                        polled["journey.profile-events"])
+            await handle_profile_changes(rt, clock, docs, None,  # type: ignore[arg-type]
+                                         polled["journey.profile-changes"])
+
     out: Results = {}
-    for name, run in (("journey.profile-events", events), ("journey.profile-changes", changes)):
+    for name, run in (("journey.profile-events", events), ("journey.profile-changes", changes),
+                      ("journey.both (1 poll)", both)):
         for size in sizes:
             for _ in range(3):  # warm-up: prepared statements, parsed documents
                 await run(size)

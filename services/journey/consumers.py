@@ -5,7 +5,13 @@ from __future__ import annotations
 from functools import partial
 
 from services.journey.broadcasts.worker import BroadcastWorker
-from services.journey.handlers import handle_profile_changes, handle_profile_events
+from services.journey.handlers import (
+    CHANGES,
+    EVENTS,
+    handle_poll,
+    handle_profile_changes,
+    handle_profile_events,
+)
 from services.journey.policy.directory import Directory
 from services.journey.publisher import OutboxPublisher
 from services.journey.retention import journey_prunes
@@ -32,13 +38,15 @@ class EngineParts:
 
 def consumers(rt: ServiceRuntime, parts: EngineParts | None = None) -> list[ConsumerSpec]:
     s, parts = rt.settings, parts or EngineParts()
+    # A poll holding both topics' records is applied in one transaction (handle_poll).
+    joint = partial(handle_poll, rt, parts.clock, parts.docs, parts.publisher)
     return [
-        ConsumerSpec("journey.profile-events", s.topic("profile-events"), ProfileEvent,
+        ConsumerSpec(EVENTS, s.topic("profile-events"), ProfileEvent,
                      partial(handle_profile_events, rt, parts.clock, parts.docs,
-                             parts.publisher)),
-        ConsumerSpec("journey.profile-changes", s.topic("profile-changes"), ProfileChange,
+                             parts.publisher), joint=joint),
+        ConsumerSpec(CHANGES, s.topic("profile-changes"), ProfileChange,
                      partial(handle_profile_changes, rt, parts.clock, parts.docs,
-                             parts.publisher)),
+                             parts.publisher), joint=joint),
     ]
 
 

@@ -1,7 +1,8 @@
 """Journey's message handlers: profile events and changes move customers through journeys.
 
 One transaction per polled batch: inbox claim, state changes, decisions and outbox rows
-commit together; the outbox is published right after commit.
+commit together; the outbox is published right after commit. A poll holding both topics'
+records is one transaction too (`handle_poll`, the consumer loop's joint handler).
 """
 
 from __future__ import annotations
@@ -51,15 +52,29 @@ def change_signal(change: ProfileChange) -> Signal:
 async def apply_signals(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
                         publisher: OutboxPublisher | None, consumer: str, ids: list[str],
                         signals: list[Signal], before: Any = None) -> None:
+    await apply_polled(rt, clock, docs, publisher, {consumer: (ids, signals)}, before)
+
+
+async def apply_polled(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
+                       publisher: OutboxPublisher | None,
+                       polled: dict[str, tuple[list[str], list[Signal]]],
+                       before: Any = None) -> None:
+    """Signals and their inbox ids by consumer (one poll's topics), in one transaction: one
+    claim for all, then the fresh signals in `polled`'s order; `before(conn, todo)` may act
+    on (and drop) some of them first."""
+    signals = [s for _, theirs in polled.values() for s in theirs]
     async with rt.engine.begin() as conn:
         unit = Unit(conn, docs, rt.settings, outbox, clock.now())
         # The claim and the workspaces' policies, templates and live journeys: one statement.
-        fresh = await unit.claim(inbox, consumer, ids, {s.workspace_id for s in signals})
+        fresh = await unit.claim(inbox, {c: ids for c, (ids, _) in polled.items()},
+                                 {s.workspace_id for s in signals})
         todo = []
-        for signal, message_id in zip(signals, ids, strict=True):
-            if message_id in fresh:  # a duplicate within the batch counts once too
-                fresh.discard(message_id)
-                todo.append(signal)
+        for consumer, (ids, theirs) in polled.items():
+            mine = fresh[consumer]
+            for signal, message_id in zip(theirs, ids, strict=True):
+                if message_id in mine:  # a duplicate within the batch counts once too
+                    mine.discard(message_id)
+                    todo.append(signal)
         if before is not None:
             todo = await before(conn, todo)
         if not todo:
@@ -111,7 +126,7 @@ async def handle_profile_events(rt: ServiceRuntime, clock: Clock, docs: store.Do
                                 publisher: OutboxPublisher | None, records: list[Record]
                                 ) -> None:
     async def apply(events: list[ProfileEvent]) -> None:
-        await apply_signals(rt, clock, docs, publisher, "journey.profile-events",
+        await apply_signals(rt, clock, docs, publisher, EVENTS,
                             [e.dedupe_id() for e in events], [event_signal(e) for e in events])
 
     groups = by_customer([r.value for r in records],
@@ -124,6 +139,33 @@ async def handle_profile_events(rt: ServiceRuntime, clock: Clock, docs: store.Do
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+EVENTS, CHANGES = "journey.profile-events", "journey.profile-changes"
+
+
+async def handle_poll(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
+                      publisher: OutboxPublisher | None, polled: dict[str, list[Record]]
+                      ) -> None:
+    """A poll of both topics (the consumer loop's joint handler): profile events, then
+    profile changes, as signals of one transaction with one claim and one outbox publish.
+    A poll with a merge or an erasure among its changes, or big enough for lanes, is
+    handled topic by topic instead, events first (two transactions, in turn): a merge or an
+    erasure must act on what the events before it left, and lanes split only events."""
+    events = [r.value for r in polled.get(EVENTS, [])]
+    changes: list[ProfileChange] = [r.value for r in polled.get(CHANGES, [])]
+    if len(events) >= LANES_FROM or any(c.kind in _BOOKKEEPING for c in changes):
+        if events:
+            await handle_profile_events(rt, clock, docs, publisher, polled[EVENTS])
+        if changes:
+            await handle_profile_changes(rt, clock, docs, publisher, polled[CHANGES])
+        return
+    await apply_polled(rt, clock, docs, publisher, {
+        EVENTS: ([e.dedupe_id() for e in events], [event_signal(e) for e in events]),
+        CHANGES: ([c.dedupe_id() for c in changes], [change_signal(c) for c in changes])})
+
+
+_BOOKKEEPING = (ChangeKind.merged, ChangeKind.erased)
 
 
 async def handle_profile_changes(rt: ServiceRuntime, clock: Clock, docs: store.Documents,
@@ -147,7 +189,7 @@ async def handle_profile_changes(rt: ServiceRuntime, clock: Clock, docs: store.D
                 rest.append(signal)
         return rest
 
-    await apply_signals(rt, clock, docs, publisher, "journey.profile-changes",
+    await apply_signals(rt, clock, docs, publisher, CHANGES,
                         [c.dedupe_id() for c in changes], [change_signal(c) for c in changes],
                         bookkeeping)
 

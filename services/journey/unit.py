@@ -81,12 +81,12 @@ class Unit:
             self._take(await read_workspaces(self.conn, self.docs, missing, live=live),
                        missing, live)
 
-    async def claim(self, inbox: Table, consumer: str, ids: list[str], workspaces: set[str]
-                    ) -> set[str]:
-        """The inbox claim of a consumer's batch (returns the ids not seen before) and
-        `load_workspaces(workspaces, live=True)`, in one statement."""
+    async def claim(self, inbox: Table, ids: dict[str, list[str]], workspaces: set[str]
+                    ) -> dict[str, set[str]]:
+        """The inbox claim of a poll's ids by consumer (returns, by consumer, the ids not
+        seen before) and `load_workspaces(workspaces, live=True)`, in one statement."""
         found = await read_workspaces(self.conn, self.docs, workspaces, live=True,
-                                      claim=(inbox, consumer, ids))
+                                      claim=(inbox, ids))
         self._take(found, workspaces, True)
         return found.claimed
 

@@ -26,7 +26,7 @@ from services.journey.policy.store import Loaded, loaded
 from services.journey.store import Documents
 from services.journey.tables import journey_versions, journeys, policies, templates_seen
 from shared.db.driver import driver
-from shared.db.inbox import claim_cte
+from shared.db.inbox import claim_pairs_cte, pairs
 
 
 # One row shape for the three kinds: (kind, workspace, key, version, document, a, b, c, at);
@@ -50,10 +50,10 @@ _READ = _read(1, 2)
 
 @lru_cache(maxsize=4)
 def _claim_and_read(inbox: Table) -> str:
-    """The inbox claim (shared/db/inbox.py's, $1 the consumer and $2 the ids) as a part of
+    """The inbox claim (shared/db/inbox.py's, $1 the consumers and $2 the ids) as a part of
     the read: the transaction's first statement does both."""
-    return (f"WITH {claim_cte(inbox)} SELECT 'i', NULL, message_id, NULL, NULL, NULL, NULL, "
-            f"NULL, NULL FROM claimed UNION ALL {_read(3, 4)}")
+    return (f"WITH {claim_pairs_cte(inbox)} SELECT 'i', consumer, message_id, NULL, NULL, "
+            f"NULL, NULL, NULL, NULL FROM claimed UNION ALL {_read(3, 4)}")
 
 
 @dataclass
@@ -64,18 +64,21 @@ class Workspaces:
     policies: dict[str, Loaded] = field(default_factory=dict)
     templates: dict[str, dict[str, TemplateMeta]] = field(default_factory=dict)
     live: dict[str, list[tuple[int, JourneyDocument]]] = field(default_factory=dict)
-    claimed: set[str] = field(default_factory=set)  # with `claim`: the ids not seen before
+    # With `claim`: the ids not seen before, by consumer.
+    claimed: dict[str, set[str]] = field(default_factory=dict)
 
 
 async def read(conn: AsyncConnection, docs: Documents, workspaces: Iterable[str], *,
-               live: bool, claim: tuple[Table, str, list[str]] | None = None) -> Workspaces:
-    """`claim`: (inbox table, consumer, message ids) to claim in the same statement."""
+               live: bool, claim: tuple[Table, dict[str, list[str]]] | None = None
+               ) -> Workspaces:
+    """`claim`: (inbox table, message ids by consumer) to claim in the same statement."""
     wanted = sorted(set(workspaces))
     out = Workspaces()
     if claim is not None:
-        inbox, consumer, ids = claim
-        rows = await (await driver(conn)).fetch(_claim_and_read(inbox), consumer,
-                                                list(dict.fromkeys(ids)), wanted, live)
+        inbox, ids = claim
+        out.claimed = {consumer: set() for consumer in ids}
+        rows = await (await driver(conn)).fetch(_claim_and_read(inbox), *pairs(ids), wanted,
+                                                live)
     elif wanted:
         rows = await (await driver(conn)).fetch(_READ, wanted, live)
     else:
@@ -83,7 +86,7 @@ async def read(conn: AsyncConnection, docs: Documents, workspaces: Iterable[str]
     versions: list[tuple[str, str, int]] = []
     for kind, ws, key, version, document, a, b, c, at in rows:
         if kind == "i":
-            out.claimed.add(key)
+            out.claimed[ws].add(key)  # ws: the consumer
         elif kind == "p":
             out.policies[ws] = loaded(ws, document, a, at)
         elif kind == "t":

@@ -6,6 +6,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.messaging import store
 from services.messaging.domain.consent import ERASED
+from services.messaging.store.addresses import claim_and_mark_deliverable
+from services.messaging.store.connection import one_statement
 from services.messaging.store.erasure import forget, person_ids, recipient_addresses
 from services.messaging.tables import inbox
 from shared.contracts.profile import ChangeKind, ProfileChange
@@ -15,13 +17,30 @@ from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
 CONSUMER = "messaging.profile-changes"
+# The kinds messaging acts on (`_apply`); the others (traits, lifecycle, RFM, segments)
+# change nothing here.
+_ACTED_ON = frozenset({ChangeKind.consent_changed, ChangeKind.address_changed,
+                       ChangeKind.erased, ChangeKind.merged})
+
+
 async def handle_profile_changes(rt: ServiceRuntime, records: list[Record]) -> None:
     """One transaction per batch; the inbox makes a redelivered change a no-op.
 
     Consecutive "deliverable" address changes (every new customer's email) go out as one
     DELETE; any other change first sends those gathered before it, so the batch's
-    statements keep the records' order."""
+    statements keep the records' order. A batch of nothing but deliverable address changes
+    and kinds messaging ignores (most polls: a new customer's identify brings its traits and
+    its address) is one statement instead, the claim and the DELETE together, without a
+    transaction around it: one round trip where BEGIN, claim, DELETE and COMMIT were four."""
     changes: list[ProfileChange] = [r.value for r in records]
+    deliverable_only = [(c, _deliverable(c)) for c in changes]
+    if all(target is not None or c.kind not in _ACTED_ON for c, target in deliverable_only):
+        async with one_statement(rt.engine) as db:
+            await claim_and_mark_deliverable(
+                db, inbox.fullname, CONSUMER, [c.dedupe_id() for c in changes],
+                [(c.dedupe_id(), *target) for c, target in deliverable_only
+                 if target is not None])
+        return
     async with rt.engine.begin() as conn:
         fresh = await claim_new(conn, inbox, CONSUMER, [c.dedupe_id() for c in changes])
         deliverable: list[tuple[str, str, str]] = []

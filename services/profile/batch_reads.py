@@ -8,7 +8,7 @@ workspaces of every record of the poll, the fresh ones' among them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -20,7 +20,7 @@ from services.profile.domain.conventions import Conventions
 from services.profile.domain.segments import Rule, rule_adapter
 from services.profile.repository import fetch
 from shared.conditions import STORED
-from shared.db.inbox import claim_cte
+from shared.db.inbox import claim_pairs_cte, pairs
 
 
 @dataclass(frozen=True)
@@ -40,21 +40,25 @@ _READS = _reads(1)
 
 @lru_cache(maxsize=4)
 def _claim_and_read_sql(inbox: Table) -> str:
-    """The inbox claim (shared/db/inbox.py's, $1 the consumer and $2 the ids) as a part of
+    """The inbox claim (shared/db/inbox.py's, $1 the consumers and $2 the ids) as a part of
     the read: the transaction's first statement does both."""
-    return (f"WITH {claim_cte(inbox)} SELECT 0, message_id, NULL::text, NULL::jsonb "
+    return (f"WITH {claim_pairs_cte(inbox)} SELECT 0, message_id, consumer, NULL::jsonb "
             f"FROM claimed UNION ALL {_reads(3)}")
 
 
-async def claim_and_read(conn: AsyncConnection, inbox: Table, consumer: str,
-                         message_ids: Iterable[str], workspaces: Iterable[str]
-                         ) -> tuple[set[str], Reads]:
-    """Claim the message ids in `inbox` (those not seen before come back: the inbox's
-    dedupe, in the caller's transaction) and read what the batch needs."""
+async def claim_and_read(conn: AsyncConnection, inbox: Table,
+                         message_ids: Mapping[str, Iterable[str]], workspaces: Iterable[str]
+                         ) -> tuple[dict[str, set[str]], Reads]:
+    """Claim the message ids of each consumer (`message_ids` by consumer name: one poll's
+    topics) in `inbox`: those not seen before come back, by consumer (the inbox's dedupe, in
+    the caller's transaction). And read what the batch needs."""
     wanted = list(set(workspaces))
-    rows = await fetch(conn, _claim_and_read_sql(inbox), consumer,
-                       list(dict.fromkeys(message_ids)), wanted)
-    return {r[1] for r in rows if r[0] == 0}, _decode(wanted, rows)
+    rows = await fetch(conn, _claim_and_read_sql(inbox), *pairs(message_ids), wanted)
+    fresh: dict[str, set[str]] = {consumer: set() for consumer in message_ids}
+    for tag, message_id, consumer, _ in rows:
+        if tag == 0:
+            fresh[consumer].add(message_id)
+    return fresh, _decode(wanted, rows)
 
 
 async def read(conn: AsyncConnection, workspaces: Iterable[str]) -> Reads:

@@ -6,7 +6,13 @@ from datetime import timedelta
 from functools import partial
 
 from services.profile import recompute, tables
-from services.profile.handlers import handle_delivery_events, handle_events
+from services.profile.handlers import (
+    DELIVERY,
+    EVENTS,
+    handle_delivery_events,
+    handle_events,
+    handle_poll,
+)
 from services.profile.settings import ProfileSettings
 from shared.contracts import DeliveryEvent, Event
 from shared.db.retention import RetentionWorker, inbox_prune
@@ -16,10 +22,12 @@ from shared.runtime import ServiceRuntime, Worker
 
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     s = rt.settings
+    # A poll holding both topics' records is applied in one transaction (handle_poll).
+    joint = partial(handle_poll, rt)
     return [
-        ConsumerSpec("profile.events", s.topic("events"), Event, partial(handle_events, rt)),
-        ConsumerSpec("profile.delivery-events", s.topic("delivery-events"), DeliveryEvent,
-                     partial(handle_delivery_events, rt)),
+        ConsumerSpec(EVENTS, s.topic("events"), Event, partial(handle_events, rt), joint=joint),
+        ConsumerSpec(DELIVERY, s.topic("delivery-events"), DeliveryEvent,
+                     partial(handle_delivery_events, rt), joint=joint),
     ]
 
 

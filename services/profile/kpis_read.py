@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.profile import kpis_uplift
 from services.profile.domain import kpi_figures as fig
 from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpis import (
+    BITS,
     DIMENSIONS,
     interval_start,
     next_start,
@@ -68,18 +70,21 @@ async def _currency(conn: AsyncConnection, w: Window, conv: Conventions) -> str:
 async def answer(conn: AsyncConnection, w: Window, conv: Conventions) -> dict[str, Any]:
     await kpis_uplift.read_settings(conn)
     sums = await _counts(conn, w)
-    people = await _people(conn, w)
     states = await _states(conn, w)
-    previous, kept = await _retention(conn, w)
-    cohort_rows = await _cohorts(conn, w)
+    spans = _series_spans(w)  # each series entry's days inside the window
+    if _fits(_days_read(w, spans), await _chunks(conn, w.workspace_id)):
+        people, (previous, kept), kept_by, cohort_rows = await _from_days(conn, w, spans)
+    else:  # a long window: the ORs in Postgres (the day rows would not fit in memory)
+        people = await _people(conn, w)
+        previous, kept = await _retention(conn, w)
+        cohort_rows = await _cohorts(conn, w)
+        kept_by = await _retention_series(conn, w, [(lo, end) for _, lo, end in spans])
     main = fig.main_currency(sums.get((None, "", ""), {}), conv.currency)
     total_state = _last_state(states, w.first, w.last)
     totals = _groups(sums, people, None, w, main, total_state,
                      _new_profiles(states, w.first, w.last))
     totals["retention"] = fig.retention(previous, kept) | {"cohorts": fig.cohorts(cohort_rows)}
     series = []
-    spans = _series_spans(w)  # each series entry's days inside the window
-    kept_by = await _retention_series(conn, w, [(lo, end) for _, lo, end in spans])
     cohort_of = {c["month"]: c for c in totals["retention"]["cohorts"]}
     for start, lo, end in spans:
         entry = {"start": start.isoformat()} | _groups(
@@ -176,6 +181,183 @@ _SPANS = (
     "SELECT label, figure, sum(bit_count(who)), coalesce(sum(bit_count(again)), 0) FROM u "
     "GROUP BY 1, 2 UNION ALL SELECT -1, figure, sum(bit_count(who)), "
     "coalesce(sum(bit_count(again)), 0) FROM w GROUP BY 1, 2")
+
+
+# The answer's bitmaps in one statement. The window's `reached` people ($3/$4: the
+# filtered dimension and key, or everyone) as counts: per series entry ('n', its start:
+# $10 is the interval) and for the window ('w'), each the OR of its days per chunk. The
+# `customer` days $7..$8 as rows ('c'), each day's packed as one value (each row's bits as
+# BITS / 8 bytes, varbit_send less its 4-byte length; its chunk in `chunks`, in the same
+# order: every aggregate of a group meets its rows in one order), with their `twice` rows
+# that have a bit set (`twice`, its chunks) and the chunks whose row has no `twice` (NULL:
+# such a row adds no repeater); then per chunk the OR of the customer days before $7
+# ('p') and of $9..$5 - 1 ('q': the window's previous window).
+_REACHED = (
+    "FROM profile.kpi_bits WHERE workspace_id = $1 AND figure = 'reached' AND dim = $3 AND "
+    "key = $4 AND segment = $2 AND day BETWEEN $5 AND $6")
+_DAYS = (
+    "SELECT 'n', start, NULL::int[], NULL::bytea, NULL::int[], NULL::bytea, NULL::int[], "
+    "sum(bit_count(who)) FROM (SELECT CASE $10::text WHEN 'week' THEN day - (extract(isodow "
+    "FROM day)::int - 1) WHEN 'month' THEN date_trunc('month', day)::date ELSE day END AS "
+    f"start, chunk, bit_or(bits) AS who {_REACHED} GROUP BY 1, 2) e GROUP BY start UNION ALL "
+    "SELECT 'w', NULL, NULL, NULL, NULL, NULL, NULL, sum(bit_count(who)) FROM (SELECT chunk, "
+    f"bit_or(bits) AS who {_REACHED} GROUP BY chunk) e HAVING count(*) > 0 UNION ALL "
+    "SELECT 'c', day, array_agg(chunk), string_agg(substr(varbit_send("
+    "bits), 5), ''::bytea), array_agg(chunk) FILTER (WHERE bit_count(twice) > 0), "
+    "string_agg(substr(varbit_send(twice), 5), ''::bytea) FILTER (WHERE bit_count(twice) > 0), "
+    "array_agg(chunk) FILTER (WHERE twice IS NULL), NULL FROM profile.kpi_bits WHERE "
+    "workspace_id = $1 AND figure = 'customer' AND dim = '' AND key = '' AND segment = $2 AND "
+    "day BETWEEN $7 AND $8 GROUP BY day UNION ALL SELECT x.k, NULL, array_agg(s.chunk), "
+    "string_agg(substr(varbit_send(x.bits), 5), ''::bytea), NULL, NULL, NULL, NULL FROM "
+    "(SELECT chunk, bit_or(bits) FILTER (WHERE day < $7) AS p, bit_or(bits) FILTER (WHERE "
+    "day >= $9 AND day < $5) AS q FROM profile.kpi_bits WHERE workspace_id = $1 AND figure = "
+    "'customer' AND dim = '' AND key = '' AND segment = $2 AND day < greatest($7, $5) GROUP "
+    "BY chunk) s CROSS JOIN LATERAL (VALUES ('p', s.p), ('q', s.q)) AS x(k, bits) WHERE "
+    "x.bits IS NOT NULL GROUP BY x.k")
+# The most customer day rows (1 KB each; their `twice` at most as many again) one answer
+# brings into the process (_from_days: from the earlier of its first month and its first
+# series entry's previous span, to the end of its last month, times the workspace's chunks
+# of numbers): 200 days at 128 chunks (1 M profiles numbered), ~25 MB. A longer window, or
+# a bigger workspace, ORs in Postgres (_people, _retention, _retention_series, _cohorts).
+ROWS_IN_PROCESS = 200 * 128
+_WORDS = BITS // 64  # a row as uint64 words
+
+
+def _bounds(w: Window, spans: list[tuple[date, date, date]]) -> tuple[date, date]:
+    """The customer days _from_days reads one by one: from the earliest of the window's
+    first month and its series entries' previous spans, to the end of its last month."""
+    lo = min([interval_start(w.first, "month"),
+              *[lo - (hi - lo + timedelta(days=1)) for _, lo, hi in spans]])
+    return lo, next_start(interval_start(w.last, "month"), "month") - timedelta(days=1)
+
+
+def _days_read(w: Window, spans: list[tuple[date, date, date]]) -> int:
+    lo, hi = _bounds(w, spans)
+    return (hi - lo).days + 1
+
+
+def _fits(days: int, chunks: int) -> bool:
+    """Whether _from_days may bring `days` customer days of `chunks` rows into the process."""
+    return days * max(chunks, 1) <= ROWS_IN_PROCESS
+
+
+async def _chunks(conn: AsyncConnection, ws: str) -> int:
+    """The workspace's chunks of numbers (each a row per figure and day)."""
+    rows = await fetch(conn, "SELECT next FROM profile.kpi_number_next WHERE workspace_id = $1",
+                       ws)
+    return -(-int(rows[0][0]) // BITS) if rows else 0
+
+
+def _count(grid: np.ndarray) -> int:
+    return int(np.bitwise_count(grid).sum())
+
+
+def _grid(width: int, chunks: list[int], data: bytes) -> np.ndarray:
+    """One day's rows (their chunks, their bytes) as a (chunk, word) grid: a view of the
+    bytes when the day has every chunk (in order: one row per chunk), else a copy."""
+    rows = np.frombuffer(data, np.uint64).reshape(-1, _WORDS)
+    if len(chunks) == width and chunks[0] == 0 and chunks[-1] == width - 1:
+        return rows
+    out = np.zeros((width, _WORDS), np.uint64)
+    out[chunks] = rows
+    return out
+
+
+async def _from_days(conn: AsyncConnection, w: Window, spans: list[tuple[date, date, date]]
+                     ) -> tuple[dict[tuple[date | None, str], tuple[int, int]], tuple[int, int],
+                                dict[date, tuple[int, int]], list[tuple[str, int, int]]]:
+    """What _people, _retention, _retention_series and _cohorts answer (the same figures,
+    exact, the same ORs), from the day bitmaps read once (_DAYS) and OR-ed here, each day
+    a (chunk, word) grid of uint64."""
+    lo, hi = _bounds(w, spans)
+    length = w.last - w.first + timedelta(days=1)
+    rows = await fetch(conn, _DAYS, w.workspace_id, w.segment, w.dim, w.key, w.first, w.last,
+                       lo, hi, w.first - length, w.interval)
+    width = max((max(r[2]) + 1 for r in rows if r[2]), default=0)
+    zero = np.zeros((width, _WORDS), np.uint64)  # never written
+    people: dict[tuple[date | None, str], tuple[int, int]] = {
+        (r[1], "reached"): (int(r[7]), 0) for r in rows if r[0] in ("n", "w")}
+    cust: dict[date, np.ndarray] = {}
+    twice: dict[date, tuple[list[int], np.ndarray]] = {}  # the rows with a bit set
+    no_twice: dict[date, list[int]] = {}  # chunks whose row has no `twice`: no repeater
+    rows_of: dict[date, list[int]] = {}  # the chunks that have a row that day
+    before = {"p": zero, "q": zero}
+    for kind, day, chunks, bits, t_chunks, t_bits, nulls, _n in rows:
+        if kind in ("n", "w"):
+            continue
+        if kind == "c":
+            cust[day], rows_of[day] = _grid(width, chunks, bits), chunks
+            if t_chunks:
+                twice[day] = (t_chunks, np.frombuffer(t_bits, np.uint64).reshape(-1, _WORDS))
+            if nulls:
+                no_twice[day] = nulls
+        else:
+            before[kind] = _grid(width, chunks, bits)
+
+    def who(first: date, last: date) -> np.ndarray:  # the customers of first..last
+        found = [cust[d] for d in (first + timedelta(days=i)
+                                   for i in range((last - first).days + 1)) if d in cust]
+        if not found:
+            return zero
+        out = found[0].copy()  # the days' grids are read-only views of the rows sent
+        for day in found[1:]:
+            out |= day
+        return out
+
+    kept_by: dict[date, tuple[int, int]] = {}
+    all_who, all_again = zero.copy(), zero.copy()
+    for start, first, last in spans:
+        # who is in the entry, and who counted twice: twice in a day, or in a day and an
+        # earlier day of the entry. A chunk's row without `twice` adds no repeater (a NULL
+        # in Postgres), nor does the entry's in that chunk if none of its rows has one.
+        c, again = zero.copy(), zero.copy()
+        has = np.zeros(width, bool)
+        for i in range((last - first).days + 1):
+            day = first + timedelta(days=i)
+            bits = cust.get(day)
+            if bits is None:
+                continue
+            seen = bits & c
+            if day in twice:
+                t_chunks, t_rows = twice[day]
+                seen[t_chunks] |= t_rows
+            if day in no_twice:
+                seen[no_twice[day]] = 0
+            again |= seen
+            c |= bits
+            if day in no_twice:  # the entry's chunks with a row that has `twice`
+                valid = np.zeros(width, bool)
+                valid[rows_of[day]] = True
+                valid[no_twice[day]] = False
+                has |= valid
+            else:
+                has[rows_of[day]] = True
+        people[(start, "customer")] = (_count(c), _count(again))
+        # the window's repeaters: an entry's, or in an entry and an earlier one
+        seen = again | (c & all_who)
+        seen[~has] = 0
+        all_again |= seen
+        all_who |= c
+        previous = who(first - (last - first + timedelta(days=1)), first - timedelta(days=1))
+        kept_by[first] = (_count(previous), _count(previous & c))
+    people[(None, "customer")] = (_count(all_who), _count(all_again))
+    retention = (_count(before["q"]), _count(before["q"] & all_who))
+    # cohorts: a month's customers less those of every month before (from the rollups'
+    # first day), and which of them order in each later month up to the window's last
+    months, month = [], interval_start(w.first, "month")
+    while month <= w.last:
+        months.append((month, who(month, next_start(month, "month") - timedelta(days=1))))
+        month = next_start(month, "month")
+    cohort_rows = []
+    for i, (first_month, bits) in enumerate(months):
+        cohort = bits & ~(before["p"] | who(lo, first_month - timedelta(days=1)))
+        for later, later_bits in months[i:]:
+            n = _count(cohort & later_bits)
+            if n:
+                cohort_rows.append((first_month.strftime("%Y-%m"),
+                                    (later.year - first_month.year) * 12 + later.month
+                                    - first_month.month, n))
+    return people, retention, kept_by, cohort_rows
 
 
 def _series_spans(w: Window) -> list[tuple[date, date, date]]:

@@ -169,16 +169,24 @@ def _arms_sums(found: list[Any]) -> list[dict[str, Any]]:
         part += np.unpackbits(np.frombuffer(treated.bytes, np.uint8), count=BITS)
         part += 2 * np.unpackbits(np.frombuffer(control.bytes, np.uint8), count=BITS)
     data = [r for r in found if r[0] is None]
-    recs = np.frombuffer(b"".join(r[3] for r in data), RECORD)
-    counts = np.repeat(np.array([bool(r[4]) for r in data], bool),
-                       [len(r[3]) // RECORD.itemsize for r in data])
-    n = recs["n"].astype(np.intp)
+    # each record's number, new orders and revenue (0 in a currency that does not count),
+    # converted row by row into one array each (no copy of the rows joined first)
+    records = sum(len(r[3]) // RECORD.itemsize for r in data)
+    n, o, v = np.empty(records, np.intp), np.empty(records), np.empty(records)
+    at = 0
+    for _chunk, _treated, _control, rows, counts in data:
+        recs = np.frombuffer(rows, RECORD)
+        k = len(recs)
+        n[at:at + k], o[at:at + k] = recs["n"], recs["o"]
+        v[at:at + k] = recs["v"] if counts else 0.0
+        at += k
     width = max(size, int(n.max()) + 1) if len(n) else size  # a number past the arms' chunks
-    orders = np.bincount(n, recs["o"].astype(np.float64), width)[:size]
-    money = np.bincount(n, np.where(counts, recs["v"].astype(np.float64), 0.0), width)[:size]
-    sizes = np.bincount(arm, minlength=4)
-    converted = np.bincount(arm, orders > 0, 4)
-    totals, squares = np.bincount(arm, money, 4), np.bincount(arm, money * money, 4)
+    orders = np.bincount(n, o, width)[:size]
+    money = np.bincount(n, v, width)[:size]
+    arm_of = arm.astype(np.intp)  # bincount's index type, cast once for its four calls
+    sizes = np.bincount(arm_of, minlength=4)
+    converted = np.bincount(arm_of, orders > 0, 4)
+    totals, squares = np.bincount(arm_of, money, 4), np.bincount(arm_of, money * money, 4)
     rows = []
     for is_control, code in ((False, 1), (True, 2)):
         count = int(sizes[code])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import (
     Column,
@@ -51,6 +51,36 @@ def claim_cte(table: Table) -> str:
     $2 the ids, deduplicated by the caller): a service puts the reads every batch needs in
     the same statement, and the claim costs no round trip of its own."""
     return f"claimed AS ({_claim_sql(table)})"
+
+
+_CLAIM_PAIRS: dict[tuple[str | None, str], str] = {}
+
+
+def claim_pairs_cte(table: Table) -> str:
+    """The claim of several consumers' ids at once, as a CTE named `claimed` (columns
+    `consumer`, `message_id`; parameters $1 the consumers and $2 the ids, paired by
+    position, deduplicated by the caller): one poll's records of two topics, each under
+    its own consumer name, claimed in one round trip (shared/kafka/consumer.py's joint
+    handlers)."""
+    key = (table.schema, table.name)
+    if (sql := _CLAIM_PAIRS.get(key)) is None:
+        name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+        sql = _CLAIM_PAIRS[key] = (
+            f"claimed AS (INSERT INTO {name} (consumer, message_id) SELECT c, m "
+            "FROM unnest($1::text[], $2::text[]) AS p(c, m) ON CONFLICT DO NOTHING "
+            "RETURNING consumer, message_id)")
+    return sql
+
+
+def pairs(message_ids: Mapping[str, Iterable[str]]) -> tuple[list[str], list[str]]:
+    """`claim_pairs_cte`'s $1 and $2 from ids by consumer, each consumer's deduplicated."""
+    consumers: list[str] = []
+    ids: list[str] = []
+    for consumer, theirs in message_ids.items():
+        unique = list(dict.fromkeys(theirs))
+        consumers += [consumer] * len(unique)
+        ids += unique
+    return consumers, ids
 
 
 async def claim_new(

@@ -8,7 +8,7 @@ Exceptions a handler may raise, and what the consumer loop does with them::
     anything else             -> retried `max_attempts` times, then to the DLQ
 """
 
-from shared.kafka.consumer import ConsumerLoop, ConsumerSpec, Record
+from shared.kafka.consumer import ConsumerLoop, ConsumerSpec, JointHandler, Record
 from shared.kafka.errors import InvalidMessage, is_transient
 from shared.kafka.producer import create_producer, publish
 
@@ -16,6 +16,7 @@ __all__ = [
     "ConsumerLoop",
     "ConsumerSpec",
     "InvalidMessage",
+    "JointHandler",
     "Record",
     "create_producer",
     "is_transient",

@@ -5,11 +5,15 @@ ones that don't parse go to the DLQ. The rest go to the handler as one batch, pa
 after partition in offset order (so one key's records stay in order, and handlers batch
 their database writes over the whole poll: one transaction per poll, not per partition).
 If the batch fails for a reason other than an outage, it is replayed one record at a time
-to find the poison one. Offsets (last offset + 1 of each partition) are committed only
-after the handler returned, in one request for every poll of the last `COMMIT_EVERY_S`
-(and at once when the records stop, before a rebalance takes partitions away, and at
-stop): one commit per poll was a broker round trip on every poll. A crash can redeliver
-up to that much more, which the inbox (or the handler's idempotency key) absorbs.
+to find the poison one. A poll holding records of two topics whose specs share a `joint`
+handler goes to it in one call (one transaction for both topics); if that fails for a
+reason other than an outage, each topic's own handler takes its records as above, so a
+poison record of one topic costs the other nothing. Offsets (last offset + 1 of each
+partition) are committed only after the handlers returned, in one request for every poll
+of the last `COMMIT_EVERY_S` (and at once when the records stop, before a rebalance takes
+partitions away, and at stop): one commit per poll was a broker round trip on every poll.
+A crash can redeliver up to that much more, which the inbox (or the handler's idempotency
+key) absorbs.
 """
 
 from __future__ import annotations
@@ -53,17 +57,28 @@ class Record:
 
 
 Handler = Callable[[list[Record]], Awaitable[None]]
+# A poll's records of several topics, by spec name, handled together (one transaction).
+JointHandler = Callable[[dict[str, list[Record]]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """One row of a service's consumer table."""
+    """One row of a service's consumer table.
+
+    `joint`: a handler the loop calls instead of `handler` when one poll holds records of
+    this topic and of another whose spec names the same `joint` (the same object): one
+    call with the records by spec name, which applies them in one transaction (one inbox
+    claim, one outbox publish) instead of one per topic. It must be equivalent to calling
+    each spec's `handler` in turn; if it fails for a reason other than an outage, the
+    loop falls back to the per-topic handlers (which replay a poison record one by one),
+    so one topic's poison never holds the other topic's records back."""
 
     name: str  # e.g. "profile.events"; also the consumer-group suffix and inbox name
     topic: str  # full topic name
     model: type[BaseModel]
     handler: Handler
     max_attempts: int = 3  # for non-transient handler errors, before dead-lettering
+    joint: JointHandler | None = field(default=None, compare=False)
 
 
 class _Abandon(Exception):
@@ -95,9 +110,11 @@ class ConsumerLoop:
     """One consumer group over one or more topics, each with its spec (model, handler, DLQ).
 
     A service runs one loop for all its topics (`name` = the service: group
-    `<prefix><service>`), which halves the fetches and commits of two loops. Each poll's
-    records go to their topic's handler (the handlers of one poll run concurrently, as two
-    loops did), then one commit covers every partition. A partition the group never
+    `<prefix><service>`), which halves the fetches and commits of two loops. A poll holding
+    records of several topics whose specs share a `joint` handler goes to it in one call
+    (one transaction); otherwise each topic's records go to their topic's handler (the
+    handlers of one poll run concurrently, as two loops did). Then one commit covers every
+    partition. A partition the group never
     committed starts where the per-topic group it replaces (`<prefix><spec name>`) left off
     (shared/kafka/group_offsets.py). A loop built from a single spec keeps that spec's name
     as its group.
@@ -248,6 +265,9 @@ class ConsumerLoop:
         if len(per_topic) == 1:  # most polls: no tasks to make
             topic, part = next(iter(per_topic.items()))
             await self._process_topic(consumer, self._by_topic[topic], part)
+        elif len({id(self._by_topic[t].joint) for t in per_topic}) == 1 \
+                and self._by_topic[next(iter(per_topic))].joint is not None:
+            await self._process_joint(consumer, per_topic)
         elif per_topic:
             done = await asyncio.gather(
                 *(self._process_topic(consumer, self._by_topic[topic], part)
@@ -274,6 +294,94 @@ class ConsumerLoop:
         self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
         batches: dict[TopicPartition, list[ConsumerRecord]],
     ) -> None:
+        if records := await self._parse_all(consumer, spec, batches):
+            await self._process_parsed(consumer, spec, records)
+        self._account(spec, batches)
+
+    async def _process_joint(
+        self, consumer: AIOKafkaConsumer,
+        per_topic: dict[str, dict[TopicPartition, list[ConsumerRecord]]],
+    ) -> None:
+        """A poll of several topics with one joint handler: parsed (and dead-lettered) per
+        topic as always, then handled in one call; each topic is accounted as its own."""
+        specs = [spec for spec in self.specs if spec.topic in per_topic]  # table order
+        parsed = {spec.name: await self._parse_all(consumer, spec, per_topic[spec.topic])
+                  for spec in specs}
+        live = [spec for spec in specs if parsed[spec.name]]
+        if len(live) == 1:  # the other topic's records all went to the DLQ
+            await self._process_parsed(consumer, live[0], parsed[live[0].name])
+        elif live:
+            records = {spec.name: parsed[spec.name] for spec in live}
+            name = "+".join(records)
+            with metrics.HANDLER_SECONDS.labels(name).time():
+                if tracing.enabled():  # named after the first topic's, whose trace it
+                    every = [r for rs in records.values() for r in rs]  # continues
+                    with self._span(live[0].name, ",".join(s.topic for s in live), every):
+                        await self._handle_joint(consumer, live, records)
+                else:
+                    await self._handle_joint(consumer, live, records)
+        for spec in specs:
+            self._account(spec, per_topic[spec.topic])
+
+    async def _process_parsed(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+                              records: list[Record]) -> None:
+        with metrics.HANDLER_SECONDS.labels(spec.name).time():
+            if tracing.enabled():
+                with self._span(spec.name, spec.topic, records):
+                    await self._handle(consumer, spec, records)
+            else:
+                await self._handle(consumer, spec, records)
+
+    def _span(self, name: str, topic: str, records: list[Record]) -> Any:
+        """The batch's span: child of its first record's trace, linked to the others'; the
+        handler's outbox rows carry it on."""
+        return tracing.span(f"{name} process", self.name, kind="consumer",
+                            parent=records[0].raw.headers,
+                            links=[r.raw.headers for r in records[1:]],
+                            attributes={"messaging.system": "kafka",
+                                        "messaging.destination.name": topic,
+                                        "messaging.batch.message_count": len(records)})
+
+    async def _handle_joint(self, consumer: AIOKafkaConsumer, specs: list[ConsumerSpec],
+                            records: dict[str, list[Record]]) -> None:
+        """The joint handler until it succeeds, pausing through an outage like `_handle`.
+        Any other failure falls back to each topic's own handler (concurrently, as without
+        a joint handler): a poison record is then found and dead-lettered by its topic's
+        replay, while the other topic's records are applied in their own transaction. The
+        joint transaction rolled back, so nothing is applied twice."""
+        joint = specs[0].joint
+        assert joint is not None
+        delay = 0.2
+        try:
+            while True:
+                try:
+                    await joint(records)
+                    return
+                except Exception as exc:
+                    if not is_transient(exc):
+                        log.warning("consumer %s: the joint batch of %s failed (%s); "
+                                    "handling each topic on its own", self.group,
+                                    "+".join(records), type(exc).__name__)
+                        break
+                    log.warning("consumer %s: dependency down (%s), pausing", self.group,
+                                type(exc).__name__)
+                    for spec in specs:
+                        metrics.PAUSED.labels(spec.name).set(1)
+                    await self._pause_for(
+                        consumer, {p for rs in records.values() for p in _partitions(rs)}, delay)
+                    delay = min(delay * 2, 15)
+        finally:
+            for spec in specs:
+                metrics.PAUSED.labels(spec.name).set(0)
+        done = await asyncio.gather(*(self._handle(consumer, spec, records[spec.name])
+                                      for spec in specs), return_exceptions=True)
+        if failure := next((d for d in done if isinstance(d, BaseException)), None):
+            raise failure  # nothing committed: the poll is redelivered
+
+    async def _parse_all(self, consumer: AIOKafkaConsumer, spec: ConsumerSpec,
+                         batches: dict[TopicPartition, list[ConsumerRecord]]) -> list[Record]:
+        """The records that parse, partition after partition in offset order; the others
+        go to the DLQ (counted for the topic's DLQ ratio)."""
         self._dead_in_poll[spec.name] = 0
         records: list[Record] = []
         for messages in batches.values():
@@ -286,21 +394,11 @@ class ConsumerLoop:
                     metrics.SKIPPED_UNKNOWN.labels(spec.name, exc.field).inc()
                 except InvalidMessage as exc:
                     await self._dead_letter(consumer, spec, msg, exc)
-        if records:
-            with metrics.HANDLER_SECONDS.labels(spec.name).time():
-                if tracing.enabled():
-                    # The batch's span: child of its first record's trace, linked to the
-                    # others'; the handler's outbox rows carry it on.
-                    with tracing.span(f"{spec.name} process", self.name, kind="consumer",
-                                      parent=records[0].raw.headers,
-                                      links=[r.raw.headers for r in records[1:]],
-                                      attributes={"messaging.system": "kafka",
-                                                  "messaging.destination.name": spec.topic,
-                                                  "messaging.batch.message_count":
-                                                      len(records)}):
-                        await self._handle(consumer, spec, records)
-                else:
-                    await self._handle(consumer, spec, records)
+        return records
+
+    def _account(self, spec: ConsumerSpec,
+                 batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """The topic's DLQ ratio (halting it past the limit) and its metrics for the poll."""
         size = sum(len(m) for m in batches.values())
         dead = self._dead_in_poll[spec.name]
         ratio = self.dead_ratio[spec.name]

@@ -635,3 +635,64 @@ async def test_deliverable_changes_of_one_batch_keep_their_order(stack: Stack,
             undeliverable.c.address_hash.in_(
                 [address_hash("email", a) for a in (cleared, bounced, fresh)])))).scalars())
     assert rows == {address_hash("email", bounced)}
+
+
+async def test_a_batch_of_deliverable_changes_is_one_statement_and_idempotent(
+        stack: Stack, unique: str) -> None:
+    """A batch of deliverable address changes and kinds messaging ignores is the claim and
+    the DELETE in one statement (no BEGIN, no COMMIT): the address is cleared, the ids are
+    claimed, and a redelivered change never clears an address a later change marked
+    undeliverable."""
+    from types import SimpleNamespace
+
+    from services.messaging.domain.addresses import address_hash
+    from services.messaging.profile_changes import CONSUMER, handle_profile_changes
+    from services.messaging.tables import inbox, undeliverable
+    from shared.kafka import Record
+
+    now = datetime.now(UTC)
+    address = f"x-{unique}@example.com"
+    rt = SimpleNamespace(engine=stack.engine)
+
+    class NoTransaction:
+        """The engine, but opening a transaction fails the test."""
+
+        def connect(self) -> Any:
+            return stack.engine.connect()
+
+        def begin(self) -> Any:
+            raise AssertionError("a transaction for a batch of deliverable changes")
+
+    one_statement = SimpleNamespace(engine=NoTransaction())
+
+    def change(n: int, kind: ChangeKind, data: dict[str, Any]) -> Record:
+        return Record(ProfileChange(
+            id=f"o{n}-{unique}", workspace_id="default", profile_id=str(uuid.uuid4()),
+            occurred_at=now, kind=kind, data=data), "profile-changes", 0, n, None, None)
+
+    async def undeliverable_now() -> bool:
+        async with stack.engine.connect() as conn:
+            return bool((await conn.execute(select(undeliverable.c.address_hash).where(
+                undeliverable.c.address_hash == address_hash("email", address)))).first())
+
+    await handle_profile_changes(rt, [change(0, ChangeKind.address_changed, {  # type: ignore[arg-type]
+        "channel": "email", "deliverable": False, "address": address, "reason": "bounce"})])
+    assert await undeliverable_now()
+
+    clears = [change(1, ChangeKind.traits_changed, {"traits": ["plan"]}),
+              change(2, ChangeKind.address_changed, {"channel": "email", "deliverable": True,
+                                                     "address": address}),
+              change(3, ChangeKind.segment_entered, {"segment": "vip"})]
+    await handle_profile_changes(one_statement, clears)  # type: ignore[arg-type]
+    assert not await undeliverable_now()
+    async with stack.engine.connect() as conn:
+        claimed = set((await conn.execute(select(inbox.c.message_id).where(
+            inbox.c.consumer == CONSUMER,
+            inbox.c.message_id.in_([r.value.dedupe_id() for r in clears])))).scalars())
+    assert claimed == {r.value.dedupe_id() for r in clears}
+
+    # Marked undeliverable again; the deliverable change redelivered: claimed, so no clear.
+    await handle_profile_changes(rt, [change(4, ChangeKind.address_changed, {  # type: ignore[arg-type]
+        "channel": "email", "deliverable": False, "address": address, "reason": "bounce"})])
+    await handle_profile_changes(one_statement, clears)  # type: ignore[arg-type]
+    assert await undeliverable_now()

@@ -33,3 +33,24 @@ async def mark_deliverable_many(conn: AsyncConnection | Driver,
             "$3::text[]) AS d(w, c, h) "
             "WHERE u.workspace_id = d.w AND u.channel = d.c AND u.address_hash = d.h",
             *map(list, zip(*rows, strict=True)))
+
+
+def claim_and_mark_deliverable_sql(inbox: str) -> str:
+    """The inbox claim ($1 the consumer, $2 the message ids) and the DELETE of the
+    undeliverable entries of the (message id $3, workspace $4, channel $5, address hash $6)
+    rows whose message was claimed just now, as one statement: atomic on its own, so a batch
+    holding nothing else needs no transaction around it."""
+    return (f"WITH claimed AS (INSERT INTO {inbox} (consumer, message_id) SELECT $1, m "
+            "FROM unnest($2::text[]) AS m ON CONFLICT DO NOTHING RETURNING message_id) "
+            f"DELETE FROM {undeliverable.fullname} AS u USING unnest($3::text[], $4::text[], "
+            "$5::text[], $6::text[]) AS d(id, w, c, h) JOIN claimed ON claimed.message_id = d.id "
+            "WHERE u.workspace_id = d.w AND u.channel = d.c AND u.address_hash = d.h")
+
+
+async def claim_and_mark_deliverable(db: Driver, inbox: str, consumer: str, ids: list[str],
+                                     targets: list[tuple[str, str, str, str]]) -> None:
+    """`claim_and_mark_deliverable_sql` for (message id, workspace, channel, address)."""
+    rows = list(dict.fromkeys((i, w, c, address_hash(c, a)) for i, w, c, a in targets))
+    await db.execute(claim_and_mark_deliverable_sql(inbox), consumer,
+                     list(dict.fromkeys(ids)), *(map(list, zip(*rows, strict=True))
+                                                 if rows else ([], [], [], [])))

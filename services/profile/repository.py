@@ -269,6 +269,31 @@ def _texts(values: list[str]) -> Any:
     return bindparam(None, values, type_=ARRAY(String()))
 
 
+SEP = chr(31)  # the unit separator: joins a text column into one parameter (unnest_args)
+
+
+def unnest_args(first: int, cols: list[list[Any]], types: list[str]) -> tuple[str, list[Any]]:
+    """unnest()'s arguments for `cols` (SQL types `types`) as parameters $first...: a text
+    column as one joined text split in SQL (string_to_array) when no value holds SEP, else
+    the array. asyncpg checks and encodes a text array's elements one at a time in Python
+    (two ABC isinstance checks each), ~0.3 us per value: hundreds per statement."""
+    exprs: list[str] = []
+    args: list[Any] = []
+    for i, (col, kind) in enumerate(zip(cols, types, strict=True)):
+        n = first + i
+        try:
+            joined = SEP.join(col) if kind == "text" else ""
+        except TypeError:  # a NULL among them
+            joined = ""
+        if joined and joined.count(SEP) == len(col) - 1:
+            exprs.append(f"string_to_array(${n}, chr(31))")
+            args.append(joined)
+        else:  # other types; an empty column, a NULL, or values holding SEP
+            exprs.append(f"${n}::{kind}[]")
+            args.append(col)
+    return ", ".join(exprs), args
+
+
 def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows -> one list per column of their first `width` values (what unnest() takes)."""
     out: list[list[Any]] = [[] for _ in range(width)]

@@ -173,3 +173,36 @@ async def test_the_packed_read_equals_the_sql_read(engine: AsyncEngine, settings
 
 async def _ignore(done: int) -> None:
     assert done > 0
+
+
+async def test_a_merge_alone_moves_a_refund_only_customer_with_no_bits(
+        engine: AsyncEngine, settings: Settings, unique: str) -> None:
+    """A loser numbered for its money only (a refund, no order: no bit set anywhere), merged
+    by a batch holding no other fact: its day and its kpi_money records become the
+    survivor's, and both survivors (one numbered before, one not) count once."""
+    ws = f"money-{unique}"
+    async with engine.begin() as conn:
+        await conn.execute(insert(workspace_settings).values(
+            workspace_id=ws, conventions=CONV.model_dump(mode="json")))
+    await run(engine, settings, [
+        ev(ws, D0, type="identify", user_id="u1", traits={"email": "u1@x.io"}),
+        order(ws, D0 + H, "u2", "o2", 40.0),
+        ev(ws, D0 + 2 * H, type="track", event="Order Refunded", anonymous_id="a1",
+           properties={"revenue": 12.5, "currency": "EUR"}),
+        ev(ws, D0 + 2 * H, type="track", event="Order Refunded", anonymous_id="a2",
+           properties={"revenue": 5, "currency": "EUR"})], D0 + 3 * H)
+    await run(engine, settings, [  # the merges alone: no KPI fact in this batch
+        ev(ws, D0 + 4 * H, type="identify", user_id="u1", anonymous_id="a1"),
+        ev(ws, D0 + 4 * H, type="identify", user_id="u2", anonymous_id="a2")], D0 + 5 * H)
+    p = await pids(engine, ws)
+    packed, days = await records(engine, ws)
+    assert packed == days
+    async with engine.connect() as conn:
+        money = {r[0]: (r[1], r[2]) for r in await fetch(
+            conn, "SELECT profile_id, sum(orders), round(sum(revenue)::numeric, 2) FROM "
+            "profile.kpi_customer_days WHERE workspace_id = $1 GROUP BY 1", ws)}
+        numbered = {r[0] for r in await fetch(
+            conn, "SELECT profile_id FROM profile.kpi_numbers WHERE workspace_id = $1", ws)}
+    assert money == {p["u1"]: (0, -12.5), p["u2"]: (1, 35)}
+    assert numbered == {p["u1"], p["u2"]}
+    assert len(days) == 2  # one number each, their money in EUR

@@ -32,6 +32,8 @@ from shared.contracts.profile import ChangeKind, ProfileChange, ProfileEvent
 from shared.kafka import Record
 from shared.runtime import ServiceRuntime
 
+EVENTS, CHANGES = "journey.profile-events", "journey.profile-changes"  # consumer names
+
 
 def event_signal(pe: ProfileEvent) -> Signal:
     event = pe.event.model_dump(mode="json")
@@ -139,9 +141,6 @@ async def handle_profile_events(rt: ServiceRuntime, clock: Clock, docs: store.Do
     for result in results:
         if isinstance(result, BaseException):
             raise result
-
-
-EVENTS, CHANGES = "journey.profile-events", "journey.profile-changes"
 
 
 async def handle_poll(rt: ServiceRuntime, clock: Clock, docs: store.Documents,

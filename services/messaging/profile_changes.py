@@ -37,7 +37,7 @@ async def handle_profile_changes(rt: ServiceRuntime, records: list[Record]) -> N
     if all(target is not None or c.kind not in _ACTED_ON for c, target in deliverable_only):
         async with one_statement(rt.engine) as db:
             await claim_and_mark_deliverable(
-                db, inbox.fullname, CONSUMER, [c.dedupe_id() for c in changes],
+                db, inbox, CONSUMER, [c.dedupe_id() for c in changes],
                 [(c.dedupe_id(), *target) for c, target in deliverable_only
                  if target is not None])
         return

@@ -18,14 +18,14 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.profile.domain.kpis import BITS
-from services.profile.repository import columns, fetch
+from services.profile.repository import SEP, columns, fetch
 
 # (workspace, figure, dim, key, segment, local day, profile id) -> facts
 People = dict[tuple[str, str, str, str, str, date, str], int]
 TWICE = ("customer",)  # the figures whose repeaters are read (sales.repeat_rate)
 
-_SEP = chr(31)  # joins the numbers' workspaces and profile ids: one text each, not arrays
-# (asyncpg checks and encodes a text array's elements one by one in Python)
+# The numbers' workspaces and profile ids go as one SEP-joined text each, not arrays
+# (asyncpg checks and encodes a text array's elements one by one in Python).
 # Numbers of the batch's profiles, in one statement: the known ones (their first..last day
 # widened to the batch's days) and the next numbers of each workspace for the new ones
 # (the counter row serialises batches that number people of one workspace). A profile
@@ -95,8 +95,8 @@ async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date,
         return {}
     keys = list(days)
     lo, hi = columns(days.values(), 2)
-    found = (await fetch(conn, _NUMBERS, _SEP.join([k[0] for k in keys]),
-                         _SEP.join([k[1] for k in keys]), lo, hi))[0]
+    found = (await fetch(conn, _NUMBERS, SEP.join([k[0] for k in keys]),
+                         SEP.join([k[1] for k in keys]), lo, hi))[0]
     out = {keys[i - 1]: n for i, n in zip(found[0] or (), found[1] or (), strict=True)}
     missing = [k for k in keys if k not in out]
     if missing:

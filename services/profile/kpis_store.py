@@ -33,7 +33,7 @@ from services.profile.domain.kpis import (
     zone,
 )
 from services.profile.kpis_uplift import ADD_MONEY, FOLD, Money, add_days, known_control
-from services.profile.repository import columns, fetch, unnest_args
+from services.profile.repository import SEP, columns, fetch, unnest_args
 from shared.kafka.errors import DependencyUnavailable
 
 
@@ -272,7 +272,7 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
     rows = [(o.ws, o.key, o.pid, o.at, local_day(o.at, convs[o.ws].timezone), o.revenue,
              o.currency, segs(o.ws, o.pid)) for o in batch.values()]
     cols = columns(rows, 8)
-    fresh = await fetch(conn, _ORDERS, *cols[:7], [chr(31).join(s) for s in cols[7]],
+    fresh = await fetch(conn, _ORDERS, *cols[:7], [SEP.join(s) for s in cols[7]],
                         *columns([(*k, *v) for k, v in money.items()], 6))
     if counted is not None and {(ws, key) for ws, key in fresh} != counted:
         raise OrderRace("another writer stored one of the batch's orders meanwhile")

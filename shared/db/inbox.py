@@ -36,12 +36,15 @@ def inbox_table(metadata: MetaData) -> Table:
 _CLAIM: dict[tuple[str | None, str], str] = {}
 
 
+def _name(table: Table) -> str:
+    return f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+
+
 def _claim_sql(table: Table) -> str:
     key = (table.schema, table.name)
     if (sql := _CLAIM.get(key)) is None:
-        name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
         sql = _CLAIM[key] = (
-            f"INSERT INTO {name} (consumer, message_id) SELECT $1, m "
+            f"INSERT INTO {_name(table)} (consumer, message_id) SELECT $1, m "
             "FROM unnest($2::text[]) AS m ON CONFLICT DO NOTHING RETURNING message_id")
     return sql
 
@@ -64,9 +67,8 @@ def claim_pairs_cte(table: Table) -> str:
     handlers)."""
     key = (table.schema, table.name)
     if (sql := _CLAIM_PAIRS.get(key)) is None:
-        name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
         sql = _CLAIM_PAIRS[key] = (
-            f"claimed AS (INSERT INTO {name} (consumer, message_id) SELECT c, m "
+            f"claimed AS (INSERT INTO {_name(table)} (consumer, message_id) SELECT c, m "
             "FROM unnest($1::text[], $2::text[]) AS p(c, m) ON CONFLICT DO NOTHING "
             "RETURNING consumer, message_id)")
     return sql

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.messaging.domain.addresses import address_hash
 from services.messaging.store.connection import Driver, driver
 from services.messaging.tables import undeliverable
+from shared.db.inbox import claim_cte
 
 
 async def mark_undeliverable(conn: AsyncConnection | Driver, *, workspace_id: str, channel: str,
@@ -35,19 +37,18 @@ async def mark_deliverable_many(conn: AsyncConnection | Driver,
             *map(list, zip(*rows, strict=True)))
 
 
-def claim_and_mark_deliverable_sql(inbox: str) -> str:
-    """The inbox claim ($1 the consumer, $2 the message ids) and the DELETE of the
-    undeliverable entries of the (message id $3, workspace $4, channel $5, address hash $6)
-    rows whose message was claimed just now, as one statement: atomic on its own, so a batch
-    holding nothing else needs no transaction around it."""
-    return (f"WITH claimed AS (INSERT INTO {inbox} (consumer, message_id) SELECT $1, m "
-            "FROM unnest($2::text[]) AS m ON CONFLICT DO NOTHING RETURNING message_id) "
+def claim_and_mark_deliverable_sql(inbox: Table) -> str:
+    """The inbox claim ($1 the consumer, $2 the message ids: shared/db/inbox.py's) and the
+    DELETE of the undeliverable entries of the (message id $3, workspace $4, channel $5,
+    address hash $6) rows whose message was claimed just now, as one statement: atomic on
+    its own, so a batch holding nothing else needs no transaction around it."""
+    return (f"WITH {claim_cte(inbox)} "
             f"DELETE FROM {undeliverable.fullname} AS u USING unnest($3::text[], $4::text[], "
             "$5::text[], $6::text[]) AS d(id, w, c, h) JOIN claimed ON claimed.message_id = d.id "
             "WHERE u.workspace_id = d.w AND u.channel = d.c AND u.address_hash = d.h")
 
 
-async def claim_and_mark_deliverable(db: Driver, inbox: str, consumer: str, ids: list[str],
+async def claim_and_mark_deliverable(db: Driver, inbox: Table, consumer: str, ids: list[str],
                                      targets: list[tuple[str, str, str, str]]) -> None:
     """`claim_and_mark_deliverable_sql` for (message id, workspace, channel, address)."""
     rows = list(dict.fromkeys((i, w, c, address_hash(c, a)) for i, w, c, a in targets))

@@ -9,7 +9,6 @@ with two facts or more that day (`twice`). Weeks, months and any window are ORs 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
@@ -118,14 +117,15 @@ async def add(conn: AsyncConnection, people: People,
             held = days.get((ws, pid))
             days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
         number = await numbers(conn, days)
-    rows: dict[tuple[str, str, str, str, str, date, int], tuple[list[int], list[int]]] = \
-        defaultdict(lambda: ([], []))
+    rows: dict[tuple[str, str, str, str, str, date, int], tuple[list[int], list[int]]] = {}
     for (ws, figure, dim, key, seg, day, pid), n in people.items():
-        k = number[(ws, pid)]
-        row = rows[(ws, figure, dim, key, seg, day, k // BITS)]
-        row[0].append(k % BITS)
+        chunk, bit = divmod(number[(ws, pid)], BITS)
+        row = rows.get((ws, figure, dim, key, seg, day, chunk))
+        if row is None:
+            row = rows[(ws, figure, dim, key, seg, day, chunk)] = ([], [])
+        row[0].append(bit)
         if n >= 2:
-            row[1].append(k % BITS)
+            row[1].append(bit)
     keys = sorted(rows)  # one order of row locks in every batch
     await fetch(conn, f"WITH {also[0]} {_ADD}" if also[0] else _ADD, *columns(keys, 7),
                 [bitmap(rows[k][0]) for k in keys],

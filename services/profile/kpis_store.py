@@ -114,15 +114,15 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
 
     r = Rollup()
     money: Money = defaultdict(lambda: [0, 0.0])
-    await _deliveries(conn, facts, convs, live, segs, r)
+    touched = await _deliveries(conn, facts, convs, live, segs, r)
     await _control(conn, facts, convs, live, segs, r)
     _refund_money(facts, convs, live, segs, r, money)
     new_orders = await _orders(conn, facts, convs, live, segs, r, money, counted)
     await _refunds(conn, facts, convs, r)
     # Orders a new open or click may now claim (up to the click window after it), and every
     # order of a merged profile (the other profile's touches may claim them).
-    probes = {(ws, live(pid), at, at + convs[ws].attribution_click_window)
-              for ws, pid, at in _touch_times(facts)}
+    probes = {(ws, pid, at, at + convs[ws].attribution_click_window)
+              for ws, pid, at in touched}
     probes |= {(ws, s, _EVER[0], _EVER[1]) for ws, s in merges.values()}
     await _attribute(conn, convs, new_orders, sorted(probes), r)
     records = _records(money, new_orders, moved, convs)
@@ -164,53 +164,62 @@ def _records(money: Money, new_orders: list[Order], moved: list[Any],
 _EVER = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
 
 
-def _touch_times(facts: KpiFacts) -> list[tuple[str, str, datetime]]:
-    return [(d.ws, d.pid, d.at) for d in facts.deliveries if d.status in TOUCHES]
+# The outcomes by their statuses' values (an enum member's hash is a Python call).
+_COUNTED = {s.value: metric for s, metric in COUNTED.items()}
+_TOUCHES = {s.value: kind for s, kind in TOUCHES.items()}
 
 
 async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                       live: Callable[[str], str], segs: Callable[[str, str], list[str]],
-                      r: Rollup) -> None:
-    """The outcomes' counters and `reached` people, first opens and clicks, last touches.
+                      r: Rollup) -> list[tuple[str, str, datetime]]:
+    """The outcomes' counters and `reached` people, first opens and clicks, last touches;
+    returns the opens' and clicks' (workspace, live profile, time).
     The counters and people are summed per message origin (channel, journey, broadcast,
     template) first and spread over the origin's dimensions once per sum: a batch holds a
     few dozen origins for hundreds of outcomes (the per-fact dictionaries cost ~4 us per
     event of the consumer's CPU in bench/profile.py)."""
     firsts: dict[tuple[str, str, str], tuple[date, Origin, tuple[str, ...]]] = {}
     touches: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-    counted: dict[tuple[str, date, Origin, tuple[str, ...], str], int] = defaultdict(int)
-    reached: dict[tuple[str, date, Origin, tuple[str, ...], str], int] = defaultdict(int)
+    # (workspace, day, channel, journey, broadcast, template, segments, metric or profile)
+    counted: dict[tuple[Any, ...], int] = defaultdict(int)
+    reached: dict[tuple[Any, ...], int] = defaultdict(int)
     zones: dict[str, Any] = {}
-    for d in facts.deliveries:
-        pid, ws = live(d.pid), d.ws
+    seg_of: dict[tuple[str, str], tuple[str, ...]] = {}
+    times: list[tuple[str, str, datetime]] = []
+    for ws, pid, mid, status, channel, journey, broadcast, template, at in facts.deliveries:
+        pid = live(pid)
         z = zones.get(ws)
         if z is None:
             z = zones[ws] = zone(convs[ws].timezone)
-        day = d.at.astimezone(z).date()  # local_day
-        origin = (d.channel, d.journey, d.broadcast, d.template)
-        metric = COUNTED.get(d.status)
+        day = at.astimezone(z).date()  # local_day
+        seg = seg_of.get((ws, pid))
+        if seg is None:
+            seg = seg_of[(ws, pid)] = tuple(segs(ws, pid))
+        value = status._value_  # the statuses by value: an enum member's hash is a Python call
+        metric = _COUNTED.get(value)
         if metric is not None:
-            seg = tuple(segs(ws, pid))
-            counted[(ws, day, origin, seg, metric)] += 1
+            counted[(ws, day, channel, journey, broadcast, template, seg, metric)] += 1
             if metric == "sent":
-                reached[(ws, day, origin, seg, pid)] += 1
+                reached[(ws, day, channel, journey, broadcast, template, seg, pid)] += 1
             continue
-        kind = TOUCHES[d.status]
-        for k in ("open", "click") if kind == "click" else ("open",):
-            if (ws, d.message_id, k) not in firsts:
-                firsts[(ws, d.message_id, k)] = (day, origin, tuple(segs(ws, pid)))
-        key = (ws, d.message_id, kind)
+        kind = _TOUCHES[value]
+        times.append((ws, pid, at))
+        origin = (channel, journey, broadcast, template)
+        if (ws, mid, "open") not in firsts:
+            firsts[(ws, mid, "open")] = (day, origin, seg)
+        if kind == "click" and (ws, mid, "click") not in firsts:
+            firsts[(ws, mid, "click")] = (day, origin, seg)
+        key = (ws, mid, kind)
         held = touches.get(key)
-        if held is None or d.at > held[4]:
-            touches[key] = (ws, d.message_id, kind, pid, d.at, d.channel, d.journey,
-                            d.broadcast, d.template)
+        if held is None or at > held[4]:
+            touches[key] = (ws, mid, kind, pid, at, channel, journey, broadcast, template)
     dims = _Dims()
-    for (ws, day, origin, seg, metric), n in counted.items():
-        r.count(ws, day, dims[origin], seg, metric, n)
-    for (ws, day, origin, seg, pid), n in reached.items():
-        r.person(ws, "reached", day, dims[origin], seg, pid, n)
+    for (ws, day, channel, journey, broadcast, template, seg, metric), n in counted.items():
+        r.count(ws, day, dims[(channel, journey, broadcast, template)], seg, metric, n)
+    for (ws, day, channel, journey, broadcast, template, seg, pid), n in reached.items():
+        r.person(ws, "reached", day, dims[(channel, journey, broadcast, template)], seg, pid, n)
     if not firsts:
-        return
+        return times
     # Every open or click holds a first and a touch: one statement for both, the new firsts
     # answered as their positions in the arguments (one int array).
     keys = list(firsts)
@@ -231,6 +240,7 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
         day, origin, seg = firsts[keys[i - 1]]
         r.count(ws, day, dims[origin], seg, "unique_opens" if kind == "open"
                 else "unique_clicks")
+    return times
 
 
 Origin = tuple[str, str | None, str | None, str | None]  # channel, journey, broadcast, template

@@ -274,22 +274,24 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
     """Insert the batch's orders; the ones not seen before (by order_id) are counted, and
     added to their customers' days with `money` (the refunds'), in the same statement. They
     must be the ones the profiles `counted` (known_orders read before), else retry."""
-    batch: dict[tuple[str, str], Order] = {}
+    # (workspace, key) -> the order (its profile the live one), its local day, its segments
+    batch: dict[tuple[str, str], tuple[Order, date, list[str]]] = {}
     for o in facts.orders:
-        batch.setdefault((o.ws, o.key), o._replace(pid=live(o.pid)))
+        if (o.ws, o.key) not in batch:
+            pid = live(o.pid)
+            batch[(o.ws, o.key)] = (o if pid == o.pid else o._replace(pid=pid),
+                                    local_day(o.at, convs[o.ws].timezone), segs(o.ws, pid))
     if not batch and not money:
         return []
-    rows = [(o.ws, o.key, o.pid, o.at, local_day(o.at, convs[o.ws].timezone), o.revenue,
-             o.currency, segs(o.ws, o.pid)) for o in batch.values()]
-    cols = columns(rows, 8)
-    fresh = await fetch(conn, _ORDERS, *cols[:7], [SEP.join(s) for s in cols[7]],
+    rows = [(o.ws, o.key, o.pid, o.at, day, o.revenue, o.currency, SEP.join(seg))
+            for o, day, seg in batch.values()]
+    fresh = await fetch(conn, _ORDERS, *columns(rows, 8),
                         *columns([(*k, *v) for k, v in money.items()], 6))
     if counted is not None and {(ws, key) for ws, key in fresh} != counted:
         raise OrderRace("another writer stored one of the batch's orders meanwhile")
     out = []
     for ws, key in fresh:
-        o = batch[(ws, key)]
-        day, seg = local_day(o.at, convs[ws].timezone), segs(ws, o.pid)
+        o, day, seg = batch[(ws, key)]
         r.count(ws, day, [ALL], seg, "orders", 1, o.currency)
         r.count(ws, day, [ALL], seg, "revenue", o.revenue, o.currency)
         r.person(ws, "customer", day, [ALL], seg, o.pid)

@@ -79,10 +79,13 @@ _CLEAR = (
     "m.segment, m.day, m.chunk)) SELECT * FROM old")
 
 
+_BIT = [0x80 >> i for i in range(8)]  # bit i of a byte, from its most significant
+
+
 def bitmap(offsets: Iterable[int]) -> asyncpg.BitString:
     b = bytearray(BITS // 8)
     for o in offsets:
-        b[o >> 3] |= 0x80 >> (o & 7)
+        b[o >> 3] |= _BIT[o & 7]
     return asyncpg.BitString.frombytes(bytes(b), BITS)
 
 
@@ -118,8 +121,12 @@ async def add(conn: AsyncConnection, people: People,
             days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
         number = await numbers(conn, days)
     rows: dict[tuple[str, str, str, str, str, date, int], tuple[list[int], list[int]]] = {}
+    last: tuple[str, str] | None = None  # a person's keys come one after another (Rollup)
+    chunk = bit = 0
     for (ws, figure, dim, key, seg, day, pid), n in people.items():
-        chunk, bit = divmod(number[(ws, pid)], BITS)
+        if last is None or pid != last[1] or ws != last[0]:
+            last = (ws, pid)
+            chunk, bit = divmod(number[last], BITS)
         row = rows.get((ws, figure, dim, key, seg, day, chunk))
         if row is None:
             row = rows[(ws, figure, dim, key, seg, day, chunk)] = ([], [])

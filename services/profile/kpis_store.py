@@ -184,17 +184,19 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
     counted: dict[tuple[Any, ...], int] = defaultdict(int)
     reached: dict[tuple[Any, ...], int] = defaultdict(int)
     zones: dict[str, Any] = {}
-    seg_of: dict[tuple[str, str], tuple[str, ...]] = {}
+    # (workspace, profile as noted) -> its live profile and segments, looked up once
+    who: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
     times: list[tuple[str, str, datetime]] = []
-    for ws, pid, mid, status, channel, journey, broadcast, template, at in facts.deliveries:
-        pid = live(pid)
+    for ws, noted, mid, status, channel, journey, broadcast, template, at in facts.deliveries:
         z = zones.get(ws)
         if z is None:
             z = zones[ws] = zone(convs[ws].timezone)
         day = at.astimezone(z).date()  # local_day
-        seg = seg_of.get((ws, pid))
-        if seg is None:
-            seg = seg_of[(ws, pid)] = tuple(segs(ws, pid))
+        held_who = who.get((ws, noted))
+        if held_who is None:
+            pid = live(noted)
+            held_who = who[(ws, noted)] = (pid, tuple(segs(ws, pid)))
+        pid, seg = held_who
         value = status._value_  # the statuses by value: an enum member's hash is a Python call
         metric = _COUNTED.get(value)
         if metric is not None:

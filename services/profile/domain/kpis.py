@@ -121,6 +121,9 @@ def attribute(order_at: datetime, touches: Iterable[Touch], click_window: timede
     return best_click or best_open
 
 
+_NO_SEGMENT = ("",)  # a fact of no reporting segment counts under "" only
+
+
 @dataclass
 class Rollup:
     """The rollup rows one batch adds, summed in memory: one upsert per table per batch."""
@@ -133,16 +136,18 @@ class Rollup:
 
     def count(self, ws: str, day: date, dims: list[tuple[str, str]], segments: Iterable[str],
               metric: str, value: float = 1.0, currency: str = "") -> None:
-        for seg in ("", *segments):
+        counts = self.counts
+        for seg in ("", *segments) if segments else _NO_SEGMENT:
             for dim, key in dims:
-                self.counts[(ws, day, dim, key, seg, metric, currency)] += value
+                counts[(ws, day, dim, key, seg, metric, currency)] += value
 
     def person(self, ws: str, figure: str, day: date, dims: list[tuple[str, str]],
                segments: Iterable[str], profile_id: str, n: int = 1) -> None:
         """The person counts in the day's bitmap (weeks, months, windows: ORs of days)."""
-        for seg in ("", *segments):
+        people = self.people
+        for seg in ("", *segments) if segments else _NO_SEGMENT:
             for dim, key in dims:
-                self.people[(ws, figure, dim, key, seg, day, profile_id)] += n
+                people[(ws, figure, dim, key, seg, day, profile_id)] += n
 
     def __bool__(self) -> bool:
         return bool(self.counts or self.people)

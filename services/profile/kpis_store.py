@@ -118,13 +118,14 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     await _control(conn, facts, convs, live, segs, r)
     _refund_money(facts, convs, live, segs, r, money)
     new_orders = await _orders(conn, facts, convs, live, segs, r, money, counted)
-    await _refunds(conn, facts, convs, r)
+    refunded = await _refunds(conn, facts, convs, r)
     # Orders a new open or click may now claim (up to the click window after it), and every
     # order of a merged profile (the other profile's touches may claim them).
     probes = {(ws, live(pid), at, at + convs[ws].attribution_click_window)
               for ws, pid, at in _touch_times(facts)}
     probes |= {(ws, s, _EVER[0], _EVER[1]) for ws, s in merges.values()}
-    await _attribute(conn, convs, new_orders, sorted(probes), r)
+    await _attribute(conn, convs, [(o, segs(o.ws, o.pid), refunded.get((o.ws, o.key), 0.0))
+                                   for o in new_orders], sorted(probes), r)
     records = _records(money, new_orders, moved, convs)
     for ws, pid, at, score in facts.nps:
         pid = live(pid)
@@ -313,15 +314,16 @@ def _refund_money(facts: KpiFacts, convs: dict[str, Conventions], live: Callable
 
 
 async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
-                   r: Rollup) -> None:
+                   r: Rollup) -> dict[tuple[str, str], float]:
     """Refunds naming an order: on the order (after the batch's orders are in), and off the
-    attributed revenue of the message it is attributed to."""
+    attributed revenue of the message it is attributed to. Returns the amounts added per
+    (workspace, order key)."""
     per_order: dict[tuple[str, str], float] = defaultdict(float)
     for f in facts.refunds:
         if f.order_key:
             per_order[(f.ws, f.order_key)] += f.amount
     if not per_order:
-        return
+        return per_order
     ws_, keys = columns(per_order, 2)
     rows = await fetch(
         conn, "UPDATE profile.kpi_orders o SET refunded = o.refunded + t.v FROM "
@@ -337,20 +339,21 @@ async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
             if (f.ws, f.order_key) == (row["workspace_id"], row["order_key"]):
                 r.count(f.ws, local_day(f.at, convs[f.ws].timezone), dims, row["segments"],
                         "attributed_refunded", f.amount, row["currency"])
+    return per_order
 
 
-# The orders to (re)decide: the batch's new ones and those of (workspace, profile) between
-# two times; then the touches that can claim them (from the attribution windows before the
-# first to the last, per profile), in the same answer: rows with a `kind` are touches.
+# The orders to (re)decide: those of (workspace, profile) between two times ($1..$4); then the
+# touches that can claim them or the batch's new orders ($7..$9: workspace, profile, time;
+# the rows `write` just inserted, not read again), from the attribution windows before the
+# first to the last, per profile, in the same answer: rows with a `kind` are touches.
 _ATTRIBUTION = (
-    "WITH o AS MATERIALIZED (SELECT o.* FROM profile.kpi_orders o WHERE (o.workspace_id, "
-    "o.order_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) UNION SELECT o.* FROM "
-    "profile.kpi_orders o JOIN unnest($3::text[], $4::text[], $5::timestamptz[], "
-    "$6::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id = t.ws AND o.profile_id = t.p "
-    "AND o.at BETWEEN t.lo AND t.hi), s AS (SELECT o.workspace_id AS ws, o.profile_id AS p, "
-    "min(o.at - w.back) AS lo, max(o.at) AS hi FROM o JOIN unnest($7::text[], "
-    "$8::interval[]) AS w(ws, back) ON w.ws = o.workspace_id GROUP BY 1, 2) SELECT "
-    "o.workspace_id, o.profile_id, o.at, o.order_key, o.day, o.revenue, o.currency, "
+    "WITH o AS MATERIALIZED (SELECT o.* FROM profile.kpi_orders o JOIN unnest($1::text[], "
+    "$2::text[], $3::timestamptz[], $4::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id "
+    "= t.ws AND o.profile_id = t.p AND o.at BETWEEN t.lo AND t.hi), s AS (SELECT a.ws, a.p, "
+    "min(a.at - w.back) AS lo, max(a.at) AS hi FROM (SELECT workspace_id, profile_id, at FROM "
+    "o UNION ALL SELECT * FROM unnest($7::text[], $8::text[], $9::timestamptz[])) AS a(ws, p, "
+    "at) JOIN unnest($5::text[], $6::interval[]) AS w(ws, back) ON w.ws = a.ws GROUP BY 1, 2) "
+    "SELECT o.workspace_id, o.profile_id, o.at, o.order_key, o.day, o.revenue, o.currency, "
     "o.refunded, o.segments, o.message_id, NULL::text AS kind, o.channel, o.journey, "
     "o.broadcast, o.template FROM o UNION ALL SELECT t.workspace_id, t.profile_id, t.at, "
     "NULL, NULL, NULL, NULL, NULL, NULL, t.message_id, t.kind, t.channel, t.journey, "
@@ -359,27 +362,36 @@ _ATTRIBUTION = (
 
 
 async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
-                     new_orders: list[Order],
+                     new_orders: list[tuple[Order, list[str], float]],
                      probes: list[tuple[str, str, datetime, datetime]], r: Rollup) -> None:
-    """(Re)decide the attribution of the new orders and of the orders of (workspace,
+    """(Re)decide the attribution of the new orders (each with its segments and the batch's
+    refunds of it: as `_orders` and `_refunds` stored it) and of the orders of (workspace,
     profile) between two times in `probes`; count what moved."""
     if not new_orders and not probes:
         return
-    keys = [(o.ws, o.key) for o in new_orders]
-    pw, pk = columns(keys, 2) if keys else ([], [])
     tw, tp, tlo, thi = columns(probes, 4) if probes else ([], [], [], [])
+    nw, np_, nat = columns([(o.ws, o.pid, o.at) for o, _s, _r in new_orders], 3) \
+        if new_orders else ([], [], [])
     back = {ws: max(c.attribution_click_window, c.attribution_open_window)
             for ws, c in convs.items()}
     orders: list[Any] = []
     found: dict[tuple[str, str], list[Touch]] = defaultdict(list)
-    for row in await fetch(conn, _ATTRIBUTION, pw, pk, tw, tp, tlo, thi, list(back),
-                           list(back.values())):
+    for row in await fetch(conn, _ATTRIBUTION, tw, tp, tlo, thi, list(back),
+                           list(back.values()), nw, np_, nat):
         if row["kind"] is None:
             orders.append(row)
         else:
             found[(row["workspace_id"], row["profile_id"])].append(Touch(
                 row["message_id"], row["kind"], row["at"], row["channel"], row["journey"],
                 row["broadcast"], row["template"]))
+    # The new orders as they were stored (unattributed) unless a probe read them already.
+    read = {(o["workspace_id"], o["order_key"]) for o in orders}
+    orders += [{"workspace_id": o.ws, "profile_id": o.pid, "at": o.at, "order_key": o.key,
+                "day": local_day(o.at, convs[o.ws].timezone), "revenue": o.revenue,
+                "currency": o.currency, "refunded": refunded, "segments": seg,
+                "message_id": None, "channel": None, "journey": None, "broadcast": None,
+                "template": None}
+               for o, seg, refunded in new_orders if (o.ws, o.key) not in read]
     updates = []
     for o in orders:
         ws, conv = o["workspace_id"], convs[o["workspace_id"]]

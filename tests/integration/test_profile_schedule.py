@@ -22,6 +22,10 @@ async def world(settings: Settings, topics: list[str]) -> AsyncIterator[ProfileW
 
 async def test_schedule_scores_and_expires_time_based_membership(world: ProfileWorld) -> None:
     ws, h = await world.workspace()
+    # The order below must be applied within the segment's 3 s: send it only once the
+    # freshly started consumer has joined its group and applies events (a first event seen).
+    await world.send(ws, {"type": "track", "event": "Warmed Up", "user_id": "warm"})
+    await eventually(lambda: world.lookup(h, user_id="warm"), timeout=30)
     r = await world.http.put("/v1/segments/just-bought", headers=h, json={
         "name": "Bought in the last 3 seconds",
         "rule": {"performed": {"event": "Order Completed", "within": "PT3S"}}})

@@ -32,7 +32,14 @@ from services.profile.domain.kpis import (
     nps_bucket,
     zone,
 )
-from services.profile.kpis_uplift import ADD_MONEY, FOLD, Money, add_days, known_control
+from services.profile.kpis_uplift import (
+    ADD_MONEY,
+    BY_LOSER,
+    FOLD,
+    Money,
+    add_days,
+    known_control,
+)
 from services.profile.repository import SEP, columns, fetch, unnest_args
 from shared.kafka.errors import DependencyUnavailable
 
@@ -348,8 +355,8 @@ async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
 # first to the last, per profile, in the same answer: rows with a `kind` are touches.
 _ATTRIBUTION = (
     "WITH o AS MATERIALIZED (SELECT o.* FROM profile.kpi_orders o JOIN unnest($1::text[], "
-    "$2::text[], $3::timestamptz[], $4::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id "
-    "= t.ws AND o.profile_id = t.p AND o.at BETWEEN t.lo AND t.hi), s AS (SELECT a.ws, a.p, "
+    "$2::text[], $3::timestamptz[], $4::timestamptz[]) AS t(ws, p, lo, hi) ON o.profile_id = "
+    "t.p AND o.at BETWEEN t.lo AND t.hi AND o.workspace_id || '' = t.ws), s AS (SELECT a.ws, a.p, "
     "min(a.at - w.back) AS lo, max(a.at) AS hi FROM (SELECT workspace_id, profile_id, at FROM "
     "o UNION ALL SELECT * FROM unnest($7::text[], $8::text[], $9::timestamptz[])) AS a(ws, p, "
     "at) JOIN unnest($5::text[], $6::interval[]) AS w(ws, back) ON w.ws = a.ws GROUP BY 1, 2) "
@@ -357,8 +364,8 @@ _ATTRIBUTION = (
     "o.refunded, o.segments, o.message_id, NULL::text AS kind, o.channel, o.journey, "
     "o.broadcast, o.template FROM o UNION ALL SELECT t.workspace_id, t.profile_id, t.at, "
     "NULL, NULL, NULL, NULL, NULL, NULL, t.message_id, t.kind, t.channel, t.journey, "
-    "t.broadcast, t.template FROM profile.kpi_touches t JOIN s ON t.workspace_id = s.ws AND "
-    "t.profile_id = s.p AND t.at BETWEEN s.lo AND s.hi")
+    "t.broadcast, t.template FROM profile.kpi_touches t JOIN s ON t.profile_id = s.p AND "
+    "t.at BETWEEN s.lo AND s.hi AND t.workspace_id || '' = s.ws")
 
 
 async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
@@ -376,6 +383,7 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
             for ws, c in convs.items()}
     orders: list[Any] = []
     found: dict[tuple[str, str], list[Touch]] = defaultdict(list)
+    was = await fetch(conn, _PROBES_ONLY)  # and for the update below
     for row in await fetch(conn, _ATTRIBUTION, tw, tp, tlo, thi, list(back),
                            list(back.values()), nw, np_, nat):
         if row["kind"] is None:
@@ -422,6 +430,7 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
             "journey = t.j, broadcast = t.b, template = t.t FROM unnest($1::text[], $2::text[], "
             "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(ws, k, m, c, j, "
             "b, t) WHERE o.workspace_id = t.ws AND o.order_key = t.k", *columns(updates, 7))
+    await fetch(conn, _PLANS_AS_WERE, *was[0][::2])
 
 
 COMPACT_EVERY = 64  # batches with money per compaction of their days (kpi_money)
@@ -499,7 +508,9 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]
     Returns the moved customer days and the forgotten numbers."""
     losers = list(merges)
     workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
+    was = await fetch(conn, _PROBES_ONLY)
     rows = await fetch(conn, _REPOINT, workspaces, losers, survivors)
+    await fetch(conn, _PLANS_AS_WERE, *was[0][::2])
     gone = [tuple(r[1:6]) for r in rows if r[0]]
     # The losers' moved days: (workspace, loser, survivor, day, currency, orders, revenue,
     # the loser's number or None), for kpi_money; and the losers' forgotten numbers, whose
@@ -509,12 +520,22 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]
             for r in rows if not r[0]], gone
 
 
+# The merge's statement is planned (its plan cached by the connection after five runs) with
+# index probes only: whatever the tables' size when the plan is made, each loser's rows are
+# found by the tables' `*_person` index (migration profile_0011), never by a scan of the
+# table (a hash join with the losers) that grows with it.
+_GUCS = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin", "enable_material")
+_PROBES_ONLY = "SELECT " + ", ".join(
+    f"current_setting('{g}'), set_config('{g}', 'off', true)" for g in _GUCS)
+_PLANS_AS_WERE = "SELECT " + ", ".join(
+    f"set_config('{g}', ${i + 1}, true)" for i, g in enumerate(_GUCS))
 _REPOINT = (
     "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m(w, l, s)), "
-    "t AS (UPDATE profile.kpi_touches x SET profile_id = m.s FROM m WHERE x.workspace_id = "
-    "m.w AND x.profile_id = m.l), o AS (UPDATE profile.kpi_orders x SET profile_id = m.s "
-    "FROM m WHERE x.workspace_id = m.w AND x.profile_id = m.l), " + FOLD + ", n AS (" +
-    kpis_bits.FORGET.format(gone="SELECT w, l FROM m") + ") SELECT true, workspace_id, "
+    "t AS (UPDATE profile.kpi_touches x SET profile_id = m.s FROM m WHERE " + BY_LOSER +
+    "), o AS (UPDATE profile.kpi_orders x SET profile_id = m.s FROM m WHERE " + BY_LOSER +
+    "), " + FOLD + ", n AS (DELETE FROM profile.kpi_numbers x USING m WHERE " + BY_LOSER +
+    " RETURNING x.workspace_id, x.profile_id, x.n, x.first_day, x.last_day) SELECT true, "
+    "workspace_id, "
     "profile_id, n, first_day, last_day, NULL, NULL, NULL, NULL FROM n UNION ALL SELECT "
     "false, workspace_id, profile_id, NULL, day, NULL, s, currency, orders, revenue FROM g")
 

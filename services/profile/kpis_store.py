@@ -113,7 +113,6 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         return
     if reporting is None:
         reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
-    moved, gone = await repoint(conn, merges) if merges else ([], [])
 
     def segs(ws: str, pid: str) -> list[str]:
         keys = reporting.get(ws)
@@ -122,7 +121,6 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     r = Rollup()
     money: Money = defaultdict(lambda: [0, 0.0])
     await _deliveries(conn, facts, convs, live, segs, r)
-    await _control(conn, facts, convs, live, segs, r)
     _refund_money(facts, convs, live, segs, r, money)
     new_orders = await _orders(conn, facts, convs, live, segs, r, money, counted)
     refunded = await _refunds(conn, facts, convs, r)
@@ -131,8 +129,18 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     probes = {(ws, live(pid), at, at + convs[ws].attribution_click_window)
               for ws, pid, at in _touch_times(facts)}
     probes |= {(ws, s, _EVER[0], _EVER[1]) for ws, s in merges.values()}
-    await _attribute(conn, convs, [(o, segs(o.ws, o.pid), refunded.get((o.ws, o.key), 0.0))
-                                   for o in new_orders], sorted(probes), r)
+    moved: list[Any] = []
+    gone: list[Any] = []
+    if merges or new_orders or probes:
+        # The merge's and the attribution's statements, planned with index probes only
+        # (_PROBES_ONLY): one window of settings around the three of them.
+        was = (await fetch(conn, _PROBES_ONLY))[0][::2]
+        if merges:
+            moved, gone = await repoint(conn, merges)
+        await _attribute(conn, convs, [(o, segs(o.ws, o.pid), refunded.get((o.ws, o.key), 0.0))
+                                       for o in new_orders], sorted(probes), r)
+        await fetch(conn, _PLANS_AS_WERE, *was)
+    await _control(conn, facts, convs, live, segs, r)  # after the merge's (its `since` first)
     records = _records(money, new_orders, moved, convs)
     for ws, pid, at, score in facts.nps:
         pid = live(pid)
@@ -349,7 +357,8 @@ async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
     return per_order
 
 
-# The orders to (re)decide: those of (workspace, profile) between two times ($1..$4); then the
+# The orders to (re)decide: those of (workspace, profile) between two times ($1..$4: probed by
+# kpi_orders_person, the workspace compared as BY_LOSER does: planned with _PROBES_ONLY); then the
 # touches that can claim them or the batch's new orders ($7..$9: workspace, profile, time;
 # the rows `write` just inserted, not read again), from the attribution windows before the
 # first to the last, per profile, in the same answer: rows with a `kind` are touches.
@@ -383,7 +392,6 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
             for ws, c in convs.items()}
     orders: list[Any] = []
     found: dict[tuple[str, str], list[Touch]] = defaultdict(list)
-    was = await fetch(conn, _PROBES_ONLY)  # and for the update below
     for row in await fetch(conn, _ATTRIBUTION, tw, tp, tlo, thi, list(back),
                            list(back.values()), nw, np_, nat):
         if row["kind"] is None:
@@ -430,7 +438,6 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
             "journey = t.j, broadcast = t.b, template = t.t FROM unnest($1::text[], $2::text[], "
             "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(ws, k, m, c, j, "
             "b, t) WHERE o.workspace_id = t.ws AND o.order_key = t.k", *columns(updates, 7))
-    await fetch(conn, _PLANS_AS_WERE, *was[0][::2])
 
 
 COMPACT_EVERY = 64  # batches with money per compaction of their days (kpi_money)
@@ -502,15 +509,14 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]
     """Merged profiles (loser -> (workspace, survivor)): their touches, orders, customer
     days, control membership and bits become the survivor's (a day both were in holds the
     survivor once, with two facts or more: distinct counts stay distinct). Matched by
-    workspace and profile: each table's index, and the loser's bits in its own days only
-    (kpi_numbers). One statement for the tables, which also forgets the losers' numbers
-    (the first of the numbers' locks); their bits move in `flush`, with the batch's people.
+    profile (BY_LOSER: each table's index led by the profile), and the loser's bits in its
+    own days only (kpi_numbers); planned with index probes only (write's _PROBES_ONLY). One
+    statement for the tables, which also forgets the losers' numbers (the first of the
+    numbers' locks); their bits move in `flush`, with the batch's people.
     Returns the moved customer days and the forgotten numbers."""
     losers = list(merges)
     workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
-    was = await fetch(conn, _PROBES_ONLY)
     rows = await fetch(conn, _REPOINT, workspaces, losers, survivors)
-    await fetch(conn, _PLANS_AS_WERE, *was[0][::2])
     gone = [tuple(r[1:6]) for r in rows if r[0]]
     # The losers' moved days: (workspace, loser, survivor, day, currency, orders, revenue,
     # the loser's number or None), for kpi_money; and the losers' forgotten numbers, whose
@@ -520,10 +526,13 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]
             for r in rows if not r[0]], gone
 
 
-# The merge's statement is planned (its plan cached by the connection after five runs) with
-# index probes only: whatever the tables' size when the plan is made, each loser's rows are
-# found by the tables' `*_person` index (migration profile_0011), never by a scan of the
-# table (a hash join with the losers) that grows with it.
+# The merge's and the attribution's statements are planned (each plan cached by the
+# connection after five runs) with index probes only: the profiles' rows by the tables'
+# indexes led by the profile (`*_person`, migration profile_0011), the orders by key by the
+# primary key. The plans the planner picked (hash joins: a scan of the whole table per
+# batch) were made while the tables were small and kept as they grew: at 20 000 events of
+# bench/profile.py they cost ~4 us per event more, and more with every row stored.
+# Set for the transaction (`true`), and back as they were right after.
 _GUCS = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin", "enable_material")
 _PROBES_ONLY = "SELECT " + ", ".join(
     f"current_setting('{g}'), set_config('{g}', 'off', true)" for g in _GUCS)

@@ -86,12 +86,12 @@ BY_LOSER = "x.profile_id = m.l AND x.workspace_id || '' = m.w"
 # The moved days (g: workspace, loser, survivor, day, currency, orders, revenue) go to
 # kpi_money with the numbers (kpis_store.write).
 FOLD = (
-    "g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE " + BY_LOSER + " RETURNING x.workspace_id, x.profile_id, m.s, x.day, x.currency, "
-    "x.orders, x.revenue), days AS (" + add_days(
-        "SELECT workspace_id, s, day, currency, orders, revenue FROM g") + "), k AS (DELETE FROM "
-    "profile.kpi_control x USING m WHERE " + BY_LOSER + " RETURNING x.*, m.s), ctl AS (INSERT INTO profile.kpi_control (workspace_id, "
-    "profile_id, since) SELECT workspace_id, s, min(since) FROM k GROUP BY 1, 2 ON CONFLICT "
-    "DO NOTHING)")
+    "g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE " + BY_LOSER + " RETURNING "
+    "x.workspace_id, x.profile_id, m.s, x.day, x.currency, x.orders, x.revenue), days AS ("
+    + add_days("SELECT workspace_id, s, day, currency, orders, revenue FROM g") + "), k AS "
+    "(DELETE FROM profile.kpi_control x USING m WHERE " + BY_LOSER + " RETURNING x.*, m.s), "
+    "ctl AS (INSERT INTO profile.kpi_control (workspace_id, profile_id, since) SELECT "
+    "workspace_id, s, min(since) FROM k GROUP BY 1, 2 ON CONFLICT DO NOTHING)")
 
 
 _ZERO = f"repeat('0', {BITS})::bit({BITS})"

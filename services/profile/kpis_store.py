@@ -554,8 +554,10 @@ async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> N
     the touches, the control group and the per-customer days; the anonymous counters
     (orders, revenue, sends) keep what happened."""
     await kpis_bits.clear(conn, [(workspace_id, profile_id)])
-    for table in ("kpi_touches", "kpi_control"):
-        await fetch(conn, f"DELETE FROM profile.{table} WHERE workspace_id = $1 AND "  # noqa: S608
+    # kpi_touches by its index led by the profile (kpi_touches_person): the workspace, which
+    # leads its primary key, compared in a form no index serves (as kpis_uplift.BY_LOSER).
+    for table, ws in (("kpi_touches", "workspace_id || ''"), ("kpi_control", "workspace_id")):
+        await fetch(conn, f"DELETE FROM profile.{table} WHERE {ws} = $1 AND "  # noqa: S608
                     "profile_id = $2", workspace_id, profile_id)
     days = await fetch(conn, "DELETE FROM profile.kpi_customer_days WHERE workspace_id = $1 "
                        "AND profile_id = $2 RETURNING workspace_id, day, currency",

@@ -32,7 +32,14 @@ from services.profile.domain.kpis import (
     nps_bucket,
     zone,
 )
-from services.profile.kpis_uplift import ADD_MONEY, FOLD, Money, add_days, known_control
+from services.profile.kpis_uplift import (
+    ADD_MONEY,
+    BY_LOSER,
+    FOLD,
+    Money,
+    add_days,
+    known_control,
+)
 from services.profile.repository import SEP, columns, fetch, unnest_args
 from shared.kafka.errors import DependencyUnavailable
 
@@ -106,7 +113,6 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         return
     if reporting is None:
         reporting = await reporting_segments(conn, convs)  # waits while a rebuild runs
-    moved, gone = await repoint(conn, merges) if merges else ([], [])
 
     def segs(ws: str, pid: str) -> list[str]:
         keys = reporting.get(ws)
@@ -115,16 +121,26 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     r = Rollup()
     money: Money = defaultdict(lambda: [0, 0.0])
     touched = await _deliveries(conn, facts, convs, live, segs, r)
-    await _control(conn, facts, convs, live, segs, r)
     _refund_money(facts, convs, live, segs, r, money)
     new_orders = await _orders(conn, facts, convs, live, segs, r, money, counted)
-    await _refunds(conn, facts, convs, r)
+    refunded = await _refunds(conn, facts, convs, r)
     # Orders a new open or click may now claim (up to the click window after it), and every
     # order of a merged profile (the other profile's touches may claim them).
     probes = {(ws, pid, at, at + convs[ws].attribution_click_window)
               for ws, pid, at in touched}
     probes |= {(ws, s, _EVER[0], _EVER[1]) for ws, s in merges.values()}
-    await _attribute(conn, convs, new_orders, sorted(probes), r)
+    moved: list[Any] = []
+    gone: list[Any] = []
+    if merges or new_orders or probes:
+        # The merge's and the attribution's statements, planned with index probes only
+        # (_PROBES_ONLY): one window of settings around the three of them.
+        was = (await fetch(conn, _PROBES_ONLY))[0][::2]
+        if merges:
+            moved, gone = await repoint(conn, merges)
+        await _attribute(conn, convs, [(o, segs(o.ws, o.pid), refunded.get((o.ws, o.key), 0.0))
+                                       for o in new_orders], sorted(probes), r)
+        await fetch(conn, _PLANS_AS_WERE, *was)
+    await _control(conn, facts, convs, live, segs, r)  # after the merge's (its `since` first)
     records = _records(money, new_orders, moved, convs)
     for ws, pid, at, score in facts.nps:
         pid = live(pid)
@@ -327,15 +343,16 @@ def _refund_money(facts: KpiFacts, convs: dict[str, Conventions], live: Callable
 
 
 async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
-                   r: Rollup) -> None:
+                   r: Rollup) -> dict[tuple[str, str], float]:
     """Refunds naming an order: on the order (after the batch's orders are in), and off the
-    attributed revenue of the message it is attributed to."""
+    attributed revenue of the message it is attributed to. Returns the amounts added per
+    (workspace, order key)."""
     per_order: dict[tuple[str, str], float] = defaultdict(float)
     for f in facts.refunds:
         if f.order_key:
             per_order[(f.ws, f.order_key)] += f.amount
     if not per_order:
-        return
+        return per_order
     ws_, keys = columns(per_order, 2)
     rows = await fetch(
         conn, "UPDATE profile.kpi_orders o SET refunded = o.refunded + t.v FROM "
@@ -351,49 +368,60 @@ async def _refunds(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
             if (f.ws, f.order_key) == (row["workspace_id"], row["order_key"]):
                 r.count(f.ws, local_day(f.at, convs[f.ws].timezone), dims, row["segments"],
                         "attributed_refunded", f.amount, row["currency"])
+    return per_order
 
 
-# The orders to (re)decide: the batch's new ones and those of (workspace, profile) between
-# two times; then the touches that can claim them (from the attribution windows before the
-# first to the last, per profile), in the same answer: rows with a `kind` are touches.
+# The orders to (re)decide: those of (workspace, profile) between two times ($1..$4: probed by
+# kpi_orders_person, the workspace compared as BY_LOSER does: planned with _PROBES_ONLY); then the
+# touches that can claim them or the batch's new orders ($7..$9: workspace, profile, time;
+# the rows `write` just inserted, not read again), from the attribution windows before the
+# first to the last, per profile, in the same answer: rows with a `kind` are touches.
 _ATTRIBUTION = (
-    "WITH o AS MATERIALIZED (SELECT o.* FROM profile.kpi_orders o WHERE (o.workspace_id, "
-    "o.order_key) IN (SELECT * FROM unnest($1::text[], $2::text[])) UNION SELECT o.* FROM "
-    "profile.kpi_orders o JOIN unnest($3::text[], $4::text[], $5::timestamptz[], "
-    "$6::timestamptz[]) AS t(ws, p, lo, hi) ON o.workspace_id = t.ws AND o.profile_id = t.p "
-    "AND o.at BETWEEN t.lo AND t.hi), s AS (SELECT o.workspace_id AS ws, o.profile_id AS p, "
-    "min(o.at - w.back) AS lo, max(o.at) AS hi FROM o JOIN unnest($7::text[], "
-    "$8::interval[]) AS w(ws, back) ON w.ws = o.workspace_id GROUP BY 1, 2) SELECT "
-    "o.workspace_id, o.profile_id, o.at, o.order_key, o.day, o.revenue, o.currency, "
+    "WITH o AS MATERIALIZED (SELECT o.* FROM profile.kpi_orders o JOIN unnest($1::text[], "
+    "$2::text[], $3::timestamptz[], $4::timestamptz[]) AS t(ws, p, lo, hi) ON o.profile_id = "
+    "t.p AND o.at BETWEEN t.lo AND t.hi AND o.workspace_id || '' = t.ws), s AS (SELECT a.ws, a.p, "
+    "min(a.at - w.back) AS lo, max(a.at) AS hi FROM (SELECT workspace_id, profile_id, at FROM "
+    "o UNION ALL SELECT * FROM unnest($7::text[], $8::text[], $9::timestamptz[])) AS a(ws, p, "
+    "at) JOIN unnest($5::text[], $6::interval[]) AS w(ws, back) ON w.ws = a.ws GROUP BY 1, 2) "
+    "SELECT o.workspace_id, o.profile_id, o.at, o.order_key, o.day, o.revenue, o.currency, "
     "o.refunded, o.segments, o.message_id, NULL::text AS kind, o.channel, o.journey, "
     "o.broadcast, o.template FROM o UNION ALL SELECT t.workspace_id, t.profile_id, t.at, "
     "NULL, NULL, NULL, NULL, NULL, NULL, t.message_id, t.kind, t.channel, t.journey, "
-    "t.broadcast, t.template FROM profile.kpi_touches t JOIN s ON t.workspace_id = s.ws AND "
-    "t.profile_id = s.p AND t.at BETWEEN s.lo AND s.hi")
+    "t.broadcast, t.template FROM profile.kpi_touches t JOIN s ON t.profile_id = s.p AND "
+    "t.at BETWEEN s.lo AND s.hi AND t.workspace_id || '' = s.ws")
 
 
 async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
-                     new_orders: list[Order],
+                     new_orders: list[tuple[Order, list[str], float]],
                      probes: list[tuple[str, str, datetime, datetime]], r: Rollup) -> None:
-    """(Re)decide the attribution of the new orders and of the orders of (workspace,
+    """(Re)decide the attribution of the new orders (each with its segments and the batch's
+    refunds of it: as `_orders` and `_refunds` stored it) and of the orders of (workspace,
     profile) between two times in `probes`; count what moved."""
     if not new_orders and not probes:
         return
-    keys = [(o.ws, o.key) for o in new_orders]
-    pw, pk = columns(keys, 2) if keys else ([], [])
     tw, tp, tlo, thi = columns(probes, 4) if probes else ([], [], [], [])
+    nw, np_, nat = columns([(o.ws, o.pid, o.at) for o, _s, _r in new_orders], 3) \
+        if new_orders else ([], [], [])
     back = {ws: max(c.attribution_click_window, c.attribution_open_window)
             for ws, c in convs.items()}
     orders: list[Any] = []
     found: dict[tuple[str, str], list[Touch]] = defaultdict(list)
-    for row in await fetch(conn, _ATTRIBUTION, pw, pk, tw, tp, tlo, thi, list(back),
-                           list(back.values())):
+    for row in await fetch(conn, _ATTRIBUTION, tw, tp, tlo, thi, list(back),
+                           list(back.values()), nw, np_, nat):
         if row["kind"] is None:
             orders.append(row)
         else:
             found[(row["workspace_id"], row["profile_id"])].append(Touch(
                 row["message_id"], row["kind"], row["at"], row["channel"], row["journey"],
                 row["broadcast"], row["template"]))
+    # The new orders as they were stored (unattributed) unless a probe read them already.
+    read = {(o["workspace_id"], o["order_key"]) for o in orders}
+    orders += [{"workspace_id": o.ws, "profile_id": o.pid, "at": o.at, "order_key": o.key,
+                "day": local_day(o.at, convs[o.ws].timezone), "revenue": o.revenue,
+                "currency": o.currency, "refunded": refunded, "segments": seg,
+                "message_id": None, "channel": None, "journey": None, "broadcast": None,
+                "template": None}
+               for o, seg, refunded in new_orders if (o.ws, o.key) not in read]
     updates = []
     for o in orders:
         ws, conv = o["workspace_id"], convs[o["workspace_id"]]
@@ -495,9 +523,10 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]
     """Merged profiles (loser -> (workspace, survivor)): their touches, orders, customer
     days, control membership and bits become the survivor's (a day both were in holds the
     survivor once, with two facts or more: distinct counts stay distinct). Matched by
-    workspace and profile: each table's index, and the loser's bits in its own days only
-    (kpi_numbers). One statement for the tables, which also forgets the losers' numbers
-    (the first of the numbers' locks); their bits move in `flush`, with the batch's people.
+    profile (BY_LOSER: each table's index led by the profile), and the loser's bits in its
+    own days only (kpi_numbers); planned with index probes only (write's _PROBES_ONLY). One
+    statement for the tables, which also forgets the losers' numbers (the first of the
+    numbers' locks); their bits move in `flush`, with the batch's people.
     Returns the moved customer days and the forgotten numbers."""
     losers = list(merges)
     workspaces, survivors = [w for w, _ in merges.values()], [s for _, s in merges.values()]
@@ -511,12 +540,25 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]
             for r in rows if not r[0]], gone
 
 
+# The merge's and the attribution's statements are planned (each plan cached by the
+# connection after five runs) with index probes only: the profiles' rows by the tables'
+# indexes led by the profile (`*_person`, migration profile_0011), the orders by key by the
+# primary key. The plans the planner picked (hash joins: a scan of the whole table per
+# batch) were made while the tables were small and kept as they grew: at 20 000 events of
+# bench/profile.py they cost ~4 us per event more, and more with every row stored.
+# Set for the transaction (`true`), and back as they were right after.
+_GUCS = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin", "enable_material")
+_PROBES_ONLY = "SELECT " + ", ".join(
+    f"current_setting('{g}'), set_config('{g}', 'off', true)" for g in _GUCS)
+_PLANS_AS_WERE = "SELECT " + ", ".join(
+    f"set_config('{g}', ${i + 1}, true)" for i, g in enumerate(_GUCS))
 _REPOINT = (
     "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m(w, l, s)), "
-    "t AS (UPDATE profile.kpi_touches x SET profile_id = m.s FROM m WHERE x.workspace_id = "
-    "m.w AND x.profile_id = m.l), o AS (UPDATE profile.kpi_orders x SET profile_id = m.s "
-    "FROM m WHERE x.workspace_id = m.w AND x.profile_id = m.l), " + FOLD + ", n AS (" +
-    kpis_bits.FORGET.format(gone="SELECT w, l FROM m") + ") SELECT true, workspace_id, "
+    "t AS (UPDATE profile.kpi_touches x SET profile_id = m.s FROM m WHERE " + BY_LOSER +
+    "), o AS (UPDATE profile.kpi_orders x SET profile_id = m.s FROM m WHERE " + BY_LOSER +
+    "), " + FOLD + ", n AS (DELETE FROM profile.kpi_numbers x USING m WHERE " + BY_LOSER +
+    " RETURNING x.workspace_id, x.profile_id, x.n, x.first_day, x.last_day) SELECT true, "
+    "workspace_id, "
     "profile_id, n, first_day, last_day, NULL, NULL, NULL, NULL FROM n UNION ALL SELECT "
     "false, workspace_id, profile_id, NULL, day, NULL, s, currency, orders, revenue FROM g")
 
@@ -526,8 +568,10 @@ async def forget(conn: AsyncConnection, workspace_id: str, profile_id: str) -> N
     the touches, the control group and the per-customer days; the anonymous counters
     (orders, revenue, sends) keep what happened."""
     await kpis_bits.clear(conn, [(workspace_id, profile_id)])
-    for table in ("kpi_touches", "kpi_control"):
-        await fetch(conn, f"DELETE FROM profile.{table} WHERE workspace_id = $1 AND "  # noqa: S608
+    # kpi_touches by its index led by the profile (kpi_touches_person): the workspace, which
+    # leads its primary key, compared in a form no index serves (as kpis_uplift.BY_LOSER).
+    for table, ws in (("kpi_touches", "workspace_id || ''"), ("kpi_control", "workspace_id")):
+        await fetch(conn, f"DELETE FROM profile.{table} WHERE {ws} = $1 AND "  # noqa: S608
                     "profile_id = $2", workspace_id, profile_id)
     days = await fetch(conn, "DELETE FROM profile.kpi_customer_days WHERE workspace_id = $1 "
                        "AND profile_id = $2 RETURNING workspace_id, day, currency",

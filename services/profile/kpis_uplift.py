@@ -76,20 +76,22 @@ def add_days(select: str) -> str:
         "kpi_customer_days.revenue + excluded.revenue")
 
 
+# A loser's rows of table `x`: by its profile id (unique across workspaces: the tables'
+# `*_person` indexes), the workspace compared in a form no index serves, so that the only
+# index a probe can use is the one led by the profile (kpis_store.repoint).
+BY_LOSER = "x.profile_id = m.l AND x.workspace_id || '' = m.w"
 # Merges (CTEs over `m(w, l, s)`: workspace, loser, survivor; kpis_store.repoint): a
 # loser's days fold into the survivor's, and a loser in the control group makes the survivor
 # a member (its `control` bits move with the other people bitmaps).
 # The moved days (g: workspace, loser, survivor, day, currency, orders, revenue) go to
 # kpi_money with the numbers (kpis_store.write).
 FOLD = (
-    "g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE x.workspace_id = m.w AND "
-    "x.profile_id = m.l RETURNING x.workspace_id, x.profile_id, m.s, x.day, x.currency, "
-    "x.orders, x.revenue), days AS (" + add_days(
-        "SELECT workspace_id, s, day, currency, orders, revenue FROM g") + "), k AS (DELETE FROM "
-    "profile.kpi_control x USING m WHERE x.workspace_id = m.w AND x.profile_id = m.l "
-    "RETURNING x.*, m.s), ctl AS (INSERT INTO profile.kpi_control (workspace_id, "
-    "profile_id, since) SELECT workspace_id, s, min(since) FROM k GROUP BY 1, 2 ON CONFLICT "
-    "DO NOTHING)")
+    "g AS (DELETE FROM profile.kpi_customer_days x USING m WHERE " + BY_LOSER + " RETURNING "
+    "x.workspace_id, x.profile_id, m.s, x.day, x.currency, x.orders, x.revenue), days AS ("
+    + add_days("SELECT workspace_id, s, day, currency, orders, revenue FROM g") + "), k AS "
+    "(DELETE FROM profile.kpi_control x USING m WHERE " + BY_LOSER + " RETURNING x.*, m.s), "
+    "ctl AS (INSERT INTO profile.kpi_control (workspace_id, profile_id, since) SELECT "
+    "workspace_id, s, min(since) FROM k GROUP BY 1, 2 ON CONFLICT DO NOTHING)")
 
 
 _ZERO = f"repeat('0', {BITS})::bit({BITS})"

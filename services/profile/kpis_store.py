@@ -22,8 +22,8 @@ from services.profile.domain.conventions import Conventions
 from services.profile.domain.kpi_facts import KpiFacts, Order
 from services.profile.domain.kpis import (
     ALL,
-    COUNTED,
-    TOUCHES,
+    COUNTED_VALUES,
+    TOUCH_VALUES,
     Rollup,
     Touch,
     attribute,
@@ -137,11 +137,10 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         was = (await fetch(conn, _PROBES_ONLY))[0][::2]
         if merges:
             moved, gone = await repoint(conn, merges)
-        await _attribute(conn, convs, [(o, segs(o.ws, o.pid), refunded.get((o.ws, o.key), 0.0))
-                                       for o in new_orders], sorted(probes), r)
+        await _attribute(conn, convs, new_orders, refunded, sorted(probes), r)
         await fetch(conn, _PLANS_AS_WERE, *was)
     await _control(conn, facts, convs, live, segs, r)  # after the merge's (its `since` first)
-    records = _records(money, new_orders, moved, convs)
+    records = _records(money, new_orders, moved)
     for ws, pid, at, score in facts.nps:
         pid = live(pid)
         day = local_day(at, convs[ws].timezone)
@@ -152,22 +151,23 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     await flush(conn, r, records, gone, merges)
 
 
+# A new order of the batch: the order (its profile the live one), its local day, its
+# reporting segments.
+NewOrder = tuple[Order, date, list[str]]
 # kpi_money's records of a batch: (workspace, profile id or number, day, currency) ->
 # [orders, revenue] added; a profile id is numbered in `flush`.
 Records = dict[tuple[str, str | int, date, str], list[Any]]
 
 
-def _records(money: Money, new_orders: list[Order], moved: list[Any],
-             convs: dict[str, Conventions]) -> Records:
+def _records(money: Money, new_orders: list[NewOrder], moved: list[Any]) -> Records:
     """What the batch added to kpi_customer_days: the refunds (`money`), the new orders, a
     merge's days (off the loser's number, onto the survivor)."""
     out: Records = defaultdict(lambda: [0, 0.0])
     for key, (o, v) in money.items():
         out[key][0] += o
         out[key][1] += v
-    for order in new_orders:
-        held = out[(order.ws, order.pid, local_day(order.at, convs[order.ws].timezone),
-                    order.currency)]
+    for order, day, _seg in new_orders:
+        held = out[(order.ws, order.pid, day, order.currency)]
         held[0] += 1
         held[1] += order.revenue
     for ws, _loser, survivor, day, currency, orders, revenue, n in moved:
@@ -178,11 +178,6 @@ def _records(money: Money, new_orders: list[Order], moved: list[Any],
     return out
 
 _EVER = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
-
-
-# The outcomes by their statuses' values (an enum member's hash is a Python call).
-_COUNTED = {s.value: metric for s, metric in COUNTED.items()}
-_TOUCHES = {s.value: kind for s, kind in TOUCHES.items()}
 
 
 async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
@@ -213,14 +208,14 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
             pid = live(noted)
             held_who = who[(ws, noted)] = (pid, tuple(segs(ws, pid)))
         pid, seg = held_who
-        value = status._value_  # the statuses by value: an enum member's hash is a Python call
-        metric = _COUNTED.get(value)
+        value = status._value_  # COUNTED_VALUES' key
+        metric = COUNTED_VALUES.get(value)
         if metric is not None:
             counted[(ws, day, channel, journey, broadcast, template, seg, metric)] += 1
             if metric == "sent":
                 reached[(ws, day, channel, journey, broadcast, template, seg, pid)] += 1
             continue
-        kind = _TOUCHES[value]
+        kind = TOUCH_VALUES[value]
         times.append((ws, pid, at))
         origin = (channel, journey, broadcast, template)
         if (ws, mid, "open") not in firsts:
@@ -288,12 +283,11 @@ async def _control(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
 async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
                   live: Callable[[str], str], segs: Callable[[str, str], list[str]],
                   r: Rollup, money: Money,
-                  counted: set[tuple[str, str]] | None = None) -> list[Order]:
+                  counted: set[tuple[str, str]] | None = None) -> list[NewOrder]:
     """Insert the batch's orders; the ones not seen before (by order_id) are counted, and
     added to their customers' days with `money` (the refunds'), in the same statement. They
     must be the ones the profiles `counted` (known_orders read before), else retry."""
-    # (workspace, key) -> the order (its profile the live one), its local day, its segments
-    batch: dict[tuple[str, str], tuple[Order, date, list[str]]] = {}
+    batch: dict[tuple[str, str], NewOrder] = {}  # each key's first order
     for o in facts.orders:
         if (o.ws, o.key) not in batch:
             pid = live(o.pid)
@@ -307,13 +301,12 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
                         *columns([(*k, *v) for k, v in money.items()], 6))
     if counted is not None and {(ws, key) for ws, key in fresh} != counted:
         raise OrderRace("another writer stored one of the batch's orders meanwhile")
-    out = []
-    for ws, key in fresh:
-        o, day, seg = batch[(ws, key)]
+    out = [batch[(ws, key)] for ws, key in fresh]
+    for o, day, seg in out:
+        ws = o.ws
         r.count(ws, day, [ALL], seg, "orders", 1, o.currency)
         r.count(ws, day, [ALL], seg, "revenue", o.revenue, o.currency)
         r.person(ws, "customer", day, [ALL], seg, o.pid)
-        out.append(o)
     return out
 
 
@@ -392,15 +385,15 @@ _ATTRIBUTION = (
 
 
 async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
-                     new_orders: list[tuple[Order, list[str], float]],
+                     new_orders: list[NewOrder], refunded: dict[tuple[str, str], float],
                      probes: list[tuple[str, str, datetime, datetime]], r: Rollup) -> None:
-    """(Re)decide the attribution of the new orders (each with its segments and the batch's
-    refunds of it: as `_orders` and `_refunds` stored it) and of the orders of (workspace,
-    profile) between two times in `probes`; count what moved."""
+    """(Re)decide the attribution of the new orders (as `_orders` stored them, with the
+    batch's refunds of them, `refunded`) and of the orders of (workspace, profile) between
+    two times in `probes`; count what moved."""
     if not new_orders and not probes:
         return
     tw, tp, tlo, thi = columns(probes, 4) if probes else ([], [], [], [])
-    nw, np_, nat = columns([(o.ws, o.pid, o.at) for o, _s, _r in new_orders], 3) \
+    nw, np_, nat = columns([(o.ws, o.pid, o.at) for o, _d, _s in new_orders], 3) \
         if new_orders else ([], [], [])
     back = {ws: max(c.attribution_click_window, c.attribution_open_window)
             for ws, c in convs.items()}
@@ -417,11 +410,11 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
     # The new orders as they were stored (unattributed) unless a probe read them already.
     read = {(o["workspace_id"], o["order_key"]) for o in orders}
     orders += [{"workspace_id": o.ws, "profile_id": o.pid, "at": o.at, "order_key": o.key,
-                "day": local_day(o.at, convs[o.ws].timezone), "revenue": o.revenue,
-                "currency": o.currency, "refunded": refunded, "segments": seg,
+                "day": day, "revenue": o.revenue, "currency": o.currency,
+                "refunded": refunded.get((o.ws, o.key), 0.0), "segments": seg,
                 "message_id": None, "channel": None, "journey": None, "broadcast": None,
                 "template": None}
-               for o, seg, refunded in new_orders if (o.ws, o.key) not in read]
+               for o, day, seg in new_orders if (o.ws, o.key) not in read]
     updates = []
     for o in orders:
         ws, conv = o["workspace_id"], convs[o["workspace_id"]]

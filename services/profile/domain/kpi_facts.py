@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from services.profile.domain.conventions import Conventions, order_value
-from services.profile.domain.kpis import COUNTED, TOUCHES
+from services.profile.domain.kpis import COUNTED_VALUES, TOUCH_VALUES
 from services.profile.domain.orders import order_key
 from shared.contracts.delivery import DeliveryEvent, DeliveryStatus
 from shared.contracts.events import Event
@@ -27,7 +27,7 @@ class Delivery(NamedTuple):
     at: datetime
 
 
-_NOTED = frozenset(s.value for s in (*COUNTED, *TOUCHES))  # the outcomes `deliveries` holds
+_NOTED = COUNTED_VALUES.keys() | TOUCH_VALUES.keys()  # the outcomes `deliveries` holds
 _tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 
 
@@ -61,31 +61,26 @@ class KpiFacts:
     control: list[tuple[str, str, datetime]] = field(default_factory=list)
 
     def note_delivery(self, pid: str, d: DeliveryEvent) -> None:
-        """`delivery` for one outcome, inlined: the consumer notes every outcome of a batch
-        (the statuses matched on their values: an enum member's hash is a Python call)."""
-        if d.test:
-            return
-        status = d.status
-        if status._value_ not in _NOTED:
-            if status is DeliveryStatus.suppressed and d.rule == CONTROL_RULE:
-                self.control.append((d.workspace_id, pid, d.occurred_at))
-            return
-        journey, broadcast, template = d.journey, d.broadcast, d.template
-        self.deliveries.append(_tuple(Delivery, (
-            d.workspace_id, pid, d.message_id[:200], status, d.channel._value_,
-            journey.key[:200] if journey else None, broadcast and broadcast[:200],
-            template and template[:200], d.occurred_at)))
+        journey = d.journey
+        self.delivery(d.workspace_id, pid, d.message_id, d.status, d.channel._value_,
+                      journey.key if journey else None, d.broadcast, d.template,
+                      d.occurred_at, bool(d.test), d.rule)
 
     def delivery(self, ws: str, pid: str, message_id: str, status: DeliveryStatus,
                  channel: str, journey: str | None, broadcast: str | None,
                  template: str | None, at: datetime, test: bool,
                  rule: str | None = None) -> None:
-        if status is DeliveryStatus.suppressed and rule == CONTROL_RULE and not test:
-            self.control.append((ws, pid, at))
-        elif not test and (status in COUNTED or status in TOUCHES):
-            self.deliveries.append(Delivery(
-                ws, pid, message_id[:200], status, channel, journey and journey[:200],
-                broadcast and broadcast[:200], template and template[:200], at))
+        """One outcome (the consumer notes every outcome of a batch: the status matched by
+        its value, as COUNTED_VALUES)."""
+        if test:
+            return
+        if status._value_ not in _NOTED:
+            if status is DeliveryStatus.suppressed and rule == CONTROL_RULE:
+                self.control.append((ws, pid, at))
+            return
+        self.deliveries.append(_tuple(Delivery, (
+            ws, pid, message_id[:200], status, channel, journey and journey[:200],
+            broadcast and broadcast[:200], template and template[:200], at)))
 
     def note_event(self, pid: str, ev: Event, conv: Conventions) -> None:
         if ev.event:

@@ -19,6 +19,10 @@ COUNTED = {DeliveryStatus.sent: "sent", DeliveryStatus.delivered: "delivered",
            DeliveryStatus.bounced: "bounced", DeliveryStatus.complained: "complained",
            DeliveryStatus.unsubscribed: "unsubscribed", DeliveryStatus.failed: "failed"}
 TOUCHES = {DeliveryStatus.opened: "open", DeliveryStatus.clicked: "click"}
+# The same keyed by the statuses' values, for the consumer's lookups per outcome (an enum
+# member's hash is a Python-level call).
+COUNTED_VALUES = {s.value: metric for s, metric in COUNTED.items()}
+TOUCH_VALUES = {s.value: kind for s, kind in TOUCHES.items()}
 DIMENSIONS = ("channel", "journey", "broadcast", "template")
 ALL = ("", "")  # the (dim, key) every fact counts under
 INTERVALS = ("day", "week", "month")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -27,29 +28,30 @@ TWICE = ("customer",)  # the figures whose repeaters are read (sales.repeat_rate
 # (asyncpg checks and encodes a text array's elements one by one in Python).
 # Numbers of the batch's profiles, in one statement: the known ones (their first..last day
 # widened to the batch's days) and the next numbers of each workspace for the new ones
-# (the counter row serialises batches that number people of one workspace). A profile
-# another batch numbered meanwhile comes back without one: `_KNOWN` then. The answer is one
-# row: the profiles' positions in the arguments (from 1) and their numbers (two arrays, not a
-# row per profile to decode).
+# (the counter row serialises batches that number people of one workspace). Each profile is
+# one probe of the primary key (LATERAL: the planner never scans the table for it), and no
+# join of the statement's own rows follows: the answer is two rows, the known profiles'
+# positions in the arguments (from 1) and numbers, then the inserted profiles and numbers
+# (arrays, not a row per profile to decode). A profile another batch numbered meanwhile comes
+# back without one: `_KNOWN` then.
 _NUMBERS = (
     "WITH t AS (SELECT * FROM unnest(string_to_array($1, chr(31)), string_to_array($2, "
-    "chr(31)), $3::date[], $4::date[]) WITH ORDINALITY AS t(ws, pid, lo, hi, i)), known AS "
-    "(SELECT k.workspace_id, k.profile_id, k.n, t.i, t.lo, t.hi, t.lo < k.first_day OR t.hi > "
-    "k.last_day AS wider FROM profile.kpi_numbers k JOIN t ON k.workspace_id = t.ws AND "
-    "k.profile_id = t.pid), u AS (UPDATE profile.kpi_numbers k SET "
-    "first_day = least(k.first_day, w.lo), last_day = greatest(k.last_day, w.hi) FROM known w "
-    "WHERE w.wider AND k.workspace_id = w.workspace_id AND k.profile_id = w.profile_id), "
-    "new AS (SELECT t.*, row_number() OVER "
-    "(PARTITION BY ws ORDER BY pid) - 1 AS r, count(*) OVER (PARTITION BY ws) AS c FROM t "
-    "WHERE NOT EXISTS (SELECT 1 FROM known WHERE known.workspace_id = t.ws AND "
-    "known.profile_id = t.pid)), nx AS (INSERT INTO profile.kpi_number_next (workspace_id, "
-    "next) SELECT DISTINCT ws, c FROM new ON CONFLICT (workspace_id) DO UPDATE SET next = "
-    "kpi_number_next.next + excluded.next RETURNING workspace_id, next), ins AS (INSERT INTO "
-    "profile.kpi_numbers (workspace_id, profile_id, n, first_day, last_day) SELECT new.ws, "
-    "new.pid, nx.next - new.c + new.r, new.lo, new.hi FROM new JOIN nx ON nx.workspace_id = "
-    "new.ws ON CONFLICT DO NOTHING RETURNING workspace_id, profile_id, n) SELECT "
-    "array_agg(i), array_agg(n) FROM (SELECT i, n FROM known UNION ALL SELECT t.i, ins.n "
-    "FROM ins JOIN t ON t.ws = ins.workspace_id AND t.pid = ins.profile_id) AS a")
+    "chr(31)), $3::date[], $4::date[]) WITH ORDINALITY AS t(ws, pid, lo, hi, i)), k AS "
+    "(SELECT t.*, k.n, t.lo < k.first_day OR t.hi > k.last_day AS wider FROM t LEFT JOIN "
+    "LATERAL (SELECT n, first_day, last_day FROM profile.kpi_numbers k WHERE k.workspace_id = "
+    "t.ws AND k.profile_id = t.pid LIMIT 1) AS k ON true), u AS (UPDATE profile.kpi_numbers x "
+    "SET first_day = least(x.first_day, k.lo), last_day = greatest(x.last_day, k.hi) FROM k "
+    "WHERE k.wider AND x.workspace_id = k.ws AND x.profile_id = k.pid), new AS (SELECT ws, "
+    "pid, lo, hi, row_number() OVER (PARTITION BY ws ORDER BY pid) - 1 AS r, count(*) OVER "
+    "(PARTITION BY ws) AS c FROM k WHERE k.n IS NULL), nx AS (INSERT INTO "
+    "profile.kpi_number_next (workspace_id, next) SELECT DISTINCT ws, c FROM new ON CONFLICT "
+    "(workspace_id) DO UPDATE SET next = kpi_number_next.next + excluded.next RETURNING "
+    "workspace_id, next), ins AS (INSERT INTO profile.kpi_numbers (workspace_id, profile_id, "
+    "n, first_day, last_day) SELECT new.ws, new.pid, nx.next - new.c + new.r, new.lo, new.hi "
+    "FROM new JOIN nx ON nx.workspace_id = new.ws ON CONFLICT DO NOTHING RETURNING "
+    "workspace_id, profile_id, n) SELECT false, array_agg(i), array_agg(n), NULL::text[], "
+    "NULL::text[] FROM k WHERE n IS NOT NULL UNION ALL SELECT true, NULL, array_agg(n), "
+    "array_agg(workspace_id::text), array_agg(profile_id::text) FROM ins")
 _KNOWN = (
     "SELECT k.workspace_id, k.profile_id, k.n FROM profile.kpi_numbers k JOIN unnest("
     "$1::text[], $2::text[]) AS t(ws, pid) ON k.workspace_id = t.ws AND k.profile_id = t.pid")
@@ -89,6 +91,9 @@ def bitmap(offsets: Iterable[int]) -> asyncpg.BitString:
     return asyncpg.BitString.frombytes(bytes(b), BITS)
 
 
+_FIRST = itemgetter(0)
+
+
 async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date, date]]
                   ) -> dict[tuple[str, str], int]:
     """(workspace, profile) -> its number, assigning the next ones to new profiles; each
@@ -97,9 +102,10 @@ async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date,
         return {}
     keys = list(days)
     lo, hi = columns(days.values(), 2)
-    found = (await fetch(conn, _NUMBERS, SEP.join([k[0] for k in keys]),
-                         SEP.join([k[1] for k in keys]), lo, hi))[0]
-    out = {keys[i - 1]: n for i, n in zip(found[0] or (), found[1] or (), strict=True)}
+    known, made = sorted(await fetch(conn, _NUMBERS, SEP.join([k[0] for k in keys]),
+                                     SEP.join([k[1] for k in keys]), lo, hi), key=_FIRST)
+    out = {keys[i - 1]: n for i, n in zip(known[1] or (), known[2] or (), strict=True)}
+    out.update(zip(zip(made[3] or (), made[4] or (), strict=True), made[2] or (), strict=True))
     missing = [k for k in keys if k not in out]
     if missing:
         out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN, *columns(missing, 2))}

@@ -49,6 +49,23 @@ class OrderRace(DependencyUnavailable):
     the profiles counted it too. Retried: the batch runs again and reads it as known."""
 
 
+# The merge's and the attribution's statements are planned (each plan cached by the
+# connection after five runs) with index probes only: the profiles' rows by the tables'
+# indexes led by the profile (`*_person`, migration profile_0011), the orders by key by the
+# primary key. The plans the planner picked (hash joins: a scan of the whole table per
+# batch) were made while the tables were small and kept as they grew: at 20 000 events of
+# bench/profile.py they cost ~4 us per event more, and more with every row stored.
+# Set for the rest of the transaction (`true`): the batch's statements after them (the
+# numbers, the bitmaps and counters, the outbox rows) are probes of primary keys or plain
+# inserts, which lose nothing by it, and no round trip sets them back. `_PROBES_GATE` sets
+# them as a qual of a statement's final SELECT: a condition on no column is evaluated once,
+# before the rows (a one-time filter), whatever the statement returns.
+_GUCS = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin", "enable_material")
+_PROBES_GATE = "(SELECT " + " || ".join(
+    f"set_config('{g}', 'off', true)" for g in _GUCS) + ") IS NOT NULL"
+_PROBES_ONLY = "SELECT " + _PROBES_GATE
+
+
 class Prior(NamedTuple):
     """What a batch reads of the rollups before it applies its messages."""
 
@@ -132,13 +149,14 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     moved: list[Any] = []
     gone: list[Any] = []
     if merges or new_orders or probes:
-        # The merge's and the attribution's statements, planned with index probes only
-        # (_PROBES_ONLY): one window of settings around the three of them.
-        was = (await fetch(conn, _PROBES_ONLY))[0][::2]
+        # The merge's and the attribution's statements are planned with index probes only:
+        # the settings come with the batch's first KPI statement (the touches' or the
+        # orders'), else in a round trip of their own.
+        if not touched and not facts.orders and not money:
+            await fetch(conn, _PROBES_ONLY)
         if merges:
             moved, gone = await repoint(conn, merges)
         await _attribute(conn, convs, new_orders, refunded, sorted(probes), r)
-        await fetch(conn, _PLANS_AS_WERE, *was)
     await _control(conn, facts, convs, live, segs, r)  # after the merge's (its `since` first)
     records = _records(money, new_orders, moved)
     for ws, pid, at, score in facts.nps:
@@ -247,7 +265,8 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
         f"{texprs}) ON CONFLICT (workspace_id, message_id, kind) DO UPDATE SET at = "
         "greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id) SELECT "
         f"array_agg(a.i) FROM f JOIN unnest({exprs}) WITH ORDINALITY AS a(w, m, k, i) ON "
-        "(a.w, a.m, a.k) = (f.workspace_id, f.message_id, f.kind)", *args, *targs))[0][0]
+        "(a.w, a.m, a.k) = (f.workspace_id, f.message_id, f.kind) WHERE " + _PROBES_GATE,
+        *args, *targs))[0][0]
     for i in fresh or ():
         ws, _mid, kind = keys[i - 1]
         day, origin, seg = firsts[keys[i - 1]]
@@ -321,7 +340,7 @@ _ORDERS = (
     "profile_id, day, currency, revenue), days AS (" + add_days(
         "SELECT workspace_id, profile_id, day, currency, 1, revenue FROM ins UNION ALL "
         "SELECT * FROM unnest($9::text[], $10::text[], $11::date[], $12::text[], $13::int[], "
-        "$14::float8[])") + ") SELECT workspace_id, order_key FROM ins")
+        "$14::float8[])") + ") SELECT workspace_id, order_key FROM ins WHERE " + _PROBES_GATE)
 
 
 def _refund_money(facts: KpiFacts, convs: dict[str, Conventions], live: Callable[[str], str],
@@ -533,26 +552,14 @@ async def repoint(conn: AsyncConnection, merges: dict[str, tuple[str, str]]
             for r in rows if not r[0]], gone
 
 
-# The merge's and the attribution's statements are planned (each plan cached by the
-# connection after five runs) with index probes only: the profiles' rows by the tables'
-# indexes led by the profile (`*_person`, migration profile_0011), the orders by key by the
-# primary key. The plans the planner picked (hash joins: a scan of the whole table per
-# batch) were made while the tables were small and kept as they grew: at 20 000 events of
-# bench/profile.py they cost ~4 us per event more, and more with every row stored.
-# Set for the transaction (`true`), and back as they were right after.
-_GUCS = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin", "enable_material")
-_PROBES_ONLY = "SELECT " + ", ".join(
-    f"current_setting('{g}'), set_config('{g}', 'off', true)" for g in _GUCS)
-_PLANS_AS_WERE = "SELECT " + ", ".join(
-    f"set_config('{g}', ${i + 1}, true)" for i, g in enumerate(_GUCS))
 _REPOINT = (
     "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m(w, l, s)), "
     "t AS (UPDATE profile.kpi_touches x SET profile_id = m.s FROM m WHERE " + BY_LOSER +
     "), o AS (UPDATE profile.kpi_orders x SET profile_id = m.s FROM m WHERE " + BY_LOSER +
-    "), " + FOLD + ", n AS (DELETE FROM profile.kpi_numbers x USING m WHERE " + BY_LOSER +
-    " RETURNING x.workspace_id, x.profile_id, x.n, x.first_day, x.last_day) SELECT true, "
-    "workspace_id, "
-    "profile_id, n, first_day, last_day, NULL, NULL, NULL, NULL FROM n UNION ALL SELECT "
+    "), " + FOLD + ", n AS (DELETE FROM profile.kpi_numbers x USING m WHERE x.workspace_id = "
+    "m.w AND x.profile_id = m.l RETURNING x.workspace_id, x.profile_id, x.n, x.first_day, "
+    "x.last_day) SELECT true, workspace_id, profile_id, n, first_day, last_day, NULL, NULL, "
+    "NULL, NULL FROM n UNION ALL SELECT "
     "false, workspace_id, profile_id, NULL, day, NULL, s, currency, orders, revenue FROM g")
 
 

@@ -9,7 +9,7 @@ with two facts or more that day (`twice`). Weeks, months and any window are ORs 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date
 from operator import itemgetter
 from typing import Any
@@ -30,28 +30,50 @@ TWICE = ("customer",)  # the figures whose repeaters are read (sales.repeat_rate
 # widened to the batch's days) and the next numbers of each workspace for the new ones
 # (the counter row serialises batches that number people of one workspace). Each profile is
 # one probe of the primary key (LATERAL: the planner never scans the table for it), and no
-# join of the statement's own rows follows: the answer is two rows, the known profiles'
-# positions in the arguments (from 1) and numbers, then the inserted profiles and numbers
-# (arrays, not a row per profile to decode). A profile another batch numbered meanwhile comes
-# back without one: `_KNOWN` then.
+# join of the statement's own rows follows: the answer is rows of arrays, not a row per
+# profile to decode: tag 0, the known profiles' positions in the arguments (from 1) and
+# numbers; tag 1, the inserted numbers, workspaces and profiles. A profile another batch
+# numbered meanwhile comes back without one: `_KNOWN` then.
+# `{before}`: a CTE `pre` (RETURNING rows) the numbering waits for, `{after}`: CTEs run once
+# the numbering is done (its rows locked: the lock order of a batch, kpis_store.flush),
+# `{more}`: their answer's rows.
 _NUMBERS = (
-    "WITH t AS (SELECT * FROM unnest(string_to_array($1, chr(31)), string_to_array($2, "
+    "WITH {before}t AS (SELECT * FROM unnest(string_to_array($1, chr(31)), string_to_array($2, "
     "chr(31)), $3::date[], $4::date[]) WITH ORDINALITY AS t(ws, pid, lo, hi, i)), k AS "
     "(SELECT t.*, k.n, t.lo < k.first_day OR t.hi > k.last_day AS wider FROM t LEFT JOIN "
     "LATERAL (SELECT n, first_day, last_day FROM profile.kpi_numbers k WHERE k.workspace_id = "
     "t.ws AND k.profile_id = t.pid LIMIT 1) AS k ON true), u AS (UPDATE profile.kpi_numbers x "
     "SET first_day = least(x.first_day, k.lo), last_day = greatest(x.last_day, k.hi) FROM k "
-    "WHERE k.wider AND x.workspace_id = k.ws AND x.profile_id = k.pid), new AS (SELECT ws, "
-    "pid, lo, hi, row_number() OVER (PARTITION BY ws ORDER BY pid) - 1 AS r, count(*) OVER "
-    "(PARTITION BY ws) AS c FROM k WHERE k.n IS NULL), nx AS (INSERT INTO "
+    "WHERE k.wider AND x.workspace_id = k.ws AND x.profile_id = k.pid{wait} RETURNING 1), new "
+    "AS (SELECT ws, pid, lo, hi, row_number() OVER (PARTITION BY ws ORDER BY pid) - 1 AS r, "
+    "count(*) OVER (PARTITION BY ws) AS c FROM k WHERE k.n IS NULL{wait}), nx AS (INSERT INTO "
     "profile.kpi_number_next (workspace_id, next) SELECT DISTINCT ws, c FROM new ON CONFLICT "
     "(workspace_id) DO UPDATE SET next = kpi_number_next.next + excluded.next RETURNING "
     "workspace_id, next), ins AS (INSERT INTO profile.kpi_numbers (workspace_id, profile_id, "
     "n, first_day, last_day) SELECT new.ws, new.pid, nx.next - new.c + new.r, new.lo, new.hi "
     "FROM new JOIN nx ON nx.workspace_id = new.ws ON CONFLICT DO NOTHING RETURNING "
-    "workspace_id, profile_id, n) SELECT false, array_agg(i), array_agg(n), NULL::text[], "
-    "NULL::text[] FROM k WHERE n IS NOT NULL UNION ALL SELECT true, NULL, array_agg(n), "
-    "array_agg(workspace_id::text), array_agg(profile_id::text) FROM ins")
+    "workspace_id, profile_id, n){after} SELECT 0, array_agg(i), array_agg(n), NULL::text[], "
+    "NULL::text[], NULL::text[], NULL::text[], NULL::text[], NULL::date[], NULL::int[] FROM k "
+    "WHERE n IS NOT NULL UNION ALL SELECT 1, NULL, array_agg(n), array_agg(workspace_id::text), "
+    "array_agg(profile_id::text), NULL, NULL, NULL, NULL, NULL FROM ins{more}")
+_WAIT_BEFORE = " AND (SELECT count(*) FROM pre) >= 0"  # an InitPlan: `pre` runs to its end first
+# The merges' losers' bits cleared ($5..$9: _CLEAR's $1..$5), once the numbers are done.
+_CLEARED = (
+    ", c AS (SELECT * FROM unnest($5::text[], $6::int[], $7::date[], $8::date[]) AS c(ws, n, "
+    "lo, hi)), old AS (SELECT b.workspace_id, b.figure, b.dim, b.key, b.segment, b.day, "
+    "b.chunk, c.n, coalesce(get_bit(b.twice, c.n % $9), 0) AS twice FROM profile.kpi_bits b "
+    "JOIN c ON b.workspace_id = c.ws AND b.chunk = c.n / $9 AND b.day BETWEEN c.lo AND c.hi "
+    "WHERE get_bit(b.bits, c.n % $9) = 1 AND (SELECT count(*) FROM u) + (SELECT count(*) FROM "
+    "nx) + (SELECT count(*) FROM ins) >= 0), m AS (SELECT workspace_id, figure, dim, key, "
+    "segment, day, chunk, ~bit_or(set_bit(B'0'::bit(" + str(BITS) + "), n % $9, 1)) AS keep "
+    "FROM old GROUP BY 1, 2, 3, 4, 5, 6, 7), up AS (UPDATE profile.kpi_bits b SET bits = "
+    "b.bits & m.keep, twice = b.twice & m.keep FROM m WHERE (b.workspace_id, b.figure, "
+    "b.dim, b.key, b.segment, b.day, b.chunk) = (m.workspace_id, m.figure, m.dim, m.key, "
+    "m.segment, m.day, m.chunk))")
+_CLEARED_ROWS = (
+    " UNION ALL SELECT 2, array_agg(chunk), array_agg(n), array_agg(workspace_id::text), "
+    "array_agg(figure::text), array_agg(dim::text), array_agg(key::text), "
+    "array_agg(segment::text), array_agg(day), array_agg(twice) FROM old")
 _KNOWN = (
     "SELECT k.workspace_id, k.profile_id, k.n FROM profile.kpi_numbers k JOIN unnest("
     "$1::text[], $2::text[]) AS t(ws, pid) ON k.workspace_id = t.ws AND k.profile_id = t.pid")
@@ -98,18 +120,49 @@ async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date,
                   ) -> dict[tuple[str, str], int]:
     """(workspace, profile) -> its number, assigning the next ones to new profiles; each
     profile's first..last day widened to (first, last) of `days`."""
+    return (await number_and_clear(conn, days))[0]
+
+
+# A CTE the numbering statement runs first: its text given the number of its first parameter
+# (named `pre`, with RETURNING rows), and its arguments.
+Before = tuple[Callable[[int], str], list[Any]]
+
+
+async def number_and_clear(conn: AsyncConnection,
+                           days: dict[tuple[str, str], tuple[date, date]],
+                           gone: list[Any] | None = None, before: Before | None = None
+                           ) -> tuple[dict[tuple[str, str], int], list[Any]]:
+    """`numbers`, and in the same statement: `before` first, then the bits of numbers
+    forgotten already (`gone`: FORGET's rows) cleared as `cleared` does. Returns the numbers
+    and `cleared`'s rows."""
     if not days:
-        return {}
+        return {}, await cleared(conn, gone or [])
     keys = list(days)
     lo, hi = columns(days.values(), 2)
-    known, made = sorted(await fetch(conn, _NUMBERS, SEP.join([k[0] for k in keys]),
-                                     SEP.join([k[1] for k in keys]), lo, hi), key=_FIRST)
+    args: list[Any] = [SEP.join([k[0] for k in keys]), SEP.join([k[1] for k in keys]), lo, hi]
+    if gone:
+        args += [[r[0] for r in gone], [r[2] for r in gone], [r[3] for r in gone],
+                 [r[4] for r in gone], BITS]
+    sql = _NUMBERS.format(
+        before=before[0](len(args) + 1) + ", " if before else "",
+        wait=_WAIT_BEFORE if before else "", after=_CLEARED if gone else "",
+        more=_CLEARED_ROWS if gone else "")
+    if before:
+        args += before[1]
+    rows = sorted(await fetch(conn, sql, *args), key=_FIRST)
+    known, made = rows[0], rows[1]
     out = {keys[i - 1]: n for i, n in zip(known[1] or (), known[2] or (), strict=True)}
     out.update(zip(zip(made[3] or (), made[4] or (), strict=True), made[2] or (), strict=True))
     missing = [k for k in keys if k not in out]
     if missing:
         out |= {(r[0], r[1]): r[2] for r in await fetch(conn, _KNOWN, *columns(missing, 2))}
-    return out
+    if not gone:
+        return out, []
+    c = rows[2]
+    pid_of = {(r[0], r[2]): r[1] for r in gone}
+    return out, [(ws, figure, dim, key, seg, day, chunk, n, twice, pid_of[(ws, n)])
+                 for chunk, n, ws, figure, dim, key, seg, day, twice in zip(
+                     *(c[i] or () for i in range(1, 10)), strict=True)]
 
 
 async def add(conn: AsyncConnection, people: People,

@@ -148,6 +148,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     probes |= {(ws, s, _EVER[0], _EVER[1]) for ws, s in merges.values()}
     moved: list[Any] = []
     gone: list[Any] = []
+    updates: list[Any] = []
     if merges or new_orders or probes:
         # The merge's and the attribution's statements are planned with index probes only:
         # the settings come with the batch's first KPI statement (the touches' or the
@@ -156,7 +157,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
             await fetch(conn, _PROBES_ONLY)
         if merges:
             moved, gone = await repoint(conn, merges)
-        await _attribute(conn, convs, new_orders, refunded, sorted(probes), r)
+        updates = await _attribute(conn, convs, new_orders, refunded, sorted(probes), r)
     await _control(conn, facts, convs, live, segs, r)  # after the merge's (its `since` first)
     records = _records(money, new_orders, moved)
     for ws, pid, at, score in facts.nps:
@@ -166,7 +167,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
         r.count(ws, day, [ALL], segs(ws, pid), "nps_responses")
     for ws, old, new in moves:
         r.count(ws, local_day(now, convs[ws].timezone), [ALL], [], f"move:{old or 'none'}>{new}")
-    await flush(conn, r, records, gone, merges)
+    await flush(conn, r, records, gone, merges, _reattributed(updates) if updates else None)
 
 
 # A new order of the batch: the order (its profile the live one), its local day, its
@@ -405,12 +406,15 @@ _ATTRIBUTION = (
 
 async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
                      new_orders: list[NewOrder], refunded: dict[tuple[str, str], float],
-                     probes: list[tuple[str, str, datetime, datetime]], r: Rollup) -> None:
+                     probes: list[tuple[str, str, datetime, datetime]], r: Rollup
+                     ) -> list[Any]:
     """(Re)decide the attribution of the new orders (as `_orders` stored them, with the
     batch's refunds of them, `refunded`) and of the orders of (workspace, profile) between
-    two times in `probes`; count what moved."""
+    two times in `probes`; count what moved. Returns the orders whose message changed
+    (workspace, order key, message, channel, journey, broadcast, template): stored by
+    `_reattributed`'s statement."""
     if not new_orders and not probes:
-        return
+        return []
     tw, tp, tlo, thi = columns(probes, 4) if probes else ([], [], [], [])
     nw, np_, nat = columns([(o.ws, o.pid, o.at) for o, _d, _s in new_orders], 3) \
         if new_orders else ([], [], [])
@@ -458,12 +462,19 @@ async def _attribute(conn: AsyncConnection, convs: dict[str, Conventions],
         updates.append((ws, o["order_key"], best.message_id if best else None,
                         best.channel if best else None, best.journey if best else None,
                         best.broadcast if best else None, best.template if best else None))
-    if updates:
-        await fetch(
-            conn, "UPDATE profile.kpi_orders o SET message_id = t.m, channel = t.c, "
-            "journey = t.j, broadcast = t.b, template = t.t FROM unnest($1::text[], $2::text[], "
-            "$3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(ws, k, m, c, j, "
-            "b, t) WHERE o.workspace_id = t.ws AND o.order_key = t.k", *columns(updates, 7))
+    return updates
+
+
+def _reattributed(updates: list[Any]) -> kpis_bits.Before:
+    """The orders' new attribution (`_attribute`'s answer) as the CTE `pre` of the batch's
+    numbering statement (kpis_bits.number_and_clear), no round trip of its own."""
+    def sql(first: int) -> str:
+        params = ", ".join(f"${first + i}::text[]" for i in range(7))
+        return ("pre AS (UPDATE profile.kpi_orders o SET message_id = t.m, channel = t.c, "
+                "journey = t.j, broadcast = t.b, template = t.t FROM unnest(" + params +
+                ") AS t(ws, k, m, c, j, b, t) WHERE o.workspace_id = t.ws AND o.order_key = "
+                "t.k RETURNING 1)")
+    return sql, columns(updates, 7)
 
 
 COMPACT_EVERY = 64  # batches with money per compaction of their days (kpi_money)
@@ -472,15 +483,18 @@ _turn = 0
 
 async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None,
                 gone: list[Any] | None = None,
-                merges: dict[str, tuple[str, str]] | None = None) -> None:
+                merges: dict[str, tuple[str, str]] | None = None,
+                before: kpis_bits.Before | None = None) -> None:
     """Add the batch's people (their day bitmaps), counters and kpi_money records to the
     rollups. The people and the records' profiles are numbered in one statement (every
     customer with money has a number), then the merges' losers whose numbers `repoint`
     forgot (`gone`: workspace, loser, number, first and last day) leave their bitmaps and
     their bits become their survivors' people of the batch (a day both were in holds the
     survivor with two facts or more), then one upsert adds the people, counters and records.
-    The lock order of every batch: numbers (the losers' in repoint, then these and the
-    workspace's counter), then bitmap rows, so no deadlock."""
+    `before`: a statement (kpis_bits.Before) run first, with the numbering.
+    The lock order of every batch: orders (`before`), numbers (the losers' in repoint, then
+    these and the workspace's counter), then bitmap rows, so no deadlock: the numbering's
+    statement clears the losers' bits once its numbers are done (kpis_bits._CLEARED)."""
     global _turn  # noqa: PLW0603
     number: dict[tuple[str, str], int] = {}
     days: dict[tuple[str, str], tuple[date, date]] = {}
@@ -493,12 +507,14 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
         held = days.get((ws, who))
         days[(ws, who)] = (min(held[0], lo), max(held[1], hi)) if held else (lo, hi)
     if days:
-        number = await kpis_bits.numbers(conn, days)
-    if gone:
-        for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in \
-                await kpis_bits.cleared(conn, gone):
-            r.people[(ws, figure, dim, key, seg, day, (merges or {})[loser][1])] += \
-                2 if twice else 1
+        number, moved = await kpis_bits.number_and_clear(conn, days, gone, before)
+    else:  # no people: no merges' bits either (their survivors would be people)
+        moved = []
+        if before:
+            await fetch(conn, f"WITH {before[0](1)} SELECT count(*) FROM pre", *before[1])
+    for ws, figure, dim, key, seg, day, _chunk, _n, twice, loser in moved:
+        r.people[(ws, figure, dim, key, seg, day, (merges or {})[loser][1])] += \
+            2 if twice else 1
     first = 10 if r.people else 1  # the bitmaps' upsert takes $1..$9
     ctes: list[str] = []
     args: list[Any] = []

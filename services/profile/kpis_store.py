@@ -137,9 +137,11 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
 
     r = Rollup()
     money: Money = defaultdict(lambda: [0, 0.0])
-    touched = await _deliveries(conn, facts, convs, live, segs, r)
+    touched, firsts = _deliveries(facts, convs, live, segs, r)
     _refund_money(facts, convs, live, segs, r, money)
-    new_orders = await _orders(conn, facts, convs, live, segs, r, money, counted)
+    orders = _orders(facts, convs, live, segs, r, money, counted)
+    await _together(conn, [p for p in (firsts, orders) if p is not None])
+    new_orders = orders.done if orders else []
     refunded = await _refunds(conn, facts, convs, r)
     # Orders a new open or click may now claim (up to the click window after it), and every
     # order of a merged profile (the other profile's touches may claim them).
@@ -199,11 +201,42 @@ def _records(money: Money, new_orders: list[NewOrder], moved: list[Any]) -> Reco
 _EVER = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
 
 
-async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
-                      live: Callable[[str], str], segs: Callable[[str, str], list[str]],
-                      r: Rollup) -> list[tuple[str, str, datetime]]:
+class Part:
+    """One data-modifying part of the batch's first KPI statement (`_together`): its CTEs
+    and its answer's row (tag, int[], text[], text[]) given the number of its first
+    parameter, its arguments, and what it does with that row (`take`)."""
+
+    def __init__(self, tag: int, sql: Callable[[int], tuple[str, str]], args: list[Any],
+                 take: Callable[[Any], None]) -> None:
+        self.tag, self.sql, self.args, self.take = tag, sql, args, take
+        self.done: list[NewOrder] = []
+
+
+async def _together(conn: AsyncConnection, parts: list[Part]) -> None:
+    """The parts in one statement (one round trip), which also opens the index-probe window
+    (_PROBES_GATE); each part takes its row."""
+    if not parts:
+        return
+    ctes: list[str] = []
+    selects: list[str] = []
+    args: list[Any] = []
+    for part in parts:
+        cte, select = part.sql(len(args) + 1)
+        ctes.append(cte)
+        selects.append(f"{select} WHERE {_PROBES_GATE}")
+        args += part.args
+    rows = {row[0]: row for row in await fetch(
+        conn, "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(selects), *args)}
+    for part in parts:
+        part.take(rows[part.tag])
+
+
+def _deliveries(facts: KpiFacts, convs: dict[str, Conventions], live: Callable[[str], str],
+                segs: Callable[[str, str], list[str]], r: Rollup
+                ) -> tuple[list[tuple[str, str, datetime]], Part | None]:
     """The outcomes' counters and `reached` people, first opens and clicks, last touches;
-    returns the opens' and clicks' (workspace, live profile, time).
+    returns the opens' and clicks' (workspace, live profile, time), and the statement's part
+    that stores the firsts and touches and counts the new firsts.
     The counters and people are summed per message origin (channel, journey, broadcast,
     template) first and spread over the origin's dimensions once per sum: a batch holds a
     few dozen origins for hundreds of outcomes (the per-fact dictionaries cost ~4 us per
@@ -251,29 +284,39 @@ async def _deliveries(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, C
     for (ws, day, channel, journey, broadcast, template, seg, pid), n in reached.items():
         r.person(ws, "reached", day, dims[(channel, journey, broadcast, template)], seg, pid, n)
     if not firsts:
-        return times
-    # Every open or click holds a first and a touch: one statement for both, the new firsts
+        return times, None
+    # Every open or click holds a first and a touch: one part for both, the new firsts
     # answered as their positions in the arguments (one int array).
     keys = list(firsts)
-    exprs, args = unnest_args(1, columns(keys, 3), ["text"] * 3)
-    texprs, targs = unnest_args(4, columns(touches.values(), 9), [
-        "text", "text", "text", "text", "timestamptz", "text", "text", "text", "text"])
-    fresh = (await fetch(
-        conn, "WITH f AS (INSERT INTO profile.kpi_firsts (workspace_id, message_id, kind) "
-        f"SELECT * FROM unnest({exprs}) ON CONFLICT DO NOTHING RETURNING workspace_id, "
-        "message_id, kind), t AS (INSERT INTO profile.kpi_touches (workspace_id, message_id, "
-        f"kind, profile_id, at, channel, journey, broadcast, template) SELECT * FROM unnest("
-        f"{texprs}) ON CONFLICT (workspace_id, message_id, kind) DO UPDATE SET at = "
-        "greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id) SELECT "
-        f"array_agg(a.i) FROM f JOIN unnest({exprs}) WITH ORDINALITY AS a(w, m, k, i) ON "
-        "(a.w, a.m, a.k) = (f.workspace_id, f.message_id, f.kind) WHERE " + _PROBES_GATE,
-        *args, *targs))[0][0]
-    for i in fresh or ():
-        ws, _mid, kind = keys[i - 1]
-        day, origin, seg = firsts[keys[i - 1]]
-        r.count(ws, day, dims[origin], seg, "unique_opens" if kind == "open"
-                else "unique_clicks")
-    return times
+    key_cols, touch_cols = columns(keys, 3), columns(touches.values(), 9)
+
+    def sql(first: int) -> tuple[str, str]:
+        exprs, _ = unnest_args(first, key_cols, ["text"] * 3)
+        texprs, _ = unnest_args(first + 3, touch_cols, _TOUCH_TYPES)
+        return (
+            "f AS (INSERT INTO profile.kpi_firsts (workspace_id, message_id, kind) SELECT * "
+            f"FROM unnest({exprs}) ON CONFLICT DO NOTHING RETURNING workspace_id, message_id, "
+            "kind), t AS (INSERT INTO profile.kpi_touches (workspace_id, message_id, kind, "
+            "profile_id, at, channel, journey, broadcast, template) SELECT * FROM unnest("
+            f"{texprs}) ON CONFLICT (workspace_id, message_id, kind) DO UPDATE SET at = "
+            "greatest(kpi_touches.at, excluded.at), profile_id = excluded.profile_id)",
+            "SELECT 0, array_agg(a.i), NULL::text[], NULL::text[] FROM f JOIN unnest("
+            f"{exprs}) WITH ORDINALITY AS a(w, m, k, i) ON (a.w, a.m, a.k) = (f.workspace_id, "
+            "f.message_id, f.kind)")
+
+    def take(row: Any) -> None:
+        for i in row[1] or ():
+            ws, _mid, kind = keys[i - 1]
+            day, origin, seg = firsts[keys[i - 1]]
+            r.count(ws, day, dims[origin], seg, "unique_opens" if kind == "open"
+                    else "unique_clicks")
+
+    _, key_args = unnest_args(1, key_cols, ["text"] * 3)
+    _, touch_args = unnest_args(4, touch_cols, _TOUCH_TYPES)
+    return times, Part(0, sql, [*key_args, *touch_args], take)
+
+
+_TOUCH_TYPES = ["text", "text", "text", "text", "timestamptz", "text", "text", "text", "text"]
 
 
 Origin = tuple[str, str | None, str | None, str | None]  # channel, journey, broadcast, template
@@ -300,13 +343,13 @@ async def _control(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conv
     await known_control(conn, first)
 
 
-async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conventions],
-                  live: Callable[[str], str], segs: Callable[[str, str], list[str]],
-                  r: Rollup, money: Money,
-                  counted: set[tuple[str, str]] | None = None) -> list[NewOrder]:
-    """Insert the batch's orders; the ones not seen before (by order_id) are counted, and
-    added to their customers' days with `money` (the refunds'), in the same statement. They
-    must be the ones the profiles `counted` (known_orders read before), else retry."""
+def _orders(facts: KpiFacts, convs: dict[str, Conventions], live: Callable[[str], str],
+            segs: Callable[[str, str], list[str]], r: Rollup, money: Money,
+            counted: set[tuple[str, str]] | None = None) -> Part | None:
+    """The statement's part that inserts the batch's orders; the ones not seen before (by
+    order_id) are counted (the part's `done`), and added to their customers' days with
+    `money` (the refunds'). They must be the ones the profiles `counted` (known_orders read
+    before), else retry."""
     batch: dict[tuple[str, str], NewOrder] = {}  # each key's first order
     for o in facts.orders:
         if (o.ws, o.key) not in batch:
@@ -314,34 +357,43 @@ async def _orders(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Conve
             batch[(o.ws, o.key)] = (o if pid == o.pid else o._replace(pid=pid),
                                     local_day(o.at, convs[o.ws].timezone), segs(o.ws, pid))
     if not batch and not money:
-        return []
+        return None
     rows = [(o.ws, o.key, o.pid, o.at, day, o.revenue, o.currency, SEP.join(seg))
             for o, day, seg in batch.values()]
-    fresh = await fetch(conn, _ORDERS, *columns(rows, 8),
-                        *columns([(*k, *v) for k, v in money.items()], 6))
-    if counted is not None and {(ws, key) for ws, key in fresh} != counted:
-        raise OrderRace("another writer stored one of the batch's orders meanwhile")
-    out = [batch[(ws, key)] for ws, key in fresh]
-    for o, day, seg in out:
-        ws = o.ws
-        r.count(ws, day, [ALL], seg, "orders", 1, o.currency)
-        r.count(ws, day, [ALL], seg, "revenue", o.revenue, o.currency)
-        r.person(ws, "customer", day, [ALL], seg, o.pid)
-    return out
+    args = [*columns(rows, 8), *columns([(*k, *v) for k, v in money.items()], 6)]
+
+    def sql(first: int) -> tuple[str, str]:
+        return (_ORDERS.format(*(f"${first + i}" for i in range(14))),
+                "SELECT 1, NULL::int[], array_agg(workspace_id::text), "
+                "array_agg(order_key::text) FROM ins")
+
+    def take(row: Any) -> None:
+        fresh = list(zip(row[2] or (), row[3] or (), strict=True))
+        if counted is not None and set(fresh) != counted:
+            raise OrderRace("another writer stored one of the batch's orders meanwhile")
+        part.done = out = [batch[key] for key in fresh]
+        for o, day, seg in out:
+            ws = o.ws
+            r.count(ws, day, [ALL], seg, "orders", 1, o.currency)
+            r.count(ws, day, [ALL], seg, "revenue", o.revenue, o.currency)
+            r.person(ws, "customer", day, [ALL], seg, o.pid)
+
+    part = Part(1, sql, args, take)
+    return part
 
 
-# The batch's orders, each once by key; the new ones (returned) and the refunds' money
-# ($9..$14) go to the customers' days.
+# The batch's orders, each once by key; the new ones (`ins`) and the refunds' money
+# ({8}..{13}) go to the customers' days. {0}..{13}: the parameters.
 _ORDERS = (
-    "WITH ins AS (INSERT INTO profile.kpi_orders (workspace_id, order_key, profile_id, at, "
+    "ins AS (INSERT INTO profile.kpi_orders (workspace_id, order_key, profile_id, at, "
     "day, revenue, currency, segments) SELECT ws, k, p, at, d, v, c, "
-    "string_to_array(s, chr(31)) FROM unnest($1::text[], $2::text[], $3::text[], "
-    "$4::timestamptz[], $5::date[], $6::float8[], $7::text[], $8::text[]) "
+    "string_to_array(s, chr(31)) FROM unnest({0}::text[], {1}::text[], {2}::text[], "
+    "{3}::timestamptz[], {4}::date[], {5}::float8[], {6}::text[], {7}::text[]) "
     "AS t(ws, k, p, at, d, v, c, s) ON CONFLICT DO NOTHING RETURNING workspace_id, order_key, "
     "profile_id, day, currency, revenue), days AS (" + add_days(
         "SELECT workspace_id, profile_id, day, currency, 1, revenue FROM ins UNION ALL "
-        "SELECT * FROM unnest($9::text[], $10::text[], $11::date[], $12::text[], $13::int[], "
-        "$14::float8[])") + ") SELECT workspace_id, order_key FROM ins WHERE " + _PROBES_GATE)
+        "SELECT * FROM unnest({8}::text[], {9}::text[], {10}::date[], {11}::text[], "
+        "{12}::int[], {13}::float8[])") + ")")
 
 
 def _refund_money(facts: KpiFacts, convs: dict[str, Conventions], live: Callable[[str], str],

@@ -571,9 +571,8 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
     ctes: list[str] = []
     args: list[Any] = []
     if r.counts:
-        counts = sorted(r.counts.items())  # one order of row locks in every batch
-        exprs, args = unnest_args(first, [*columns([k for k, _v in counts], 7),
-                                          [v for _k, v in counts]], _COUNT_TYPES)
+        exprs, args = unnest_args(first, [*columns(r.counts, 7), list(r.counts.values())],
+                                  _COUNT_TYPES)
         ctes.append(f"c AS ({_COUNTS.format(exprs)})")
     if records:
         rows = sorted((ws, who if isinstance(who, int) else number[(ws, who)], day, c, *v)
@@ -590,11 +589,15 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
             await kpis_uplift.compact(conn, [(ws, day, c) for ws, _w, day, c in records])
 
 
-# The counters' upsert; {0}: unnest()'s arguments (repository.unnest_args).
+# The counters' upsert; {0}: unnest()'s arguments (repository.unnest_args). Rows in one
+# order in every batch (one order of row locks: no deadlock), sorted here in C ("C" collation:
+# bytes compared) rather than in Python (~0.14 ms per batch).
 _COUNTS = (
     "INSERT INTO profile.kpi_counts (workspace_id, day, dim, key, segment, metric, currency, "
-    "value) SELECT * FROM unnest({0}) ON CONFLICT (workspace_id, dim, key, segment, day, "
-    "metric, currency) DO UPDATE SET value = kpi_counts.value + excluded.value")
+    "value) SELECT * FROM unnest({0}) AS u(w, d, di, k, s, m, c, v) ORDER BY w COLLATE \"C\", "
+    "di COLLATE \"C\", k COLLATE \"C\", s COLLATE \"C\", d, m COLLATE \"C\", "
+    "c COLLATE \"C\" ON CONFLICT (workspace_id, dim, key, segment, day, metric, currency) DO "
+    "UPDATE SET value = kpi_counts.value + excluded.value")
 _COUNT_TYPES = ["text", "date", "text", "text", "text", "text", "text", "float8"]
 
 

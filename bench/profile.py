@@ -26,6 +26,7 @@ points on the shared 2-core machine).
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import statistics
 import time
@@ -174,6 +175,13 @@ async def compare(n: int, users: int, batch: int, analyze: bool = False) -> floa
         if analyze:
             async with runs["with"][0].engine.connect() as conn:
                 await conn.exec_driver_sql("ANALYZE")
+        # The bench's own objects (the traffic of both runs, built above: ~40 events' worth of
+        # objects per event timed) out of the collector's way: else the first older-generation
+        # collection of the timed loop walks them all (~70 ms), in whichever batch it falls,
+        # mostly a `with` one (it allocates more): +3-5 us per event that a running consumer,
+        # which holds no such backlog, never pays. Its own garbage is still collected.
+        gc.collect()
+        gc.freeze()
         cpu = {"with": 0.0, "without": 0.0}
         backend_before = {k: t.backend_cpu for k, (t, _) in runs.items()}
         for i in range(-(-n // batch)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import smtplib
@@ -33,17 +34,38 @@ STOP_BUDGET = 10.0
 
 
 def free_port_block(size: int) -> int:
-    """First of `size` consecutive free loopback ports (ingest, profile, journey, messaging)."""
-    for _ in range(50):
-        first = free_port()
-        if first + size < 65535 and all(_is_free(first + i) for i in range(size)):
+    """First of `size` consecutive free loopback ports (ingest, profile, journey, messaging),
+    below the kernel's ephemeral range: a port from that range (what `free_port` hands out)
+    can meanwhile become the local end of any outgoing connection, and binding it then fails
+    (a squatter test once met EADDRINUSE that way)."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(10_000, low - size)
+        if all(_is_free(first + i) for i in range(size)):
             return first
     raise RuntimeError(f"no block of {size} free ports found")
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def _is_free(port: int) -> bool:
+    """Nothing listens on it and it can be bound (no connection holds it either)."""
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def embedded_env() -> dict[str, str]:

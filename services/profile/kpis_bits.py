@@ -57,19 +57,6 @@ _NUMBERS = (
     "WHERE n IS NOT NULL UNION ALL SELECT 1, NULL, array_agg(n), array_agg(workspace_id::text), "
     "array_agg(profile_id::text), NULL, NULL, NULL, NULL, NULL FROM ins{more}")
 _WAIT_BEFORE = " AND (SELECT count(*) FROM pre) >= 0"  # an InitPlan: `pre` runs to its end first
-# The merges' losers' bits cleared ($5..$9: _CLEAR's $1..$5), once the numbers are done.
-_CLEARED = (
-    ", c AS (SELECT * FROM unnest($5::text[], $6::int[], $7::date[], $8::date[]) AS c(ws, n, "
-    "lo, hi)), old AS (SELECT b.workspace_id, b.figure, b.dim, b.key, b.segment, b.day, "
-    "b.chunk, c.n, coalesce(get_bit(b.twice, c.n % $9), 0) AS twice FROM profile.kpi_bits b "
-    "JOIN c ON b.workspace_id = c.ws AND b.chunk = c.n / $9 AND b.day BETWEEN c.lo AND c.hi "
-    "WHERE get_bit(b.bits, c.n % $9) = 1 AND (SELECT count(*) FROM u) + (SELECT count(*) FROM "
-    "nx) + (SELECT count(*) FROM ins) >= 0), m AS (SELECT workspace_id, figure, dim, key, "
-    "segment, day, chunk, ~bit_or(set_bit(B'0'::bit(" + str(BITS) + "), n % $9, 1)) AS keep "
-    "FROM old GROUP BY 1, 2, 3, 4, 5, 6, 7), up AS (UPDATE profile.kpi_bits b SET bits = "
-    "b.bits & m.keep, twice = b.twice & m.keep FROM m WHERE (b.workspace_id, b.figure, "
-    "b.dim, b.key, b.segment, b.day, b.chunk) = (m.workspace_id, m.figure, m.dim, m.key, "
-    "m.segment, m.day, m.chunk))")
 _CLEARED_ROWS = (
     " UNION ALL SELECT 2, array_agg(chunk), array_agg(n), array_agg(workspace_id::text), "
     "array_agg(figure::text), array_agg(dim::text), array_agg(key::text), "
@@ -85,22 +72,45 @@ _ADD = (
     "(workspace_id, figure, dim, key, segment, day, chunk) DO UPDATE SET twice = "
     "kpi_bits.twice | (kpi_bits.bits & excluded.bits) | excluded.twice, "
     "bits = kpi_bits.bits | excluded.bits")
-# Profiles' bits cleared in every row of their days that has them: the rows as they were
-# (one update per row, whichever of the profiles it holds). The mask is an OR of one-bit
-# strings (B'0' zero-padded to BITS, folded once per plan): profile.kpi_bitmap (string
-# building, then a cast of 8192 characters) cost ~90 us per row against ~4.
-_CLEAR = (
-    "WITH t AS (SELECT * FROM unnest($1::text[], $2::int[], $3::date[], $4::date[]) AS "
-    "t(ws, n, lo, hi)), old AS (SELECT b.workspace_id, b.figure, b.dim, b.key, b.segment, "
-    "b.day, b.chunk, t.n, coalesce(get_bit(b.twice, t.n % $5), 0) AS twice FROM "
-    "profile.kpi_bits b JOIN t ON b.workspace_id = t.ws AND b.chunk = t.n / $5 AND b.day "
-    "BETWEEN t.lo AND t.hi WHERE get_bit(b.bits, t.n % $5) = 1), m AS (SELECT workspace_id, "
-    "figure, dim, key, segment, day, chunk, ~bit_or(set_bit(B'0'::bit(" + str(BITS) + "), "
-    "n % $5, 1)) AS keep "
-    "FROM old GROUP BY 1, 2, 3, 4, 5, 6, 7), up AS (UPDATE profile.kpi_bits b SET bits = "
-    "b.bits & m.keep, twice = b.twice & m.keep FROM m WHERE (b.workspace_id, b.figure, "
-    "b.dim, b.key, b.segment, b.day, b.chunk) = (m.workspace_id, m.figure, m.dim, m.key, "
-    "m.segment, m.day, m.chunk)) SELECT * FROM old")
+# Profiles' bits cleared in every row of their days that has them: the CTEs `c` (the numbers:
+# workspace, number, first and last day), `old` (the rows as they were, one per number they
+# hold) and `up` (one update per row, whichever of the numbers it holds); parameters from
+# `$first` (_clear_args). The mask is an OR of one-bit strings (B'0' zero-padded to BITS,
+# folded once per plan): profile.kpi_bitmap (string building, then a cast of 8192
+# characters) cost ~90 us per row against ~4. `wait`: a condition `old` waits on.
+def _clearing(first: int, wait: str = "") -> str:
+    ws, n, lo, hi, bits = (f"${first + i}" for i in range(5))
+    return (
+        f"c AS (SELECT * FROM unnest({ws}::text[], {n}::int[], {lo}::date[], {hi}::date[]) "
+        "AS c(ws, n, lo, hi)), old AS (SELECT b.workspace_id, b.figure, b.dim, b.key, "
+        f"b.segment, b.day, b.chunk, c.n, coalesce(get_bit(b.twice, c.n % {bits}), 0) AS "
+        f"twice FROM profile.kpi_bits b JOIN c ON b.workspace_id = c.ws AND b.chunk = c.n / "
+        f"{bits} AND b.day BETWEEN c.lo AND c.hi WHERE get_bit(b.bits, c.n % {bits}) = 1"
+        f"{wait}), m AS (SELECT workspace_id, figure, dim, key, segment, day, chunk, "
+        f"~bit_or(set_bit(B'0'::bit({BITS}), n % {bits}, 1)) AS keep FROM old GROUP BY 1, 2, "
+        "3, 4, 5, 6, 7), up AS (UPDATE profile.kpi_bits b SET bits = b.bits & m.keep, twice = "
+        "b.twice & m.keep FROM m WHERE (b.workspace_id, b.figure, b.dim, b.key, b.segment, "
+        "b.day, b.chunk) = (m.workspace_id, m.figure, m.dim, m.key, m.segment, m.day, "
+        "m.chunk))")
+
+
+_CLEAR = "WITH " + _clearing(1) + " SELECT * FROM old"
+# In the numbering statement: after its numbers' rows and counter are locked.
+_CLEARED = ", " + _clearing(5, " AND (SELECT count(*) FROM u) + (SELECT count(*) FROM nx) + "
+                            "(SELECT count(*) FROM ins) >= 0")
+
+
+def _clear_args(found: list[Any]) -> list[Any]:
+    """_clearing's parameters for FORGET's rows (workspace, profile, n, first, last day)."""
+    return [[r[0] for r in found], [r[2] for r in found], [r[3] for r in found],
+            [r[4] for r in found], BITS]
+
+
+def _with_profiles(found: list[Any], rows: Iterable[tuple[Any, ...]]) -> list[Any]:
+    """`old`'s rows (workspace_id, figure, dim, key, segment, day, chunk, n, twice) with the
+    profile each number was (FORGET's rows `found`)."""
+    pid_of = {(r[0], r[2]): r[1] for r in found}
+    return [(*r, pid_of[(r[0], r[7])]) for r in rows]
 
 
 _BIT = [0x80 >> i for i in range(8)]  # bit i of a byte, from its most significant
@@ -116,13 +126,6 @@ def bitmap(offsets: Iterable[int]) -> asyncpg.BitString:
 _FIRST = itemgetter(0)
 
 
-async def numbers(conn: AsyncConnection, days: dict[tuple[str, str], tuple[date, date]]
-                  ) -> dict[tuple[str, str], int]:
-    """(workspace, profile) -> its number, assigning the next ones to new profiles; each
-    profile's first..last day widened to (first, last) of `days`."""
-    return (await number_and_clear(conn, days))[0]
-
-
 # A CTE the numbering statement runs first: its text given the number of its first parameter
 # (named `pre`, with RETURNING rows), and its arguments.
 Before = tuple[Callable[[int], str], list[Any]]
@@ -132,17 +135,17 @@ async def number_and_clear(conn: AsyncConnection,
                            days: dict[tuple[str, str], tuple[date, date]],
                            gone: list[Any] | None = None, before: Before | None = None
                            ) -> tuple[dict[tuple[str, str], int], list[Any]]:
-    """`numbers`, and in the same statement: `before` first, then the bits of numbers
-    forgotten already (`gone`: FORGET's rows) cleared as `cleared` does. Returns the numbers
-    and `cleared`'s rows."""
+    """(workspace, profile) -> its number, assigning the next ones to new profiles; each
+    profile's first..last day widened to (first, last) of `days`. In the same statement:
+    `before` first, then the bits of numbers forgotten already (`gone`: FORGET's rows)
+    cleared. Returns the numbers and the cleared rows (`clear`'s)."""
     if not days:
-        return {}, await cleared(conn, gone or [])
+        return {}, await _clear(conn, gone or [])
     keys = list(days)
     lo, hi = columns(days.values(), 2)
     args: list[Any] = [SEP.join([k[0] for k in keys]), SEP.join([k[1] for k in keys]), lo, hi]
     if gone:
-        args += [[r[0] for r in gone], [r[2] for r in gone], [r[3] for r in gone],
-                 [r[4] for r in gone], BITS]
+        args += _clear_args(gone)
     sql = _NUMBERS.format(
         before=before[0](len(args) + 1) + ", " if before else "",
         wait=_WAIT_BEFORE if before else "", after=_CLEARED if gone else "",
@@ -159,26 +162,18 @@ async def number_and_clear(conn: AsyncConnection,
     if not gone:
         return out, []
     c = rows[2]
-    pid_of = {(r[0], r[2]): r[1] for r in gone}
-    return out, [(ws, figure, dim, key, seg, day, chunk, n, twice, pid_of[(ws, n)])
-                 for chunk, n, ws, figure, dim, key, seg, day, twice in zip(
-                     *(c[i] or () for i in range(1, 10)), strict=True)]
+    return out, _with_profiles(gone, [
+        (ws, figure, dim, key, seg, day, chunk, n, twice) for chunk, n, ws, figure, dim, key,
+        seg, day, twice in zip(*(c[i] or () for i in range(1, 10)), strict=True)])
 
 
-async def add(conn: AsyncConnection, people: People,
-              number: dict[tuple[str, str], int] | None = None,
+async def add(conn: AsyncConnection, people: People, number: dict[tuple[str, str], int],
               also: tuple[str, list[Any]] = ("", [])) -> None:
     """OR the batch's people into their day bitmaps (one upsert). `number`: the profiles'
-    numbers when the caller has them, their days already inside their bounds. `also`: a
-    CTE (`name AS (...)`, its parameters from $10) the upsert's statement runs too."""
+    numbers (number_and_clear), their days already inside their bounds. `also`: a CTE
+    (`name AS (...)`, its parameters from $10) the upsert's statement runs too."""
     if not people:
         return
-    if number is None:
-        days: dict[tuple[str, str], tuple[date, date]] = {}
-        for ws, _f, _d, _k, _s, day, pid in people:
-            held = days.get((ws, pid))
-            days[(ws, pid)] = (min(held[0], day), max(held[1], day)) if held else (day, day)
-        number = await numbers(conn, days)
     rows: dict[tuple[str, str, str, str, str, date, int], tuple[list[int], list[int]]] = {}
     last: tuple[str, str] | None = None  # a person's keys come one after another (Rollup)
     chunk = bit = 0
@@ -221,17 +216,7 @@ async def _forget_numbers(conn: AsyncConnection, gone: list[tuple[str, str]]) ->
         gone="SELECT * FROM unnest($1::text[], $2::text[])"), *columns(gone, 2))
 
 
-async def cleared(conn: AsyncConnection, found: list[Any]) -> list[Any]:
-    """Take numbers forgotten already (FORGET's rows: workspace, profile, n, first day, last
-    day) out of every bitmap of their days; returns the rows they were in (workspace_id,
-    figure, dim, key, segment, day, chunk, n, twice, profile id)."""
-    return await _clear(conn, found)
-
-
 async def _clear(conn: AsyncConnection, found: list[Any]) -> list[Any]:
     if not found:
         return []
-    pid_of = {(r[0], r[2]): r[1] for r in found}
-    rows = await fetch(conn, _CLEAR, [r[0] for r in found], [r[2] for r in found],
-                       [r[3] for r in found], [r[4] for r in found], BITS)
-    return [(*r, pid_of[(r[0], r[7])]) for r in rows]
+    return _with_profiles(found, await fetch(conn, _CLEAR, *_clear_args(found)))

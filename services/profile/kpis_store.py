@@ -140,7 +140,7 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     touched, firsts = _deliveries(facts, convs, live, segs, r)
     _refund_money(facts, convs, live, segs, r, money)
     orders = _orders(facts, convs, live, segs, r, money, counted)
-    await _together(conn, [p for p in (firsts, orders) if p is not None])
+    window = await _together(conn, [p for p in (firsts, orders) if p is not None])
     new_orders = orders.done if orders else []
     refunded = await _refunds(conn, facts, convs, r)
     # Orders a new open or click may now claim (up to the click window after it), and every
@@ -153,9 +153,8 @@ async def write(conn: AsyncConnection, facts: KpiFacts, convs: dict[str, Convent
     updates: list[Any] = []
     if merges or new_orders or probes:
         # The merge's and the attribution's statements are planned with index probes only:
-        # the settings come with the batch's first KPI statement (the touches' or the
-        # orders'), else in a round trip of their own.
-        if not touched and not facts.orders and not money:
+        # the settings came with the batch's first KPI statement (`_together`), if any.
+        if not window:
             await fetch(conn, _PROBES_ONLY)
         if merges:
             moved, gone = await repoint(conn, merges)
@@ -212,11 +211,11 @@ class Part:
         self.done: list[NewOrder] = []
 
 
-async def _together(conn: AsyncConnection, parts: list[Part]) -> None:
+async def _together(conn: AsyncConnection, parts: list[Part]) -> bool:
     """The parts in one statement (one round trip), which also opens the index-probe window
-    (_PROBES_GATE); each part takes its row."""
+    (_PROBES_GATE); each part takes its row. Whether it ran (the window is open)."""
     if not parts:
-        return
+        return False
     ctes: list[str] = []
     selects: list[str] = []
     args: list[Any] = []
@@ -229,6 +228,7 @@ async def _together(conn: AsyncConnection, parts: list[Part]) -> None:
         conn, "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(selects), *args)}
     for part in parts:
         part.take(rows[part.tag])
+    return True
 
 
 def _deliveries(facts: KpiFacts, convs: dict[str, Conventions], live: Callable[[str], str],
@@ -546,7 +546,7 @@ async def flush(conn: AsyncConnection, r: Rollup, records: Records | None = None
     `before`: a statement (kpis_bits.Before) run first, with the numbering.
     The lock order of every batch: orders (`before`), numbers (the losers' in repoint, then
     these and the workspace's counter), then bitmap rows, so no deadlock: the numbering's
-    statement clears the losers' bits once its numbers are done (kpis_bits._CLEARED)."""
+    statement clears the losers' bits once its numbers are done (kpis_bits._clearing)."""
     global _turn  # noqa: PLW0603
     number: dict[tuple[str, str], int] = {}
     days: dict[tuple[str, str], tuple[date, date]] = {}
